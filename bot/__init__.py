@@ -1,0 +1,1 @@
+"""The core of Axi: lifecycle, configuration, CLI, conversation pipeline, persona, policies."""

@@ -1,0 +1,182 @@
+"""Axi's settings: one pydantic-settings class, loaded once and passed down.
+
+Every value comes from the environment or a `.env` file in the working directory;
+secrets are `SecretStr` so they never print. `.env.example` documents each one.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_LOCAL_MODEL = "mistral:7b-instruct-q4_K_M"
+DEFAULT_FALLBACK_MODEL = "claude-sonnet-4-5"
+DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org/bot"
+
+
+class MailTLS(str, Enum):
+    ssl = "ssl"
+    starttls = "starttls"
+    none = "none"
+
+
+def default_data_dir() -> Path:
+    """The platform user data dir (e.g. ~/.local/share/axi): Axi's permanent home."""
+    return Path(platformdirs.user_data_dir("axi", appauthor=False))
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message says which setting and how to fix it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # Memory
+    database_url: SecretStr | None = Field(default=None, alias="AXI_DATABASE_URL")
+    data_dir: Path = Field(default_factory=default_data_dir, alias="AXI_DATA_DIR")
+
+    # LLM
+    ollama_host: str = Field(default="http://127.0.0.1:11434", alias="OLLAMA_HOST")
+    local_model: str = Field(default=DEFAULT_LOCAL_MODEL, alias="AXI_LOCAL_MODEL")
+    local_extraction_model: str | None = Field(default=None, alias="AXI_LOCAL_EXTRACTION_MODEL")
+    local_summary_model: str | None = Field(default=None, alias="AXI_LOCAL_SUMMARY_MODEL")
+    local_num_ctx: int = Field(default=8192, ge=512, le=131072, alias="AXI_LOCAL_NUM_CTX")
+    local_timeout_s: float = Field(default=120.0, gt=0, alias="AXI_LOCAL_TIMEOUT")
+    local_keep_alive: str = Field(default="30m", alias="AXI_LOCAL_KEEP_ALIVE")
+    anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
+    fallback_model: str = Field(default=DEFAULT_FALLBACK_MODEL, alias="AXI_FALLBACK_MODEL")
+    fallback_timeout_s: float = Field(default=60.0, gt=0, alias="AXI_FALLBACK_TIMEOUT")
+    claude_monthly_budget_eur: float = Field(default=20.0, ge=0, alias="AXI_CLAUDE_MONTHLY_BUDGET")
+
+    # Telegram
+    telegram_token: SecretStr | None = Field(default=None, alias="AXI_TELEGRAM_TOKEN")
+    telegram_api_url: str = Field(default=DEFAULT_TELEGRAM_API_URL, alias="AXI_TELEGRAM_API_URL")
+
+    # Email
+    imap_host: str | None = Field(default=None, alias="AXI_IMAP_HOST")
+    imap_port: int | None = Field(default=None, ge=1, le=65535, alias="AXI_IMAP_PORT")
+    imap_user: str | None = Field(default=None, alias="AXI_IMAP_USER")
+    imap_password: SecretStr | None = Field(default=None, alias="AXI_IMAP_PASSWORD")
+    imap_tls: MailTLS = Field(default=MailTLS.ssl, alias="AXI_IMAP_TLS")
+    smtp_host: str | None = Field(default=None, alias="AXI_SMTP_HOST")
+    smtp_port: int | None = Field(default=None, ge=1, le=65535, alias="AXI_SMTP_PORT")
+    smtp_user: str | None = Field(default=None, alias="AXI_SMTP_USER")
+    smtp_password: SecretStr | None = Field(default=None, alias="AXI_SMTP_PASSWORD")
+    smtp_tls: MailTLS = Field(default=MailTLS.starttls, alias="AXI_SMTP_TLS")
+    email_address: str | None = Field(default=None, alias="AXI_EMAIL_ADDRESS")
+    mail_authserv_id: str | None = Field(default=None, alias="AXI_MAIL_AUTHSERV_ID")
+
+    # HTTP
+    http_host: str = Field(default="127.0.0.1", alias="AXI_HTTP_HOST")
+    http_port: int = Field(default=5000, ge=1, le=65535, alias="AXI_HTTP_PORT")
+
+    # Veilles and backups
+    ademe_api_url: str = Field(
+        default="https://data.ademe.fr/data-fair/api/v1/datasets", alias="AXI_ADEME_API_URL"
+    )
+    backup_repository: str | None = Field(default=None, alias="AXI_BACKUP_REPOSITORY")
+
+    # Pipeline
+    timezone: str = Field(default="Europe/Paris", alias="AXI_TIMEZONE")
+    worker_concurrency: int = Field(default=4, ge=1, le=64, alias="AXI_WORKER_CONCURRENCY")
+    log_level: str = Field(default="INFO", alias="AXI_LOG_LEVEL")
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_url_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _empty_dir_is_default(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return default_data_dir()
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Paris)") from exc
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    def model_for(self, task: str) -> str:
+        """The local model for a task: conversation, extraction or summary."""
+        if task == "extraction" and self.local_extraction_model:
+            return self.local_extraction_model
+        if task == "summary" and self.local_summary_model:
+            return self.local_summary_model
+        return self.local_model
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings once; turn validation errors into one readable ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "?"
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError("Invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def redacted(settings: Settings) -> dict[str, str]:
+    """Effective settings by environment variable name, secrets replaced by a marker."""
+    out: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        key = field.alias or name.upper()
+        if isinstance(value, SecretStr):
+            out[key] = "********" if value.get_secret_value() else "(empty)"
+        elif value is None:
+            out[key] = "(not set)"
+        elif isinstance(value, Enum):
+            out[key] = str(value.value)
+        else:
+            out[key] = str(value)
+    if settings.database_url is not None:
+        out["AXI_DATABASE_URL"] = redact_url(settings.database_url.get_secret_value())
+    return out
+
+
+def redact_url(url: str) -> str:
+    """postgresql://user:pw@host/db -> postgresql://user:***@host/db (the password only)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "(unparseable URL)"
+    return parsed.render_as_string(hide_password=True)

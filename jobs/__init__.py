@@ -1,0 +1,1 @@
+"""Scheduled work: the scheduler, veilles, digests, backups and maintenance."""

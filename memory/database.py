@@ -1,0 +1,115 @@
+"""Opening Axi's database: the configured URL or the embedded server, one async engine,
+and the check that the schema is migrated before anything else runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from memory import embedded
+from memory.errors import DatabaseUnavailable
+
+CONNECT_TIMEOUT_S = 10
+
+
+def async_url(url: str) -> URL:
+    """Turn postgresql://… (any driver) into a SQLAlchemy asyncpg URL, or raise clearly."""
+    try:
+        parsed = make_url(url.strip())
+    except ArgumentError:
+        raise DatabaseUnavailable(
+            "AXI_DATABASE_URL is not a valid URL; expected e.g. "
+            "postgresql://user:password@host:5432/axi"
+        ) from None
+    if parsed.get_backend_name() not in {"postgresql", "postgres"}:
+        raise DatabaseUnavailable(
+            f"AXI_DATABASE_URL must be a PostgreSQL URL (postgresql://…), "
+            f"not {parsed.get_backend_name()!r}"
+        )
+    return parsed.set(drivername="postgresql+asyncpg")
+
+
+@dataclass
+class Database:
+    engine: AsyncEngine
+    sessions: async_sessionmaker
+    display_url: str
+    embedded_server: embedded.EmbeddedServer | None = None
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.embedded_server is not None
+
+
+async def _ensure_database(server_url: URL, name: str) -> None:
+    admin = create_async_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            exists = await conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            )
+            if not exists:
+                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await admin.dispose()
+
+
+def describe_connect_error(exc: BaseException, display_url: str) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return (
+        f"cannot connect to PostgreSQL at {display_url}: {detail}. "
+        "Check AXI_DATABASE_URL (host, port, user, password, database) and that the "
+        "server is running; unset it to use the embedded database."
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_database(
+    database_url: str | None, data_dir: Path, *, pool_size: int = 5
+) -> AsyncIterator[Database]:
+    """Yield a connected Database; the embedded server is released on exit."""
+    server: embedded.EmbeddedServer | None = None
+    if database_url is None:
+        server = await asyncio.to_thread(embedded.start, data_dir)
+        url = async_url(server.url())
+        display = f"embedded PostgreSQL 16 in {server.pgdata}"
+        try:
+            await _ensure_database(url, embedded.DATABASE_NAME)
+        except (OSError, DBAPIError) as exc:
+            await asyncio.to_thread(embedded.release, server)
+            raise DatabaseUnavailable(describe_connect_error(exc, display)) from None
+    else:
+        url = async_url(database_url)
+        display = url.render_as_string(hide_password=True).replace("+asyncpg", "")
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"timeout": CONNECT_TIMEOUT_S},
+    )
+    try:
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (OSError, OperationalError, DBAPIError, asyncio.TimeoutError) as exc:
+            raise DatabaseUnavailable(describe_connect_error(exc, display)) from None
+        yield Database(
+            engine=engine,
+            sessions=async_sessionmaker(engine, expire_on_commit=False),
+            display_url=display,
+            embedded_server=server,
+        )
+    finally:
+        await engine.dispose()
+        if server is not None:
+            await asyncio.to_thread(embedded.release, server)

@@ -1,0 +1,219 @@
+"""Facts (sujet, prédicat, objet, confiance): added, confirmed, superseded, forgotten.
+
+A fact is never silently overwritten. Adding a fact whose subject and predicate match a
+current fact with another object supersedes the old one: it is kept, its validity ends
+(`valide_jusqu_a`), its confidence is halved and it points to its replacement
+(`remplace_par`). So "what did Axi believe, and since when" stays answerable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+
+from memory.errors import InvalidInput, NotFound
+from memory.records import FactChange, FactRecord
+from memory.text import InvalidText, clean_content, fold
+
+_FACT_COLUMNS = (
+    "id, sujet, predicat, objet, confiance, source_souvenir_id, cree_le, maj_le, "
+    "valide_depuis, valide_jusqu_a, remplace_par, relation_id, public"
+)
+SUPERSEDED_CONFIDENCE_FACTOR = 0.5
+
+
+def _row_to_fact(row: Any) -> FactRecord:
+    return FactRecord(
+        id=row.id, sujet=row.sujet, predicat=row.predicat, objet=row.objet,
+        confiance=float(row.confiance if row.confiance is not None else 1.0),
+        source_souvenir_id=row.source_souvenir_id, cree_le=row.cree_le, maj_le=row.maj_le,
+        valide_depuis=row.valide_depuis, valide_jusqu_a=row.valide_jusqu_a,
+        remplace_par=row.remplace_par, relation_id=row.relation_id, public=row.public,
+    )
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(fold(a).split()) == " ".join(fold(b).split())
+
+
+class FactsMixin:
+    db: Any
+
+    async def add_fact(
+        self,
+        sujet: str,
+        predicat: str,
+        objet: str,
+        *,
+        confiance: float = 1.0,
+        source_souvenir_id: int | None = None,
+        relation_id: int | None = None,
+        public: bool = False,
+        multi_valued: bool = False,
+    ) -> FactChange:
+        """Add a fact; confirm it if already known; supersede contradicted ones.
+
+        `multi_valued` (e.g. "aime") keeps other objects of the same predicate current.
+        """
+        try:
+            sujet = clean_content(sujet, what="subject", limit=200)
+            predicat = clean_content(predicat, what="predicate", limit=200)
+            objet = clean_content(objet, what="object", limit=10_000)
+        except InvalidText as exc:
+            raise InvalidInput(str(exc)) from None
+        if not 0.0 <= confiance <= 1.0:
+            raise InvalidInput(f"confidence must be between 0 and 1, not {confiance}")
+        async with self.db.sessions.begin() as session:
+            # one writer per (subject, predicate) at a time
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(axi_pli(:s) || '|' || axi_pli(:p)))"),
+                {"s": sujet, "p": predicat},
+            )
+            if source_souvenir_id is not None:
+                found = await session.scalar(
+                    text("SELECT 1 FROM souvenirs WHERE id = :id"), {"id": source_souvenir_id}
+                )
+                if not found:
+                    raise NotFound(f"no souvenir #{source_souvenir_id}")
+            current = (
+                await session.execute(
+                    text(
+                        f"SELECT {_FACT_COLUMNS} FROM faits WHERE valide_jusqu_a IS NULL "
+                        "AND axi_pli(sujet) = axi_pli(:s) AND axi_pli(predicat) = axi_pli(:p) "
+                        "ORDER BY id FOR UPDATE"
+                    ),
+                    {"s": sujet, "p": predicat},
+                )
+            ).all()
+            for row in current:
+                if _same(row.objet, objet):
+                    confirmed = (
+                        await session.execute(
+                            text(
+                                "UPDATE faits SET maj_le = now(), "
+                                "confiance = greatest(coalesce(confiance, 0), :c), "
+                                "source_souvenir_id = coalesce(source_souvenir_id, :src) "
+                                f"WHERE id = :id RETURNING {_FACT_COLUMNS}"
+                            ),
+                            {"c": confiance, "id": row.id, "src": source_souvenir_id},
+                        )
+                    ).one()
+                    return FactChange(fact=_row_to_fact(confirmed), outcome="confirmed")
+            new = (
+                await session.execute(
+                    text(
+                        "INSERT INTO faits (sujet, predicat, objet, source_souvenir_id, "
+                        "confiance, relation_id, public) VALUES (:s, :p, :o, :src, :c, :rid, "
+                        f":pub) RETURNING {_FACT_COLUMNS}"
+                    ),
+                    {"s": sujet, "p": predicat, "o": objet, "src": source_souvenir_id,
+                     "c": confiance, "rid": relation_id, "pub": public},
+                )
+            ).one()
+            superseded: list[FactRecord] = []
+            if not multi_valued and current:
+                rows = (
+                    await session.execute(
+                        text(
+                            "UPDATE faits SET valide_jusqu_a = now(), maj_le = now(), "
+                            "remplace_par = :new, confiance = coalesce(confiance, 1) * :f "
+                            f"WHERE id = ANY(:ids) RETURNING {_FACT_COLUMNS}"
+                        ),
+                        {"new": new.id, "f": SUPERSEDED_CONFIDENCE_FACTOR,
+                         "ids": [r.id for r in current]},
+                    )
+                ).all()
+                superseded = [_row_to_fact(r) for r in rows]
+        return FactChange(
+            fact=_row_to_fact(new),
+            outcome="superseded" if superseded else "created",
+            superseded=superseded,
+        )
+
+    async def facts_about(
+        self,
+        subjects: str | list[str],
+        *,
+        include_history: bool = False,
+        relation_id: int | None = None,
+        limit: int = 100,
+    ) -> list[FactRecord]:
+        """Facts whose subject is one of `subjects` (accent/case-insensitive) or which are
+        linked to `relation_id`; current ones only unless include_history."""
+        names = [subjects] if isinstance(subjects, str) else list(subjects)
+        conds = ["axi_pli(sujet) = ANY(:names)"]
+        params: dict[str, Any] = {"names": [fold(n.strip()) for n in names], "k": limit}
+        if relation_id is not None:
+            conds.append("relation_id = :rid")
+            params["rid"] = relation_id
+        sql = f"SELECT {_FACT_COLUMNS} FROM faits WHERE ({' OR '.join(conds)})"
+        if not include_history:
+            sql += " AND valide_jusqu_a IS NULL"
+        sql += " ORDER BY sujet, predicat, valide_depuis DESC, id DESC LIMIT :k"
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(sql), params)).all()
+        return [_row_to_fact(r) for r in rows]
+
+    async def list_facts(self, *, include_history: bool = False, limit: int = 200) -> list[FactRecord]:
+        sql = f"SELECT {_FACT_COLUMNS} FROM faits"
+        if not include_history:
+            sql += " WHERE valide_jusqu_a IS NULL"
+        sql += " ORDER BY maj_le DESC, id DESC LIMIT :k"
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(sql), {"k": limit})).all()
+        return [_row_to_fact(r) for r in rows]
+
+    async def get_fact(self, fact_id: int) -> FactRecord:
+        async with self.db.sessions() as session:
+            row = (
+                await session.execute(
+                    text(f"SELECT {_FACT_COLUMNS} FROM faits WHERE id = :id"), {"id": fact_id}
+                )
+            ).one_or_none()
+        if row is None:
+            raise NotFound(f"no fact #{fact_id}")
+        return _row_to_fact(row)
+
+    async def forget_fact(self, fact_id: int, *, purge: bool = False) -> FactRecord:
+        """End a fact's validity (kept in history), or delete it for good with purge."""
+        async with self.db.sessions.begin() as session:
+            if purge:
+                await session.execute(
+                    text("UPDATE faits SET remplace_par = NULL WHERE remplace_par = :id"),
+                    {"id": fact_id},
+                )
+                row = (
+                    await session.execute(
+                        text(f"DELETE FROM faits WHERE id = :id RETURNING {_FACT_COLUMNS}"),
+                        {"id": fact_id},
+                    )
+                ).one_or_none()
+            else:
+                row = (
+                    await session.execute(
+                        text(
+                            "UPDATE faits SET valide_jusqu_a = coalesce(valide_jusqu_a, now()), "
+                            f"maj_le = now() WHERE id = :id RETURNING {_FACT_COLUMNS}"
+                        ),
+                        {"id": fact_id},
+                    )
+                ).one_or_none()
+        if row is None:
+            raise NotFound(f"no fact #{fact_id}")
+        return _row_to_fact(row)
+
+    async def forget_facts_matching(self, sujet: str, predicat: str, objet: str | None = None) -> list[FactRecord]:
+        """End the validity of current facts matching subject/predicate (and object)."""
+        params: dict[str, Any] = {"s": sujet, "p": predicat}
+        sql = (
+            "UPDATE faits SET valide_jusqu_a = now(), maj_le = now() "
+            "WHERE valide_jusqu_a IS NULL AND axi_pli(sujet) = axi_pli(:s) "
+            "AND axi_pli(predicat) = axi_pli(:p)"
+        )
+        if objet is not None:
+            sql += " AND axi_pli(objet) = axi_pli(:o)"
+            params["o"] = objet
+        async with self.db.sessions.begin() as session:
+            rows = (await session.execute(text(sql + f" RETURNING {_FACT_COLUMNS}"), params)).all()
+        return [_row_to_fact(r) for r in rows]

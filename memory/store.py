@@ -1,0 +1,259 @@
+"""MemoryStore: the only way Axi's code touches memory. Souvenirs and recall live here;
+facts, people and consignes come from the mixins beside it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from memory.consignes import ConsignesMixin
+from memory.database import Database
+from memory.errors import InvalidInput, NotFound
+from memory.facts import FactsMixin
+from memory.people import PeopleMixin
+from memory.recall import RecallFilter, recall_sql
+from memory.records import Recalled, SouvenirRecord
+from memory.text import InvalidText, clean, clean_content, tsquery_text
+
+_SOUVENIR_COLUMNS = (
+    "id, timestamp, type, source, contenu, resume, importance, metadata, relation_id, public"
+)
+
+
+@dataclass(frozen=True)
+class NewSouvenir:
+    """One souvenir to store (for bulk loads)."""
+
+    contenu: str
+    type: str = "note"
+    source: str | None = None
+    importance: int = 5
+    timestamp: datetime | None = None
+    relation_id: int | None = None
+    public: bool = False
+    resume: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _row_to_souvenir(row: Any) -> SouvenirRecord:
+    meta = row.metadata
+    if isinstance(meta, str):
+        meta = json.loads(meta)
+    return SouvenirRecord(
+        id=row.id,
+        timestamp=row.timestamp,
+        type=row.type,
+        source=row.source,
+        contenu=row.contenu,
+        resume=row.resume,
+        importance=row.importance,
+        metadata=meta or {},
+        relation_id=row.relation_id,
+        public=row.public,
+    )
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, dict):
+        return {clean(str(k)): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_json(v) for v in value]
+    return value
+
+
+def _prepare(item: NewSouvenir) -> dict[str, Any]:
+    try:
+        contenu = clean_content(item.contenu, what="souvenir text")
+        kind = clean_content(item.type, what="souvenir type", limit=50)
+        source = clean_content(item.source, what="source", limit=100) if item.source else None
+    except InvalidText as exc:
+        raise InvalidInput(str(exc)) from None
+    if not 0 <= int(item.importance) <= 10:
+        raise InvalidInput(f"importance must be between 0 and 10, not {item.importance}")
+    return {
+        "contenu": contenu,
+        "type": kind,
+        "source": source,
+        "importance": int(item.importance),
+        "timestamp": item.timestamp,
+        "relation_id": item.relation_id,
+        "public": item.public,
+        "resume": clean(item.resume) if item.resume else None,
+        "metadata": json.dumps(_clean_json(item.metadata or {})),
+    }
+
+
+def translate_db_error(exc: DBAPIError) -> Exception:
+    message = str(exc.orig) if exc.orig is not None else str(exc)
+    if "too long for tsvector" in message or "exceeds the maximum" in message:
+        return InvalidInput("text too long to index; split it into smaller souvenirs")
+    if "foreign key" in message and "relation_id" in message:
+        return NotFound("unknown person (relation_id)")
+    if "foreign key" in message:
+        return NotFound(f"a referenced row does not exist ({message.splitlines()[0]})")
+    return exc
+
+
+class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin):
+    def __init__(self, db: Database):
+        self.db = db
+
+    # ------------------------------------------------------------------ souvenirs
+    async def remember(
+        self,
+        contenu: str,
+        *,
+        type: str = "note",
+        source: str | None = None,
+        importance: int = 5,
+        timestamp: datetime | None = None,
+        relation_id: int | None = None,
+        public: bool = False,
+        resume: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SouvenirRecord:
+        """Store one souvenir and return it."""
+        item = NewSouvenir(
+            contenu=contenu, type=type, source=source, importance=importance,
+            timestamp=timestamp, relation_id=relation_id, public=public, resume=resume,
+            metadata=metadata or {},
+        )
+        values = _prepare(item)
+        sql = text(
+            "INSERT INTO souvenirs (timestamp, type, source, contenu, resume, importance, "
+            "metadata, relation_id, public) VALUES (coalesce(:timestamp, now()), :type, "
+            ":source, :contenu, :resume, :importance, CAST(:metadata AS jsonb), :relation_id, "
+            f":public) RETURNING {_SOUVENIR_COLUMNS}"
+        )
+        try:
+            async with self.db.sessions.begin() as session:
+                row = (await session.execute(sql, values)).one()
+        except DBAPIError as exc:
+            raise translate_db_error(exc) from None
+        return _row_to_souvenir(row)
+
+    async def remember_many(self, items: Iterable[NewSouvenir]) -> list[int]:
+        """Store many souvenirs in one transaction (all or nothing); return their ids."""
+        rows = [_prepare(item) for item in items]
+        if not rows:
+            return []
+        columns = ["timestamp", "type", "source", "contenu", "resume", "importance",
+                   "metadata", "relation_id", "public"]
+        sql = (
+            "INSERT INTO souvenirs (timestamp, type, source, contenu, resume, importance, "
+            "metadata, relation_id, public) SELECT coalesce(t, now()), ty, so, co, re, im, "
+            "me::jsonb, ri, pu FROM unnest($1::timestamptz[], $2::text[], $3::text[], "
+            "$4::text[], $5::text[], $6::int[], $7::text[], $8::int[], $9::bool[]) "
+            "AS x(t, ty, so, co, re, im, me, ri, pu) RETURNING id"
+        )
+        args = [[r[c] for r in rows] for c in columns]
+        try:
+            async with self.db.engine.begin() as conn:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                records = await driver.fetch(sql, *args)
+        except DBAPIError as exc:
+            raise translate_db_error(exc) from None
+        except Exception as exc:  # asyncpg errors arrive unwrapped on the raw connection
+            if "foreign key" in str(exc):
+                raise NotFound("unknown person (relation_id)") from None
+            raise
+        return [r["id"] for r in records]
+
+    async def get_souvenir(self, souvenir_id: int) -> SouvenirRecord:
+        async with self.db.sessions() as session:
+            row = (
+                await session.execute(
+                    text(f"SELECT {_SOUVENIR_COLUMNS} FROM souvenirs WHERE id = :id"),
+                    {"id": souvenir_id},
+                )
+            ).one_or_none()
+        if row is None:
+            raise NotFound(f"no souvenir #{souvenir_id}")
+        return _row_to_souvenir(row)
+
+    async def recent_souvenirs(
+        self, *, limit: int = 20, relation_id: int | None = None
+    ) -> list[SouvenirRecord]:
+        sql = f"SELECT {_SOUVENIR_COLUMNS} FROM souvenirs"
+        params: dict[str, Any] = {"k": limit}
+        if relation_id is not None:
+            sql += " WHERE relation_id = :rid"
+            params["rid"] = relation_id
+        sql += " ORDER BY timestamp DESC, id DESC LIMIT :k"
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(sql), params)).all()
+        return [_row_to_souvenir(r) for r in rows]
+
+    async def forget_souvenir(self, souvenir_id: int) -> SouvenirRecord:
+        """Delete a souvenir for good; facts learnt from it stay, without their source."""
+        async with self.db.sessions.begin() as session:
+            row = (
+                await session.execute(
+                    text(f"SELECT {_SOUVENIR_COLUMNS} FROM souvenirs WHERE id = :id FOR UPDATE"),
+                    {"id": souvenir_id},
+                )
+            ).one_or_none()
+            if row is None:
+                raise NotFound(f"no souvenir #{souvenir_id}")
+            await session.execute(
+                text("UPDATE faits SET source_souvenir_id = NULL WHERE source_souvenir_id = :id"),
+                {"id": souvenir_id},
+            )
+            await session.execute(text("DELETE FROM souvenirs WHERE id = :id"), {"id": souvenir_id})
+        return _row_to_souvenir(row)
+
+    async def count_souvenirs(self) -> int:
+        async with self.db.sessions() as session:
+            return int(await session.scalar(text("SELECT count(*) FROM souvenirs")) or 0)
+
+    # --------------------------------------------------------------------- recall
+    async def recall(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        relation_id: int | None = None,
+        types: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        visible_to: int | None = None,
+        private_ok: bool = True,
+        language: str = "french",
+    ) -> list[Recalled]:
+        """Souvenirs matching a free-text query, best first.
+
+        All words must match first; if that finds fewer than `limit`, any word may match
+        (ranked, so souvenirs with more of the words still come first).
+        """
+        if limit <= 0:
+            return []
+        flt = RecallFilter(
+            relation_id=relation_id, types=tuple(types), sources=tuple(sources),
+            since=since, until=until, visible_to=visible_to, private_ok=private_ok,
+        )
+        strict = tsquery_text(query, mode="and")
+        if strict is None:
+            return []
+        sql, params = recall_sql(language, flt)
+        stmt = text(sql)
+        async with self.db.sessions() as session:
+            rows = (await session.execute(stmt, {**params, "tsq": strict, "k": limit})).all()
+            loose = tsquery_text(query, mode="or")
+            if len(rows) < limit and loose != strict:
+                rows = (await session.execute(stmt, {**params, "tsq": loose, "k": limit})).all()
+        return [
+            Recalled(souvenir=_row_to_souvenir(r), relevance=float(r.relevance),
+                     score=float(r.score))
+            for r in rows
+        ]
