@@ -6,7 +6,7 @@ secrets are `SecretStr` so they never print. `.env.example` documents each one.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ DEFAULT_FALLBACK_MODEL = "claude-sonnet-4-5"
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org/bot"
 
 
-class MailTLS(str, Enum):
+class MailTLS(StrEnum):
     ssl = "ssl"
     starttls = "starttls"
     none = "none"
@@ -40,6 +40,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        env_ignore_empty=True,
     )
 
     # Memory

@@ -53,11 +53,16 @@ async def _ensure_database(server_url: URL, name: str) -> None:
     admin = create_async_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
-            exists = await conn.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-            )
-            if not exists:
-                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            # concurrent first starts: one creates, the others wait then see it
+            await conn.execute(text("SELECT pg_advisory_lock(4242000)"))
+            try:
+                exists = await conn.scalar(
+                    text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+                )
+                if not exists:
+                    await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(4242000)"))
     finally:
         await admin.dispose()
 
@@ -101,7 +106,7 @@ async def open_database(
         try:
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-        except (OSError, OperationalError, DBAPIError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, OperationalError, DBAPIError) as exc:
             raise DatabaseUnavailable(describe_connect_error(exc, display)) from None
         yield Database(
             engine=engine,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,12 @@ def start(data_dir: Path) -> EmbeddedServer:
         )
 
     try:
-        import pgserver
-        from pgserver.postgres_server import PostgresServer
+        with warnings.catch_warnings():
+            # pgserver asks platformdirs for a runtime dir at import; without
+            # XDG_RUNTIME_DIR (servers, containers) the fallback is fine, the warning noise.
+            warnings.simplefilter("ignore")
+            import pgserver
+            from pgserver.postgres_server import PostgresServer
     except ImportError as exc:  # pragma: no cover - dependency of the package
         raise EmbeddedDatabaseError(f"the pgserver package is missing ({exc})") from None
 

@@ -203,7 +203,9 @@ class FactsMixin:
             raise NotFound(f"no fact #{fact_id}")
         return _row_to_fact(row)
 
-    async def forget_facts_matching(self, sujet: str, predicat: str, objet: str | None = None) -> list[FactRecord]:
+    async def forget_facts_matching(
+        self, sujet: str, predicat: str, objet: str | None = None
+    ) -> list[FactRecord]:
         """End the validity of current facts matching subject/predicate (and object)."""
         params: dict[str, Any] = {"s": sujet, "p": predicat}
         sql = (

@@ -27,7 +27,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-
 SEARCH_VECTOR_SQL = (
     "to_tsvector('french'::regconfig, contenu) "
     "|| to_tsvector('french'::regconfig, axi_pli(contenu))"

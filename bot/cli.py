@@ -1,0 +1,108 @@
+"""The `axi` command line: one Typer app whose sub-commands are the interfaces that
+scripts, the operator runbook and outside checks rely on (DESIGN "Interfaces")."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from bot.cli_memory import consignes_app, facts_app, memory_app, people_app
+from bot.cli_support import opened, out, print_json, print_table, run, settings
+from bot.config import redacted
+from memory import migrate
+
+app = typer.Typer(
+    name="axi",
+    help="Axi, the permanent assistant of ICI Dordogne.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema: upgrade and status.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+app.add_typer(people_app, name="people")
+app.add_typer(memory_app, name="memory")
+app.add_typer(facts_app, name="facts")
+app.add_typer(consignes_app, name="consignes")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations (safe to run again)."""
+    cfg = settings()
+
+    async def main() -> tuple[migrate.SchemaStatus, migrate.SchemaStatus, str]:
+        async with opened(cfg, require_schema=False) as db:
+            before, after = await migrate.upgrade(db.engine)
+            return before, after, db.display_url
+
+    before, after, where = run(main())
+    if before.up_to_date:
+        out.print(f"Schema already up to date (revision {after.current}) in {where}.")
+    else:
+        out.print(f"Upgraded {where} from {before.current or 'empty'} to {after.current} "
+                  f"({len(before.pending)} migration(s)).")
+
+
+@db_app.command("status")
+def db_status(json_out: JsonOpt = False) -> None:
+    """Show the schema revision and pending migrations."""
+    cfg = settings()
+
+    async def main() -> tuple[migrate.SchemaStatus, str]:
+        async with opened(cfg, require_schema=False) as db:
+            return await migrate.status(db.engine), db.display_url
+
+    st, where = run(main())
+    if json_out:
+        print_json({"database": where, "current": st.current, "head": st.head,
+                    "pending": st.pending, "up_to_date": st.up_to_date})
+        return
+    out.print(f"Database: {where}")
+    out.print(f"Revision: {st.current or '(empty: run `axi db upgrade`)'} (latest {st.head})")
+    if st.up_to_date:
+        out.print("Up to date.")
+    else:
+        out.print(f"{len(st.pending)} migration(s) pending: {', '.join(st.pending)}. "
+                  "Run `axi db upgrade`.")
+        raise typer.Exit(3)
+
+
+@config_app.command("check")
+def config_check(json_out: JsonOpt = False) -> None:
+    """Print the effective configuration, secrets redacted; exit 2 if invalid."""
+    cfg = settings()
+    values = redacted(cfg)
+    if json_out:
+        print_json(values)
+        return
+    print_table("Effective configuration", ["setting", "value"], sorted(values.items()))
+    for line in missing_features(cfg):
+        out.print(f"- {line}")
+
+
+def missing_features(cfg) -> list[str]:  # type: ignore[no-untyped-def]
+    """What is not configured, said plainly (English for the operator)."""
+    notes = []
+    if cfg.embedded_database:
+        notes.append(f"AXI_DATABASE_URL not set: using the embedded PostgreSQL in {cfg.data_dir}.")
+    if cfg.anthropic_api_key is None:
+        notes.append("ANTHROPIC_API_KEY not set: no Claude fallback, local model only.")
+    if cfg.telegram_token is None:
+        notes.append("AXI_TELEGRAM_TOKEN not set: Telegram channel off.")
+    if not (cfg.imap_host and cfg.smtp_host):
+        notes.append("AXI_IMAP_HOST/AXI_SMTP_HOST not set: email channel off.")
+    return notes
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""What every `axi` command shares: loading settings once, opening memory, refusing an
+unmigrated database, rendering tables or JSON, and turning typed errors into one
+clear line on stderr with a non-zero exit code (never a traceback)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bot.config import ConfigError, Settings, load_settings
+from memory import migrate
+from memory.database import Database, open_database
+from memory.errors import MemoryStoreError, NotMigrated
+from memory.store import MemoryStore
+
+T = TypeVar("T")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class CommandError(Exception):
+    """A user error detected by the CLI itself (bad option combination…)."""
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]Error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        fail(f"{exc}\nFix the environment or .env (see .env.example), then retry.", code=2)
+        raise  # unreachable
+
+
+@contextlib.asynccontextmanager
+async def opened(cfg: Settings, *, require_schema: bool = True) -> AsyncIterator[Database]:
+    url = cfg.database_url.get_secret_value() if cfg.database_url else None
+    async with open_database(url, cfg.data_dir) as db:
+        if require_schema:
+            await migrate.require_current(db.engine)
+        yield db
+
+
+def run_with_store(work: Callable[[MemoryStore], Awaitable[T]]) -> T:
+    """Open memory (refusing an unmigrated schema), run `work`, close everything."""
+    cfg = settings()
+
+    async def main() -> T:
+        async with opened(cfg) as db:
+            return await work(MemoryStore(db))
+
+    return run(main())
+
+
+def run(coro: Awaitable[T]) -> T:
+    """asyncio.run with our typed errors turned into clean exits."""
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except NotMigrated as exc:
+        fail(str(exc), code=3)
+    except MemoryStoreError as exc:
+        fail(str(exc))
+    except (CommandError, ConfigError) as exc:
+        fail(str(exc), code=2)
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+    raise AssertionError("unreachable")
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    count = 0
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+        count += 1
+    if count == 0:
+        out.print("(nothing)")
+    else:
+        out.print(table)
+
+
+def read_text_argument(value: str) -> str:
+    """`-` means: read the text from standard input (for long or multi-line text)."""
+    if value == "-":
+        data = sys.stdin.buffer.read()
+        return data.decode("utf-8", errors="replace")
+    return value
+
+
+def short(text: str, width: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail(f"{question} — not confirmed; pass --yes to confirm without a terminal", code=2)
+    if not typer.confirm(question, default=False):
+        fail("cancelled", code=1)

@@ -1,0 +1,118 @@
+"""The embedded PostgreSQL 16: persistent, shared by concurrent processes, stopped when
+the last one leaves, and clear errors on a damaged data directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from memory import embedded
+from memory.database import open_database
+from memory.errors import DatabaseUnavailable, EmbeddedDatabaseError
+
+WORKER = textwrap.dedent("""
+    import asyncio, sys
+    from pathlib import Path
+    from sqlalchemy import text
+    from memory.database import open_database
+
+    async def main():
+        async with open_database(None, Path(sys.argv[1])) as db:
+            async with db.engine.begin() as conn:
+                await conn.execute(text("CREATE TABLE IF NOT EXISTS t (who text)"))
+            await asyncio.sleep(1.0)
+            async with db.engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (:w)"), {"w": sys.argv[2]})
+                print(await conn.scalar(text("SELECT version()")))
+
+    asyncio.run(main())
+""")
+
+
+def _postmaster_running(pgdata: Path) -> bool:
+    pid_file = pgdata / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().splitlines()[0])
+    return embedded._alive(pid)
+
+
+def test_concurrent_processes_share_then_stop(tmp_path: Path) -> None:
+    data = tmp_path / "axi"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(data), name],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in ("a", "b", "c")
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+        assert "PostgreSQL 16" in out
+    deadline = time.monotonic() + 15
+    while _postmaster_running(data / "pgdata") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _postmaster_running(data / "pgdata"), "server left running after last exit"
+    # the data persisted: a new process sees all three rows
+    check = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import asyncio, sys
+            from pathlib import Path
+            from sqlalchemy import text
+            from memory.database import open_database
+            async def main():
+                async with open_database(None, Path(sys.argv[1])) as db:
+                    async with db.engine.connect() as c:
+                        print(sorted((await c.execute(text("SELECT who FROM t"))).scalars()))
+            asyncio.run(main())
+        """), str(data)], capture_output=True, text=True, timeout=120)
+    assert check.stdout.strip() == "['a', 'b', 'c']", check.stderr
+
+
+def test_wrong_version_data_dir(tmp_path: Path) -> None:
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    (pgdata / "PG_VERSION").write_text("13\n")
+    with pytest.raises(EmbeddedDatabaseError, match="PostgreSQL '13'"):
+        embedded.start(tmp_path)
+
+
+def test_corrupt_data_dir(tmp_path: Path) -> None:
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    (pgdata / "base").mkdir()
+    (pgdata / "garbage").write_text("x")
+    with pytest.raises(EmbeddedDatabaseError, match="corrupt"):
+        embedded.start(tmp_path)
+
+
+def test_damaged_cluster_reports_log(tmp_path: Path) -> None:
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    (pgdata / "PG_VERSION").write_text("16\n")
+    (pgdata / "postgresql.conf").write_text("this is = not valid ==\n")
+    with pytest.raises(EmbeddedDatabaseError, match="did not start"):
+        embedded.start(tmp_path)
+
+
+def test_unwritable_data_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(EmbeddedDatabaseError, match="cannot create"):
+        embedded.start(blocker / "sub")
+
+
+async def test_unreachable_url_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseUnavailable, match="cannot connect"):
+        async with open_database("postgresql://axi@127.0.0.1:1/axi", tmp_path):
+            pass
+    with pytest.raises(DatabaseUnavailable, match="PostgreSQL URL"):
+        async with open_database("sqlite:///x.db", tmp_path):
+            pass
+    with pytest.raises(DatabaseUnavailable, match="not a valid URL"):
+        async with open_database("::::", tmp_path):
+            pass
