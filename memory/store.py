@@ -16,6 +16,8 @@ from memory.consignes import ConsignesMixin
 from memory.database import Database
 from memory.errors import InvalidInput, NotFound
 from memory.facts import FactsMixin
+from memory.llm_calls import LLMCallsMixin
+from memory.messages import MessagesMixin
 from memory.people import PeopleMixin
 from memory.recall import RecallFilter, recall_sql
 from memory.records import Recalled, SouvenirRecord
@@ -102,7 +104,7 @@ def translate_db_error(exc: DBAPIError) -> Exception:
     return exc
 
 
-class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin):
+class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCallsMixin):
     def __init__(self, db: Database):
         self.db = db
 

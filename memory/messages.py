@@ -1,0 +1,313 @@
+"""The durable inbox and outbox of the conversation pipeline (table `messages`).
+
+Inbound: `accept_inbound` writes a message in one transaction, unique on (channel,
+external id), so a redelivery is a no-op; the channel acknowledges its source only after.
+A worker then `claim`s the oldest pending message of a conversation whose earlier
+messages are all done, holding the row lock (FOR UPDATE SKIP LOCKED) inside a transaction
+for the whole reply: if the process dies, the transaction aborts, the lock goes and the
+message is pending again — nothing is lost and nothing is answered twice, because the
+reply, the souvenirs and the "done" mark are committed together.
+
+Outbound: replies wait as `a_envoyer`; the sender claims them the same way, sends, and
+marks them `envoye` with the channel's id (at-least-once; channels dedupe where they can).
+
+States: entrant en_attente → traite | ignore | erreur; sortant a_envoyer → envoye | echec.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from memory.errors import InvalidInput
+from memory.text import MAX_CONTENT_CHARS, InvalidText, clean, clean_content
+
+_COLUMNS = (
+    "id, sens, canal, adresse, verifie, relation_id, conversation, identifiant_externe, "
+    "reference_fil, texte, pieces_jointes, metadata, etat, tentatives, prochain_essai, erreur, "
+    "en_reponse_a, recu_le, cree_le"
+)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    sens: str
+    canal: str
+    adresse: str
+    verifie: bool
+    relation_id: int | None
+    conversation: str
+    identifiant_externe: str | None
+    reference_fil: str | None
+    texte: str
+    pieces_jointes: list[Any]
+    metadata: dict[str, Any]
+    etat: str
+    tentatives: int
+    prochain_essai: datetime | None
+    erreur: str | None
+    en_reponse_a: int | None
+    recu_le: datetime
+    cree_le: datetime
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _row(row: Any) -> StoredMessage:
+    return StoredMessage(
+        id=row.id, sens=row.sens, canal=row.canal, adresse=row.adresse, verifie=row.verifie,
+        relation_id=row.relation_id, conversation=row.conversation,
+        identifiant_externe=row.identifiant_externe, reference_fil=row.reference_fil,
+        texte=row.texte, pieces_jointes=_json(row.pieces_jointes) or [],
+        metadata=_json(row.metadata) or {}, etat=row.etat, tentatives=row.tentatives,
+        prochain_essai=row.prochain_essai, erreur=row.erreur, en_reponse_a=row.en_reponse_a,
+        recu_le=row.recu_le, cree_le=row.cree_le,
+    )
+
+
+@dataclass(frozen=True)
+class Accepted:
+    message: StoredMessage
+    duplicate: bool
+
+
+class Claim:
+    """A claimed message and the open transaction that holds its lock."""
+
+    def __init__(self, session: AsyncSession, message: StoredMessage):
+        self.session = session
+        self.message = message
+        self.finished = False
+
+    async def execute(self, sql: str, params: dict[str, Any]) -> Any:
+        return await self.session.execute(text(sql), params)
+
+
+_CLAIM_INBOUND = f"""
+SELECT {_COLUMNS} FROM messages m
+WHERE m.sens = 'entrant' AND m.etat = 'en_attente'
+  AND (m.prochain_essai IS NULL OR m.prochain_essai <= now())
+  AND NOT EXISTS (
+      SELECT 1 FROM messages p
+      WHERE p.conversation = m.conversation AND p.sens = 'entrant'
+        AND p.etat = 'en_attente' AND p.id < m.id)
+  {{extra}}
+ORDER BY m.id
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+"""
+
+_CLAIM_OUTBOUND = f"""
+SELECT {_COLUMNS} FROM messages m
+WHERE m.sens = 'sortant' AND m.etat = 'a_envoyer'
+  AND (m.prochain_essai IS NULL OR m.prochain_essai <= now())
+  AND m.canal = ANY(:channels)
+ORDER BY m.id
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+"""
+
+
+class MessagesMixin:
+    db: Any
+
+    async def accept_inbound(
+        self,
+        *,
+        canal: str,
+        adresse: str,
+        texte: str,
+        identifiant_externe: str,
+        conversation: str,
+        verifie: bool = False,
+        reference_fil: str | None = None,
+        pieces_jointes: Sequence[Any] = (),
+        recu_le: datetime | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Accepted:
+        """Store an inbound message once; a redelivery returns the stored one."""
+        try:
+            body = clean(texte).strip()
+            if len(body) > MAX_CONTENT_CHARS:
+                raise InvalidText(f"message too long: {len(body):,} characters")
+            ext = clean_content(identifiant_externe, what="external id", limit=200)
+        except InvalidText as exc:
+            raise InvalidInput(str(exc)) from None
+        if not body and not pieces_jointes:
+            raise InvalidInput("empty message")
+        params = {
+            "canal": canal, "adresse": clean(adresse), "verifie": verifie,
+            "conversation": clean(conversation)[:400], "ext": ext,
+            "fil": clean(reference_fil)[:400] if reference_fil else None, "texte": body,
+            "pj": json.dumps(list(pieces_jointes)), "recu": recu_le,
+            "meta": json.dumps(metadata or {}),
+        }
+        async with self.db.sessions.begin() as session:
+            row = (await session.execute(text(
+                "INSERT INTO messages (sens, canal, adresse, verifie, conversation, "
+                "identifiant_externe, reference_fil, texte, pieces_jointes, recu_le, metadata, etat) "
+                "VALUES ('entrant', :canal, :adresse, :verifie, :conversation, :ext, :fil, :texte, "
+                "CAST(:pj AS jsonb), coalesce(:recu, now()), CAST(:meta AS jsonb), 'en_attente') "
+                "ON CONFLICT (canal, identifiant_externe) WHERE sens = 'entrant' DO NOTHING "
+                f"RETURNING {_COLUMNS}"), params)).one_or_none()
+            if row is not None:
+                return Accepted(_row(row), duplicate=False)
+            existing = (await session.execute(text(
+                f"SELECT {_COLUMNS} FROM messages WHERE sens = 'entrant' AND canal = :canal "
+                "AND identifiant_externe = :ext"), params)).one()
+        return Accepted(_row(existing), duplicate=True)
+
+    @asynccontextmanager
+    async def claim_inbound(self, *, message_id: int | None = None) -> AsyncIterator[Claim | None]:
+        """Hold the next processable inbound message (or a given one) for the block."""
+        extra = "AND m.id = :mid" if message_id is not None else ""
+        async with self.db.sessions() as session, session.begin():
+            row = (await session.execute(text(_CLAIM_INBOUND.format(extra=extra)),
+                                         {"mid": message_id})).one_or_none()
+            if row is None:
+                yield None
+                return
+            yield Claim(session, _row(row))
+
+    async def finish_inbound(
+        self,
+        claim: Claim,
+        *,
+        etat: str,
+        relation_id: int | None,
+        reply: str | None = None,
+        reply_metadata: dict[str, Any] | None = None,
+        souvenirs: Sequence[dict[str, Any]] = (),
+        erreur: str | None = None,
+    ) -> int | None:
+        """Close a claim: mark the inbound message, queue the reply, write the souvenirs,
+        all in the claim's transaction. Returns the outbound message id."""
+        msg = claim.message
+        await claim.execute(
+            "UPDATE messages SET etat = :etat, relation_id = :rid, erreur = :err, maj_le = now(), "
+            "tentatives = tentatives + 1 WHERE id = :id",
+            {"etat": etat, "rid": relation_id, "err": erreur, "id": msg.id})
+        out_id = None
+        if reply is not None:
+            out_id = (await claim.execute(
+                "INSERT INTO messages (sens, canal, adresse, verifie, relation_id, conversation, "
+                "reference_fil, texte, metadata, etat, en_reponse_a) VALUES ('sortant', :canal, "
+                ":adresse, true, :rid, :conv, :fil, :texte, CAST(:meta AS jsonb), 'a_envoyer', :id) "
+                "RETURNING id",
+                {"canal": msg.canal, "adresse": msg.adresse, "rid": relation_id,
+                 "conv": msg.conversation, "fil": msg.reference_fil, "texte": clean(reply),
+                 "meta": json.dumps(reply_metadata or {}), "id": msg.id})).scalar_one()
+        for s in souvenirs:
+            await claim.execute(
+                "INSERT INTO souvenirs (timestamp, type, source, contenu, importance, metadata, "
+                "relation_id) VALUES (coalesce(:ts, now()), :type, :source, :contenu, :imp, "
+                "CAST(:meta AS jsonb), :rid)",
+                {"ts": s.get("timestamp"), "type": s.get("type", "conversation"),
+                 "source": s.get("source", msg.canal), "contenu": clean(s["contenu"]),
+                 "imp": s.get("importance", 5), "meta": json.dumps(s.get("metadata", {})),
+                 "rid": s.get("relation_id", relation_id)})
+        claim.finished = True
+        return out_id
+
+    async def postpone_inbound(
+        self, claim: Claim, *, delay_s: float, erreur: str, metadata: dict[str, Any] | None = None
+    ) -> None:
+        """Leave the message pending, to be retried after delay_s (degraded mode)."""
+        await claim.execute(
+            "UPDATE messages SET prochain_essai = now() + make_interval(secs => :d), "
+            "erreur = :err, tentatives = tentatives + 1, maj_le = now(), "
+            "metadata = metadata || CAST(:meta AS jsonb) WHERE id = :id",
+            {"d": delay_s, "err": erreur, "meta": json.dumps(metadata or {}),
+             "id": claim.message.id})
+        claim.finished = True
+
+    async def queue_outbound(
+        self, *, canal: str, adresse: str, conversation: str, texte: str,
+        relation_id: int | None = None, en_reponse_a: int | None = None,
+        reference_fil: str | None = None, metadata: dict[str, Any] | None = None,
+    ) -> int:
+        """Queue a message that is not a reply (a notice, a digest)."""
+        async with self.db.sessions.begin() as session:
+            return (await session.execute(text(
+                "INSERT INTO messages (sens, canal, adresse, verifie, relation_id, conversation, "
+                "reference_fil, texte, metadata, etat, en_reponse_a) VALUES ('sortant', :c, :a, "
+                "true, :rid, :conv, :fil, :t, CAST(:meta AS jsonb), 'a_envoyer', :rep) RETURNING id"),
+                {"c": canal, "a": adresse, "rid": relation_id, "conv": conversation,
+                 "fil": reference_fil, "t": clean(texte), "meta": json.dumps(metadata or {}),
+                 "rep": en_reponse_a})).scalar_one()
+
+    @asynccontextmanager
+    async def claim_outbound(self, channels: Sequence[str]) -> AsyncIterator[Claim | None]:
+        async with self.db.sessions() as session, session.begin():
+            row = (await session.execute(text(_CLAIM_OUTBOUND),
+                                         {"channels": list(channels)})).one_or_none()
+            yield Claim(session, _row(row)) if row is not None else None
+
+    async def mark_sent(self, claim: Claim, external_id: str | None) -> None:
+        await claim.execute(
+            "UPDATE messages SET etat = 'envoye', identifiant_externe = :ext, erreur = NULL, "
+            "tentatives = tentatives + 1, maj_le = now() WHERE id = :id",
+            {"ext": external_id, "id": claim.message.id})
+        claim.finished = True
+
+    async def mark_send_failed(self, claim: Claim, erreur: str, *, retry_in_s: float | None) -> None:
+        """Retry later (backoff chosen by the caller), or give up when retry_in_s is None."""
+        if retry_in_s is None:
+            sql = ("UPDATE messages SET etat = 'echec', erreur = :err, tentatives = tentatives + 1, "
+                   "maj_le = now() WHERE id = :id")
+            params: dict[str, Any] = {"err": erreur, "id": claim.message.id}
+        else:
+            sql = ("UPDATE messages SET erreur = :err, tentatives = tentatives + 1, maj_le = now(), "
+                   "prochain_essai = now() + make_interval(secs => :d) WHERE id = :id")
+            params = {"err": erreur, "id": claim.message.id, "d": retry_in_s}
+        await claim.execute(sql, params)
+        claim.finished = True
+
+    async def get_message(self, message_id: int) -> StoredMessage:
+        async with self.db.sessions() as session:
+            row = (await session.execute(text(f"SELECT {_COLUMNS} FROM messages WHERE id = :id"),
+                                         {"id": message_id})).one_or_none()
+        if row is None:
+            from memory.errors import NotFound
+            raise NotFound(f"no message #{message_id}")
+        return _row(row)
+
+    async def replies_to(self, message_id: int) -> list[StoredMessage]:
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(
+                f"SELECT {_COLUMNS} FROM messages WHERE en_reponse_a = :id ORDER BY id"),
+                {"id": message_id})).all()
+        return [_row(r) for r in rows]
+
+    async def conversation_history(self, conversation: str, *, current_id: int,
+                                   limit: int = 40) -> list[StoredMessage]:
+        """The conversation's answered turns and replies (not notices), oldest first.
+
+        Messages of one conversation are handled in order, so every answered inbound
+        message is older than the current one; its reply may have a larger id.
+        """
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(
+                f"SELECT {_COLUMNS} FROM messages WHERE conversation = :c AND id <> :b "
+                "AND ((sens = 'entrant' AND etat = 'traite') OR "
+                "(sens = 'sortant' AND NOT coalesce((metadata->>'avis')::boolean, false))) "
+                "ORDER BY id DESC LIMIT :k"),
+                {"c": conversation, "b": current_id, "k": limit})).all()
+        return [_row(r) for r in reversed(rows)]
+
+    async def pending_counts(self) -> dict[str, int]:
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(
+                "SELECT sens || ':' || etat AS k, count(*) AS n FROM messages "
+                "WHERE etat IN ('en_attente', 'a_envoyer') GROUP BY 1"))).all()
+        return {r.k: r.n for r in rows}

@@ -1,0 +1,98 @@
+"""The durable inbox/outbox: redelivery is a no-op, per-conversation order, a claim that
+dies with its transaction leaves the message pending, replies and souvenirs commit together."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from memory.errors import InvalidInput
+from memory.store import MemoryStore
+
+
+async def _accept(store: MemoryStore, ext: str, conv: str = "telegram:1", text: str = "Bonjour"):
+    return await store.accept_inbound(canal="telegram", adresse="1", texte=text,
+                                      identifiant_externe=ext, conversation=conv, verifie=True)
+
+
+async def test_redelivery_is_a_noop(store: MemoryStore) -> None:
+    first = await _accept(store, "u1")
+    again = await _accept(store, "u1", text="autre texte")
+    assert not first.duplicate and again.duplicate
+    assert again.message.id == first.message.id and again.message.texte == "Bonjour"
+    assert (await store.pending_counts()) == {"entrant:en_attente": 1}
+
+
+async def test_bad_inbound(store: MemoryStore) -> None:
+    with pytest.raises(InvalidInput):
+        await _accept(store, "u1", text=" \x00 ")
+    with pytest.raises(InvalidInput):
+        await _accept(store, "", text="salut")
+    m = await _accept(store, "u2", text="sa\x00lut \ud800")
+    assert m.message.texte == "salut \ufffd"
+
+
+async def test_per_conversation_order_and_parallel_conversations(store: MemoryStore) -> None:
+    a1 = (await _accept(store, "a1", conv="A")).message
+    a2 = (await _accept(store, "a2", conv="A")).message
+    b1 = (await _accept(store, "b1", conv="B")).message
+    async with store.claim_inbound() as first:
+        assert first is not None and first.message.id == a1.id
+        # while A's first message is held, A's second must wait; B goes ahead
+        async with store.claim_inbound() as second:
+            assert second is not None and second.message.id == b1.id
+            async with store.claim_inbound() as third:
+                assert third is None
+            await store.finish_inbound(second, etat="traite", relation_id=None, reply="ok B")
+        await store.finish_inbound(first, etat="traite", relation_id=None, reply="ok A1",
+                                   souvenirs=[{"contenu": "Bonjour"}, {"contenu": "ok A1"}])
+    async with store.claim_inbound() as nxt:
+        assert nxt is not None and nxt.message.id == a2.id
+        history = await store.conversation_history("A", current_id=a2.id)
+        assert [h.texte for h in history] == ["Bonjour", "ok A1"]
+        await store.finish_inbound(nxt, etat="traite", relation_id=None, reply="ok A2")
+    assert await store.count_souvenirs() == 2
+    assert [r.texte for r in await store.replies_to(a2.id)] == ["ok A2"]
+
+
+async def test_a_claim_that_fails_leaves_the_message_pending(store: MemoryStore) -> None:
+    m = (await _accept(store, "x1")).message
+    with pytest.raises(RuntimeError):
+        async with store.claim_inbound() as claim:
+            assert claim is not None
+            await store.finish_inbound(claim, etat="traite", relation_id=None, reply="jamais",
+                                       souvenirs=[{"contenu": "jamais"}])
+            raise RuntimeError("worker died mid-reply")
+    again = await store.get_message(m.id)
+    assert again.etat == "en_attente"
+    assert await store.replies_to(m.id) == [] and await store.count_souvenirs() == 0
+
+
+async def test_postpone_then_retry(store: MemoryStore) -> None:
+    m = (await _accept(store, "p1")).message
+    async with store.claim_inbound() as claim:
+        await store.postpone_inbound(claim, delay_s=0.3, erreur="ollama down",
+                                     metadata={"avis_envoye": True})
+    async with store.claim_inbound() as claim:
+        assert claim is None
+    await asyncio.sleep(0.4)
+    async with store.claim_inbound() as claim:
+        assert claim is not None and claim.message.id == m.id
+        assert claim.message.metadata == {"avis_envoye": True}
+        assert claim.message.tentatives == 1
+
+
+async def test_outbox_claim_send_and_retry(store: MemoryStore) -> None:
+    out = await store.queue_outbound(canal="console", adresse="op", conversation="c", texte="Hé")
+    async with store.claim_outbound(["telegram"]) as claim:
+        assert claim is None
+    async with store.claim_outbound(["console"]) as claim:
+        assert claim is not None and claim.message.id == out
+        await store.mark_send_failed(claim, "timeout", retry_in_s=0.0)
+    async with store.claim_outbound(["console"]) as claim:
+        await store.mark_sent(claim, "ext-42")
+    sent = await store.get_message(out)
+    assert (sent.etat, sent.identifiant_externe, sent.tentatives) == ("envoye", "ext-42", 2)
+    async with store.claim_outbound(["console"]) as claim:
+        assert claim is None
