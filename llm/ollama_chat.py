@@ -1,0 +1,191 @@
+"""The local chat model: Ollama through `ollama.AsyncClient`.
+
+Ollama silently truncates a prompt longer than `num_ctx`, so every call sends `num_ctx`
+and `keep_alive` explicitly, refuses a prompt whose (over)estimate cannot fit with room
+for the answer, and checks `prompt_eval_count` afterwards. Library errors are translated
+to the llm error tree here; retries and fallback are the router's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import ollama
+
+from bot.config import Settings
+from llm.budget import estimate_prompt_tokens, prompt_room, shows_truncation
+from llm.errors import LLMError, LLMTimeout, LLMUnavailable, ModelNotFound, PromptTooLarge
+from llm.protocol import ChatStream, JsonSchema
+from llm.types import ChatMessage, Provider, Reply
+
+# Room kept for the answer, per task; also sent as num_predict so the cap is real.
+NUM_PREDICT: dict[str, int] = {"conversation": 1024, "extraction": 768, "summary": 768}
+DEFAULT_NUM_PREDICT = 1024
+
+
+def _elapsed_ms(start: float) -> int:
+    return int((time.perf_counter() - start) * 1000)
+
+
+class OllamaChat:
+    provider: Provider = "ollama"
+
+    def __init__(self, settings: Settings, *, client: ollama.AsyncClient | None = None):
+        self.settings = settings
+        self.host = settings.ollama_host
+        self.num_ctx = settings.local_num_ctx
+        self.timeout_s = settings.local_timeout_s
+        # httpx's timeout bounds connect and each read (so a stalled stream ends too);
+        # non-streaming calls are also bounded as a whole in chat().
+        self._client = client or ollama.AsyncClient(host=self.host, timeout=self.timeout_s)
+
+    async def __aenter__(self) -> OllamaChat:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    # ------------------------------------------------------------------ helpers
+    def model_for(self, task: str) -> str:
+        return self.settings.model_for(task)
+
+    def num_predict_for(self, task: str) -> int:
+        return min(NUM_PREDICT.get(task, DEFAULT_NUM_PREDICT), self.num_ctx // 2)
+
+    def options_for(self, task: str) -> dict[str, Any]:
+        return {"num_ctx": self.num_ctx, "num_predict": self.num_predict_for(task)}
+
+    def check_budget(self, messages: list[ChatMessage], task: str) -> int:
+        """Raise PromptTooLarge if the prompt cannot fit; return the estimate."""
+        estimate = estimate_prompt_tokens(messages)
+        room = prompt_room(self.num_ctx, self.num_predict_for(task))
+        if estimate > room:
+            raise PromptTooLarge(
+                f"prompt of ~{estimate} tokens does not fit the local context "
+                f"(num_ctx={self.num_ctx}, {room} left after reserving "
+                f"{self.num_predict_for(task)} for the answer)",
+                estimated_tokens=estimate,
+                num_ctx=self.num_ctx,
+            )
+        return estimate
+
+    def _check_truncation(self, part: Any, task: str) -> None:
+        if shows_truncation(
+            prompt_eval_count=part.prompt_eval_count,
+            eval_count=part.eval_count,
+            done_reason=part.done_reason,
+            num_ctx=self.num_ctx,
+            num_predict=self.num_predict_for(task),
+        ):
+            raise PromptTooLarge(
+                f"Ollama filled its context (prompt_eval_count={part.prompt_eval_count}, "
+                f"eval_count={part.eval_count}, done_reason={part.done_reason}, "
+                f"num_ctx={self.num_ctx}): the prompt was truncated",
+                num_ctx=self.num_ctx,
+            )
+
+    def _translate(self, exc: BaseException, model: str) -> LLMError:
+        if isinstance(exc, LLMError):
+            return exc
+        if isinstance(exc, ollama.ResponseError):
+            status = exc.status_code
+            if status == 404 or "not found" in str(exc.error).lower():
+                return ModelNotFound(model, self.host)
+            if status == -1:
+                return LLMUnavailable(f"Ollama stream error: {exc.error}")
+            return LLMUnavailable(f"Ollama answered HTTP {status}: {exc.error}")
+        if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+            return LLMTimeout(f"Ollama at {self.host} did not answer within {self.timeout_s}s")
+        if isinstance(exc, (ConnectionError, httpx.TransportError)):
+            return LLMUnavailable(
+                f"cannot reach Ollama at {self.host} ({type(exc).__name__}: {exc}); "
+                "is `ollama serve` running and OLLAMA_HOST right?"
+            )
+        if isinstance(exc, ValueError):  # a malformed line (json) or response
+            return LLMUnavailable(f"Ollama sent an unreadable response: {exc}")
+        raise exc
+
+    @staticmethod
+    def _wire(messages: list[ChatMessage]) -> list[dict[str, str]]:
+        return [{"role": m.role, "content": m.content} for m in messages]
+
+    # ------------------------------------------------------------------ protocol
+    async def chat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        task: str = "conversation",
+        json_schema: JsonSchema | None = None,
+    ) -> Reply:
+        model = self.model_for(task)
+        self.check_budget(messages, task)
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                response = await self._client.chat(
+                    model=model,
+                    messages=self._wire(messages),
+                    options=self.options_for(task),
+                    keep_alive=self.settings.local_keep_alive,
+                    format=json_schema,
+                    stream=False,
+                )
+        except Exception as exc:
+            raise self._translate(exc, model) from exc
+        self._check_truncation(response, task)
+        return Reply(
+            text=response.message.content or "",
+            provider="ollama",
+            model=response.model or model,
+            tokens_in=response.prompt_eval_count or 0,
+            tokens_out=response.eval_count or 0,
+            latency_ms=_elapsed_ms(start),
+        )
+
+    def stream(self, messages: list[ChatMessage], *, task: str = "conversation") -> ChatStream:
+        return ChatStream(lambda s: self._produce(s, messages, task))
+
+    async def _produce(
+        self, out: ChatStream, messages: list[ChatMessage], task: str
+    ) -> AsyncIterator[str]:
+        model = self.model_for(task)
+        self.check_budget(messages, task)
+        start = time.perf_counter()
+        parts: list[str] = []
+        last: Any = None
+        try:
+            iterator = await self._client.chat(
+                model=model,
+                messages=self._wire(messages),
+                options=self.options_for(task),
+                keep_alive=self.settings.local_keep_alive,
+                stream=True,
+            )
+            async for part in iterator:
+                last = part
+                chunk = part.message.content or ""
+                if chunk:
+                    parts.append(chunk)
+                    yield chunk
+        except Exception as exc:
+            raise self._translate(exc, model) from exc
+        if last is None or not last.done:
+            raise LLMUnavailable("Ollama stream ended before its final (done) message")
+        self._check_truncation(last, task)
+        out.finish(
+            Reply(
+                text="".join(parts),
+                provider="ollama",
+                model=last.model or model,
+                tokens_in=last.prompt_eval_count or 0,
+                tokens_out=last.eval_count or 0,
+                latency_ms=_elapsed_ms(start),
+            )
+        )

@@ -1,0 +1,299 @@
+"""Local first, Claude when it must: the only place where LLM retries and fallbacks live.
+
+The router tries the local model (unless its circuit breaker is open), falls back to the
+remote model on the errors that mean "local cannot answer this now" (down, timeout,
+prompt too large, model missing, invalid structured output after retries), and refuses to
+fall back when the message must never leave the server, when no remote is configured, or
+when the monthly Claude budget is spent. Every attempt is handed to `record`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from llm.breaker import CircuitBreaker
+from llm.budget import claude_cost_eur
+from llm.errors import (
+    BudgetExceeded,
+    InvalidStructuredOutput,
+    LLMError,
+    LLMTimeout,
+    LLMUnavailable,
+    LocalOnlyUnavailable,
+    ModelNotFound,
+    PromptTooLarge,
+)
+from llm.protocol import ChatModel, ChatStream, JsonSchema
+from llm.structured import correction_messages, parse_structured
+from llm.types import CallRecord, ChatMessage, Reply, StructuredReply
+
+log = logging.getLogger(__name__)
+
+RecordFn = Callable[[CallRecord], Awaitable[object]]
+BudgetFn = Callable[[], Awaitable[bool]]
+
+# Errors after which the remote model may answer instead.
+FALLBACK_ERRORS: tuple[type[LLMError], ...] = (
+    LLMUnavailable, LLMTimeout, PromptTooLarge, ModelNotFound, InvalidStructuredOutput,
+)
+# Errors that say the local server is unhealthy (they count for the circuit breaker).
+HEALTH_ERRORS: tuple[type[LLMError], ...] = (LLMUnavailable, LLMTimeout, ModelNotFound)
+CIRCUIT_OPEN = "circuit_open"
+ERROR_TEXT_LIMIT = 500
+
+
+def monthly_budget(spend_this_month: Callable[[], Awaitable[float]], limit_eur: float) -> BudgetFn:
+    """A budget_ok callable: True while this month's Claude spend is under the cap
+    (e.g. `monthly_budget(store.claude_spend_this_month, settings.claude_monthly_budget_eur)`)."""
+
+    async def budget_ok() -> bool:
+        return await spend_this_month() < limit_eur
+
+    return budget_ok
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_LIMIT]
+
+
+class Router:
+    def __init__(
+        self,
+        local: ChatModel,
+        remote: ChatModel | None,
+        *,
+        record: RecordFn | None = None,
+        budget_ok: BudgetFn | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        breaker_threshold: int = 3,
+        breaker_cooldown_s: float = 60.0,
+    ):
+        self.local = local
+        self.remote = remote
+        self._record = record
+        self.budget_ok = budget_ok
+        self.breaker = CircuitBreaker(
+            threshold=breaker_threshold, cooldown_s=breaker_cooldown_s, clock=clock
+        )
+
+    # ------------------------------------------------------------------ bookkeeping
+    async def _log(self, record: CallRecord) -> None:
+        if self._record is None:
+            return
+        try:
+            await self._record(record)
+        except Exception:  # the call log must never break a reply
+            log.warning("could not record an LLM call", exc_info=True)
+
+    def _is_local(self, model: ChatModel) -> bool:
+        return model is self.local
+
+    async def _log_success(self, reply: Reply, task: str, reason: str | None,
+                           *, ok: bool = True, error: str | None = None) -> None:
+        cost = (
+            claude_cost_eur(reply.model, reply.tokens_in, reply.tokens_out)
+            if reply.provider == "anthropic" else 0.0
+        )
+        await self._log(CallRecord(
+            provider=reply.provider, model=reply.model, task=task, tokens_in=reply.tokens_in,
+            tokens_out=reply.tokens_out, latency_ms=reply.latency_ms, ok=ok, error=error,
+            fallback_reason=reason, cost_eur=cost,
+        ))
+
+    async def _log_failure(self, model: ChatModel, task: str, start: float,
+                           exc: BaseException, reason: str | None) -> None:
+        await self._log(CallRecord(
+            provider=model.provider, model=model.model_for(task), task=task,
+            latency_ms=int((time.perf_counter() - start) * 1000), ok=False,
+            error=_error_text(exc), fallback_reason=reason,
+        ))
+
+    def _health(self, model: ChatModel, exc: BaseException | None) -> None:
+        if not self._is_local(model):
+            return
+        if exc is None:
+            self.breaker.success()
+        elif isinstance(exc, HEALTH_ERRORS):
+            self.breaker.failure()
+        else:
+            self.breaker.release()
+
+    async def _attempt(
+        self,
+        model: ChatModel,
+        messages: list[ChatMessage],
+        task: str,
+        *,
+        json_schema: JsonSchema | None = None,
+        validate: bool = False,
+        reason: str | None = None,
+    ) -> tuple[Reply, Any]:
+        """One call to one model, recorded; with `validate`, the answer is parsed against
+        json_schema and an invalid one is recorded as a failure."""
+        start = time.perf_counter()
+        try:
+            reply = await model.chat(messages, task=task, json_schema=json_schema)
+        except Exception as exc:
+            self._health(model, exc)
+            await self._log_failure(model, task, start, exc, reason)
+            raise
+        self._health(model, None)
+        data: Any = None
+        if validate and json_schema is not None:
+            try:
+                data = parse_structured(reply.text, json_schema)
+            except InvalidStructuredOutput as exc:
+                await self._log_success(reply, task, reason, ok=False, error=_error_text(exc))
+                raise
+        await self._log_success(reply, task, reason)
+        return replace(reply, fallback_reason=reason), data
+
+    async def _check_fallback(self, reason: str, cause: BaseException | None,
+                              local_only: bool) -> ChatModel:
+        """The remote model, if falling back is allowed; otherwise the right error."""
+        detail = f"{cause}" if cause is not None else "circuit breaker open"
+        if local_only:
+            raise LocalOnlyUnavailable(
+                f"local model failed ({reason}: {detail}) and this message must never leave "
+                "the server: it waits for the local model"
+            ) from cause
+        if self.remote is None:
+            raise LLMUnavailable(
+                f"local model failed ({reason}: {detail}) and no fallback is configured "
+                "(set ANTHROPIC_API_KEY to allow Claude as a fallback)"
+            ) from cause
+        if self.budget_ok is not None and not await self.budget_ok():
+            raise BudgetExceeded(
+                f"local model failed ({reason}: {detail}) and the monthly Claude budget "
+                "is spent (AXI_CLAUDE_MONTHLY_BUDGET): no fallback until next month"
+            ) from cause
+        return self.remote
+
+    # ------------------------------------------------------------------ chat
+    async def chat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        task: str = "conversation",
+        json_schema: JsonSchema | None = None,
+        local_only: bool = False,
+    ) -> Reply:
+        cause: LLMError | None = None
+        reason = CIRCUIT_OPEN
+        if self.breaker.allow():
+            try:
+                reply, _ = await self._attempt(self.local, messages, task, json_schema=json_schema)
+                return reply
+            except FALLBACK_ERRORS as exc:
+                cause, reason = exc, exc.reason
+        remote = await self._check_fallback(reason, cause, local_only)
+        reply, _ = await self._attempt(remote, messages, task, json_schema=json_schema,
+                                       reason=reason)
+        return reply
+
+    async def chat_json(
+        self,
+        messages: list[ChatMessage],
+        schema: JsonSchema,
+        *,
+        retries: int = 2,
+        task: str = "extraction",
+        local_only: bool = False,
+    ) -> StructuredReply:
+        """A JSON answer validated against `schema`: local (1 + retries attempts, each
+        retry told what was wrong), then one remote attempt per the fallback policy."""
+        cause: LLMError | None = None
+        reason = CIRCUIT_OPEN
+        if self.breaker.allow():
+            conversation = list(messages)
+            for _ in range(retries + 1):
+                try:
+                    reply, data = await self._attempt(
+                        self.local, conversation, task, json_schema=schema, validate=True
+                    )
+                    return StructuredReply(data=data, reply=reply)
+                except InvalidStructuredOutput as exc:
+                    cause, reason = exc, exc.reason
+                    conversation = [*conversation, *correction_messages(exc.text, exc)]
+                    if not self.breaker.allow():
+                        break
+                except FALLBACK_ERRORS as exc:
+                    cause, reason = exc, exc.reason
+                    break
+        remote = await self._check_fallback(reason, cause, local_only)
+        reply, data = await self._attempt(remote, list(messages), task, json_schema=schema,
+                                          validate=True, reason=reason)
+        return StructuredReply(data=data, reply=reply)
+
+    # ------------------------------------------------------------------ streaming
+    def stream(
+        self, messages: list[ChatMessage], *, task: str = "conversation", local_only: bool = False
+    ) -> ChatStream:
+        """Chunks from local; from remote only if local fails before its first chunk.
+        A failure after text was sent raises LLMUnavailable (text is never duplicated)."""
+        return ChatStream(lambda out: self._produce(out, messages, task, local_only))
+
+    async def _produce(
+        self, out: ChatStream, messages: list[ChatMessage], task: str, local_only: bool
+    ) -> AsyncIterator[str]:
+        cause: LLMError | None = None
+        reason = CIRCUIT_OPEN
+        if self.breaker.allow():
+            start = time.perf_counter()
+            inner = self.local.stream(messages, task=task)
+            try:
+                first: str | None = await inner.__anext__()
+            except StopAsyncIteration:
+                first = None
+            except FALLBACK_ERRORS as exc:
+                cause, reason = exc, exc.reason
+                self._health(self.local, exc)
+                await self._log_failure(self.local, task, start, exc, None)
+            except Exception as exc:
+                self._health(self.local, exc)
+                await self._log_failure(self.local, task, start, exc, None)
+                raise
+            if cause is None:
+                async for chunk in self._follow(inner, first, task, start, None):
+                    yield chunk
+                assert inner.reply is not None
+                out.finish(inner.reply)
+                return
+        remote = await self._check_fallback(reason, cause, local_only)
+        start = time.perf_counter()
+        inner = remote.stream(messages, task=task)
+        async for chunk in self._follow(inner, None, task, start, reason):
+            yield chunk
+        assert inner.reply is not None
+        out.finish(replace(inner.reply, fallback_reason=reason))
+
+    async def _follow(self, inner: ChatStream, first: str | None, task: str, start: float,
+                      reason: str | None) -> AsyncIterator[str]:
+        """Relay a stream to the end, recording it; a failure once text has gone out
+        becomes LLMUnavailable."""
+        model = self.local if reason is None else self.remote
+        assert model is not None
+        sent = False
+        try:
+            if first is not None:
+                sent = True
+                yield first
+            async for chunk in inner:
+                sent = True
+                yield chunk
+        except LLMError as exc:
+            self._health(model, exc)
+            await self._log_failure(model, task, start, exc, reason)
+            if sent and not isinstance(exc, LLMUnavailable):
+                raise LLMUnavailable(f"the reply stream broke after it started: {exc}") from exc
+            raise
+        finally:
+            await inner.aclose()
+        if inner.reply is None:
+            raise LLMUnavailable("stream ended without a final reply")
+        self._health(model, None)
+        await self._log_success(inner.reply, task, reason)
