@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
@@ -141,6 +142,10 @@ class Router:
             self._health(model, exc)
             await self._log_failure(model, task, start, exc, reason)
             raise
+        except BaseException:  # cancelled: says nothing about the server's health
+            if self._is_local(model):
+                self.breaker.release()
+            raise
         self._health(model, None)
         data: Any = None
         if validate and json_schema is not None:
@@ -258,26 +263,29 @@ class Router:
                 await self._log_failure(self.local, task, start, exc, None)
                 raise
             if cause is None:
-                async for chunk in self._follow(inner, first, task, start, None):
-                    yield chunk
+                async with aclosing(self._follow(inner, first, task, start, None)) as relay:
+                    async for chunk in relay:
+                        yield chunk
                 assert inner.reply is not None
                 out.finish(inner.reply)
                 return
         remote = await self._check_fallback(reason, cause, local_only)
         start = time.perf_counter()
         inner = remote.stream(messages, task=task)
-        async for chunk in self._follow(inner, None, task, start, reason):
-            yield chunk
+        async with aclosing(self._follow(inner, None, task, start, reason)) as relay:
+            async for chunk in relay:
+                yield chunk
         assert inner.reply is not None
         out.finish(replace(inner.reply, fallback_reason=reason))
 
     async def _follow(self, inner: ChatStream, first: str | None, task: str, start: float,
-                      reason: str | None) -> AsyncIterator[str]:
+                      reason: str | None) -> AsyncGenerator[str, None]:
         """Relay a stream to the end, recording it; a failure once text has gone out
         becomes LLMUnavailable."""
         model = self.local if reason is None else self.remote
         assert model is not None
         sent = False
+        finished = False
         try:
             if first is not None:
                 sent = True
@@ -285,13 +293,17 @@ class Router:
             async for chunk in inner:
                 sent = True
                 yield chunk
+            finished = True
         except LLMError as exc:
+            finished = True
             self._health(model, exc)
             await self._log_failure(model, task, start, exc, reason)
             if sent and not isinstance(exc, LLMUnavailable):
                 raise LLMUnavailable(f"the reply stream broke after it started: {exc}") from exc
             raise
         finally:
+            if not finished and self._is_local(model):
+                self.breaker.release()  # abandoned or cancelled mid-stream
             await inner.aclose()
         if inner.reply is None:
             raise LLMUnavailable("stream ended without a final reply")

@@ -291,3 +291,18 @@ async def test_stream_prompt_too_large_falls_back(
     reply = await router.stream(HUGE).collect()
     assert reply.provider == "anthropic" and reply.fallback_reason == "prompt_too_large"
     assert ollama_server.chat_bodies == []
+
+
+async def test_abandoned_stream_does_not_block_the_half_open_trial(
+    router: Router, ollama_server: FakeOllama, clock: Clock
+):
+    ollama_server.fail_status = 500
+    for _ in range(3):
+        await router.chat(HELLO)
+    ollama_server.fail_status = None
+    clock.advance(61)
+    stream = router.stream(HELLO)
+    assert await stream.__anext__() == "Bonjour,"
+    await stream.aclose()  # the reader went away during the half-open trial
+    assert (await router.chat(HELLO)).provider == "ollama"
+    assert router.breaker.state == "closed"
