@@ -1,0 +1,54 @@
+"""The channel/core message values and the token estimator."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.inbound import Attachment, Inbound, Outbound
+from bot.tokens import MESSAGE_OVERHEAD, PROMPT_OVERHEAD, estimate_messages, estimate_text
+
+NOW = datetime(2025, 3, 4, 13, 5, tzinfo=UTC)
+
+
+def test_inbound_is_frozen_and_normalises_attachments() -> None:
+    msg = Inbound(channel="telegram", sender="123456789", verified=True, text="Salut Axi",
+                  external_id="update-42", received_at=NOW,
+                  attachments=[Attachment("plan.pdf", "application/pdf", 1024, ref="file-1")])  # type: ignore[arg-type]
+    assert isinstance(msg.attachments, tuple) and msg.attachments[0].filename == "plan.pdf"
+    assert not msg.empty and msg.thread_ref is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        msg.text = "autre"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("bad", [
+    {"channel": ""}, {"sender": " "}, {"external_id": ""}, {"received_at": datetime(2025, 3, 4)},
+])
+def test_inbound_rejects_incomplete_values(bad: dict[str, object]) -> None:
+    fields = {"channel": "email", "sender": "ludo@ici-dordogne.fr", "verified": False,
+              "text": "Bonjour", "external_id": "<id@x>", "received_at": NOW} | bad
+    with pytest.raises(ValueError):
+        Inbound(**fields)  # type: ignore[arg-type]
+
+
+def test_empty_inbound_and_outbound() -> None:
+    empty = Inbound(channel="web", sender="s1", verified=False, text="  ", external_id="1",
+                    received_at=NOW)
+    assert empty.empty
+    out = Outbound(channel="telegram", address="123", text="Bonjour !", in_reply_to=7,
+                   thread_ref="42")
+    assert out.in_reply_to == 7
+    with pytest.raises(ValueError):
+        Outbound(channel="telegram", address="123", text="")
+
+
+def test_token_estimate_is_conservative_for_french() -> None:
+    text = "La maison de Vergt a été vendue, le compromis est signé chez le notaire."
+    assert estimate_text(text) >= len(text) / 3.5  # French averages 3.5-4 chars a token
+    assert estimate_text("24260") == 5  # digits count one each
+    assert estimate_text("🏠") == 4
+    assert estimate_text("") == 0
+    msgs = [{"role": "system", "content": "abc"}, {"role": "user", "content": "def"}]
+    assert estimate_messages(msgs) == PROMPT_OVERHEAD + 2 * (MESSAGE_OVERHEAD + 1)
