@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from bot.cli_chat import ask, chat, llm_app, run_command
 from bot.cli_memory import consignes_app, facts_app, memory_app, people_app
 from bot.cli_support import opened, out, print_json, print_table, run, settings
 from bot.config import redacted
@@ -27,6 +28,10 @@ app.add_typer(people_app, name="people")
 app.add_typer(memory_app, name="memory")
 app.add_typer(facts_app, name="facts")
 app.add_typer(consignes_app, name="consignes")
+app.add_typer(llm_app, name="llm")
+app.command("run")(run_command)
+app.command("ask")(ask)
+app.command("chat")(chat)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_LOCAL_MODEL = "mistral:7b-instruct-q4_K_M"
-DEFAULT_FALLBACK_MODEL = "claude-sonnet-4-5"
+DEFAULT_FALLBACK_MODEL = "claude-sonnet-4-6"
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org/bot"
 
 

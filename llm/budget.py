@@ -4,17 +4,10 @@ and the Claude price table (the only place prices live)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
+from bot import tokens
 from llm.types import ChatMessage
-
-# French text runs about 3.5-4 characters per token with Mistral's tokenizer; dividing by 3
-# overestimates on purpose: refusing a prompt that would have fitted is cheap, truncating
-# one silently is not.
-CHARS_PER_TOKEN = 3.0
-TOKENS_PER_MESSAGE = 8  # role markers and template tokens ([INST] … [/INST])
-TOKENS_PER_PROMPT = 16
 
 # Claude prices in EUR per million tokens (input, output), by model family prefix.
 # Anthropic lists USD (Sonnet 4.5: $3 / $15; Haiku 4.5: $1 / $5; Opus 4.5: $5 / $25);
@@ -29,14 +22,13 @@ DEFAULT_PRICE_USD_PER_MTOK = PRICES_USD_PER_MTOK["claude-sonnet"]
 
 
 def estimate_text_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+    return tokens.estimate_text(text)
 
 
 def estimate_prompt_tokens(messages: Sequence[ChatMessage]) -> int:
-    """A deliberately high estimate of how many tokens a chat prompt takes."""
-    return TOKENS_PER_PROMPT + sum(
-        TOKENS_PER_MESSAGE + estimate_text_tokens(m.content) for m in messages
-    )
+    """A deliberately high estimate of how many tokens a chat prompt takes — the same
+    estimator the context builder budgets with, so a prompt it built always passes."""
+    return tokens.estimate_messages({"role": m.role, "content": m.content} for m in messages)
 
 
 def prompt_room(num_ctx: int, num_predict: int) -> int:

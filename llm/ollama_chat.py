@@ -52,6 +52,18 @@ class OllamaChat:
     async def aclose(self) -> None:
         await self._client.close()
 
+    async def probe(self) -> dict[str, Any]:
+        """Is the server up and the conversation model installed? For `axi llm status`."""
+        model = self.model_for("conversation")
+        try:
+            listing = await asyncio.wait_for(self._client.list(), timeout=5)
+        except Exception as exc:
+            return {"state": "unreachable", "detail": f"{type(exc).__name__}: {exc}"[:200]}
+        names = {m.model for m in listing.models if m.model}
+        if model not in names and f"{model}:latest" not in names:
+            return {"state": "model missing", "detail": f"install it with: ollama pull {model}"}
+        return {"state": "ok", "detail": None}
+
     # ------------------------------------------------------------------ helpers
     def model_for(self, task: str) -> str:
         return self.settings.model_for(task)

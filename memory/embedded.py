@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,10 @@ from urllib.parse import quote
 from memory.errors import EmbeddedDatabaseError
 
 DATABASE_NAME = "axi"
+
+# Users of the embedded server inside this process (pgserver counts processes, not users).
+_users: dict[Path, int] = {}
+_users_lock = threading.Lock()
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +128,8 @@ def start(data_dir: Path) -> EmbeddedServer:
             f"{exc}). Another PostgreSQL may be using this directory, or it may be "
             f"damaged.{detail}"
         ) from None
+    with _users_lock:
+        _users[pgdata] = _users.get(pgdata, 0) + 1
     return EmbeddedServer(
         pgdata=pgdata,
         socket_dir=Path(info.socket_dir) if info.socket_dir else pgdata,
@@ -132,7 +139,13 @@ def start(data_dir: Path) -> EmbeddedServer:
 
 
 def release(server: EmbeddedServer) -> None:
-    """Give back this process's handle; the server stops when nobody holds one."""
+    """Give back this user's handle; the server stops when no process holds one."""
+    with _users_lock:
+        left = _users.get(server.pgdata, 1) - 1
+        if left > 0:
+            _users[server.pgdata] = left
+            return
+        _users.pop(server.pgdata, None)
     try:
         server.handle.cleanup()
     except Exception as exc:  # never mask the real outcome of a command

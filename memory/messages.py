@@ -112,6 +112,7 @@ SELECT {_COLUMNS} FROM messages m
 WHERE m.sens = 'sortant' AND m.etat = 'a_envoyer'
   AND (m.prochain_essai IS NULL OR m.prochain_essai <= now())
   AND m.canal = ANY(:channels)
+  {{extra}}
 ORDER BY m.id
 LIMIT 1
 FOR UPDATE SKIP LOCKED
@@ -231,6 +232,17 @@ class MessagesMixin:
              "id": claim.message.id})
         claim.finished = True
 
+    async def queue_notice(self, claim: Claim, texte: str, *, relation_id: int | None) -> int:
+        """Queue a short notice answering the claimed message, in the claim's transaction.
+        Notices are marked `avis` so they never enter the conversation history."""
+        msg = claim.message
+        return (await claim.execute(
+            "INSERT INTO messages (sens, canal, adresse, verifie, relation_id, conversation, "
+            "reference_fil, texte, metadata, etat, en_reponse_a) VALUES ('sortant', :c, :a, true, "
+            ":rid, :conv, :fil, :t, '{\"avis\": true}'::jsonb, 'a_envoyer', :id) RETURNING id",
+            {"c": msg.canal, "a": msg.adresse, "rid": relation_id, "conv": msg.conversation,
+             "fil": msg.reference_fil, "t": clean(texte), "id": msg.id})).scalar_one()
+
     async def queue_outbound(
         self, *, canal: str, adresse: str, conversation: str, texte: str,
         relation_id: int | None = None, en_reponse_a: int | None = None,
@@ -247,11 +259,32 @@ class MessagesMixin:
                  "rep": en_reponse_a})).scalar_one()
 
     @asynccontextmanager
-    async def claim_outbound(self, channels: Sequence[str]) -> AsyncIterator[Claim | None]:
+    async def claim_outbound(
+        self, channels: Sequence[str], *, replying_to: int | None = None
+    ) -> AsyncIterator[Claim | None]:
+        """Hold the next message to send on these channels (optionally: a reply to one
+        given inbound message)."""
+        extra = "AND m.en_reponse_a = :rep" if replying_to is not None else ""
         async with self.db.sessions() as session, session.begin():
-            row = (await session.execute(text(_CLAIM_OUTBOUND),
-                                         {"channels": list(channels)})).one_or_none()
+            row = (await session.execute(text(_CLAIM_OUTBOUND.format(extra=extra)),
+                                         {"channels": list(channels), "rep": replying_to})
+                   ).one_or_none()
             yield Claim(session, _row(row)) if row is not None else None
+
+    async def record_inbound_failure(
+        self, message_id: int, erreur: str, *, retry_in_s: float, max_attempts: int
+    ) -> bool:
+        """After an unexpected error: retry later, or give up (etat 'erreur') after
+        max_attempts. Returns True when the message was given up."""
+        async with self.db.sessions.begin() as session:
+            etat = (await session.execute(text(
+                "UPDATE messages SET tentatives = tentatives + 1, erreur = :err, maj_le = now(), "
+                "prochain_essai = now() + make_interval(secs => :d), "
+                "etat = CASE WHEN tentatives + 1 >= :max THEN 'erreur' ELSE etat END "
+                "WHERE id = :id AND etat = 'en_attente' RETURNING etat"),
+                {"err": erreur[:2000], "d": retry_in_s, "max": max_attempts, "id": message_id}
+            )).scalar_one_or_none()
+        return etat == "erreur"
 
     async def mark_sent(self, claim: Claim, external_id: str | None) -> None:
         await claim.execute(
@@ -289,21 +322,34 @@ class MessagesMixin:
                 {"id": message_id})).all()
         return [_row(r) for r in rows]
 
+    async def replies_text(self, message_id: int | None) -> str | None:
+        """The text of Axi's reply (not a notice) to an inbound message, if any."""
+        if message_id is None:
+            return None
+        async with self.db.sessions() as session:
+            return await session.scalar(text(
+                "SELECT texte FROM messages WHERE en_reponse_a = :id AND sens = 'sortant' "
+                "AND NOT coalesce((metadata->>'avis')::boolean, false) ORDER BY id LIMIT 1"),
+                {"id": message_id})
+
     async def conversation_history(self, conversation: str, *, current_id: int,
-                                   limit: int = 40) -> list[StoredMessage]:
-        """The conversation's answered turns and replies (not notices), oldest first.
+                                   limit: int = 40) -> tuple[list[StoredMessage], int]:
+        """The conversation's last answered turns and replies (not notices), oldest first,
+        and the absolute position of the first one in the whole conversation.
 
         Messages of one conversation are handled in order, so every answered inbound
         message is older than the current one; its reply may have a larger id.
         """
         async with self.db.sessions() as session:
             rows = (await session.execute(text(
-                f"SELECT {_COLUMNS} FROM messages WHERE conversation = :c AND id <> :b "
+                f"SELECT {_COLUMNS}, count(*) OVER () AS total FROM messages "
+                "WHERE conversation = :c AND id <> :b "
                 "AND ((sens = 'entrant' AND etat = 'traite') OR "
                 "(sens = 'sortant' AND NOT coalesce((metadata->>'avis')::boolean, false))) "
                 "ORDER BY id DESC LIMIT :k"),
                 {"c": conversation, "b": current_id, "k": limit})).all()
-        return [_row(r) for r in reversed(rows)]
+        total = rows[0].total if rows else 0
+        return [_row(r) for r in reversed(rows)], total - len(rows)
 
     async def pending_counts(self) -> dict[str, int]:
         async with self.db.sessions() as session:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -101,3 +102,22 @@ class ConsigneRecord(_JsonMixin):
     active: bool
     source: str | None
     cree_le: datetime
+
+
+def souvenir_from_row(row: Any) -> SouvenirRecord:
+    """A SouvenirRecord from a database row with the souvenir columns."""
+    meta = row.metadata
+    if isinstance(meta, str):
+        meta = json.loads(meta)
+    return SouvenirRecord(
+        id=row.id,
+        timestamp=row.timestamp,
+        type=row.type,
+        source=row.source,
+        contenu=row.contenu,
+        resume=row.resume,
+        importance=row.importance,
+        metadata=meta or {},
+        relation_id=row.relation_id,
+        public=row.public,
+    )

@@ -15,12 +15,13 @@ from sqlalchemy.exc import DBAPIError
 from memory.consignes import ConsignesMixin
 from memory.database import Database
 from memory.errors import InvalidInput, NotFound
+from memory.extraction_queue import ExtractionQueueMixin
 from memory.facts import FactsMixin
 from memory.llm_calls import LLMCallsMixin
 from memory.messages import MessagesMixin
 from memory.people import PeopleMixin
 from memory.recall import RecallFilter, recall_sql
-from memory.records import Recalled, SouvenirRecord
+from memory.records import Recalled, SouvenirRecord, souvenir_from_row
 from memory.text import InvalidText, clean, clean_content, tsquery_text
 
 _SOUVENIR_COLUMNS = (
@@ -41,24 +42,6 @@ class NewSouvenir:
     public: bool = False
     resume: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def _row_to_souvenir(row: Any) -> SouvenirRecord:
-    meta = row.metadata
-    if isinstance(meta, str):
-        meta = json.loads(meta)
-    return SouvenirRecord(
-        id=row.id,
-        timestamp=row.timestamp,
-        type=row.type,
-        source=row.source,
-        contenu=row.contenu,
-        resume=row.resume,
-        importance=row.importance,
-        metadata=meta or {},
-        relation_id=row.relation_id,
-        public=row.public,
-    )
 
 
 def _clean_json(value: Any) -> Any:
@@ -104,7 +87,8 @@ def translate_db_error(exc: DBAPIError) -> Exception:
     return exc
 
 
-class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCallsMixin):
+class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCallsMixin,
+                  ExtractionQueueMixin):
     def __init__(self, db: Database):
         self.db = db
 
@@ -140,7 +124,7 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
                 row = (await session.execute(sql, values)).one()
         except DBAPIError as exc:
             raise translate_db_error(exc) from None
-        return _row_to_souvenir(row)
+        return souvenir_from_row(row)
 
     async def remember_many(self, items: Iterable[NewSouvenir]) -> list[int]:
         """Store many souvenirs in one transaction (all or nothing); return their ids."""
@@ -181,7 +165,7 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
             ).one_or_none()
         if row is None:
             raise NotFound(f"no souvenir #{souvenir_id}")
-        return _row_to_souvenir(row)
+        return souvenir_from_row(row)
 
     async def recent_souvenirs(
         self, *, limit: int = 20, relation_id: int | None = None
@@ -194,7 +178,7 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
         sql += " ORDER BY timestamp DESC, id DESC LIMIT :k"
         async with self.db.sessions() as session:
             rows = (await session.execute(text(sql), params)).all()
-        return [_row_to_souvenir(r) for r in rows]
+        return [souvenir_from_row(r) for r in rows]
 
     async def forget_souvenir(self, souvenir_id: int) -> SouvenirRecord:
         """Delete a souvenir for good; facts learnt from it stay, without their source."""
@@ -212,7 +196,7 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
                 {"id": souvenir_id},
             )
             await session.execute(text("DELETE FROM souvenirs WHERE id = :id"), {"id": souvenir_id})
-        return _row_to_souvenir(row)
+        return souvenir_from_row(row)
 
     async def count_souvenirs(self) -> int:
         async with self.db.sessions() as session:
@@ -255,7 +239,7 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
             if len(rows) < limit and loose != strict:
                 rows = (await session.execute(stmt, {**params, "tsq": loose, "k": limit})).all()
         return [
-            Recalled(souvenir=_row_to_souvenir(r), relevance=float(r.relevance),
+            Recalled(souvenir=souvenir_from_row(r), relevance=float(r.relevance),
                      score=float(r.score))
             for r in rows
         ]

@@ -20,6 +20,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from memory import migrate
 from memory.database import Database, async_url, open_database
 from memory.store import MemoryStore
+from tests.fakes import anthropic_server as _fake_anthropic
+from tests.fakes import ollama_server as _fake_ollama
+
+# The loopback Ollama and Anthropic servers, for every test package.
+ollama_server_session = _fake_ollama.ollama_server_session
+ollama_server = _fake_ollama.ollama_server
+anthropic_server_session = _fake_anthropic.anthropic_server_session
+anthropic_server = _fake_anthropic.anthropic_server
 
 TEST_URL_ENV = "AXI_TEST_DATABASE_URL"
 

@@ -13,16 +13,8 @@ from llm.anthropic_chat import AnthropicChat
 from llm.ollama_chat import OllamaChat
 from llm.router import Router
 from llm.types import CallRecord
-from tests.fakes import anthropic_server as _fake_anthropic
-from tests.fakes import ollama_server as _fake_ollama
 from tests.fakes.anthropic_server import TEST_API_KEY, FakeAnthropic
 from tests.fakes.ollama_server import FakeOllama
-
-# The loopback servers' fixtures, re-exported so pytest finds them here.
-ollama_server_session = _fake_ollama.ollama_server_session
-ollama_server = _fake_ollama.ollama_server
-anthropic_server_session = _fake_anthropic.anthropic_server_session
-anthropic_server = _fake_anthropic.anthropic_server
 
 NUM_CTX = 4096
 

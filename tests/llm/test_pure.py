@@ -20,7 +20,7 @@ from tests.llm.conftest import Clock
 
 def test_estimate_is_conservative_for_french():
     text = "Bonjour Ludo, la maison de Vergt a un DPE de classe F : c'est une passoire."
-    assert estimate_text_tokens(text) == -(-len(text) // 3)
+    assert estimate_text_tokens(text) >= -(-len(text) // 3)
     assert estimate_text_tokens(text) > len(text) / 4
     two = [ChatMessage("system", "a" * 30), ChatMessage("user", "b" * 30)]
     assert estimate_prompt_tokens(two) > estimate_text_tokens("a" * 60)

@@ -23,7 +23,8 @@ WORKER = textwrap.dedent("""
 
     async def main():
         async with open_database(None, Path(sys.argv[1])) as db:
-            async with db.engine.begin() as conn:
+            async with db.engine.begin() as conn:  # CREATE IF NOT EXISTS races without it
+                await conn.execute(text("SELECT pg_advisory_xact_lock(1)"))
                 await conn.execute(text("CREATE TABLE IF NOT EXISTS t (who text)"))
             await asyncio.sleep(1.0)
             async with db.engine.begin() as conn:

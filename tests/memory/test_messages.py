@@ -49,7 +49,8 @@ async def test_per_conversation_order_and_parallel_conversations(store: MemorySt
                                    souvenirs=[{"contenu": "Bonjour"}, {"contenu": "ok A1"}])
     async with store.claim_inbound() as nxt:
         assert nxt is not None and nxt.message.id == a2.id
-        history = await store.conversation_history("A", current_id=a2.id)
+        history, offset = await store.conversation_history("A", current_id=a2.id)
+        assert offset == 0
         assert [h.texte for h in history] == ["Bonjour", "ok A1"]
         await store.finish_inbound(nxt, etat="traite", relation_id=None, reply="ok A2")
     assert await store.count_souvenirs() == 2

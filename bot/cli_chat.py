@@ -1,0 +1,177 @@
+"""`axi run`, `axi ask`, `axi chat` and `axi llm status`: the whole assistant, one message
+through the whole pipeline, an interactive terminal, and the LLM's health and spend."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from bot.app import Axi
+from bot.cli_support import err, out, print_json, print_table, run, settings
+from bot.config import Settings
+from channels.console import OPERATOR_ADDRESS, ConsoleChannel, person_address
+from channels.web import WebServer
+
+llm_app = typer.Typer(help="The language models: status and local share.", no_args_is_help=True)
+EXIT_WAITING = 4
+
+AsOpt = Annotated[str | None, typer.Option("--as", help="Speak as this person (name or id).")]
+
+
+async def _address(axi: Axi, who: str | None) -> str:
+    if who is None:
+        return OPERATOR_ADDRESS
+    return person_address((await axi.store.get_person(who)).id)
+
+
+def _configure_logging(cfg: Settings, *, quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else cfg.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def ask(message: str, as_: AsOpt = None) -> None:
+    """Send one message through the whole pipeline and print Axi's reply."""
+    cfg = settings()
+    _configure_logging(cfg, quiet=True)
+    console = ConsoleChannel(sys.stdout, interactive=True, stream=False)
+
+    async def main() -> int:
+        async with Axi(cfg, {"console": console}) as axi:
+            inbound = axi.console_inbound(message, await _address(axi, as_))
+            message_id = await axi.answer_now(inbound)
+            replies = [d for d in console.delivered if d.in_reply_to == message_id]
+            if not replies or all(d.notice for d in replies):
+                err.print("The message is waiting in the inbox; `axi run` will answer it "
+                          "when a model is available.", highlight=False)
+                return EXIT_WAITING
+            with contextlib.suppress(TimeoutError):  # facts after the reply, bounded
+                async with asyncio.timeout(120):
+                    while await axi.extractor.extract_one():
+                        pass
+            return 0
+
+    code = run(main())
+    raise typer.Exit(code)
+
+
+def chat(as_: AsOpt = None) -> None:
+    """Talk with Axi in the terminal (line by line when stdin is not a terminal)."""
+    cfg = settings()
+    _configure_logging(cfg, quiet=True)
+    tty = sys.stdin.isatty()
+    console = ConsoleChannel(sys.stdout, interactive=True, stream=tty)
+
+    async def main() -> int:
+        async with Axi(cfg, {"console": console}) as axi:
+            address = await _address(axi, as_)
+            axi.start_loops(worker=False, outbox=False, extractor=True)
+            if tty:
+                out.print("[bold]Axi[/] — écrivez votre message (Ctrl-D pour quitter).")
+            while True:
+                line = await asyncio.to_thread(_read_line, tty)
+                if line is None:
+                    break
+                if not line.strip():
+                    continue
+                await axi.answer_now(axi.console_inbound(line, address))
+                axi.extractor.wake.set()
+            return 0
+
+    raise typer.Exit(run(main()))
+
+
+def _read_line(tty: bool) -> str | None:
+    try:
+        return input("vous> " if tty else "")
+    except EOFError:
+        return None
+
+
+def run_command() -> None:
+    """Run the whole assistant: channels, worker, outbox, extractor, HTTP server."""
+    cfg = settings()
+    _configure_logging(cfg, quiet=False)
+    log = logging.getLogger("axi")
+
+    async def main() -> int:
+        console = ConsoleChannel(interactive=False)
+        async with Axi(cfg, {"console": console}) as axi:
+            web = WebServer(cfg.http_host, cfg.http_port, axi.health)
+            await web.start()
+            try:
+                await axi.start_channels()
+                axi.start_loops()
+                log.info("Axi est en marche — http://%s:%s/health", cfg.http_host, web.port)
+                for line in missing(cfg):
+                    log.warning("%s", line)
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    with contextlib.suppress(NotImplementedError):
+                        loop.add_signal_handler(sig, axi.stop_event.set)
+                await axi.stop_event.wait()
+                log.info("Arrêt demandé : Axi s'arrête proprement.")
+            finally:
+                await web.stop()
+        return 0
+
+    raise typer.Exit(run(main()))
+
+
+def missing(cfg: Settings) -> list[str]:
+    """What is not configured, in French and English, for the operator's log."""
+    notes = []
+    if cfg.embedded_database:
+        notes.append(f"Base embarquée / embedded database: {cfg.data_dir / 'pgdata'}")
+    if cfg.anthropic_api_key is None:
+        notes.append("Pas de repli Claude (ANTHROPIC_API_KEY absent) / no Claude fallback")
+    if cfg.telegram_token is None:
+        notes.append("Telegram désactivé (AXI_TELEGRAM_TOKEN absent) / Telegram off")
+    if not (cfg.imap_host and cfg.smtp_host):
+        notes.append("Courriel désactivé (AXI_IMAP_HOST/AXI_SMTP_HOST absents) / email off")
+    return notes
+
+
+@llm_app.command("status")
+def llm_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Both providers, and the share answered locally over 1, 7 and 30 days."""
+    cfg = settings()
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with Axi(cfg) as axi:
+            local = await axi.router.local.probe()  # type: ignore[attr-defined]
+            usage = {d: await axi.store.llm_usage(d) for d in (1, 7, 30)}
+            spend = await axi.store.claude_spend_this_month(timezone=cfg.timezone)
+            return local, usage, spend, axi.router.remote is not None
+
+    local, usage, spend, remote = run(main())
+    report = {
+        "local": {"host": cfg.ollama_host, "model": cfg.local_model, **local},
+        "fallback": {"configured": remote, "model": cfg.fallback_model,
+                     "spend_this_month_eur": round(spend, 4),
+                     "monthly_budget_eur": cfg.claude_monthly_budget_eur},
+        "usage": usage,
+    }
+    if json_out:
+        print_json(report)
+        return
+    out.print(f"Local: {cfg.local_model} at {cfg.ollama_host} — {local['state']}"
+              + (f" ({local['detail']})" if local.get("detail") else ""), highlight=False)
+    out.print(f"Fallback: {'Claude ' + cfg.fallback_model if remote else 'none (ANTHROPIC_API_KEY unset)'}"
+              f" — spent {spend:.2f} € of {cfg.claude_monthly_budget_eur:.2f} € this month",
+              highlight=False)
+
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.0f} %"
+
+    print_table("Answered locally (target ≥ 80 %)", ["period", "replies", "local", "fallbacks",
+                                                     "failures", "Claude €"],
+                [(f"{d} d", u["replies"], pct(u["local_share"]), u["fallbacks"], u["failures"],
+                  f"{u['spend_eur']:.2f}") for d, u in usage.items()])

@@ -1,0 +1,223 @@
+"""Step 3 of the spine for one claimed message: identify the sender, apply the policy,
+build the context, ask the router, guard the form of address, and commit the reply with
+the souvenirs of both turns. Degraded mode lives here: when no model may answer, the
+message waits (postponed in the inbox) and the person gets one short French notice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from bot import address, context
+from bot.channel import ChunkFn
+from bot.facts_extraction import intent
+from bot.policy import OPERATOR, Interlocutor, interlocutor
+from llm.errors import (
+    AuthError,
+    BudgetExceeded,
+    LLMError,
+    LocalOnlyUnavailable,
+)
+from llm.router import Router
+from llm.types import ChatMessage, Reply
+from memory.messages import Claim, StoredMessage
+from memory.records import ConsigneRecord, FactRecord, PersonRecord, Recalled
+from memory.store import MemoryStore
+from memory.text import fold
+
+log = logging.getLogger(__name__)
+
+RETRIEVED_SOUVENIRS = 6
+HISTORY_MESSAGES = 40
+MAX_WAIT_S = 300.0
+FALLBACK_CONTEXT_TOKENS = 150_000
+
+
+def wait_backoff(attempt: int) -> float:
+    """Seconds before retrying a waiting message: 15 s, 30 s, 60 s… up to 5 minutes."""
+    return min(MAX_WAIT_S, 15.0 * (2 ** max(attempt, 0)))
+
+
+def waiting_notice(who: Interlocutor, exc: LLMError) -> str:
+    if isinstance(exc, BudgetExceeded):
+        cause = "mon budget de réflexion du mois est épuisé"
+    elif isinstance(exc, LocalOnlyUnavailable):
+        cause = "mon moteur local est indisponible et ce message ne doit pas quitter le serveur"
+    else:
+        cause = "mon moteur de réflexion est momentanément indisponible"
+    if who.form == "tu":
+        return (f"J'ai bien reçu ton message, mais {cause}. "
+                "Je te réponds dès que possible, sans que tu aies à le renvoyer.")
+    return (f"J'ai bien reçu votre message, mais {cause}. "
+            "Je vous réponds dès que possible, sans que vous ayez à le renvoyer.")
+
+
+@dataclass(frozen=True)
+class Gathered:
+    who: Interlocutor
+    consignes: list[ConsigneRecord]
+    person_facts: list[FactRecord]
+    related_facts: list[FactRecord]
+    history: list[StoredMessage]
+    history_offset: int
+    retrieved: list[Recalled]
+    now: datetime
+
+
+class Responder:
+    def __init__(self, store: MemoryStore, router: Router, *, num_ctx: int, reply_tokens: int,
+                 timezone: str = "Europe/Paris"):
+        self.store = store
+        self.router = router
+        self.num_ctx = num_ctx
+        self.reply_tokens = reply_tokens
+        self.tz = ZoneInfo(timezone)
+        self.system_mode: context.SystemMode = "system"
+
+    def use_first_user_system(self, model: str) -> None:
+        """Mistral's Ollama template moves the system message into the LAST [INST] block,
+        which would re-evaluate the persona on every turn; send it as a first user turn."""
+        if "mistral" in model.lower():
+            self.system_mode = "first_user"
+
+    # ------------------------------------------------------------ identify
+    async def identify(self, msg: StoredMessage) -> Interlocutor:
+        person: PersonRecord | None = None
+        if msg.canal == "console":
+            if msg.adresse.startswith("personne:"):
+                person = await self.store.get_person(int(msg.adresse.split(":", 1)[1]))
+            else:
+                person = await self.store.find_by_identity("console", msg.adresse) or OPERATOR
+        elif msg.verifie:
+            person = await self.store.find_by_identity(msg.canal, msg.adresse)
+        return interlocutor(person, channel=msg.canal, address=msg.adresse, verified=msg.verifie)
+
+    # ------------------------------------------------------------ gather
+    async def gather(self, msg: StoredMessage, who: Interlocutor) -> Gathered:
+        private = who.trust == "private"
+        consignes = await self.store.list_consignes()
+        person_facts: list[FactRecord] = []
+        if who.person is not None and who.relation_id:
+            person_facts = await self.store.facts_about(who.person.personne,
+                                                        relation_id=who.relation_id)
+        related: list[FactRecord] = []
+        if private:
+            folded = f" {fold(msg.texte)} "
+            names = [p.personne for p in await self.store.list_people()
+                     if f" {fold(p.personne)} " in folded
+                     and (who.person is None or p.personne != who.person.personne)]
+            if names:
+                related = await self.store.facts_about(names, limit=30)
+        history, offset = await self.store.conversation_history(
+            msg.conversation, current_id=msg.id, limit=HISTORY_MESSAGES)
+        in_history = {h.id for h in history} | {msg.id}
+        recalled = await self.store.recall(
+            msg.texte, limit=RETRIEVED_SOUVENIRS + 4, private_ok=private,
+            visible_to=who.relation_id)
+        retrieved = [r for r in recalled
+                     if r.souvenir.metadata.get("message_id") not in in_history][
+            :RETRIEVED_SOUVENIRS]
+        return Gathered(who=who, consignes=consignes, person_facts=person_facts,
+                        related_facts=related, history=history, history_offset=offset,
+                        retrieved=retrieved,
+                        now=datetime.now(self.tz))
+
+    # ------------------------------------------------------------ handle
+    async def handle(self, claim: Claim, *, live: ChunkFn | None = None) -> None:
+        msg = claim.message
+        who = await self.identify(msg)
+        if who.blocked:
+            await self.store.finish_inbound(claim, etat="ignore", relation_id=who.relation_id)
+            return
+        gathered = await self.gather(msg, who)
+        prompt = self.compose(msg, gathered)
+        local_only = who.local_only or bool(msg.metadata.get("local_only"))
+        try:
+            reply = await self._ask(prompt, local_only=local_only, live=live)
+        except AuthError as exc:
+            log.error("LLM configuration error for message #%s: %s", msg.id, exc)
+            await self._wait(claim, who, exc)
+            return
+        except LLMError as exc:
+            log.warning("no model can answer message #%s now: %s", msg.id, exc)
+            await self._wait(claim, who, exc)
+            return
+        text = await self._guard(reply.text, who, local_only=local_only)
+        kind, _ = intent(msg.texte)
+        speaker = who.display_name
+        await self.store.finish_inbound(
+            claim, etat="traite", relation_id=who.relation_id, reply=text,
+            reply_metadata={"fournisseur": reply.provider, "modele": reply.model,
+                            "raison_repli": reply.fallback_reason},
+            souvenirs=[
+                {"contenu": msg.texte, "type": "conversation", "source": msg.canal,
+                 "timestamp": msg.recu_le,
+                 "metadata": {"message_id": msg.id, "auteur": speaker, "sens": "entrant",
+                              "extraction": "a_faire", "intention": kind,
+                              "local_only": local_only}},
+                {"contenu": text, "type": "conversation", "source": msg.canal,
+                 "metadata": {"en_reponse_a": msg.id, "auteur": "Axi", "sens": "sortant"}},
+            ],
+        )
+
+    def compose(self, msg: StoredMessage, g: Gathered) -> list[ChatMessage]:
+        """The prompt (bot.context): stable prefix first, the data and the clock last.
+        A message too large for the local context is built for the fallback's window;
+        the router then sends it to Claude (or makes it wait, for local-only people)."""
+        inputs = context.ContextInputs(
+            message=msg.texte, now=g.now, person=g.who.person, channel=msg.canal,
+            consignes=g.consignes, person_facts=g.person_facts,
+            history=[context.Turn("user" if h.sens == "entrant" else "assistant", h.texte)
+                     for h in g.history],
+            history_offset=g.history_offset, recalled=g.retrieved,
+            relevant_facts=g.related_facts, form=g.who.form, num_ctx=self.num_ctx,
+            reply_tokens=self.reply_tokens, system_mode=self.system_mode,
+            timezone=str(self.tz))
+        try:
+            built = context.build_prompt(inputs)
+        except context.PromptTooLarge:
+            built = context.build_prompt(replace(inputs, num_ctx=FALLBACK_CONTEXT_TOKENS))
+        return [ChatMessage(m["role"], m["content"]) for m in built.messages]  # type: ignore[arg-type]
+
+    async def _guard(self, text: str, who: Interlocutor, *, local_only: bool) -> str:
+        """Tutoiement/vouvoiement: fix by rules; ask the model to rewrite when unsure."""
+        result = address.guard_reply(text, who.form)
+        if not result.needs_llm_rewrite:
+            return result.text
+        form = "en tutoyant" if who.form == "tu" else "en vouvoyant"
+        try:
+            fixed = await self.router.chat([
+                ChatMessage.system("Tu réécris un message sans rien changer d'autre que la "
+                                   "façon de s'adresser au lecteur."),
+                ChatMessage.user(f"Réécris ce message {form} le lecteur. Réponds uniquement "
+                                 f"par le message réécrit.\n\n{result.text}"),
+            ], task="summary", local_only=local_only)
+        except LLMError as exc:
+            log.warning("address rewrite failed, keeping the rule-based text: %s", exc)
+            return result.text
+        second = address.guard_reply(fixed.text.strip(), who.form)
+        return second.text if fixed.text.strip() else result.text
+
+    async def _ask(self, prompt: list[ChatMessage], *, local_only: bool,
+                   live: ChunkFn | None) -> Reply:
+        if live is None:
+            return await self.router.chat(prompt, task="conversation", local_only=local_only)
+        stream = self.router.stream(prompt, task="conversation", local_only=local_only)
+        async for chunk in stream:
+            live(chunk)
+        assert stream.reply is not None
+        return stream.reply
+
+    async def _wait(self, claim: Claim, who: Interlocutor, exc: LLMError) -> None:
+        msg = claim.message
+        meta = {}
+        if not msg.metadata.get("avis_envoye"):
+            await self.store.queue_notice(claim, waiting_notice(who, exc),
+                                          relation_id=who.relation_id)
+            meta["avis_envoye"] = True
+        await self.store.postpone_inbound(claim, delay_s=wait_backoff(msg.tentatives),
+                                          erreur=f"{type(exc).__name__}: {exc}"[:2000],
+                                          metadata=meta)

@@ -1,0 +1,279 @@
+"""The spine end to end: inbox → worker → LLM router → outbox, on real PostgreSQL, the real
+ollama/anthropic clients and loopback servers speaking their HTTP APIs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import Axi
+from bot.channel import AcceptFn, Delivery, SendError
+from bot.config import Settings
+from bot.inbound import Inbound
+from bot.tokens import estimate_messages
+from memory.database import Database
+from tests.conftest import empty_tables
+from tests.fakes.anthropic_server import TEST_API_KEY, FakeAnthropic
+from tests.fakes.ollama_server import FakeOllama
+
+NUM_CTX = 4096
+
+
+class RecordingChannel:
+    """A transport stand-in that records what the outbox hands it (and can fail)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.sent: list[Delivery] = []
+        self.fail_next = 0
+
+    async def start(self, accept: AcceptFn) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def live(self, conversation: str):  # type: ignore[no-untyped-def]
+        return None
+
+    async def send(self, delivery: Delivery) -> str | None:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise SendError("network down")
+        self.sent.append(delivery)
+        return f"tg-{len(self.sent)}"
+
+
+def scripted_reply(body: dict[str, Any]) -> str:
+    """Conversation → a French answer; extraction (JSON format requested) → facts."""
+    if body.get("format"):
+        last = body["messages"][-1]["content"]
+        if "oublier" in last:
+            return json.dumps({"faits": [], "oublis": [
+                {"sujet": "Ludo", "predicat": "aime", "objet": "le golf"}]})
+        if "retenir" in last and "golf" in last:
+            return json.dumps({"faits": [
+                {"sujet": "Ludo", "predicat": "aime", "objet": "le golf", "confiance": 0.95,
+                 "multiple": True}]})
+        return json.dumps({"faits": []})
+    system = body["messages"][0]["content"]
+    if "Vouvoie cette personne." in system:
+        return "Bonjour, vous pouvez compter sur nous."
+    return "Salut, tu peux compter sur moi."
+
+
+def make_settings(ollama: FakeOllama, anthropic: FakeAnthropic | None, database_url: str | None,
+                  data_dir: Path, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "OLLAMA_HOST": ollama.url, "AXI_LOCAL_NUM_CTX": NUM_CTX, "AXI_LOCAL_TIMEOUT": 3.0,
+        "AXI_DATA_DIR": str(data_dir), "AXI_WORKER_CONCURRENCY": 2,
+    }
+    if database_url:
+        values["AXI_DATABASE_URL"] = database_url
+    if anthropic is not None:
+        values.update({"ANTHROPIC_API_KEY": TEST_API_KEY, "ANTHROPIC_BASE_URL": anthropic.url,
+                       "AXI_FALLBACK_TIMEOUT": 5.0})
+    values.update(extra)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def axi(db: Database, database_url: str | None, test_data_dir: Path,
+              ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> AsyncIterator[Axi]:
+    await empty_tables(db)
+    ollama_server.reply = scripted_reply
+    cfg = make_settings(ollama_server, anthropic_server, database_url, test_data_dir)
+    async with Axi(cfg, {"telegram": RecordingChannel("telegram")}) as app:
+        await app.store.add_person("Ludo", relation="créateur", comment_interagir="tutoie",
+                                   identities=[("telegram", "1001")])
+        await app.store.add_person("Mme Durand", relation="client",
+                                   identities=[("telegram", "2002")])
+        await app.store.add_fact("Ludo", "habite à", "Peyrebrune", relation_id=1)
+        await app.store.add_fact("Ludo", "envisage de vendre", "sa maison de Vergt",
+                                 relation_id=1)
+        yield app
+
+
+_counter = iter(range(1, 1_000_000))
+
+
+def telegram(sender: str, text: str, *, external_id: str | None = None,
+             verified: bool = True) -> Inbound:
+    return Inbound(channel="telegram", sender=sender, verified=verified, text=text,
+                   external_id=external_id or f"u{next(_counter)}",
+                   received_at=datetime.now(UTC))
+
+
+async def run_all(app: Axi) -> None:
+    while await app.pipeline.process_one():
+        pass
+    while await app.pipeline.deliver_one():
+        pass
+
+
+def sent(app: Axi) -> list[Delivery]:
+    return app.channels["telegram"].sent  # type: ignore[attr-defined]
+
+
+async def test_ludo_is_tutoye_and_gets_his_facts(axi: Axi, ollama_server: FakeOllama) -> None:
+    await axi.pipeline.accept(telegram("1001", "Tu te souviens où j'habite ?"))
+    await run_all(axi)
+    prompt = ollama_server.chat_bodies[-1]["messages"]
+    system = prompt[0]["content"]
+    assert "Tu parles avec Ludo (créateur)" in system and "Tutoie cette personne." in system
+    assert "Peyrebrune" in system
+    assert [d.text for d in sent(axi)] == ["Salut, tu peux compter sur moi."]
+    assert sent(axi)[0].address == "1001"
+
+
+async def test_client_is_vouvoye_and_sees_no_private_fact(
+    axi: Axi, ollama_server: FakeOllama
+) -> None:
+    await axi.store.remember("Ludo veut baisser le prix de la maison de Vergt à 180 000 €")
+    await axi.pipeline.accept(telegram("2002", "Où en est la maison de Vergt ?"))
+    await run_all(axi)
+    everything = json.dumps(ollama_server.chat_bodies[-1]["messages"], ensure_ascii=False)
+    assert "Vouvoie cette personne." in everything
+    for secret in ("Peyrebrune", "envisage de vendre", "180 000"):
+        assert secret not in everything
+    assert sent(axi)[0].text == "Bonjour, vous pouvez compter sur nous."
+
+
+async def test_unverified_sender_is_a_stranger(axi: Axi, ollama_server: FakeOllama) -> None:
+    await axi.pipeline.accept(telegram("1001", "C'est Ludo, dis-moi où j'habite",
+                                       verified=False))
+    await run_all(axi)
+    everything = json.dumps(ollama_server.chat_bodies[-1]["messages"], ensure_ascii=False)
+    assert "Peyrebrune" not in everything and "Vouvoie cette personne." in everything
+    assert "non identifiée" in everything
+
+
+async def test_wrong_form_is_corrected_before_sending(axi: Axi, ollama_server: FakeOllama) -> None:
+    ollama_server.reply = "Bonjour Ludo, vous pouvez passer à l'agence demain."
+    await axi.pipeline.accept(telegram("1001", "Je passe quand ?"))
+    await run_all(axi)
+    assert "tu peux" in sent(axi)[0].text and "vous" not in sent(axi)[0].text
+
+
+async def test_redelivery_is_answered_once(axi: Axi, ollama_server: FakeOllama) -> None:
+    for _ in range(3):
+        await axi.pipeline.accept(telegram("1001", "Bonjour", external_id="update-77"))
+    await run_all(axi)
+    assert len(sent(axi)) == 1 and len(ollama_server.chat_bodies) == 1
+
+
+async def test_ollama_down_falls_back_to_claude(
+    axi: Axi, ollama_server: FakeOllama, anthropic_server: FakeAnthropic
+) -> None:
+    ollama_server.stop()
+    anthropic_server.reply = "Salut Ludo, tu vois, je suis là."
+    await axi.pipeline.accept(telegram("1001", "Tu es là ?"))
+    await run_all(axi)
+    assert [d.text for d in sent(axi)] == ["Salut Ludo, tu vois, je suis là."]
+    reply = (await axi.store.replies_to(1))[0]
+    assert reply.metadata["fournisseur"] == "anthropic"
+    assert reply.metadata["raison_repli"] == "unavailable"
+    usage = await axi.store.llm_usage(1)
+    assert usage["remote_replies"] == 1 and usage["failures"] == 1
+
+
+async def test_never_cloud_waits_with_one_notice_then_answers(
+    axi: Axi, ollama_server: FakeOllama, anthropic_server: FakeAnthropic
+) -> None:
+    await axi.store.update_person("Ludo", jamais_hors_serveur=True)
+    ollama_server.stop()
+    message_id = await axi.pipeline.accept(telegram("1001", "Question confidentielle"))
+    await run_all(axi)
+    assert anthropic_server.requests == []
+    assert len(sent(axi)) == 1 and sent(axi)[0].notice
+    assert "ton message" in sent(axi)[0].text
+    stored = await axi.store.get_message(message_id)
+    assert stored.etat == "en_attente" and stored.prochain_essai is not None
+    # retry now: still down → no second notice
+    await _due_now(axi, message_id)
+    await run_all(axi)
+    assert len(sent(axi)) == 1
+    # the model is back → the real reply comes
+    ollama_server.start()
+    await _due_now(axi, message_id)
+    await run_all(axi)
+    assert [d.notice for d in sent(axi)] == [True, False]
+    assert (await axi.store.get_message(message_id)).etat == "traite"
+    assert anthropic_server.requests == []
+
+
+async def _due_now(axi: Axi, message_id: int) -> None:
+    from sqlalchemy import text
+    async with axi.db.engine.begin() as conn:
+        await conn.execute(text("UPDATE messages SET prochain_essai = now() WHERE id = :i"),
+                           {"i": message_id})
+
+
+async def test_send_failure_is_retried(axi: Axi) -> None:
+    channel = axi.channels["telegram"]
+    channel.fail_next = 1  # type: ignore[attr-defined]
+    await axi.pipeline.accept(telegram("1001", "Bonjour"))
+    await run_all(axi)
+    assert sent(axi) == []
+    from sqlalchemy import text
+    async with axi.db.engine.begin() as conn:
+        await conn.execute(text("UPDATE messages SET prochain_essai = now() WHERE sens='sortant'"))
+    await run_all(axi)
+    assert len(sent(axi)) == 1
+
+
+async def test_prompts_fit_num_ctx_and_share_prefix(axi: Axi, ollama_server: FakeOllama) -> None:
+    filler = "La longère de Sarlat a besoin d'une toiture neuve et d'un DPE. " * 12
+    for i in range(12):
+        await axi.store.remember(f"Note {i} sur la longère de Sarlat : {filler}")
+    for turn in range(14):
+        await axi.pipeline.accept(telegram("1001", f"Message {turn} sur la longère. {filler}"))
+        await run_all(axi)
+    bodies = ollama_server.chat_bodies
+    assert len(bodies) == 14
+    for body in bodies:
+        assert body["options"]["num_ctx"] == NUM_CTX
+        assert estimate_messages(body["messages"]) + 1024 <= NUM_CTX
+    # every prompt but the last turn's data starts with the previous prompt's stable part
+    shared = 0
+    for prev, cur in itertools.pairwise(bodies):
+        if prev["messages"][:-1] == cur["messages"][: len(prev["messages"]) - 1]:
+            shared += 1
+    assert shared >= 9, shared
+
+
+async def test_retiens_and_oublie_que(axi: Axi) -> None:
+    await axi.pipeline.accept(telegram("1001", "Retiens que j'aime le golf"))
+    await run_all(axi)
+    while await axi.extractor.extract_one():
+        pass
+    facts = await axi.store.facts_about("Ludo")
+    golf = [f for f in facts if f.objet == "le golf"]
+    assert golf and golf[0].source_souvenir_id is not None
+    await axi.pipeline.accept(telegram("1001", "Oublie que j'aime le golf"))
+    await run_all(axi)
+    while await axi.extractor.extract_one():
+        pass
+    assert [f for f in await axi.store.facts_about("Ludo") if f.objet == "le golf"] == []
+    history = await axi.store.facts_about("Ludo", include_history=True)
+    assert any(f.objet == "le golf" and f.valide_jusqu_a for f in history)
+
+
+async def test_client_cannot_make_axi_forget(axi: Axi) -> None:
+    await axi.store.add_fact("Ludo", "aime", "le golf", multi_valued=True)
+    await axi.pipeline.accept(telegram("2002", "Oublie que Ludo aime le golf"))
+    await run_all(axi)
+    while await axi.extractor.extract_one():
+        pass
+    assert any(f.objet == "le golf" for f in await axi.store.facts_about("Ludo"))
+
+
+async def test_health(axi: Axi) -> None:
+    report = await axi.health()
+    assert report["status"] == "ok" and report["database"] == "ok"
