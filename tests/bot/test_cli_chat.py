@@ -1,0 +1,166 @@
+"""`axi ask`, `axi chat` and `axi run` as real processes, against the test database and a
+loopback Ollama; and a worker killed with SIGKILL mid-reply that loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from memory.database import Database
+from memory.store import MemoryStore
+from tests.conftest import empty_tables
+from tests.fakes.ollama_server import FakeOllama
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+async def cli_env(db: Database, database_url: str | None, test_data_dir: Path,
+                  ollama_server: FakeOllama) -> dict[str, str]:
+    await empty_tables(db)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AXI_", "ANTHROPIC", "OLLAMA"))}
+    env.update({"OLLAMA_HOST": ollama_server.url, "AXI_LOCAL_TIMEOUT": "60",
+                "AXI_LOCAL_NUM_CTX": "4096"})
+    if database_url:
+        env["AXI_DATABASE_URL"] = database_url
+    else:
+        env["AXI_DATA_DIR"] = str(test_data_dir)
+    return env
+
+
+def axi(env: dict[str, str], *args: str, stdin: str | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], input=stdin,
+                          capture_output=True, text=True, env=env, timeout=timeout, cwd=HERE)
+
+
+async def test_ask_prints_the_reply(cli_env, store: MemoryStore, ollama_server: FakeOllama):
+    ollama_server.reply = "Bonjour, je suis Axi, l'assistant d'ICI Dordogne."
+    r = axi(cli_env, "ask", "Qui es-tu ?")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "Bonjour, je suis Axi, l'assistant d'ICI Dordogne."
+    body = ollama_server.chat_bodies[0]
+    assert "Qui es-tu ?" in body["messages"][-1]["content"]
+    assert body["options"]["num_ctx"] == 4096
+    found = await store.recall("assistant Dordogne")
+    assert [f.souvenir.metadata.get("auteur") for f in found] == ["Axi"]
+
+
+async def test_ask_as_a_client_is_vouvoyee(cli_env, store: MemoryStore,
+                                           ollama_server: FakeOllama):
+    await store.add_person("Mme Durand", relation="client")
+    ollama_server.reply = "Tu peux passer à l'agence demain."
+    r = axi(cli_env, "ask", "--as", "Mme Durand", "Je peux passer ?")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "Vous pouvez passer à l'agence demain."
+    assert "Vouvoie cette personne." in ollama_server.chat_bodies[0]["messages"][0]["content"]
+    r = axi(cli_env, "ask", "--as", "Personne", "Bonjour")
+    assert r.returncode == 1 and "no person" in r.stderr
+
+
+async def test_ask_waits_when_no_model_answers(cli_env, store: MemoryStore,
+                                              ollama_server: FakeOllama):
+    ollama_server.stop()
+    r = axi(cli_env, "ask", "Tu es là ?")
+    assert r.returncode == 4, r.stderr
+    assert "ton message" in r.stdout and "waiting in the inbox" in r.stderr
+    assert (await store.pending_counts()) == {"entrant:en_attente": 1}
+
+
+async def test_chat_line_by_line(cli_env, ollama_server: FakeOllama):
+    ollama_server.reply = lambda body: "Réponse à : " + body["messages"][-1]["content"].split(
+        "Message :\n")[-1]
+    r = axi(cli_env, "chat", stdin="Bonjour\n\nOù est l'agence ?\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["Réponse à : Bonjour", "Réponse à : Où est l'agence ?"]
+    talk = [b for b in ollama_server.chat_bodies if not b.get("format")]  # not extraction
+    second = talk[1]["messages"]
+    assert any(m["content"] == "Réponse à : Bonjour" for m in second)  # history kept
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_run_serves_health_answers_pending_and_stops(
+    cli_env, store: MemoryStore, ollama_server: FakeOllama
+):
+    accepted = await store.accept_inbound(canal="console", adresse="operateur",
+                                          texte="Bonjour Axi", identifiant_externe="pending-1",
+                                          conversation="console:operateur", verifie=True)
+    port = _free_port()
+    env = {**cli_env, "AXI_HTTP_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=HERE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        health = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                await asyncio.sleep(0.2)
+        assert health is not None and health.status_code == 200, proc.stderr
+        assert health.json()["database"] == "ok"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            replies = await store.replies_to(accepted.message.id)
+            if replies and replies[0].etat == "envoye":
+                break
+            await asyncio.sleep(0.2)
+        assert replies and replies[0].etat == "envoye"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "Telegram désactivé" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_worker_killed_mid_reply_loses_nothing(
+    cli_env, store: MemoryStore, ollama_server: FakeOllama
+):
+    ollama_server.delay_s = 60
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "ask", "Message important"],
+                            env=cli_env, cwd=HERE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not ollama_server.chat_bodies and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert ollama_server.chat_bodies, "the worker never reached the model"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    # the claim died with its transaction: the message is pending, nothing half-written
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and await store.pending_counts() != {
+            "entrant:en_attente": 1}:
+        await asyncio.sleep(0.1)
+    assert await store.pending_counts() == {"entrant:en_attente": 1}
+    assert await store.count_souvenirs() == 0
+    # restart: the pending message is answered, exactly once
+    ollama_server.delay_s = 0
+    ollama_server.reply = "Bien reçu."
+    r = axi(cli_env, "ask", "Et celui-ci ?")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "Bien reçu."
+    from sqlalchemy import text
+    async with store.db.engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT i.texte, count(o.id) FROM messages i LEFT JOIN messages o "
+            "ON o.en_reponse_a = i.id WHERE i.sens = 'entrant' GROUP BY i.id ORDER BY i.id"
+        ))).all()
+    assert [tuple(r) for r in rows] == [("Message important", 1), ("Et celui-ci ?", 1)]
+    assert await store.count_souvenirs() == 4
