@@ -19,7 +19,7 @@ from bot.channel import Channel
 from bot.config import Settings
 from bot.extractor import Extractor
 from bot.inbound import Inbound
-from bot.pipeline import Pipeline
+from bot.pipeline import Pipeline, conversation_key
 from bot.responder import Responder
 from llm.anthropic_chat import AnthropicChat
 from llm.ollama_chat import OllamaChat
@@ -108,6 +108,7 @@ class Axi:
         """Accept a message, work the queue until it is handled, deliver its replies.
         Returns the message id. Older pending messages of the same conversation go first."""
         message_id = await self.pipeline.accept(inbound)
+        await self.store.make_due(conversation_key(inbound))
         for _ in range(rounds):
             if await self.pipeline.process_one(message_id=message_id):
                 break

@@ -37,7 +37,12 @@ def _configure_logging(cfg: Settings, *, quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def ask(message: str, as_: AsOpt = None) -> None:
+def ask(
+    message: str,
+    as_: AsOpt = None,
+    extract: Annotated[bool, typer.Option(help="Extract facts after the reply (else `axi run` will).")]
+    = True,
+) -> None:
     """Send one message through the whole pipeline and print Axi's reply."""
     cfg = settings()
     _configure_logging(cfg, quiet=True)
@@ -52,6 +57,8 @@ def ask(message: str, as_: AsOpt = None) -> None:
                 err.print("The message is waiting in the inbox; `axi run` will answer it "
                           "when a model is available.", highlight=False)
                 return EXIT_WAITING
+            if not extract:
+                return 0
             with contextlib.suppress(TimeoutError):  # facts after the reply, bounded
                 async with asyncio.timeout(120):
                     while await axi.extractor.extract_one():

@@ -232,6 +232,15 @@ class MessagesMixin:
              "id": claim.message.id})
         claim.finished = True
 
+    async def make_due(self, conversation: str) -> int:
+        """Make the conversation's waiting messages due now (someone is there to read)."""
+        async with self.db.sessions.begin() as session:
+            result = await session.execute(text(
+                "UPDATE messages SET prochain_essai = now() WHERE conversation = :c "
+                "AND sens = 'entrant' AND etat = 'en_attente' AND prochain_essai > now()"),
+                {"c": conversation})
+        return int(result.rowcount or 0)
+
     async def queue_notice(self, claim: Claim, texte: str, *, relation_id: int | None) -> int:
         """Queue a short notice answering the claimed message, in the claim's transaction.
         Notices are marked `avis` so they never enter the conversation history."""

@@ -164,3 +164,20 @@ async def test_worker_killed_mid_reply_loses_nothing(
         ))).all()
     assert [tuple(r) for r in rows] == [("Message important", 1), ("Et celui-ci ?", 1)]
     assert await store.count_souvenirs() == 4
+
+
+async def test_ask_after_an_outage_answers_the_waiting_message_first(
+    cli_env, store: MemoryStore, ollama_server: FakeOllama
+):
+    ollama_server.stop()
+    assert axi(cli_env, "ask", "Premier message").returncode == 4
+    ollama_server.start()
+    ollama_server.reply = lambda body: "Vu : " + body["messages"][-1]["content"].split(
+        "Message :\n")[-1]
+    r = axi(cli_env, "ask", "--no-extract", "Second message")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "Vu : Second message"
+    assert await store.pending_counts() == {"sortant:a_envoyer": 1}  # the first reply, for `axi run`
+    talk = [b for b in ollama_server.chat_bodies if not b.get("format")]
+    assert [b["messages"][-1]["content"].split("Message :\n")[-1] for b in talk] == [
+        "Premier message", "Second message"]
