@@ -38,8 +38,9 @@ class WebServer:
     def __init__(self, host: str, port: int, health: HealthCheck):
         config = uvicorn.Config(build_app(health), host=host, port=port, log_level="warning",
                                 lifespan="off", access_log=False)
+        # uvicorn captures SIGINT/SIGTERM while serving and hands them back when it
+        # stops; `axi run` installs its own loop handlers after start() to stop everything.
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._task: asyncio.Task[None] | None = None
         self.host, self.port = host, port
 

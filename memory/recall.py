@@ -3,7 +3,16 @@
 Score = full-text relevance (ts_rank_cd, length-normalised) × a recency factor
 (0.5 → 1.0, half-life RECENCY_HALF_LIFE_DAYS) × an importance factor (0.75 → 1.25
 for importance 0 → 10). Relevance dominates; recency and importance break ties and
-lift what matters.
+lift what matters. The formula is computed in float8: `extract(epoch …)` is numeric
+since PostgreSQL 14, and numeric `power()` on every matched row cost 6× the floor.
+
+Bounded work: ranking costs a heap visit per matching row, and a common word matches a
+third of a million souvenirs. So recall ranks at most CANDIDATE_CAP candidates: the most
+recent matches inside a time window (the GIN match and the timestamp index combine in a
+bitmap, so only the window's matches are read), widening the window (WINDOWS_DAYS) until
+the cap is reached or the whole memory was searched. A specific query (few matches) is
+thus ranked over all time; a query whose words are everywhere is ranked among its most
+recent CANDIDATE_CAP matches — where recency would dominate the score anyway.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ from datetime import datetime
 
 RECENCY_HALF_LIFE_DAYS = 180.0
 LANGUAGES = {"french", "english", "simple"}
+CANDIDATE_CAP = 1000
+WINDOWS_DAYS: tuple[int | None, ...] = (30, 365, None)
 
 
 @dataclass(frozen=True)
@@ -27,11 +38,12 @@ class RecallFilter:
 
 
 def score_sql(relevance: str) -> str:
+    half_life_s = RECENCY_HALF_LIFE_DAYS * 86400.0
+    age_s = "greatest(extract(epoch FROM (now() - s.timestamp))::float8, 0::float8)"
     return (
-        f"{relevance}"
-        " * (0.5 + 0.5 * power(0.5, greatest(extract(epoch FROM (now() - s.timestamp)), 0)"
-        f" / {RECENCY_HALF_LIFE_DAYS * 86400.0}))"
-        " * (0.75 + 0.05 * least(greatest(coalesce(s.importance, 5), 0), 10))"
+        f"{relevance}::float8"
+        f" * (0.5::float8 + 0.5::float8 * power(0.5::float8, {age_s} / {half_life_s}::float8))"
+        " * (0.75::float8 + 0.05::float8 * least(greatest(coalesce(s.importance, 5), 0), 10))"
     )
 
 
@@ -44,10 +56,16 @@ def vector_sql(language: str) -> str:
     return f"to_tsvector('{language}'::regconfig, axi_pli(s.contenu))"
 
 
-def recall_sql(language: str, flt: RecallFilter) -> tuple[str, dict[str, object]]:
-    """SQL of a recall with :tsq (a to_tsquery input) and :k bound by the caller."""
+def recall_sql(
+    language: str, flt: RecallFilter, *, windowed: bool = False
+) -> tuple[str, dict[str, object]]:
+    """SQL of a recall with :tsq (a to_tsquery input), :k and :cap bound by the caller
+    (and :window_start when `windowed`). Each row also carries `candidates`, the number
+    of candidates ranked, so the caller knows whether to widen the window."""
     vec = vector_sql(language)
     where = [f"{vec} @@ q.query"]
+    if windowed:
+        where.append("s.timestamp >= :window_start")
     params: dict[str, object] = {}
     if flt.relation_id is not None:
         where.append("s.relation_id = :relation_id")
@@ -71,12 +89,14 @@ def recall_sql(language: str, flt: RecallFilter) -> tuple[str, dict[str, object]
         else:
             where.append("s.public")
     relevance = f"ts_rank_cd({vec}, q.query, 1)"
+    query = f"to_tsquery('{language}'::regconfig, :tsq) AS q(query)"
     sql = (
+        f"WITH cand AS MATERIALIZED (SELECT s.id FROM souvenirs s, {query} "
+        f"WHERE {' AND '.join(where)} ORDER BY s.timestamp DESC, s.id DESC LIMIT :cap) "
         f"SELECT s.id, s.timestamp, s.type, s.source, s.contenu, s.resume, s.importance, "
         f"s.metadata, s.relation_id, s.public, {relevance} AS relevance, "
-        f"{score_sql(relevance)} AS score "
-        f"FROM souvenirs s, to_tsquery('{language}'::regconfig, :tsq) AS q(query) "
-        f"WHERE {' AND '.join(where)} "
+        f"{score_sql(relevance)} AS score, (SELECT count(*) FROM cand) AS candidates "
+        f"FROM cand JOIN souvenirs s USING (id), {query} "
         "ORDER BY score DESC, s.id DESC LIMIT :k"
     )
     return sql, params

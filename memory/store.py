@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -14,13 +14,14 @@ from sqlalchemy.exc import DBAPIError
 
 from memory.consignes import ConsignesMixin
 from memory.database import Database
+from memory.embeddings import EmbeddingsMixin
 from memory.errors import InvalidInput, NotFound
 from memory.extraction_queue import ExtractionQueueMixin
 from memory.facts import FactsMixin
 from memory.llm_calls import LLMCallsMixin
 from memory.messages import MessagesMixin
 from memory.people import PeopleMixin
-from memory.recall import RecallFilter, recall_sql
+from memory.recall import CANDIDATE_CAP, WINDOWS_DAYS, RecallFilter, recall_sql
 from memory.records import Recalled, SouvenirRecord, souvenir_from_row
 from memory.text import InvalidText, clean, clean_content, tsquery_text
 
@@ -88,7 +89,7 @@ def translate_db_error(exc: DBAPIError) -> Exception:
 
 
 class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCallsMixin,
-                  ExtractionQueueMixin):
+                  ExtractionQueueMixin, EmbeddingsMixin):
     def __init__(self, db: Database):
         self.db = db
 
@@ -203,6 +204,25 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
             return int(await session.scalar(text("SELECT count(*) FROM souvenirs")) or 0)
 
     # --------------------------------------------------------------------- recall
+    @staticmethod
+    async def _ranked(session: Any, tsq: str, language: str, flt: RecallFilter, limit: int,
+                      since: datetime | None) -> list[Any]:
+        """Rank the most recent CANDIDATE_CAP matches of growing time windows (recall.py)."""
+        rows: list[Any] = []
+        now = datetime.now(UTC)
+        for days in WINDOWS_DAYS:
+            start = None if days is None else now - timedelta(days=days)
+            if start is not None and since is not None and since >= start:
+                continue  # the caller's own date filter is already narrower
+            sql, params = recall_sql(language, flt, windowed=start is not None)
+            params.update({"tsq": tsq, "k": limit, "cap": CANDIDATE_CAP})
+            if start is not None:
+                params["window_start"] = start
+            rows = list((await session.execute(text(sql), params)).all())
+            if rows and rows[0].candidates >= CANDIDATE_CAP:
+                break
+        return rows
+
     async def recall(
         self,
         query: str,
@@ -231,13 +251,11 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
         strict = tsquery_text(query, mode="and")
         if strict is None:
             return []
-        sql, params = recall_sql(language, flt)
-        stmt = text(sql)
+        loose = tsquery_text(query, mode="or")
         async with self.db.sessions() as session:
-            rows = (await session.execute(stmt, {**params, "tsq": strict, "k": limit})).all()
-            loose = tsquery_text(query, mode="or")
-            if len(rows) < limit and loose != strict:
-                rows = (await session.execute(stmt, {**params, "tsq": loose, "k": limit})).all()
+            rows = await self._ranked(session, strict, language, flt, limit, since)
+            if len(rows) < limit and loose is not None and loose != strict:
+                rows = await self._ranked(session, loose, language, flt, limit, since)
         return [
             Recalled(souvenir=souvenir_from_row(r), relevance=float(r.relevance),
                      score=float(r.score))
