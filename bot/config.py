@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_LOCAL_MODEL = "mistral:7b-instruct-q4_K_M"
 DEFAULT_FALLBACK_MODEL = "claude-sonnet-4-6"
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org/bot"
+DEFAULT_EMBED_MODEL = "nomic-embed-text"
 
 
 class MailTLS(StrEnum):
@@ -59,6 +60,7 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
     fallback_model: str = Field(default=DEFAULT_FALLBACK_MODEL, alias="AXI_FALLBACK_MODEL")
     fallback_timeout_s: float = Field(default=60.0, gt=0, alias="AXI_FALLBACK_TIMEOUT")
+    embed_model: str | None = Field(default=DEFAULT_EMBED_MODEL, alias="AXI_EMBED_MODEL")
     claude_monthly_budget_eur: float = Field(default=20.0, ge=0, alias="AXI_CLAUDE_MONTHLY_BUDGET")
 
     # Telegram
@@ -100,6 +102,13 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("embed_model", mode="before")
+    @classmethod
+    def _embeddings_off(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in {"", "off", "none"}):
+            return None
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("data_dir", mode="before")
     @classmethod

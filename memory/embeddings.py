@@ -1,0 +1,245 @@
+"""Embeddings of souvenirs and hybrid recall (full text + vectors, fused by rank).
+
+Vectors live in `souvenirs_vecteurs` (one per souvenir, with the model that made it), stored
+unit-length as `real[]`. Similarity is cosine: pgvector's `<=>` on a `real[]::vector` cast
+when the extension is installed, else the dot product of the unit vectors in plain SQL
+(exact either way; fine for the tens of thousands of souvenirs of one assistant).
+
+Hybrid recall fuses two rankings with Reciprocal Rank Fusion (Cormack et al., 2009):
+    score(d) = Σ_rankings weight / (rrf_k + rank(d))        (rank from 1)
+- the full-text ranking of `recall()` (AND first, then OR; recency and importance
+  included), over `candidates` souvenirs;
+- the vector ranking: the `candidates` souvenirs nearest to the query vector, with the same
+  filters (person, types, sources, dates, privacy).
+RRF needs no score calibration between the two (ts_rank_cd and cosine live on unrelated
+scales); rrf_k = 60 is the usual constant: larger flattens the head of each ranking.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from memory.errors import InvalidInput, NotFound
+from memory.recall import RecallFilter
+from memory.records import Recalled, SouvenirRecord, souvenir_from_row
+
+RRF_K = 60
+MIN_CANDIDATES = 50
+CANDIDATES_PER_RESULT = 5
+
+_S_COLUMNS = (
+    "s.id, s.timestamp, s.type, s.source, s.contenu, s.resume, s.importance, s.metadata, "
+    "s.relation_id, s.public"
+)
+
+
+def unit(vector: Sequence[float]) -> list[float]:
+    """The vector scaled to length 1; InvalidInput if empty, not finite or zero."""
+    values = [float(x) for x in vector]
+    if not values:
+        raise InvalidInput("empty embedding vector")
+    if not all(math.isfinite(x) for x in values):
+        raise InvalidInput("embedding vector has a NaN or infinite value")
+    norm = math.sqrt(sum(x * x for x in values))
+    if norm == 0.0:
+        raise InvalidInput("embedding vector is all zeros")
+    return [x / norm for x in values]
+
+
+def filter_sql(flt: RecallFilter) -> tuple[list[str], dict[str, Any]]:
+    """The WHERE clauses of a RecallFilter on souvenirs `s` (the same rules as recall_sql)."""
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    if flt.relation_id is not None:
+        where.append("s.relation_id = :relation_id")
+        params["relation_id"] = flt.relation_id
+    if flt.types:
+        where.append("s.type = ANY(:types)")
+        params["types"] = list(flt.types)
+    if flt.sources:
+        where.append("s.source = ANY(:sources)")
+        params["sources"] = list(flt.sources)
+    if flt.since is not None:
+        where.append("s.timestamp >= :since")
+        params["since"] = flt.since
+    if flt.until is not None:
+        where.append("s.timestamp < :until")
+        params["until"] = flt.until
+    if not flt.private_ok:
+        if flt.visible_to is not None:
+            where.append("(s.public OR s.relation_id = :visible_to)")
+            params["visible_to"] = flt.visible_to
+        else:
+            where.append("s.public")
+    return where, params
+
+
+def nearest_sql(flt: RecallFilter, *, pgvector: bool) -> tuple[str, dict[str, Any]]:
+    """SQL of the souvenirs nearest to :q (a unit real[]), with :model, :dim and :k bound."""
+    where, params = filter_sql(flt)
+    where = ["v.modele = :model", "cardinality(v.vecteur) = :dim", *where]
+    if pgvector:
+        similarity = "1 - (v.vecteur::vector <=> CAST(:q AS real[])::vector)"
+        order = "v.vecteur::vector <=> CAST(:q AS real[])::vector"
+    else:
+        similarity = "(SELECT sum(a * b) FROM unnest(v.vecteur, CAST(:q AS real[])) AS t(a, b))"
+        order = "similarity DESC"
+    sql = (
+        f"SELECT {_S_COLUMNS}, {similarity} AS similarity "
+        "FROM souvenirs_vecteurs v JOIN souvenirs s ON s.id = v.souvenir_id "
+        f"WHERE {' AND '.join(where)} ORDER BY {order}, s.id DESC LIMIT :k"
+    )
+    return sql, params
+
+
+def rrf(rankings: Sequence[Sequence[int]], *, k: int = RRF_K,
+        weights: Sequence[float] | None = None) -> dict[int, float]:
+    """Reciprocal Rank Fusion of ranked id lists: {id: Σ weight / (k + rank)}."""
+    scores: dict[int, float] = {}
+    for i, ranking in enumerate(rankings):
+        weight = 1.0 if weights is None else weights[i]
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+    return scores
+
+
+class EmbeddingsMixin:
+    db: Any
+    recall: Callable[..., Awaitable[list[Recalled]]]  # MemoryStore.recall
+
+    async def has_pgvector(self) -> bool:
+        """Is the pgvector extension installed in this database? (cached)"""
+        cached = getattr(self, "_pgvector", None)
+        if cached is None:
+            async with self.db.sessions() as session:
+                found = await session.scalar(
+                    text("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
+                )
+            cached = bool(found)
+            self._pgvector = cached
+        return cached
+
+    async def store_embeddings(
+        self, pairs: Sequence[tuple[int, Sequence[float]]], model: str
+    ) -> int:
+        """Store (or replace) the vector of each souvenir, made by `model`; return the count."""
+        model = (model or "").strip()
+        if not model or len(model) > 100:
+            raise InvalidInput("embedding model name must be 1 to 100 characters")
+        rows = [{"id": int(sid), "m": model, "v": unit(vec)} for sid, vec in pairs]
+        if not rows:
+            return 0
+        dims = {len(r["v"]) for r in rows}
+        if len(dims) != 1:
+            raise InvalidInput(f"vectors of one model must share one dimension, got {sorted(dims)}")
+        sql = text(
+            "INSERT INTO souvenirs_vecteurs (souvenir_id, modele, vecteur) "
+            "VALUES (:id, :m, CAST(:v AS real[])) ON CONFLICT (souvenir_id) DO UPDATE "
+            "SET modele = excluded.modele, vecteur = excluded.vecteur, cree_le = now()"
+        )
+        try:
+            async with self.db.sessions.begin() as session:
+                await session.execute(sql, rows)
+        except DBAPIError as exc:
+            if "foreign key" in str(exc.orig or exc):
+                raise NotFound("a souvenir to embed does not exist (deleted?)") from None
+            raise
+        return len(rows)
+
+    async def missing_embeddings(
+        self, limit: int = 100, *, model: str | None = None
+    ) -> list[SouvenirRecord]:
+        """Souvenirs without a vector (or, with `model`, without one made by that model),
+        oldest first: what a background job should embed next."""
+        if limit <= 0:
+            return []
+        cond = "v.souvenir_id = s.id" + (" AND v.modele = :model" if model else "")
+        sql = (
+            f"SELECT {_S_COLUMNS} FROM souvenirs s WHERE NOT EXISTS "
+            f"(SELECT 1 FROM souvenirs_vecteurs v WHERE {cond}) ORDER BY s.id LIMIT :k"
+        )
+        params: dict[str, Any] = {"k": limit}
+        if model:
+            params["model"] = model
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(sql), params)).all()
+        return [souvenir_from_row(r) for r in rows]
+
+    async def nearest_souvenirs(
+        self,
+        query_vector: Sequence[float],
+        *,
+        model: str,
+        limit: int = 10,
+        flt: RecallFilter | None = None,
+    ) -> list[tuple[SouvenirRecord, float]]:
+        """The souvenirs whose `model` vectors are nearest to query_vector (cosine), best first."""
+        if limit <= 0:
+            return []
+        q = unit(query_vector)
+        sql, params = nearest_sql(flt or RecallFilter(), pgvector=await self.has_pgvector())
+        params.update({"q": q, "model": model, "dim": len(q), "k": limit})
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(sql), params)).all()
+        return [(souvenir_from_row(r), float(r.similarity)) for r in rows]
+
+    async def recall_hybrid(
+        self,
+        query: str,
+        query_vector: Sequence[float] | None,
+        *,
+        model: str,
+        limit: int = 10,
+        relation_id: int | None = None,
+        types: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        visible_to: int | None = None,
+        private_ok: bool = True,
+        language: str = "french",
+        candidates: int | None = None,
+        rrf_k: int = RRF_K,
+        weights: tuple[float, float] = (1.0, 1.0),
+    ) -> list[Recalled]:
+        """Full-text recall fused with vector similarity (RRF), best first.
+
+        `query_vector` is the embedding of `query` by `model` (None: full text only).
+        `relevance` of each result is its full-text relevance (0 when only the vectors
+        found it); `score` is its fused RRF score. Filters mean what they mean in recall().
+        """
+        if limit <= 0:
+            return []
+        n = candidates or max(MIN_CANDIDATES, CANDIDATES_PER_RESULT * limit)
+        filters: dict[str, Any] = dict(
+            relation_id=relation_id, types=tuple(types), sources=tuple(sources),
+            since=since, until=until, visible_to=visible_to, private_ok=private_ok,
+        )
+        lexical = await self.recall(query, limit=n, language=language, **filters)
+        semantic: list[tuple[SouvenirRecord, float]] = []
+        if query_vector is not None:
+            semantic = await self.nearest_souvenirs(
+                query_vector, model=model, limit=n, flt=RecallFilter(**filters)
+            )
+        records: dict[int, SouvenirRecord] = {}
+        relevance: dict[int, float] = {}
+        for hit in lexical:
+            records[hit.souvenir.id] = hit.souvenir
+            relevance[hit.souvenir.id] = hit.relevance
+        for souvenir, _ in semantic:
+            records.setdefault(souvenir.id, souvenir)
+        fused = rrf(
+            [[h.souvenir.id for h in lexical], [s.id for s, _ in semantic]],
+            k=rrf_k, weights=weights,
+        )
+        best = sorted(fused.items(), key=lambda item: (-item[1], -item[0]))[:limit]
+        return [
+            Recalled(souvenir=records[sid], relevance=relevance.get(sid, 0.0), score=score)
+            for sid, score in best
+        ]
