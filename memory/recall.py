@@ -6,6 +6,14 @@ for importance 0 → 10). Relevance dominates; recency and importance break ties
 lift what matters. The formula is computed in float8: `extract(epoch …)` is numeric
 since PostgreSQL 14, and numeric `power()` on every matched row cost 6× the floor.
 
+Relevance weighs each query word by its rarity (BM25's idf): Σ idf(word) ×
+ts_rank(search vector, word), so in "when did Caroline go to the support group" the
+rare "support" counts more than the name found in half the souvenirs. Document
+frequencies are counted per query with a bounded probe (DF_CAP). All words must match
+first (words absent from the whole memory are left out of that test); if that finds too
+little, any informative word may match: a word found in more than COMMON_SHARE of the
+memory does not select candidates when a rarer one is there, it only adds to the score.
+
 Bounded work: ranking costs a heap visit per matching row, and a common word matches a
 third of a million souvenirs. So recall ranks at most CANDIDATE_CAP candidates: the most
 recent matches inside a time window (the GIN match and the timestamp index combine in a
@@ -17,6 +25,7 @@ recent CANDIDATE_CAP matches — where recency would dominate the score anyway.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,6 +33,49 @@ RECENCY_HALF_LIFE_DAYS = 180.0
 LANGUAGES = {"french", "english", "simple"}
 CANDIDATE_CAP = 1000
 WINDOWS_DAYS: tuple[int | None, ...] = (30, 365, None)
+DF_CAP = 2000
+COMMON_SHARE = 0.2
+
+
+def idf(df: int, n: int) -> float:
+    """BM25's inverse document frequency (always positive)."""
+    return math.log(1.0 + (max(n, df) - df + 0.5) / (df + 0.5))
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    strict: str | None  # every present word must match
+    loose: str | None  # any informative word may match
+    weights: tuple[tuple[str, float], ...]  # (fragment, idf) of the words present
+
+
+def plan_query(terms: list[str], dfs: list[int], n: int) -> QueryPlan | None:
+    """From the query's fragments and their document frequencies, what to search."""
+    present = [(t, df) for t, df in zip(terms, dfs, strict=True) if df > 0]
+    if not present:
+        return None
+    weights = tuple((t, idf(df, n)) for t, df in present)
+    strict = " & ".join(t for t, _ in present)
+    rare = [t for t, df in present if df <= COMMON_SHARE * max(n, 1)]
+    loose = " | ".join(rare or [t for t, _ in present])
+    return QueryPlan(strict=strict, loose=loose, weights=weights)
+
+
+def df_sql(language: str, count: int) -> str:
+    """Document frequency of :t0…:tN-1, each counted up to :dfcap (bounded work)."""
+    vec = vector_sql(language)
+    probes = [
+        f"(SELECT count(*) FROM (SELECT 1 FROM souvenirs s WHERE {vec} @@ "
+        f"to_tsquery('{language}'::regconfig, :t{i}) LIMIT :dfcap) AS x{i}) AS df{i}"
+        for i in range(count)
+    ]
+    return "SELECT " + ", ".join(probes)
+
+
+TOTAL_SQL = (
+    "SELECT CASE WHEN c.reltuples >= 50000 THEN c.reltuples::bigint "
+    "ELSE (SELECT count(*) FROM souvenirs) END FROM pg_class c WHERE c.oid = 'souvenirs'::regclass"
+)
 
 
 @dataclass(frozen=True)
@@ -57,11 +109,12 @@ def vector_sql(language: str) -> str:
 
 
 def recall_sql(
-    language: str, flt: RecallFilter, *, windowed: bool = False
+    language: str, flt: RecallFilter, *, windowed: bool = False, weighted: int = 0
 ) -> tuple[str, dict[str, object]]:
     """SQL of a recall with :tsq (a to_tsquery input), :k and :cap bound by the caller
-    (and :window_start when `windowed`). Each row also carries `candidates`, the number
-    of candidates ranked, so the caller knows whether to widen the window."""
+    (and :window_start when `windowed`; :w0…, :f0… for `weighted` word weights). Each
+    row also carries `candidates`, the number of candidates ranked, so the caller knows
+    whether to widen the window."""
     vec = vector_sql(language)
     where = [f"{vec} @@ q.query"]
     if windowed:
@@ -89,6 +142,10 @@ def recall_sql(
         else:
             where.append("s.public")
     relevance = f"ts_rank_cd({vec}, q.query, 1)"
+    if weighted:
+        relevance = "(" + " + ".join(
+            f"CAST(:w{i} AS float8) * ts_rank({vec}, to_tsquery('{language}'::regconfig, :f{i}), 1)"
+            for i in range(weighted)) + ")"
     query = f"to_tsquery('{language}'::regconfig, :tsq) AS q(query)"
     sql = (
         f"WITH cand AS MATERIALIZED (SELECT s.id FROM souvenirs s, {query} "

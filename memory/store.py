@@ -21,9 +21,19 @@ from memory.facts import FactsMixin
 from memory.llm_calls import LLMCallsMixin
 from memory.messages import MessagesMixin
 from memory.people import PeopleMixin
-from memory.recall import CANDIDATE_CAP, WINDOWS_DAYS, RecallFilter, recall_sql
+from memory.recall import (
+    CANDIDATE_CAP,
+    DF_CAP,
+    TOTAL_SQL,
+    WINDOWS_DAYS,
+    QueryPlan,
+    RecallFilter,
+    df_sql,
+    plan_query,
+    recall_sql,
+)
 from memory.records import Recalled, SouvenirRecord, souvenir_from_row
-from memory.text import InvalidText, clean, clean_content, tsquery_text
+from memory.text import InvalidText, clean, clean_content, query_terms
 
 _SOUVENIR_COLUMNS = (
     "id, timestamp, type, source, contenu, resume, importance, metadata, relation_id, public"
@@ -205,17 +215,23 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
 
     # --------------------------------------------------------------------- recall
     @staticmethod
-    async def _ranked(session: Any, tsq: str, language: str, flt: RecallFilter, limit: int,
-                      since: datetime | None) -> list[Any]:
+    async def _ranked(session: Any, tsq: str | None, plan: QueryPlan, language: str,
+                      flt: RecallFilter, limit: int, since: datetime | None) -> list[Any]:
         """Rank the most recent CANDIDATE_CAP matches of growing time windows (recall.py)."""
         rows: list[Any] = []
+        if tsq is None:
+            return rows
+        weights: dict[str, object] = {}
+        for i, (fragment, weight) in enumerate(plan.weights):
+            weights[f"f{i}"], weights[f"w{i}"] = fragment, weight
         now = datetime.now(UTC)
         for days in WINDOWS_DAYS:
             start = None if days is None else now - timedelta(days=days)
             if start is not None and since is not None and since >= start:
                 continue  # the caller's own date filter is already narrower
-            sql, params = recall_sql(language, flt, windowed=start is not None)
-            params.update({"tsq": tsq, "k": limit, "cap": CANDIDATE_CAP})
+            sql, params = recall_sql(language, flt, windowed=start is not None,
+                                     weighted=len(plan.weights))
+            params.update({"tsq": tsq, "k": limit, "cap": CANDIDATE_CAP, **weights})
             if start is not None:
                 params["window_start"] = start
             rows = list((await session.execute(text(sql), params)).all())
@@ -248,14 +264,20 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
             relation_id=relation_id, types=tuple(types), sources=tuple(sources),
             since=since, until=until, visible_to=visible_to, private_ok=private_ok,
         )
-        strict = tsquery_text(query, mode="and")
-        if strict is None:
+        terms = query_terms(query)
+        if not terms:
             return []
-        loose = tsquery_text(query, mode="or")
         async with self.db.sessions() as session:
-            rows = await self._ranked(session, strict, language, flt, limit, since)
-            if len(rows) < limit and loose is not None and loose != strict:
-                rows = await self._ranked(session, loose, language, flt, limit, since)
+            counts = (await session.execute(
+                text(df_sql(language, len(terms))),
+                {**{f"t{i}": t for i, t in enumerate(terms)}, "dfcap": DF_CAP})).one()
+            total = int(await session.scalar(text(TOTAL_SQL)) or 0)
+            plan = plan_query(terms, [int(c) for c in counts], total)
+            if plan is None:
+                return []
+            rows = await self._ranked(session, plan.strict, plan, language, flt, limit, since)
+            if len(rows) < limit and plan.loose and plan.loose != plan.strict:
+                rows = await self._ranked(session, plan.loose, plan, language, flt, limit, since)
         return [
             Recalled(souvenir=souvenir_from_row(r), relevance=float(r.relevance),
                      score=float(r.score))

@@ -92,11 +92,17 @@ def tsquery_text(text: str, *, mode: str = "and") -> str | None:
     no user character is read as tsquery syntax; the database then stems each word
     and drops stop words. None when no word remains.
     """
-    terms = []
-    for word in words(text):
-        plain = fold(word)
-        terms.append(f"'{word}'" if plain == word else f"( '{word}' | '{plain}' )")
+    terms = query_terms(text)
     if not terms:
         return None
     op = " & " if mode == "and" else " | "
     return op.join(terms)
+
+
+def query_terms(text: str) -> list[str]:
+    """One quoted `to_tsquery` fragment per word of the query (see tsquery_text)."""
+    terms = []
+    for word in words(text):
+        plain = fold(word)
+        terms.append(f"'{word}'" if plain == word else f"( '{word}' | '{plain}' )")
+    return terms

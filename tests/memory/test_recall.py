@@ -78,3 +78,13 @@ async def test_private_memory_hidden_from_clients(store: MemoryStore) -> None:
 async def test_english_config_for_english_text(store: MemoryStore) -> None:
     s = await store.remember("Caroline went to the support groups yesterday")
     assert await _ids(store, "support group", language="english") == [s.id]
+
+
+async def test_rare_words_weigh_more(store: MemoryStore) -> None:
+    for i in range(12):
+        await store.remember(f"Caroline : message ordinaire numéro {i}")
+    rare = await store.remember("Caroline : le groupe de soutien était super")
+    common = await store.remember("Caroline Caroline : Caroline est là, Caroline encore")
+    found = await _ids(store, "Caroline groupe soutien", limit=3)
+    assert found[0] == rare.id
+    assert common.id in await _ids(store, "Caroline", limit=20)

@@ -29,3 +29,17 @@ def test_query_words_and_quoting() -> None:
     assert q == "'maison' & 'd' & ( 'été' | 'ete' )"
     assert tsquery_text("!!! ???") is None
     assert tsquery_text("a b", mode="or") == "'a' | 'b'"
+
+
+def test_idf_and_query_plan() -> None:
+    from memory.recall import idf, plan_query
+
+    assert idf(1, 1000) > idf(100, 1000) > idf(900, 1000) > 0
+    plan = plan_query(["'absent'", "'caroline'", "'support'"], [0, 600, 3], 1000)
+    assert plan is not None
+    assert plan.strict == "'caroline' & 'support'"  # a word found nowhere is left out
+    assert plan.loose == "'support'"  # a word in 60 % of the memory selects nothing
+    assert dict(plan.weights)["'support'"] > dict(plan.weights)["'caroline'"]
+    assert plan_query(["'x'"], [0], 1000) is None
+    common_only = plan_query(["'a'", "'b'"], [500, 600], 1000)
+    assert common_only is not None and common_only.loose == "'a' | 'b'"
