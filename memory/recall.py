@@ -17,24 +17,65 @@ memory does not select candidates when a rarer one is there, it only adds to the
 Bounded work: ranking costs a heap visit per matching row, and a common word matches a
 third of a million souvenirs. So recall ranks at most CANDIDATE_CAP candidates: the most
 recent matches inside a time window (the GIN match and the timestamp index combine in a
-bitmap, so only the window's matches are read), widening the window (WINDOWS_DAYS) until
+bitmap, so only the window's matches are read), widening the window until
 the cap is reached or the whole memory was searched. A specific query (few matches) is
 thus ranked over all time; a query whose words are everywhere is ranked among its most
-recent CANDIDATE_CAP matches — where recency would dominate the score anyway.
+recent CANDIDATE_CAP matches — where recency would dominate the score anyway. The first
+window is sized from the words' frequencies (`windows_for`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 RECENCY_HALF_LIFE_DAYS = 180.0
 LANGUAGES = {"french", "english", "simple"}
-CANDIDATE_CAP = 1000
-WINDOWS_DAYS: tuple[int | None, ...] = (30, 365, None)
-DF_CAP = 2000
+CANDIDATE_CAP = 500
+DF_CAP = 500
 COMMON_SHARE = 0.2
+MAX_QUERY_WORDS = 12
+STATS_TTL_S = 600.0
+
+BITMAP_ONLY_SQL = (
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_indexscan', :walk, true)"
+)
+"""For the rest of the recall's transaction, how matches are found. A word that is not
+very common goes through the GIN index (bitmap, combined with the timestamp index for
+windows): otherwise the planner, expecting to meet a rare word early, walks the table or
+the timestamp index and reads a million rows when the word is in none (measured: 800 ms).
+For a very common word (≥ WALK_SHARE of memory) walking the timestamp index backwards
+is what is fast: building its GIN bitmap alone costs 27 ms for 300k matches."""
+WALK_SHARE = 0.02
+
+MCE_SQL = (
+    "SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs "
+    "FROM pg_stats WHERE schemaname = current_schema() AND tablename = 'souvenirs' "
+    "AND attname = 'recherche'"
+)
+"""The planner's own statistics of the search vector: the frequency of its most common
+lexemes (a column statistic ANALYZE keeps), so common words cost no probe."""
+
+
+def lexemes_sql(language: str, count: int) -> str:
+    """The lexemes each fragment :t0…:tN-1 stands for, as the query will search them."""
+    return "SELECT " + ", ".join(
+        f"querytree(to_tsquery('{language}'::regconfig, :t{i})) AS l{i}" for i in range(count))
+
+
+def lexemes_of(querytree: str) -> list[str]:
+    """'immobili' | 'immobilier' → ['immobili', 'immobilier'] (T = no lexeme)."""
+    return re.findall(r"'((?:[^']|'')*)'", querytree or "")
+
+
+def keep_words(terms: list[str], limit: int = MAX_QUERY_WORDS) -> list[str]:
+    """A long message searches by its longest words (a cheap proxy for the rarest)."""
+    if len(terms) <= limit:
+        return terms
+    ranked = sorted(range(len(terms)), key=lambda i: -len(terms[i]))[:limit]
+    return [terms[i] for i in sorted(ranked)]
 
 
 def idf(df: int, n: int) -> float:
@@ -47,6 +88,8 @@ class QueryPlan:
     strict: str | None  # every present word must match
     loose: str | None  # any informative word may match
     weights: tuple[tuple[str, float], ...]  # (fragment, idf) of the words present
+    strict_estimate: int = 0  # expected matches (words taken as independent)
+    loose_estimate: int = 0
 
 
 def plan_query(terms: list[str], dfs: list[int], n: int) -> QueryPlan | None:
@@ -56,9 +99,25 @@ def plan_query(terms: list[str], dfs: list[int], n: int) -> QueryPlan | None:
         return None
     weights = tuple((t, idf(df, n)) for t, df in present)
     strict = " & ".join(t for t, _ in present)
-    rare = [t for t, df in present if df <= COMMON_SHARE * max(n, 1)]
-    loose = " | ".join(rare or [t for t, _ in present])
-    return QueryPlan(strict=strict, loose=loose, weights=weights)
+    rare = [(t, df) for t, df in present if df <= COMMON_SHARE * max(n, 1)] or present
+    loose = " | ".join(t for t, _ in rare)
+    return QueryPlan(strict=strict, loose=loose, weights=weights,
+                     strict_estimate=int(max(n, 1) * math.prod(df / max(n, 1) for _, df in present)),
+                     loose_estimate=min(sum(df for _, df in rare), max(n, 1)))
+
+
+def windows_for(estimate: int, span_days: float) -> tuple[float | None, ...]:
+    """Time windows (days back, None = all) to search in turn for a query expected to
+    match `estimate` souvenirs spread over `span_days`: the first window should hold
+    about 1.5 × CANDIDATE_CAP matches; a query with few matches searches everything."""
+    if estimate < DF_CAP or span_days <= 0:
+        return (None,)
+    first = span_days * 1.5 * CANDIDATE_CAP / estimate
+    if first >= span_days:
+        return (None,)
+    first = max(first, 1.0)
+    second = first * 8
+    return (first, second, None) if second < span_days else (first, None)
 
 
 def df_sql(language: str, count: int) -> str:
@@ -71,6 +130,8 @@ def df_sql(language: str, count: int) -> str:
     ]
     return "SELECT " + ", ".join(probes)
 
+
+SPAN_SQL = "SELECT extract(epoch FROM (now() - min(timestamp)))::float8 / 86400 FROM souvenirs"
 
 TOTAL_SQL = (
     "SELECT CASE WHEN c.reltuples >= 50000 THEN c.reltuples::bigint "

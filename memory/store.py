@@ -4,6 +4,7 @@ facts, people and consignes come from the mixins beside it."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,15 +23,23 @@ from memory.llm_calls import LLMCallsMixin
 from memory.messages import MessagesMixin
 from memory.people import PeopleMixin
 from memory.recall import (
+    BITMAP_ONLY_SQL,
     CANDIDATE_CAP,
     DF_CAP,
+    MCE_SQL,
+    SPAN_SQL,
+    STATS_TTL_S,
     TOTAL_SQL,
-    WINDOWS_DAYS,
+    WALK_SHARE,
     QueryPlan,
     RecallFilter,
     df_sql,
+    keep_words,
+    lexemes_of,
+    lexemes_sql,
     plan_query,
     recall_sql,
+    windows_for,
 )
 from memory.records import Recalled, SouvenirRecord, souvenir_from_row
 from memory.text import InvalidText, clean, clean_content, query_terms
@@ -214,9 +223,62 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
             return int(await session.scalar(text("SELECT count(*) FROM souvenirs")) or 0)
 
     # --------------------------------------------------------------------- recall
+    async def _document_frequencies(
+        self, session: Any, terms: list[str], language: str
+    ) -> tuple[int, list[int]]:
+        """How many souvenirs hold each query word: from the column statistics for the
+        common lexemes (free), by a bounded probe (DF_CAP) for the others."""
+        total = int(await session.scalar(text(TOTAL_SQL)) or 0)
+        await session.execute(text(BITMAP_ONLY_SQL), {"walk": "off"})
+        dfs: list[int | None] = [None] * len(terms)
+        if language == "french" and total >= 50_000:
+            common = await self._common_lexemes(session)
+            trees = (await session.execute(text(lexemes_sql(language, len(terms))),
+                                           {f"t{i}": t for i, t in enumerate(terms)})).one()
+            for i, tree in enumerate(trees):
+                lexemes = lexemes_of(tree)
+                if not lexemes:
+                    dfs[i] = 0
+                elif "<" in tree:  # a phrase (hyphenated compound): as rare as its rarest part
+                    if all(lex in common for lex in lexemes):
+                        dfs[i] = int(min(common[lex] for lex in lexemes) * total)
+                elif any(lex in common for lex in lexemes):  # alternatives (accents)
+                    dfs[i] = int(max(common.get(lex, 0.0) for lex in lexemes) * total)
+        todo = [i for i, df in enumerate(dfs) if df is None]
+        if todo:
+            counts = (await session.execute(
+                text(df_sql(language, len(todo))),
+                {**{f"t{j}": terms[i] for j, i in enumerate(todo)}, "dfcap": DF_CAP})).one()
+            for j, i in enumerate(todo):
+                dfs[i] = int(counts[j])
+        return total, [int(df or 0) for df in dfs]
+
+    async def _span_days(self, session: Any) -> float:
+        """How far back memory goes (cached like the statistics)."""
+        now = time.monotonic()
+        cached = getattr(self, "_span", None)
+        if cached is not None and cached[0] > now:
+            return float(cached[1])
+        span = float(await session.scalar(text(SPAN_SQL)) or 0.0)
+        self._span = (now + STATS_TTL_S, span)
+        return span
+
+    async def _common_lexemes(self, session: Any) -> dict[str, float]:
+        now = time.monotonic()
+        cached = getattr(self, "_mce", None)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        row = (await session.execute(text(MCE_SQL))).one_or_none()
+        common: dict[str, float] = {}
+        if row is not None and row.elems and row.freqs:
+            common = dict(zip(row.elems, row.freqs, strict=False))
+        self._mce = (now + STATS_TTL_S, common)
+        return common
+
     @staticmethod
     async def _ranked(session: Any, tsq: str | None, plan: QueryPlan, language: str,
-                      flt: RecallFilter, limit: int, since: datetime | None) -> list[Any]:
+                      flt: RecallFilter, limit: int, since: datetime | None,
+                      windows: tuple[float | None, ...]) -> list[Any]:
         """Rank the most recent CANDIDATE_CAP matches of growing time windows (recall.py)."""
         rows: list[Any] = []
         if tsq is None:
@@ -225,7 +287,7 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
         for i, (fragment, weight) in enumerate(plan.weights):
             weights[f"f{i}"], weights[f"w{i}"] = fragment, weight
         now = datetime.now(UTC)
-        for days in WINDOWS_DAYS:
+        for days in windows:
             start = None if days is None else now - timedelta(days=days)
             if start is not None and since is not None and since >= start:
                 continue  # the caller's own date filter is already narrower
@@ -264,20 +326,26 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
             relation_id=relation_id, types=tuple(types), sources=tuple(sources),
             since=since, until=until, visible_to=visible_to, private_ok=private_ok,
         )
-        terms = query_terms(query)
+        terms = keep_words(query_terms(query))
         if not terms:
             return []
         async with self.db.sessions() as session:
-            counts = (await session.execute(
-                text(df_sql(language, len(terms))),
-                {**{f"t{i}": t for i, t in enumerate(terms)}, "dfcap": DF_CAP})).one()
-            total = int(await session.scalar(text(TOTAL_SQL)) or 0)
-            plan = plan_query(terms, [int(c) for c in counts], total)
+            total, dfs = await self._document_frequencies(session, terms, language)
+            plan = plan_query(terms, dfs, total)
             if plan is None:
                 return []
-            rows = await self._ranked(session, plan.strict, plan, language, flt, limit, since)
-            if len(rows) < limit and plan.loose and plan.loose != plan.strict:
-                rows = await self._ranked(session, plan.loose, plan, language, flt, limit, since)
+            rows: list[Any] = []
+            span = await self._span_days(session)
+            searches = [(plan.strict, plan.strict_estimate)]
+            if plan.loose and plan.loose != plan.strict:
+                searches.append((plan.loose, plan.loose_estimate))
+            for tsq, estimate in searches:  # all words first, then any informative word
+                walk = "on" if estimate >= WALK_SHARE * max(total, 1) else "off"
+                await session.execute(text(BITMAP_ONLY_SQL), {"walk": walk})
+                rows = await self._ranked(session, tsq, plan, language, flt, limit, since,
+                                          windows_for(estimate, span))
+                if len(rows) >= limit:
+                    break
         return [
             Recalled(souvenir=souvenir_from_row(r), relevance=float(r.relevance),
                      score=float(r.score))

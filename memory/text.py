@@ -75,10 +75,13 @@ def fold_sql_function() -> str:
 
 
 def words(text: str) -> list[str]:
-    """The lower-case words of a query, in order, without duplicates."""
+    """The lower-case words of a query, in order, without duplicates. Elisions are split
+    ("l'été" → l, été); hyphenated compounds stay whole ("Saint-Cyprien"): to_tsquery
+    turns a quoted compound into a phrase of its parts."""
     seen: dict[str, None] = {}
     for match in _WORD.finditer(clean(text).lower()):
-        for part in re.split(r"['’-]", match.group(0)):
+        for part in re.split(r"['’]", match.group(0)):
+            part = part.strip("-")
             if part:
                 seen.setdefault(part, None)
     return list(seen)
