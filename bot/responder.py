@@ -6,6 +6,7 @@ message waits (postponed in the inbox) and the person gets one short French noti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -30,7 +31,8 @@ from memory.text import fold
 
 log = logging.getLogger(__name__)
 
-RETRIEVED_SOUVENIRS = 6
+RETRIEVED_SOUVENIRS = 4
+DATA_ITEM_CHARS = 300
 HISTORY_MESSAGES = 40
 MAX_WAIT_S = 300.0
 FALLBACK_CONTEXT_TOKENS = 150_000
@@ -97,33 +99,38 @@ class Responder:
 
     # ------------------------------------------------------------ gather
     async def gather(self, msg: StoredMessage, who: Interlocutor) -> Gathered:
+        """Everything the prompt needs, read concurrently (independent queries)."""
         private = who.trust == "private"
-        consignes = await self.store.list_consignes()
-        person_facts: list[FactRecord] = []
-        if who.person is not None and who.relation_id:
-            person_facts = await self.store.facts_about(who.person.personne,
-                                                        relation_id=who.relation_id)
-        related: list[FactRecord] = []
-        if private:
+
+        async def person_facts() -> list[FactRecord]:
+            if who.person is None or not who.relation_id:
+                return []
+            return await self.store.facts_about(who.person.personne, relation_id=who.relation_id)
+
+        async def related_facts() -> list[FactRecord]:
+            if not private:
+                return []
             folded = f" {fold(msg.texte)} "
-            names = [p.personne for p in await self.store.list_people()
-                     if f" {fold(p.personne)} " in folded
-                     and (who.person is None or p.personne != who.person.personne)]
-            if names:
-                related = await self.store.facts_about(names, limit=30)
-        history, offset = await self.store.conversation_history(
-            msg.conversation, current_id=msg.id, limit=HISTORY_MESSAGES)
+            names = [name for name in await self.store.person_names()
+                     if f" {fold(name)} " in folded
+                     and (who.person is None or name != who.person.personne)]
+            return await self.store.facts_about(names, limit=30) if names else []
+
+        consignes, own, related, (history, offset), recalled = await asyncio.gather(
+            self.store.list_consignes(), person_facts(), related_facts(),
+            self.store.conversation_history(msg.conversation, current_id=msg.id,
+                                            limit=HISTORY_MESSAGES),
+            self.store.recall(msg.texte, limit=RETRIEVED_SOUVENIRS + 4, private_ok=private,
+                              visible_to=who.relation_id),
+        )
         in_history = {h.id for h in history} | {msg.id}
-        recalled = await self.store.recall(
-            msg.texte, limit=RETRIEVED_SOUVENIRS + 4, private_ok=private,
-            visible_to=who.relation_id)
         retrieved = [r for r in recalled
-                     if r.souvenir.metadata.get("message_id") not in in_history][
+                     if r.souvenir.metadata.get("message_id") not in in_history
+                     and r.souvenir.metadata.get("en_reponse_a") not in in_history][
             :RETRIEVED_SOUVENIRS]
-        return Gathered(who=who, consignes=consignes, person_facts=person_facts,
+        return Gathered(who=who, consignes=consignes, person_facts=own,
                         related_facts=related, history=history, history_offset=offset,
-                        retrieved=retrieved,
-                        now=datetime.now(self.tz))
+                        retrieved=retrieved, now=datetime.now(self.tz))
 
     # ------------------------------------------------------------ handle
     async def handle(self, claim: Claim, *, live: ChunkFn | None = None) -> None:
@@ -150,6 +157,9 @@ class Responder:
         speaker = who.display_name
         await self.store.finish_inbound(
             claim, etat="traite", relation_id=who.relation_id, reply=text,
+            # the turn exactly as the model read it: the next prompt repeats it verbatim,
+            # so Ollama reuses its cache past this turn's data block
+            inbound_metadata={"tour_envoye": prompt[-1].content},
             reply_metadata={"fournisseur": reply.provider, "modele": reply.model,
                             "raison_repli": reply.fallback_reason},
             souvenirs=[
@@ -170,11 +180,13 @@ class Responder:
         inputs = context.ContextInputs(
             message=msg.texte, now=g.now, person=g.who.person, channel=msg.canal,
             consignes=g.consignes, person_facts=g.person_facts,
-            history=[context.Turn("user" if h.sens == "entrant" else "assistant", h.texte)
+            history=[context.Turn("user", h.metadata.get("tour_envoye") or h.texte)
+                     if h.sens == "entrant" else context.Turn("assistant", h.texte)
                      for h in g.history],
             history_offset=g.history_offset, recalled=g.retrieved,
             relevant_facts=g.related_facts, form=g.who.form, num_ctx=self.num_ctx,
             reply_tokens=self.reply_tokens, system_mode=self.system_mode,
+            max_item_chars=DATA_ITEM_CHARS,
             timezone=str(self.tz))
         try:
             built = context.build_prompt(inputs)

@@ -99,7 +99,8 @@ async def open_database(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # a local socket to our own embedded server needs no liveness ping per checkout
+        pool_pre_ping=server is None,
         connect_args={"timeout": CONNECT_TIMEOUT_S},
     )
     try:

@@ -190,14 +190,17 @@ class MessagesMixin:
         reply_metadata: dict[str, Any] | None = None,
         souvenirs: Sequence[dict[str, Any]] = (),
         erreur: str | None = None,
+        inbound_metadata: dict[str, Any] | None = None,
     ) -> int | None:
         """Close a claim: mark the inbound message, queue the reply, write the souvenirs,
         all in the claim's transaction. Returns the outbound message id."""
         msg = claim.message
         await claim.execute(
             "UPDATE messages SET etat = :etat, relation_id = :rid, erreur = :err, maj_le = now(), "
-            "tentatives = tentatives + 1 WHERE id = :id",
-            {"etat": etat, "rid": relation_id, "err": erreur, "id": msg.id})
+            "tentatives = tentatives + 1, metadata = metadata || CAST(:meta AS jsonb) "
+            "WHERE id = :id",
+            {"etat": etat, "rid": relation_id, "err": erreur, "id": msg.id,
+             "meta": json.dumps(inbound_metadata or {})})
         out_id = None
         if reply is not None:
             out_id = (await claim.execute(
@@ -359,6 +362,11 @@ class MessagesMixin:
                 {"c": conversation, "b": current_id, "k": limit})).all()
         total = rows[0].total if rows else 0
         return [_row(r) for r in reversed(rows)], total - len(rows)
+
+    async def person_names(self) -> list[str]:
+        """Names of everyone Axi knows (to spot them in a message)."""
+        async with self.db.sessions() as session:
+            return list((await session.execute(text("SELECT personne FROM relations"))).scalars())
 
     async def pending_counts(self) -> dict[str, int]:
         async with self.db.sessions() as session:
