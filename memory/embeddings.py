@@ -29,7 +29,9 @@ from memory.errors import InvalidInput, NotFound
 from memory.recall import RecallFilter
 from memory.records import Recalled, SouvenirRecord, souvenir_from_row
 
-RRF_K = 60
+RRF_K = 20
+"""Smaller than the usual 60: on LoCoMo, k=20 beat k=60 in all four question categories
+(R@10 0.641 vs 0.612, full text 0.609, BM25 0.566), i.e. the top ranks should count more."""
 MIN_CANDIDATES = 50
 CANDIDATES_PER_RESULT = 5
 
