@@ -58,7 +58,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from memory import migrate
 from memory.database import Database, async_url, open_database
-from memory.recall import RecallFilter, bare_fts_sql, recall_sql
+from memory.recall import CANDIDATE_CAP, RecallFilter, bare_fts_sql, recall_sql
 from memory.store import MemoryStore, NewSouvenir
 from memory.text import fold, tsquery_text
 
@@ -811,7 +811,8 @@ async def explain(db: Database, entry: dict[str, Any]) -> dict[str, Any]:
     tsq = entry["tsquery_or"] if entry.get("mode") == "or" else entry["tsquery_and"]
     async with db.engine.connect() as conn:
         rows = await conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql),
-                                  {**params, "tsq": tsq, "k": RECALL_LIMIT})
+                                  {**params, "tsq": tsq, "k": RECALL_LIMIT,
+                                   "cap": CANDIDATE_CAP})
         plan = [r[0] for r in rows]
         bare_rows = await conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + bare_fts_sql()),
                                        {"tsq": tsq, "k": RECALL_LIMIT})
@@ -826,60 +827,6 @@ KEY_PLAN_LINES = re.compile(
     r"Execution Time|Planning Time|Seq Scan|Nested Loop|Sort Method|Index|JIT|Timing|"
     r"Functions|Gather|Workers)"
 )
-
-
-def what_if_variants(cap: int) -> dict[str, tuple[str, dict[str, Any], str]]:
-    """Alternative SQL for the same search, to attribute recall's cost (diagnostics only)."""
-    sql, params = recall_sql("french", RecallFilter())
-    epoch = "extract(epoch FROM (now() - s.timestamp))"
-    float_sql = sql.replace(epoch, f"{epoch}::float8").replace("0.05 *", "0.05::float8 *")
-    assert float_sql != sql and epoch in sql, "score_sql changed shape; update the what-if"
-    source = ("FROM souvenirs s, to_tsquery('french'::regconfig, :tsq) AS q(query) "
-              "WHERE s.recherche @@ q.query ")
-    capped = float_sql.replace(source, (
-        "FROM (SELECT c.id FROM souvenirs c WHERE c.recherche @@ "
-        "to_tsquery('french'::regconfig, :tsq) ORDER BY c.id DESC LIMIT :cap) cand "
-        "JOIN souvenirs s ON s.id = cand.id, "
-        "to_tsquery('french'::regconfig, :tsq) AS q(query) "))
-    assert capped != float_sql, "recall_sql changed shape; update the what-if"
-    count_sql = ("SELECT count(*) FROM souvenirs s WHERE s.recherche @@ "
-                 "to_tsquery('french'::regconfig, :tsq)")
-    return {
-        "recall_sql": (sql, params, ""),
-        "recall_sql_jit_off": (sql, params, "SET LOCAL jit = off"),
-        "float8_score": (float_sql, params, "SET LOCAL jit = off"),
-        f"float8_capped_{cap}": (capped, {**params, "cap": cap}, "SET LOCAL jit = off"),
-        "bare_sql": (bare_fts_sql("french"), {}, ""),
-        "count_only": (count_sql, {}, "SET LOCAL jit = off"),
-    }
-
-
-async def what_if(db: Database, entries: list[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
-    """Time each variant on the slowest queries (best of 3, in one transaction each)."""
-    out = []
-    variants = what_if_variants(cap)
-    for entry in entries:
-        tsq = entry["tsquery_or"] if entry.get("mode") == "or" else entry["tsquery_and"]
-        timings: dict[str, Any] = {}
-        for name, (stmt, params, setup) in variants.items():
-            best = math.inf
-            rows: list[Any] = []
-            for _ in range(3):
-                async with db.engine.begin() as conn:
-                    if setup:
-                        await conn.execute(text(setup))
-                    t0 = time.perf_counter()
-                    rows = list(await conn.execute(
-                        text(stmt), {**params, "tsq": tsq, "k": RECALL_LIMIT}))
-                    best = min(best, (time.perf_counter() - t0) * 1000)
-            timings[name] = best
-            if name.startswith("float8"):
-                timings[f"{name}_ids"] = [r.id for r in rows]
-            elif name == "recall_sql":
-                timings["recall_ids"] = [r.id for r in rows]
-        out.append({"query": entry["query"], "tsquery": tsq,
-                    "ranked_rows": entry.get("ranked_rows"), **timings})
-    return out
 
 
 async def database_sizes(db: Database) -> dict[str, Any]:
@@ -1066,21 +1013,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         console.print("    " + line.rstrip(), markup=False)
             result["explain"] = explains
 
-            wi = await what_if(db, slow[: args.explain], args.cap)
-            result["what_if"] = wi
-            names = list(what_if_variants(args.cap))
-            wtable = Table(title="what-if on the slowest queries (ms, best of 3; diagnostics "
-                                 f"only): capped = rank only the {args.cap:,} newest matches")
-            for col in ["query", "ranked rows", *names, "same top-10?"]:
-                wtable.add_column(col, justify="right")
-            for w in wi:
-                same = "float8 " + ("yes" if w["float8_score_ids"] == w["recall_ids"] else "no")
-                same += ", capped " + ("yes" if w[f"float8_capped_{args.cap}_ids"]
-                                       == w["recall_ids"] else "no")
-                wtable.add_row(w["query"], f"{w['ranked_rows']:,}",
-                               *(f"{w[n]:.1f}" for n in names), same)
-            console.print(wtable)
-
             result["loadavg"]["after_recall"] = os.getloadavg()
             console.print("load average (1/5/15 min) at start {}, before recall {}, after "
                           "recall {}: above ~2 means something else shared the 2 cores".format(
@@ -1125,7 +1057,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=1, help="measured rounds over the queries")
     p.add_argument("--warmup-rounds", type=int, default=1)
     p.add_argument("--explain", type=int, default=5, help="slowest queries to EXPLAIN")
-    p.add_argument("--cap", type=int, default=2_000, help="candidate cap for the what-if")
     p.add_argument("--data-dir", type=Path, default=None,
                    help=f"embedded data dir (default: new dir under {DEFAULT_DATA_ROOT})")
     p.add_argument("--database-url", default=None,

@@ -78,7 +78,7 @@ from bot.tokens import estimate_message, estimate_messages  # noqa: E402
 from memory import migrate  # noqa: E402
 from memory.database import Database, open_database  # noqa: E402
 from memory.errors import NotFound  # noqa: E402
-from memory.recall import RecallFilter, recall_sql  # noqa: E402
+from memory.recall import CANDIDATE_CAP, RecallFilter, recall_sql  # noqa: E402
 from memory.store import MemoryStore  # noqa: E402
 from memory.text import tsquery_text  # noqa: E402
 from tests.fakes.ollama_server import FakeOllama  # noqa: E402
@@ -532,7 +532,7 @@ async def explain_recalls(db: Database, queries: Sequence[str], *, private_ok: b
                     t0 = time.perf_counter()
                     rows = (await conn.execute(text(
                         "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) " + sql),
-                        {**params, "tsq": tsq, "k": 10})).all()
+                        {**params, "tsq": tsq, "k": 10, "cap": CANDIDATE_CAP})).all()
                     ms = (time.perf_counter() - t0) * 1000
             except Exception as exc:  # statement timeout: say so, keep going
                 entry["plans"].append({"mode": mode, "matches": -1, "ms": float("nan"),
