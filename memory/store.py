@@ -330,12 +330,12 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
         if not terms:
             return []
         async with self.db.sessions() as session:
+            span = await self._span_days(session)  # before the planner settings below
             total, dfs = await self._document_frequencies(session, terms, language)
             plan = plan_query(terms, dfs, total)
             if plan is None:
                 return []
             rows: list[Any] = []
-            span = await self._span_days(session)
             searches = [(plan.strict, plan.strict_estimate)]
             if plan.loose and plan.loose != plan.strict:
                 searches.append((plan.loose, plan.loose_estimate))

@@ -117,3 +117,18 @@ async def test_unreachable_url_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DatabaseUnavailable, match="not a valid URL"):
         async with open_database("::::", tmp_path):
             pass
+
+
+async def test_embedded_server_gets_bigger_shared_buffers_at_next_start(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from memory.database import embedded_shared_buffers_mb
+
+    seen = []
+    for _ in range(2):
+        async with open_database(None, tmp_path / "axi") as db:
+            async with db.engine.connect() as conn:
+                seen.append(await conn.scalar(text(
+                    "SELECT setting::bigint * 8 / 1024 FROM pg_settings "
+                    "WHERE name = 'shared_buffers'")))
+    assert seen == [128, embedded_shared_buffers_mb()]
