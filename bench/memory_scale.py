@@ -901,6 +901,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                   f"{result['vocabulary']['curated']:,} curated words + "
                   f"{len(vocab.tail):,} wfrench words")
     try:
+        if url is None:
+            # the first start creates the cluster and asks for Axi's shared buffers, which
+            # apply from the next start — the state of any Axi that has run before
+            async with open_database(url, data_dir):
+                pass
         async with open_database(url, data_dir) as db:
             await migrate.upgrade(db.engine)
             store = MemoryStore(db)
