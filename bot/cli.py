@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bot.cli_chat import ask, chat, llm_app, run_command
+from bot.cli_chat import ask, chat, llm_app, missing, run_command
 from bot.cli_memory import consignes_app, facts_app, memory_app, people_app
 from bot.cli_support import opened, out, print_json, print_table, run, settings
 from bot.config import redacted
@@ -87,22 +87,8 @@ def config_check(json_out: JsonOpt = False) -> None:
         print_json(values)
         return
     print_table("Effective configuration", ["setting", "value"], sorted(values.items()))
-    for line in missing_features(cfg):
+    for line in missing(cfg):
         out.print(f"- {line}")
-
-
-def missing_features(cfg) -> list[str]:  # type: ignore[no-untyped-def]
-    """What is not configured, said plainly (English for the operator)."""
-    notes = []
-    if cfg.embedded_database:
-        notes.append(f"AXI_DATABASE_URL not set: using the embedded PostgreSQL in {cfg.data_dir}.")
-    if cfg.anthropic_api_key is None:
-        notes.append("ANTHROPIC_API_KEY not set: no Claude fallback, local model only.")
-    if cfg.telegram_token is None:
-        notes.append("AXI_TELEGRAM_TOKEN not set: Telegram channel off.")
-    if not (cfg.imap_host and cfg.smtp_host):
-        notes.append("AXI_IMAP_HOST/AXI_SMTP_HOST not set: email channel off.")
-    return notes
 
 
 def main() -> None:

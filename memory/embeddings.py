@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from memory.errors import InvalidInput, NotFound
-from memory.recall import RecallFilter
+from memory.recall import RecallFilter, filter_sql
 from memory.records import Recalled, SouvenirRecord, souvenir_from_row
 
 RRF_K = 20
@@ -52,34 +52,6 @@ def unit(vector: Sequence[float]) -> list[float]:
     if norm == 0.0:
         raise InvalidInput("embedding vector is all zeros")
     return [x / norm for x in values]
-
-
-def filter_sql(flt: RecallFilter) -> tuple[list[str], dict[str, Any]]:
-    """The WHERE clauses of a RecallFilter on souvenirs `s` (the same rules as recall_sql)."""
-    where: list[str] = []
-    params: dict[str, Any] = {}
-    if flt.relation_id is not None:
-        where.append("s.relation_id = :relation_id")
-        params["relation_id"] = flt.relation_id
-    if flt.types:
-        where.append("s.type = ANY(:types)")
-        params["types"] = list(flt.types)
-    if flt.sources:
-        where.append("s.source = ANY(:sources)")
-        params["sources"] = list(flt.sources)
-    if flt.since is not None:
-        where.append("s.timestamp >= :since")
-        params["since"] = flt.since
-    if flt.until is not None:
-        where.append("s.timestamp < :until")
-        params["until"] = flt.until
-    if not flt.private_ok:
-        if flt.visible_to is not None:
-            where.append("(s.public OR s.relation_id = :visible_to)")
-            params["visible_to"] = flt.visible_to
-        else:
-            where.append("s.public")
-    return where, params
 
 
 def nearest_sql(flt: RecallFilter, *, pgvector: bool) -> tuple[str, dict[str, Any]]:

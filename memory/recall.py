@@ -30,6 +30,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 RECENCY_HALF_LIFE_DAYS = 180.0
 LANGUAGES = {"french", "english", "simple"}
@@ -173,18 +174,10 @@ def vector_sql(language: str) -> str:
     return f"to_tsvector('{language}'::regconfig, axi_pli(s.contenu))"
 
 
-def recall_sql(
-    language: str, flt: RecallFilter, *, windowed: bool = False, weighted: int = 0
-) -> tuple[str, dict[str, object]]:
-    """SQL of a recall with :tsq (a to_tsquery input), :k and :cap bound by the caller
-    (and :window_start when `windowed`; :w0…, :f0… for `weighted` word weights). Each
-    row also carries `candidates`, the number of candidates ranked, so the caller knows
-    whether to widen the window."""
-    vec = vector_sql(language)
-    where = [f"{vec} @@ q.query"]
-    if windowed:
-        where.append("s.timestamp >= :window_start")
-    params: dict[str, object] = {}
+def filter_sql(flt: RecallFilter) -> tuple[list[str], dict[str, Any]]:
+    """The WHERE clauses of a RecallFilter on souvenirs `s` (shared by every recall)."""
+    where: list[str] = []
+    params: dict[str, Any] = {}
     if flt.relation_id is not None:
         where.append("s.relation_id = :relation_id")
         params["relation_id"] = flt.relation_id
@@ -206,6 +199,22 @@ def recall_sql(
             params["visible_to"] = flt.visible_to
         else:
             where.append("s.public")
+    return where, params
+
+
+def recall_sql(
+    language: str, flt: RecallFilter, *, windowed: bool = False, weighted: int = 0
+) -> tuple[str, dict[str, Any]]:
+    """SQL of a recall with :tsq (a to_tsquery input), :k and :cap bound by the caller
+    (and :window_start when `windowed`; :w0…, :f0… for `weighted` word weights). Each
+    row also carries `candidates`, the number of candidates ranked, so the caller knows
+    whether to widen the window."""
+    vec = vector_sql(language)
+    where = [f"{vec} @@ q.query"]
+    if windowed:
+        where.append("s.timestamp >= :window_start")
+    extra, params = filter_sql(flt)
+    where += extra
     relevance = f"ts_rank_cd({vec}, q.query, 1)"
     if weighted:
         relevance = "(" + " + ".join(
