@@ -49,7 +49,11 @@ class Axi:
         cfg = self.settings
         url = cfg.database_url.get_secret_value() if cfg.database_url else None
         try:
-            self.db = await self._stack.enter_async_context(open_database(url, cfg.data_dir))
+            # each worker lane reads its context with ~5 concurrent queries: keep that many
+            # connections pooled, or every message pays for opening new ones
+            pool = 5 * cfg.worker_concurrency + 2
+            self.db = await self._stack.enter_async_context(
+                open_database(url, cfg.data_dir, pool_size=pool))
             await migrate.require_current(self.db.engine)
             self.store = MemoryStore(self.db)
             local = await self._stack.enter_async_context(OllamaChat(cfg))

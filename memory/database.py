@@ -126,7 +126,7 @@ async def open_database(
     engine = create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=5,
         # a local socket to our own embedded server needs no liveness ping per checkout
         pool_pre_ping=server is None,
         connect_args={"timeout": CONNECT_TIMEOUT_S},
