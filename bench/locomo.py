@@ -39,6 +39,7 @@ import platform
 import re
 import shutil
 import statistics
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -51,10 +52,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory_scale import create_fresh_database, drop_database
 
 from memory import migrate
-from memory.database import Database, async_url, open_database
+from memory.database import Database, open_database
 from memory.embeddings import RRF_K
 from memory.store import MemoryStore, NewSouvenir
 
@@ -259,26 +262,6 @@ class CachedEmbeddings:
 
 
 # ------------------------------------------------------------------------------ database
-async def create_fresh_database(server_url: str, name: str) -> str:
-    admin = create_async_engine(async_url(server_url), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await admin.dispose()
-    url = async_url(server_url).set(database=name)
-    return url.render_as_string(hide_password=False).replace("+asyncpg", "")
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    admin = create_async_engine(async_url(server_url), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
-
-
 async def empty_memory(db: Database) -> None:
     """A fresh memory: every table emptied (the schema stays)."""
     async with db.engine.begin() as conn:
