@@ -181,3 +181,20 @@ async def test_ask_after_an_outage_answers_the_waiting_message_first(
     talk = [b for b in ollama_server.chat_bodies if not b.get("format")]
     assert [b["messages"][-1]["content"].split("Message :\n")[-1] for b in talk] == [
         "Premier message", "Second message"]
+
+
+async def test_llm_status_reports_providers_and_local_share(cli_env, ollama_server: FakeOllama):
+    import json
+
+    ollama_server.reply = "Bonjour."
+    assert axi(cli_env, "ask", "--no-extract", "Bonjour").returncode == 0
+    r = axi(cli_env, "llm", "status", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["local"]["state"] == "ok"
+    assert report["fallback"]["configured"] is False
+    assert report["usage"]["1"]["local_share"] == 1.0
+    ollama_server.models.clear()
+    missing = json.loads(axi(cli_env, "llm", "status", "--json").stdout)
+    assert missing["local"]["state"] == "model missing"
+    assert "ollama pull mistral:7b-instruct-q4_K_M" in missing["local"]["detail"]
