@@ -119,6 +119,11 @@ def run_command() -> None:
                 log.info("Axi est en marche — http://%s:%s/health", cfg.http_host, web.port)
                 for line in missing(cfg):
                     log.warning("%s", line)
+                local = await axi.router.local.probe()  # type: ignore[attr-defined]
+                if local["state"] != "ok":
+                    log.warning("Modèle local indisponible / local model unavailable (%s): %s — "
+                                "les messages attendront / messages will wait", local["state"],
+                                local["detail"])
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     with contextlib.suppress(NotImplementedError):

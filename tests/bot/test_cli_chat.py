@@ -124,7 +124,7 @@ async def test_run_serves_health_answers_pending_and_stops(
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
-        assert "Telegram désactivé" in err
+        assert "Telegram désactivé" in err and "Modèle local" not in err
     finally:
         if proc.poll() is None:
             proc.kill()
