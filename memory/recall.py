@@ -64,10 +64,20 @@ MCE_SQL = (
 lexemes (a column statistic ANALYZE keeps), so common words cost no probe."""
 
 
-def lexemes_sql(language: str, count: int) -> str:
-    """The lexemes each fragment :t0…:tN-1 stands for, as the query will search them."""
+def normalize_sql(language: str, count: int) -> str:
+    """Each fragment :t0…:tN-1 parsed and stemmed once, as tsquery text."""
     return "SELECT " + ", ".join(
-        f"querytree(to_tsquery('{language}'::regconfig, :t{i})) AS l{i}" for i in range(count))
+        f"to_tsquery('{language}'::regconfig, :t{i})::text AS n{i}" for i in range(count))
+
+
+def compound_form(normalized: str) -> str | None:
+    """For a hyphenated compound, the query on its own lexemes: "'la-roque-gageac'"
+    rather than the phrase 'la-roque-gageac' <-> 'la' <-> 'roqu' <-> 'gageac', which
+    PostgreSQL must recheck row by row (the tail of recall's latency). None otherwise."""
+    compounds = [lex for lex in lexemes_of(normalized) if "-" in lex]
+    if not compounds:
+        return None
+    return " | ".join("'" + lex.replace("'", "''") + "'" for lex in dict.fromkeys(compounds))
 
 
 def lexemes_of(querytree: str) -> list[str]:
@@ -126,11 +136,12 @@ def windows_for(estimate: int, span_days: float) -> tuple[float | None, ...]:
 
 
 def df_sql(language: str, count: int) -> str:
-    """Document frequency of :t0…:tN-1, each counted up to :dfcap (bounded work)."""
+    """Document frequency of :t0…:tN-1 (normalized tsquery text), each counted up to
+    :dfcap (bounded work)."""
     vec = vector_sql(language)
     probes = [
         f"(SELECT count(*) FROM (SELECT 1 FROM souvenirs s WHERE {vec} @@ "
-        f"to_tsquery('{language}'::regconfig, :t{i}) LIMIT :dfcap) AS x{i}) AS df{i}"
+        f"CAST(:t{i} AS tsquery) LIMIT :dfcap) AS x{i}) AS df{i}"
         for i in range(count)
     ]
     return "SELECT " + ", ".join(probes)
@@ -205,7 +216,7 @@ def filter_sql(flt: RecallFilter) -> tuple[list[str], dict[str, Any]]:
 def recall_sql(
     language: str, flt: RecallFilter, *, windowed: bool = False, weighted: int = 0
 ) -> tuple[str, dict[str, Any]]:
-    """SQL of a recall with :tsq (a to_tsquery input), :k and :cap bound by the caller
+    """SQL of a recall with :tsq (normalized tsquery text), :k and :cap bound by the caller
     (and :window_start when `windowed`; :w0…, :f0… for `weighted` word weights). Each
     row also carries `candidates`, the number of candidates ranked, so the caller knows
     whether to widen the window."""
@@ -218,9 +229,9 @@ def recall_sql(
     relevance = f"ts_rank_cd({vec}, q.query, 1)"
     if weighted:
         relevance = "(" + " + ".join(
-            f"CAST(:w{i} AS float8) * ts_rank({vec}, to_tsquery('{language}'::regconfig, :f{i}), 1)"
+            f"CAST(:w{i} AS float8) * ts_rank({vec}, CAST(:f{i} AS tsquery), 1)"
             for i in range(weighted)) + ")"
-    query = f"to_tsquery('{language}'::regconfig, :tsq) AS q(query)"
+    query = "CAST(:tsq AS tsquery) AS q(query)"
     sql = (
         f"WITH cand AS MATERIALIZED (SELECT s.id FROM souvenirs s, {query} "
         f"WHERE {' AND '.join(where)} ORDER BY s.timestamp DESC, s.id DESC LIMIT :cap) "

@@ -33,10 +33,11 @@ from memory.recall import (
     WALK_SHARE,
     QueryPlan,
     RecallFilter,
+    compound_form,
     df_sql,
     keep_words,
     lexemes_of,
-    lexemes_sql,
+    normalize_sql,
     plan_query,
     recall_sql,
     windows_for,
@@ -223,27 +224,46 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
             return int(await session.scalar(text("SELECT count(*) FROM souvenirs")) or 0)
 
     # --------------------------------------------------------------------- recall
+    async def _normalize(self, session: Any, terms: list[str], language: str) -> list[str]:
+        """Each query word as stemmed tsquery text ('' for a stop word); a hyphenated
+        compound becomes its own lexeme when memory holds it (see compound_form)."""
+        row = (await session.execute(text(normalize_sql(language, len(terms))),
+                                     {f"t{i}": t for i, t in enumerate(terms)})).one()
+        normalized = [str(n or "") for n in row]
+        compounds = {i: c for i, n in enumerate(normalized) if (c := compound_form(n))}
+        if compounds:
+            keys = list(compounds)
+            found = (await session.execute(
+                text(df_sql(language, len(keys))),
+                {**{f"t{j}": compounds[i] for j, i in enumerate(keys)}, "dfcap": 1})).one()
+            for j, i in enumerate(keys):
+                if int(found[j]):
+                    normalized[i] = compounds[i]
+        # parenthesised, so that joining words with & and | keeps each word's own | and <->
+        return [f"( {n} )" if n else "" for n in normalized]
+
     async def _document_frequencies(
         self, session: Any, terms: list[str], language: str
     ) -> tuple[int, list[int]]:
-        """How many souvenirs hold each query word: from the column statistics for the
-        common lexemes (free), by a bounded probe (DF_CAP) for the others."""
+        """How many souvenirs hold each (normalized) query word: from the column
+        statistics for the common lexemes (free), by a bounded probe (DF_CAP) for the
+        others."""
         total = int(await session.scalar(text(TOTAL_SQL)) or 0)
         await session.execute(text(BITMAP_ONLY_SQL), {"walk": "off"})
         dfs: list[int | None] = [None] * len(terms)
-        if language == "french" and total >= 50_000:
-            common = await self._common_lexemes(session)
-            trees = (await session.execute(text(lexemes_sql(language, len(terms))),
-                                           {f"t{i}": t for i, t in enumerate(terms)})).one()
-            for i, tree in enumerate(trees):
-                lexemes = lexemes_of(tree)
-                if not lexemes:
-                    dfs[i] = 0
-                elif "<" in tree:  # a phrase (hyphenated compound): as rare as its rarest part
-                    if all(lex in common for lex in lexemes):
-                        dfs[i] = int(min(common[lex] for lex in lexemes) * total)
-                elif any(lex in common for lex in lexemes):  # alternatives (accents)
-                    dfs[i] = int(max(common.get(lex, 0.0) for lex in lexemes) * total)
+        common = (await self._common_lexemes(session)
+                  if language == "french" and total >= 50_000 else {})
+        for i, term in enumerate(terms):
+            lexemes = lexemes_of(term)
+            if not lexemes:
+                dfs[i] = 0
+            elif not common:
+                continue
+            elif "<" in term or "&" in term:  # a phrase: as rare as its rarest part
+                if all(lex in common for lex in lexemes):
+                    dfs[i] = int(min(common[lex] for lex in lexemes) * total)
+            elif any(lex in common for lex in lexemes):  # alternatives (accents)
+                dfs[i] = int(max(common.get(lex, 0.0) for lex in lexemes) * total)
         todo = [i for i, df in enumerate(dfs) if df is None]
         if todo:
             counts = (await session.execute(
@@ -331,6 +351,7 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
             return []
         async with self.db.sessions() as session:
             span = await self._span_days(session)  # before the planner settings below
+            terms = await self._normalize(session, terms, language)
             total, dfs = await self._document_frequencies(session, terms, language)
             plan = plan_query(terms, dfs, total)
             if plan is None:

@@ -88,3 +88,21 @@ async def test_rare_words_weigh_more(store: MemoryStore) -> None:
     found = await _ids(store, "Caroline groupe soutien", limit=3)
     assert found[0] == rare.id
     assert common.id in await _ids(store, "Caroline", limit=20)
+
+
+async def test_hyphenated_place_names(store: MemoryStore) -> None:
+    place = await store.remember("Visite d'une grange à La Roque-Gageac, vue sur la Dordogne")
+    other = await store.remember("La roque du jardin de Gageac est tombée")
+    assert await _ids(store, "La Roque-Gageac") == [place.id]
+    assert set(await _ids(store, "roque gageac")) == {place.id, other.id}
+    saint = await store.remember("Maison à Saint-Félix-de-Villadeix")
+    assert await _ids(store, "saint-felix-de-villadeix") == [saint.id]
+    assert await _ids(store, "Saint-Félix-de-Villadeix maison") == [saint.id]
+
+
+async def test_accent_alternatives_combine_with_other_words(store: MemoryStore) -> None:
+    both = await store.remember("L'été dernier, la piscine était pleine")
+    one = await store.remember("La piscine du camping")
+    found = await _ids(store, "ete piscine", limit=1)
+    assert found == [both.id]  # ( 'été' | 'ete' ) & 'piscin', not 'été' | ('ete' & 'piscin')
+    assert one.id not in found
