@@ -249,7 +249,6 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
         statistics for the common lexemes (free), by a bounded probe (DF_CAP) for the
         others."""
         total = int(await session.scalar(text(TOTAL_SQL)) or 0)
-        await session.execute(text(BITMAP_ONLY_SQL), {"walk": "off"})
         dfs: list[int | None] = [None] * len(terms)
         common = (await self._common_lexemes(session)
                   if language == "french" and total >= 50_000 else {})
@@ -351,6 +350,7 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
             return []
         async with self.db.sessions() as session:
             span = await self._span_days(session)  # before the planner settings below
+            await session.execute(text(BITMAP_ONLY_SQL), {"walk": "off"})
             terms = await self._normalize(session, terms, language)
             total, dfs = await self._document_frequencies(session, terms, language)
             plan = plan_query(terms, dfs, total)
