@@ -41,8 +41,3 @@ class ExtractionQueueMixin:
             "'extraction_essais', coalesce((metadata->>'extraction_essais')::int, 0) + 1) "
             "WHERE id = :id",
             {"m": json.dumps({"extraction": state, **(detail or {})}), "id": souvenir_id})
-
-    async def pending_extractions(self) -> int:
-        async with self.db.sessions() as session:
-            return int(await session.scalar(text(
-                "SELECT count(*) FROM souvenirs WHERE metadata->>'extraction' = 'a_faire'")) or 0)

@@ -363,11 +363,6 @@ class MessagesMixin:
         total = rows[0].total if rows else 0
         return [_row(r) for r in reversed(rows)], total - len(rows)
 
-    async def person_names(self) -> list[str]:
-        """Names of everyone Axi knows (to spot them in a message)."""
-        async with self.db.sessions() as session:
-            return list((await session.execute(text("SELECT personne FROM relations"))).scalars())
-
     async def pending_counts(self) -> dict[str, int]:
         async with self.db.sessions() as session:
             rows = (await session.execute(text(

@@ -170,6 +170,11 @@ class PeopleMixin:
             idents = await self._identities(session, [r.id for r in rows])
         return [_person(r, idents[r.id]) for r in rows]
 
+    async def person_names(self) -> list[str]:
+        """Names of everyone Axi knows (to spot them in a message)."""
+        async with self.db.sessions() as session:
+            return list((await session.execute(text("SELECT personne FROM relations"))).scalars())
+
     async def link_identity(self, who: str | int, channel: str, address: str) -> PersonRecord:
         person = await self.get_person(who)
         channel, address = normalise_address(channel, address)
@@ -186,16 +191,6 @@ class PeopleMixin:
             who_has = f" ({owner.personne})" if owner else ""
             raise AlreadyExists(f"{channel}:{address} already belongs to someone{who_has}") from exc
         return await self.get_person(person.id)
-
-    async def unlink_identity(self, channel: str, address: str) -> None:
-        channel, address = normalise_address(channel, address)
-        async with self.db.sessions.begin() as session:
-            result = await session.execute(
-                text("DELETE FROM identites WHERE canal = :c AND adresse = :a"),
-                {"c": channel, "a": address},
-            )
-        if result.rowcount == 0:
-            raise NotFound(f"no identity {channel}:{address}")
 
     async def find_by_identity(self, channel: str, address: str) -> PersonRecord | None:
         try:

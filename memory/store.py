@@ -188,19 +188,6 @@ class MemoryStore(FactsMixin, PeopleMixin, ConsignesMixin, MessagesMixin, LLMCal
             raise NotFound(f"no souvenir #{souvenir_id}")
         return souvenir_from_row(row)
 
-    async def recent_souvenirs(
-        self, *, limit: int = 20, relation_id: int | None = None
-    ) -> list[SouvenirRecord]:
-        sql = f"SELECT {_SOUVENIR_COLUMNS} FROM souvenirs"
-        params: dict[str, Any] = {"k": limit}
-        if relation_id is not None:
-            sql += " WHERE relation_id = :rid"
-            params["rid"] = relation_id
-        sql += " ORDER BY timestamp DESC, id DESC LIMIT :k"
-        async with self.db.sessions() as session:
-            rows = (await session.execute(text(sql), params)).all()
-        return [souvenir_from_row(r) for r in rows]
-
     async def forget_souvenir(self, souvenir_id: int) -> SouvenirRecord:
         """Delete a souvenir for good; facts learnt from it stay, without their source."""
         async with self.db.sessions.begin() as session:
