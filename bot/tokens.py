@@ -14,7 +14,7 @@ Each chat message also pays a fixed overhead for the template's role markers.
 
 from __future__ import annotations
 
-import math
+import re
 from collections.abc import Iterable, Mapping
 
 CHARS_PER_TOKEN = 3.0
@@ -22,9 +22,12 @@ MESSAGE_OVERHEAD = 8  # [INST] … [/INST], </s>, role headers, newlines
 PROMPT_OVERHEAD = 8  # BOS and the generation prompt
 
 _LATIN_END = 0x024F  # Latin-1 + Latin Extended-A/B: accents, œ, æ
+_HEAVY = re.compile("[^\x00-\u024f\u2000-\u206f]")  # one token each (BMP), four beyond
+_DIGITS = re.compile("[0-9]")
 
 
 def _char_weight(ch: str) -> float:
+    """The weight of one character (the reference the fast count below must equal)."""
     if ch.isdigit() and ch.isascii():
         return 1.0
     code = ord(ch)
@@ -36,10 +39,18 @@ def _char_weight(ch: str) -> float:
 
 
 def estimate_text(text: str) -> int:
-    """Estimated tokens of a bare text (no message overhead)."""
+    """Estimated tokens of a bare text (no message overhead).
+
+    Counted in thirds of a token with C-speed scans (the prompt builder estimates every
+    history turn on every message: a per-character Python loop cost milliseconds)."""
     if not text:
         return 0
-    return math.ceil(sum(_char_weight(ch) for ch in text))
+    digits = len(_DIGITS.findall(text))
+    heavy = _HEAVY.findall(text) if not text.isascii() else []
+    astral = sum(1 for ch in heavy if ord(ch) > 0xFFFF)
+    light = len(text) - digits - len(heavy)
+    thirds = light + 3 * (digits + len(heavy) - astral) + 12 * astral
+    return -(-thirds // 3)
 
 
 def estimate_message(message: Mapping[str, str]) -> int:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from datetime import UTC, datetime
 
 import pytest
 
 from bot.inbound import Attachment, Inbound, Outbound
-from bot.tokens import MESSAGE_OVERHEAD, PROMPT_OVERHEAD, estimate_messages, estimate_text
+from bot.tokens import (
+    MESSAGE_OVERHEAD,
+    PROMPT_OVERHEAD,
+    _char_weight,
+    estimate_messages,
+    estimate_text,
+)
 
 NOW = datetime(2025, 3, 4, 13, 5, tzinfo=UTC)
 
@@ -52,3 +59,16 @@ def test_token_estimate_is_conservative_for_french() -> None:
     assert estimate_text("") == 0
     msgs = [{"role": "system", "content": "abc"}, {"role": "user", "content": "def"}]
     assert estimate_messages(msgs) == PROMPT_OVERHEAD + 2 * (MESSAGE_OVERHEAD + 1)
+
+
+def test_token_estimate_equals_the_per_character_weights_exactly() -> None:
+    """The fast count (regex scans, integer thirds) is the exact sum of the documented
+    per-character weights, rounded up, on mixed text: Latin, accents, digits, curly
+    punctuation, Cyrillic, CJK and emoji."""
+    rng = random.Random(3)
+    alphabet = "abcdefé èàŒ0123456789’…–“”\U0001f3e0中ЖΩ\n\t,.;"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        thirds = sum(1 if _char_weight(ch) < 1 else 3 * int(_char_weight(ch)) for ch in text)
+        assert estimate_text(text) == -(-thirds // 3), text
+    assert estimate_text("Prix : 250 000 € 🏠") == -(-(10 + 3 * 6 + 3 + 12) // 3)  # 10 Latin, 6 digits, €, 🏠
