@@ -197,16 +197,21 @@ class PeopleMixin:
             channel, address = normalise_address(channel, address)
         except InvalidInput:
             return None
+        # one round trip (this is on every message's path): the person and all their
+        # identities, aggregated
         async with self.db.sessions() as session:
             row = (await session.execute(
-                text(f"SELECT r.{_PERSON_COLUMNS.replace(', ', ', r.')} FROM relations r "
-                     "JOIN identites i ON i.relation_id = r.id "
+                text(f"SELECT r.{_PERSON_COLUMNS.replace(', ', ', r.')}, "
+                     "(SELECT json_agg(json_build_array(o.id, o.canal, o.adresse) ORDER BY o.id) "
+                     " FROM identites o WHERE o.relation_id = r.id) AS idents "
+                     "FROM relations r JOIN identites i ON i.relation_id = r.id "
                      "WHERE i.canal = :c AND i.adresse = :a"),
                 {"c": channel, "a": address})).one_or_none()
-            if row is None:
-                return None
-            idents = await self._identities(session, [row.id])
-        return _person(row, idents[row.id])
+        if row is None:
+            return None
+        idents = row.idents if not isinstance(row.idents, str) else json.loads(row.idents)
+        return _person(row, [IdentityRecord(id=i, canal=c, adresse=a)
+                             for i, c, a in idents or []])
 
     async def update_person(self, who: str | int, **changes: Any) -> PersonRecord:
         """Change relation, comment_interagir, bloque or jamais_hors_serveur."""
