@@ -936,6 +936,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await conn.execute(text("ANALYZE"))
                 await conn.commit()
             result["analyze_seconds"] = time.perf_counter() - t0
+            # what `axi run`'s maintenance loop does in the background (memory/lexicon.py)
+            lexicon = await store.refresh_lexicon(full=True)
+            result["lexicon"] = {"seconds": lexicon.seconds, "lexemes": lexicon.lexemes}
+            console.print(f"lexicon: {lexicon.lexemes:,} words from "
+                          f"{lexicon.souvenirs_counted:,} souvenirs in {lexicon.seconds:.1f} s")
             sizes = await database_sizes(db)
             result["sizes"] = sizes
             console.print(f"ANALYZE {result['analyze_seconds']:.1f} s; PostgreSQL "

@@ -367,6 +367,15 @@ async def prepare_memory(args: argparse.Namespace, url: str | None, data_dir: Pa
                 await conn.execute(text("ANALYZE"))
                 await conn.commit()
             info["analyze_seconds"] = time.perf_counter() - t0
+        # what `axi run`'s maintenance loop does in the background (memory/lexicon.py)
+        state = await store.lexicon_state()
+        if state is None or state.souvenirs < have:
+            lexicon = await store.refresh_lexicon(full=state is None)
+            info["lexicon"] = {"seconds": lexicon.seconds, "lexemes": lexicon.lexemes,
+                               "full": lexicon.full}
+            console.print(f"lexicon: {lexicon.lexemes:,} words, "
+                          f"{lexicon.souvenirs_counted:,} souvenirs counted in "
+                          f"{lexicon.seconds:.1f} s")
         info["souvenirs"] = int(await scalar(db, "SELECT count(*) FROM souvenirs"))
         info["faits"] = int(await scalar(db, "SELECT count(*) FROM faits"))
         info["relations"] = int(await scalar(db, "SELECT count(*) FROM relations"))

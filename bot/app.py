@@ -19,6 +19,7 @@ from bot.channel import Channel
 from bot.config import Settings
 from bot.extractor import Extractor
 from bot.inbound import Inbound
+from bot.maintenance import run_maintenance
 from bot.pipeline import Pipeline, conversation_key
 from bot.responder import Responder
 from llm.anthropic_chat import AnthropicChat
@@ -90,7 +91,7 @@ class Axi:
 
     # ------------------------------------------------------------------ loops
     def start_loops(self, *, worker: bool = True, outbox: bool = True,
-                    extractor: bool = True) -> None:
+                    extractor: bool = True, maintenance: bool = True) -> None:
         stop = self.stop_event
         if worker:
             self._tasks.append(asyncio.create_task(self.pipeline.run_worker(stop), name="worker"))
@@ -98,6 +99,9 @@ class Axi:
             self._tasks.append(asyncio.create_task(self.pipeline.run_outbox(stop), name="outbox"))
         if extractor:
             self._tasks.append(asyncio.create_task(self.extractor.run(stop), name="extractor"))
+        if maintenance:
+            self._tasks.append(asyncio.create_task(run_maintenance(self.store, stop),
+                                                   name="maintenance"))
 
     async def start_channels(self) -> None:
         for channel in self.channels.values():

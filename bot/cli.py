@@ -3,15 +3,19 @@ scripts, the operator runbook and outside checks rely on (DESIGN "Interfaces")."
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
+from sqlalchemy import text
 
 from bot.cli_chat import ask, chat, llm_app, missing, run_command
 from bot.cli_memory import consignes_app, facts_app, memory_app, people_app
-from bot.cli_support import opened, out, print_json, print_table, run, settings
+from bot.cli_support import err, opened, out, print_json, print_table, run, settings
 from bot.config import redacted
 from memory import migrate
+from memory.lexicon import LexiconRefresh
+from memory.store import MemoryStore
 
 app = typer.Typer(
     name="axi",
@@ -20,7 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-db_app = typer.Typer(help="Database schema: upgrade and status.", no_args_is_help=True)
+db_app = typer.Typer(help="Database: schema upgrade and status, statistics.",
+                     no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
@@ -76,6 +81,34 @@ def db_status(json_out: JsonOpt = False) -> None:
         out.print(f"{len(st.pending)} migration(s) pending: {', '.join(st.pending)}. "
                   "Run `axi db upgrade`.")
         raise typer.Exit(3)
+
+
+@db_app.command("analyze")
+def db_analyze(json_out: JsonOpt = False) -> None:
+    """Refresh the planner statistics and rebuild recall's lexicon of word frequencies
+    (`axi run` keeps both up to date by itself; use this after a bulk import)."""
+    cfg = settings()
+
+    async def main() -> tuple[LexiconRefresh, float, str]:
+        async with opened(cfg) as db:
+            with err.status("ANALYZE souvenirs…"):
+                t0 = time.perf_counter()
+                async with db.engine.connect() as conn:
+                    await conn.execute(text("ANALYZE souvenirs"))
+                    await conn.commit()
+                analyze_s = time.perf_counter() - t0
+            with err.status("Rebuilding the lexicon (about 10 s per million souvenirs)…"):
+                done = await MemoryStore(db).refresh_lexicon(full=True)
+            return done, analyze_s, db.display_url
+
+    done, analyze_s, where = run(main())
+    if json_out:
+        print_json({"database": where, "analyze_seconds": round(analyze_s, 2),
+                    "souvenirs": done.souvenirs_counted, "lexemes": done.lexemes,
+                    "lexicon_seconds": round(done.seconds, 2)})
+        return
+    out.print(f"Analyzed {where} in {analyze_s:.1f} s; lexicon rebuilt from "
+              f"{done.souvenirs_counted:,} souvenirs: {done.lexemes:,} words in {done.seconds:.1f} s.")
 
 
 @config_app.command("check")

@@ -121,6 +121,7 @@ class Responder:
             self.store.conversation_history(msg.conversation, current_id=msg.id,
                                             limit=HISTORY_MESSAGES),
             self.store.recall(msg.texte, limit=RETRIEVED_SOUVENIRS + 4, private_ok=private,
+                              informative_only=True,
                               visible_to=who.relation_id),
         )
         in_history = {h.id for h in history} | {msg.id}

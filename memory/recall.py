@@ -9,19 +9,23 @@ since PostgreSQL 14, and numeric `power()` on every matched row cost 6× the flo
 Relevance weighs each query word by its rarity (BM25's idf): Σ idf(word) ×
 ts_rank(search vector, word), so in "when did Caroline go to the support group" the
 rare "support" counts more than the name found in half the souvenirs. Document
-frequencies are counted per query with a bounded probe (DF_CAP). All words must match
-first (words absent from the whole memory are left out of that test); if that finds too
-little, any informative word may match: a word found in more than COMMON_SHARE of the
-memory does not select candidates when a rarer one is there, it only adds to the score.
+frequencies come from the lexicon (memory/lexicon.py) on a large memory, from a bounded
+probe (DF_CAP) otherwise. A long message keeps its MAX_QUERY_WORDS rarest words. Words
+found in more than COMMON_SHARE of the memory select no candidates when a rarer word is
+there (they only add to the score); a query made only of such words is small talk, which
+the conversation pipeline does not recall for (`informative_only`). The selecting words
+must all match first (words absent from the whole memory are left out of that test); if
+that finds too little, any of them may match.
 
-Bounded work: ranking costs a heap visit per matching row, and a common word matches a
-third of a million souvenirs. So recall ranks at most CANDIDATE_CAP candidates: the most
-recent matches inside a time window (the GIN match and the timestamp index combine in a
-bitmap, so only the window's matches are read), widening the window until
+Bounded work: ranking costs a heap visit and a ts_rank per word for each candidate (10-20
+µs), and a common word matches a third of a million souvenirs. So recall ranks at most
+candidate_cap(limit) candidates (100 for a reply's 8 souvenirs, at most CANDIDATE_CAP):
+the most recent matches inside a time window (the GIN match and the timestamp index
+combine in a bitmap, so only the window's matches are read), widening the window until
 the cap is reached or the whole memory was searched. A specific query (few matches) is
 thus ranked over all time; a query whose words are everywhere is ranked among its most
-recent CANDIDATE_CAP matches — where recency would dominate the score anyway. The first
-window is sized from the words' frequencies (`windows_for`).
+recent matches — where recency would dominate the score anyway. The first window is
+sized from the words' frequencies (`windows_for`).
 """
 
 from __future__ import annotations
@@ -35,9 +39,15 @@ from typing import Any
 RECENCY_HALF_LIFE_DAYS = 180.0
 LANGUAGES = {"french", "english", "simple"}
 CANDIDATE_CAP = 500
+MIN_CANDIDATES = 100
+CANDIDATES_PER_RESULT = 12
 DF_CAP = 500
 COMMON_SHARE = 0.2
-MAX_QUERY_WORDS = 8
+MAX_QUERY_WORDS = 6
+MAX_NORMALIZED_WORDS = 24
+SCORE_SHARE = 0.75
+SELECT_WORDS_LARGE = 3
+LARGE_MEMORY = 50_000
 STATS_TTL_S = 600.0
 
 BITMAP_ONLY_SQL = (
@@ -80,13 +90,24 @@ def compound_form(normalized: str) -> str | None:
     return " | ".join("'" + lex.replace("'", "''") + "'" for lex in dict.fromkeys(compounds))
 
 
+def collapse_alternatives(normalized: str) -> str:
+    """"'visit' | 'visit'" (an accented word and its folded form, stemmed alike) is just
+    "'visit'": GIN and ts_rank then read one entry instead of two."""
+    lexemes = lexemes_of(normalized)
+    if (len(lexemes) > 1 and len(set(lexemes)) == 1 and "&" not in normalized
+            and "<" not in normalized and "!" not in normalized):
+        return f"'{lexemes[0]}'"
+    return normalized
+
+
 def lexemes_of(querytree: str) -> list[str]:
     """'immobili' | 'immobilier' → ['immobili', 'immobilier'] (T = no lexeme)."""
     return re.findall(r"'((?:[^']|'')*)'", querytree or "")
 
 
-def keep_words(terms: list[str], limit: int = MAX_QUERY_WORDS) -> list[str]:
-    """A long message searches by its longest words (a cheap proxy for the rarest)."""
+def longest_words(terms: list[str], limit: int = MAX_NORMALIZED_WORDS) -> list[str]:
+    """A long message is normalized by its `limit` longest words (bounded work); the
+    rarest of those are chosen once their frequencies are known (plan_query)."""
     if len(terms) <= limit:
         return terms
     ranked = sorted(range(len(terms)), key=lambda i: -len(terms[i]))[:limit]
@@ -100,34 +121,77 @@ def idf(df: int, n: int) -> float:
 
 @dataclass(frozen=True)
 class QueryPlan:
-    strict: str | None  # every present word must match
-    loose: str | None  # any informative word may match
-    weights: tuple[tuple[str, float], ...]  # (fragment, idf) of the words present
+    strict: str | None  # every selecting word must match
+    loose: str | None  # any selecting word may match
+    weights: tuple[tuple[str, float], ...]  # (fragment, idf) of the words that score
     strict_estimate: int = 0  # expected matches (words taken as independent)
     loose_estimate: int = 0
+    informative: bool = True  # some word is in at most COMMON_SHARE of the memory
 
 
-def plan_query(terms: list[str], dfs: list[int], n: int) -> QueryPlan | None:
-    """From the query's fragments and their document frequencies, what to search."""
-    present = [(t, df) for t, df in zip(terms, dfs, strict=True) if df > 0]
+def plan_query(terms: list[str], dfs: list[int], n: int, max_words: int = MAX_QUERY_WORDS,
+               select_words: int | None = None) -> QueryPlan | None:
+    """From the query's fragments and their document frequencies, what to search.
+
+    Words found nowhere are left out. A long message keeps its `max_words` rarest words.
+    Words found in more than COMMON_SHARE of the memory select nothing when a rarer word
+    is there (a GIN bitmap of a third of a million rows costs tens of ms and says little);
+    they still add to the score, unless they are nearly everywhere (SCORE_SHARE). With
+    `select_words` (large memories), only that many of the rarest words select candidates:
+    GIN reads the whole posting list of every word it is given, and the rarest words
+    already find the souvenirs that hold them all; the others still score."""
+    present = list(dict((t, df) for t, df in zip(terms, dfs, strict=True) if df > 0).items())
     if not present:
         return None
-    weights = tuple((t, idf(df, n)) for t, df in present)
-    strict = " & ".join(t for t, _ in present)
-    rare = [(t, df) for t, df in present if df <= COMMON_SHARE * max(n, 1)] or present
-    loose = " | ".join(t for t, _ in rare)
-    return QueryPlan(strict=strict, loose=loose, weights=weights,
-                     strict_estimate=int(max(n, 1) * math.prod(df / max(n, 1) for _, df in present)),
-                     loose_estimate=min(sum(df for _, df in rare), max(n, 1)))
+    if len(present) > max_words:
+        rarest = sorted(range(len(present)), key=lambda i: present[i][1])[:max_words]
+        present = [present[i] for i in sorted(rarest)]
+    size = max(n, 1)
+    rare = [(t, df) for t, df in present if df <= COMMON_SHARE * size]
+    selecting = rare or present
+    if select_words is not None and len(selecting) > select_words:
+        rarest = sorted(range(len(selecting)), key=lambda i: selecting[i][1])[:select_words]
+        selecting = [selecting[i] for i in sorted(rarest)]
+    scoring = [(t, df) for t, df in present if df <= SCORE_SHARE * size] or present
+    return QueryPlan(
+        strict=" & ".join(t for t, _ in selecting),
+        loose=" | ".join(t for t, _ in selecting),
+        weights=tuple((t, idf(df, n)) for t, df in scoring),
+        strict_estimate=int(size * math.prod(df / size for _, df in selecting)),
+        loose_estimate=min(sum(df for _, df in selecting), size),
+        informative=bool(rare),
+    )
 
 
-def windows_for(estimate: int, span_days: float) -> tuple[float | None, ...]:
+def searches(plan: QueryPlan, cap: int) -> list[tuple[str, int]]:
+    """The searches to run in turn, (tsquery, estimated matches): all selecting words,
+    then any of them. When any-word matches are expected to be few (well under the cap),
+    the any-word search alone ranks every one of them, souvenirs holding all the words
+    included and first: the all-words search would be a wasted round trip."""
+    if plan.loose is None or plan.strict is None:
+        return []
+    if plan.loose == plan.strict:
+        return [(plan.strict, plan.strict_estimate)]
+    if plan.loose_estimate <= cap // 4:
+        return [(plan.loose, plan.loose_estimate)]
+    return [(plan.strict, plan.strict_estimate), (plan.loose, plan.loose_estimate)]
+
+
+def candidate_cap(limit: int) -> int:
+    """How many candidates to rank for `limit` results: CANDIDATES_PER_RESULT per result,
+    between MIN_CANDIDATES and CANDIDATE_CAP. Ranking costs about 10-20 µs a candidate
+    (a heap visit and a ts_rank per word), the bulk of a conversational recall."""
+    return max(MIN_CANDIDATES, min(CANDIDATE_CAP, CANDIDATES_PER_RESULT * limit))
+
+
+def windows_for(estimate: int, span_days: float,
+                cap: int = CANDIDATE_CAP) -> tuple[float | None, ...]:
     """Time windows (days back, None = all) to search in turn for a query expected to
     match `estimate` souvenirs spread over `span_days`: the first window should hold
-    about 1.5 × CANDIDATE_CAP matches; a query with few matches searches everything."""
-    if estimate < DF_CAP or span_days <= 0:
+    about 1.5 × `cap` matches; a query with few matches searches everything."""
+    if estimate < max(cap, DF_CAP) or span_days <= 0:
         return (None,)
-    first = span_days * 1.5 * CANDIDATE_CAP / estimate
+    first = span_days * 1.5 * cap / estimate
     if first >= span_days:
         return (None,)
     first = max(first, 1.0)
@@ -148,11 +212,6 @@ def df_sql(language: str, count: int) -> str:
 
 
 SPAN_SQL = "SELECT extract(epoch FROM (now() - min(timestamp)))::float8 / 86400 FROM souvenirs"
-
-TOTAL_SQL = (
-    "SELECT CASE WHEN c.reltuples >= 50000 THEN c.reltuples::bigint "
-    "ELSE (SELECT count(*) FROM souvenirs) END FROM pg_class c WHERE c.oid = 'souvenirs'::regclass"
-)
 
 
 @dataclass(frozen=True)

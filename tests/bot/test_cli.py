@@ -118,3 +118,11 @@ def test_env_example_loads_as_a_dotenv(tmp_path: Path) -> None:
     values = json.loads(_ok(r))
     assert values["AXI_LOCAL_MODEL"] == "mistral:7b-instruct-q4_K_M"
     assert values["AXI_DATABASE_URL"] == "(not set)"
+
+
+def test_db_analyze_rebuilds_the_lexicon(axi) -> None:
+    _ok(axi("memory", "add", "Une grange à rénover près de Vergt"))
+    _ok(axi("memory", "add", "La grange du notaire"))
+    report = json.loads(_ok(axi("db", "analyze", "--json")))
+    assert report["souvenirs"] == 2 and report["lexemes"] > 4
+    assert "lexicon rebuilt from 2 souvenirs" in _ok(axi("db", "analyze"))

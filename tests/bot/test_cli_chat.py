@@ -121,6 +121,11 @@ async def test_run_serves_health_answers_pending_and_stops(
                 break
             await asyncio.sleep(0.2)
         assert replies and replies[0].etat == "envoye"
+        # the maintenance loop built recall's lexicon in the background
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and await store.lexicon_state() is None:
+            await asyncio.sleep(0.2)
+        assert await store.lexicon_state() is not None
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err

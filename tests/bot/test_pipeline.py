@@ -246,8 +246,11 @@ async def test_prompts_fit_num_ctx_and_share_prefix(axi: Axi, ollama_server: Fak
     reply = "Salut, tu peux compter sur moi."
     shares = [prefix_share(prev["messages"], reply, cur["messages"])
               for prev, cur in itertools.pairwise(bodies)]
+    for (prev, cur), share in zip(itertools.pairwise(bodies), shares, strict=True):
+        if len(cur["messages"]) == len(prev["messages"]) + 2:  # the window did not move
+            assert share > 0.99, shares
     whole = [s for s in shares if s > 0.99]
-    assert len(whole) >= 8, shares
+    assert len(whole) >= len(shares) // 2, shares  # ~1,000-char turns in 4096 tokens
     assert sum(shares) / len(shares) >= 0.6, shares  # 4096 tokens, ~1,000-char messages
 
 

@@ -36,10 +36,51 @@ def test_idf_and_query_plan() -> None:
 
     assert idf(1, 1000) > idf(100, 1000) > idf(900, 1000) > 0
     plan = plan_query(["'absent'", "'caroline'", "'support'"], [0, 600, 3], 1000)
-    assert plan is not None
-    assert plan.strict == "'caroline' & 'support'"  # a word found nowhere is left out
-    assert plan.loose == "'support'"  # a word in 60 % of the memory selects nothing
-    assert dict(plan.weights)["'support'"] > dict(plan.weights)["'caroline'"]
+    assert plan is not None and plan.informative
+    # a word found nowhere is left out; one in 60 % of the memory selects nothing...
+    assert plan.strict == "'support'" and plan.loose == "'support'"
+    # ...but still scores, less than the rare one
+    assert dict(plan.weights)["'support'"] > dict(plan.weights)["'caroline'"] > 0
     assert plan_query(["'x'"], [0], 1000) is None
     common_only = plan_query(["'a'", "'b'"], [500, 600], 1000)
     assert common_only is not None and common_only.loose == "'a' | 'b'"
+    assert common_only.strict == "'a' & 'b'" and not common_only.informative
+    # a word nearly everywhere does not even score when another one does
+    assert [t for t, _ in plan_query(["'a'", "'b'"], [900, 500], 1000).weights] == ["'b'"]
+    # a repeated fragment counts once
+    assert len(plan_query(["'a'", "'a'", "'b'"], [5, 5, 7], 1000).weights) == 2
+
+
+def test_long_queries_keep_their_rarest_words() -> None:
+    from memory.recall import longest_words, plan_query
+
+    words = [f"'w{i}'" for i in range(10)]
+    dfs = [900, 5, 800, 1, 700, 600, 3, 500, 400, 2]
+    plan = plan_query(words, dfs, 10_000, max_words=4)
+    assert plan.strict == "'w1' & 'w3' & 'w6' & 'w9'"  # the 4 rarest, in message order
+    assert longest_words(["un", "troisième", "deux", "quatrième"], limit=2) == [
+        "troisième", "quatrième"]
+
+
+def test_searches_skip_all_words_when_any_word_finds_few() -> None:
+    from memory.recall import plan_query, searches
+
+    few = plan_query(["'grang'", "'sarlat'"], [3, 8], 100_000)
+    assert searches(few, 100) == [("'grang' | 'sarlat'", 11)]  # ranks all 11, both-words first
+    many = plan_query(["'grang'", "'sarlat'"], [3_000, 8_000], 100_000)
+    assert [s for s, _ in searches(many, 100)] == ["'grang' & 'sarlat'", "'grang' | 'sarlat'"]
+    one = plan_query(["'grang'"], [3_000], 100_000)
+    assert searches(one, 100) == [("'grang'", 3_000)]
+
+
+def test_large_memories_select_by_their_rarest_words() -> None:
+    from memory.recall import collapse_alternatives, plan_query
+
+    words, dfs = ["'a'", "'b'", "'c'", "'d'"], [4_000, 90, 7_000, 300]
+    plan = plan_query(words, dfs, 1_000_000, select_words=2)
+    assert plan.strict == "'b' & 'd'" and plan.loose == "'b' | 'd'"
+    assert [t for t, _ in plan.weights] == words  # every word still scores
+    assert plan_query(words, dfs, 1_000_000).strict == "'a' & 'b' & 'c' & 'd'"
+    assert collapse_alternatives("'visit' | 'visit'") == "'visit'"
+    assert collapse_alternatives("'été' | 'ete'") == "'été' | 'ete'"
+    assert collapse_alternatives("'roqu' <-> 'roqu'") == "'roqu' <-> 'roqu'"

@@ -1,0 +1,34 @@
+"""Background upkeep while `axi run` runs.
+
+The lexicon of word frequencies (memory/lexicon.py) is brought up to date every
+LEXICON_REFRESH_S seconds, so recall's word weights and search sizing follow the memory
+as it grows, without ever counting words on a reply's path. The first pass builds the
+lexicon when there is none (about 10 s for a million souvenirs, in the background).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from memory.store import MemoryStore
+
+log = logging.getLogger(__name__)
+
+LEXICON_REFRESH_S = 300.0
+
+
+async def run_maintenance(store: MemoryStore, stop: asyncio.Event, *,
+                          every_s: float = LEXICON_REFRESH_S) -> None:
+    while not stop.is_set():
+        try:
+            done = await store.refresh_lexicon()
+            if done.full or done.souvenirs_counted:
+                log.info("lexicon %s: %d souvenirs counted, %d lexemes, %.1f s",
+                         "rebuilt" if done.full else "updated", done.souvenirs_counted,
+                         done.lexemes, done.seconds)
+        except Exception as exc:  # a database hiccup: try again next round
+            log.warning("lexicon refresh failed: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)

@@ -1,0 +1,140 @@
+"""The lexicon: document frequencies of the lexemes of the French search vector.
+
+Why it exists: recall weighs each query word by its rarity (idf) and sizes its search
+from the words' frequencies. Counting a word's matches at query time costs a GIN bitmap
+and a heap visit per match: 2-5 ms for a word found in a few thousand souvenirs, 67 ms
+measured for one sentence made of such words, on the reply's path. PostgreSQL's own
+statistics (pg_stats.most_common_elems) keep only the top ~1,000 lexemes.
+
+So the counts live in a table, `lexique`, built once with ts_stat() (about 5 s for a
+million souvenirs) and then brought up to date incrementally: only the souvenirs added
+since the last refresh are counted. `axi run` refreshes it in the background and
+`axi db analyze` rebuilds it. Counts are estimates, which is all idf needs: a souvenir
+deleted or edited is not subtracted until the next rebuild, and a souvenir committed late
+with an id below the last refresh's is missed. A word absent from the lexicon is new or
+absent, so recall probes it (cheap: it is rare).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+
+LEXICON_LOCK = 0x4158494C  # "AXIL": one refresh at a time, across processes
+LEXICON_MIN_SOUVENIRS = 50_000
+"""Below this, recall counts each word exactly with a bounded probe (cheap on a small
+memory); the lexicon serves larger memories."""
+LEXICON_MAX_STALENESS = 2.0
+"""The lexicon is used while memory holds at most this many times the souvenirs it
+counted (its counts are scaled up to the current size); beyond, recall probes again."""
+
+STATE_SQL = "SELECT jusqu_a, souvenirs, reconstruit_le, maj_le FROM lexique_etat WHERE id = 1"
+
+
+def _stat_query(after: int, upto: int) -> str:
+    """The ts_stat() input for souvenirs after < id <= upto (integers only)."""
+    return (f"SELECT recherche FROM souvenirs WHERE id > {int(after)} "
+            f"AND id <= {int(upto)}")
+
+
+@dataclass(frozen=True)
+class LexiconRefresh:
+    full: bool
+    souvenirs_counted: int  # souvenirs read by this refresh
+    lexemes: int  # lexemes in the lexicon afterwards
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LexiconState:
+    upto_id: int
+    souvenirs: int
+    lexemes: int
+    rebuilt_at: Any
+    updated_at: Any
+
+
+def lexicon_sql(language: str, normalize: int) -> str:
+    """One round trip before a recall: the planner settings for the rest of the
+    transaction (:walk), the memory's size, the lexicon's base, the counts of the lexemes
+    of :words (plain text, parsed like the stored French vector; a JSON object without the
+    absent ones) and, as n0…n{normalize-1}, the stemmed tsquery text of :t0…"""
+    stems = "".join(f", to_tsquery('{language}'::regconfig, :t{i})::text AS n{i}"
+                    for i in range(normalize))
+    counts = ("(SELECT coalesce(json_object_agg(lexeme, nb), '{}'::json) FROM lexique "
+              "WHERE lexeme = ANY(tsvector_to_array(to_tsvector('french'::regconfig, :words))))"
+              if language == "french" else "'{}'::json")
+    return (
+        "SELECT set_config('enable_seqscan', 'off', true) AS s1, "
+        "set_config('enable_indexscan', :walk, true) AS s2, "
+        "set_config('plan_cache_mode', 'force_custom_plan', true) AS s3, "
+        "(SELECT CASE WHEN c.reltuples >= 50000 THEN c.reltuples::bigint "
+        " ELSE (SELECT count(*) FROM souvenirs) END FROM pg_class c "
+        " WHERE c.oid = 'souvenirs'::regclass) AS total, "
+        f"(SELECT souvenirs FROM lexique_etat WHERE id = 1) AS base, {counts} AS counts"
+        f"{stems}"
+    )
+
+
+def scaled_counts(counts: dict[str, int], base: int | None, total: int,
+                  min_souvenirs: int = LEXICON_MIN_SOUVENIRS) -> dict[str, int] | None:
+    """Lexicon counts scaled to the memory's current size, or None when the lexicon must
+    not be used (missing, memory too small, or memory grew too much since)."""
+    if not base or total < min_souvenirs or total > LEXICON_MAX_STALENESS * base:
+        return None
+    factor = max(total / base, 1.0)
+    return {lex: int(nb * factor) for lex, nb in counts.items()}
+
+
+class LexiconMixin:
+    db: Any
+    lexicon_min_souvenirs: int = LEXICON_MIN_SOUVENIRS
+
+    async def refresh_lexicon(self, *, full: bool = False) -> LexiconRefresh:
+        """Count the lexemes of the souvenirs added since the last refresh (all of them
+        when `full` or when there is no lexicon yet). Readers keep the old counts until
+        this commits; concurrent refreshes wait for each other."""
+        t0 = time.perf_counter()
+        async with self.db.engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEXICON_LOCK})
+            state = (await conn.execute(text(STATE_SQL))).one_or_none()
+            top = int(await conn.scalar(text("SELECT coalesce(max(id), 0) FROM souvenirs")) or 0)
+            rebuild = full or state is None
+            after = 0 if rebuild else int(state.jusqu_a)
+            if rebuild:
+                await conn.execute(text("DELETE FROM lexique"))
+                known = 0
+            else:
+                known = int(state.souvenirs)
+            counted = 0
+            if top > after:
+                counted = int(await conn.scalar(
+                    text("SELECT count(*) FROM souvenirs WHERE id > :a AND id <= :b"),
+                    {"a": after, "b": top}) or 0)
+                await conn.execute(text(
+                    "INSERT INTO lexique (lexeme, nb) SELECT word, ndoc FROM ts_stat(:q) "
+                    "ON CONFLICT (lexeme) DO UPDATE SET nb = lexique.nb + excluded.nb"),
+                    {"q": _stat_query(after, top)})
+            await conn.execute(text(
+                "INSERT INTO lexique_etat (id, jusqu_a, souvenirs, reconstruit_le, maj_le) "
+                "VALUES (1, :upto, :n, now(), now()) ON CONFLICT (id) DO UPDATE SET "
+                "jusqu_a = excluded.jusqu_a, souvenirs = excluded.souvenirs, maj_le = now(), "
+                "reconstruit_le = CASE WHEN CAST(:rebuild AS boolean) THEN now() "
+                "ELSE lexique_etat.reconstruit_le END"),
+                {"upto": max(top, after), "n": known + counted, "rebuild": rebuild})
+            lexemes = int(await conn.scalar(text("SELECT count(*) FROM lexique")) or 0)
+        return LexiconRefresh(full=rebuild, souvenirs_counted=counted, lexemes=lexemes,
+                              seconds=time.perf_counter() - t0)
+
+    async def lexicon_state(self) -> LexiconState | None:
+        async with self.db.sessions() as session:
+            row = (await session.execute(text(STATE_SQL))).one_or_none()
+            if row is None:
+                return None
+            lexemes = int(await session.scalar(text("SELECT count(*) FROM lexique")) or 0)
+        return LexiconState(upto_id=int(row.jusqu_a), souvenirs=int(row.souvenirs),
+                            lexemes=lexemes, rebuilt_at=row.reconstruit_le,
+                            updated_at=row.maj_le)
