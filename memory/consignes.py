@@ -40,7 +40,7 @@ class ConsignesMixin:
         if active_only:
             sql += " WHERE active"
         sql += " ORDER BY id"
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             rows = (await session.execute(text(sql))).all()
         return [_row(r) for r in rows]
 

@@ -151,7 +151,7 @@ class FactsMixin:
                     f"{current}")
             params["rid"] = relation_id
         sql += " ORDER BY sujet, predicat, valide_depuis DESC, id DESC LIMIT :k"
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             rows = (await session.execute(text(sql), params)).all()
         return [_row_to_fact(r) for r in rows]
 

@@ -58,19 +58,20 @@ class LexiconState:
 
 
 def lexicon_sql(language: str, normalize: int) -> str:
-    """One round trip before a recall: the planner settings for the rest of the
-    transaction (:walk), the memory's size, the lexicon's base, the counts of the lexemes
-    of :words (plain text, parsed like the stored French vector; a JSON object without the
-    absent ones) and, as n0…n{normalize-1}, the stemmed tsquery text of :t0…"""
+    """One round trip before a recall: the planner settings (:walk; for the transaction,
+    or with :local false for recall's own connection), the memory's size, the lexicon's
+    base, the counts of the lexemes of :words (plain text, parsed like the stored French
+    vector; a JSON object without the absent ones) and, as n0…n{normalize-1}, the
+    stemmed tsquery text of :t0…"""
     stems = "".join(f", to_tsquery('{language}'::regconfig, :t{i})::text AS n{i}"
                     for i in range(normalize))
     counts = ("(SELECT coalesce(json_object_agg(lexeme, nb), '{}'::json) FROM lexique "
               "WHERE lexeme = ANY(tsvector_to_array(to_tsvector('french'::regconfig, :words))))"
               if language == "french" else "'{}'::json")
     return (
-        "SELECT set_config('enable_seqscan', 'off', true) AS s1, "
-        "set_config('enable_indexscan', :walk, true) AS s2, "
-        "set_config('plan_cache_mode', 'force_custom_plan', true) AS s3, "
+        "SELECT set_config('enable_seqscan', 'off', :local) AS s1, "
+        "set_config('enable_indexscan', :walk, :local) AS s2, "
+        "set_config('plan_cache_mode', 'force_custom_plan', :local) AS s3, "
         "(SELECT CASE WHEN c.reltuples >= 50000 THEN c.reltuples::bigint "
         " ELSE (SELECT count(*) FROM souvenirs) END FROM pg_class c "
         " WHERE c.oid = 'souvenirs'::regclass) AS total, "

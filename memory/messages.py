@@ -352,7 +352,7 @@ class MessagesMixin:
         Messages of one conversation are handled in order, so every answered inbound
         message is older than the current one; its reply may have a larger id.
         """
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             rows = (await session.execute(text(
                 f"SELECT {_COLUMNS}, count(*) OVER () AS total FROM messages "
                 "WHERE conversation = :c AND id <> :b "

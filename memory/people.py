@@ -172,7 +172,7 @@ class PeopleMixin:
 
     async def person_names(self) -> list[str]:
         """Names of everyone Axi knows (to spot them in a message)."""
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             return list((await session.execute(text("SELECT personne FROM relations"))).scalars())
 
     async def link_identity(self, who: str | int, channel: str, address: str) -> PersonRecord:
@@ -198,8 +198,8 @@ class PeopleMixin:
         except InvalidInput:
             return None
         # one round trip (this is on every message's path): the person and all their
-        # identities, aggregated
-        async with self.db.sessions() as session:
+        # identities, aggregated; autocommit, so no BEGIN/ROLLBACK around it
+        async with self.db.reads() as session:
             row = (await session.execute(
                 text(f"SELECT r.{_PERSON_COLUMNS.replace(', ', ', r.')}, "
                      "(SELECT json_agg(json_build_array(o.id, o.canal, o.adresse) ORDER BY o.id) "

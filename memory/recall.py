@@ -51,10 +51,12 @@ LARGE_MEMORY = 50_000
 STATS_TTL_S = 600.0
 
 BITMAP_ONLY_SQL = (
-    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_indexscan', :walk, true), "
-    "set_config('plan_cache_mode', 'force_custom_plan', true)"
+    "SELECT set_config('enable_seqscan', 'off', :local), "
+    "set_config('enable_indexscan', :walk, :local), "
+    "set_config('plan_cache_mode', 'force_custom_plan', :local)"
 )
-"""For the rest of the recall's transaction, how matches are found. A word that is not
+"""For the rest of the recall's transaction (:local true) or connection (false, on recall's
+own pool: memory.database.RECALL_SETTINGS), how matches are found. A word that is not
 very common goes through the GIN index (bitmap, combined with the timestamp index for
 windows): otherwise the planner, expecting to meet a rare word early, walks the table or
 the timestamp index and reads a million rows when the word is in none (measured: 800 ms).

@@ -68,6 +68,13 @@ class RecallMixin:
     db: Any
     lexicon_min_souvenirs: int  # memory.lexicon.LexiconMixin
 
+    @property
+    def _local_settings(self) -> bool:
+        """Planner settings last for the transaction, unless recall has its own pool of
+        autocommit connections (then they are set on the connection: see
+        memory.database.RECALL_SETTINGS)."""
+        return self.db.recall_sessions is self.db.sessions
+
     async def _compounds(self, session: Any, normalized: list[str], counts: dict[str, int],
                          language: str) -> list[str]:
         """A hyphenated compound searches its own lexeme when memory holds it (see
@@ -109,7 +116,8 @@ class RecallMixin:
         todo = [w for w in words if (language, w) not in cache]
         plain = " ".join(lex.replace("''", "'") for w in words for lex in lexemes_of(w))
         row = (await session.execute(text(lexicon_sql(language, len(todo))), {
-            "walk": "off", "words": plain, **{f"t{i}": w for i, w in enumerate(todo)}})).one()
+            "walk": "off", "local": self._local_settings, "words": plain,
+            **{f"t{i}": w for i, w in enumerate(todo)}})).one()
         if len(cache) + len(todo) > NORMALIZED_CACHE:
             cache.clear()
         for i, w in enumerate(todo):
@@ -214,7 +222,7 @@ class RecallMixin:
         words = longest_words(query_terms(query))
         if not words:
             return []
-        async with self.db.sessions() as session:
+        async with self.db.recall_sessions() as session:
             span = await self._span_days(session)  # before the planner settings below
             total, terms, dfs = await self._document_frequencies(session, words, language)
             plan = plan_query(terms, dfs, total, select_words=SELECT_WORDS_LARGE
@@ -227,7 +235,8 @@ class RecallMixin:
             for tsq, estimate in searches(plan, cap):  # all words first, then any
                 walk = "on" if estimate >= WALK_SHARE * max(total, 1) else "off"
                 if walk != walking:
-                    await session.execute(text(BITMAP_ONLY_SQL), {"walk": walk})
+                    await session.execute(text(BITMAP_ONLY_SQL),
+                                          {"walk": walk, "local": self._local_settings})
                     walking = walk
                 rows = await self._ranked(session, tsq, plan, language, flt, limit, since,
                                           windows_for(estimate, span, cap))
