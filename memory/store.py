@@ -25,6 +25,7 @@ from memory.people import PeopleMixin
 from memory.recall_store import RecallMixin
 from memory.records import SouvenirRecord, souvenir_from_row
 from memory.text import InvalidText, clean, clean_content
+from memory.warmup import WarmupMixin
 
 _SOUVENIR_COLUMNS = (
     "id, timestamp, type, source, contenu, resume, importance, metadata, relation_id, public"
@@ -89,8 +90,9 @@ def translate_db_error(exc: DBAPIError) -> Exception:
     return exc
 
 
-class MemoryStore(RecallMixin, LexiconMixin, FactsMixin, PeopleMixin, ConsignesMixin,
-                  MessagesMixin, LLMCallsMixin, ExtractionQueueMixin, EmbeddingsMixin):
+class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixin,
+                  ConsignesMixin, MessagesMixin, LLMCallsMixin, ExtractionQueueMixin,
+                  EmbeddingsMixin):
     def __init__(self, db: Database):
         self.db = db
 

@@ -83,3 +83,12 @@ def test_a_stale_or_missing_lexicon_is_not_used() -> None:
     assert scaled_counts({"a": 10}, 100_000, 100_000) == {"a": 10}
     assert scaled_counts({"a": 10}, 100_000, 150_000) == {"a": 15}  # scaled to the size
     assert scaled_counts({"a": 10}, 100_000, int(100_000 * LEXICON_MAX_STALENESS) + 1) is None
+
+
+async def test_warm_cache_reads_the_souvenirs(store: MemoryStore) -> None:
+    await store.remember_many([NewSouvenir(f"Grange numéro {i} à Vergt") for i in range(30)])
+    await store.refresh_lexicon()
+    done = await store.warm_cache()
+    assert done.souvenirs == 30 and done.seconds >= 0
+    assert (await store.warm_cache(budget_share=0.0)).souvenirs == 0
+    assert [r.souvenir.contenu for r in await store.recall("grange 7")] == ["Grange numéro 7 à Vergt"]
