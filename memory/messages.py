@@ -35,6 +35,10 @@ _COLUMNS = (
     "en_reponse_a, recu_le, cree_le"
 )
 
+_HISTORY_TURN = ("(sens = 'entrant' AND etat = 'traite') OR "
+                 "(sens = 'sortant' AND NOT coalesce((metadata->>'avis')::boolean, false))")
+"""A turn of a conversation's history: the predicate of idx_messages_historique."""
+
 
 @dataclass(frozen=True)
 class StoredMessage:
@@ -352,13 +356,15 @@ class MessagesMixin:
         Messages of one conversation are handled in order, so every answered inbound
         message is older than the current one; its reply may have a larger id.
         """
+        # both halves use idx_messages_historique (migration 0007), whose predicate is
+        # HISTORY_TURN word for word: the last turns by a backward index scan, the length
+        # by an index-only count (the current message is not a turn yet: not counted)
         async with self.db.reads() as session:
             rows = (await session.execute(text(
-                f"SELECT {_COLUMNS}, count(*) OVER () AS total FROM messages "
-                "WHERE conversation = :c AND id <> :b "
-                "AND ((sens = 'entrant' AND etat = 'traite') OR "
-                "(sens = 'sortant' AND NOT coalesce((metadata->>'avis')::boolean, false))) "
-                "ORDER BY id DESC LIMIT :k"),
+                f"SELECT {_COLUMNS}, (SELECT count(*) FROM messages h WHERE h.conversation = :c "
+                f"AND ({_HISTORY_TURN.replace('metadata', 'h.metadata')})) "
+                f"AS total FROM messages WHERE conversation = :c AND id <> :b "
+                f"AND ({_HISTORY_TURN}) ORDER BY id DESC LIMIT :k"),
                 {"c": conversation, "b": current_id, "k": limit})).all()
         total = rows[0].total if rows else 0
         return [_row(r) for r in reversed(rows)], total - len(rows)

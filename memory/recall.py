@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +43,14 @@ MIN_CANDIDATES = 100
 CANDIDATES_PER_RESULT = 12
 DF_CAP = 500
 COMMON_SHARE = 0.2
+COMMON_MIN_DF = 50
+COMMON_MAX_DF = 10_000
+"""Nor is a word in more souvenirs than this ever a selecting one: GIN reads a word's whole
+posting list and the heap page of every match, so in a large memory a word found in
+tens of thousands of souvenirs (a town, "maison", "client") costs milliseconds and
+selects little; it still scores."""
+"""A word in fewer souvenirs than this is never 'common': in a small memory, a word
+found in one souvenir out of three is a subject, not small talk."""
 MAX_QUERY_WORDS = 6
 MAX_NORMALIZED_WORDS = 24
 SCORE_SHARE = 0.75
@@ -128,7 +136,7 @@ class QueryPlan:
     weights: tuple[tuple[str, float], ...]  # (fragment, idf) of the words that score
     strict_estimate: int = 0  # expected matches (words taken as independent)
     loose_estimate: int = 0
-    informative: bool = True  # some word is in at most COMMON_SHARE of the memory
+    informative: bool = True  # some word is rare enough to select (see COMMON_SHARE)
 
 
 def plan_query(terms: list[str], dfs: list[int], n: int, max_words: int = MAX_QUERY_WORDS,
@@ -149,7 +157,8 @@ def plan_query(terms: list[str], dfs: list[int], n: int, max_words: int = MAX_QU
         rarest = sorted(range(len(present)), key=lambda i: present[i][1])[:max_words]
         present = [present[i] for i in sorted(rarest)]
     size = max(n, 1)
-    rare = [(t, df) for t, df in present if df <= COMMON_SHARE * size]
+    common_above = max(min(COMMON_SHARE * size, COMMON_MAX_DF), COMMON_MIN_DF)
+    rare = [(t, df) for t, df in present if df <= common_above]
     selecting = rare or present
     if select_words is not None and len(selecting) > select_words:
         rarest = sorted(range(len(selecting)), key=lambda i: selecting[i][1])[:select_words]
@@ -285,17 +294,31 @@ def recall_sql(
     where = [f"{vec} @@ q.query"]
     if windowed:
         where.append("s.timestamp >= :window_start")
-    extra, params = filter_sql(flt)
+    # privacy as separate arms, so that the public one can use the public souvenirs' own
+    # GIN index (migration 0006) instead of discarding private matches one heap page at a
+    # time; the other arm is the person's own souvenirs (idx_souvenirs_relation)
+    extra, params = filter_sql(replace(flt, private_ok=True, visible_to=None))
     where += extra
+    arms = [""]
+    if not flt.private_ok:
+        arms = [" AND s.public"]
+        if flt.visible_to is not None:
+            arms.append(" AND s.relation_id = :visible_to AND NOT s.public")
+            params["visible_to"] = flt.visible_to
+    query = "CAST(:tsq AS tsquery) AS q(query)"
+    picks = [f"(SELECT s.id, s.timestamp FROM souvenirs s, {query} "
+             f"WHERE {' AND '.join(where)}{arm} ORDER BY s.timestamp DESC, s.id DESC LIMIT :cap)"
+             for arm in arms]
+    cand = picks[0] if len(picks) == 1 else (
+        f"SELECT id, timestamp FROM ({' UNION ALL '.join(picks)}) AS u "
+        "ORDER BY timestamp DESC, id DESC LIMIT :cap")
     relevance = f"ts_rank_cd({vec}, q.query, 1)"
     if weighted:
         relevance = "(" + " + ".join(
             f"CAST(:w{i} AS float8) * ts_rank({vec}, CAST(:f{i} AS tsquery), 1)"
             for i in range(weighted)) + ")"
-    query = "CAST(:tsq AS tsquery) AS q(query)"
     sql = (
-        f"WITH cand AS MATERIALIZED (SELECT s.id FROM souvenirs s, {query} "
-        f"WHERE {' AND '.join(where)} ORDER BY s.timestamp DESC, s.id DESC LIMIT :cap) "
+        f"WITH cand AS MATERIALIZED ({cand}) "
         f"SELECT s.id, s.timestamp, s.type, s.source, s.contenu, s.resume, s.importance, "
         f"s.metadata, s.relation_id, s.public, {relevance} AS relevance, "
         f"{score_sql(relevance)} AS score, (SELECT count(*) FROM cand) AS candidates "

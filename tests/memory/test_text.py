@@ -84,3 +84,15 @@ def test_large_memories_select_by_their_rarest_words() -> None:
     assert collapse_alternatives("'visit' | 'visit'") == "'visit'"
     assert collapse_alternatives("'été' | 'ete'") == "'été' | 'ete'"
     assert collapse_alternatives("'roqu' <-> 'roqu'") == "'roqu' <-> 'roqu'"
+
+
+def test_in_a_large_memory_a_frequent_word_never_selects() -> None:
+    from memory.recall import plan_query
+
+    plan = plan_query(["'maison'", "'vergt'", "'pigeonni'"], [90_000, 30_000, 40], 1_000_000)
+    assert plan.strict == "'pigeonni'" and plan.informative
+    assert len(plan.weights) == 3  # the frequent words still score
+    chat = plan_query(["'maison'", "'vergt'"], [90_000, 30_000], 1_000_000)
+    assert not chat.informative  # nothing specific to recall
+    small = plan_query(["'caroline'", "'support'"], [60, 3], 600)
+    assert small.strict == "'caroline' & 'support'"  # 10 % of a small memory selects
