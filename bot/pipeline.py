@@ -58,6 +58,7 @@ class Pipeline:
             recu_le=inbound.received_at,
         )
         if not accepted.duplicate:
+            self.responder.prefetch(accepted.message)
             self._wake_worker.set()
         return accepted.message.id
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot import address, context
@@ -36,6 +38,7 @@ DATA_ITEM_CHARS = 300
 HISTORY_MESSAGES = 40
 MAX_WAIT_S = 300.0
 FALLBACK_CONTEXT_TOKENS = 150_000
+MAX_PREFETCHED = 256
 
 
 def wait_backoff(attempt: int) -> float:
@@ -69,9 +72,21 @@ class Gathered:
     now: datetime
 
 
+def _privacy(who: Interlocutor) -> tuple[bool, int | None]:
+    """What recall's filter depends on: private memory allowed, and whose souvenirs."""
+    return who.trust == "private", who.relation_id
+
+
+def _retrieve_exception(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # consumed here; the worker recalls again if it failed
+
+
 class Responder:
     def __init__(self, store: MemoryStore, router: Router, *, num_ctx: int, reply_tokens: int,
                  timezone: str = "Europe/Paris"):
+        self._prefetched: dict[int, asyncio.Task[tuple[tuple[bool, int | None],
+                                                       list[Recalled]]]] = {}
         self.store = store
         self.router = router
         self.num_ctx = num_ctx
@@ -99,7 +114,8 @@ class Responder:
 
     # ------------------------------------------------------------ gather
     async def gather(self, msg: StoredMessage, who: Interlocutor) -> Gathered:
-        """Everything the prompt needs, read concurrently (independent queries)."""
+        """Everything the prompt needs, read concurrently (independent queries); recall
+        was usually started when the message was accepted (prefetch)."""
         private = who.trust == "private"
 
         async def person_facts() -> list[FactRecord]:
@@ -120,9 +136,7 @@ class Responder:
             self.store.list_consignes(), person_facts(), related_facts(),
             self.store.conversation_history(msg.conversation, current_id=msg.id,
                                             limit=HISTORY_MESSAGES),
-            self.store.recall(msg.texte, limit=RETRIEVED_SOUVENIRS + 4, private_ok=private,
-                              informative_only=True,
-                              visible_to=who.relation_id),
+            self._recall_for(msg, who),
         )
         in_history = {h.id for h in history} | {msg.id}
         retrieved = [r for r in recalled
@@ -132,6 +146,38 @@ class Responder:
         return Gathered(who=who, consignes=consignes, person_facts=own,
                         related_facts=related, history=history, history_offset=offset,
                         retrieved=retrieved, now=datetime.now(self.tz))
+
+    # ------------------------------------------------------------ recall
+    def _recall(self, msg: StoredMessage, who: Interlocutor) -> Awaitable[list[Recalled]]:
+        return self.store.recall(msg.texte, limit=RETRIEVED_SOUVENIRS + 4,
+                                 private_ok=who.trust == "private",
+                                 visible_to=who.relation_id, informative_only=True)
+
+    def prefetch(self, msg: StoredMessage) -> None:
+        """Start recall for a just-accepted message, so that it runs while a worker wakes
+        up, claims the message and identifies the sender (recall is the longest read of a
+        reply's context). The worker uses the result only if the sender's privacy filter
+        is still the same (see _recall_for); otherwise it recalls again."""
+        async def speculate() -> tuple[tuple[bool, int | None], list[Recalled]]:
+            who = await self.identify(msg)
+            return _privacy(who), await self._recall(msg, who)
+
+        while len(self._prefetched) >= MAX_PREFETCHED:  # claimed elsewhere: forget the oldest
+            self._prefetched.pop(next(iter(self._prefetched))).cancel()
+        task = asyncio.get_running_loop().create_task(speculate(), name=f"recall-{msg.id}")
+        task.add_done_callback(_retrieve_exception)
+        self._prefetched[msg.id] = task
+
+    async def _recall_for(self, msg: StoredMessage, who: Interlocutor) -> list[Recalled]:
+        task = self._prefetched.pop(msg.id, None)
+        if task is not None:
+            try:
+                privacy, recalled = await task
+                if privacy == _privacy(who):
+                    return recalled
+            except Exception as exc:  # the speculation failed: recall now
+                log.debug("prefetched recall of #%s failed: %s", msg.id, exc)
+        return await self._recall(msg, who)
 
     # ------------------------------------------------------------ handle
     async def handle(self, claim: Claim, *, live: ChunkFn | None = None) -> None:
