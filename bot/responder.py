@@ -29,7 +29,6 @@ from llm.types import ChatMessage, Reply
 from memory.messages import Claim, StoredMessage
 from memory.records import ConsigneRecord, FactRecord, PersonRecord, Recalled
 from memory.store import MemoryStore
-from memory.text import fold
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +125,8 @@ class Responder:
         async def related_facts() -> list[FactRecord]:
             if not private:
                 return []
-            folded = f" {fold(msg.texte)} "
-            names = [name for name in await self.store.person_names()
-                     if f" {fold(name)} " in folded
-                     and (who.person is None or name != who.person.personne)]
-            return await self.store.facts_about(names, limit=30) if names else []
+            return await self.store.facts_about_people_named_in(
+                msg.texte, exclude=who.person.personne if who.person else None, limit=30)
 
         consignes, own, related, (history, offset), recalled = await asyncio.gather(
             self.store.list_consignes(), person_facts(), related_facts(),

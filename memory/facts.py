@@ -8,19 +8,22 @@ current fact with another object supersedes the old one: it is kept, its validit
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import text
 
 from memory.errors import InvalidInput, NotFound
 from memory.records import FactChange, FactRecord
-from memory.text import InvalidText, clean_content, fold
+from memory.text import InvalidText, clean, clean_content, fold
 
 _FACT_COLUMNS = (
     "id, sujet, predicat, objet, confiance, source_souvenir_id, cree_le, maj_le, "
     "valide_depuis, valide_jusqu_a, remplace_par, relation_id, public"
 )
 SUPERSEDED_CONFIDENCE_FACTOR = 0.5
+
+_WORDS_ONLY = re.compile(r"[^0-9a-z]+")  # folded text to words; as in the SQL
 
 
 def _row_to_fact(row: Any) -> FactRecord:
@@ -153,6 +156,27 @@ class FactsMixin:
         sql += " ORDER BY sujet, predicat, valide_depuis DESC, id DESC LIMIT :k"
         async with self.db.reads() as session:
             rows = (await session.execute(text(sql), params)).all()
+        return [_row_to_fact(r) for r in rows]
+
+    async def facts_about_people_named_in(
+        self, message: str, *, exclude: str | None = None, limit: int = 30
+    ) -> list[FactRecord]:
+        """Current facts about the people Axi knows whose name appears in `message`
+        (accent/case-insensitive, whole words: "d'Élodie" and "Marie-Claire," count),
+        except `exclude`: one statement, the name
+        matching done by PostgreSQL (it was a query for every name, then Python)."""
+        sql = (
+            f"SELECT {_FACT_COLUMNS} FROM faits WHERE valide_jusqu_a IS NULL "
+            "AND axi_pli(sujet) IN (SELECT axi_pli(r.personne) FROM relations r "
+            "WHERE position(' ' || trim(regexp_replace(axi_pli(r.personne), '[^0-9a-z]+', ' ', "
+            "'g')) || ' ' IN :folded) > 0 "
+            "AND r.personne IS DISTINCT FROM CAST(:me AS text)) "
+            "ORDER BY sujet, predicat, valide_depuis DESC, id DESC LIMIT :k"
+        )
+        async with self.db.reads() as session:
+            rows = (await session.execute(text(sql), {
+                "folded": f" {_WORDS_ONLY.sub(' ', fold(clean(message)))} ", "me": exclude,
+                "k": limit})).all()
         return [_row_to_fact(r) for r in rows]
 
     async def list_facts(self, *, include_history: bool = False, limit: int = 200) -> list[FactRecord]:

@@ -170,11 +170,6 @@ class PeopleMixin:
             idents = await self._identities(session, [r.id for r in rows])
         return [_person(r, idents[r.id]) for r in rows]
 
-    async def person_names(self) -> list[str]:
-        """Names of everyone Axi knows (to spot them in a message)."""
-        async with self.db.reads() as session:
-            return list((await session.execute(text("SELECT personne FROM relations"))).scalars())
-
     async def link_identity(self, who: str | int, channel: str, address: str) -> PersonRecord:
         person = await self.get_person(who)
         channel, address = normalise_address(channel, address)

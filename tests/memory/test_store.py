@@ -163,3 +163,20 @@ async def test_consignes_crud(store: MemoryStore) -> None:
     assert len(await store.list_consignes(active_only=False)) == 2
     await store.remove_consigne(c.id)
     assert len(await store.list_consignes(active_only=False)) == 1
+
+
+async def test_facts_about_people_named_in_a_message(store: MemoryStore) -> None:
+    await store.add_person("Ludo", relation="créateur")
+    await store.add_person("Mme Durand", relation="client")
+    await store.add_person("Élodie", relation="équipe")
+    await store.add_fact("Mme Durand", "vend", "une longère", multi_valued=True)
+    await store.add_fact("Élodie", "travaille à", "Vergt", multi_valued=True)
+    await store.add_fact("Ludo", "habite à", "Peyrebrune", multi_valued=True)
+    old = await store.add_fact("Élodie", "habite à", "Sarlat")
+    await store.add_fact("Élodie", "habite à", "Bergerac")  # supersedes Sarlat
+    found = await store.facts_about_people_named_in(
+        "Tu as des nouvelles de MME DURAND et d'elodie ? Ludo", exclude="Ludo")
+    assert {(f.sujet, f.objet) for f in found} == {
+        ("Mme Durand", "une longère"), ("Élodie", "Vergt"), ("Élodie", "Bergerac")}
+    assert old.fact.id not in {f.id for f in found}
+    assert await store.facts_about_people_named_in("Rien à voir, Durandal") == []
