@@ -166,12 +166,16 @@ class FactsMixin:
         except `exclude`: one statement, the name
         matching done by PostgreSQL (it was a query for every name, then Python)."""
         sql = (
-            f"SELECT {_FACT_COLUMNS} FROM faits WHERE valide_jusqu_a IS NULL "
-            "AND axi_pli(sujet) IN (SELECT axi_pli(r.personne) FROM relations r "
+            # matches first (ARRAY(…) is computed once, so idx_faits_sujet_pli serves), then
+            # the order: sorting inside made PostgreSQL walk idx_faits_sujet through every
+            # fact (93 ms on 20,000 facts)
+            f"WITH m AS MATERIALIZED (SELECT {_FACT_COLUMNS} FROM faits "
+            "WHERE valide_jusqu_a IS NULL "
+            "AND axi_pli(sujet) = ANY(ARRAY(SELECT axi_pli(r.personne) FROM relations r "
             "WHERE position(' ' || trim(regexp_replace(axi_pli(r.personne), '[^0-9a-z]+', ' ', "
             "'g')) || ' ' IN :folded) > 0 "
-            "AND r.personne IS DISTINCT FROM CAST(:me AS text)) "
-            "ORDER BY sujet, predicat, valide_depuis DESC, id DESC LIMIT :k"
+            "AND r.personne IS DISTINCT FROM CAST(:me AS text)))) "
+            "SELECT * FROM m ORDER BY sujet, predicat, valide_depuis DESC, id DESC LIMIT :k"
         )
         async with self.db.reads() as session:
             rows = (await session.execute(text(sql), {
