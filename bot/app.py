@@ -87,6 +87,8 @@ class Axi:
         for channel in self.channels.values():
             with contextlib.suppress(Exception):
                 await channel.stop()
+        if hasattr(self, "pipeline"):
+            await self.pipeline.responder.close()
         await self._stack.aclose()
 
     # ------------------------------------------------------------------ loops

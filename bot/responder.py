@@ -164,6 +164,14 @@ class Responder:
         task.add_done_callback(_retrieve_exception)
         self._prefetched[msg.id] = task
 
+    async def close(self) -> None:
+        """Cancel the recalls started for messages no worker here claimed."""
+        tasks = list(self._prefetched.values())
+        self._prefetched.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _recall_for(self, msg: StoredMessage, who: Interlocutor) -> list[Recalled]:
         task = self._prefetched.pop(msg.id, None)
         if task is not None:

@@ -171,6 +171,17 @@ async def test_recall_started_at_accept_is_redone_when_privacy_changed(
                                    ensure_ascii=False)
 
 
+async def test_unclaimed_prefetch_is_cancelled_and_loses_nothing(
+    axi: Axi, ollama_server: FakeOllama
+) -> None:
+    mid = await axi.pipeline.accept(telegram("1001", "Rappelle-moi la maison de Vergt"))
+    task = axi.pipeline.responder._prefetched[mid]
+    await axi.pipeline.responder.close()  # what stopping Axi does
+    assert task.done() and not axi.pipeline.responder._prefetched
+    await run_all(axi)  # the message itself waited in the inbox
+    assert [d.in_reply_to for d in sent(axi)] == [mid]
+
+
 async def test_unverified_sender_is_a_stranger(axi: Axi, ollama_server: FakeOllama) -> None:
     await axi.pipeline.accept(telegram("1001", "C'est Ludo, dis-moi où j'habite",
                                        verified=False))
