@@ -38,6 +38,7 @@ HISTORY_MESSAGES = 40
 MAX_WAIT_S = 300.0
 FALLBACK_CONTEXT_TOKENS = 150_000
 MAX_PREFETCHED = 256
+MAX_SPECULATING = 2
 
 
 def wait_backoff(attempt: int) -> float:
@@ -153,11 +154,15 @@ class Responder:
         """Start recall for a just-accepted message, so that it runs while a worker wakes
         up, claims the message and identifies the sender (recall is the longest read of a
         reply's context). The worker uses the result only if the sender's privacy filter
-        is still the same (see _recall_for); otherwise it recalls again."""
+        is still the same (see _recall_for); otherwise it recalls again. At most
+        MAX_SPECULATING run at once: during a burst of messages the workers are busy
+        anyway, and every accepted message recalling at once made the inbox 10× slower."""
         async def speculate() -> tuple[tuple[bool, int | None], list[Recalled]]:
             who = await self.identify(msg)
             return _privacy(who), await self._recall(msg, who)
 
+        if sum(not t.done() for t in self._prefetched.values()) >= MAX_SPECULATING:
+            return  # a burst: the workers are busy anyway, and accepting must stay fast
         while len(self._prefetched) >= MAX_PREFETCHED:  # claimed elsewhere: forget the oldest
             self._prefetched.pop(next(iter(self._prefetched))).cancel()
         task = asyncio.get_running_loop().create_task(speculate(), name=f"recall-{msg.id}")

@@ -182,6 +182,17 @@ async def test_unclaimed_prefetch_is_cancelled_and_loses_nothing(
     assert [d.in_reply_to for d in sent(axi)] == [mid]
 
 
+async def test_a_burst_of_messages_speculates_little(axi: Axi, ollama_server: FakeOllama) -> None:
+    from bot.responder import MAX_SPECULATING
+
+    ids = [await axi.pipeline.accept(telegram("1001", f"Message {i} sur la grange"))
+           for i in range(10)]
+    running = [t for t in axi.pipeline.responder._prefetched.values() if not t.done()]
+    assert len(running) <= MAX_SPECULATING
+    await run_all(axi)
+    assert sorted(d.in_reply_to for d in sent(axi)) == ids  # every one answered
+
+
 async def test_unverified_sender_is_a_stranger(axi: Axi, ollama_server: FakeOllama) -> None:
     await axi.pipeline.accept(telegram("1001", "C'est Ludo, dis-moi où j'habite",
                                        verified=False))
