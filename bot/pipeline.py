@@ -44,6 +44,9 @@ class Pipeline:
         self._wake_worker = asyncio.Event()
         self._wake_outbox = asyncio.Event()
         self.last_loop_error: str | None = None
+        self.idle_lanes = 0
+        """Worker lanes waiting for work: only then does accepting a message start its
+        recall early (Responder.prefetch); during a burst the lanes are busy anyway."""
 
     # ---------------------------------------------------------------- 2. inbox
     async def accept(self, inbound: Inbound) -> int:
@@ -58,7 +61,8 @@ class Pipeline:
             recu_le=inbound.received_at,
         )
         if not accepted.duplicate:
-            self.responder.prefetch(accepted.message)
+            if self.idle_lanes:  # a worker will take it now: start its recall meanwhile
+                self.responder.prefetch(accepted.message)
             self._wake_worker.set()
         return accepted.message.id
 
@@ -99,7 +103,11 @@ class Pipeline:
                     log.warning("worker loop error: %s", exc)
                     busy = False
                 if not busy:
-                    await _wait(self._wake_worker, stop, POLL_INTERVAL_S)
+                    self.idle_lanes += 1
+                    try:
+                        await _wait(self._wake_worker, stop, POLL_INTERVAL_S)
+                    finally:
+                        self.idle_lanes -= 1
 
         await asyncio.gather(*(lane() for _ in range(self.concurrency)))
 

@@ -154,6 +154,7 @@ async def test_recall_started_at_accept_is_redone_when_privacy_changed(
     await axi.store.remember("Ludo veut baisser le prix de la maison de Vergt à 180 000 €")
     await axi.store.add_person("Paul Martin", relation="équipe",
                                identities=[("telegram", "3003")])
+    axi.pipeline.idle_lanes = 1  # as if a worker lane were waiting (run_worker counts them)
     mid = await axi.pipeline.accept(telegram("3003", "Où en est la maison de Vergt ?"))
     speculated = axi.pipeline.responder._prefetched[mid]
     _, early = await speculated  # the team may see private memory
@@ -174,6 +175,7 @@ async def test_recall_started_at_accept_is_redone_when_privacy_changed(
 async def test_unclaimed_prefetch_is_cancelled_and_loses_nothing(
     axi: Axi, ollama_server: FakeOllama
 ) -> None:
+    axi.pipeline.idle_lanes = 1  # as if a worker lane were waiting
     mid = await axi.pipeline.accept(telegram("1001", "Rappelle-moi la maison de Vergt"))
     task = axi.pipeline.responder._prefetched[mid]
     await axi.pipeline.responder.close()  # what stopping Axi does
@@ -185,10 +187,15 @@ async def test_unclaimed_prefetch_is_cancelled_and_loses_nothing(
 async def test_a_burst_of_messages_speculates_little(axi: Axi, ollama_server: FakeOllama) -> None:
     from bot.responder import MAX_SPECULATING
 
+    axi.pipeline.idle_lanes = 1  # even with a lane waiting, a burst speculates little
     ids = [await axi.pipeline.accept(telegram("1001", f"Message {i} sur la grange"))
            for i in range(10)]
     running = [t for t in axi.pipeline.responder._prefetched.values() if not t.done()]
     assert len(running) <= MAX_SPECULATING
+    axi.pipeline.idle_lanes = 0  # all lanes busy: no speculation at all
+    before = len(axi.pipeline.responder._prefetched)
+    ids.append(await axi.pipeline.accept(telegram("1001", "Et la longère ?")))
+    assert len(axi.pipeline.responder._prefetched) == before
     await run_all(axi)
     assert sorted(d.in_reply_to for d in sent(axi)) == ids  # every one answered
 
