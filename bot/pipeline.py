@@ -41,7 +41,8 @@ class Pipeline:
         self.responder = responder
         self.channels = dict(channels)
         self.concurrency = concurrency
-        self._wake_worker = asyncio.Event()
+        self._work_ready = asyncio.Condition()  # notify(1): one lane per new message
+        self._wakeups = 0
         self._wake_outbox = asyncio.Event()
         self.last_loop_error: str | None = None
         self.idle_lanes = 0
@@ -63,7 +64,11 @@ class Pipeline:
         if not accepted.duplicate:
             if self.idle_lanes:  # a worker will take it now: start its recall meanwhile
                 self.responder.prefetch(accepted.message)
-            self._wake_worker.set()
+            async with self._work_ready:
+                # counted, so a lane about to wait does not miss it; capped, so a burst
+                # does not leave thousands of empty claims behind it
+                self._wakeups = min(self._wakeups + 1, self.concurrency)
+                self._work_ready.notify(1)
         return accepted.message.id
 
     # ---------------------------------------------------------------- 3. worker
@@ -94,6 +99,16 @@ class Pipeline:
         return True
 
     async def run_worker(self, stop: asyncio.Event) -> None:
+        """`concurrency` lanes. A new message wakes ONE waiting lane (waking them all made
+        four claims race for each message, three of them for nothing); a busy lane looks
+        for more work before it waits; every lane also polls each POLL_INTERVAL_S for
+        messages accepted by other processes."""
+
+        async def wake_all_on_stop() -> None:
+            await stop.wait()
+            async with self._work_ready:
+                self._work_ready.notify_all()
+
         async def lane() -> None:
             while not stop.is_set():
                 try:
@@ -102,14 +117,25 @@ class Pipeline:
                     self.last_loop_error = f"worker: {type(exc).__name__}: {exc}"
                     log.warning("worker loop error: %s", exc)
                     busy = False
-                if not busy:
+                if not busy and not stop.is_set():
                     self.idle_lanes += 1
                     try:
-                        await _wait(self._wake_worker, stop, POLL_INTERVAL_S)
+                        async with self._work_ready:
+                            if not self._wakeups:
+                                with contextlib.suppress(TimeoutError):
+                                    await asyncio.wait_for(self._work_ready.wait_for(
+                                        lambda: self._wakeups > 0 or stop.is_set()),
+                                        POLL_INTERVAL_S)
+                            if self._wakeups:
+                                self._wakeups -= 1
                     finally:
                         self.idle_lanes -= 1
 
-        await asyncio.gather(*(lane() for _ in range(self.concurrency)))
+        waker = asyncio.ensure_future(wake_all_on_stop())
+        try:
+            await asyncio.gather(*(lane() for _ in range(self.concurrency)))
+        finally:
+            waker.cancel()
 
     # ---------------------------------------------------------------- 4. outbox
     async def deliver_one(self, *, replying_to: int | None = None) -> bool:
