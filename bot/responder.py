@@ -223,9 +223,10 @@ class Responder:
                  "timestamp": msg.recu_le,
                  "metadata": {"message_id": msg.id, "auteur": speaker, "sens": "entrant",
                               "extraction": "a_faire", "intention": kind,
-                              "local_only": local_only}},
+                              "local_only": local_only, "conversation": msg.conversation}},
                 {"contenu": text, "type": "conversation", "source": msg.canal,
-                 "metadata": {"en_reponse_a": msg.id, "auteur": "Axi", "sens": "sortant"}},
+                 "metadata": {"en_reponse_a": msg.id, "auteur": "Axi", "sens": "sortant",
+                              "conversation": msg.conversation}},
             ],
         )
 

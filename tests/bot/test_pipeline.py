@@ -200,6 +200,17 @@ async def test_a_burst_of_messages_speculates_little(axi: Axi, ollama_server: Fa
     assert sorted(d.in_reply_to for d in sent(axi)) == ids  # every one answered
 
 
+async def test_turn_souvenirs_carry_their_conversation(axi: Axi) -> None:
+    """Both turns are stored with their conversation key, which is what lets recall pass a
+    question's relevance on to the reply next to it (memory/neighbours.py)."""
+    await axi.pipeline.accept(telegram("1001", "Le pigeonnier de Vergt est vendu ?"))
+    await run_all(axi)
+    found = await axi.store.recall_hybrid("pigeonnier vergt", None, model="aucun", limit=5)
+    by_direction = {r.souvenir.metadata.get("sens"): r.souvenir for r in found}
+    assert {"entrant", "sortant"} <= set(by_direction)  # the reply shares no word with it
+    assert {s.metadata["conversation"] for s in by_direction.values()} == {"telegram:1001"}
+
+
 async def test_unverified_sender_is_a_stranger(axi: Axi, ollama_server: FakeOllama) -> None:
     await axi.pipeline.accept(telegram("1001", "C'est Ludo, dis-moi où j'habite",
                                        verified=False))
