@@ -118,10 +118,11 @@ class EmbeddingsMixin:
         model = (model or "").strip()
         if not model or len(model) > 100:
             raise InvalidInput("embedding model name must be 1 to 100 characters")
-        rows = [{"id": int(sid), "m": model, "v": unit(vec)} for sid, vec in pairs]
-        if not rows:
+        vectors = [(int(sid), unit(vec)) for sid, vec in pairs]
+        if not vectors:
             return 0
-        dims = {len(r["v"]) for r in rows}
+        rows = [{"id": sid, "m": model, "v": vec} for sid, vec in vectors]
+        dims = {len(vec) for _, vec in vectors}
         if len(dims) != 1:
             raise InvalidInput(f"vectors of one model must share one dimension, got {sorted(dims)}")
         sql = text(
@@ -235,8 +236,8 @@ class EmbeddingsMixin:
             near = await conversation_neighbours(
                 self.db, ranked[:SPREAD_PER_RESULT * limit], reach=reach,
                 flt=RecallFilter(**filters))
-            for n in near:
-                records.setdefault(n.souvenir.id, n.souvenir)
+            for neighbour in near:
+                records.setdefault(neighbour.souvenir.id, neighbour.souvenir)
             fused = spread(fused, near, share=neighbours)
         best = sorted(fused.items(), key=lambda item: (-item[1], -item[0]))[:limit]
         return [
