@@ -23,8 +23,10 @@ from typing import Any
 
 from sqlalchemy import text
 
+from memory.recall import LARGE_MEMORY
+
 LEXICON_LOCK = 0x4158494C  # "AXIL": one refresh at a time, across processes
-LEXICON_MIN_SOUVENIRS = 50_000
+LEXICON_MIN_SOUVENIRS = LARGE_MEMORY
 """Below this, recall counts each word exactly with a bounded probe (cheap on a small
 memory); the lexicon serves larger memories."""
 LEXICON_MAX_STALENESS = 2.0
@@ -72,7 +74,7 @@ def lexicon_sql(language: str, normalize: int) -> str:
         "SELECT set_config('enable_seqscan', 'off', :local) AS s1, "
         "set_config('enable_indexscan', :walk, :local) AS s2, "
         "set_config('plan_cache_mode', 'force_custom_plan', :local) AS s3, "
-        "(SELECT CASE WHEN c.reltuples >= 50000 THEN c.reltuples::bigint "
+        f"(SELECT CASE WHEN c.reltuples >= {LARGE_MEMORY} THEN c.reltuples::bigint "
         " ELSE (SELECT count(*) FROM souvenirs) END FROM pg_class c "
         " WHERE c.oid = 'souvenirs'::regclass) AS total, "
         f"(SELECT souvenirs FROM lexique_etat WHERE id = 1) AS base, {counts} AS counts"

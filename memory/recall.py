@@ -56,6 +56,8 @@ MAX_NORMALIZED_WORDS = 24
 SCORE_SHARE = 0.75
 SELECT_WORDS_LARGE = 3
 LARGE_MEMORY = 50_000
+"""A memory this large searches by its rarest words only, reads word frequencies from
+the lexicon (memory/lexicon.py) and trusts the planner's row estimate for its size."""
 STATS_TTL_S = 600.0
 
 BITMAP_ONLY_SQL = (
@@ -82,12 +84,6 @@ MCE_SQL = (
 )
 """The planner's own statistics of the search vector: the frequency of its most common
 lexemes (a column statistic ANALYZE keeps), so common words cost no probe."""
-
-
-def normalize_sql(language: str, count: int) -> str:
-    """Each fragment :t0…:tN-1 parsed and stemmed once, as tsquery text."""
-    return "SELECT " + ", ".join(
-        f"to_tsquery('{language}'::regconfig, :t{i})::text AS n{i}" for i in range(count))
 
 
 def compound_form(normalized: str) -> str | None:
