@@ -15,6 +15,7 @@ from uuid import uuid4
 
 from sqlalchemy import text
 
+from bot.alerts import budget_with_alert
 from bot.channel import Channel
 from bot.config import Settings
 from bot.extractor import Extractor
@@ -24,7 +25,7 @@ from bot.pipeline import Pipeline, conversation_key
 from bot.responder import Responder
 from llm.anthropic_chat import AnthropicChat
 from llm.ollama_chat import OllamaChat
-from llm.router import Router, monthly_budget
+from llm.router import Router
 from memory import migrate
 from memory.database import Database, open_database
 from memory.store import MemoryStore
@@ -63,8 +64,8 @@ class Axi:
                 remote = await self._stack.enter_async_context(remote)
             self.router = Router(
                 local, remote, record=self.store.record_llm_call,
-                budget_ok=monthly_budget(self.store.claude_spend_this_month,
-                                         cfg.claude_monthly_budget_eur))
+                budget_ok=budget_with_alert(self.store, cfg.claude_monthly_budget_eur,
+                                            timezone=cfg.timezone))
             responder = Responder(self.store, self.router, num_ctx=cfg.local_num_ctx,
                                   reply_tokens=local.num_predict_for("conversation"),
                                   timezone=cfg.timezone)

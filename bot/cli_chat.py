@@ -161,15 +161,18 @@ def llm_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> Non
             local = await axi.router.local.probe()  # type: ignore[attr-defined]
             usage = {d: await axi.store.llm_usage(d) for d in (1, 7, 30)}
             spend = await axi.store.claude_spend_this_month(timezone=cfg.timezone)
-            return local, usage, spend, axi.router.remote is not None
+            alerts = await axi.store.list_alerts(limit=5)
+            return local, usage, spend, axi.router.remote is not None, alerts
 
-    local, usage, spend, remote = run(main())
+    local, usage, spend, remote, alerts = run(main())
     report = {
         "local": {"host": cfg.ollama_host, "model": cfg.local_model, **local},
         "fallback": {"configured": remote, "model": cfg.fallback_model,
                      "spend_this_month_eur": round(spend, 4),
                      "monthly_budget_eur": cfg.claude_monthly_budget_eur},
         "usage": usage,
+        "alerts": [{"key": a.cle, "text": a.texte, "queued": a.messages_mis_en_file,
+                    "raised_at": a.cree_le.isoformat()} for a in alerts],
     }
     if json_out:
         print_json(report)
@@ -187,3 +190,6 @@ def llm_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> Non
                                                      "failures", "Claude €"],
                 [(f"{d} d", u["replies"], pct(u["local_share"]), u["fallbacks"], u["failures"],
                   f"{u['spend_eur']:.2f}") for d, u in usage.items()])
+    for alert in alerts:
+        out.print(f"Alert {alert.cle} raised {alert.cree_le:%Y-%m-%d %H:%M} "
+                  f"({alert.messages_mis_en_file} message(s) queued for Ludo)", highlight=False)

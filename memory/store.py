@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from memory.alerts import AlertsMixin
 from memory.consignes import ConsignesMixin
 from memory.database import Database
 from memory.embeddings import EmbeddingsMixin
@@ -92,7 +93,7 @@ def translate_db_error(exc: DBAPIError) -> Exception:
 
 class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixin,
                   ConsignesMixin, MessagesMixin, LLMCallsMixin, ExtractionQueueMixin,
-                  EmbeddingsMixin):
+                  EmbeddingsMixin, AlertsMixin):
     def __init__(self, db: Database):
         self.db = db
 

@@ -188,7 +188,8 @@ async def test_ask_after_an_outage_answers_the_waiting_message_first(
         "Premier message", "Second message"]
 
 
-async def test_llm_status_reports_providers_and_local_share(cli_env, ollama_server: FakeOllama):
+async def test_llm_status_reports_providers_and_local_share(cli_env, store: MemoryStore,
+                                                             ollama_server: FakeOllama):
     import json
 
     ollama_server.reply = "Bonjour."
@@ -199,6 +200,10 @@ async def test_llm_status_reports_providers_and_local_share(cli_env, ollama_serv
     assert report["local"]["state"] == "ok"
     assert report["fallback"]["configured"] is False
     assert report["usage"]["1"]["local_share"] == 1.0
+    assert report["alerts"] == []
+    await store.raise_alert("budget-claude:2026-11", "Alerte Axi : budget atteint.")
+    shown = axi(cli_env, "llm", "status")
+    assert "Alert budget-claude:2026-11 raised" in shown.stdout, shown.stderr
     ollama_server.models.clear()
     missing = json.loads(axi(cli_env, "llm", "status", "--json").stdout)
     assert missing["local"]["state"] == "model missing"

@@ -274,6 +274,53 @@ async def test_never_cloud_waits_with_one_notice_then_answers(
     assert anthropic_server.requests == []
 
 
+async def test_budget_spent_alerts_ludo_once_and_messages_wait(
+    axi: Axi, ollama_server: FakeOllama, anthropic_server: FakeAnthropic
+) -> None:
+    from llm.types import CallRecord
+    await axi.store.record_llm_call(CallRecord(
+        provider="anthropic", model="claude-sonnet-4-6", task="conversation",
+        cost_eur=axi.settings.claude_monthly_budget_eur + 0.5))
+    ollama_server.stop()
+    first = await axi.pipeline.accept(telegram("2002", "Avez-vous des nouvelles ?"))
+    second = await axi.pipeline.accept(telegram("1001", "Tu es là ?"))
+    await run_all(axi)
+    assert anthropic_server.requests == []  # the cap holds: no fallback
+    for message_id in (first, second):
+        assert (await axi.store.get_message(message_id)).etat == "en_attente"
+    alerts = [d for d in sent(axi) if "Alerte Axi" in d.text]
+    assert len(alerts) == 1 and alerts[0].address == "1001" and alerts[0].notice
+    assert "budget Claude" in alerts[0].text and "AXI_CLAUDE_MONTHLY_BUDGET" in alerts[0].text
+    # the client got a notice in "vous", not the alert
+    client = [d for d in sent(axi) if d.address == "2002"]
+    assert len(client) == 1 and "votre message" in client[0].text
+    # a later retry, still over budget, raises no second alert
+    await _due_now(axi, first)
+    await run_all(axi)
+    assert len([d for d in sent(axi) if "Alerte Axi" in d.text]) == 1
+    recorded = await axi.store.list_alerts()
+    assert [a.cle[:14] for a in recorded] == ["budget-claude:"]
+    assert recorded[0].messages_mis_en_file == 1
+
+
+async def test_alert_without_owner_identity_goes_to_the_console(axi: Axi) -> None:
+    from bot.alerts import budget_with_alert
+    await axi.store.remove_person("Ludo")
+    raised = await axi.store.raise_alert("source-cassee:dpe", "La source DPE ne répond plus.")
+    assert raised.new and raised.queued == 1
+    again = await axi.store.raise_alert("source-cassee:dpe", "La source DPE ne répond plus.")
+    assert not again.new and again.queued == 0
+    async with axi.db.engine.begin() as conn:
+        from sqlalchemy import text
+        rows = (await conn.execute(text(
+            "SELECT canal, adresse, metadata->>'alerte' AS cle FROM messages "
+            "WHERE sens = 'sortant'"))).all()
+    assert [(r.canal, r.adresse, r.cle) for r in rows] == [
+        ("console", "operateur", "source-cassee:dpe")]
+    under = budget_with_alert(axi.store, 1000.0)
+    assert await under() is True
+
+
 async def _due_now(axi: Axi, message_id: int) -> None:
     from sqlalchemy import text
     async with axi.db.engine.begin() as conn:
