@@ -111,9 +111,10 @@ class Axi:
             await channel.start(self.pipeline.accept)
 
     # ------------------------------------------------------------------ one message
-    def console_inbound(self, text_: str, address: str) -> Inbound:
+    def console_inbound(self, text_: str, address: str, *, local_only: bool = False) -> Inbound:
         return Inbound(channel="console", sender=address, verified=True, text=text_,
-                       external_id=f"console-{uuid4()}", received_at=datetime.now(UTC))
+                       external_id=f"console-{uuid4()}", received_at=datetime.now(UTC),
+                       local_only=local_only)
 
     async def answer_now(self, inbound: Inbound, *, rounds: int = 50) -> int:
         """Accept a message, work the queue until it is handled, deliver its replies.

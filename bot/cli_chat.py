@@ -22,6 +22,8 @@ llm_app = typer.Typer(help="The language models: status and local share.", no_ar
 EXIT_WAITING = 4
 
 AsOpt = Annotated[str | None, typer.Option("--as", help="Speak as this person (name or id).")]
+LocalOnlyOpt = Annotated[bool, typer.Option(
+    "--local-only", help="Never send this message to Claude: only the local model answers it.")]
 
 
 async def _address(axi: Axi, who: str | None) -> str:
@@ -42,6 +44,7 @@ def ask(
     as_: AsOpt = None,
     extract: Annotated[bool, typer.Option(help="Extract facts after the reply (else `axi run` will).")]
     = True,
+    local_only: LocalOnlyOpt = False,
 ) -> None:
     """Send one message through the whole pipeline and print Axi's reply."""
     cfg = settings()
@@ -50,7 +53,8 @@ def ask(
 
     async def main() -> int:
         async with Axi(cfg, {"console": console}) as axi:
-            inbound = axi.console_inbound(message, await _address(axi, as_))
+            inbound = axi.console_inbound(message, await _address(axi, as_),
+                                          local_only=local_only)
             message_id = await axi.answer_now(inbound)
             replies = [d for d in console.delivered if d.in_reply_to == message_id]
             if not replies or all(d.notice for d in replies):
@@ -69,7 +73,7 @@ def ask(
     raise typer.Exit(code)
 
 
-def chat(as_: AsOpt = None) -> None:
+def chat(as_: AsOpt = None, local_only: LocalOnlyOpt = False) -> None:
     """Talk with Axi in the terminal (line by line when stdin is not a terminal)."""
     cfg = settings()
     _configure_logging(cfg, quiet=True)
@@ -88,7 +92,7 @@ def chat(as_: AsOpt = None) -> None:
                     break
                 if not line.strip():
                     continue
-                await axi.answer_now(axi.console_inbound(line, address))
+                await axi.answer_now(axi.console_inbound(line, address, local_only=local_only))
                 axi.extractor.wake.set()
             return 0
 

@@ -46,6 +46,9 @@ class Inbound:
     received_at: datetime
     attachments: tuple[Attachment, ...] = ()
     thread_ref: str | None = None
+    local_only: bool = False
+    """The sender asked that this message never leave the server: no Claude fallback for
+    it (it waits for the local model), whatever the person's own setting."""
 
     def __post_init__(self) -> None:
         _require(self.channel, "channel")

@@ -60,6 +60,7 @@ class Pipeline:
             pieces_jointes=[{"filename": a.filename, "content_type": a.content_type,
                              "size": a.size, "ref": a.ref} for a in inbound.attachments],
             recu_le=inbound.received_at,
+            metadata={"local_only": True} if inbound.local_only else None,
         )
         if not accepted.duplicate:
             if self.idle_lanes:  # a worker will take it now: start its recall meanwhile

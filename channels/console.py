@@ -28,7 +28,7 @@ class ConsoleChannel:
         self.out = out or sys.stdout
         self.interactive = interactive
         self.stream = stream
-        self._streamed: set[str] = set()
+        self._streamed: dict[str, list[str]] = {}
         self.delivered: list[Delivery] = []
 
     async def start(self, accept: AcceptFn) -> None:
@@ -42,7 +42,7 @@ class ConsoleChannel:
             return None
 
         def show(chunk: str) -> None:
-            self._streamed.add(conversation)
+            self._streamed.setdefault(conversation, []).append(chunk)
             self.out.write(chunk)
             self.out.flush()
 
@@ -55,8 +55,11 @@ class ConsoleChannel:
                      delivery.text[:200])
             return f"console-{delivery.message_id}"
         if not delivery.notice and delivery.conversation in self._streamed:
-            self._streamed.discard(delivery.conversation)
+            shown = "".join(self._streamed.pop(delivery.conversation)).strip()
             self.out.write("\n")
+            if shown != delivery.text.strip():
+                # the tu/vous guard rewrote what was streamed: show what was kept
+                self.out.write(f"(reformulé) {delivery.text}\n")
         else:
             self.out.write(delivery.text + "\n")
         self.out.flush()

@@ -76,6 +76,23 @@ async def test_ask_waits_when_no_model_answers(cli_env, store: MemoryStore,
     assert (await store.pending_counts()) == {"entrant:en_attente": 1}
 
 
+async def test_ask_local_only_never_falls_back(cli_env, store: MemoryStore,
+                                              ollama_server: FakeOllama, anthropic_server):
+    from tests.fakes.anthropic_server import TEST_API_KEY
+    env = {**cli_env, "ANTHROPIC_API_KEY": TEST_API_KEY, "ANTHROPIC_BASE_URL": anthropic_server.url}
+    ollama_server.stop()
+    anthropic_server.reply = "Ici Claude."
+    r = axi(env, "ask", "--no-extract", "--local-only", "Le prix plancher du vendeur ?")
+    assert r.returncode == 4, r.stderr
+    assert "ne doit pas quitter le serveur" in r.stdout
+    assert anthropic_server.requests == []
+    # without the flag (another conversation) the same setup falls back to Claude
+    await store.add_person("Julie", relation="équipe")
+    r = axi(env, "ask", "--no-extract", "--as", "Julie", "Tu as les horaires ?")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "Ici Claude." and len(anthropic_server.requests) == 1
+
+
 async def test_chat_line_by_line(cli_env, ollama_server: FakeOllama):
     ollama_server.reply = lambda body: "Réponse à : " + body["messages"][-1]["content"].split(
         "Message :\n")[-1]

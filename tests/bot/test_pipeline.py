@@ -105,10 +105,10 @@ _counter = iter(range(1, 1_000_000))
 
 
 def telegram(sender: str, text: str, *, external_id: str | None = None,
-             verified: bool = True) -> Inbound:
+             verified: bool = True, local_only: bool = False) -> Inbound:
     return Inbound(channel="telegram", sender=sender, verified=verified, text=text,
                    external_id=external_id or f"u{next(_counter)}",
-                   received_at=datetime.now(UTC))
+                   received_at=datetime.now(UTC), local_only=local_only)
 
 
 async def run_all(app: Axi) -> None:
@@ -319,6 +319,32 @@ async def test_alert_without_owner_identity_goes_to_the_console(axi: Axi) -> Non
         ("console", "operateur", "source-cassee:dpe")]
     under = budget_with_alert(axi.store, 1000.0)
     assert await under() is True
+
+
+async def test_a_message_marked_local_only_never_reaches_claude(
+    axi: Axi, ollama_server: FakeOllama, anthropic_server: FakeAnthropic
+) -> None:
+    ollama_server.stop()
+    anthropic_server.reply = "Salut, c'est Claude."
+    secret = await axi.pipeline.accept(telegram("1001", "Le prix plancher du vendeur ?",
+                                                local_only=True))
+    await run_all(axi)
+    assert anthropic_server.requests == []
+    assert (await axi.store.get_message(secret)).etat == "en_attente"
+    assert [d.notice for d in sent(axi)] == [True]
+    assert "ne doit pas quitter le serveur" in sent(axi)[0].text
+    # the flag is per message: an ordinary message may fall back
+    other = await axi.pipeline.accept(telegram("2002", "Quels sont vos horaires ?"))
+    assert await axi.pipeline.process_one(message_id=other)
+    assert len(anthropic_server.requests) == 1
+    assert "Le prix plancher" not in json.dumps(anthropic_server.bodies)
+    # the local model is back: the waiting message is answered, and its souvenir says so
+    ollama_server.start()
+    await _due_now(axi, secret)
+    await run_all(axi)
+    assert (await axi.store.get_message(secret)).etat == "traite"
+    found = await axi.store.recall("prix plancher vendeur", limit=3)
+    assert found and found[0].souvenir.metadata["local_only"] is True
 
 
 async def _due_now(axi: Axi, message_id: int) -> None:
