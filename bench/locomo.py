@@ -47,7 +47,7 @@ import shutil
 import statistics
 import sys
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -318,7 +318,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     fts, bm25, vector_only = Scores(), Scores(), Scores()
     hybrids = {v.name: Scores() for v in variants}
-    totals = Counter()
+    totals: defaultdict[str, float] = defaultdict(float)
     t_start = time.perf_counter()
     try:
         async with open_database(url, data_dir) as db:

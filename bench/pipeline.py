@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -619,6 +619,21 @@ async def phase_accept(app: Axi, msgs: Messages, args: argparse.Namespace,
 
 
 # ----------------------------------------------------------------------------- phase 3
+class PrefixTurn(TypedDict):
+    """How much of one turn's prompt the previous turn's prompt (plus its reply) shares."""
+    turn: int
+    share: float
+    prompt_tokens: int
+    new_tokens: int
+    first_diff: int
+    prev_messages: int
+    history_moved: bool
+    messages: int
+    prev_last_turn_tokens: int
+    prev_data_block: bool
+    first_role: str
+
+
 async def phase_prefix(app: Axi, fake: StampingOllama, msgs: Messages, *, sender: str,
                        turns: int, form: str, run_id: str, label: str) -> dict[str, Any]:
     fake.reply = REPLY if form == "tu" else REPLY_VOUS
@@ -632,7 +647,7 @@ async def phase_prefix(app: Axi, fake: StampingOllama, msgs: Messages, *, sender
             raise RuntimeError(f"turn {t} made no LLM call")
         prompts.append(fake.stamps[before][1]["messages"])
         replies.append(fake.reply if isinstance(fake.reply, str) else "")
-    per_turn = []
+    per_turn: list[PrefixTurn] = []
     for t in range(1, turns):
         prev, nxt = prompts[t - 1], prompts[t]
         share = prefix_share(prev, replies[t - 1], nxt)

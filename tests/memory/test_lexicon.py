@@ -34,7 +34,8 @@ async def test_refresh_counts_lexemes_then_only_new_souvenirs(store: MemoryStore
     step = await store.refresh_lexicon()
     assert not step.full and step.souvenirs_counted == 2
     assert await _count(store, "grang") == 3 and await _count(store, "longer") == 1
-    assert (await store.lexicon_state()).souvenirs == 5
+    state = await store.lexicon_state()
+    assert state is not None and state.souvenirs == 5
 
     await store.forget_souvenir(ids[0])  # incremental refreshes never subtract...
     await store.refresh_lexicon()

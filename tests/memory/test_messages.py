@@ -73,6 +73,7 @@ async def test_a_claim_that_fails_leaves_the_message_pending(store: MemoryStore)
 async def test_postpone_then_retry(store: MemoryStore) -> None:
     m = (await _accept(store, "p1")).message
     async with store.claim_inbound() as claim:
+        assert claim is not None
         await store.postpone_inbound(claim, delay_s=0.3, erreur="ollama down",
                                      metadata={"avis_envoye": True})
     async with store.claim_inbound() as claim:
@@ -92,6 +93,7 @@ async def test_outbox_claim_send_and_retry(store: MemoryStore) -> None:
         assert claim is not None and claim.message.id == out
         await store.mark_send_failed(claim, "timeout", retry_in_s=0.0)
     async with store.claim_outbound(["console"]) as claim:
+        assert claim is not None
         await store.mark_sent(claim, "ext-42")
     sent = await store.get_message(out)
     assert (sent.etat, sent.identifiant_externe, sent.tentatives) == ("envoye", "ext-42", 2)
