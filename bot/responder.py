@@ -39,6 +39,7 @@ MAX_WAIT_S = 300.0
 FALLBACK_CONTEXT_TOKENS = 150_000
 MAX_PREFETCHED = 256
 MAX_SPECULATING = 2
+MAX_KNOWN_SENDERS = 10_000
 
 
 def wait_backoff(attempt: int) -> float:
@@ -87,6 +88,10 @@ class Responder:
                  timezone: str = "Europe/Paris"):
         self._prefetched: dict[int, asyncio.Task[tuple[tuple[bool, int | None],
                                                        list[Recalled]]]] = {}
+        self._known_privacy: dict[tuple[str, str, bool], tuple[bool, int | None]] = {}
+        """Each sender's privacy filter as last identified: a speculative recall starts
+        with it instead of identifying first (the worker checks it, so a stale guess only
+        costs a second recall)."""
         self.store = store
         self.router = router
         self.num_ctx = num_ctx
@@ -110,7 +115,11 @@ class Responder:
                 person = await self.store.find_by_identity("console", msg.adresse) or OPERATOR
         elif msg.verifie:
             person = await self.store.find_by_identity(msg.canal, msg.adresse)
-        return interlocutor(person, channel=msg.canal, address=msg.adresse, verified=msg.verifie)
+        who = interlocutor(person, channel=msg.canal, address=msg.adresse, verified=msg.verifie)
+        if len(self._known_privacy) >= MAX_KNOWN_SENDERS:
+            self._known_privacy.clear()
+        self._known_privacy[(msg.canal, msg.adresse, msg.verifie)] = _privacy(who)
+        return who
 
     # ------------------------------------------------------------ gather
     async def gather(self, msg: StoredMessage, who: Interlocutor) -> Gathered:
@@ -146,9 +155,14 @@ class Responder:
 
     # ------------------------------------------------------------ recall
     def _recall(self, msg: StoredMessage, who: Interlocutor) -> Awaitable[list[Recalled]]:
+        return self._recall_with(msg, _privacy(who))
+
+    def _recall_with(self, msg: StoredMessage,
+                     privacy: tuple[bool, int | None]) -> Awaitable[list[Recalled]]:
+        private_ok, relation_id = privacy
         return self.store.recall(msg.texte, limit=RETRIEVED_SOUVENIRS + 4,
-                                 private_ok=who.trust == "private",
-                                 visible_to=who.relation_id, informative_only=True)
+                                 private_ok=private_ok, visible_to=relation_id,
+                                 informative_only=True)
 
     def prefetch(self, msg: StoredMessage) -> None:
         """Start recall for a just-accepted message, so that it runs while a worker wakes
@@ -158,8 +172,10 @@ class Responder:
         MAX_SPECULATING run at once: during a burst of messages the workers are busy
         anyway, and every accepted message recalling at once made the inbox 10× slower."""
         async def speculate() -> tuple[tuple[bool, int | None], list[Recalled]]:
-            who = await self.identify(msg)
-            return _privacy(who), await self._recall(msg, who)
+            privacy = self._known_privacy.get((msg.canal, msg.adresse, msg.verifie))
+            if privacy is None:  # a sender not seen yet: identify first
+                privacy = _privacy(await self.identify(msg))
+            return privacy, await self._recall_with(msg, privacy)
 
         if sum(not t.done() for t in self._prefetched.values()) >= MAX_SPECULATING:
             return  # a burst: the workers are busy anyway, and accepting must stay fast

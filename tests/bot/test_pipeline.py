@@ -172,6 +172,27 @@ async def test_recall_started_at_accept_is_redone_when_privacy_changed(
                                    ensure_ascii=False)
 
 
+async def test_a_stale_privacy_guess_never_reaches_the_prompt(
+    axi: Axi, ollama_server: FakeOllama
+) -> None:
+    """Speculative recall starts with the sender's privacy as last identified (no
+    identify round trip first); the worker identifies again and recalls again if the
+    guess is stale, so a demoted person never gets private memory."""
+    await axi.store.remember("Ludo veut baisser le prix de la maison de Vergt à 180 000 €")
+    await axi.store.add_person("Paul Martin", relation="équipe",
+                               identities=[("telegram", "3003")])
+    await axi.pipeline.accept(telegram("3003", "Bonjour"))
+    await run_all(axi)  # identified once: équipe, private memory allowed
+    await axi.store.update_person("Paul Martin", relation="client")
+    axi.pipeline.idle_lanes = 1
+    mid = await axi.pipeline.accept(telegram("3003", "Où en est la maison de Vergt ?"))
+    privacy, early = await axi.pipeline.responder._prefetched[mid]
+    assert privacy[0] is True and any("180 000" in r.souvenir.contenu for r in early)
+    await run_all(axi)
+    everything = json.dumps(ollama_server.chat_bodies[-1]["messages"], ensure_ascii=False)
+    assert "Vouvoie cette personne." in everything and "180 000" not in everything
+
+
 async def test_unclaimed_prefetch_is_cancelled_and_loses_nothing(
     axi: Axi, ollama_server: FakeOllama
 ) -> None:
