@@ -36,7 +36,11 @@ class LoopbackServer:
     def start(self) -> None:
         if self._server is not None:
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP, so that asyncio sets TCP_NODELAY on accepted connections (it
+        # checks the socket's proto, which an accepted socket copies from this one): with
+        # proto 0, a response written in two parts waited for the client's delayed ACK
+        # (40 ms per request, unlike a real Ollama or Anthropic server)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
