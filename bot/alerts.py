@@ -5,6 +5,7 @@ alerts Ludo). Delivery is the outbox's job (memory/alerts.py queues the messages
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -39,9 +40,11 @@ def budget_alert_text(*, spent_eur: float, limit_eur: float, now: datetime) -> s
 
 
 def budget_with_alert(store: MemoryStore, limit_eur: float, *,
-                      timezone: str = "Europe/Paris") -> BudgetFn:
+                      timezone: str = "Europe/Paris",
+                      channels: Callable[[], Sequence[str]] | None = None) -> BudgetFn:
     """A router `budget_ok`: True while this month's Claude spend is under the cap; the
-    first time it is not, in a given month, Ludo is alerted (once: the key is unique)."""
+    first time it is not, in a given month, Ludo is alerted (once: the key is unique) on
+    the `channels()` running then."""
     tz = ZoneInfo(timezone)
     alerted: set[str] = set()
 
@@ -54,7 +57,8 @@ def budget_with_alert(store: MemoryStore, limit_eur: float, *,
         if key not in alerted:
             try:
                 raised = await store.raise_alert(
-                    key, budget_alert_text(spent_eur=spent, limit_eur=limit_eur, now=now))
+                    key, budget_alert_text(spent_eur=spent, limit_eur=limit_eur, now=now),
+                    channels=channels() if channels is not None else None)
             except Exception as exc:  # alerting must never break the reply path
                 log.warning("could not raise the Claude budget alert: %s", exc)
             else:

@@ -65,7 +65,8 @@ class Axi:
             self.router = Router(
                 local, remote, record=self.store.record_llm_call,
                 budget_ok=budget_with_alert(self.store, cfg.claude_monthly_budget_eur,
-                                            timezone=cfg.timezone))
+                                            timezone=cfg.timezone,
+                                            channels=lambda: list(self.channels)))
             responder = Responder(self.store, self.router, num_ctx=cfg.local_num_ctx,
                                   reply_tokens=local.num_predict_for("conversation"),
                                   timezone=cfg.timezone)

@@ -9,6 +9,7 @@ créateur, in the same transaction: an alert is either raised and queued, or nei
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,8 +52,13 @@ _OWNER_ADDRESSES = (
 class AlertsMixin:
     db: Any
 
-    async def raise_alert(self, cle: str, texte: str) -> RaisedAlert:
-        """Record alert `cle` and queue `texte` to the créateur, once per key."""
+    async def raise_alert(self, cle: str, texte: str, *,
+                          channels: Sequence[str] | None = None) -> RaisedAlert:
+        """Record alert `cle` and queue `texte` to the créateur, once per key.
+
+        With `channels` (those running now), only his addresses on them are used: an
+        alert queued for a channel that is not running would be sent, stale, whenever
+        that channel starts. With none of them, the local console gets it."""
         try:
             cle = clean_content(cle, what="alert key", limit=200)
             texte = clean_content(texte, what="alert text", limit=4000)
@@ -65,7 +71,8 @@ class AlertsMixin:
             if alert_id is None:
                 return RaisedAlert(new=False, queued=0)
             targets = [(r.canal, r.adresse, r.relation_id) for r in (await session.execute(
-                text(_OWNER_ADDRESSES), {"owner": OWNER_RELATION})).all()]
+                text(_OWNER_ADDRESSES), {"owner": OWNER_RELATION})).all()
+                       if channels is None or r.canal in channels]
             if not targets:
                 targets = [(FALLBACK_CHANNEL, FALLBACK_ADDRESS, None)]
             meta = json.dumps({"avis": True, "alerte": cle})

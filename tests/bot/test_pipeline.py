@@ -342,6 +342,14 @@ async def test_alert_without_owner_identity_goes_to_the_console(axi: Axi) -> Non
             "WHERE sens = 'sortant'"))).all()
     assert [(r.canal, r.adresse, r.cle) for r in rows] == [
         ("console", "operateur", "source-cassee:dpe")]
+    # Ludo back, but only by email, a channel not running here: the console gets it
+    await axi.store.add_person("Ludo", relation="créateur", identities=[("email", "l@x.fr")])
+    elsewhere = await axi.store.raise_alert("k2", "Autre alerte.", channels=list(axi.channels))
+    assert elsewhere.queued == 1
+    async with axi.db.engine.begin() as conn:
+        targets = (await conn.execute(text(
+            "SELECT canal FROM messages WHERE metadata->>'alerte' = 'k2'"))).scalars().all()
+    assert targets == ["console"]
     under = budget_with_alert(axi.store, 1000.0)
     assert await under() is True
 
