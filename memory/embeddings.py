@@ -19,7 +19,9 @@ Then conversation turns share their scores with the turns around them
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -66,8 +68,55 @@ def unit(vector: Sequence[float]) -> list[float]:
     return [x / norm for x in values]
 
 
+SAFE_MODEL_NAME = re.compile(r"^[A-Za-z0-9._:/@+-]{1,100}$")
+MAX_INDEXED_DIM = 2000
+"""pgvector's HNSW indexes vectors of at most 2,000 dimensions."""
+ANN_OVERFETCH = 4
+"""The HNSW scan fetches this many times the wanted neighbours, so that the filters
+applied after it (person, privacy, type…) still leave enough."""
+
+
+def indexable(model: str, dim: int) -> bool:
+    """Whether (model, dim) can have its own HNSW index (the model name goes into SQL
+    as a literal, so it must be plain)."""
+    return bool(SAFE_MODEL_NAME.match(model)) and 0 < dim <= MAX_INDEXED_DIM
+
+
+def vector_index_name(model: str, dim: int) -> str:
+    return "idx_vecteurs_hnsw_" + hashlib.sha1(f"{model}:{dim}".encode()).hexdigest()[:12]
+
+
+def vector_index_sql(model: str, dim: int) -> str:
+    """An HNSW index (pgvector, cosine) of one model's vectors of one dimension: partial,
+    on the cast the ANN query orders by (see ann_sql). The model and dimension are
+    literals: a partial index is used only when the query names the same constants."""
+    if not indexable(model, dim):
+        raise InvalidInput(f"cannot index vectors of model {model!r} with {dim} dimensions")
+    return (f"CREATE INDEX IF NOT EXISTS {vector_index_name(model, dim)} ON souvenirs_vecteurs "
+            f"USING hnsw ((vecteur::vector({dim})) vector_cosine_ops) "
+            f"WHERE modele = '{model}' AND cardinality(vecteur) = {dim}")
+
+
+def ann_sql(flt: RecallFilter, model: str, dim: int) -> tuple[str, dict[str, Any]]:
+    """SQL of the souvenirs nearest to :q through the HNSW index of (model, dim): the
+    index gives the :fetch nearest vectors, the filters apply to those, :k are kept."""
+    if not indexable(model, dim):
+        raise InvalidInput(f"no vector index for model {model!r} with {dim} dimensions")
+    where, params = filter_sql(flt)
+    distance = f"v.vecteur::vector({dim}) <=> CAST(CAST(:q AS real[]) AS vector({dim}))"
+    near = (f"SELECT v.souvenir_id, {distance} AS distance FROM souvenirs_vecteurs v "
+            f"WHERE v.modele = '{model}' AND cardinality(v.vecteur) = {dim} "
+            f"ORDER BY {distance} LIMIT :fetch")
+    sql = (f"SELECT {_S_COLUMNS}, 1 - n.distance AS similarity FROM ({near}) AS n "
+           "JOIN souvenirs s ON s.id = n.souvenir_id"
+           + (f" WHERE {' AND '.join(where)}" if where else "")
+           + " ORDER BY n.distance, s.id DESC LIMIT :k")
+    return sql, params
+
+
 def nearest_sql(flt: RecallFilter, *, pgvector: bool) -> tuple[str, dict[str, Any]]:
-    """SQL of the souvenirs nearest to :q (a unit real[]), with :model, :dim and :k bound."""
+    """SQL of the souvenirs nearest to :q (a unit real[]), with :model, :dim and :k bound:
+    an exact scan (the fallback when no HNSW index can serve; see ann_sql)."""
     where, params = filter_sql(flt)
     where = ["v.modele = :model", "cardinality(v.vecteur) = :dim", *where]
     if pgvector:
@@ -170,11 +219,41 @@ class EmbeddingsMixin:
         if limit <= 0:
             return []
         q = unit(query_vector)
-        sql, params = nearest_sql(flt or RecallFilter(), pgvector=await self.has_pgvector())
-        params.update({"q": q, "model": model, "dim": len(q), "k": limit})
-        async with self.db.sessions() as session:
-            rows = (await session.execute(text(sql), params)).all()
+        flt = flt or RecallFilter()
+        if await self.has_pgvector() and indexable(model, len(q)):
+            fetch = max(limit * ANN_OVERFETCH, 40)
+            sql, params = ann_sql(flt, model, len(q))
+            params.update({"q": q, "k": limit, "fetch": fetch})
+            async with self.db.sessions() as session, session.begin():
+                # the HNSW scan's candidate list must hold every vector fetched
+                await session.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"),
+                                      {"ef": str(max(fetch, 40))})
+                rows = (await session.execute(text(sql), params)).all()
+        else:
+            sql, params = nearest_sql(flt, pgvector=await self.has_pgvector())
+            params.update({"q": q, "model": model, "dim": len(q), "k": limit})
+            async with self.db.sessions() as session:
+                rows = (await session.execute(text(sql), params)).all()
         return [(souvenir_from_row(r), float(r.similarity)) for r in rows]
+
+    async def ensure_vector_index(self, model: str, dim: int) -> bool:
+        """Create the HNSW index of (model, dim) if pgvector is there and it is missing
+        (once per process). False when it cannot exist (no pgvector, unusual name)."""
+        done: set[tuple[str, int]] = self.__dict__.setdefault("_vector_indexes", set())
+        if (model, dim) in done:
+            return True
+        if not (await self.has_pgvector() and indexable(model, dim)):
+            return False
+        async with self.db.engine.begin() as conn:
+            await conn.execute(text(vector_index_sql(model, dim)))
+        done.add((model, dim))
+        return True
+
+    async def count_embeddings(self, model: str) -> int:
+        """How many souvenirs have a vector made by `model`."""
+        async with self.db.reads() as session:
+            return int(await session.scalar(text(
+                "SELECT count(*) FROM souvenirs_vecteurs WHERE modele = :m"), {"m": model}) or 0)
 
     async def recall_hybrid(
         self,

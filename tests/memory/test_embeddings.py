@@ -172,3 +172,40 @@ async def test_hybrid_respects_privacy_and_filters(vstore: MemoryStore) -> None:
     notes = set(await _ids(await vstore.recall_hybrid(query, vec, model=MODEL, limit=10,
                                                       types=["note"])))
     assert notes == {private, hers, his}
+
+
+async def test_hnsw_index_serves_nearest_when_pgvector_is_there(store: MemoryStore) -> None:
+    from sqlalchemy import text
+
+    from memory.embeddings import ann_sql, vector_index_name
+    from memory.recall import RecallFilter
+
+    ids = await _corpus(store)
+    created = await store.ensure_vector_index(MODEL, 4)
+    assert created == await store.has_pgvector()
+    assert await store.count_embeddings(MODEL) == 5 and await store.count_embeddings("x") == 0
+    near = await store.nearest_souvenirs(HOUSE, model=MODEL, limit=2)
+    assert [s.id for s, _ in near] == [ids["grange"], ids["longere"]]
+    assert near[0][1] == pytest.approx(1.0)
+    if not created:
+        return  # PostgreSQL without pgvector: the exact plain-SQL scan answered
+    sql, params = ann_sql(RecallFilter(), MODEL, 4)
+    params.update({"q": unit(HOUSE), "k": 2, "fetch": 40})
+    async with store.db.engine.begin() as conn:
+        # five rows: without this the planner rightly sorts them; at scale it picks HNSW
+        await conn.execute(text("SET LOCAL enable_sort = off"))
+        plan = "\n".join(r[0] for r in (await conn.execute(text("EXPLAIN " + sql), params)).all())
+    assert vector_index_name(MODEL, 4) in plan, plan
+
+
+async def test_unusual_model_names_are_never_put_in_sql(store: MemoryStore) -> None:
+    from memory.embeddings import indexable, vector_index_sql
+
+    assert not indexable("x'; DROP TABLE souvenirs; --", 4) and not indexable("m", 4096)
+    with pytest.raises(InvalidInput):
+        vector_index_sql("x' OR '1'='1", 4)
+    assert await store.ensure_vector_index("x' OR '1'='1", 4) is False
+    odd = "modèle étrange"  # not indexable: the exact scan still finds its vectors
+    (a,) = await store.remember_many([NewSouvenir("a")])
+    await store.store_embeddings([(a, HOUSE)], odd)
+    assert [s.id for s, _ in await store.nearest_souvenirs(HOUSE, model=odd)] == [a]
