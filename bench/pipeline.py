@@ -826,7 +826,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                     "seconds": warm.seconds}
                 console.print(f"cache warmed: {warm.souvenirs:,} souvenirs "
                               f"({warm.heap_mb:,.0f} MB) in {warm.seconds:.1f} s")
-                app.start_loops(worker=True, outbox=True, extractor=False, maintenance=False)
+                app.start_loops(worker=True, outbox=True, extractor=False, maintenance=False,
+                                embeddings=False)
                 await asyncio.sleep(0.2)
                 result["latency"] = await phase_latency(
                     app, fake, channel, probe, msgs, random.Random(msg_seed + 1), args, run_id)

@@ -18,12 +18,14 @@ from sqlalchemy import text
 from bot.alerts import budget_with_alert
 from bot.channel import Channel
 from bot.config import Settings
+from bot.embedder import QueryVectors, SouvenirEmbedder
 from bot.extractor import Extractor
 from bot.inbound import Inbound
 from bot.maintenance import run_maintenance
 from bot.pipeline import Pipeline, conversation_key
 from bot.responder import Responder
 from llm.anthropic_chat import AnthropicChat
+from llm.embeddings import make_embedder
 from llm.ollama_chat import OllamaChat
 from llm.router import Router
 from memory import migrate
@@ -43,6 +45,7 @@ class Axi:
         self.router: Router
         self.pipeline: Pipeline
         self.extractor: Extractor
+        self.embedder: SouvenirEmbedder | None = None
         self.started_at = datetime.now(UTC)
         self._tasks: list[asyncio.Task[Any]] = []
         self.stop_event = asyncio.Event()
@@ -67,13 +70,23 @@ class Axi:
                 budget_ok=budget_with_alert(self.store, cfg.claude_monthly_budget_eur,
                                             timezone=cfg.timezone,
                                             channels=lambda: list(self.channels)))
+            embedder = make_embedder(cfg)
+            vectors = None
+            if embedder is not None:
+                embedder = await self._stack.enter_async_context(embedder)
+                vectors = QueryVectors(self.store, embedder,
+                                       min_similarity=cfg.embed_min_similarity)
             responder = Responder(self.store, self.router, num_ctx=cfg.local_num_ctx,
                                   reply_tokens=local.num_predict_for("conversation"),
-                                  timezone=cfg.timezone)
+                                  timezone=cfg.timezone, vectors=vectors)
             responder.use_first_user_system(cfg.model_for("conversation"))
             self.pipeline = Pipeline(self.store, responder, self.channels,
                                      concurrency=cfg.worker_concurrency)
             self.extractor = Extractor(self.store, self.router)
+            pipeline = self.pipeline
+            self.embedder = None if embedder is None else SouvenirEmbedder(
+                self.store, embedder,
+                idle=lambda: pipeline.idle_lanes >= pipeline.concurrency)
         except BaseException:
             await self._stack.aclose()
             raise
@@ -95,7 +108,8 @@ class Axi:
 
     # ------------------------------------------------------------------ loops
     def start_loops(self, *, worker: bool = True, outbox: bool = True,
-                    extractor: bool = True, maintenance: bool = True) -> None:
+                    extractor: bool = True, maintenance: bool = True,
+                    embeddings: bool = True) -> None:
         stop = self.stop_event
         if worker:
             self._tasks.append(asyncio.create_task(self.pipeline.run_worker(stop), name="worker"))
@@ -106,6 +120,8 @@ class Axi:
         if maintenance:
             self._tasks.append(asyncio.create_task(run_maintenance(self.store, stop),
                                                    name="maintenance"))
+        if embeddings and self.embedder is not None:
+            self._tasks.append(asyncio.create_task(self.embedder.run(stop), name="embeddings"))
 
     async def start_channels(self) -> None:
         for channel in self.channels.values():

@@ -83,7 +83,7 @@ def chat(as_: AsOpt = None, local_only: LocalOnlyOpt = False) -> None:
     async def main() -> int:
         async with Axi(cfg, {"console": console}) as axi:
             address = await _address(axi, as_)
-            axi.start_loops(worker=False, outbox=False, extractor=True)
+            axi.start_loops(worker=False, outbox=False, extractor=True, embeddings=False)
             if tty:
                 out.print("[bold]Axi[/] — écrivez votre message (Ctrl-D pour quitter).")
             while True:

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     fallback_model: str = Field(default=DEFAULT_FALLBACK_MODEL, alias="AXI_FALLBACK_MODEL")
     fallback_timeout_s: float = Field(default=60.0, gt=0, alias="AXI_FALLBACK_TIMEOUT")
     embed_model: str | None = Field(default=DEFAULT_EMBED_MODEL, alias="AXI_EMBED_MODEL")
+    embed_min_similarity: float = Field(default=0.5, ge=-1.0, le=1.0,
+                                        alias="AXI_EMBED_MIN_SIMILARITY")
     claude_monthly_budget_eur: float = Field(default=20.0, ge=0, alias="AXI_CLAUDE_MONTHLY_BUDGET")
 
     # Telegram

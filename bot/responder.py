@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from bot import address, context
 from bot.channel import ChunkFn
+from bot.embedder import QueryVectors
 from bot.facts_extraction import intent
 from bot.policy import OPERATOR, Interlocutor, interlocutor
 from llm.errors import (
@@ -85,7 +86,7 @@ def _retrieve_exception(task: asyncio.Task[Any]) -> None:
 
 class Responder:
     def __init__(self, store: MemoryStore, router: Router, *, num_ctx: int, reply_tokens: int,
-                 timezone: str = "Europe/Paris"):
+                 timezone: str = "Europe/Paris", vectors: QueryVectors | None = None):
         self._prefetched: dict[int, asyncio.Task[tuple[tuple[bool, int | None],
                                                        list[Recalled]]]] = {}
         self._known_privacy: dict[tuple[str, str, bool], tuple[bool, int | None]] = {}
@@ -94,6 +95,9 @@ class Responder:
         costs a second recall)."""
         self.store = store
         self.router = router
+        self.vectors = vectors
+        """Hybrid recall (full text + embeddings) once the memory holds vectors; None:
+        full text only (AXI_EMBED_MODEL off)."""
         self.num_ctx = num_ctx
         self.reply_tokens = reply_tokens
         self.tz = ZoneInfo(timezone)
@@ -157,12 +161,21 @@ class Responder:
     def _recall(self, msg: StoredMessage, who: Interlocutor) -> Awaitable[list[Recalled]]:
         return self._recall_with(msg, _privacy(who))
 
-    def _recall_with(self, msg: StoredMessage,
-                     privacy: tuple[bool, int | None]) -> Awaitable[list[Recalled]]:
+    async def _recall_with(self, msg: StoredMessage,
+                           privacy: tuple[bool, int | None]) -> list[Recalled]:
         private_ok, relation_id = privacy
-        return self.store.recall(msg.texte, limit=RETRIEVED_SOUVENIRS + 4,
-                                 private_ok=private_ok, visible_to=relation_id,
-                                 informative_only=True)
+        limit = RETRIEVED_SOUVENIRS + 4
+        vector = await self.vectors.vector(msg.texte) if self.vectors is not None else None
+        if vector is None or self.vectors is None:
+            return await self.store.recall(msg.texte, limit=limit, private_ok=private_ok,
+                                           visible_to=relation_id, informative_only=True)
+        # the same number of full-text candidates as without vectors, fused (RRF) with as
+        # many nearest souvenirs; no neighbour spreading: it seldom changes the few data
+        # items a prompt holds, and would cost one more query on the reply's path
+        return await self.store.recall_hybrid(
+            msg.texte, vector, model=self.vectors.model, limit=limit, candidates=limit,
+            private_ok=private_ok, visible_to=relation_id, informative_only=True,
+            neighbours=0.0, min_similarity=self.vectors.min_similarity)
 
     def prefetch(self, msg: StoredMessage) -> None:
         """Start recall for a just-accepted message, so that it runs while a worker wakes

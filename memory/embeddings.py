@@ -147,6 +147,7 @@ def rrf(rankings: Sequence[Sequence[int]], *, k: int = RRF_K,
 class EmbeddingsMixin:
     db: Any
     recall: Callable[..., Awaitable[list[Recalled]]]  # MemoryStore.recall
+    query_informative: Callable[..., Awaitable[bool]]  # MemoryStore.query_informative
 
     async def has_pgvector(self) -> bool:
         """Is the pgvector extension installed in this database? (cached)"""
@@ -192,13 +193,14 @@ class EmbeddingsMixin:
         self, limit: int = 100, *, model: str | None = None
     ) -> list[SouvenirRecord]:
         """Souvenirs without a vector (or, with `model`, without one made by that model),
-        oldest first: what a background job should embed next."""
+        newest first: what the background embedder should embed next (recent souvenirs
+        matter most to recall while an old memory is being caught up)."""
         if limit <= 0:
             return []
         cond = "v.souvenir_id = s.id" + (" AND v.modele = :model" if model else "")
         sql = (
             f"SELECT {_S_COLUMNS} FROM souvenirs s WHERE NOT EXISTS "
-            f"(SELECT 1 FROM souvenirs_vecteurs v WHERE {cond}) ORDER BY s.id LIMIT :k"
+            f"(SELECT 1 FROM souvenirs_vecteurs v WHERE {cond}) ORDER BY s.id DESC LIMIT :k"
         )
         params: dict[str, Any] = {"k": limit}
         if model:
@@ -214,8 +216,10 @@ class EmbeddingsMixin:
         model: str,
         limit: int = 10,
         flt: RecallFilter | None = None,
+        min_similarity: float | None = None,
     ) -> list[tuple[SouvenirRecord, float]]:
-        """The souvenirs whose `model` vectors are nearest to query_vector (cosine), best first."""
+        """The souvenirs whose `model` vectors are nearest to query_vector (cosine), best
+        first; with `min_similarity`, none less similar than that."""
         if limit <= 0:
             return []
         q = unit(query_vector)
@@ -234,7 +238,8 @@ class EmbeddingsMixin:
             params.update({"q": q, "model": model, "dim": len(q), "k": limit})
             async with self.db.sessions() as session:
                 rows = (await session.execute(text(sql), params)).all()
-        return [(souvenir_from_row(r), float(r.similarity)) for r in rows]
+        return [(souvenir_from_row(r), float(r.similarity)) for r in rows
+                if min_similarity is None or float(r.similarity) >= min_similarity]
 
     async def ensure_vector_index(self, model: str, dim: int) -> bool:
         """Create the HNSW index of (model, dim) if pgvector is there and it is missing
@@ -275,6 +280,8 @@ class EmbeddingsMixin:
         weights: tuple[float, float] = (1.0, VECTOR_WEIGHT),
         neighbours: float = NEIGHBOUR_SHARE,
         reach: int = NEIGHBOUR_REACH,
+        informative_only: bool = False,
+        min_similarity: float | None = None,
     ) -> list[Recalled]:
         """Full-text recall fused with vector similarity (RRF), spread to conversation
         neighbours, best first.
@@ -284,7 +291,10 @@ class EmbeddingsMixin:
         `reach` steps around it (0: none; see memory/neighbours.py); a neighbour may so
         be recalled though neither ranking found it. `relevance` of each result is its
         full-text relevance (0 when the full text did not find it); `score` is its fused
-        score. Filters mean what they mean in recall().
+        score. Filters and `informative_only` mean what they mean in recall(): small talk
+        recalls nothing, by vectors either. `min_similarity` keeps the nearest souvenirs
+        that are not at least that similar out of the vector ranking (nearest neighbours
+        always exist, related or not).
         """
         if limit <= 0:
             return []
@@ -293,12 +303,16 @@ class EmbeddingsMixin:
             relation_id=relation_id, types=tuple(types), sources=tuple(sources),
             since=since, until=until, visible_to=visible_to, private_ok=private_ok,
         )
-        lexical = await self.recall(query, limit=n, language=language, **filters)
+        lexical = await self.recall(query, limit=n, language=language,
+                                    informative_only=informative_only, **filters)
+        if (informative_only and not lexical and query_vector is not None
+                and not await self.query_informative(query, language=language)):
+            return []
         semantic: list[tuple[SouvenirRecord, float]] = []
         if query_vector is not None:
             semantic = await self.nearest_souvenirs(
-                query_vector, model=model, limit=n, flt=RecallFilter(**filters)
-            )
+                query_vector, model=model, limit=n, flt=RecallFilter(**filters),
+                min_similarity=min_similarity)
         records: dict[int, SouvenirRecord] = {}
         relevance: dict[int, float] = {}
         for hit in lexical:

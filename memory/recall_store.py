@@ -191,6 +191,19 @@ class RecallMixin:
                 break
         return rows
 
+    async def query_informative(self, query: str, *, language: str = "french") -> bool:
+        """False for small talk: a query whose every word is common in memory ("merci,
+        c'est bon"), or that has no word at all. A query whose words memory does not hold
+        is informative (vectors may still find what it means)."""
+        words = longest_words(query_terms(query))
+        if not words:
+            return False
+        async with self.db.recall_sessions() as session:
+            total, terms, dfs = await self._document_frequencies(session, words, language)
+        plan = plan_query(terms, dfs, total, select_words=SELECT_WORDS_LARGE
+                          if total >= LARGE_MEMORY else None)
+        return plan is None or plan.informative
+
     async def recall(
         self,
         query: str,

@@ -78,6 +78,8 @@ class FakeOllama:
         self.prompt_eval_count: int | str | None = AUTO
         self.eval_count: int | str | None = AUTO
         self.done_reason = "stop"
+        self.embedding: Callable[[str], list[float]] | None = None
+        """How /api/embed turns a text into a vector (default: 8 numbers from its length)."""
 
     @property
     def url(self) -> str:
@@ -125,6 +127,11 @@ class FakeOllama:
             final["eval_count"] = eval_count
         return final
 
+    def has_model(self, model: str) -> bool:
+        """As Ollama: a name without a tag means its ':latest' tag."""
+        name = model if ":" in model else f"{model}:latest"
+        return model in self.models or name in self.models
+
     def _not_found(self, model: str) -> JSONResponse:
         return JSONResponse(
             {"error": f'model "{model}" not found, try pulling it first'}, status_code=404
@@ -146,7 +153,7 @@ class FakeOllama:
         if self.fail_status is not None:
             return JSONResponse({"error": self.fail_message}, status_code=self.fail_status)
         model = body.get("model", "")
-        if model not in self.models:
+        if not self.has_model(model):
             return self._not_found(model)
         text = self._reply_text(body)
         chunks = split_words(text)
@@ -187,7 +194,7 @@ class FakeOllama:
     async def show(self, request: Request) -> Response:
         body = await self._record(request)
         model = body.get("model") or body.get("name", "")
-        if model not in self.models:
+        if not self.has_model(model):
             return self._not_found(model)
         return JSONResponse({
             "modelfile": f"FROM {model}", "parameters": "stop [INST]",
@@ -203,11 +210,14 @@ class FakeOllama:
         if self.fail_status is not None:
             return JSONResponse({"error": self.fail_message}, status_code=self.fail_status)
         model = body.get("model", "")
-        if model not in self.models:
+        if not self.has_model(model):
             return self._not_found(model)
         inputs = body.get("input", [])
         inputs = [inputs] if isinstance(inputs, str) else inputs
-        vectors = [[((len(t) + i) % 7) / 7.0 for i in range(8)] for t in inputs]
+        if self.embedding is not None:
+            vectors = [self.embedding(t) for t in inputs]
+        else:
+            vectors = [[((len(t) + i) % 7) / 7.0 for i in range(8)] for t in inputs]
         return JSONResponse({"model": model, "embeddings": vectors,
                              "total_duration": 5_000_000, "load_duration": 1_000_000,
                              "prompt_eval_count": sum(len(t) // 4 + 1 for t in inputs)})

@@ -65,11 +65,11 @@ async def test_migration_matches_server(store: MemoryStore) -> None:
 
 async def test_store_and_missing(vstore: MemoryStore) -> None:
     ids = await vstore.remember_many([NewSouvenir(f"souvenir {i}") for i in range(4)])
-    assert [s.id for s in await vstore.missing_embeddings(10)] == ids
+    assert [s.id for s in await vstore.missing_embeddings(10)] == ids[::-1]  # newest first
     assert await vstore.store_embeddings([(ids[0], HOUSE), (ids[2], [0.0, 2.0, 0.0, 0.0])],
                                          MODEL) == 2
-    assert [s.id for s in await vstore.missing_embeddings(10)] == [ids[1], ids[3]]
-    assert [s.id for s in await vstore.missing_embeddings(1)] == [ids[1]]
+    assert [s.id for s in await vstore.missing_embeddings(10)] == [ids[3], ids[1]]
+    assert [s.id for s in await vstore.missing_embeddings(1)] == [ids[3]]
     # another model: everything is missing for it
     assert len(await vstore.missing_embeddings(10, model="other")) == 4
     # replacing a vector is allowed (one vector per souvenir), stored unit-length
