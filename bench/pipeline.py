@@ -71,12 +71,13 @@ from starlette.responses import Response  # noqa: E402
 
 from bot.app import Axi  # noqa: E402
 from bot.channel import AcceptFn, Delivery  # noqa: E402
-from bot.config import DEFAULT_LOCAL_MODEL, Settings  # noqa: E402
+from bot.config import DEFAULT_EMBED_MODEL, DEFAULT_LOCAL_MODEL, Settings  # noqa: E402
 from bot.context import prefix_share, shared_prefix_tokens  # noqa: E402
 from bot.inbound import Inbound  # noqa: E402
 from bot.tokens import estimate_message, estimate_messages  # noqa: E402
 from memory import migrate  # noqa: E402
 from memory.database import Database, open_database  # noqa: E402
+from memory.embeddings import vector_index_name, vector_index_sql  # noqa: E402
 from memory.errors import NotFound  # noqa: E402
 from memory.recall import CANDIDATE_CAP, RecallFilter, recall_sql  # noqa: E402
 from memory.store import MemoryStore  # noqa: E402
@@ -386,6 +387,51 @@ async def prepare_memory(args: argparse.Namespace, url: str | None, data_dir: Pa
     return info
 
 
+VECTOR_CHUNK = 20_000
+
+
+async def prepare_vectors(db: Database, store: MemoryStore, n: int, dim: int) -> dict[str, Any]:
+    """Random vectors of the default embedding model for the `n` newest souvenirs (made
+    in SQL: the latency of hybrid recall does not depend on what the vectors mean), and
+    the model's HNSW index, as the background embedder leaves them."""
+    model = DEFAULT_EMBED_MODEL
+    info: dict[str, Any] = {"model": model, "dim": dim, "wanted": n}
+    have = await store.count_embeddings(model)
+    if have < n:
+        t0 = time.perf_counter()
+        with make_progress() as progress:
+            task = progress.add_task("vectors", total=n - have, rate="")
+            while have < n:
+                step = min(VECTOR_CHUNK, n - have)
+                async with db.engine.begin() as conn:
+                    await conn.execute(text(
+                        "INSERT INTO souvenirs_vecteurs (souvenir_id, modele, vecteur) "
+                        "SELECT s.id, :m, ARRAY(SELECT (random() - 0.5 + 0 * s.id)::real "
+                        "FROM generate_series(1, :dim)) FROM souvenirs s WHERE NOT EXISTS "
+                        "(SELECT 1 FROM souvenirs_vecteurs v WHERE v.souvenir_id = s.id) "
+                        "ORDER BY s.id DESC LIMIT :n"), {"m": model, "dim": dim, "n": step})
+                have += step
+                progress.update(task, advance=step)
+        info["insert_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    async with db.engine.begin() as conn:
+        await conn.execute(text("SET LOCAL maintenance_work_mem = '1GB'"))
+        await conn.execute(text(vector_index_sql(model, dim)))
+    info["index_seconds"] = time.perf_counter() - t0
+    info["vectors"] = await store.count_embeddings(model)
+    info["index"] = vector_index_name(model, dim)
+    console.print(f"vectors: {info['vectors']:,} of {dim} dimensions ({model}); HNSW index "
+                  f"ready in {info['index_seconds']:.1f} s")
+    return info
+
+
+def random_embedding(dim: int) -> Any:
+    def embed(text_: str) -> list[float]:
+        rng = random.Random(text_)
+        return [rng.random() - 0.5 for _ in range(dim)]
+    return embed
+
+
 def make_settings(fake: FakeOllama, url: str | None, data_dir: Path,
                   args: argparse.Namespace) -> Settings:
     values: dict[str, Any] = {
@@ -393,6 +439,9 @@ def make_settings(fake: FakeOllama, url: str | None, data_dir: Path,
         "AXI_LOCAL_NUM_CTX": args.num_ctx, "AXI_LOCAL_TIMEOUT": 30.0,
         "AXI_DATA_DIR": str(data_dir), "AXI_WORKER_CONCURRENCY": args.workers,
         "ANTHROPIC_API_KEY": None, "AXI_LOG_LEVEL": "WARNING",
+        # without --vectors, full-text recall alone (a memory that already holds vectors
+        # from an earlier --vectors run would otherwise be measured hybrid)
+        "AXI_EMBED_MODEL": DEFAULT_EMBED_MODEL if args.vectors else "off",
     }
     if url:
         values["AXI_DATABASE_URL"] = url
@@ -813,6 +862,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     fake.start()
     try:
         cfg = make_settings(fake, url, data_dir, args)
+        if args.vectors:
+            fake.embedding = random_embedding(args.vector_dim)
+            async with open_database(url, data_dir) as db:
+                result["vectors"] = await prepare_vectors(db, MemoryStore(db), args.vectors,
+                                                          args.vector_dim)
         channel = BenchChannel()
         probe = Probe()
         async with Axi(cfg, {"telegram": channel}) as app:  # type: ignore[dict-item]
@@ -902,6 +956,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--explain-timeout", type=float, default=120.0,
                    help="statement_timeout (s) of each EXPLAIN ANALYZE")
     p.add_argument("--note", default="", help="free text stored with the results")
+    p.add_argument("--vectors", type=int, default=0,
+                   help="souvenirs given an embedding (hybrid recall on the reply path)")
+    p.add_argument("--vector-dim", type=int, default=768, help="embedding dimension")
     p.add_argument("--data-dir", type=Path, default=None,
                    help=f"embedded data dir (default: {DEFAULT_DATA_ROOT}/s<N>-seed<S>; "
                         "reused when it already holds the souvenirs)")

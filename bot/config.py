@@ -60,7 +60,10 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
     fallback_model: str = Field(default=DEFAULT_FALLBACK_MODEL, alias="AXI_FALLBACK_MODEL")
     fallback_timeout_s: float = Field(default=60.0, gt=0, alias="AXI_FALLBACK_TIMEOUT")
-    embed_model: str | None = Field(default=DEFAULT_EMBED_MODEL, alias="AXI_EMBED_MODEL")
+    # off by default: hybrid recall costs the CPU-only server an embedding per souvenir and
+    # per message (and ~5 ms of ANN search per reply on a 2-core test machine); opt in
+    # with a model pulled into Ollama (DEFAULT_EMBED_MODEL is the suggestion)
+    embed_model: str | None = Field(default=None, alias="AXI_EMBED_MODEL")
     embed_min_similarity: float = Field(default=0.5, ge=-1.0, le=1.0,
                                         alias="AXI_EMBED_MIN_SIMILARITY")
     claude_monthly_budget_eur: float = Field(default=20.0, ge=0, alias="AXI_CLAUDE_MONTHLY_BUDGET")

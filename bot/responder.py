@@ -165,15 +165,16 @@ class Responder:
                            privacy: tuple[bool, int | None]) -> list[Recalled]:
         private_ok, relation_id = privacy
         limit = RETRIEVED_SOUVENIRS + 4
-        vector = await self.vectors.vector(msg.texte) if self.vectors is not None else None
-        if vector is None or self.vectors is None:
+        if self.vectors is None or not await self.vectors.ready():
             return await self.store.recall(msg.texte, limit=limit, private_ok=private_ok,
                                            visible_to=relation_id, informative_only=True)
-        # the same number of full-text candidates as without vectors, fused (RRF) with as
-        # many nearest souvenirs; no neighbour spreading: it seldom changes the few data
-        # items a prompt holds, and would cost one more query on the reply's path
+        # the same number of full-text candidates as without vectors (searched while the
+        # message is embedded), fused (RRF) with as many nearest souvenirs; no neighbour
+        # spreading: it seldom changes the few data items a prompt holds, and would cost
+        # one more query on the reply's path
         return await self.store.recall_hybrid(
-            msg.texte, vector, model=self.vectors.model, limit=limit, candidates=limit,
+            msg.texte, self.vectors.vector(msg.texte), model=self.vectors.model,
+            limit=limit, candidates=limit,
             private_ok=private_ok, visible_to=relation_id, informative_only=True,
             neighbours=0.0, min_similarity=self.vectors.min_similarity)
 

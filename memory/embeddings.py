@@ -19,6 +19,7 @@ Then conversation turns share their scores with the turns around them
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import re
@@ -29,6 +30,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from memory.database import ANN_EF_SEARCH
 from memory.errors import InvalidInput, NotFound
 from memory.neighbours import (
     NEIGHBOUR_REACH,
@@ -71,9 +73,10 @@ def unit(vector: Sequence[float]) -> list[float]:
 SAFE_MODEL_NAME = re.compile(r"^[A-Za-z0-9._:/@+-]{1,100}$")
 MAX_INDEXED_DIM = 2000
 """pgvector's HNSW indexes vectors of at most 2,000 dimensions."""
-ANN_OVERFETCH = 4
-"""The HNSW scan fetches this many times the wanted neighbours, so that the filters
-applied after it (person, privacy, type…) still leave enough."""
+ANN_FETCH_PER_RESULT = 2
+ANN_FILTERED_FETCH_PER_RESULT = 4
+"""The HNSW scan fetches this many times the wanted neighbours (more when filters apply
+after it: person, privacy, type…), being approximate."""
 
 
 def indexable(model: str, dim: int) -> bool:
@@ -225,14 +228,20 @@ class EmbeddingsMixin:
         q = unit(query_vector)
         flt = flt or RecallFilter()
         if await self.has_pgvector() and indexable(model, len(q)):
-            fetch = max(limit * ANN_OVERFETCH, 40)
+            filtered = bool(filter_sql(flt)[0])
+            fetch = limit * (ANN_FILTERED_FETCH_PER_RESULT if filtered else ANN_FETCH_PER_RESULT)
             sql, params = ann_sql(flt, model, len(q))
             params.update({"q": q, "k": limit, "fetch": fetch})
-            async with self.db.sessions() as session, session.begin():
-                # the HNSW scan's candidate list must hold every vector fetched
-                await session.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"),
-                                      {"ef": str(max(fetch, 40))})
-                rows = (await session.execute(text(sql), params)).all()
+            if fetch <= ANN_EF_SEARCH:  # the pool is set for that: one statement
+                async with self.db.reads() as session:
+                    rows = (await session.execute(text(sql), params)).all()
+            else:
+                async with self.db.sessions() as session, session.begin():
+                    # the HNSW scan's candidate list must hold every vector fetched
+                    await session.execute(
+                        text("SELECT set_config('hnsw.ef_search', :ef, true)"),
+                        {"ef": str(fetch)})
+                    rows = (await session.execute(text(sql), params)).all()
         else:
             sql, params = nearest_sql(flt, pgvector=await self.has_pgvector())
             params.update({"q": q, "model": model, "dim": len(q), "k": limit})
@@ -263,7 +272,7 @@ class EmbeddingsMixin:
     async def recall_hybrid(
         self,
         query: str,
-        query_vector: Sequence[float] | None,
+        query_vector: Sequence[float] | Awaitable[Sequence[float] | None] | None,
         *,
         model: str,
         limit: int = 10,
@@ -286,7 +295,8 @@ class EmbeddingsMixin:
         """Full-text recall fused with vector similarity (RRF), spread to conversation
         neighbours, best first.
 
-        `query_vector` is the embedding of `query` by `model` (None: full text only).
+        `query_vector` is the embedding of `query` by `model` (None: full text only), or an
+        awaitable of it: the full-text search then runs while the query is embedded.
         `neighbours` is the share of its score a conversation turn gives the turns at most
         `reach` steps around it (0: none; see memory/neighbours.py); a neighbour may so
         be recalled though neither ranking found it. `relevance` of each result is its
@@ -303,16 +313,24 @@ class EmbeddingsMixin:
             relation_id=relation_id, types=tuple(types), sources=tuple(sources),
             since=since, until=until, visible_to=visible_to, private_ok=private_ok,
         )
-        lexical = await self.recall(query, limit=n, language=language,
-                                    informative_only=informative_only, **filters)
-        if (informative_only and not lexical and query_vector is not None
+        async def nearest() -> list[tuple[SouvenirRecord, float]]:
+            vector = query_vector
+            if vector is not None and not isinstance(vector, Sequence):
+                vector = await vector  # the message is still being embedded
+            if vector is None:
+                return []
+            return await self.nearest_souvenirs(
+                vector, model=model, limit=n, flt=RecallFilter(**filters),
+                min_similarity=min_similarity)
+
+        # full text and (embedding →) nearest vectors at once, on their own connections
+        lexical, semantic = await asyncio.gather(
+            self.recall(query, limit=n, language=language, informative_only=informative_only,
+                        **filters),
+            nearest())
+        if (informative_only and not lexical and semantic
                 and not await self.query_informative(query, language=language)):
             return []
-        semantic: list[tuple[SouvenirRecord, float]] = []
-        if query_vector is not None:
-            semantic = await self.nearest_souvenirs(
-                query_vector, model=model, limit=n, flt=RecallFilter(**filters),
-                min_similarity=min_similarity)
         records: dict[int, SouvenirRecord] = {}
         relevance: dict[int, float] = {}
         for hit in lexical:

@@ -41,7 +41,8 @@ async def axi(db: Database, database_url: str | None, test_data_dir: Path,
     await empty_tables(db)
     ollama_server.reply = scripted_reply
     ollama_server.embedding = meaning
-    cfg = make_settings(ollama_server, None, database_url, test_data_dir)
+    cfg = make_settings(ollama_server, None, database_url, test_data_dir,
+                        AXI_EMBED_MODEL="nomic-embed-text")
     async with Axi(cfg, {"telegram": RecordingChannel("telegram")}) as app:
         await app.store.add_person("Ludo", relation="créateur", identities=[("telegram", "1001")])
         yield app

@@ -31,9 +31,10 @@ async def test_embed_batches_and_dimension(ollama_server: FakeOllama) -> None:
     assert bodies[0]["keep_alive"] == settings.local_keep_alive
 
 
-async def test_default_model_and_off(ollama_server: FakeOllama) -> None:
-    assert _settings(ollama_server).embed_model == "nomic-embed-text"
-    embedder = make_embedder(_settings(ollama_server))
+async def test_off_by_default_and_chosen_model(ollama_server: FakeOllama) -> None:
+    assert _settings(ollama_server).embed_model is None
+    assert make_embedder(_settings(ollama_server)) is None
+    embedder = make_embedder(_settings(ollama_server, AXI_EMBED_MODEL="nomic-embed-text"))
     assert embedder is not None and embedder.model == "nomic-embed-text"
     await embedder.aclose()
     assert make_embedder(_settings(ollama_server, AXI_EMBED_MODEL="off")) is None
