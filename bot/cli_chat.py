@@ -152,6 +152,9 @@ def missing(cfg: Settings) -> list[str]:
         notes.append("Telegram désactivé (AXI_TELEGRAM_TOKEN absent) / Telegram off")
     if not (cfg.imap_host and cfg.smtp_host):
         notes.append("Courriel désactivé (AXI_IMAP_HOST/AXI_SMTP_HOST absents) / email off")
+    if cfg.embed_model is None:
+        notes.append("Rappel hybride désactivé (AXI_EMBED_MODEL=off) : texte intégral seul / "
+                     "hybrid recall off: full text only")
     return notes
 
 
@@ -166,15 +169,20 @@ def llm_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> Non
             usage = {d: await axi.store.llm_usage(d) for d in (1, 7, 30)}
             spend = await axi.store.claude_spend_this_month(timezone=cfg.timezone)
             alerts = await axi.store.list_alerts(limit=5)
-            return local, usage, spend, axi.router.remote is not None, alerts
+            embedded = (await axi.store.count_embeddings(cfg.embed_model)
+                        if cfg.embed_model else None)
+            total = await axi.store.count_souvenirs()
+            return local, usage, spend, axi.router.remote is not None, alerts, embedded, total
 
-    local, usage, spend, remote, alerts = run(main())
+    local, usage, spend, remote, alerts, embedded, total = run(main())
     report = {
         "local": {"host": cfg.ollama_host, "model": cfg.local_model, **local},
         "fallback": {"configured": remote, "model": cfg.fallback_model,
                      "spend_this_month_eur": round(spend, 4),
                      "monthly_budget_eur": cfg.claude_monthly_budget_eur},
         "usage": usage,
+        "embeddings": {"model": cfg.embed_model, "souvenirs_embedded": embedded,
+                       "souvenirs": total},
         "alerts": [{"key": a.cle, "text": a.texte, "queued": a.messages_mis_en_file,
                     "raised_at": a.cree_le.isoformat()} for a in alerts],
     }
@@ -194,6 +202,11 @@ def llm_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> Non
                                                      "failures", "Claude €"],
                 [(f"{d} d", u["replies"], pct(u["local_share"]), u["fallbacks"], u["failures"],
                   f"{u['spend_eur']:.2f}") for d, u in usage.items()])
+    if cfg.embed_model:
+        out.print(f"Embeddings: {cfg.embed_model} — {embedded:,} of {total:,} souvenirs embedded "
+                  "(hybrid recall once there are some)", highlight=False)
+    else:
+        out.print("Embeddings: off (AXI_EMBED_MODEL) — full-text recall", highlight=False)
     for alert in alerts:
         out.print(f"Alert {alert.cle} raised {alert.cree_le:%Y-%m-%d %H:%M} "
                   f"({alert.messages_mis_en_file} message(s) queued for Ludo)", highlight=False)

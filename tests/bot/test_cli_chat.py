@@ -218,6 +218,7 @@ async def test_llm_status_reports_providers_and_local_share(cli_env, store: Memo
     assert report["fallback"]["configured"] is False
     assert report["usage"]["1"]["local_share"] == 1.0
     assert report["alerts"] == []
+    assert report["embeddings"]["model"] is None and report["embeddings"]["souvenirs"] >= 2
     await store.raise_alert("budget-claude:2026-11", "Alerte Axi : budget atteint.")
     shown = axi(cli_env, "llm", "status")
     assert "Alert budget-claude:2026-11 raised" in shown.stdout, shown.stderr
