@@ -41,7 +41,8 @@ def budget_alert_text(*, spent_eur: float, limit_eur: float, now: datetime) -> s
 
 def budget_with_alert(store: MemoryStore, limit_eur: float, *,
                       timezone: str = "Europe/Paris",
-                      channels: Callable[[], Sequence[str]] | None = None) -> BudgetFn:
+                      channels: Callable[[], Sequence[str]] | None = None,
+                      alerting: Callable[[], bool] = lambda: True) -> BudgetFn:
     """A router `budget_ok`: True while this month's Claude spend is under the cap; the
     first time it is not, in a given month, Ludo is alerted (once: the key is unique) on
     the `channels()` running then."""
@@ -54,7 +55,7 @@ def budget_with_alert(store: MemoryStore, limit_eur: float, *,
             return True
         now = datetime.now(tz)
         key = budget_alert_key(now)
-        if key not in alerted:
+        if key not in alerted and alerting():
             try:
                 raised = await store.raise_alert(
                     key, budget_alert_text(spent_eur=spent, limit_eur=limit_eur, now=now),

@@ -36,8 +36,12 @@ log = logging.getLogger(__name__)
 
 
 class Axi:
-    def __init__(self, settings: Settings, channels: Mapping[str, Channel] | None = None):
+    def __init__(self, settings: Settings, channels: Mapping[str, Channel] | None = None, *,
+                 alerting: bool = False):
         self.settings = settings
+        self.alerting = alerting
+        """Raise alerts for Ludo (the long-running `axi run` does): a one-shot `axi ask`
+        would spend the month's alert on a console nobody watches."""
         self.channels: dict[str, Channel] = dict(channels or {})
         self._stack = AsyncExitStack()
         self.db: Database
@@ -69,7 +73,8 @@ class Axi:
                 local, remote, record=self.store.record_llm_call,
                 budget_ok=budget_with_alert(self.store, cfg.claude_monthly_budget_eur,
                                             timezone=cfg.timezone,
-                                            channels=lambda: list(self.channels)))
+                                            channels=lambda: list(self.channels),
+                                            alerting=lambda: self.alerting))
             embedder = make_embedder(cfg)
             vectors = None
             if embedder is not None:

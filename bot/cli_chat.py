@@ -114,7 +114,7 @@ def run_command() -> None:
 
     async def main() -> int:
         console = ConsoleChannel(interactive=False)
-        async with Axi(cfg, {"console": console}) as axi:
+        async with Axi(cfg, {"console": console}, alerting=True) as axi:
             web = WebServer(cfg.http_host, cfg.http_port, axi.health)
             await web.start()
             try:

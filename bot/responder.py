@@ -30,6 +30,7 @@ from llm.types import ChatMessage, Reply
 from memory.messages import Claim, StoredMessage
 from memory.records import ConsigneRecord, FactRecord, PersonRecord, Recalled
 from memory.store import MemoryStore
+from memory.text import query_terms
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,13 @@ class Gathered:
     history_offset: int
     retrieved: list[Recalled]
     now: datetime
+
+
+def carries_local_only(g: Gathered) -> bool:
+    """Whether the prompt holds a turn or a souvenir that must never leave the server (a
+    message sent local-only, or the reply to one): then the whole prompt stays local."""
+    return (any(h.metadata.get("local_only") for h in g.history)
+            or any(r.souvenir.metadata.get("local_only") for r in g.retrieved))
 
 
 def _privacy(who: Interlocutor) -> tuple[bool, int | None]:
@@ -165,7 +173,8 @@ class Responder:
                            privacy: tuple[bool, int | None]) -> list[Recalled]:
         private_ok, relation_id = privacy
         limit = RETRIEVED_SOUVENIRS + 4
-        if self.vectors is None or not await self.vectors.ready():
+        if (self.vectors is None or not query_terms(msg.texte)
+                or not await self.vectors.ready()):
             return await self.store.recall(msg.texte, limit=limit, private_ok=private_ok,
                                            visible_to=relation_id, informative_only=True)
         # the same number of full-text candidates as without vectors (searched while the
@@ -227,7 +236,8 @@ class Responder:
             return
         gathered = await self.gather(msg, who)
         prompt = self.compose(msg, gathered)
-        local_only = who.local_only or bool(msg.metadata.get("local_only"))
+        local_only = who.local_only or bool(msg.metadata.get("local_only")) or carries_local_only(
+            gathered)
         try:
             reply = await self._ask(prompt, local_only=local_only, live=live)
         except AuthError as exc:
@@ -245,9 +255,9 @@ class Responder:
             claim, etat="traite", relation_id=who.relation_id, reply=text,
             # the turn exactly as the model read it: the next prompt repeats it verbatim,
             # so Ollama reuses its cache past this turn's data block
-            inbound_metadata={"tour_envoye": prompt[-1].content},
+            inbound_metadata={"tour_envoye": prompt[-1].content, "local_only": local_only},
             reply_metadata={"fournisseur": reply.provider, "modele": reply.model,
-                            "raison_repli": reply.fallback_reason},
+                            "raison_repli": reply.fallback_reason, "local_only": local_only},
             souvenirs=[
                 {"contenu": msg.texte, "type": "conversation", "source": msg.canal,
                  "timestamp": msg.recu_le,
@@ -256,7 +266,7 @@ class Responder:
                               "local_only": local_only, "conversation": msg.conversation}},
                 {"contenu": text, "type": "conversation", "source": msg.canal,
                  "metadata": {"en_reponse_a": msg.id, "auteur": "Axi", "sens": "sortant",
-                              "conversation": msg.conversation}},
+                              "local_only": local_only, "conversation": msg.conversation}},
             ],
         )
 

@@ -54,6 +54,8 @@ class ConsoleChannel:
             log.info("console reply #%s to %s: %s", delivery.message_id, delivery.address,
                      delivery.text[:200])
             return f"console-{delivery.message_id}"
+        if delivery.notice:  # a stream that broke off before this notice is not a reply
+            self._streamed.pop(delivery.conversation, None)
         if not delivery.notice and delivery.conversation in self._streamed:
             shown = "".join(self._streamed.pop(delivery.conversation)).strip()
             self.out.write("\n")

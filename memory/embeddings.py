@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,6 +42,8 @@ from memory.neighbours import (
 )
 from memory.recall import RecallFilter, filter_sql
 from memory.records import Recalled, SouvenirRecord, souvenir_from_row
+
+log = logging.getLogger(__name__)
 
 RRF_K = 10
 """Smaller than the usual 60: on LoCoMo the top ranks should count more (R@10 of plain
@@ -70,7 +73,10 @@ def unit(vector: Sequence[float]) -> list[float]:
     return [x / norm for x in values]
 
 
-SAFE_MODEL_NAME = re.compile(r"^[A-Za-z0-9._:/@+-]{1,100}$")
+SAFE_MODEL_NAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9._/@+-]{0,78}[A-Za-z0-9])?(?::[A-Za-z0-9][A-Za-z0-9._-]{0,18})?")
+"""Model names that may go into SQL as a literal: no quote, no backslash, and a ':' only
+after a letter or digit (SQLAlchemy would take ':word' for a parameter)."""
 MAX_INDEXED_DIM = 2000
 """pgvector's HNSW indexes vectors of at most 2,000 dimensions."""
 ANN_FETCH_PER_RESULT = 2
@@ -82,7 +88,7 @@ after it: person, privacy, type…), being approximate."""
 def indexable(model: str, dim: int) -> bool:
     """Whether (model, dim) can have its own HNSW index (the model name goes into SQL
     as a literal, so it must be plain)."""
-    return bool(SAFE_MODEL_NAME.match(model)) and 0 < dim <= MAX_INDEXED_DIM
+    return bool(SAFE_MODEL_NAME.fullmatch(model)) and 0 < dim <= MAX_INDEXED_DIM
 
 
 def vector_index_name(model: str, dim: int) -> str:
@@ -136,6 +142,13 @@ def nearest_sql(flt: RecallFilter, *, pgvector: bool) -> tuple[str, dict[str, An
     return sql, params
 
 
+def _discard(vector: object) -> None:
+    """Close an awaitable query vector that will not be awaited (no 'never awaited')."""
+    close = getattr(vector, "close", None)
+    if close is not None and not isinstance(vector, Sequence):
+        close()
+
+
 def rrf(rankings: Sequence[Sequence[int]], *, k: int = RRF_K,
         weights: Sequence[float] | None = None) -> dict[int, float]:
     """Reciprocal Rank Fusion of ranked id lists: {id: Σ weight / (k + rank)}."""
@@ -162,6 +175,18 @@ class EmbeddingsMixin:
                 )
             cached = bool(found)
             self._pgvector = cached
+        return cached
+
+    async def has_hnsw(self) -> bool:
+        """pgvector with its HNSW access method (0.5 and later) in this database? (cached)"""
+        cached = getattr(self, "_hnsw", None)
+        if cached is None:
+            cached = False
+            if await self.has_pgvector():
+                async with self.db.sessions() as session:
+                    cached = bool(await session.scalar(
+                        text("SELECT 1 FROM pg_am WHERE amname = 'hnsw'")))
+            self._hnsw = cached
         return cached
 
     async def store_embeddings(
@@ -227,7 +252,7 @@ class EmbeddingsMixin:
             return []
         q = unit(query_vector)
         flt = flt or RecallFilter()
-        if await self.has_pgvector() and indexable(model, len(q)):
+        if await self.has_hnsw() and indexable(model, len(q)):
             filtered = bool(filter_sql(flt)[0])
             fetch = limit * (ANN_FILTERED_FETCH_PER_RESULT if filtered else ANN_FETCH_PER_RESULT)
             sql, params = ann_sql(flt, model, len(q))
@@ -256,7 +281,7 @@ class EmbeddingsMixin:
         done: set[tuple[str, int]] = self.__dict__.setdefault("_vector_indexes", set())
         if (model, dim) in done:
             return True
-        if not (await self.has_pgvector() and indexable(model, dim)):
+        if not (await self.has_hnsw() and indexable(model, dim)):
             return False
         async with self.db.engine.begin() as conn:
             await conn.execute(text(vector_index_sql(model, dim)))
@@ -304,9 +329,11 @@ class EmbeddingsMixin:
         score. Filters and `informative_only` mean what they mean in recall(): small talk
         recalls nothing, by vectors either. `min_similarity` keeps the nearest souvenirs
         that are not at least that similar out of the vector ranking (nearest neighbours
-        always exist, related or not).
+        always exist, related or not). The vector side never fails the recall: if the
+        embedding or the vector search fails, the full text answers alone.
         """
         if limit <= 0:
+            _discard(query_vector)
             return []
         n = candidates or max(MIN_CANDIDATES, CANDIDATES_PER_RESULT * limit)
         filters: dict[str, Any] = dict(
@@ -314,20 +341,30 @@ class EmbeddingsMixin:
             since=since, until=until, visible_to=visible_to, private_ok=private_ok,
         )
         async def nearest() -> list[tuple[SouvenirRecord, float]]:
-            vector = query_vector
-            if vector is not None and not isinstance(vector, Sequence):
-                vector = await vector  # the message is still being embedded
-            if vector is None:
+            try:
+                vector = query_vector
+                if vector is not None and not isinstance(vector, Sequence):
+                    vector = await vector  # the message is still being embedded
+                if vector is None:
+                    return []
+                return await self.nearest_souvenirs(
+                    vector, model=model, limit=n, flt=RecallFilter(**filters),
+                    min_similarity=min_similarity)
+            except (InvalidInput, DBAPIError) as exc:
+                log.warning("vector search failed, full text only: %s", exc)
                 return []
-            return await self.nearest_souvenirs(
-                vector, model=model, limit=n, flt=RecallFilter(**filters),
-                min_similarity=min_similarity)
 
         # full text and (embedding →) nearest vectors at once, on their own connections
-        lexical, semantic = await asyncio.gather(
-            self.recall(query, limit=n, language=language, informative_only=informative_only,
-                        **filters),
-            nearest())
+        vectors = asyncio.ensure_future(nearest())
+        try:
+            lexical = await self.recall(query, limit=n, language=language,
+                                        informative_only=informative_only, **filters)
+            semantic = await vectors
+        finally:
+            if not vectors.done():  # the full text failed or we were cancelled
+                vectors.cancel()
+                await asyncio.gather(vectors, return_exceptions=True)
+                _discard(query_vector)  # if it was cancelled before it started
         if (informative_only and not lexical and semantic
                 and not await self.query_informative(query, language=language)):
             return []

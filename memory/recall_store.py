@@ -200,6 +200,8 @@ class RecallMixin:
             return False
         async with self.db.recall_sessions() as session:
             total, terms, dfs = await self._document_frequencies(session, words, language)
+        if not terms:  # stop words only ("et toi ?", "oui")
+            return False
         plan = plan_query(terms, dfs, total, select_words=SELECT_WORDS_LARGE
                           if total >= LARGE_MEMORY else None)
         return plan is None or plan.informative

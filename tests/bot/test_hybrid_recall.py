@@ -137,6 +137,8 @@ async def test_small_talk_recalls_nothing_even_with_vectors(
                                    for i in range(60)])
     await embed_all(axi)
     assert not await axi.store.query_informative("Merci !")
+    assert not await axi.store.query_informative("Et toi ?")  # stop words only
+    assert await axi.store.query_informative("pigeonnier")  # unknown to memory: maybe
     found = await axi.store.recall_hybrid("Merci !", OTHER, model="nomic-embed-text",
                                           limit=8, informative_only=True)
     assert found == []

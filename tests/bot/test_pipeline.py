@@ -307,6 +307,12 @@ async def test_budget_spent_alerts_ludo_once_and_messages_wait(
         provider="anthropic", model="claude-sonnet-4-6", task="conversation",
         cost_eur=axi.settings.claude_monthly_budget_eur + 0.5))
     ollama_server.stop()
+    # a one-shot process (`axi ask`) does not spend the month's alert
+    probe = await axi.pipeline.accept(telegram("3003", "Premier essai"))
+    await run_all(axi)
+    assert (await axi.store.get_message(probe)).etat == "en_attente"
+    assert await axi.store.list_alerts() == []
+    axi.alerting = True  # as under `axi run`
     first = await axi.pipeline.accept(telegram("2002", "Avez-vous des nouvelles ?"))
     second = await axi.pipeline.accept(telegram("1001", "Tu es là ?"))
     await run_all(axi)
@@ -378,6 +384,14 @@ async def test_a_message_marked_local_only_never_reaches_claude(
     assert (await axi.store.get_message(secret)).etat == "traite"
     found = await axi.store.recall("prix plancher vendeur", limit=3)
     assert found and found[0].souvenir.metadata["local_only"] is True
+    assert all(r.souvenir.metadata["local_only"] is True for r in found)  # the reply too
+    # the next ordinary message holds it in its history: it stays on the server as well
+    ollama_server.stop()
+    anthropic_server.requests.clear()
+    follow = await axi.pipeline.accept(telegram("1001", "Et sinon, quoi de neuf ?"))
+    await run_all(axi)
+    assert anthropic_server.requests == []
+    assert (await axi.store.get_message(follow)).etat == "en_attente"
 
 
 async def _due_now(axi: Axi, message_id: int) -> None:

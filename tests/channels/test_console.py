@@ -40,6 +40,18 @@ async def test_a_reply_rewritten_after_streaming_shows_the_kept_text() -> None:
     assert out.getvalue().endswith("Oui.\n") and out.getvalue().count("(reformulé)") == 1
 
 
+async def test_a_stream_cut_short_by_a_notice_leaves_no_trace() -> None:
+    out = io.StringIO()
+    console = ConsoleChannel(out, interactive=True, stream=True)
+    show = console.live("console:operateur")
+    assert show is not None
+    show("Je commen")  # the model died mid-stream
+    await console.send(delivery("J'ai bien reçu ton message.", notice=True))
+    show("Voici.")
+    await console.send(delivery("Voici."))
+    assert "(reformulé)" not in out.getvalue() and out.getvalue().endswith("Voici.\n")
+
+
 async def test_notices_and_non_streamed_replies_are_printed_whole() -> None:
     out = io.StringIO()
     console = ConsoleChannel(out, interactive=True, stream=False)

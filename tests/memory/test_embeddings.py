@@ -202,6 +202,8 @@ async def test_unusual_model_names_are_never_put_in_sql(store: MemoryStore) -> N
     from memory.embeddings import indexable, vector_index_sql
 
     assert not indexable("x'; DROP TABLE souvenirs; --", 4) and not indexable("m", 4096)
+    assert not indexable("org/:tag", 4) and not indexable("m\n", 4)
+    assert indexable("nomic-embed-text:latest", 768) and indexable("bge-m3", 1024)
     with pytest.raises(InvalidInput):
         vector_index_sql("x' OR '1'='1", 4)
     assert await store.ensure_vector_index("x' OR '1'='1", 4) is False
