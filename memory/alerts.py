@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import text
 
 from memory.errors import InvalidInput
+from memory.messages import INSERT_OUTBOUND
 from memory.text import InvalidText, clean_content
 
 OWNER_RELATION = "créateur"
@@ -77,12 +78,9 @@ class AlertsMixin:
                 targets = [(FALLBACK_CHANNEL, FALLBACK_ADDRESS, None)]
             meta = json.dumps({"avis": True, "alerte": cle})
             for canal, adresse, relation_id in targets:
-                await session.execute(text(
-                    "INSERT INTO messages (sens, canal, adresse, verifie, relation_id, "
-                    "conversation, texte, metadata, etat) VALUES ('sortant', :c, :a, true, "
-                    ":rid, :conv, :t, CAST(:meta AS jsonb), 'a_envoyer')"),
-                    {"c": canal, "a": adresse, "rid": relation_id, "conv": f"{canal}:{adresse}",
-                     "t": texte, "meta": meta})
+                await session.execute(text(INSERT_OUTBOUND), {
+                    "c": canal, "a": adresse, "rid": relation_id, "conv": f"{canal}:{adresse}",
+                    "fil": None, "t": texte, "meta": meta, "rep": None})
             await session.execute(text(
                 "UPDATE alertes SET messages_mis_en_file = :n WHERE id = :id"),
                 {"n": len(targets), "id": alert_id})

@@ -111,6 +111,13 @@ LIMIT 1
 FOR UPDATE SKIP LOCKED
 """
 
+INSERT_OUTBOUND = (
+    "INSERT INTO messages (sens, canal, adresse, verifie, relation_id, conversation, "
+    "reference_fil, texte, metadata, etat, en_reponse_a) VALUES ('sortant', :c, :a, "
+    "true, :rid, :conv, :fil, :t, CAST(:meta AS jsonb), 'a_envoyer', :rep) RETURNING id")
+"""A message queued for the outbox that is not a reply being committed (a notice, an
+alert, a digest); parameters :c :a :rid :conv :fil :t :meta :rep."""
+
 _CLAIM_OUTBOUND = f"""
 SELECT {_COLUMNS} FROM messages m
 WHERE m.sens = 'sortant' AND m.etat = 'a_envoyer'
@@ -266,13 +273,10 @@ class MessagesMixin:
     ) -> int:
         """Queue a message that is not a reply (a notice, a digest)."""
         async with self.db.sessions.begin() as session:
-            return (await session.execute(text(
-                "INSERT INTO messages (sens, canal, adresse, verifie, relation_id, conversation, "
-                "reference_fil, texte, metadata, etat, en_reponse_a) VALUES ('sortant', :c, :a, "
-                "true, :rid, :conv, :fil, :t, CAST(:meta AS jsonb), 'a_envoyer', :rep) RETURNING id"),
-                {"c": canal, "a": adresse, "rid": relation_id, "conv": conversation,
-                 "fil": reference_fil, "t": clean(texte), "meta": json.dumps(metadata or {}),
-                 "rep": en_reponse_a})).scalar_one()
+            return (await session.execute(text(INSERT_OUTBOUND), {
+                "c": canal, "a": adresse, "rid": relation_id, "conv": conversation,
+                "fil": reference_fil, "t": clean(texte), "meta": json.dumps(metadata or {}),
+                "rep": en_reponse_a})).scalar_one()
 
     @asynccontextmanager
     async def claim_outbound(

@@ -199,12 +199,18 @@ class RecallMixin:
         if not words:
             return False
         async with self.db.recall_sessions() as session:
-            total, terms, dfs = await self._document_frequencies(session, words, language)
+            _, terms, plan = await self._plan(session, words, language)
         if not terms:  # stop words only ("et toi ?", "oui")
             return False
-        plan = plan_query(terms, dfs, total, select_words=SELECT_WORDS_LARGE
-                          if total >= LARGE_MEMORY else None)
         return plan is None or plan.informative
+
+    async def _plan(self, session: Any, words: list[str], language: str
+                    ) -> tuple[int, list[str], QueryPlan | None]:
+        """The memory's size, the query's fragments and what to search for them (the
+        small-talk rule included: memory/recall.py's plan_query)."""
+        total, terms, dfs = await self._document_frequencies(session, words, language)
+        return total, terms, plan_query(terms, dfs, total, select_words=SELECT_WORDS_LARGE
+                                 if total >= LARGE_MEMORY else None)
 
     async def recall(
         self,
@@ -239,9 +245,7 @@ class RecallMixin:
             return []
         async with self.db.recall_sessions() as session:
             span = await self._span_days(session)  # before the planner settings below
-            total, terms, dfs = await self._document_frequencies(session, words, language)
-            plan = plan_query(terms, dfs, total, select_words=SELECT_WORDS_LARGE
-                              if total >= LARGE_MEMORY else None)
+            total, _, plan = await self._plan(session, words, language)
             if plan is None or (informative_only and not plan.informative):
                 return []
             rows: list[Any] = []
