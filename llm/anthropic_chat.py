@@ -13,7 +13,7 @@ from typing import Any
 
 import anthropic
 
-from bot.config import Settings
+from llm.config import AnthropicConfig
 from llm.errors import (
     AuthError,
     LLMError,
@@ -93,26 +93,18 @@ def translate(exc: BaseException) -> LLMError | None:
 class AnthropicChat:
     provider: Provider = "anthropic"
 
-    def __init__(self, settings: Settings, *, client: anthropic.AsyncAnthropic | None = None):
+    def __init__(self, config: AnthropicConfig, *,
+                 client: anthropic.AsyncAnthropic | None = None):
         if client is None:
-            if settings.anthropic_api_key is None:
-                raise ValueError("ANTHROPIC_API_KEY is not set: no remote fallback available")
             client = anthropic.AsyncAnthropic(
-                api_key=settings.anthropic_api_key.get_secret_value(),
-                base_url=settings.anthropic_base_url,
+                api_key=config.api_key,
+                base_url=config.base_url,
                 max_retries=0,
-                timeout=settings.fallback_timeout_s,
+                timeout=config.timeout_s,
             )
-        self.settings = settings
-        self.model = settings.fallback_model
+        self.config = config
+        self.model = config.model
         self._client = client
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AnthropicChat | None:
-        """The fallback client, or None when no API key is configured."""
-        if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
-            return None
-        return cls(settings)
 
     async def __aenter__(self) -> AnthropicChat:
         return self

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot import tokens
+from llm import tokens
 from llm.types import ChatMessage
 
 # Claude prices in EUR per million tokens (input, output), by model family prefix.

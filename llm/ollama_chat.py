@@ -3,7 +3,8 @@
 Ollama silently truncates a prompt longer than `num_ctx`, so every call sends `num_ctx`
 and `keep_alive` explicitly, refuses a prompt whose (over)estimate cannot fit with room
 for the answer, and checks `prompt_eval_count` afterwards. Library errors are translated
-to the llm error tree here; retries and fallback are the router's business.
+to the llm error tree (`llm/ollama_errors.py`); retries and fallback are the router's
+business. What it talks to comes from an `OllamaConfig`, filled by the composition root.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import ollama
 
-from bot.config import Settings
+from llm import ollama_errors
 from llm.budget import estimate_prompt_tokens, prompt_room, shows_truncation
-from llm.errors import LLMError, LLMTimeout, LLMUnavailable, ModelNotFound, PromptTooLarge
+from llm.config import OllamaConfig
+from llm.errors import LLMError, LLMUnavailable, PromptTooLarge
 from llm.protocol import ChatStream, JsonSchema
 from llm.types import ChatMessage, Provider, Reply
 
@@ -34,11 +35,11 @@ def _elapsed_ms(start: float) -> int:
 class OllamaChat:
     provider: Provider = "ollama"
 
-    def __init__(self, settings: Settings, *, client: ollama.AsyncClient | None = None):
-        self.settings = settings
-        self.host = settings.ollama_host
-        self.num_ctx = settings.local_num_ctx
-        self.timeout_s = settings.local_timeout_s
+    def __init__(self, config: OllamaConfig, *, client: ollama.AsyncClient | None = None):
+        self.config = config
+        self.host = config.host
+        self.num_ctx = config.num_ctx
+        self.timeout_s = config.timeout_s
         # httpx's timeout bounds connect and each read (so a stalled stream ends too);
         # non-streaming calls are also bounded as a whole in chat().
         self._client = client or ollama.AsyncClient(host=self.host, timeout=self.timeout_s)
@@ -66,7 +67,7 @@ class OllamaChat:
 
     # ------------------------------------------------------------------ helpers
     def model_for(self, task: str) -> str:
-        return self.settings.model_for(task)
+        return self.config.model_for(task)
 
     def num_predict_for(self, task: str) -> int:
         return min(NUM_PREDICT.get(task, DEFAULT_NUM_PREDICT), self.num_ctx // 2)
@@ -103,26 +104,12 @@ class OllamaChat:
                 num_ctx=self.num_ctx,
             )
 
-    def _translate(self, exc: BaseException, model: str) -> LLMError:
-        if isinstance(exc, LLMError):
-            return exc
-        if isinstance(exc, ollama.ResponseError):
-            status = exc.status_code
-            if status == 404 or "not found" in str(exc.error).lower():
-                return ModelNotFound(model, self.host)
-            if status == -1:
-                return LLMUnavailable(f"Ollama stream error: {exc.error}")
-            return LLMUnavailable(f"Ollama answered HTTP {status}: {exc.error}")
-        if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
-            return LLMTimeout(f"Ollama at {self.host} did not answer within {self.timeout_s}s")
-        if isinstance(exc, (ConnectionError, httpx.TransportError)):
-            return LLMUnavailable(
-                f"cannot reach Ollama at {self.host} ({type(exc).__name__}: {exc}); "
-                "is `ollama serve` running and OLLAMA_HOST right?"
-            )
-        if isinstance(exc, ValueError):  # a malformed line (json) or response
-            return LLMUnavailable(f"Ollama sent an unreadable response: {exc}")
-        raise exc
+    def _translate(self, exc: Exception, model: str) -> LLMError:
+        translated = ollama_errors.translate(exc, model=model, host=self.host,
+                                             timeout_s=self.timeout_s)
+        if translated is None:
+            raise exc
+        return translated
 
     @staticmethod
     def _wire(messages: list[ChatMessage]) -> list[dict[str, str]]:
@@ -145,7 +132,7 @@ class OllamaChat:
                     model=model,
                     messages=self._wire(messages),
                     options=self.options_for(task),
-                    keep_alive=self.settings.local_keep_alive,
+                    keep_alive=self.config.keep_alive,
                     format=json_schema,
                     stream=False,
                 )
@@ -177,7 +164,7 @@ class OllamaChat:
                 model=model,
                 messages=self._wire(messages),
                 options=self.options_for(task),
-                keep_alive=self.settings.local_keep_alive,
+                keep_alive=self.config.keep_alive,
                 stream=True,
             )
             async for part in iterator:

@@ -13,8 +13,8 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from llm.breaker import CircuitBreaker
 from llm.budget import claude_cost_eur
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 RecordFn = Callable[[CallRecord], Awaitable[object]]
 BudgetFn = Callable[[], Awaitable[bool]]
+T = TypeVar("T")
 
 # Errors after which the remote model may answer instead.
 FALLBACK_ERRORS: tuple[type[LLMError], ...] = (
@@ -123,39 +124,33 @@ class Router:
         else:
             self.breaker.release()
 
-    async def _attempt(
+    async def _failed(self, model: ChatModel, task: str, start: float, exc: BaseException,
+                      reason: str | None) -> None:
+        """An attempt ended in an error: tell the breaker, record it."""
+        self._health(model, exc)
+        await self._log_failure(model, task, start, exc, reason)
+
+    # ------------------------------------------------------------------ the decision
+    async def _local_first(
         self,
-        model: ChatModel,
-        messages: list[ChatMessage],
-        task: str,
+        local: Callable[[], Awaitable[T]],
+        remote: Callable[[ChatModel, str], Awaitable[T]],
         *,
-        json_schema: JsonSchema | None = None,
-        validate: bool = False,
-        reason: str | None = None,
-    ) -> tuple[Reply, Any]:
-        """One call to one model, recorded; with `validate`, the answer is parsed against
-        json_schema and an invalid one is recorded as a failure."""
-        start = time.perf_counter()
-        try:
-            reply = await model.chat(messages, task=task, json_schema=json_schema)
-        except Exception as exc:
-            self._health(model, exc)
-            await self._log_failure(model, task, start, exc, reason)
-            raise
-        except BaseException:  # cancelled: says nothing about the server's health
-            if self._is_local(model):
-                self.breaker.release()
-            raise
-        self._health(model, None)
-        data: Any = None
-        if validate and json_schema is not None:
+        local_only: bool,
+    ) -> T:
+        """The retry-then-fallback sequence, for every kind of call: `local()` (unless the
+        breaker is open), and on an error that means "local cannot answer this now",
+        `remote(model, reason)` if falling back is allowed. Each side records its own
+        attempts; `local()` does its own retries (structured output)."""
+        cause: LLMError | None = None
+        reason = CIRCUIT_OPEN
+        if self.breaker.allow():
             try:
-                data = parse_structured(reply.text, json_schema)
-            except InvalidStructuredOutput as exc:
-                await self._log_success(reply, task, reason, ok=False, error=_error_text(exc))
-                raise
-        await self._log_success(reply, task, reason)
-        return replace(reply, fallback_reason=reason), data
+                return await local()
+            except FALLBACK_ERRORS as exc:
+                cause, reason = exc, exc.reason
+        fallback = await self._check_fallback(reason, cause, local_only)
+        return await remote(fallback, reason)
 
     async def _check_fallback(self, reason: str, cause: BaseException | None,
                               local_only: bool) -> ChatModel:
@@ -178,6 +173,40 @@ class Router:
             ) from cause
         return self.remote
 
+    # ------------------------------------------------------------------ one attempt
+    async def _attempt(
+        self,
+        model: ChatModel,
+        messages: list[ChatMessage],
+        task: str,
+        *,
+        json_schema: JsonSchema | None = None,
+        validate: bool = False,
+        reason: str | None = None,
+    ) -> tuple[Reply, Any]:
+        """One call to one model, recorded; with `validate`, the answer is parsed against
+        json_schema and an invalid one is recorded as a failure."""
+        start = time.perf_counter()
+        try:
+            reply = await model.chat(messages, task=task, json_schema=json_schema)
+        except Exception as exc:
+            await self._failed(model, task, start, exc, reason)
+            raise
+        except BaseException:  # cancelled: says nothing about the server's health
+            if self._is_local(model):
+                self.breaker.release()
+            raise
+        self._health(model, None)
+        data: Any = None
+        if validate and json_schema is not None:
+            try:
+                data = parse_structured(reply.text, json_schema)
+            except InvalidStructuredOutput as exc:
+                await self._log_success(reply, task, reason, ok=False, error=_error_text(exc))
+                raise
+        await self._log_success(reply, task, reason)
+        return replace(reply, fallback_reason=reason), data
+
     # ------------------------------------------------------------------ chat
     async def chat(
         self,
@@ -186,19 +215,17 @@ class Router:
         task: str = "conversation",
         json_schema: JsonSchema | None = None,
         local_only: bool = False,
+        fallback_messages: list[ChatMessage] | None = None,
     ) -> Reply:
-        cause: LLMError | None = None
-        reason = CIRCUIT_OPEN
-        if self.breaker.allow():
-            try:
-                reply, _ = await self._attempt(self.local, messages, task, json_schema=json_schema)
-                return reply
-            except FALLBACK_ERRORS as exc:
-                cause, reason = exc, exc.reason
-        remote = await self._check_fallback(reason, cause, local_only)
-        reply, _ = await self._attempt(remote, messages, task, json_schema=json_schema,
-                                       reason=reason)
-        return reply
+        """`fallback_messages`: the prompt the remote model gets instead of `messages`
+        (the caller left out what must never leave the server)."""
+        async def ask(model: ChatModel, reason: str | None = None) -> Reply:
+            prompt = messages if reason is None or fallback_messages is None else fallback_messages
+            reply, _ = await self._attempt(model, prompt, task, json_schema=json_schema,
+                                           reason=reason)
+            return reply
+
+        return await self._local_first(lambda: ask(self.local), ask, local_only=local_only)
 
     async def chat_json(
         self,
@@ -211,93 +238,84 @@ class Router:
     ) -> StructuredReply:
         """A JSON answer validated against `schema`: local (1 + retries attempts, each
         retry told what was wrong), then one remote attempt per the fallback policy."""
-        cause: LLMError | None = None
-        reason = CIRCUIT_OPEN
-        if self.breaker.allow():
+
+        async def ask_local() -> StructuredReply:
             conversation = list(messages)
-            for _ in range(retries + 1):
+            for attempt in range(max(retries, 0) + 1):
                 try:
                     reply, data = await self._attempt(
                         self.local, conversation, task, json_schema=schema, validate=True
                     )
                     return StructuredReply(data=data, reply=reply)
                 except InvalidStructuredOutput as exc:
-                    cause, reason = exc, exc.reason
+                    if attempt >= retries or not self.breaker.allow():
+                        raise
                     conversation = [*conversation, *correction_messages(exc.text, exc)]
-                    if not self.breaker.allow():
-                        break
-                except FALLBACK_ERRORS as exc:
-                    cause, reason = exc, exc.reason
-                    break
-        remote = await self._check_fallback(reason, cause, local_only)
-        reply, data = await self._attempt(remote, list(messages), task, json_schema=schema,
-                                          validate=True, reason=reason)
-        return StructuredReply(data=data, reply=reply)
+            raise AssertionError("unreachable: the last attempt returns or raises")
+
+        async def ask_remote(model: ChatModel, reason: str) -> StructuredReply:
+            reply, data = await self._attempt(model, list(messages), task, json_schema=schema,
+                                              validate=True, reason=reason)
+            return StructuredReply(data=data, reply=reply)
+
+        return await self._local_first(ask_local, ask_remote, local_only=local_only)
 
     # ------------------------------------------------------------------ streaming
     def stream(
-        self, messages: list[ChatMessage], *, task: str = "conversation", local_only: bool = False
+        self, messages: list[ChatMessage], *, task: str = "conversation", local_only: bool = False,
+        fallback_messages: list[ChatMessage] | None = None,
     ) -> ChatStream:
         """Chunks from local; from remote only if local fails before its first chunk.
-        A failure after text was sent raises LLMUnavailable (text is never duplicated)."""
-        return ChatStream(lambda out: self._produce(out, messages, task, local_only))
+        A failure after text was sent raises LLMUnavailable (text is never duplicated).
+        `fallback_messages`: the remote's prompt, as in `chat`."""
+        return ChatStream(lambda out: self._produce(out, messages, task, local_only,
+                                                    fallback_messages or messages))
 
     async def _produce(
-        self, out: ChatStream, messages: list[ChatMessage], task: str, local_only: bool
+        self, out: ChatStream, messages: list[ChatMessage], task: str, local_only: bool,
+        remote_messages: list[ChatMessage],
     ) -> AsyncIterator[str]:
-        cause: LLMError | None = None
-        reason = CIRCUIT_OPEN
-        if self.breaker.allow():
+        async def open_local() -> _OpenStream:
+            """Local's stream up to its first chunk: a failure before it may fall back."""
             start = time.perf_counter()
             inner = self.local.stream(messages, task=task)
             try:
                 first: str | None = await inner.__anext__()
             except StopAsyncIteration:
                 first = None
-            except FALLBACK_ERRORS as exc:
-                cause, reason = exc, exc.reason
-                self._health(self.local, exc)
-                await self._log_failure(self.local, task, start, exc, None)
             except Exception as exc:
-                self._health(self.local, exc)
-                await self._log_failure(self.local, task, start, exc, None)
+                await self._failed(self.local, task, start, exc, None)
                 raise
-            if cause is None:
-                async with aclosing(self._follow(inner, first, task, start, None)) as relay:
-                    async for chunk in relay:
-                        yield chunk
-                assert inner.reply is not None
-                out.finish(inner.reply)
-                return
-        remote = await self._check_fallback(reason, cause, local_only)
-        start = time.perf_counter()
-        inner = remote.stream(messages, task=task)
-        async with aclosing(self._follow(inner, None, task, start, reason)) as relay:
+            return _OpenStream(self.local, inner, first, start, None)
+
+        async def open_remote(model: ChatModel, reason: str) -> _OpenStream:
+            return _OpenStream(model, model.stream(remote_messages, task=task), None,
+                               time.perf_counter(), reason)
+
+        opened = await self._local_first(open_local, open_remote, local_only=local_only)
+        async with aclosing(self._follow(opened, task)) as relay:
             async for chunk in relay:
                 yield chunk
-        assert inner.reply is not None
-        out.finish(replace(inner.reply, fallback_reason=reason))
+        assert opened.inner.reply is not None
+        out.finish(replace(opened.inner.reply, fallback_reason=opened.reason))
 
-    async def _follow(self, inner: ChatStream, first: str | None, task: str, start: float,
-                      reason: str | None) -> AsyncGenerator[str, None]:
+    async def _follow(self, opened: _OpenStream, task: str) -> AsyncGenerator[str, None]:
         """Relay a stream to the end, recording it; a failure once text has gone out
         becomes LLMUnavailable."""
-        model = self.local if reason is None else self.remote
-        assert model is not None
+        model, inner, reason = opened.model, opened.inner, opened.reason
         sent = False
         finished = False
         try:
-            if first is not None:
+            if opened.first is not None:
                 sent = True
-                yield first
+                yield opened.first
             async for chunk in inner:
                 sent = True
                 yield chunk
             finished = True
         except LLMError as exc:
             finished = True
-            self._health(model, exc)
-            await self._log_failure(model, task, start, exc, reason)
+            await self._failed(model, task, opened.start, exc, reason)
             if sent and not isinstance(exc, LLMUnavailable):
                 raise LLMUnavailable(f"the reply stream broke after it started: {exc}") from exc
             raise
@@ -309,3 +327,15 @@ class Router:
             raise LLMUnavailable("stream ended without a final reply")
         self._health(model, None)
         await self._log_success(inner.reply, task, reason)
+
+
+@dataclass(frozen=True)
+class _OpenStream:
+    """A stream that has started: which model, its first chunk (if already read), when it
+    started, and why it is the fallback (None for local)."""
+
+    model: ChatModel
+    inner: ChatStream
+    first: str | None
+    start: float
+    reason: str | None

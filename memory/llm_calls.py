@@ -1,6 +1,9 @@
 """The LLM call log (`appels_llm`): every attempt the router makes is written here, so
 the share of replies answered locally (target ≥ 80 %) and the month's Claude spend (the
-budget cap) can be computed."""
+budget cap) can be computed.
+
+The memory layer knows nothing of the LLM clients: an attempt arrives as plain fields, and
+the composition root maps the router's records onto them (`bot/llm_wiring.py`)."""
 
 from __future__ import annotations
 
@@ -8,16 +11,27 @@ from typing import Any
 
 from sqlalchemy import text
 
-from llm.types import CallRecord
-
 PARIS = "Europe/Paris"
 
 
 class LLMCallsMixin:
     db: Any
 
-    async def record_llm_call(self, record: CallRecord) -> int:
-        """Store one attempt; return its id."""
+    async def record_llm_call(
+        self,
+        *,
+        provider: str,
+        model: str,
+        task: str,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        latency_ms: int = 0,
+        ok: bool = True,
+        error: str | None = None,
+        fallback_reason: str | None = None,
+        cost_eur: float = 0.0,
+    ) -> int:
+        """Store one attempt against one provider ("ollama", "anthropic"); return its id."""
         async with self.db.sessions.begin() as session:
             new_id = (
                 await session.execute(
@@ -26,10 +40,9 @@ class LLMCallsMixin:
                         "jetons_sortie, latence_ms, succes, erreur, raison_repli, cout_eur) "
                         "VALUES (:f, :m, :t, :ji, :jo, :l, :ok, :e, :r, :c) RETURNING id"
                     ),
-                    {"f": record.provider, "m": record.model, "t": record.task,
-                     "ji": record.tokens_in, "jo": record.tokens_out, "l": record.latency_ms,
-                     "ok": record.ok, "e": record.error, "r": record.fallback_reason,
-                     "c": record.cost_eur},
+                    {"f": provider, "m": model, "t": task, "ji": tokens_in, "jo": tokens_out,
+                     "l": latency_ms, "ok": ok, "e": error, "r": fallback_reason,
+                     "c": cost_eur},
                 )
             ).scalar_one()
         return int(new_id)

@@ -20,7 +20,7 @@ from bot.context import (
     prefix_share,
 )
 from bot.persona import load_persona
-from bot.tokens import estimate_messages, estimate_text
+from llm.tokens import estimate_messages, estimate_text
 from tests.bot._records import (
     CONSIGNES,
     DUPONT,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.inbound import Attachment, Inbound, Outbound
-from bot.tokens import (
+from llm.tokens import (
     MESSAGE_OVERHEAD,
     PROMPT_OVERHEAD,
     _char_weight,

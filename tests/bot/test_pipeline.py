@@ -17,7 +17,7 @@ from bot.channel import AcceptFn, Delivery, SendError
 from bot.config import Settings
 from bot.context import prefix_share
 from bot.inbound import Inbound
-from bot.tokens import estimate_messages
+from llm.tokens import estimate_messages
 from memory.database import Database
 from tests.conftest import empty_tables
 from tests.fakes.anthropic_server import TEST_API_KEY, FakeAnthropic
@@ -302,10 +302,9 @@ async def test_never_cloud_waits_with_one_notice_then_answers(
 async def test_budget_spent_alerts_ludo_once_and_messages_wait(
     axi: Axi, ollama_server: FakeOllama, anthropic_server: FakeAnthropic
 ) -> None:
-    from llm.types import CallRecord
-    await axi.store.record_llm_call(CallRecord(
+    await axi.store.record_llm_call(
         provider="anthropic", model="claude-sonnet-4-6", task="conversation",
-        cost_eur=axi.settings.claude_monthly_budget_eur + 0.5))
+        cost_eur=axi.settings.claude_monthly_budget_eur + 0.5)
     ollama_server.stop()
     # a one-shot process (`axi ask`) does not spend the month's alert
     probe = await axi.pipeline.accept(telegram("3003", "Premier essai"))

@@ -1,15 +1,18 @@
-"""Fixtures for the llm tests: the loopback Ollama and Anthropic servers, settings
-pointing at them, the real clients, a call recorder and an injectable clock."""
+"""Fixtures for the llm tests: the loopback Ollama and Anthropic servers, the llm layer's
+own config objects pointing at them, the real clients, a call recorder and an injectable
+clock."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from bot.config import DEFAULT_FALLBACK_MODEL, DEFAULT_LOCAL_MODEL, Settings
+from bot.config import DEFAULT_FALLBACK_MODEL, DEFAULT_LOCAL_MODEL
 from llm.anthropic_chat import AnthropicChat
+from llm.config import AnthropicConfig, OllamaConfig
 from llm.ollama_chat import OllamaChat
 from llm.router import Router
 from llm.types import CallRecord
@@ -17,41 +20,51 @@ from tests.fakes.anthropic_server import TEST_API_KEY, FakeAnthropic
 from tests.fakes.ollama_server import FakeOllama
 
 NUM_CTX = 4096
+EXTRACTION_MODEL = "qwen2.5:3b-instruct"
 
 
-def make_settings(ollama: FakeOllama, anthropic: FakeAnthropic, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "OLLAMA_HOST": ollama.url,
-        "AXI_LOCAL_MODEL": DEFAULT_LOCAL_MODEL,
-        "AXI_LOCAL_EXTRACTION_MODEL": "qwen2.5:3b-instruct",
-        "AXI_LOCAL_SUMMARY_MODEL": "",
-        "AXI_LOCAL_NUM_CTX": NUM_CTX,
-        "AXI_LOCAL_KEEP_ALIVE": "45m",
-        "AXI_LOCAL_TIMEOUT": 2.0,
-        "ANTHROPIC_API_KEY": TEST_API_KEY,
-        "ANTHROPIC_BASE_URL": anthropic.url,
-        "AXI_FALLBACK_MODEL": DEFAULT_FALLBACK_MODEL,
-        "AXI_FALLBACK_TIMEOUT": 5.0,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+def local_config(ollama: FakeOllama, **overrides: Any) -> OllamaConfig:
+    config = OllamaConfig(
+        host=ollama.url,
+        model=DEFAULT_LOCAL_MODEL,
+        extraction_model=EXTRACTION_MODEL,
+        num_ctx=NUM_CTX,
+        keep_alive="45m",
+        timeout_s=2.0,
+    )
+    return replace(config, **overrides)
+
+
+def remote_config(anthropic: FakeAnthropic, **overrides: Any) -> AnthropicConfig:
+    config = AnthropicConfig(
+        api_key=TEST_API_KEY,
+        base_url=anthropic.url,
+        model=DEFAULT_FALLBACK_MODEL,
+        timeout_s=5.0,
+    )
+    return replace(config, **overrides)
 
 
 @pytest.fixture
-def settings(ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> Settings:
-    ollama_server.models.append("qwen2.5:3b-instruct")
-    return make_settings(ollama_server, anthropic_server)
+def local_cfg(ollama_server: FakeOllama) -> OllamaConfig:
+    ollama_server.models.append(EXTRACTION_MODEL)
+    return local_config(ollama_server)
 
 
 @pytest.fixture
-async def local(settings: Settings) -> AsyncIterator[OllamaChat]:
-    async with OllamaChat(settings) as chat:
+def remote_cfg(anthropic_server: FakeAnthropic) -> AnthropicConfig:
+    return remote_config(anthropic_server)
+
+
+@pytest.fixture
+async def local(local_cfg: OllamaConfig) -> AsyncIterator[OllamaChat]:
+    async with OllamaChat(local_cfg) as chat:
         yield chat
 
 
 @pytest.fixture
-async def remote(settings: Settings) -> AsyncIterator[AnthropicChat]:
-    async with AnthropicChat(settings) as chat:
+async def remote(remote_cfg: AnthropicConfig) -> AsyncIterator[AnthropicChat]:
+    async with AnthropicChat(remote_cfg) as chat:
         yield chat
 
 

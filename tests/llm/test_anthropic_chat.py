@@ -7,12 +7,12 @@ import pytest
 
 from bot.config import DEFAULT_FALLBACK_MODEL
 from llm.anthropic_chat import AnthropicChat, to_anthropic
+from llm.config import AnthropicConfig
 from llm.errors import AuthError, LLMTimeout, LLMUnavailable, Overloaded, RateLimited
 from llm.types import ChatMessage
 from tests.fakes.anthropic_server import TEST_API_KEY, FakeAnthropic
 from tests.fakes.loopback import closed_port
-from tests.fakes.ollama_server import FakeOllama
-from tests.llm.conftest import make_settings
+from tests.llm.conftest import remote_config
 
 CONVO = [
     ChatMessage("system", "Tu es Axi."),
@@ -98,11 +98,8 @@ async def test_rate_limit_carries_retry_after(remote: AnthropicChat, anthropic_s
     assert info.value.retry_after_s == 30
 
 
-async def test_wrong_key_is_auth_error(
-    ollama_server: FakeOllama, anthropic_server: FakeAnthropic
-):
-    settings = make_settings(ollama_server, anthropic_server, ANTHROPIC_API_KEY="sk-wrong")
-    async with AnthropicChat(settings) as remote:
+async def test_wrong_key_is_auth_error(anthropic_server: FakeAnthropic):
+    async with AnthropicChat(remote_config(anthropic_server, api_key="sk-wrong")) as remote:
         with pytest.raises(AuthError, match="ANTHROPIC_API_KEY"):
             await remote.chat(CONVO)
 
@@ -117,30 +114,24 @@ async def test_error_event_mid_stream(remote: AnthropicChat, anthropic_server: F
     assert received == ["un"]
 
 
-async def test_connection_refused_is_unavailable(
-    ollama_server: FakeOllama, anthropic_server: FakeAnthropic
-):
-    settings = make_settings(ollama_server, anthropic_server,
-                             ANTHROPIC_BASE_URL=f"http://127.0.0.1:{closed_port()}")
-    async with AnthropicChat(settings) as remote:
+async def test_connection_refused_is_unavailable(anthropic_server: FakeAnthropic):
+    config = remote_config(anthropic_server, base_url=f"http://127.0.0.1:{closed_port()}")
+    async with AnthropicChat(config) as remote:
         with pytest.raises(LLMUnavailable):
             await remote.chat(CONVO)
         with pytest.raises(LLMUnavailable):
             await remote.stream(CONVO).collect()
 
 
-async def test_slow_api_times_out(ollama_server: FakeOllama, anthropic_server: FakeAnthropic):
-    settings = make_settings(ollama_server, anthropic_server, AXI_FALLBACK_TIMEOUT=0.3)
+async def test_slow_api_times_out(anthropic_server: FakeAnthropic):
     anthropic_server.delay_s = 1.5
-    async with AnthropicChat(settings) as remote:
+    async with AnthropicChat(remote_config(anthropic_server, timeout_s=0.3)) as remote:
         with pytest.raises(LLMTimeout):
             await remote.chat(CONVO)
 
 
-async def test_no_key_means_no_remote(ollama_server: FakeOllama, anthropic_server: FakeAnthropic):
-    settings = make_settings(ollama_server, anthropic_server, ANTHROPIC_API_KEY=None)
-    assert AnthropicChat.from_settings(settings) is None
-    with_key = make_settings(ollama_server, anthropic_server)
-    remote = AnthropicChat.from_settings(with_key)
-    assert remote is not None
-    await remote.aclose()
+def test_config_needs_a_key_and_never_shows_it():
+    with pytest.raises(ValueError, match="API key"):
+        AnthropicConfig(api_key="", model=DEFAULT_FALLBACK_MODEL)
+    config = AnthropicConfig(api_key=TEST_API_KEY, model=DEFAULT_FALLBACK_MODEL)
+    assert TEST_API_KEY not in repr(config) and TEST_API_KEY not in str(config)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
+from bot.llm_wiring import call_recorder
 from llm.anthropic_chat import AnthropicChat
 from llm.errors import BudgetExceeded
 from llm.ollama_chat import OllamaChat
 from llm.router import Router, monthly_budget
-from llm.types import CallRecord, ChatMessage
+from llm.types import ChatMessage
 from memory.store import MemoryStore
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.ollama_server import FakeOllama
@@ -21,7 +22,7 @@ HELLO = [ChatMessage("user", "Bonjour !")]
 async def test_router_attempts_are_written(
     store: MemoryStore, local: OllamaChat, remote: AnthropicChat, ollama_server: FakeOllama
 ):
-    router = Router(local, remote, record=store.record_llm_call)
+    router = Router(local, remote, record=call_recorder(store))
     for _ in range(4):
         await router.chat(HELLO)
     ollama_server.fail_status = 500
@@ -53,10 +54,10 @@ async def test_router_attempts_are_written(
 async def test_usage_window_and_empty_log(store: MemoryStore):
     empty = await store.llm_usage(30)
     assert empty["calls"] == 0 and empty["local_share"] is None and empty["spend_eur"] == 0
-    await store.record_llm_call(CallRecord(provider="anthropic", model="claude-sonnet-4-5",
-                                           task="conversation", ok=True, cost_eur=1.5))
-    old = await store.record_llm_call(CallRecord(provider="ollama", model="m",
-                                                 task="conversation"))
+    await store.record_llm_call(provider="anthropic", model="claude-sonnet-4-5",
+                                task="conversation", ok=True, cost_eur=1.5)
+    old = await store.record_llm_call(provider="ollama", model="m",
+                                      task="conversation")
     async with store.db.sessions.begin() as session:
         await session.execute(text(
             "UPDATE appels_llm SET cree_le = now() - interval '10 days' WHERE id = :id"),
@@ -67,14 +68,14 @@ async def test_usage_window_and_empty_log(store: MemoryStore):
 
 
 async def test_claude_spend_this_month_in_paris_time(store: MemoryStore):
-    await store.record_llm_call(CallRecord(provider="anthropic", model="claude-sonnet-4-5",
-                                           task="conversation", cost_eur=2.25))
-    await store.record_llm_call(CallRecord(provider="anthropic", model="claude-sonnet-4-5",
-                                           task="conversation", cost_eur=0.75))
-    last_month = await store.record_llm_call(CallRecord(
-        provider="anthropic", model="claude-sonnet-4-5", task="conversation", cost_eur=100))
-    await store.record_llm_call(CallRecord(provider="ollama", model="m", task="conversation",
-                                           cost_eur=9))
+    await store.record_llm_call(provider="anthropic", model="claude-sonnet-4-5",
+                                task="conversation", cost_eur=2.25)
+    await store.record_llm_call(provider="anthropic", model="claude-sonnet-4-5",
+                                task="conversation", cost_eur=0.75)
+    last_month = await store.record_llm_call(
+        provider="anthropic", model="claude-sonnet-4-5", task="conversation", cost_eur=100)
+    await store.record_llm_call(provider="ollama", model="m", task="conversation",
+                                cost_eur=9)
     async with store.db.sessions.begin() as session:
         # One second before midnight on the 1st of this month, Paris time: last month.
         await session.execute(text(
@@ -88,12 +89,12 @@ async def test_budget_from_the_log_stops_fallbacks(
     store: MemoryStore, local: OllamaChat, remote: AnthropicChat,
     ollama_server: FakeOllama, anthropic_server: FakeAnthropic,
 ):
-    router = Router(local, remote, record=store.record_llm_call,
+    router = Router(local, remote, record=call_recorder(store),
                     budget_ok=monthly_budget(store.claude_spend_this_month, 5.0))
     ollama_server.stop()
     assert (await router.chat(HELLO)).provider == "anthropic"
-    await store.record_llm_call(CallRecord(provider="anthropic", model="claude-sonnet-4-5",
-                                           task="conversation", cost_eur=5.0))
+    await store.record_llm_call(provider="anthropic", model="claude-sonnet-4-5",
+                                task="conversation", cost_eur=5.0)
     with pytest.raises(BudgetExceeded):
         await router.chat(HELLO)
     assert len(anthropic_server.requests) == 1

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config import Settings
-from llm.embeddings import Embedder, OllamaEmbedder, make_embedder
+from llm.config import EmbedConfig
+from llm.embeddings import Embedder, OllamaEmbedder
 from llm.errors import LLMUnavailable, ModelNotFound
 from tests.fakes.ollama_server import FakeOllama
 
 
-def _settings(ollama: FakeOllama, **overrides) -> Settings:
-    values = {"OLLAMA_HOST": ollama.url, "AXI_LOCAL_TIMEOUT": 2.0, **overrides}
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+def _config(ollama: FakeOllama, model: str) -> EmbedConfig:
+    return EmbedConfig(host=ollama.url, model=model, timeout_s=2.0, keep_alive="45m")
 
 
 async def test_embed_batches_and_dimension(ollama_server: FakeOllama) -> None:
-    settings = _settings(ollama_server, AXI_EMBED_MODEL="nomic-embed-text:latest")
-    async with OllamaEmbedder(settings) as embedder:
+    async with OllamaEmbedder(_config(ollama_server, "nomic-embed-text:latest")) as embedder:
         assert isinstance(embedder, Embedder)
         assert embedder.dim is None
         texts = [f"souvenir numéro {i}" for i in range(70)]  # more than one batch
@@ -28,22 +26,16 @@ async def test_embed_batches_and_dimension(ollama_server: FakeOllama) -> None:
     bodies = [r.body for r in ollama_server.requests if r.path == "/api/embed"]
     assert [len(b["input"]) for b in bodies] == [64, 6]
     assert {b["model"] for b in bodies} == {"nomic-embed-text:latest"}
-    assert bodies[0]["keep_alive"] == settings.local_keep_alive
+    assert bodies[0]["keep_alive"] == "45m"
 
 
-async def test_off_by_default_and_chosen_model(ollama_server: FakeOllama) -> None:
-    assert _settings(ollama_server).embed_model is None
-    assert make_embedder(_settings(ollama_server)) is None
-    embedder = make_embedder(_settings(ollama_server, AXI_EMBED_MODEL="nomic-embed-text"))
-    assert embedder is not None and embedder.model == "nomic-embed-text"
-    await embedder.aclose()
-    assert make_embedder(_settings(ollama_server, AXI_EMBED_MODEL="off")) is None
-    assert make_embedder(_settings(ollama_server, AXI_EMBED_MODEL="")) is None
+def test_a_model_is_required() -> None:
+    with pytest.raises(ValueError, match="AXI_EMBED_MODEL"):
+        OllamaEmbedder(EmbedConfig(model=""))
 
 
 async def test_errors_are_translated(ollama_server: FakeOllama) -> None:
-    settings = _settings(ollama_server, AXI_EMBED_MODEL="absent-model")
-    async with OllamaEmbedder(settings) as embedder:
+    async with OllamaEmbedder(_config(ollama_server, "absent-model")) as embedder:
         with pytest.raises(ModelNotFound):
             await embedder.embed(["x"])
         ollama_server.models.append("absent-model")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import ollama
 import pytest
 
-from bot.config import DEFAULT_LOCAL_MODEL, Settings
+from bot.config import DEFAULT_LOCAL_MODEL
+from llm.config import OllamaConfig
 from llm.errors import LLMTimeout, LLMUnavailable, ModelNotFound, PromptTooLarge
 from llm.ollama_chat import OllamaChat
 from llm.types import ChatMessage
-from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.loopback import closed_port
 from tests.fakes.ollama_server import FakeOllama
-from tests.llm.conftest import NUM_CTX, make_settings
+from tests.llm.conftest import EXTRACTION_MODEL, NUM_CTX, local_config
 
 HELLO = [ChatMessage("system", "Tu es Axi."), ChatMessage("user", "Bonjour !")]
 
@@ -143,22 +143,18 @@ async def test_server_error_is_unavailable(local: OllamaChat, ollama_server: Fak
         await local.stream(HELLO).collect()
 
 
-async def test_slow_server_times_out(ollama_server: FakeOllama, anthropic_server: FakeAnthropic):
-    settings = make_settings(ollama_server, anthropic_server, AXI_LOCAL_TIMEOUT=0.3)
+async def test_slow_server_times_out(ollama_server: FakeOllama):
     ollama_server.delay_s = 1.5
-    async with OllamaChat(settings) as local:
+    async with OllamaChat(local_config(ollama_server, timeout_s=0.3)) as local:
         with pytest.raises(LLMTimeout):
             await local.chat(HELLO)
         with pytest.raises(LLMTimeout):
             await local.stream(HELLO).collect()
 
 
-async def test_connection_refused_is_unavailable(
-    ollama_server: FakeOllama, anthropic_server: FakeAnthropic
-):
-    settings = make_settings(ollama_server, anthropic_server,
-                             OLLAMA_HOST=f"http://127.0.0.1:{closed_port()}")
-    async with OllamaChat(settings) as local:
+async def test_connection_refused_is_unavailable(ollama_server: FakeOllama):
+    config = local_config(ollama_server, host=f"http://127.0.0.1:{closed_port()}")
+    async with OllamaChat(config) as local:
         with pytest.raises(LLMUnavailable, match="cannot reach Ollama"):
             await local.chat(HELLO)
         with pytest.raises(LLMUnavailable, match="cannot reach Ollama"):
@@ -202,8 +198,11 @@ async def test_error_line_mid_stream_is_unavailable(
     assert stream.reply is None
 
 
-async def test_settings_model_for_is_used(ollama_server: FakeOllama, settings: Settings):
-    assert OllamaChat(settings).model_for("extraction") == "qwen2.5:3b-instruct"
+async def test_config_model_for_is_used(local_cfg: OllamaConfig):
+    local = OllamaChat(local_cfg)
+    assert local.model_for("extraction") == EXTRACTION_MODEL
+    assert local.model_for("summary") == local.model_for("conversation") == DEFAULT_LOCAL_MODEL
+    await local.aclose()
 
 
 async def test_fake_server_speaks_the_other_endpoints(ollama_server: FakeOllama):

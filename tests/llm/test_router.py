@@ -19,7 +19,7 @@ from llm.router import Router
 from llm.types import ChatMessage
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.ollama_server import FakeOllama
-from tests.llm.conftest import NUM_CTX, Clock, Recorder, make_settings
+from tests.llm.conftest import NUM_CTX, Clock, Recorder, local_config, remote_config
 
 HELLO = [ChatMessage("system", "Tu es Axi."), ChatMessage("user", "Bonjour !")]
 HUGE = [ChatMessage("user", "mot " * (NUM_CTX * 2))]
@@ -66,9 +66,9 @@ async def test_falls_back_to_remote(
     ollama_server: FakeOllama, anthropic_server: FakeAnthropic, recorder: Recorder,
     clock: Clock, break_local, reason: str,
 ):
-    settings = make_settings(ollama_server, anthropic_server, AXI_LOCAL_TIMEOUT=0.3)
     break_local(ollama_server)
-    async with OllamaChat(settings) as local, AnthropicChat(settings) as remote:
+    async with (OllamaChat(local_config(ollama_server, timeout_s=0.3)) as local,
+                AnthropicChat(remote_config(anthropic_server)) as remote):
         router = Router(local, remote, record=recorder, clock=clock)
         reply = await router.chat(HELLO)
     assert reply.provider == "anthropic"

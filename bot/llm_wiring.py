@@ -1,0 +1,74 @@
+"""From Axi's settings to the LLM layer's own config objects, and from the router's call
+records to the memory's call log: the only place where `Settings` meets `llm/`.
+
+`llm/` and `memory/` sit below the core and know nothing of each other or of
+`bot.config`; the composition root (`bot/app.py`) builds the clients with these values
+and hands the router `call_recorder(store)` as its `record=` callback.
+"""
+
+from __future__ import annotations
+
+from bot.config import Settings
+from llm.config import AnthropicConfig, EmbedConfig, OllamaConfig
+from llm.router import RecordFn
+from llm.types import CallRecord
+from memory.store import MemoryStore
+
+
+def ollama_config(settings: Settings) -> OllamaConfig:
+    """The local chat model (OLLAMA_HOST, AXI_LOCAL_*)."""
+    return OllamaConfig(
+        host=settings.ollama_host,
+        model=settings.local_model,
+        extraction_model=settings.local_extraction_model,
+        summary_model=settings.local_summary_model,
+        num_ctx=settings.local_num_ctx,
+        timeout_s=settings.local_timeout_s,
+        keep_alive=settings.local_keep_alive,
+    )
+
+
+def anthropic_config(settings: Settings) -> AnthropicConfig | None:
+    """The Claude fallback (ANTHROPIC_*, AXI_FALLBACK_*), or None when no API key is set."""
+    key = settings.anthropic_api_key
+    if key is None or not key.get_secret_value():
+        return None
+    return AnthropicConfig(
+        api_key=key.get_secret_value(),
+        base_url=settings.anthropic_base_url,
+        model=settings.fallback_model,
+        timeout_s=settings.fallback_timeout_s,
+    )
+
+
+def embed_config(settings: Settings) -> EmbedConfig | None:
+    """The embedding model on the local Ollama server, or None when AXI_EMBED_MODEL
+    turns embeddings off (the default)."""
+    if not settings.embed_model:
+        return None
+    return EmbedConfig(
+        host=settings.ollama_host,
+        model=settings.embed_model,
+        timeout_s=settings.local_timeout_s,
+        keep_alive=settings.local_keep_alive,
+    )
+
+
+def call_recorder(store: MemoryStore) -> RecordFn:
+    """The router's `record=` callback: each attempt written to the `appels_llm` log."""
+
+    async def record(call: CallRecord) -> int:
+        return await store.record_llm_call(
+            provider=call.provider,
+            model=call.model,
+            task=call.task,
+            tokens_in=call.tokens_in,
+            tokens_out=call.tokens_out,
+            latency_ms=call.latency_ms,
+            ok=call.ok,
+            error=call.error,
+            fallback_reason=call.fallback_reason,
+            cost_eur=call.cost_eur,
+        )
+
+    return record
