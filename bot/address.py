@@ -33,8 +33,8 @@ from bot.address_verbs import Mood, pl_to_sg, sg_to_pl
 
 Form = Literal["tu", "vous"]
 
-INNER_CIRCLE = frozenset({"créateur", "administrateur", "équipe"})
-TU_RELATIONS = INNER_CIRCLE | {"axis"}
+TU_RELATIONS = frozenset({"créateur", "administrateur", "équipe", "axis"})
+"""Tutoyés by default: the inner circle (bot/policy.py, who sees what) and Axis."""
 
 
 def form_for(relation: str | None, comment_interagir: str | None = None) -> Form:

@@ -65,8 +65,7 @@ def ask(
                 return 0
             with contextlib.suppress(TimeoutError):  # facts after the reply, bounded
                 async with asyncio.timeout(120):
-                    while await axi.extractor.extract_one():
-                        pass
+                    await axi.extractor.extract_one(message_id=message_id)
             return 0
 
     code = run(main())

@@ -17,6 +17,7 @@ from bot.cli_support import (
     run_with_store,
     short,
 )
+from memory.consignes import Audience
 from memory.records import PersonRecord
 from memory.store import MemoryStore
 
@@ -239,17 +240,19 @@ def facts_list(
 ) -> None:
     """List current facts (or their whole history)."""
     if subject:
-        facts = run_with_store(lambda s: s.facts_about(subject, include_history=history))
+        facts = run_with_store(lambda s: s.facts_about(subject, include_history=history,
+                                                       include_claims=True))
     else:
         facts = run_with_store(lambda s: s.list_facts(include_history=history))
     if json_out:
         print_json([f.to_json() for f in facts])
         return
     print_table(
-        None, ["id", "subject", "predicate", "object", "conf.", "since", "until"],
+        None, ["id", "subject", "predicate", "object", "conf.", "since", "until", "claimed by"],
         [(f.id, f.sujet, f.predicat, short(f.objet, 50), f"{f.confiance:.2f}",
           f.valide_depuis.strftime("%Y-%m-%d"),
-          f.valide_jusqu_a.strftime("%Y-%m-%d") if f.valide_jusqu_a else "") for f in facts],
+          f.valide_jusqu_a.strftime("%Y-%m-%d") if f.valide_jusqu_a else "",
+          short(f.selon, 40) if f.selon else "") for f in facts],
     )
 
 
@@ -297,19 +300,35 @@ def consignes_list(
     if json_out:
         print_json([c.to_json() for c in items])
         return
-    print_table(None, ["id", "active", "consigne"],
-                [(c.id, "yes" if c.active else "no", c.texte) for c in items])
+    print_table(None, ["id", "active", "for", "consigne"],
+                [(c.id, "yes" if c.active else "no", _AUDIENCE_NAMES[c.audience], c.texte)
+                 for c in items])
+
+
+_AUDIENCES: dict[str, Audience] = {"inner": "interne", "all": "tous"}
+_AUDIENCE_NAMES = {"interne": "inner", "tous": "all"}
 
 
 @consignes_app.command("add")
-def consignes_add(text: str, json_out: JsonOpt = False) -> None:
+def consignes_add(
+    text: str,
+    for_: Annotated[str, typer.Option(
+        "--for", help="Whose prompts hold it: inner (créateur, administrateur, équipe; the "
+                      "default) or all (clients and strangers too).")] = "inner",
+    json_out: JsonOpt = False,
+) -> None:
     """Add a standing instruction (in French, as Axi will read it)."""
+    audience = _AUDIENCES.get(for_.strip().lower())
+    if audience is None:
+        raise typer.BadParameter(f"{for_!r}: use inner or all", param_hint="--for")
     content = read_text_argument(text)
-    c = run_with_store(lambda s: s.add_consigne(content, source="console"))
+    c = run_with_store(lambda s: s.add_consigne(content, source="console",
+                                                audience=audience))
     if json_out:
         print_json(c.to_json())
     else:
-        out.print(f"Consigne #{c.id} added.")
+        who = "everyone" if audience == "tous" else "the inner circle"
+        out.print(f"Consigne #{c.id} added (for {who}).")
 
 
 @consignes_app.command("remove")

@@ -31,9 +31,12 @@ then the facts about the person (lowest confidence first). The persona, the cons
 date and the new message are never cut; if they alone do not fit, `PromptTooLarge` is
 raised (the router can then fall back to a larger context).
 
-Privacy is enforced here too, as a second line after retrieval: only the inner circle
-(créateur, administrateur, équipe) sees private items; anyone else sees what is public or
-linked to them, and an unknown stranger gets no facts about anyone.
+Privacy is enforced here too, as a second line after retrieval, by bot/policy.py's rules:
+only the inner circle (créateur, administrateur, équipe) sees private items; a client sees
+public souvenirs only (never a private note linked to them), public facts and their own
+statements about themselves; an unknown stranger gets no facts about anyone. Claims
+(`FactRecord.selon`) are never shown as truth: never among what Axi knows of the person,
+and, for the inner circle only, as "selon …, non vérifié".
 
 Ollama's template for Mistral 7B instruct puts the system message inside the LAST
 ``[INST]`` block, which defeats the cache for the system part; ``system_mode="first_user"``
@@ -48,8 +51,9 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from bot.address import INNER_CIRCLE, Form, form_for
+from bot.address import Form, form_for
 from bot.persona import load_persona
+from bot.policy import sees_consigne, sees_fact, sees_private, sees_souvenir
 from llm.tokens import PROMPT_OVERHEAD, estimate_message, estimate_messages, estimate_text
 from memory.records import ConsigneRecord, FactRecord, PersonRecord, Recalled
 
@@ -146,19 +150,6 @@ class BuiltPrompt:
         return len(self.messages) - 1
 
 
-# --- privacy ---------------------------------------------------------------------------
-
-def sees_private(person: PersonRecord | None) -> bool:
-    return person is not None and not person.bloque and person.relation in INNER_CIRCLE
-
-
-def visible(person: PersonRecord | None, *, relation_id: int | None, public: bool) -> bool:
-    """May this interlocutor see an item linked to `relation_id`?"""
-    if public or sees_private(person):
-        return True
-    return person is not None and relation_id is not None and relation_id == person.id
-
-
 # --- rendering -------------------------------------------------------------------------
 
 def french_datetime(now: datetime, timezone: str = "Europe/Paris") -> str:
@@ -180,6 +171,9 @@ def _data_text(text: str, limit: int) -> tuple[str, bool]:
 
 def _fact_line(fact: FactRecord, limit: int) -> tuple[str, bool]:
     text, cut = _data_text(f"{fact.sujet} : {fact.predicat} {fact.objet}", limit)
+    if fact.claim:  # never as truth: whose word it is, and that nobody checked it
+        who, _ = _data_text(fact.selon or "", 120)
+        return f"- selon {who}, non vérifié : {text}", cut
     if fact.confiance < 0.6:
         text += " (incertain)"
     return f"- {text}", cut
@@ -191,7 +185,9 @@ def _souvenir_line(item: Recalled, timezone: str, limit: int) -> tuple[str, bool
     text, cut = _data_text(body, limit)
     stamp = s.timestamp.astimezone(ZoneInfo(timezone)).strftime("%d/%m/%Y") if s.timestamp.tzinfo \
         else s.timestamp.strftime("%d/%m/%Y")
-    origin = ", ".join(p for p in (s.type, s.source) if p)
+    author = s.metadata.get("auteur")  # whose words: a turn is a person's, not a fact
+    said = f"dit par {_data_text(str(author), 80)[0]}" if author else None
+    origin = ", ".join(p for p in (s.type, s.source, said) if p)
     return f"- {stamp} ({origin}) : {text}" if origin else f"- {stamp} : {text}", cut
 
 
@@ -216,7 +212,8 @@ def render_system(persona: str, consignes: Sequence[ConsigneRecord], person: Per
                   channel: str | None, form: Form, facts: Sequence[FactRecord],
                   limit: int = 600) -> str:
     parts = [persona.strip()]
-    active = [c for c in sorted(consignes, key=lambda c: c.id) if c.active and c.texte.strip()]
+    active = [c for c in sorted(consignes, key=lambda c: c.id) if c.active and c.texte.strip()
+              and sees_consigne(person, c)]
     if active:
         parts.append("Consignes permanentes :\n"
                      + "\n".join(f"- {' '.join(c.texte.split())}" for c in active))
@@ -327,7 +324,7 @@ def build_prompt(inputs: ContextInputs) -> BuiltPrompt:
         for f in sorted(inputs.person_facts, key=lambda f: f.id):
             if not f.current:
                 continue
-            if visible(person, relation_id=f.relation_id, public=f.public):
+            if not f.claim and sees_fact(person, f):  # what Axi knows: never a claim
                 person_facts.append(f)
             else:
                 hidden += 1
@@ -335,7 +332,7 @@ def build_prompt(inputs: ContextInputs) -> BuiltPrompt:
     facts: list[tuple[int, str]] = []
     truncated = 0
     for r in inputs.recalled:
-        if not visible(person, relation_id=r.souvenir.relation_id, public=r.souvenir.public):
+        if not sees_souvenir(person, r.souvenir):
             hidden += 1
             continue
         line, cut = _souvenir_line(r, inputs.timezone, limit)
@@ -345,7 +342,7 @@ def build_prompt(inputs: ContextInputs) -> BuiltPrompt:
     for f in inputs.relevant_facts:
         if f.id in seen_facts or not f.current:
             continue
-        if not visible(person, relation_id=f.relation_id, public=f.public):
+        if not sees_fact(person, f):
             hidden += 1
             continue
         line, cut = _fact_line(f, limit)

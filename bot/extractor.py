@@ -5,6 +5,18 @@ this loop claims them one at a time, asks the router for JSON validated against
 `EXTRACTION_SCHEMA` (the extraction model; retries then fallback per policy, but never
 off the server for a local-only person), adds the facts with supersession and their
 source souvenir, and honours "oublie que …" for the people allowed to ask it.
+
+Who may assert what (bot/policy.py): only a conversation turn that a known person sent
+from a verified address (or the local console) speaks for that person. Their statements
+about themselves, and the inner circle's about anyone, become facts; everything else — a
+client about someone else, an unverified stranger, a forwarded message (metadata
+`transfere`), any souvenir that is not such a turn (an email body, a web page, an import)
+— is stored only as a claim attributed to its speaker ("selon Mme Durand (client)").
+
+A failed item is retried later (bot/backoff.py's EXTRACTION), not at once. An
+item goes to Claude at most once: after a failure in which the router fell back, or one
+that was the model's own (invalid JSON or schema from a model that answered), its
+retries stay on the local model, then it is given up.
 """
 
 from __future__ import annotations
@@ -12,17 +24,68 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
+from typing import Any
 
+from bot.backoff import EXTRACTION
 from bot.facts_extraction import EXTRACTION_SCHEMA, extraction_prompt, parse
-from bot.policy import OPERATOR, may_change_memory
+from bot.policy import (
+    OPERATOR,
+    TRUSTED_CHANNELS,
+    asserts_fact,
+    attribution,
+    may_change_memory,
+    same_person,
+)
 from bot.policy import interlocutor as make_interlocutor
-from llm.errors import LLMError
+from llm.errors import BudgetExceeded, InvalidStructuredOutput, LLMError, LocalOnlyUnavailable
 from llm.router import Router
 from memory.extraction_queue import MAX_EXTRACTION_ATTEMPTS
-from memory.records import PersonRecord
+from memory.records import PersonRecord, SouvenirRecord
 from memory.store import MemoryStore
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """Who said a souvenir, as far as Axi can tell."""
+
+    person: PersonRecord | None  # who sent it, from a verified address (or the console)
+    own_words: bool  # their own turn: not forwarded, not a document or a page
+    name: str  # as the extraction prompt calls them
+    channel: str | None
+
+    @property
+    def verified(self) -> bool:
+        """Their word counts as theirs: a known person's own turn."""
+        return self.person is not None and self.own_words
+
+    @property
+    def attribution(self) -> str:
+        return attribution(self.person, self.name, self.channel, own_words=self.own_words)
+
+
+def model_fault(exc: BaseException) -> bool:
+    """The model answered, but not JSON matching the schema (at the end of the chain of
+    causes: the router may have turned it into 'no fallback allowed')."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, InvalidStructuredOutput):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def fell_back(exc: BaseException, *, remote: bool, local_only: bool) -> bool:
+    """Whether the failed call went to the fallback model: it is configured, the call was
+    allowed to leave the server, and the error is not the router refusing to fall back
+    (those are raised from the local failure, or say so by their type)."""
+    if not remote or local_only or isinstance(exc, LocalOnlyUnavailable | BudgetExceeded):
+        return False
+    return not isinstance(exc.__cause__, LLMError)
 
 
 class Extractor:
@@ -31,54 +94,100 @@ class Extractor:
         self.router = router
         self.wake = asyncio.Event()
 
-    async def _speaker(self, relation_id: int | None, source: str | None) -> PersonRecord | None:
-        if relation_id:
-            with contextlib.suppress(Exception):
-                return await self.store.get_person(relation_id)
-        return OPERATOR if source == "console" else None
+    async def _speaker(self, souvenir: SouvenirRecord) -> Speaker:
+        """The speaker of a souvenir: a person only for the inbound turn they sent from a
+        verified address; their own words unless it was forwarded."""
+        meta = souvenir.metadata
+        given = str(meta.get("auteur") or "")
+        turn = (souvenir.type == "conversation" and meta.get("sens") == "entrant"
+                and meta.get("message_id") is not None)
+        if not turn:  # an email body, a web page, an import: nobody's own statement
+            return Speaker(None, False, given or "Inconnu", souvenir.source)
+        msg = None
+        with contextlib.suppress(Exception):
+            msg = await self.store.get_message(int(meta["message_id"]))
+        if msg is None or msg.sens != "entrant":
+            return Speaker(None, False, given or "Inconnu", souvenir.source)
+        own = not (meta.get("transfere") or msg.metadata.get("transfere"))
+        person: PersonRecord | None = None
+        if msg.verifie or msg.canal in TRUSTED_CHANNELS:
+            if msg.relation_id:
+                with contextlib.suppress(Exception):
+                    person = await self.store.get_person(msg.relation_id)
+            elif msg.canal in TRUSTED_CHANNELS:
+                person = OPERATOR  # the local terminal, as no one in particular
+        if person is None:
+            return Speaker(None, own, given or "Interlocuteur inconnu", msg.canal)
+        return Speaker(person, own, person.personne, msg.canal)
 
-    async def extract_one(self) -> bool:
-        """Process the next queued souvenir. False when the queue is empty."""
-        async with self.store.claim_for_extraction() as item:
+    async def extract_one(self, *, message_id: int | None = None) -> bool:
+        """Process the next queued souvenir that is due, or only one of inbound message
+        `message_id` (what a one-shot command such as `axi ask` did itself). False when
+        there is none."""
+        async with self.store.claim_for_extraction(message_id=message_id) as item:
             if item is None:
                 return False
             claim, souvenir = item
             meta = souvenir.metadata
             kind = meta.get("intention", "none")
-            person = await self._speaker(souvenir.relation_id, souvenir.source)
-            speaker = meta.get("auteur") or (person.personne if person else "Inconnu")
+            speaker = await self._speaker(souvenir)
             reply = await self.store.replies_text(meta.get("message_id"))
-            prompt = extraction_prompt(speaker=speaker, message=souvenir.contenu, reply=reply,
-                                       kind=kind)
+            prompt = extraction_prompt(speaker=speaker.name, message=souvenir.contenu,
+                                       reply=reply, kind=kind)
+            local_only = bool(meta.get("local_only") or meta.get("extraction_locale"))
             try:
                 result = await self.router.chat_json(
-                    prompt, EXTRACTION_SCHEMA, task="extraction",
-                    local_only=bool(meta.get("local_only")))
+                    prompt, EXTRACTION_SCHEMA, task="extraction", local_only=local_only)
             except LLMError as exc:
-                attempts = int(meta.get("extraction_essais", 0)) + 1
-                state = "echec" if attempts >= MAX_EXTRACTION_ATTEMPTS else "a_faire"
-                log.warning("fact extraction of souvenir #%s failed (%s)", souvenir.id, exc)
-                await self.store.finish_extraction(claim, souvenir.id, state=state,
-                                                   detail={"extraction_erreur": str(exc)[:300]})
+                await self._failed(claim, souvenir, exc, local_only=local_only)
                 return True
             facts, forgets = parse(result.data, kind=kind)
-            who = make_interlocutor(person, channel=souvenir.source or "", address="",
-                                    verified=True)
-            added = forgotten = 0
+            who = make_interlocutor(speaker.person if speaker.verified else None,
+                                    channel=souvenir.source or "", address="", verified=True)
+            added = claimed = forgotten = 0
+            selon = speaker.attribution
             for f in facts:
-                rid = person.id if person and person.id and _about(f.sujet, person) else None
-                await self.store.add_fact(
-                    f.sujet, f.predicat, f.objet, confiance=f.confiance,
-                    source_souvenir_id=souvenir.id, relation_id=rid, multi_valued=f.multiple)
-                added += 1
+                person = speaker.person
+                if asserts_fact(person, f.sujet, verified=speaker.verified):
+                    assert person is not None
+                    own = same_person(f.sujet, person)
+                    await self.store.add_fact(
+                        person.personne if own and person.id else f.sujet, f.predicat, f.objet,
+                        confiance=f.confiance, source_souvenir_id=souvenir.id,
+                        relation_id=person.id if own and person.id else None,
+                        multi_valued=f.multiple)
+                    added += 1
+                else:
+                    await self.store.add_fact(
+                        f.sujet, f.predicat, f.objet, confiance=f.confiance,
+                        source_souvenir_id=souvenir.id, selon=selon, multi_valued=True)
+                    claimed += 1
             if forgets and may_change_memory(who):
                 for g in forgets:
                     forgotten += len(await self.store.forget_facts_matching(
                         g.sujet, g.predicat, g.objet))
             await self.store.finish_extraction(
                 claim, souvenir.id, state="faite",
-                detail={"faits_ajoutes": added, "faits_oublies": forgotten})
+                detail={"faits_ajoutes": added, "dires_ajoutes": claimed,
+                        "faits_oublies": forgotten})
         return True
+
+    async def _failed(self, claim: Any, souvenir: SouvenirRecord, exc: LLMError, *,
+                      local_only: bool) -> None:
+        """Count the attempt; retry after a backoff (on the local model only once the
+        fallback was tried or the model itself was at fault), or give up."""
+        attempts = int(souvenir.metadata.get("extraction_essais", 0)) + 1
+        stay_local = local_only or model_fault(exc) or fell_back(
+            exc, remote=self.router.remote is not None, local_only=local_only)
+        give_up = attempts >= MAX_EXTRACTION_ATTEMPTS
+        log.warning("fact extraction of souvenir #%s failed (attempt %s%s): %s", souvenir.id,
+                    attempts, ", given up" if give_up else "", exc)
+        detail: dict[str, Any] = {"extraction_erreur": f"{type(exc).__name__}: {exc}"[:300]}
+        if stay_local:
+            detail["extraction_locale"] = True
+        await self.store.finish_extraction(
+            claim, souvenir.id, state="echec" if give_up else "a_faire", detail=detail,
+            retry_in_s=None if give_up else EXTRACTION.delay(attempts))
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 2.0) -> None:
         while not stop.is_set():
@@ -94,9 +203,3 @@ class Extractor:
                 for w in waiters:
                     w.cancel()
                 self.wake.clear()
-
-
-def _about(subject: str, person: PersonRecord) -> bool:
-    from memory.text import fold
-
-    return fold(subject).strip() == fold(person.personne).strip()

@@ -1,9 +1,23 @@
-"""Who is Axi talking to, and what may they see? Pure rules, no I/O.
+"""Who is Axi talking to, what may they see, and whose word is a fact? Pure rules, no I/O.
+The one home of "who sees what": recall's filter, the prompt builder and the extractor
+all ask here.
 
 Identity comes only from a verified address (DESIGN "People"): an unverified sender is a
-stranger whatever name they give. Créateur, administrateur and équipe see Axi's whole
-memory and are tutoyés; clients and prospects see only what is public or about them and
-are vouvoyés; strangers see only what is public; blocked people get no answer.
+stranger whatever name they give. Créateur, administrateur and équipe (the inner circle)
+see Axi's whole memory and are tutoyés; blocked people get no answer.
+
+Who sees what: a souvenir reaches anyone outside the inner circle (clients, prospects,
+strangers) only when it is public. "About a person" is not "visible to that person": a
+private note linked to a client (their negotiation) never reaches that client. A fact
+reaches them when it is public, or when it is their own statement about themselves
+(facts carry the relation of the person they were learnt from only then); claims reach
+only the inner circle, always attributed.
+
+Who may assert what: a verified person's statements about themselves, and the inner
+circle's about anyone, are facts. Anything else — a client about someone else, an
+unverified stranger, text from emails, web pages or forwarded messages — is at most a
+claim: attributed ("selon Mme Durand (client)"), low confidence, never superseding a
+fact, never shown as truth.
 """
 
 from __future__ import annotations
@@ -12,8 +26,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.address import Form, form_for
-from bot.context import sees_private
-from memory.records import PersonRecord
+from memory.records import ConsigneRecord, FactRecord, PersonRecord, SouvenirRecord
+from memory.text import fold
+
+INNER_CIRCLE = frozenset({"créateur", "administrateur", "équipe"})
+CLAIM_MAX_CONFIDENCE = 0.3
+"""A claim is never held with more confidence than this (a fact's default is 0.7)."""
+SELF_WORDS = frozenset({"je", "moi", "j'"})
 
 Trust = Literal["private", "own", "public"]
 
@@ -75,6 +94,64 @@ def interlocutor(
     if not verified and channel not in TRUSTED_CHANNELS:
         person = None
     return Interlocutor(person=person, channel=channel, address=address, verified=verified)
+
+
+def sees_private(person: PersonRecord | None) -> bool:
+    """The inner circle (not blocked) sees private memory; nobody else does."""
+    return person is not None and not person.bloque and person.relation in INNER_CIRCLE
+
+
+def sees_souvenir(person: PersonRecord | None, souvenir: SouvenirRecord) -> bool:
+    """Only public souvenirs reach clients and strangers, even those linked to them."""
+    return souvenir.public or sees_private(person)
+
+
+def sees_consigne(person: PersonRecord | None, consigne: ConsigneRecord) -> bool:
+    """A consigne meant for the inner circle ('interne', the default) stays out of
+    clients' and strangers' prompts; one meant for everyone ('tous') reaches them."""
+    return consigne.audience == "tous" or sees_private(person)
+
+
+def sees_fact(person: PersonRecord | None, fact: FactRecord) -> bool:
+    """Claims: the inner circle only. Facts: public ones, and a person's own statements
+    about themselves (`relation_id` is theirs)."""
+    if fact.claim:
+        return sees_private(person)
+    if fact.public or sees_private(person):
+        return True
+    return person is not None and fact.relation_id is not None and fact.relation_id == person.id
+
+
+def same_person(subject: str, person: PersonRecord) -> bool:
+    """Whether a fact's subject names `person` (accent/case-insensitive, or "je")."""
+    folded = " ".join(fold(subject).split())
+    return folded in SELF_WORDS or folded == " ".join(fold(person.personne).split())
+
+
+def asserts_fact(speaker: PersonRecord | None, subject: str, *, verified: bool) -> bool:
+    """Whether `speaker` saying something about `subject` makes it a fact (else a claim):
+    the inner circle about anyone, a verified person about themselves."""
+    if speaker is None or not verified or speaker.bloque:
+        return False
+    return speaker.relation in INNER_CIRCLE or same_person(subject, speaker)
+
+
+def attribution(speaker: PersonRecord | None, name: str | None, channel: str | None, *,
+                own_words: bool = True) -> str:
+    """Who a claim is attributed to, as Ludo reads it: "Mme Durand (client)", "un message
+    transféré par Ludo (créateur)", "Interlocuteur inconnu (non vérifié, web)"; a name
+    nobody verified is only the name someone gave."""
+    where = f", {channel}" if channel else ""
+    if speaker is not None:
+        who = f"{speaker.personne} ({speaker.relation or 'relation inconnue'})"
+        return who if own_words else f"un message transféré par {who}"
+    given = " ".join((name or "").split())[:80]
+    if not own_words:
+        origin = f"un texte reçu ({channel})" if channel else "un texte reçu"
+        return f"{origin}, signé {given}, non vérifié" if given else f"{origin}, non vérifié"
+    if given and given not in {"Interlocuteur inconnu", "Inconnu"}:
+        return f"quelqu'un se présentant comme {given} (non vérifié{where})"
+    return f"Interlocuteur inconnu (non vérifié{where})"
 
 
 def may_change_memory(who: Interlocutor) -> bool:

@@ -151,7 +151,7 @@ class Responder:
                 msg.texte, exclude=who.person.personne if who.person else None, limit=30)
 
         consignes, own, related, (history, offset), recalled = await asyncio.gather(
-            self.store.list_consignes(), person_facts(), related_facts(),
+            self.store.list_consignes(inner_circle=private), person_facts(), related_facts(),
             self.store.conversation_history(msg.conversation, current_id=msg.id,
                                             limit=HISTORY_MESSAGES),
             self._recall_for(msg, who),

@@ -306,7 +306,7 @@ class EmbeddingsMixin:
         sources: Sequence[str] = (),
         since: datetime | None = None,
         until: datetime | None = None,
-        visible_to: int | None = None,
+        visible_to: int | None = None,  # no effect: see private_ok
         private_ok: bool = True,
         language: str = "french",
         candidates: int | None = None,
@@ -332,13 +332,14 @@ class EmbeddingsMixin:
         always exist, related or not). The vector side never fails the recall: if the
         embedding or the vector search fails, the full text answers alone.
         """
+        del visible_to  # as in recall(): only private_ok decides what is visible
         if limit <= 0:
             _discard(query_vector)
             return []
         n = candidates or max(MIN_CANDIDATES, CANDIDATES_PER_RESULT * limit)
         filters: dict[str, Any] = dict(
             relation_id=relation_id, types=tuple(types), sources=tuple(sources),
-            since=since, until=until, visible_to=visible_to, private_ok=private_ok,
+            since=since, until=until, private_ok=private_ok,
         )
         async def nearest() -> list[tuple[SouvenirRecord, float]]:
             try:

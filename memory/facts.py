@@ -4,6 +4,11 @@ A fact is never silently overwritten. Adding a fact whose subject and predicate 
 current fact with another object supersedes the old one: it is kept, its validity ends
 (`valide_jusqu_a`), its confidence is halved and it points to its replacement
 (`remplace_par`). So "what did Axi believe, and since when" stays answerable.
+
+A claim (`selon` = whoever made it) is what someone said who may not assert it as a fact
+(bot/policy.py decides): it is stored attributed, with at most CLAIM_MAX_CONFIDENCE, never
+supersedes a fact and is never superseded by one, is never public, and the readers that
+feed prompts (facts_about, facts_about_people_named_in) leave claims out unless asked.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from memory.text import InvalidText, clean, clean_content, fold
 
 _FACT_COLUMNS = (
     "id, sujet, predicat, objet, confiance, source_souvenir_id, cree_le, maj_le, "
-    "valide_depuis, valide_jusqu_a, remplace_par, relation_id, public"
+    "valide_depuis, valide_jusqu_a, remplace_par, relation_id, public, selon"
 )
 SUPERSEDED_CONFIDENCE_FACTOR = 0.5
+CLAIM_MAX_CONFIDENCE = 0.3
 
 _WORDS_ONLY = re.compile(r"[^0-9a-z]+")  # folded text to words; as in the SQL
 
@@ -33,6 +39,7 @@ def _row_to_fact(row: Any) -> FactRecord:
         source_souvenir_id=row.source_souvenir_id, cree_le=row.cree_le, maj_le=row.maj_le,
         valide_depuis=row.valide_depuis, valide_jusqu_a=row.valide_jusqu_a,
         remplace_par=row.remplace_par, relation_id=row.relation_id, public=row.public,
+        selon=row.selon,
     )
 
 
@@ -54,19 +61,28 @@ class FactsMixin:
         relation_id: int | None = None,
         public: bool = False,
         multi_valued: bool = False,
+        selon: str | None = None,
     ) -> FactChange:
         """Add a fact; confirm it if already known; supersede contradicted ones.
 
         `multi_valued` (e.g. "aime") keeps other objects of the same predicate current.
+        With `selon` (who said it), only a claim is stored: private, its confidence capped
+        at CLAIM_MAX_CONFIDENCE; it confirms the same claim by the same source and
+        supersedes nothing (outcome "claimed"); a current fact saying the same already
+        makes it redundant (outcome "confirmed", nothing changed).
         """
         try:
             sujet = clean_content(sujet, what="subject", limit=200)
             predicat = clean_content(predicat, what="predicate", limit=200)
             objet = clean_content(objet, what="object", limit=10_000)
+            if selon is not None:
+                selon = clean_content(selon, what="attribution", limit=300)
         except InvalidText as exc:
             raise InvalidInput(str(exc)) from None
         if not 0.0 <= confiance <= 1.0:
             raise InvalidInput(f"confidence must be between 0 and 1, not {confiance}")
+        if selon is not None:
+            confiance, public, multi_valued = min(confiance, CLAIM_MAX_CONFIDENCE), False, True
         async with self.db.sessions.begin() as session:
             # one writer per (subject, predicate) at a time
             await session.execute(
@@ -89,6 +105,14 @@ class FactsMixin:
                     {"s": sujet, "p": predicat},
                 )
             ).all()
+            if selon is not None:
+                for row in current:
+                    if _same(row.objet, objet) and row.selon is None:
+                        return FactChange(fact=_row_to_fact(row), outcome="confirmed")
+                # only the same source's own claim is confirmed; facts are left alone
+                current = [r for r in current if r.selon is not None and _same(r.selon, selon)]
+            else:
+                current = [r for r in current if r.selon is None]  # claims stay claims
             for row in current:
                 if _same(row.objet, objet):
                     confirmed = (
@@ -107,11 +131,11 @@ class FactsMixin:
                 await session.execute(
                     text(
                         "INSERT INTO faits (sujet, predicat, objet, source_souvenir_id, "
-                        "confiance, relation_id, public) VALUES (:s, :p, :o, :src, :c, :rid, "
-                        f":pub) RETURNING {_FACT_COLUMNS}"
+                        "confiance, relation_id, public, selon) VALUES (:s, :p, :o, :src, :c, "
+                        f":rid, :pub, :selon) RETURNING {_FACT_COLUMNS}"
                     ),
                     {"s": sujet, "p": predicat, "o": objet, "src": source_souvenir_id,
-                     "c": confiance, "rid": relation_id, "pub": public},
+                     "c": confiance, "rid": relation_id, "pub": public, "selon": selon},
                 )
             ).one()
             superseded: list[FactRecord] = []
@@ -130,7 +154,8 @@ class FactsMixin:
                 superseded = [_row_to_fact(r) for r in rows]
         return FactChange(
             fact=_row_to_fact(new),
-            outcome="superseded" if superseded else "created",
+            outcome="claimed" if selon is not None else "superseded" if superseded
+            else "created",
             superseded=superseded,
         )
 
@@ -141,11 +166,15 @@ class FactsMixin:
         include_history: bool = False,
         relation_id: int | None = None,
         limit: int = 100,
+        include_claims: bool = False,
     ) -> list[FactRecord]:
         """Facts whose subject is one of `subjects` (accent/case-insensitive) or which are
-        linked to `relation_id`; current ones only unless include_history."""
+        linked to `relation_id`; current ones only unless include_history; claims (what
+        someone said who may not assert it) only with include_claims."""
         names = [subjects] if isinstance(subjects, str) else list(subjects)
         current = "" if include_history else " AND valide_jusqu_a IS NULL"
+        if not include_claims:
+            current += " AND selon IS NULL"
         params: dict[str, Any] = {"names": [fold(n.strip()) for n in names], "k": limit}
         # two index-friendly halves (an OR across them made PostgreSQL scan every fact)
         sql = f"SELECT {_FACT_COLUMNS} FROM faits WHERE axi_pli(sujet) = ANY(:names){current}"
@@ -159,18 +188,19 @@ class FactsMixin:
         return [_row_to_fact(r) for r in rows]
 
     async def facts_about_people_named_in(
-        self, message: str, *, exclude: str | None = None, limit: int = 30
+        self, message: str, *, exclude: str | None = None, limit: int = 30,
+        include_claims: bool = False,
     ) -> list[FactRecord]:
         """Current facts about the people Axi knows whose name appears in `message`
         (accent/case-insensitive, whole words: "d'Élodie" and "Marie-Claire," count),
-        except `exclude`: one statement, the name
+        except `exclude`; claims only with include_claims: one statement, the name
         matching done by PostgreSQL (it was a query for every name, then Python)."""
         sql = (
             # matches first (ARRAY(…) is computed once, so idx_faits_sujet_pli serves), then
             # the order: sorting inside made PostgreSQL walk idx_faits_sujet through every
             # fact (93 ms on 20,000 facts)
             f"WITH m AS MATERIALIZED (SELECT {_FACT_COLUMNS} FROM faits "
-            "WHERE valide_jusqu_a IS NULL "
+            "WHERE valide_jusqu_a IS NULL AND (selon IS NULL OR CAST(:claims AS boolean)) "
             "AND axi_pli(sujet) = ANY(ARRAY(SELECT axi_pli(r.personne) FROM relations r "
             "WHERE position(' ' || trim(regexp_replace(axi_pli(r.personne), '[^0-9a-z]+', ' ', "
             "'g')) || ' ' IN :folded) > 0 "
@@ -180,7 +210,7 @@ class FactsMixin:
         async with self.db.reads() as session:
             rows = (await session.execute(text(sql), {
                 "folded": f" {_WORDS_ONLY.sub(' ', fold(clean(message)))} ", "me": exclude,
-                "k": limit})).all()
+                "k": limit, "claims": include_claims})).all()
         return [_row_to_fact(r) for r in rows]
 
     async def list_facts(self, *, include_history: bool = False, limit: int = 200) -> list[FactRecord]:

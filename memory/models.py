@@ -89,6 +89,7 @@ class Fact(Base):
         ForeignKey("relations.id", ondelete="SET NULL")
     )
     public: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    selon: Mapped[str | None] = mapped_column(Text)  # NULL: a fact; else a claim, by whom
 
 
 class Relation(Base):
@@ -132,6 +133,7 @@ class Instruction(Base):
     source: Mapped[str | None] = mapped_column(String(100))
     cree_le: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     maj_le: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    audience: Mapped[str] = mapped_column(String(10), server_default=text("'interne'"))  # | tous
 
 
 class Message(Base):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -228,8 +228,9 @@ class RecallFilter:
     sources: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
-    visible_to: int | None = None  # a person who may only see public + their own souvenirs
     private_ok: bool = True
+    """False for anyone outside the inner circle: public souvenirs only, even those linked
+    to the person asking ("about a person" is not "visible to that person")."""
 
 
 def score_sql(relevance: str) -> str:
@@ -271,11 +272,7 @@ def filter_sql(flt: RecallFilter) -> tuple[list[str], dict[str, Any]]:
         where.append("s.timestamp < :until")
         params["until"] = flt.until
     if not flt.private_ok:
-        if flt.visible_to is not None:
-            where.append("(s.public OR s.relation_id = :visible_to)")
-            params["visible_to"] = flt.visible_to
-        else:
-            where.append("s.public")
+        where.append("s.public")
     return where, params
 
 
@@ -290,24 +287,14 @@ def recall_sql(
     where = [f"{vec} @@ q.query"]
     if windowed:
         where.append("s.timestamp >= :window_start")
-    # privacy as separate arms, so that the public one can use the public souvenirs' own
-    # GIN index (migration 0006) instead of discarding private matches one heap page at a
-    # time; the other arm is the person's own souvenirs (idx_souvenirs_relation)
-    extra, params = filter_sql(replace(flt, private_ok=True, visible_to=None))
+    # privacy written as `s.public` itself (filter_sql), so that the public souvenirs' own
+    # GIN index (migration 0006) serves instead of discarding private matches one heap
+    # page at a time
+    extra, params = filter_sql(flt)
     where += extra
-    arms = [""]
-    if not flt.private_ok:
-        arms = [" AND s.public"]
-        if flt.visible_to is not None:
-            arms.append(" AND s.relation_id = :visible_to AND NOT s.public")
-            params["visible_to"] = flt.visible_to
     query = "CAST(:tsq AS tsquery) AS q(query)"
-    picks = [f"(SELECT s.id, s.timestamp FROM souvenirs s, {query} "
-             f"WHERE {' AND '.join(where)}{arm} ORDER BY s.timestamp DESC, s.id DESC LIMIT :cap)"
-             for arm in arms]
-    cand = picks[0] if len(picks) == 1 else (
-        f"SELECT id, timestamp FROM ({' UNION ALL '.join(picks)}) AS u "
-        "ORDER BY timestamp DESC, id DESC LIMIT :cap")
+    cand = (f"SELECT s.id, s.timestamp FROM souvenirs s, {query} "
+            f"WHERE {' AND '.join(where)} ORDER BY s.timestamp DESC, s.id DESC LIMIT :cap")
     relevance = f"ts_rank_cd({vec}, q.query, 1)"
     if weighted:
         relevance = "(" + " + ".join(

@@ -60,10 +60,16 @@ class FactRecord(_JsonMixin):
     remplace_par: int | None
     relation_id: int | None
     public: bool
+    selon: str | None = None
+    """None for a fact; otherwise only a claim, attributed to whoever made it."""
 
     @property
     def current(self) -> bool:
         return self.valide_jusqu_a is None
+
+    @property
+    def claim(self) -> bool:
+        return self.selon is not None
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ class ConsigneRecord(_JsonMixin):
     active: bool
     source: str | None
     cree_le: datetime
+    audience: str = "interne"  # "interne": the inner circle only; "tous": everyone
 
 
 def souvenir_from_row(row: Any) -> SouvenirRecord:

@@ -27,8 +27,9 @@ def fact(fid: int, sujet: str, predicat: str, objet: str, *, relation_id: int | 
                       public=public)
 
 
-def consigne(cid: int, texte: str) -> ConsigneRecord:
-    return ConsigneRecord(id=cid, texte=texte, active=True, source="ludo", cree_le=T0)
+def consigne(cid: int, texte: str, audience: str = "interne") -> ConsigneRecord:
+    return ConsigneRecord(id=cid, texte=texte, active=True, source="ludo", cree_le=T0,
+                          audience=audience)
 
 
 def recalled(sid: int, contenu: str, *, relation_id: int | None = None, public: bool = False,
@@ -45,5 +46,5 @@ LUDO_FACTS = [
     fact(12, "Ludo", "négocie en secret", "le rachat de l'agence de Vergt", relation_id=1),
 ]
 DUPONT_FACTS = [fact(20, "M. Dupont", "cherche", "une longère près du Bugue", relation_id=3)]
-CONSIGNES = [consigne(1, "Ne jamais donner l'adresse exacte d'un bien avant la visite."),
+CONSIGNES = [consigne(1, "Ne jamais donner l'adresse exacte d'un bien avant la visite.", "tous"),
              consigne(2, "Signer les courriels « Axi, pour ICI Dordogne ».")]

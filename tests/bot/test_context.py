@@ -72,11 +72,13 @@ def test_client_is_vouvoye_and_never_gets_ludos_private_facts() -> None:
     text = "\n".join(m["content"] for m in p.messages)
     assert "Vouvoie cette personne." in _system(p) and "Tutoie cette personne" not in _system(p)
     assert "longère près du Bugue" in _system(p)  # his own fact
-    for secret in ("Peyrebrune", "58 ans", "rachat", "180 000"):
+    # a private souvenir linked to him is a note about him, not his to see
+    for secret in ("Peyrebrune", "58 ans", "rachat", "180 000", "visité la longère"):
         assert secret not in text
-    assert "245 000" in text and "visité la longère" in text
-    assert p.trimmed.hidden == 1 + 3 + 3  # one souvenir, Ludo's facts twice over
-    assert "Ne jamais donner l'adresse exacte" in _system(p)  # consignes apply to all
+    assert "245 000" in text
+    assert p.trimmed.hidden == 2 + 3 + 3  # two souvenirs, Ludo's facts twice over
+    assert "Ne jamais donner l'adresse exacte" in _system(p)  # a consigne for everyone
+    assert "Signer les courriels" not in _system(p)  # one for the inner circle only
 
 
 def test_stranger_gets_no_facts_and_vouvoiement() -> None:
