@@ -1,16 +1,17 @@
 """Alerts Axi raises for Ludo: the texts (pure) and the budget check that raises the
 "Claude budget spent" alert once a month (DESIGN "LLM": the cap stops fallbacks and
-alerts Ludo). Delivery is the outbox's job (memory/alerts.py queues the messages)."""
+alerts Ludo). It goes through `notify` (bot/notify.py) like every push."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from bot.channel import NotifyFn
+from bot.notify import OWNER
 from llm.router import BudgetFn
-from memory.store import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -39,34 +40,34 @@ def budget_alert_text(*, spent_eur: float, limit_eur: float, now: datetime) -> s
             "puis redémarre Axi.")
 
 
-def budget_with_alert(store: MemoryStore, limit_eur: float, *,
-                      timezone: str = "Europe/Paris",
-                      channels: Callable[[], Sequence[str]] | None = None,
+def budget_with_alert(spend_this_month: Callable[[], Awaitable[float]], limit_eur: float, *,
+                      notify: NotifyFn | None, timezone: str = "Europe/Paris",
                       alerting: Callable[[], bool] = lambda: True) -> BudgetFn:
     """A router `budget_ok`: True while this month's Claude spend is under the cap; the
-    first time it is not, in a given month, Ludo is alerted (once: the key is unique) on
-    the `channels()` running then."""
+    first time it is not, in a given month, Ludo is alerted through `notify` (once: the
+    key is unique per month; urgent, so quiet hours do not hold it)."""
     tz = ZoneInfo(timezone)
     alerted: set[str] = set()
 
     async def budget_ok() -> bool:
-        spent = await store.claude_spend_this_month(timezone=timezone)
+        spent = await spend_this_month()
         if spent < limit_eur:
             return True
         now = datetime.now(tz)
         key = budget_alert_key(now)
-        if key not in alerted and alerting():
+        if key not in alerted and alerting() and notify is not None:
             try:
-                raised = await store.raise_alert(
-                    key, budget_alert_text(spent_eur=spent, limit_eur=limit_eur, now=now),
-                    channels=channels() if channels is not None else None)
+                queued = await notify(OWNER, budget_alert_text(spent_eur=spent,
+                                                               limit_eur=limit_eur, now=now),
+                                      key=key, kind="push", urgent=True,
+                                      subject="Alerte Axi : budget Claude atteint")
             except Exception as exc:  # alerting must never break the reply path
                 log.warning("could not raise the Claude budget alert: %s", exc)
             else:
                 alerted.add(key)
-                if raised.new:
+                if queued:
                     log.warning("monthly Claude budget spent (%.2f / %.2f EUR): Ludo alerted "
-                                "(%s message(s) queued)", spent, limit_eur, raised.queued)
+                                "(%s message(s) queued)", spent, limit_eur, len(queued))
         return False
 
     return budget_ok

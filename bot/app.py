@@ -1,30 +1,39 @@
 """Axi's lifecycle: open memory, wire the LLM router, the responder, the pipeline, the
-extractor and the channels, run their loops, and stop them cleanly. One explicit
-`async with Axi(settings, channels) as axi:` — no work at import time."""
+extractor, `notify` and confirmations; start, supervise and stop the channels the
+composition root (`channels/registry.py`) built; run the background loops. One explicit
+`async with Axi(settings, channel_set) as axi:` — no work at import time, and no
+channel module imported here: channels arrive as objects honouring `bot.channel`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
 from sqlalchemy import text
 
+from bot import backoff
 from bot.alerts import budget_with_alert
-from bot.channel import Channel
+from bot.channel import Channel, ChannelServices, ChannelSet, KnownPerson, ReplyOutcome
 from bot.config import Settings
+from bot.confirmations import BUILT_IN, Confirmations
 from bot.embedder import QueryVectors, SouvenirEmbedder
 from bot.extractor import Extractor
 from bot.inbound import Inbound
 from bot.llm_wiring import anthropic_config, call_recorder, embed_config, ollama_config
 from bot.maintenance import run_maintenance
+from bot.notify import Notifier
 from bot.pipeline import Pipeline, conversation_key
+from bot.quiet_hours import QuietHours
 from bot.responder import Responder
+from bot.waiting import wait_for_event_or_stop
 from llm.anthropic_chat import AnthropicChat
 from llm.embeddings import OllamaEmbedder
 from llm.ollama_chat import OllamaChat
@@ -35,24 +44,42 @@ from memory.store import MemoryStore
 
 log = logging.getLogger(__name__)
 
+ONE_SHOT_TIMEOUT_S = 600.0
+
+
+@dataclass
+class ChannelState:
+    """A supervised channel as /health shows it."""
+
+    state: str = "starting"  # starting, ok, restarting, stopped
+    restarts: int = 0
+    last_error: str | None = None
+
 
 class Axi:
-    def __init__(self, settings: Settings, channels: Mapping[str, Channel] | None = None, *,
-                 alerting: bool = False):
+    def __init__(self, settings: Settings,
+                 channels: ChannelSet | Mapping[str, Channel] | None = None, *,
+                 alerting: bool = False, clock: Callable[[], datetime] | None = None):
         self.settings = settings
         self.alerting = alerting
         """Raise alerts for Ludo (the long-running `axi run` does): a one-shot `axi ask`
         would spend the month's alert on a console nobody watches."""
-        self.channels: dict[str, Channel] = dict(channels or {})
+        wiring = channels if isinstance(channels, ChannelSet) else ChannelSet.of(channels or {})
+        self.wiring = wiring
+        self.channels: dict[str, Channel] = wiring.channels
+        self.clock = clock or (lambda: datetime.now(UTC))
         self._stack = AsyncExitStack()
         self.db: Database
         self.store: MemoryStore
         self.router: Router
         self.pipeline: Pipeline
         self.extractor: Extractor
+        self.notifier: Notifier
+        self.confirmations: Confirmations
         self.embedder: SouvenirEmbedder | None = None
         self.started_at = datetime.now(UTC)
         self._tasks: list[asyncio.Task[Any]] = []
+        self.channel_states: dict[str, ChannelState] = {}
         self.stop_event = asyncio.Event()
 
     async def __aenter__(self) -> Axi:
@@ -66,16 +93,25 @@ class Axi:
                 open_database(url, cfg.data_dir, pool_size=pool))
             await migrate.require_current(self.db.engine)
             self.store = MemoryStore(self.db)
+            fallback = self.wiring.fallback_route
+            self.notifier = Notifier(
+                self.store, configured=lambda: self.wiring.configured,
+                fallback=fallback if fallback is not None else ("console", "-"),
+                quiet_hours=QuietHours.parse(cfg.quiet_hours), timezone=cfg.timezone,
+                clock=self.clock)
+            self.confirmations = Confirmations(self.store, self.notifier, clock=self.clock)
+            for name, action in BUILT_IN.items():
+                self.confirmations.register(name, action)
             local = await self._stack.enter_async_context(OllamaChat(ollama_config(cfg)))
             remote_cfg = anthropic_config(cfg)
             remote = None if remote_cfg is None else await self._stack.enter_async_context(
                 AnthropicChat(remote_cfg))
             self.router = Router(
                 local, remote, record=call_recorder(self.store),
-                budget_ok=budget_with_alert(self.store, cfg.claude_monthly_budget_eur,
-                                            timezone=cfg.timezone,
-                                            channels=lambda: list(self.channels),
-                                            alerting=lambda: self.alerting))
+                budget_ok=budget_with_alert(
+                    lambda: self.store.claude_spend_this_month(timezone=cfg.timezone),
+                    cfg.claude_monthly_budget_eur, notify=self.notifier.notify,
+                    timezone=cfg.timezone, alerting=lambda: self.alerting))
             embed_cfg = embed_config(cfg)
             embedder = None if embed_cfg is None else OllamaEmbedder(embed_cfg)
             vectors = None
@@ -85,7 +121,8 @@ class Axi:
                                        min_similarity=cfg.embed_min_similarity)
             responder = Responder(self.store, self.router, num_ctx=cfg.local_num_ctx,
                                   reply_tokens=local.num_predict_for("conversation"),
-                                  timezone=cfg.timezone, vectors=vectors)
+                                  timezone=cfg.timezone, vectors=vectors,
+                                  confirmations=self.confirmations, person_of=self._person_of)
             responder.use_first_user_system(local.model_for("conversation"))
             self.pipeline = Pipeline(self.store, responder, self.channels,
                                      concurrency=cfg.worker_concurrency)
@@ -94,6 +131,7 @@ class Axi:
             self.embedder = None if embedder is None else SouvenirEmbedder(
                 self.store, embedder,
                 idle=lambda: pipeline.idle_lanes >= pipeline.concurrency)
+            self.services = self._services()
         except BaseException:
             await self._stack.aclose()
             raise
@@ -106,12 +144,31 @@ class Axi:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for channel in self.channels.values():
+        for channel in reversed(list(self.channels.values())):
             with contextlib.suppress(Exception):
                 await channel.stop()
         if hasattr(self, "pipeline"):
             await self.pipeline.responder.close()
         await self._stack.aclose()
+
+    # ------------------------------------------------------------------ wiring
+    def _person_of(self, channel: str, address: str) -> int | None:
+        resolve = getattr(self.channels.get(channel), "person_of", None)
+        return resolve(address) if resolve is not None else None
+
+    async def _identify(self, channel: str, address: str) -> KnownPerson | None:
+        person = await self.store.find_by_identity(channel, address)
+        if person is None:
+            return None
+        return KnownPerson(id=person.id, name=person.personne, relation=person.relation or "",
+                           blocked=person.bloque)
+
+    def _services(self) -> ChannelServices:
+        return ChannelServices(
+            accept=self.pipeline.accept, accept_batch=self.pipeline.accept_batch,
+            read_cursor=self.store.read_cursor, identify=self._identify,
+            notify=self.notifier.notify, lock=self.store.advisory_lock,
+            wait_reply=self.pipeline.wait_reply, health=self.health, clock=self.clock)
 
     # ------------------------------------------------------------------ loops
     def start_loops(self, *, worker: bool = True, outbox: bool = True,
@@ -131,28 +188,77 @@ class Axi:
             self._tasks.append(asyncio.create_task(self.embedder.run(stop), name="embeddings"))
 
     async def start_channels(self) -> None:
-        for channel in self.channels.values():
-            await channel.start(self.pipeline.accept)
+        """Start every channel (the HTTP server last: the others mount their routes
+        first), then supervise each one's receiving loop. A channel that cannot start
+        raises here with its own clear error."""
+        for name, channel in sorted(self.channels.items(), key=lambda kv: kv[0] == "web"):
+            await channel.start(self.services)
+            self.channel_states[name] = ChannelState(state="ok")
+            self._tasks.append(asyncio.create_task(self._supervise(name, channel),
+                                                   name=f"channel-{name}"))
+
+    async def _supervise(self, name: str, channel: Channel) -> None:
+        """Run a channel's loop; when it dies, restart it with backoff (CHANNEL_RESTART)
+        and show it in /health until it runs again."""
+        state = self.channel_states[name]
+        while not self.stop_event.is_set():
+            try:
+                await channel.run()
+                return  # a passive channel, or a clean stop
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                state.restarts += 1
+                state.state = "restarting"
+                state.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("channel %s stopped (%s); restart %d", name, state.last_error,
+                            state.restarts)
+            await wait_for_event_or_stop(None, self.stop_event,
+                                         backoff.CHANNEL_RESTART.delay(state.restarts))
+            if self.stop_event.is_set():
+                return
+            try:
+                await channel.stop()
+                await channel.start(self.services)
+                state.state = "ok"
+            except Exception as exc:
+                state.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("channel %s could not restart: %s", name, state.last_error)
 
     # ------------------------------------------------------------------ one message
-    def console_inbound(self, text_: str, address: str, *, local_only: bool = False) -> Inbound:
-        return Inbound(channel="console", sender=address, verified=True, text=text_,
-                       external_id=f"console-{uuid4()}", received_at=datetime.now(UTC),
-                       local_only=local_only)
-
-    async def answer_now(self, inbound: Inbound, *, rounds: int = 50) -> int:
-        """Accept a message, work the queue until it is handled, deliver its replies.
-        Returns the message id. Older pending messages of the same conversation go first."""
+    async def answer_one(self, inbound: Inbound, *, timeout_s: float = ONE_SHOT_TIMEOUT_S
+                         ) -> ReplyOutcome:
+        """`axi ask`: accept a message, answer it here (after the earlier messages of its
+        conversation, which this process answers too unless another process is on them),
+        deliver its replies on this process's channels, and return what became of it —
+        even when another process (`axi run`, a second `axi ask`) answered it. Never
+        takes other conversations' messages: a one-shot command does its own work only."""
         message_id = await self.pipeline.accept(inbound)
-        await self.store.make_due(conversation_key(inbound))
-        for _ in range(rounds):
+        conversation = conversation_key(inbound)
+        await self.store.make_due(conversation)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
             if await self.pipeline.process_one(message_id=message_id):
                 break
-            if not await self.pipeline.process_one():
+            if await self.pipeline.process_one(conversation=conversation):
+                continue  # an earlier message of the conversation, answered here
+            outcome = await self.pipeline.wait_reply(message_id, 0.0)
+            if outcome.answered or outcome.state != "en_attente":
                 break
+            if not await self.store.conversation_busy(conversation, before=message_id):
+                break  # an earlier message waits for a model: so does this one
+            # another process is answering an earlier message: wait for it
+            await self.pipeline.wait_reply(message_id, min(1.0, deadline - loop.time()))
         while await self.pipeline.deliver_one(replying_to=message_id):
             pass
-        return message_id
+        return await self.pipeline.wait_reply(message_id, 0.0)
+
+    def console_inbound(self, text_: str, address: str, *, local_only: bool = False,
+                        event: Any = None) -> Inbound:
+        return Inbound(channel="console", sender=address, verified=True, text=text_,
+                       external_id=f"console-{uuid4()}", received_at=datetime.now(UTC),
+                       local_only=local_only, event=event)
 
     # ------------------------------------------------------------------ health
     async def health(self) -> dict[str, Any]:
@@ -162,12 +268,23 @@ class Axi:
                 await conn.execute(text("SELECT 1"))
             report["database"] = "ok"
             report["pending"] = await self.store.pending_counts()
+            stuck = await self.store.stuck_count()
+            report["stuck"] = stuck
+            if stuck:
+                report["status"] = "error"
         except Exception as exc:
             report["status"] = "error"
             report["database"] = f"error: {type(exc).__name__}"
         report["llm_local"] = self.router.breaker.state
         report["llm_fallback"] = "configured" if self.router.remote is not None else "none"
-        dead = [t.get_name() for t in self._tasks if t.done()]
+        report["channels"] = {name: {"state": s.state, "restarts": s.restarts,
+                                     **({"error": s.last_error} if s.last_error else {})}
+                              for name, s in self.channel_states.items()}
+        if any(s.state != "ok" for s in self.channel_states.values()):
+            report["status"] = "error"
+        # a channel's own task ends when its loop is passive: its state says how it is
+        dead = [t.get_name() for t in self._tasks
+                if t.done() and not t.get_name().startswith("channel-")]
         if dead:
             report["status"] = "error"
             report["stopped_loops"] = dead

@@ -1,26 +1,53 @@
-"""What the core expects of a channel, without importing any transport library.
+"""What the core and a channel expect of each other, without any transport library.
 
-A channel turns raw input into `Inbound` values and hands them to the inbox (which
-stores them before the channel acknowledges its source), and sends outbound messages
-when the outbox asks. A channel that can show a reply while it is generated (the
-terminal) offers `live(conversation)`, a callback taking text chunks.
+A channel turns raw input into `Inbound` values and hands them to the inbox (which stores
+them before the channel acknowledges its source), and sends `Delivery`s when the outbox
+asks. Everything else a channel needs from the core (cursors committed with the accepted
+messages, who an address belongs to, `notify`, advisory locks, awaiting the reply to a
+message, HTTP routes to mount, the clock) reaches it as ONE `ChannelServices` object,
+handed over by the composition root (`channels/registry.py`). Channels import only this
+module and `bot.inbound`.
+
+Lifecycle, driven by `bot.app.Axi`: `start(services)` (quick: set up, may fail with a
+clear error, e.g. a port in use), then `run()` under supervision (the receiving loop; if
+it raises, it is restarted with backoff and shows in `/health`; a passive channel returns
+at once), then `stop()`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from bot.inbound import Inbound
 
 AcceptFn = Callable[[Inbound], Awaitable[int]]
 ChunkFn = Callable[[str], None]
+DeliveryKind = Literal["reply", "notice", "push", "confirmation"]
+KINDS: tuple[DeliveryKind, ...] = ("reply", "notice", "push", "confirmation")
+
+
+@dataclass(frozen=True)
+class OutgoingFile:
+    """A file sent with a push (e.g. a veille digest as CSV); small enough to hold."""
+
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """One outbound message handed to a channel by the outbox."""
+    """One outbound message handed to a channel by the outbox.
+
+    `kind`: a `reply` to a person's message, a `notice` about it (waiting, given up; never
+    part of the conversation's history), a `push` Axi sends on its own (digest, alert,
+    report: email adds `Auto-Submitted: auto-generated`), or a `confirmation` asking for a
+    choice among `choices` (label, button data) — Telegram shows buttons, email lists them.
+    """
 
     message_id: int
     channel: str
@@ -29,23 +56,133 @@ class Delivery:
     text: str
     in_reply_to: int | None
     thread_ref: str | None
-    notice: bool = False
+    kind: DeliveryKind = "reply"
+    subject: str | None = None
+    html: str | None = None
+    attachments: tuple[OutgoingFile, ...] = ()
+    cc: tuple[str, ...] = ()
+    reply_to: str | None = None
+    choices: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def notice(self) -> bool:
+        return self.kind == "notice"
 
 
 class SendError(Exception):
-    """A channel could not send; `retryable` says whether the outbox should try again."""
+    """A channel could not send. `retryable`: should the outbox try again; `retry_after`:
+    seconds the transport asked us to wait (e.g. Telegram's 429), else the outbox's
+    own backoff applies."""
 
-    def __init__(self, message: str, *, retryable: bool = True):
+    def __init__(self, message: str, *, retryable: bool = True,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class CursorUpdate:
+    """A channel's position in its source (Telegram's next update offset, an IMAP
+    mailbox's UIDVALIDITY and last UID), stored in `curseurs_canal` in the SAME
+    transaction as the messages accepted up to it."""
+
+    channel: str
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class KnownPerson:
+    """Who a verified address belongs to, as a channel may need it (e.g. to greet)."""
+
+    id: int
+    name: str
+    relation: str
+    blocked: bool
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    """What became of an accepted message, for channels that answer in the request
+    (web, MCP) and for `axi ask`: `reply` is Axi's answer (None when there is none yet
+    or will be none); `notices` are the notices sent about it (waiting, given up);
+    `state` the inbound state (en_attente, traite, ignore, erreur, abandonne)."""
+
+    message_id: int
+    state: str
+    reply: str | None
+    reply_id: int | None
+    notices: tuple[str, ...] = ()
+
+    @property
+    def answered(self) -> bool:
+        return self.reply is not None
+
+
+NotifyFn = Callable[..., Awaitable[list[int]]]
+"""`notify(to, text, *, subject=None, html=None, attachments=(), cc=(), reply_to=None,
+kind="push", key, urgent=False, choices=())` — see bot/notify.py."""
+
+
+@dataclass
+class ChannelServices:
+    """Everything a channel gets from the core, handed over by the composition root."""
+
+    accept: AcceptFn
+    accept_batch: Callable[[Sequence[Inbound], CursorUpdate | None], Awaitable[list[int]]]
+    """Accept several messages and move the channel's cursor, in one transaction."""
+    read_cursor: Callable[[str, str], Awaitable[str | None]]
+    """(channel, key) → the stored cursor value, or None."""
+    identify: Callable[[str, str], Awaitable[KnownPerson | None]]
+    """(channel, verified address) → the person it belongs to, or None."""
+    notify: NotifyFn
+    lock: Callable[[str], AbstractAsyncContextManager[bool]]
+    """A PostgreSQL advisory try-lock held for the block: True when this process holds
+    it (e.g. the one Telegram poller), False when another process does."""
+    wait_reply: Callable[[int, float], Awaitable[ReplyOutcome]]
+    """(message id, timeout s) → the reply once committed, or the state at the timeout."""
+    health: Callable[[], Awaitable[dict[str, Any]]]
+    clock: Callable[[], datetime]
+    routes: list[tuple[str, Any]] = field(default_factory=list)
+    """HTTP routes channels add before the HTTP server starts: (path, ASGI app or
+    route object); the web channel mounts them."""
+
+    def mount(self, path: str, app: Any) -> None:
+        self.routes.append((path, app))
+
+
+@dataclass
+class ChannelSet:
+    """What the core gets from the composition root: the channels of this process, the
+    channels the settings configure (where notifications may be routed, even from a
+    one-shot command), and the route of whatever must reach the operator when nobody
+    else can (the console, which `axi run` writes to its log)."""
+
+    channels: dict[str, Channel]
+    configured: frozenset[str]
+    fallback_route: tuple[str, str] | None
+    jobs: list[Any] = field(default_factory=list)
+    """The scheduler's place (veilles, backups, maintenance): built by jobs/ later."""
+
+    @classmethod
+    def of(cls, channels: Mapping[str, Channel]) -> ChannelSet:
+        """A set of channels given directly (tests, benches): configured = these."""
+        fallback = next(((name, str(ch.fallback_address)) for name, ch in channels.items()
+                         if getattr(ch, "fallback_address", None)), None)
+        return cls(dict(channels), frozenset(channels), fallback)
 
 
 @runtime_checkable
 class Channel(Protocol):
     name: str
 
-    async def start(self, accept: AcceptFn) -> None:
-        """Begin receiving; call `accept` for each inbound message (then acknowledge)."""
+    async def start(self, services: ChannelServices) -> None:
+        """Set up (connect, bind). Raise a clear error when it cannot."""
+        ...
+
+    async def run(self) -> None:
+        """The receiving loop, supervised; return at once if there is none."""
         ...
 
     async def send(self, delivery: Delivery) -> str | None:
@@ -57,3 +194,8 @@ class Channel(Protocol):
     def live(self, conversation: str) -> ChunkFn | None:
         """A callback showing reply chunks as they come, or None."""
         ...
+
+
+# Optional, duck-typed: a channel whose addresses name people directly (the console's
+# `--as`) offers `person_of(address) -> int | None`; a channel that can receive what
+# nobody else can (the console) offers `fallback_address`.

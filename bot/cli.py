@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from bot.cli_chat import ask, chat, llm_app, missing, run_command
 from bot.cli_memory import consignes_app, facts_app, memory_app, people_app
+from bot.cli_ops import confirm_app, inbox_app
 from bot.cli_support import err, opened, out, print_json, print_table, run, settings
 from bot.config import redacted
 from memory import migrate
@@ -34,6 +35,8 @@ app.add_typer(memory_app, name="memory")
 app.add_typer(facts_app, name="facts")
 app.add_typer(consignes_app, name="consignes")
 app.add_typer(llm_app, name="llm")
+app.add_typer(confirm_app, name="confirm")
+app.add_typer(inbox_app, name="inbox")
 app.command("run")(run_command)
 app.command("ask")(ask)
 app.command("chat")(chat)

@@ -1,5 +1,10 @@
 """`axi run`, `axi ask`, `axi chat` and `axi llm status`: the whole assistant, one message
-through the whole pipeline, an interactive terminal, and the LLM's health and spend."""
+through the whole pipeline, an interactive terminal, and the LLM's health and spend.
+
+The assistant, its LLM clients and its channels are imported inside the commands that
+use them (through the composition root, `channels/registry.py`): `axi --help` and the
+memory commands load no transport library.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +13,33 @@ import contextlib
 import logging
 import signal
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bot.app import Axi
-from bot.cli_support import err, out, print_json, print_table, run, settings
+from bot.cli_support import err, fail, out, print_json, print_table, run, settings
 from bot.config import Settings
-from channels.console import OPERATOR_ADDRESS, ConsoleChannel, person_address
-from channels.web import WebServer
+
+if TYPE_CHECKING:
+    from bot.app import Axi
+    from bot.channel import ReplyOutcome
 
 llm_app = typer.Typer(help="The language models: status and local share.", no_args_is_help=True)
 EXIT_WAITING = 4
+EXIT_CONFIG = 2
 
 AsOpt = Annotated[str | None, typer.Option("--as", help="Speak as this person (name or id).")]
 LocalOnlyOpt = Annotated[bool, typer.Option(
     "--local-only", help="Never send this message to Claude: only the local model answers it.")]
 
 
-async def _address(axi: Axi, who: str | None) -> str:
-    if who is None:
-        return OPERATOR_ADDRESS
-    return person_address((await axi.store.get_person(who)).id)
+async def console_address(axi: Axi, who: str | None) -> str:
+    from channels.registry import console_address as address_of
+
+    return address_of(None if who is None else (await axi.store.get_person(who)).id)
 
 
-def _configure_logging(cfg: Settings, *, quiet: bool) -> None:
+def configure_logging(cfg: Settings, *, quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else cfg.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "httpcore", "uvicorn.error"):
@@ -47,25 +54,33 @@ def ask(
     local_only: LocalOnlyOpt = False,
 ) -> None:
     """Send one message through the whole pipeline and print Axi's reply."""
+    from bot.app import Axi
+    from channels.registry import for_terminal
+
     cfg = settings()
-    _configure_logging(cfg, quiet=True)
-    console = ConsoleChannel(sys.stdout, interactive=True, stream=False)
+    configure_logging(cfg, quiet=True)
+    wiring = for_terminal(cfg, sys.stdout, stream=False)
+    console = wiring.channels["console"]
 
     async def main() -> int:
-        async with Axi(cfg, {"console": console}) as axi:
-            inbound = axi.console_inbound(message, await _address(axi, as_),
+        async with Axi(cfg, wiring) as axi:
+            inbound = axi.console_inbound(message, await console_address(axi, as_),
                                           local_only=local_only)
-            message_id = await axi.answer_now(inbound)
-            replies = [d for d in console.delivered if d.in_reply_to == message_id]
-            if not replies or all(d.notice for d in replies):
-                err.print("The message is waiting in the inbox; `axi run` will answer it "
-                          "when a model is available.", highlight=False)
+            outcome = await axi.answer_one(inbound)
+            show_if_elsewhere(console, outcome)
+            if not outcome.answered:
+                if outcome.state == "en_attente":
+                    err.print("The message is waiting in the inbox; `axi run` will answer it "
+                              "when a model is available.", highlight=False)
+                else:
+                    err.print(f"The message was not answered ({outcome.state}).",
+                              highlight=False)
                 return EXIT_WAITING
             if not extract:
                 return 0
             with contextlib.suppress(TimeoutError):  # facts after the reply, bounded
                 async with asyncio.timeout(120):
-                    await axi.extractor.extract_one(message_id=message_id)
+                    await axi.extractor.extract_one(message_id=outcome.message_id)
             return 0
 
     code = run(main())
@@ -74,15 +89,19 @@ def ask(
 
 def chat(as_: AsOpt = None, local_only: LocalOnlyOpt = False) -> None:
     """Talk with Axi in the terminal (line by line when stdin is not a terminal)."""
+    from bot.app import Axi
+    from channels.registry import for_terminal
+
     cfg = settings()
-    _configure_logging(cfg, quiet=True)
+    configure_logging(cfg, quiet=True)
     tty = sys.stdin.isatty()
-    console = ConsoleChannel(sys.stdout, interactive=True, stream=tty)
+    wiring = for_terminal(cfg, sys.stdout, stream=tty)
 
     async def main() -> int:
-        async with Axi(cfg, {"console": console}) as axi:
-            address = await _address(axi, as_)
-            axi.start_loops(worker=False, outbox=False, extractor=True, embeddings=False)
+        async with Axi(cfg, wiring) as axi:
+            address = await console_address(axi, as_)
+            axi.start_loops(worker=False, outbox=False, extractor=True, embeddings=False,
+                            maintenance=False)
             if tty:
                 out.print("[bold]Axi[/] — écrivez votre message (Ctrl-D pour quitter).")
             while True:
@@ -91,11 +110,25 @@ def chat(as_: AsOpt = None, local_only: LocalOnlyOpt = False) -> None:
                     break
                 if not line.strip():
                     continue
-                await axi.answer_now(axi.console_inbound(line, address, local_only=local_only))
+                outcome = await axi.answer_one(
+                    axi.console_inbound(line, address, local_only=local_only))
+                show_if_elsewhere(wiring.channels["console"], outcome)
                 axi.extractor.wake.set()
             return 0
 
     raise typer.Exit(run(main()))
+
+
+def show_if_elsewhere(console: object, outcome: ReplyOutcome) -> None:
+    """Print the reply when another process answered (and delivered) it: the console
+    of this process printed only what it delivered itself."""
+    from bot.channel import Delivery
+
+    shown = {d.message_id for d in console.delivered}  # type: ignore[attr-defined]
+    if outcome.answered and outcome.reply_id not in shown:
+        console.show(Delivery(  # type: ignore[attr-defined]
+            message_id=outcome.reply_id or 0, channel="console", address="", conversation="",
+            text=outcome.reply or "", in_reply_to=outcome.message_id, thread_ref=None))
 
 
 def _read_line(tty: bool) -> str | None:
@@ -107,34 +140,37 @@ def _read_line(tty: bool) -> str | None:
 
 def run_command() -> None:
     """Run the whole assistant: channels, worker, outbox, extractor, HTTP server."""
+    from bot.app import Axi
+    from channels.registry import for_run
+
     cfg = settings()
-    _configure_logging(cfg, quiet=False)
+    configure_logging(cfg, quiet=False)
     log = logging.getLogger("axi")
+    wiring = for_run(cfg)
 
     async def main() -> int:
-        console = ConsoleChannel(interactive=False)
-        async with Axi(cfg, {"console": console}, alerting=True) as axi:
-            web = WebServer(cfg.http_host, cfg.http_port, axi.health)
-            await web.start()
+        async with Axi(cfg, wiring, alerting=True) as axi:
             try:
                 await axi.start_channels()
-                axi.start_loops()
-                log.info("Axi est en marche — http://%s:%s/health", cfg.http_host, web.port)
-                for line in missing(cfg):
-                    log.warning("%s", line)
-                local = await axi.router.local.probe()  # type: ignore[attr-defined]
-                if local["state"] != "ok":
-                    log.warning("Modèle local indisponible / local model unavailable (%s): %s — "
-                                "les messages attendront / messages will wait", local["state"],
-                                local["detail"])
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    with contextlib.suppress(NotImplementedError):
-                        loop.add_signal_handler(sig, axi.stop_event.set)
-                await axi.stop_event.wait()
-                log.info("Arrêt demandé : Axi s'arrête proprement.")
-            finally:
-                await web.stop()
+            except OSError as exc:  # the HTTP port in use, a socket not allowed…
+                fail(str(exc), code=EXIT_CONFIG)
+            axi.start_loops()
+            web = axi.channels.get("web")
+            log.info("Axi est en marche — http://%s:%s/health", cfg.http_host,
+                     getattr(web, "port", cfg.http_port))
+            for line in missing(cfg):
+                log.warning("%s", line)
+            local = await axi.router.local.probe()  # type: ignore[attr-defined]
+            if local["state"] != "ok":
+                log.warning("Modèle local indisponible / local model unavailable (%s): %s — "
+                            "les messages attendront / messages will wait", local["state"],
+                            local["detail"])
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.add_signal_handler(sig, axi.stop_event.set)
+            await axi.stop_event.wait()
+            log.info("Arrêt demandé : Axi s'arrête proprement.")
         return 0
 
     raise typer.Exit(run(main()))
@@ -160,6 +196,8 @@ def missing(cfg: Settings) -> list[str]:
 @llm_app.command("status")
 def llm_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Both providers, and the share answered locally over 1, 7 and 30 days."""
+    from bot.app import Axi
+
     cfg = settings()
 
     async def main():  # type: ignore[no-untyped-def]
@@ -167,7 +205,7 @@ def llm_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> Non
             local = await axi.router.local.probe()  # type: ignore[attr-defined]
             usage = {d: await axi.store.llm_usage(d) for d in (1, 7, 30)}
             spend = await axi.store.claude_spend_this_month(timezone=cfg.timezone)
-            alerts = await axi.store.list_alerts(limit=5)
+            alerts = await axi.store.list_notifications(limit=5, urgent_only=True)
             embedded = (await axi.store.count_embeddings(cfg.embed_model)
                         if cfg.embed_model else None)
             total = await axi.store.count_souvenirs()

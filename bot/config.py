@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     )
     backup_repository: str | None = Field(default=None, alias="AXI_BACKUP_REPOSITORY")
 
+    # Reaching people
+    agency_email: str | None = Field(default=None, alias="AXI_AGENCY_EMAIL")
+    agency_cc: str | None = Field(default=None, alias="AXI_AGENCY_CC")
+    quiet_hours: str = Field(default="21:00-07:30", alias="AXI_QUIET_HOURS")
+
     # Pipeline
     timezone: str = Field(default="Europe/Paris", alias="AXI_TIMEZONE")
     worker_concurrency: int = Field(default=4, ge=1, le=64, alias="AXI_WORKER_CONCURRENCY")
@@ -131,6 +136,24 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Paris)") from exc
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str) -> str:
+        from bot.quiet_hours import QuietHours
+
+        QuietHours.parse(value)  # ValueError says what a valid value looks like
+        return value.strip()
+
+    @field_validator("agency_email")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if value.count("@") != 1 or " " in value or value.startswith("@") or value.endswith("@"):
+            raise ValueError(f"not an email address: {value!r}")
         return value
 
     @field_validator("log_level")

@@ -115,6 +115,13 @@ class ContextInputs:
     max_item_chars: int = 600
     timezone: str = "Europe/Paris"
     system_mode: SystemMode = "system"
+    withheld: bool = False
+    """Turns or souvenirs that must not leave the server were left out of this prompt
+    (it is bound for the fallback): the last turn says so to the model."""
+
+
+WITHHELD_NOTE = ("(Certains échanges ou souvenirs confidentiels ont été retirés de ce "
+                 "contexte : ne les invente pas ; si la réponse en dépend, dis-le simplement.)")
 
 
 @dataclass(frozen=True)
@@ -226,8 +233,10 @@ def render_system(persona: str, consignes: Sequence[ConsigneRecord], person: Per
 
 
 def render_last_turn(message: str, now_text: str, souvenir_lines: Sequence[str],
-                     fact_lines: Sequence[str]) -> str:
+                     fact_lines: Sequence[str], withheld: bool = False) -> str:
     parts = []
+    if withheld:
+        parts.append(WITHHELD_NOTE)
     if souvenir_lines:
         parts.append("\n".join([SOUVENIRS_HEADER, *souvenir_lines, DATA_FOOTER]))
     if fact_lines:
@@ -353,7 +362,7 @@ def build_prompt(inputs: ContextInputs) -> BuiltPrompt:
     persona = inputs.persona if inputs.persona is not None else load_persona()
     now_text = french_datetime(inputs.now, inputs.timezone)
     base_last = estimate_message({"role": "user", "content": render_last_turn(
-        inputs.message, now_text, [], [])})
+        inputs.message, now_text, [], [], inputs.withheld)})
 
     dropped_person: list[int] = []
     while True:
@@ -384,7 +393,8 @@ def build_prompt(inputs: ContextInputs) -> BuiltPrompt:
     souvenir_lines, dropped_souvenirs = _fit(souvenirs, room - used,
                                              estimate_text(SOUVENIRS_HEADER + DATA_FOOTER) + 4)
     last = {"role": "user",
-            "content": render_last_turn(inputs.message, now_text, souvenir_lines, fact_lines)}
+            "content": render_last_turn(inputs.message, now_text, souvenir_lines, fact_lines,
+                                          inputs.withheld)}
     messages = [*head, *hist, last]
     tokens = estimate_messages(messages)
     # The per-line estimate above is the sum of parts; re-check the whole and shed if needed.
@@ -395,7 +405,8 @@ def build_prompt(inputs: ContextInputs) -> BuiltPrompt:
         else:
             fact_lines.pop()
             dropped_facts.insert(0, facts[len(fact_lines)][0])
-        last["content"] = render_last_turn(inputs.message, now_text, souvenir_lines, fact_lines)
+        last["content"] = render_last_turn(inputs.message, now_text, souvenir_lines, fact_lines,
+                                          inputs.withheld)
         tokens = estimate_messages(messages)
     if tokens > budget:
         raise PromptTooLarge(tokens, budget)

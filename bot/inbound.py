@@ -1,15 +1,17 @@
-"""The two values that cross the line between channels and the core (DESIGN step 1 and 4).
+"""The value that crosses the line from a channel into the core (DESIGN step 1).
 
 A channel turns whatever it received (a Telegram update, an IMAP message, an HTTP request)
-into an `Inbound`; the core answers with an `Outbound` that the outbox hands back to the
-channel. Both are frozen and pure so the core never imports a transport library and tests
-build them directly.
+into an `Inbound`, frozen and pure, so the core never imports a transport library and tests
+build them directly. Besides text, an inbound message may carry a typed event: a button
+pressed (e.g. the answer to a confirmation) or an edit of an earlier message. What goes the
+other way is a `bot.channel.Delivery`, built by the outbox from the stored row.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 def _require(value: str, name: str) -> None:
@@ -27,6 +29,49 @@ class Attachment:
     size: int = 0
     ref: str | None = None
     data: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ButtonPressed:
+    """The sender pressed a button Axi showed (Telegram inline keyboard, a web button, the
+    console's `axi confirm answer`). `data` is what Axi put on the button, e.g.
+    `confirmation:12:oui`; only the transport can produce it, never a message's text."""
+
+    data: str
+
+    def __post_init__(self) -> None:
+        _require(self.data, "button data")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"type": "bouton", "donnees": self.data}
+
+
+@dataclass(frozen=True)
+class Edited:
+    """The sender edited an earlier message; `original_external_id` names it. The new
+    text is the Inbound's text."""
+
+    original_external_id: str
+
+    def __post_init__(self) -> None:
+        _require(self.original_external_id, "original external id")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"type": "modification", "original": self.original_external_id}
+
+
+InboundEvent = ButtonPressed | Edited
+
+
+def event_from_json(value: dict[str, Any] | None) -> InboundEvent | None:
+    """The event stored with a message (messages.metadata['evenement']), typed again."""
+    if not value:
+        return None
+    if value.get("type") == "bouton":
+        return ButtonPressed(str(value.get("donnees", "")))
+    if value.get("type") == "modification":
+        return Edited(str(value.get("original", "")))
+    return None
 
 
 @dataclass(frozen=True)
@@ -49,6 +94,8 @@ class Inbound:
     local_only: bool = False
     """The sender asked that this message never leave the server: no Claude fallback for
     it (it waits for the local model), whatever the person's own setting."""
+    event: InboundEvent | None = None
+    """A button pressed or an edit, when this is not (only) a new text message."""
 
     def __post_init__(self) -> None:
         _require(self.channel, "channel")
@@ -60,29 +107,10 @@ class Inbound:
             raise ValueError("received_at must be timezone-aware")
         if not isinstance(self.attachments, tuple):
             object.__setattr__(self, "attachments", tuple(self.attachments))
+        if self.event is not None and not isinstance(self.event, ButtonPressed | Edited):
+            raise ValueError("event must be ButtonPressed or Edited")
 
     @property
     def empty(self) -> bool:
-        """No text and no attachment: nothing to answer."""
-        return not self.text.strip() and not self.attachments
-
-
-@dataclass(frozen=True)
-class Outbound:
-    """A reply (or a push, e.g. a veille digest) for one address on one channel.
-
-    `in_reply_to` is the id of our stored inbound message, when this answers one;
-    `thread_ref` lets the channel keep the conversation threaded (email References,
-    Telegram reply-to).
-    """
-
-    channel: str
-    address: str
-    text: str
-    in_reply_to: int | None = None
-    thread_ref: str | None = None
-
-    def __post_init__(self) -> None:
-        _require(self.channel, "channel")
-        _require(self.address, "address")
-        _require(self.text, "text")
+        """No text, no attachment and no event: nothing to answer."""
+        return not self.text.strip() and not self.attachments and self.event is None

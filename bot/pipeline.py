@@ -3,7 +3,9 @@ inbox (accept), worker (claim → Responder → reply queued), outbox (claim →
 
 Everything between two steps lives in PostgreSQL, so a crash at any point loses nothing:
 an accepted message stays pending until a reply is committed with it; a queued reply
-stays queued until a channel has sent it.
+stays queued until a channel has sent it. `wait_reply` lets whoever accepted a message
+(a request/response channel, `axi ask`) await what became of it, whichever process
+answered it.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from bot.channel import Channel, Delivery, SendError
+from bot import backoff
+from bot.channel import Channel, CursorUpdate, Delivery, OutgoingFile, ReplyOutcome, SendError
 from bot.inbound import Inbound
 from bot.responder import Responder
+from bot.waiting import wait_for_event_or_stop
+from memory.messages import Accepted, StoredMessage, inbound_params
+from memory.rows import decode_files
 from memory.store import MemoryStore
 
 log = logging.getLogger(__name__)
 
-MAX_SEND_ATTEMPTS = 8
-MAX_UNEXPECTED_FAILURES = 5
 POLL_INTERVAL_S = 1.0
 
 
@@ -30,20 +35,53 @@ def conversation_key(inbound: Inbound) -> str:
     return f"{inbound.channel}:{inbound.sender}"
 
 
-def send_backoff(attempt: int) -> float:
-    return min(600.0, 2.0 * (2 ** max(attempt - 1, 0)))
+def _params(inbound: Inbound) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    if inbound.local_only:
+        meta["local_only"] = True
+    if inbound.event is not None:
+        meta["evenement"] = inbound.event.as_json()
+    return inbound_params(
+        canal=inbound.channel, adresse=inbound.sender, texte=inbound.text,
+        identifiant_externe=inbound.external_id, conversation=conversation_key(inbound),
+        verifie=inbound.verified, reference_fil=inbound.thread_ref,
+        pieces_jointes=[{"filename": a.filename, "content_type": a.content_type,
+                         "size": a.size, "ref": a.ref} for a in inbound.attachments],
+        recu_le=inbound.received_at, metadata=meta or None)
+
+
+def delivery_of(msg: StoredMessage) -> Delivery:
+    """The Delivery a channel gets for a stored outbound row."""
+    meta = msg.metadata
+    kind = meta.get("genre") or ("notice" if meta.get("avis") else "reply")
+    return Delivery(
+        message_id=msg.id, channel=msg.canal, address=msg.adresse,
+        conversation=msg.conversation, text=msg.texte, in_reply_to=msg.en_reponse_a,
+        thread_ref=msg.reference_fil, kind=kind, subject=meta.get("sujet"),
+        html=meta.get("html"),
+        attachments=tuple(OutgoingFile(f.filename, f.content_type, f.data)
+                          for f in decode_files(msg.pieces_jointes)),
+        cc=tuple(meta.get("cc") or ()), reply_to=meta.get("reply_to"),
+        choices=tuple((str(label), str(data)) for label, data in meta.get("choix") or ()))
 
 
 class Pipeline:
     def __init__(self, store: MemoryStore, responder: Responder,
-                 channels: Mapping[str, Channel], *, concurrency: int = 4):
+                 channels: Mapping[str, Channel], *, concurrency: int = 4,
+                 poll_interval_s: float = POLL_INTERVAL_S):
         self.store = store
         self.responder = responder
-        self.channels = dict(channels)
+        self.channels = channels
+        """The channels of this process (the live dict of `Axi`): the outbox sends only
+        on these."""
         self.concurrency = concurrency
+        self.poll_interval_s = poll_interval_s
         self._work_ready = asyncio.Condition()  # notify(1): one lane per new message
         self._wakeups = 0
         self._wake_outbox = asyncio.Event()
+        self._progress = asyncio.Event()
+        """Set (and replaced by a fresh one) each time a message is handled or sent
+        here: whoever holds the old one is woken, nobody clears it for the others."""
         self.last_loop_error: str | None = None
         self.idle_lanes = 0
         """Worker lanes waiting for work: only then does accepting a message start its
@@ -53,31 +91,40 @@ class Pipeline:
     async def accept(self, inbound: Inbound) -> int:
         """Store an inbound message (no-op on redelivery) and return its id. The channel
         acknowledges its source only after this returns."""
-        accepted = await self.store.accept_inbound(
-            canal=inbound.channel, adresse=inbound.sender, texte=inbound.text,
-            identifiant_externe=inbound.external_id, conversation=conversation_key(inbound),
-            verifie=inbound.verified, reference_fil=inbound.thread_ref,
-            pieces_jointes=[{"filename": a.filename, "content_type": a.content_type,
-                             "size": a.size, "ref": a.ref} for a in inbound.attachments],
-            recu_le=inbound.received_at,
-            metadata={"local_only": True} if inbound.local_only else None,
-        )
-        if not accepted.duplicate:
+        accepted = await self.store.accept_many([_params(inbound)])
+        await self._accepted(accepted)
+        return accepted[0].message.id
+
+    async def accept_batch(self, inbounds: Sequence[Inbound],
+                           cursor: CursorUpdate | None = None) -> list[int]:
+        """Accept several messages and move the channel's cursor in one transaction."""
+        accepted = await self.store.accept_many(
+            [_params(i) for i in inbounds],
+            cursor=(cursor.channel, cursor.key, cursor.value) if cursor is not None else None)
+        await self._accepted(accepted)
+        return [a.message.id for a in accepted]
+
+    async def _accepted(self, accepted: Sequence[Accepted]) -> None:
+        for item in accepted:
+            if item.duplicate:
+                continue
             if self.idle_lanes:  # a worker will take it now: start its recall meanwhile
-                self.responder.prefetch(accepted.message)
+                self.responder.prefetch(item.message)
             async with self._work_ready:
                 # counted, so a lane about to wait does not miss it; capped, so a burst
                 # does not leave thousands of empty claims behind it
                 self._wakeups = min(self._wakeups + 1, self.concurrency)
                 self._work_ready.notify(1)
-        return accepted.message.id
 
     # ---------------------------------------------------------------- 3. worker
-    async def process_one(self, *, message_id: int | None = None) -> bool:
-        """Handle the next processable message (or one given message). False if none."""
+    async def process_one(self, *, message_id: int | None = None,
+                          conversation: str | None = None) -> bool:
+        """Handle the next processable message (or one given message, or the next of one
+        conversation). False if none."""
         handled_id: int | None = None
         try:
-            async with self.store.claim_inbound(message_id=message_id) as claim:
+            async with self.store.claim_inbound(message_id=message_id,
+                                                conversation=conversation) as claim:
                 if claim is None:
                     return False
                 handled_id = claim.message.id
@@ -90,19 +137,22 @@ class Pipeline:
             if handled_id is None:
                 raise
             log.exception("message #%s failed", handled_id)
+            failures = (await self.store.get_message(handled_id)).tentatives + 1
             gave_up = await self.store.record_inbound_failure(
-                handled_id, f"{type(exc).__name__}: {exc}", retry_in_s=30.0,
-                max_attempts=MAX_UNEXPECTED_FAILURES)
+                handled_id, f"{type(exc).__name__}: {exc}",
+                retry_in_s=backoff.UNEXPECTED.delay(failures),
+                max_attempts=backoff.MAX_UNEXPECTED_FAILURES)
             if gave_up:
                 log.error("message #%s given up after %s failures", handled_id,
-                          MAX_UNEXPECTED_FAILURES)
+                          backoff.MAX_UNEXPECTED_FAILURES)
         self._wake_outbox.set()
+        self._progressed()
         return True
 
     async def run_worker(self, stop: asyncio.Event) -> None:
         """`concurrency` lanes. A new message wakes ONE waiting lane (waking them all made
         four claims race for each message, three of them for nothing); a busy lane looks
-        for more work before it waits; every lane also polls each POLL_INTERVAL_S for
+        for more work before it waits; every lane also polls each poll interval for
         messages accepted by other processes."""
 
         async def wake_all_on_stop() -> None:
@@ -126,7 +176,7 @@ class Pipeline:
                                 with contextlib.suppress(TimeoutError):
                                     await asyncio.wait_for(self._work_ready.wait_for(
                                         lambda: self._wakeups > 0 or stop.is_set()),
-                                        POLL_INTERVAL_S)
+                                        self.poll_interval_s)
                             if self._wakeups:
                                 self._wakeups -= 1
                     finally:
@@ -146,22 +196,26 @@ class Pipeline:
             if claim is None:
                 return False
             msg = claim.message
-            delivery = Delivery(
-                message_id=msg.id, channel=msg.canal, address=msg.adresse,
-                conversation=msg.conversation, text=msg.texte, in_reply_to=msg.en_reponse_a,
-                thread_ref=msg.reference_fil, notice=bool(msg.metadata.get("avis")))
             try:
-                external_id = await self.channels[msg.canal].send(delivery)
+                external_id = await self.channels[msg.canal].send(delivery_of(msg))
             except SendError as exc:
                 attempt = msg.tentatives + 1
-                retry = exc.retryable and attempt < MAX_SEND_ATTEMPTS
+                retry = exc.retryable and attempt < backoff.MAX_SEND_ATTEMPTS
                 log.warning("sending #%s on %s failed (%s)%s", msg.id, msg.canal, exc,
                             "" if retry else ": giving up")
-                await self.store.mark_send_failed(
-                    claim, str(exc), retry_in_s=send_backoff(attempt) if retry else None)
+                delay = None
+                if retry:
+                    delay = (exc.retry_after if exc.retry_after is not None
+                             else backoff.SEND.delay(attempt))
+                await self.store.mark_send_failed(claim, str(exc), retry_in_s=delay)
                 return True
             await self.store.mark_sent(claim, external_id)
+        self._progressed()
         return True
+
+    def _progressed(self) -> None:
+        done, self._progress = self._progress, asyncio.Event()
+        done.set()
 
     async def run_outbox(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -172,16 +226,25 @@ class Pipeline:
                 log.warning("outbox loop error: %s", exc)
                 busy = False
             if not busy:
-                await _wait(self._wake_outbox, stop, POLL_INTERVAL_S)
+                await wait_for_event_or_stop(self._wake_outbox, stop, self.poll_interval_s)
 
-
-async def _wait(event: asyncio.Event, stop: asyncio.Event, seconds: float) -> None:
-    """Sleep until woken, stopped, or timeout (polling covers other processes' work)."""
-    with contextlib.suppress(TimeoutError):
-        waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
-    event.clear()
+    # ---------------------------------------------------------------- awaiting a reply
+    async def wait_reply(self, message_id: int, timeout_s: float) -> ReplyOutcome:
+        """What became of an accepted message: returns as soon as its reply is committed
+        or it is closed without one (ignored, given up), or at the timeout with its
+        state then. Woken by this process's work, polling for other processes'."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout_s, 0.0)
+        while True:
+            progress = self._progress  # taken before reading: no progress is missed
+            outcome = await self.store.reply_outcome(message_id)
+            if outcome.reply is not None or outcome.state != "en_attente":
+                break
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), min(left, self.poll_interval_s))
+        return ReplyOutcome(message_id=outcome.message_id, state=outcome.state,
+                            reply=outcome.reply, reply_id=outcome.reply_id,
+                            notices=outcome.notices)

@@ -30,6 +30,8 @@ from memory.records import ConsigneRecord, FactRecord, PersonRecord, SouvenirRec
 from memory.text import fold
 
 INNER_CIRCLE = frozenset({"créateur", "administrateur", "équipe"})
+OWNER_RELATION = "créateur"
+"""Ludo: the person asked for confirmations and alerted by default."""
 CLAIM_MAX_CONFIDENCE = 0.3
 """A claim is never held with more confidence than this (a fact's default is 0.7)."""
 SELF_WORDS = frozenset({"je", "moi", "j'"})
@@ -152,6 +154,11 @@ def attribution(speaker: PersonRecord | None, name: str | None, channel: str | N
     if given and given not in {"Interlocuteur inconnu", "Inconnu"}:
         return f"quelqu'un se présentant comme {given} (non vérifié{where})"
     return f"Interlocuteur inconnu (non vérifié{where})"
+
+
+def recall_privacy(who: Interlocutor) -> tuple[bool, int | None]:
+    """What recall's filter depends on: private memory allowed, and whose souvenirs."""
+    return who.trust == "private", who.relation_id
 
 
 def may_change_memory(who: Interlocutor) -> bool:

@@ -1,6 +1,11 @@
 """The terminal channel: `axi ask` and `axi chat` type into the inbox as the local
 operator (or `--as` a person) and read Axi's replies here. Interactive, it streams the
-reply as it is generated; under `axi run` (no terminal) it only logs replies."""
+reply as it is generated; under `axi run` (no terminal) it only logs what it is given
+(replies to console messages, and notifications nobody else could receive).
+
+Its addresses are its own business: `operateur` is whoever runs `axi`, `personne:<id>`
+speaks as a known person; the core learns who that is through `person_of`.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,23 @@ import logging
 import sys
 from typing import TextIO
 
-from bot.channel import AcceptFn, ChunkFn, Delivery
+from bot.channel import ChannelServices, ChunkFn, Delivery
 
 log = logging.getLogger(__name__)
 
 OPERATOR_ADDRESS = "operateur"
+_PERSON_PREFIX = "personne:"
 
 
 def person_address(relation_id: int) -> str:
     """The console address that speaks as a given person (`axi ask --as NAME`)."""
-    return f"personne:{relation_id}"
+    return f"{_PERSON_PREFIX}{relation_id}"
 
 
 class ConsoleChannel:
     name = "console"
+    fallback_address = OPERATOR_ADDRESS
+    """Where a notification goes when its person has no usable channel."""
 
     def __init__(self, out: TextIO | None = None, *, interactive: bool = True,
                  stream: bool = False):
@@ -31,8 +39,17 @@ class ConsoleChannel:
         self._streamed: dict[str, list[str]] = {}
         self.delivered: list[Delivery] = []
 
-    async def start(self, accept: AcceptFn) -> None:
+    def person_of(self, address: str) -> int | None:
+        """The person a console address speaks as, or None (the operator)."""
+        if address.startswith(_PERSON_PREFIX) and address[len(_PERSON_PREFIX):].isdigit():
+            return int(address[len(_PERSON_PREFIX):])
         return None
+
+    async def start(self, services: ChannelServices) -> None:
+        return None
+
+    async def run(self) -> None:
+        return None  # nothing to receive: `axi ask`/`axi chat` accept directly
 
     async def stop(self) -> None:
         return None
@@ -51,12 +68,17 @@ class ConsoleChannel:
     async def send(self, delivery: Delivery) -> str | None:
         self.delivered.append(delivery)
         if not self.interactive:
-            log.info("console reply #%s to %s: %s", delivery.message_id, delivery.address,
-                     delivery.text[:200])
+            log.info("console %s #%s to %s: %s", delivery.kind, delivery.message_id,
+                     delivery.address, delivery.text[:500])
             return f"console-{delivery.message_id}"
-        if delivery.notice:  # a stream that broke off before this notice is not a reply
+        self.show(delivery)
+        return f"console-{delivery.message_id}"
+
+    def show(self, delivery: Delivery) -> None:
+        """Print a reply or a notice, once, taking a streamed reply into account."""
+        if delivery.kind != "reply":  # a stream that broke off before a notice is no reply
             self._streamed.pop(delivery.conversation, None)
-        if not delivery.notice and delivery.conversation in self._streamed:
+        if delivery.kind == "reply" and delivery.conversation in self._streamed:
             shown = "".join(self._streamed.pop(delivery.conversation)).strip()
             self.out.write("\n")
             if shown != delivery.text.strip():
@@ -65,4 +87,3 @@ class ConsoleChannel:
         else:
             self.out.write(delivery.text + "\n")
         self.out.flush()
-        return f"console-{delivery.message_id}"

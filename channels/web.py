@@ -1,72 +1,105 @@
-"""The HTTP channel: Axi's web server (starlette on uvicorn). For now it serves
-`GET /health` (JSON; 200 when healthy, 503 otherwise); the web chat and the site widget
-mount here later. The core hands it a `health` coroutine and never imports starlette."""
+"""The HTTP channel: Axi's web server (starlette on uvicorn, inside Axi's event loop).
+
+Today it serves `GET /health` (JSON; 200 when healthy, 503 otherwise) and whatever routes
+other channels mounted through the services object (Telegram's webhook, later the web
+chat, the site widget and MCP). Start fails with a clear error when the port cannot be
+bound; `run()` is the server itself, supervised by the core.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+
+from bot.channel import ChannelServices, ChunkFn, Delivery
 
 log = logging.getLogger(__name__)
 
-HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
+HEALTH_TIMEOUT_S = 5.0
 
 
-def build_app(health: HealthCheck) -> Starlette:
+class HttpStartError(OSError):
+    """The HTTP server could not listen (address in use, not allowed)."""
+
+
+def build_app(services: ChannelServices) -> Starlette:
     async def health_endpoint(request: Request) -> JSONResponse:
         try:
-            report = await asyncio.wait_for(health(), timeout=5)
+            report = await asyncio.wait_for(services.health(), timeout=HEALTH_TIMEOUT_S)
         except Exception as exc:  # a broken check is itself unhealthy
-            report = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+            report = {"status": "error", "error": type(exc).__name__}
         return JSONResponse(report, status_code=200 if report.get("status") == "ok" else 503)
 
-    return Starlette(routes=[Route("/health", health_endpoint, methods=["GET"])])
+    routes: list[BaseRoute] = [Route("/health", health_endpoint, methods=["GET"])]
+    for path, app in services.routes:
+        routes.append(app if isinstance(app, BaseRoute) else Mount(path, app=app))
+    return Starlette(routes=routes)
 
 
-class WebServer:
+class WebChannel:
     """uvicorn inside our own event loop, started and stopped explicitly."""
 
-    def __init__(self, host: str, port: int, health: HealthCheck):
-        config = uvicorn.Config(build_app(health), host=host, port=port, log_level="warning",
-                                lifespan="off", access_log=False)
+    name = "web"
+
+    def __init__(self, host: str, port: int, *, start_timeout_s: float = 10.0):
+        self.host, self.port = host, port
+        self.start_timeout_s = start_timeout_s
+        self.server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, services: ChannelServices) -> None:
+        config = uvicorn.Config(build_app(services), host=self.host, port=self.port,
+                                log_level="warning", lifespan="off", access_log=False)
         # uvicorn captures SIGINT/SIGTERM while serving and hands them back when it
         # stops; `axi run` installs its own loop handlers after start() to stop everything.
-        self.server = uvicorn.Server(config)
-        self._task: asyncio.Task[None] | None = None
-        self.host, self.port = host, port
-
-    async def _serve(self) -> None:
-        try:
-            await self.server.serve()
-        except SystemExit:  # uvicorn exits the process when it cannot bind; we must not
-            self._failed = True
-
-    async def start(self) -> None:
-        self._failed = False
-        self._task = asyncio.create_task(self._serve(), name="axi-web")
-        while not self.server.started:
-            if self._task.done():
-                raise OSError(
-                    f"cannot listen on {self.host}:{self.port} (address in use or not allowed); "
-                    "set AXI_HTTP_HOST/AXI_HTTP_PORT"
-                )
-            await asyncio.sleep(0.02)
-        sockets = [s for srv in self.server.servers for s in srv.sockets]
+        self.server = server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._serve(server), name="axi-web")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout_s
+        while not server.started:
+            if self._task.done() or loop.time() > deadline:
+                raise HttpStartError(
+                    f"cannot listen on {self.host}:{self.port} (address in use or not "
+                    "allowed); set AXI_HTTP_HOST/AXI_HTTP_PORT")
+            await asyncio.sleep(0.01)  # uvicorn exposes no "started" event
+        sockets = [s for srv in server.servers for s in srv.sockets]
         if sockets:
             self.port = sockets[0].getsockname()[1]
 
-    async def stop(self) -> None:
+    @staticmethod
+    async def _serve(server: uvicorn.Server) -> None:
+        with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind; we must not
+            await server.serve()
+
+    async def run(self) -> None:
+        """The server; returning or raising means it died (the core restarts it)."""
         if self._task is None:
             return
+        await asyncio.shield(self._task)
+        if self.server is not None and not self.server.should_exit:
+            raise RuntimeError("the HTTP server stopped on its own")
+
+    async def send(self, delivery: Delivery) -> str | None:
+        # nothing is pushed over HTTP: a web client reads its reply in its request
+        return f"web-{delivery.message_id}"
+
+    def live(self, conversation: str) -> ChunkFn | None:
+        return None
+
+    async def stop(self) -> None:
+        if self._task is None or self.server is None:
+            return
         self.server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError, SystemExit):
+        with contextlib.suppress(asyncio.CancelledError, SystemExit, TimeoutError):
             await asyncio.wait_for(self._task, timeout=10)
+
+    def describe(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port}

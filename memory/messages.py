@@ -26,7 +26,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from memory.errors import InvalidInput
+from memory.errors import InvalidInput, NotFound
+from memory.rows import NewSouvenir, insert_outbound, insert_souvenir
 from memory.text import MAX_CONTENT_CHARS, InvalidText, clean, clean_content
 
 _COLUMNS = (
@@ -111,13 +112,6 @@ LIMIT 1
 FOR UPDATE SKIP LOCKED
 """
 
-INSERT_OUTBOUND = (
-    "INSERT INTO messages (sens, canal, adresse, verifie, relation_id, conversation, "
-    "reference_fil, texte, metadata, etat, en_reponse_a) VALUES ('sortant', :c, :a, "
-    "true, :rid, :conv, :fil, :t, CAST(:meta AS jsonb), 'a_envoyer', :rep) RETURNING id")
-"""A message queued for the outbox that is not a reply being committed (a notice, an
-alert, a digest); parameters :c :a :rid :conv :fil :t :meta :rep."""
-
 _CLAIM_OUTBOUND = f"""
 SELECT {_COLUMNS} FROM messages m
 WHERE m.sens = 'sortant' AND m.etat = 'a_envoyer'
@@ -128,6 +122,47 @@ ORDER BY m.id
 LIMIT 1
 FOR UPDATE SKIP LOCKED
 """
+
+
+def inbound_params(
+    *, canal: str, adresse: str, texte: str, identifiant_externe: str, conversation: str,
+    verifie: bool = False, reference_fil: str | None = None, pieces_jointes: Sequence[Any] = (),
+    recu_le: datetime | None = None, metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Validated parameters of one inbound message (InvalidInput says what is wrong)."""
+    try:
+        body = clean(texte).strip()
+        if len(body) > MAX_CONTENT_CHARS:
+            raise InvalidText(f"message too long: {len(body):,} characters")
+        ext = clean_content(identifiant_externe, what="external id", limit=200)
+        address = clean_content(adresse, what="sender address", limit=320)
+    except InvalidText as exc:
+        raise InvalidInput(str(exc)) from None
+    if not body and not pieces_jointes and not (metadata or {}).get("evenement"):
+        raise InvalidInput("empty message")
+    return {
+        "canal": canal, "adresse": address, "verifie": verifie,
+        "conversation": clean(conversation)[:400], "ext": ext,
+        "fil": clean(reference_fil)[:400] if reference_fil else None, "texte": body,
+        "pj": json.dumps(list(pieces_jointes)), "recu": recu_le,
+        "meta": json.dumps(metadata or {}),
+    }
+
+
+async def _accept_in(session: AsyncSession, params: dict[str, Any]) -> Accepted:
+    row = (await session.execute(text(
+        "INSERT INTO messages (sens, canal, adresse, verifie, conversation, "
+        "identifiant_externe, reference_fil, texte, pieces_jointes, recu_le, metadata, etat) "
+        "VALUES ('entrant', :canal, :adresse, :verifie, :conversation, :ext, :fil, :texte, "
+        "CAST(:pj AS jsonb), coalesce(:recu, now()), CAST(:meta AS jsonb), 'en_attente') "
+        "ON CONFLICT (canal, identifiant_externe) WHERE sens = 'entrant' DO NOTHING "
+        f"RETURNING {_COLUMNS}"), params)).one_or_none()
+    if row is not None:
+        return Accepted(_row(row), duplicate=False)
+    existing = (await session.execute(text(
+        f"SELECT {_COLUMNS} FROM messages WHERE sens = 'entrant' AND canal = :canal "
+        "AND identifiant_externe = :ext"), params)).one()
+    return Accepted(_row(existing), duplicate=True)
 
 
 class MessagesMixin:
@@ -148,44 +183,49 @@ class MessagesMixin:
         metadata: dict[str, Any] | None = None,
     ) -> Accepted:
         """Store an inbound message once; a redelivery returns the stored one."""
-        try:
-            body = clean(texte).strip()
-            if len(body) > MAX_CONTENT_CHARS:
-                raise InvalidText(f"message too long: {len(body):,} characters")
-            ext = clean_content(identifiant_externe, what="external id", limit=200)
-        except InvalidText as exc:
-            raise InvalidInput(str(exc)) from None
-        if not body and not pieces_jointes:
-            raise InvalidInput("empty message")
-        params = {
-            "canal": canal, "adresse": clean(adresse), "verifie": verifie,
-            "conversation": clean(conversation)[:400], "ext": ext,
-            "fil": clean(reference_fil)[:400] if reference_fil else None, "texte": body,
-            "pj": json.dumps(list(pieces_jointes)), "recu": recu_le,
-            "meta": json.dumps(metadata or {}),
-        }
+        params = inbound_params(
+            canal=canal, adresse=adresse, texte=texte, identifiant_externe=identifiant_externe,
+            conversation=conversation, verifie=verifie, reference_fil=reference_fil,
+            pieces_jointes=pieces_jointes, recu_le=recu_le, metadata=metadata)
         async with self.db.sessions.begin() as session:
-            row = (await session.execute(text(
-                "INSERT INTO messages (sens, canal, adresse, verifie, conversation, "
-                "identifiant_externe, reference_fil, texte, pieces_jointes, recu_le, metadata, etat) "
-                "VALUES ('entrant', :canal, :adresse, :verifie, :conversation, :ext, :fil, :texte, "
-                "CAST(:pj AS jsonb), coalesce(:recu, now()), CAST(:meta AS jsonb), 'en_attente') "
-                "ON CONFLICT (canal, identifiant_externe) WHERE sens = 'entrant' DO NOTHING "
-                f"RETURNING {_COLUMNS}"), params)).one_or_none()
-            if row is not None:
-                return Accepted(_row(row), duplicate=False)
-            existing = (await session.execute(text(
-                f"SELECT {_COLUMNS} FROM messages WHERE sens = 'entrant' AND canal = :canal "
-                "AND identifiant_externe = :ext"), params)).one()
-        return Accepted(_row(existing), duplicate=True)
+            return await _accept_in(session, params)
+
+    async def accept_many(
+        self, items: Sequence[dict[str, Any]], *, cursor: tuple[str, str, str] | None = None
+    ) -> list[Accepted]:
+        """Store several inbound messages (each as `inbound_params` makes it) and move a
+        channel's cursor (canal, cle, valeur) in ONE transaction: the channel acknowledges
+        its source up to the cursor only after this returns, so a crash in between
+        redelivers messages that are then recognised (no loss, no duplicate)."""
+        async with self.db.sessions.begin() as session:
+            done = [await _accept_in(session, params) for params in items]
+            if cursor is not None:
+                await session.execute(text(
+                    "INSERT INTO curseurs_canal (canal, cle, valeur) VALUES (:c, :k, :v) "
+                    "ON CONFLICT (canal, cle) DO UPDATE SET valeur = excluded.valeur, "
+                    "maj_le = now()"), {"c": cursor[0], "k": cursor[1], "v": cursor[2]})
+        return done
+
+    async def read_cursor(self, canal: str, cle: str) -> str | None:
+        async with self.db.sessions() as session:
+            return await session.scalar(text(
+                "SELECT valeur FROM curseurs_canal WHERE canal = :c AND cle = :k"),
+                {"c": canal, "k": cle})
 
     @asynccontextmanager
-    async def claim_inbound(self, *, message_id: int | None = None) -> AsyncIterator[Claim | None]:
-        """Hold the next processable inbound message (or a given one) for the block."""
-        extra = "AND m.id = :mid" if message_id is not None else ""
+    async def claim_inbound(self, *, message_id: int | None = None,
+                            conversation: str | None = None) -> AsyncIterator[Claim | None]:
+        """Hold the next processable inbound message (or a given one, or the next of one
+        conversation) for the block."""
+        extra = ""
+        if message_id is not None:
+            extra += " AND m.id = :mid"
+        if conversation is not None:
+            extra += " AND m.conversation = :conv"
         async with self.db.sessions() as session, session.begin():
             row = (await session.execute(text(_CLAIM_INBOUND.format(extra=extra)),
-                                         {"mid": message_id})).one_or_none()
+                                         {"mid": message_id, "conv": conversation})
+                   ).one_or_none()
             if row is None:
                 yield None
                 return
@@ -214,23 +254,16 @@ class MessagesMixin:
              "meta": json.dumps(inbound_metadata or {})})
         out_id = None
         if reply is not None:
-            out_id = (await claim.execute(
-                "INSERT INTO messages (sens, canal, adresse, verifie, relation_id, conversation, "
-                "reference_fil, texte, metadata, etat, en_reponse_a) VALUES ('sortant', :canal, "
-                ":adresse, true, :rid, :conv, :fil, :texte, CAST(:meta AS jsonb), 'a_envoyer', :id) "
-                "RETURNING id",
-                {"canal": msg.canal, "adresse": msg.adresse, "rid": relation_id,
-                 "conv": msg.conversation, "fil": msg.reference_fil, "texte": clean(reply),
-                 "meta": json.dumps(reply_metadata or {}), "id": msg.id})).scalar_one()
+            out_id = await insert_outbound(
+                claim.session, canal=msg.canal, adresse=msg.adresse, texte=reply,
+                conversation=msg.conversation, relation_id=relation_id, en_reponse_a=msg.id,
+                reference_fil=msg.reference_fil, genre="reply", metadata=reply_metadata)
         for s in souvenirs:
-            await claim.execute(
-                "INSERT INTO souvenirs (timestamp, type, source, contenu, importance, metadata, "
-                "relation_id) VALUES (coalesce(:ts, now()), :type, :source, :contenu, :imp, "
-                "CAST(:meta AS jsonb), :rid)",
-                {"ts": s.get("timestamp"), "type": s.get("type", "conversation"),
-                 "source": s.get("source", msg.canal), "contenu": clean(s["contenu"]),
-                 "imp": s.get("importance", 5), "meta": json.dumps(s.get("metadata", {})),
-                 "rid": s.get("relation_id", relation_id)})
+            await insert_souvenir(claim.session, NewSouvenir(
+                contenu=s["contenu"], type=s.get("type", "conversation"),
+                source=s.get("source", msg.canal), importance=s.get("importance", 5),
+                timestamp=s.get("timestamp"), relation_id=s.get("relation_id", relation_id),
+                metadata=s.get("metadata", {})))
         claim.finished = True
         return out_id
 
@@ -246,6 +279,16 @@ class MessagesMixin:
              "id": claim.message.id})
         claim.finished = True
 
+    async def conversation_busy(self, conversation: str, *, before: int) -> bool:
+        """Whether a message of the conversation up to `before` is due but could not be
+        claimed here: another process is answering it."""
+        async with self.db.sessions() as session:
+            return bool(await session.scalar(text(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation = :c "
+                "AND sens = 'entrant' AND etat = 'en_attente' AND id <= :b "
+                "AND (prochain_essai IS NULL OR prochain_essai <= now()))"),
+                {"c": conversation, "b": before}))
+
     async def make_due(self, conversation: str) -> int:
         """Make the conversation's waiting messages due now (someone is there to read)."""
         async with self.db.sessions.begin() as session:
@@ -257,26 +300,26 @@ class MessagesMixin:
 
     async def queue_notice(self, claim: Claim, texte: str, *, relation_id: int | None) -> int:
         """Queue a short notice answering the claimed message, in the claim's transaction.
-        Notices are marked `avis` so they never enter the conversation history."""
+        Notices never enter the conversation history."""
         msg = claim.message
-        return (await claim.execute(
-            "INSERT INTO messages (sens, canal, adresse, verifie, relation_id, conversation, "
-            "reference_fil, texte, metadata, etat, en_reponse_a) VALUES ('sortant', :c, :a, true, "
-            ":rid, :conv, :fil, :t, '{\"avis\": true}'::jsonb, 'a_envoyer', :id) RETURNING id",
-            {"c": msg.canal, "a": msg.adresse, "rid": relation_id, "conv": msg.conversation,
-             "fil": msg.reference_fil, "t": clean(texte), "id": msg.id})).scalar_one()
+        return await insert_outbound(
+            claim.session, canal=msg.canal, adresse=msg.adresse, texte=texte,
+            conversation=msg.conversation, relation_id=relation_id, en_reponse_a=msg.id,
+            reference_fil=msg.reference_fil, genre="notice")
 
     async def queue_outbound(
         self, *, canal: str, adresse: str, conversation: str, texte: str,
         relation_id: int | None = None, en_reponse_a: int | None = None,
         reference_fil: str | None = None, metadata: dict[str, Any] | None = None,
+        genre: str = "push",
     ) -> int:
-        """Queue a message that is not a reply (a notice, a digest)."""
+        """Queue a message that is not a reply being committed (bot.notify uses this
+        module's notification API; this is for tests and tools)."""
         async with self.db.sessions.begin() as session:
-            return (await session.execute(text(INSERT_OUTBOUND), {
-                "c": canal, "a": adresse, "rid": relation_id, "conv": conversation,
-                "fil": reference_fil, "t": clean(texte), "meta": json.dumps(metadata or {}),
-                "rep": en_reponse_a})).scalar_one()
+            return await insert_outbound(
+                session, canal=canal, adresse=adresse, texte=texte, conversation=conversation,
+                relation_id=relation_id, en_reponse_a=en_reponse_a, reference_fil=reference_fil,
+                genre=genre, metadata=metadata)
 
     @asynccontextmanager
     async def claim_outbound(
@@ -331,7 +374,6 @@ class MessagesMixin:
             row = (await session.execute(text(f"SELECT {_COLUMNS} FROM messages WHERE id = :id"),
                                          {"id": message_id})).one_or_none()
         if row is None:
-            from memory.errors import NotFound
             raise NotFound(f"no message #{message_id}")
         return _row(row)
 

@@ -3,81 +3,34 @@ recall, the lexicon, facts, people and consignes come from the mixins beside it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from memory.alerts import AlertsMixin
+from memory.confirmations import ConfirmationsMixin
 from memory.consignes import ConsignesMixin
 from memory.database import Database
 from memory.embeddings import EmbeddingsMixin
 from memory.errors import InvalidInput, NotFound
 from memory.extraction_queue import ExtractionQueueMixin
 from memory.facts import FactsMixin
+from memory.inbox_admin import InboxAdminMixin
 from memory.lexicon import LexiconMixin
 from memory.llm_calls import LLMCallsMixin
+from memory.locks import LocksMixin
 from memory.messages import MessagesMixin
+from memory.notifications import NotificationsMixin
 from memory.people import PeopleMixin
 from memory.recall_store import RecallMixin
 from memory.records import SouvenirRecord, souvenir_from_row
-from memory.text import InvalidText, clean, clean_content
+from memory.rows import SOUVENIR_COLUMNS, NewSouvenir, insert_souvenir, prepare_souvenir
 from memory.warmup import WarmupMixin
 
-_SOUVENIR_COLUMNS = (
-    "id, timestamp, type, source, contenu, resume, importance, metadata, relation_id, public"
-)
-
-
-@dataclass(frozen=True)
-class NewSouvenir:
-    """One souvenir to store (for bulk loads)."""
-
-    contenu: str
-    type: str = "note"
-    source: str | None = None
-    importance: int = 5
-    timestamp: datetime | None = None
-    relation_id: int | None = None
-    public: bool = False
-    resume: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def _clean_json(value: Any) -> Any:
-    if isinstance(value, str):
-        return clean(value)
-    if isinstance(value, dict):
-        return {clean(str(k)): _clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean_json(v) for v in value]
-    return value
-
-
-def _prepare(item: NewSouvenir) -> dict[str, Any]:
-    try:
-        contenu = clean_content(item.contenu, what="souvenir text")
-        kind = clean_content(item.type, what="souvenir type", limit=50)
-        source = clean_content(item.source, what="source", limit=100) if item.source else None
-    except InvalidText as exc:
-        raise InvalidInput(str(exc)) from None
-    if not 0 <= int(item.importance) <= 10:
-        raise InvalidInput(f"importance must be between 0 and 10, not {item.importance}")
-    return {
-        "contenu": contenu,
-        "type": kind,
-        "source": source,
-        "importance": int(item.importance),
-        "timestamp": item.timestamp,
-        "relation_id": item.relation_id,
-        "public": item.public,
-        "resume": clean(item.resume) if item.resume else None,
-        "metadata": json.dumps(_clean_json(item.metadata or {})),
-    }
+_SOUVENIR_COLUMNS = SOUVENIR_COLUMNS
+_prepare = prepare_souvenir
 
 
 def translate_db_error(exc: DBAPIError) -> Exception:
@@ -93,7 +46,8 @@ def translate_db_error(exc: DBAPIError) -> Exception:
 
 class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixin,
                   ConsignesMixin, MessagesMixin, LLMCallsMixin, ExtractionQueueMixin,
-                  EmbeddingsMixin, AlertsMixin):
+                  EmbeddingsMixin, NotificationsMixin, ConfirmationsMixin, InboxAdminMixin,
+                  LocksMixin):
     def __init__(self, db: Database):
         self.db = db
 
@@ -117,16 +71,10 @@ class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixi
             timestamp=timestamp, relation_id=relation_id, public=public, resume=resume,
             metadata=metadata or {},
         )
-        values = _prepare(item)
-        sql = text(
-            "INSERT INTO souvenirs (timestamp, type, source, contenu, resume, importance, "
-            "metadata, relation_id, public) VALUES (coalesce(:timestamp, now()), :type, "
-            ":source, :contenu, :resume, :importance, CAST(:metadata AS jsonb), :relation_id, "
-            f":public) RETURNING {_SOUVENIR_COLUMNS}"
-        )
+        prepare_souvenir(item)  # InvalidInput before opening a transaction
         try:
             async with self.db.sessions.begin() as session:
-                row = (await session.execute(sql, values)).one()
+                row = await insert_souvenir(session, item)
         except DBAPIError as exc:
             raise translate_db_error(exc) from None
         return souvenir_from_row(row)

@@ -35,7 +35,6 @@ COMPOSITION_ROOTS: frozenset[str] = frozenset({"channels.registry"})
 # What the composition root may import from the core beyond the channel contract: it
 # builds the channels from the settings (DESIGN "How a message flows", step 0).
 COMPOSITION_ROOT_ALSO_IMPORTS: tuple[str, ...] = ("bot.config",)
-COMPOSITION_ROOT_PENDING = "composition root pending"
 # -------------------------------------------------------------------------------------
 
 # What channels/ may import from the core: the channel contract.
@@ -170,7 +169,6 @@ def test_only_the_composition_commands_import_channels() -> None:
     )
 
 
-@pytest.mark.xfail(strict=False, reason=COMPOSITION_ROOT_PENDING)
 def test_channel_imports_outside_channels_are_lazy() -> None:
     bad = [i for i in _channel_imports_from_outside() if not i.lazy]
     assert not bad, (
@@ -179,7 +177,6 @@ def test_channel_imports_outside_channels_are_lazy() -> None:
     )
 
 
-@pytest.mark.xfail(strict=False, reason=COMPOSITION_ROOT_PENDING)
 def test_outside_code_reaches_channels_only_through_the_composition_root() -> None:
     bad = [i for i in _channel_imports_from_outside()
            if not _within(i.target, COMPOSITION_ROOTS)]

@@ -3,13 +3,11 @@ loopback Ollama; and a worker killed with SIGKILL mid-reply that loses nothing."
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +17,7 @@ from memory.database import Database
 from memory.store import MemoryStore
 from tests.conftest import empty_tables
 from tests.fakes.ollama_server import FakeOllama
+from tests.waiting import until
 
 HERE = Path(__file__).parent
 
@@ -121,28 +120,26 @@ async def test_run_serves_health_answers_pending_and_stops(
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=HERE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        health = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.2)
-        assert health is not None and health.status_code == 200, proc.stderr
-        assert health.json()["database"] == "ok"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        async with httpx.AsyncClient(timeout=2) as client:
+
+            async def health() -> httpx.Response | None:
+                assert proc.poll() is None, f"axi run exited: {proc.stderr.read()}"
+                try:
+                    return await client.get(f"http://127.0.0.1:{port}/health")
+                except httpx.TransportError:
+                    return None  # not listening yet
+
+            response = await until(health, 60, message="axi run never served /health")
+        assert response.status_code == 200, proc.stderr
+        assert response.json()["database"] == "ok"
+
+        async def sent() -> bool:
             replies = await store.replies_to(accepted.message.id)
-            if replies and replies[0].etat == "envoye":
-                break
-            await asyncio.sleep(0.2)
-        assert replies and replies[0].etat == "envoye"
+            return bool(replies) and replies[0].etat == "envoye"
+
+        await until(sent, 30, message="the pending message was never answered")
         # the maintenance loop built recall's lexicon in the background
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and await store.lexicon_state() is None:
-            await asyncio.sleep(0.2)
-        assert await store.lexicon_state() is not None
+        await until(store.lexicon_state, 30, message="the lexicon was never built")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
@@ -159,18 +156,15 @@ async def test_worker_killed_mid_reply_loses_nothing(
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "ask", "Message important"],
                             env=cli_env, cwd=HERE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not ollama_server.chat_bodies and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert ollama_server.chat_bodies, "the worker never reached the model"
+    await until(lambda: ollama_server.chat_bodies, 60, message="the worker never reached the model")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     # the claim died with its transaction: the message is pending, nothing half-written
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and await store.pending_counts() != {
-            "entrant:en_attente": 1}:
-        await asyncio.sleep(0.1)
-    assert await store.pending_counts() == {"entrant:en_attente": 1}
+    # (the server notices the dead connection and rolls back a moment later)
+    async def pending_again() -> bool:
+        return await store.pending_counts() == {"entrant:en_attente": 1}
+
+    await until(pending_again, 10, message="the killed worker's claim was never released")
     assert await store.count_souvenirs() == 0
     # restart: the pending message is answered, exactly once
     ollama_server.delay_s = 0
@@ -219,7 +213,10 @@ async def test_llm_status_reports_providers_and_local_share(cli_env, store: Memo
     assert report["usage"]["1"]["local_share"] == 1.0
     assert report["alerts"] == []
     assert report["embeddings"]["model"] is None and report["embeddings"]["souvenirs"] >= 2
-    await store.raise_alert("budget-claude:2026-11", "Alerte Axi : budget atteint.")
+    from memory.notifications import Route
+    await store.queue_notification(cle="budget-claude:2026-11", genre="push", destinataire="Ludo",
+                                   routes=[Route("console", "operateur")],
+                                   texte="Alerte Axi : budget atteint.", urgente=True)
     shown = axi(cli_env, "llm", "status")
     assert "Alert budget-claude:2026-11 raised" in shown.stdout, shown.stderr
     ollama_server.models.clear()

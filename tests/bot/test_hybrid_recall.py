@@ -13,12 +13,14 @@ import pytest
 from sqlalchemy import text
 
 from bot.app import Axi
+from bot.embedder import SouvenirEmbedder
 from memory.database import Database
 from memory.embeddings import vector_index_name
 from tests.bot.test_pipeline import RecordingChannel, make_settings, run_all, scripted_reply, telegram
 from tests.conftest import empty_tables
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.ollama_server import FakeOllama
+from tests.waiting import until
 
 ROOF = [1.0, 0.0, 0.0, 0.0]
 GARDEN = [0.0, 1.0, 0.0, 0.0]
@@ -53,6 +55,27 @@ def data_of(ollama_server: FakeOllama) -> str:
     return json.dumps(talk[-1]["messages"][-1], ensure_ascii=False)
 
 
+class _Failures:
+    n = 0
+
+
+def count_failures(embedder: SouvenirEmbedder) -> _Failures:
+    """Count the embedder's failed embed calls. The failure reaches the embedder's loop,
+    which logs it or not, before its next await: once the count moves, that is decided."""
+    failures = _Failures()
+    embed = embedder.embedder.embed
+
+    async def counted(texts: list[str]) -> list[list[float]]:
+        try:
+            return await embed(texts)
+        except Exception:
+            failures.n += 1
+            raise
+
+    embedder.embedder.embed = counted  # type: ignore[method-assign]
+    return failures
+
+
 async def embed_all(app: Axi) -> int:
     assert app.embedder is not None
     done = 0
@@ -82,8 +105,8 @@ async def test_a_souvenir_found_by_meaning_reaches_the_prompt(
             found = await conn.scalar(text("SELECT count(*) FROM pg_indexes WHERE indexname = :n"),
                                       {"n": vector_index_name("nomic-embed-text", 4)})
         assert found == 1
-    assert axi.pipeline.responder.vectors is not None
-    axi.pipeline.responder.vectors._ready_until = 0.0  # the cached "no vectors yet" expires
+    assert axi.pipeline.responder.recaller.vectors is not None
+    axi.pipeline.responder.recaller.vectors._ready_until = 0.0  # the cached "no vectors yet" expires
     await axi.pipeline.accept(telegram("1001", "Et pour le toit, du nouveau ?"))
     await run_all(axi)
     assert "ardoises de la grange de Sarlat" in data_of(ollama_server)
@@ -97,7 +120,7 @@ async def test_embedding_trouble_never_blocks_a_reply(
 ) -> None:
     await axi.store.remember("Le couvreur change les ardoises de la grange de Sarlat lundi")
     await embed_all(axi)
-    vectors = axi.pipeline.responder.vectors
+    vectors = axi.pipeline.responder.recaller.vectors
     assert vectors is not None and await vectors.ready()
     ollama_server.models.remove("nomic-embed-text:latest")  # the model was removed
     await axi.pipeline.accept(telegram("1001", "Et la toiture de Sarlat ?"))
@@ -115,12 +138,13 @@ async def test_background_embedder_says_once_when_the_model_is_missing(
     ollama_server.models.remove("nomic-embed-text:latest")
     assert axi.embedder is not None
     axi.embedder.idle = lambda: True  # no worker runs here (axi run's lanes would be idle)
+    failures = count_failures(axi.embedder)
     stop = asyncio.Event()
     with caplog.at_level("WARNING"):
         task = asyncio.create_task(axi.embedder.run(stop))
-        await asyncio.sleep(0.3)
+        await until(lambda: failures.n == 1, 10, message="the embedder never tried")
         axi.embedder.wake.set()  # a wake-up does not repeat the warning
-        await asyncio.sleep(0.3)
+        await until(lambda: failures.n == 2, 10, message="the wake-up was not handled")
         stop.set()
         await asyncio.wait_for(task, 5)
     warnings = [r.getMessage() for r in caplog.records if "embeddings unavailable" in r.getMessage()]
@@ -150,16 +174,23 @@ async def test_background_embedding_waits_for_idle_workers(
     await axi.store.remember("Le potager de Vergt")
     assert axi.embedder is not None
     busy = True
-    axi.embedder.idle = lambda: not busy
+    asked = 0
+
+    def idle() -> bool:
+        nonlocal asked
+        asked += 1
+        return not busy
+
+    axi.embedder.idle = idle
     stop = asyncio.Event()
     task = asyncio.create_task(axi.embedder.run(stop))
-    await asyncio.sleep(0.3)
+    # the embedder found the workers busy: it went back to waiting without embedding
+    # (what it does after idle() returns runs before its next await, so it is done by now)
+    await until(lambda: asked >= 1, 10, message="the embedder never checked the workers")
     assert [r for r in ollama_server.requests if r.path == "/api/embed"] == []
     busy = False
-    for _ in range(50):
-        if await axi.store.count_embeddings("nomic-embed-text"):
-            break
-        await asyncio.sleep(0.1)
+    await until(lambda: axi.store.count_embeddings("nomic-embed-text"), 10,
+                message="nothing embedded once the workers were idle")
     stop.set()
     await asyncio.wait_for(task, 5)
     assert await axi.store.count_embeddings("nomic-embed-text") == 1

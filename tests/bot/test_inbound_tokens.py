@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.inbound import Attachment, Inbound, Outbound
+from bot.inbound import Attachment, ButtonPressed, Edited, Inbound, event_from_json
 from llm.tokens import (
     MESSAGE_OVERHEAD,
     PROMPT_OVERHEAD,
@@ -40,15 +40,22 @@ def test_inbound_rejects_incomplete_values(bad: dict[str, object]) -> None:
         Inbound(**fields)  # type: ignore[arg-type]
 
 
-def test_empty_inbound_and_outbound() -> None:
+def test_empty_inbound_and_events() -> None:
     empty = Inbound(channel="web", sender="s1", verified=False, text="  ", external_id="1",
                     received_at=NOW)
     assert empty.empty
-    out = Outbound(channel="telegram", address="123", text="Bonjour !", in_reply_to=7,
-                   thread_ref="42")
-    assert out.in_reply_to == 7
+    pressed = Inbound(channel="telegram", sender="1001", verified=True, text="",
+                      external_id="cb-1", received_at=NOW,
+                      event=ButtonPressed("confirmation:3:oui"))
+    assert not pressed.empty
+    for event in (ButtonPressed("confirmation:3:oui"), Edited("1001:42")):
+        assert event_from_json(event.as_json()) == event
+    assert event_from_json(None) is None and event_from_json({"type": "inconnu"}) is None
     with pytest.raises(ValueError):
-        Outbound(channel="telegram", address="123", text="")
+        ButtonPressed("  ")
+    with pytest.raises(ValueError):
+        Inbound(channel="telegram", sender="1", verified=True, text="x", external_id="e",
+                received_at=NOW, event="confirmation:1:oui")  # type: ignore[arg-type]
 
 
 def test_token_estimate_is_conservative_for_french() -> None:

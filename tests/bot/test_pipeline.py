@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bot.app import Axi
-from bot.channel import AcceptFn, Delivery, SendError
+from bot.channel import ChannelServices, Delivery, SendError
 from bot.config import Settings
 from bot.context import prefix_share
 from bot.inbound import Inbound
@@ -34,7 +34,10 @@ class RecordingChannel:
         self.sent: list[Delivery] = []
         self.fail_next = 0
 
-    async def start(self, accept: AcceptFn) -> None:
+    async def start(self, services: ChannelServices) -> None:
+        return None
+
+    async def run(self) -> None:
         return None
 
     async def stop(self) -> None:
@@ -156,14 +159,14 @@ async def test_recall_started_at_accept_is_redone_when_privacy_changed(
                                identities=[("telegram", "3003")])
     axi.pipeline.idle_lanes = 1  # as if a worker lane were waiting (run_worker counts them)
     mid = await axi.pipeline.accept(telegram("3003", "Où en est la maison de Vergt ?"))
-    speculated = axi.pipeline.responder._prefetched[mid]
+    speculated = axi.pipeline.responder.recaller._prefetched[mid]
     _, early = await speculated  # the team may see private memory
     assert any("180 000" in r.souvenir.contenu for r in early)
     await axi.store.update_person("Paul Martin", relation="client")
     await run_all(axi)
     everything = json.dumps(ollama_server.chat_bodies[-1]["messages"], ensure_ascii=False)
     assert "Vouvoie cette personne." in everything and "180 000" not in everything
-    assert mid not in axi.pipeline.responder._prefetched
+    assert mid not in axi.pipeline.responder.recaller._prefetched
 
     # unchanged standing: the speculative recall is what the prompt gets
     await axi.pipeline.accept(telegram("1001", "Et la maison de Vergt ?"))
@@ -186,7 +189,7 @@ async def test_a_stale_privacy_guess_never_reaches_the_prompt(
     await axi.store.update_person("Paul Martin", relation="client")
     axi.pipeline.idle_lanes = 1
     mid = await axi.pipeline.accept(telegram("3003", "Où en est la maison de Vergt ?"))
-    privacy, early = await axi.pipeline.responder._prefetched[mid]
+    privacy, early = await axi.pipeline.responder.recaller._prefetched[mid]
     assert privacy[0] is True and any("180 000" in r.souvenir.contenu for r in early)
     await run_all(axi)
     everything = json.dumps(ollama_server.chat_bodies[-1]["messages"], ensure_ascii=False)
@@ -198,25 +201,25 @@ async def test_unclaimed_prefetch_is_cancelled_and_loses_nothing(
 ) -> None:
     axi.pipeline.idle_lanes = 1  # as if a worker lane were waiting
     mid = await axi.pipeline.accept(telegram("1001", "Rappelle-moi la maison de Vergt"))
-    task = axi.pipeline.responder._prefetched[mid]
+    task = axi.pipeline.responder.recaller._prefetched[mid]
     await axi.pipeline.responder.close()  # what stopping Axi does
-    assert task.done() and not axi.pipeline.responder._prefetched
+    assert task.done() and not axi.pipeline.responder.recaller._prefetched
     await run_all(axi)  # the message itself waited in the inbox
     assert [d.in_reply_to for d in sent(axi)] == [mid]
 
 
 async def test_a_burst_of_messages_speculates_little(axi: Axi, ollama_server: FakeOllama) -> None:
-    from bot.responder import MAX_SPECULATING
+    from bot.recall_prefetch import MAX_SPECULATING
 
     axi.pipeline.idle_lanes = 1  # even with a lane waiting, a burst speculates little
     ids = [await axi.pipeline.accept(telegram("1001", f"Message {i} sur la grange"))
            for i in range(10)]
-    running = [t for t in axi.pipeline.responder._prefetched.values() if not t.done()]
+    running = [t for t in axi.pipeline.responder.recaller._prefetched.values() if not t.done()]
     assert len(running) <= MAX_SPECULATING
     axi.pipeline.idle_lanes = 0  # all lanes busy: no speculation at all
-    before = len(axi.pipeline.responder._prefetched)
+    before = len(axi.pipeline.responder.recaller._prefetched)
     ids.append(await axi.pipeline.accept(telegram("1001", "Et la longère ?")))
-    assert len(axi.pipeline.responder._prefetched) == before
+    assert len(axi.pipeline.responder.recaller._prefetched) == before
     await run_all(axi)
     replied: list[int] = []
     for d in sent(axi):
@@ -310,7 +313,7 @@ async def test_budget_spent_alerts_ludo_once_and_messages_wait(
     probe = await axi.pipeline.accept(telegram("3003", "Premier essai"))
     await run_all(axi)
     assert (await axi.store.get_message(probe)).etat == "en_attente"
-    assert await axi.store.list_alerts() == []
+    assert await axi.store.list_notifications() == []
     axi.alerting = True  # as under `axi run`
     first = await axi.pipeline.accept(telegram("2002", "Avez-vous des nouvelles ?"))
     second = await axi.pipeline.accept(telegram("1001", "Tu es là ?"))
@@ -319,7 +322,7 @@ async def test_budget_spent_alerts_ludo_once_and_messages_wait(
     for message_id in (first, second):
         assert (await axi.store.get_message(message_id)).etat == "en_attente"
     alerts = [d for d in sent(axi) if "Alerte Axi" in d.text]
-    assert len(alerts) == 1 and alerts[0].address == "1001" and alerts[0].notice
+    assert len(alerts) == 1 and alerts[0].address == "1001" and alerts[0].kind == "push"
     assert "budget Claude" in alerts[0].text and "AXI_CLAUDE_MONTHLY_BUDGET" in alerts[0].text
     # the client got a notice in "vous", not the alert
     client = [d for d in sent(axi) if d.address == "2002"]
@@ -328,34 +331,43 @@ async def test_budget_spent_alerts_ludo_once_and_messages_wait(
     await _due_now(axi, first)
     await run_all(axi)
     assert len([d for d in sent(axi) if "Alerte Axi" in d.text]) == 1
-    recorded = await axi.store.list_alerts()
-    assert [a.cle[:14] for a in recorded] == ["budget-claude:"]
+    recorded = await axi.store.list_notifications()
+    assert [a.cle[:14] for a in recorded] == ["budget-claude:"] and recorded[0].urgente
     assert recorded[0].messages_mis_en_file == 1
 
 
 async def test_alert_without_owner_identity_goes_to_the_console(axi: Axi) -> None:
+    from sqlalchemy import text
+
     from bot.alerts import budget_with_alert
+    from bot.notify import OWNER
     await axi.store.remove_person("Ludo")
-    raised = await axi.store.raise_alert("source-cassee:dpe", "La source DPE ne répond plus.")
-    assert raised.new and raised.queued == 1
-    again = await axi.store.raise_alert("source-cassee:dpe", "La source DPE ne répond plus.")
-    assert not again.new and again.queued == 0
+    axi.notifier.fallback = ("console", "operateur")
+    first = await axi.notifier.notify(OWNER, "La source DPE ne répond plus.",
+                                      key="source-cassee:dpe", urgent=True)
+    assert len(first) == 1
+    again = await axi.notifier.notify(OWNER, "La source DPE ne répond plus.",
+                                      key="source-cassee:dpe", urgent=True)
+    assert again == []  # the key was used: never sent twice
     async with axi.db.engine.begin() as conn:
-        from sqlalchemy import text
         rows = (await conn.execute(text(
-            "SELECT canal, adresse, metadata->>'alerte' AS cle FROM messages "
+            "SELECT canal, adresse, metadata->>'notification' AS cle FROM messages "
             "WHERE sens = 'sortant'"))).all()
     assert [(r.canal, r.adresse, r.cle) for r in rows] == [
         ("console", "operateur", "source-cassee:dpe")]
-    # Ludo back, but only by email, a channel not running here: the console gets it
+    # Ludo back, but only by email, a channel not configured here: the console gets it
     await axi.store.add_person("Ludo", relation="créateur", identities=[("email", "l@x.fr")])
-    elsewhere = await axi.store.raise_alert("k2", "Autre alerte.", channels=list(axi.channels))
-    assert elsewhere.queued == 1
+    elsewhere = await axi.notifier.notify(OWNER, "Autre alerte.", key="k2", urgent=True)
+    assert len(elsewhere) == 1
     async with axi.db.engine.begin() as conn:
         targets = (await conn.execute(text(
-            "SELECT canal FROM messages WHERE metadata->>'alerte' = 'k2'"))).scalars().all()
+            "SELECT canal FROM messages WHERE metadata->>'notification' = 'k2'"))).scalars().all()
     assert targets == ["console"]
-    under = budget_with_alert(axi.store, 1000.0)
+
+    async def low_spend() -> float:
+        return 0.0
+
+    under = budget_with_alert(low_spend, 1000.0, notify=axi.notifier.notify)
     assert await under() is True
 
 
@@ -384,13 +396,27 @@ async def test_a_message_marked_local_only_never_reaches_claude(
     found = await axi.store.recall("prix plancher vendeur", limit=3)
     assert found and found[0].souvenir.metadata["local_only"] is True
     assert all(r.souvenir.metadata["local_only"] is True for r in found)  # the reply too
-    # the next ordinary message holds it in its history: it stays on the server as well
+    # the next ordinary message holds it in its history: content stays local, the
+    # conversation does not — the fallback gets the prompt without the local-only turns,
+    # told that something was withheld, and its reply is not local-only
     ollama_server.stop()
     anthropic_server.requests.clear()
     follow = await axi.pipeline.accept(telegram("1001", "Et sinon, quoi de neuf ?"))
     await run_all(axi)
-    assert anthropic_server.requests == []
-    assert (await axi.store.get_message(follow)).etat == "en_attente"
+    assert len(anthropic_server.requests) == 1
+    body = json.dumps(anthropic_server.bodies, ensure_ascii=False)
+    assert "prix plancher" not in body.lower() and "quoi de neuf" in body
+    assert "confidentiels ont été retirés" in body
+    assert (await axi.store.get_message(follow)).etat == "traite"
+    reply = (await axi.store.replies_to(follow))[-1]
+    assert reply.metadata["local_only"] is False and reply.metadata["fournisseur"] == "anthropic"
+    # and a third message, local again, still sees the local-only turns
+    ollama_server.start()
+    third = await axi.pipeline.accept(telegram("1001", "Rappelle-moi le prix plancher ?"))
+    await run_all(axi)
+    assert (await axi.store.get_message(third)).etat == "traite"
+    assert "Le prix plancher du vendeur" in json.dumps(ollama_server.chat_bodies[-1],
+                                                        ensure_ascii=False)
 
 
 async def _due_now(axi: Axi, message_id: int) -> None:

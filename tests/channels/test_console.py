@@ -11,7 +11,7 @@ from channels.console import ConsoleChannel
 def delivery(text: str, *, notice: bool = False) -> Delivery:
     return Delivery(message_id=7, channel="console", address="operateur",
                     conversation="console:operateur", text=text, in_reply_to=6,
-                    thread_ref=None, notice=notice)
+                    thread_ref=None, kind="notice" if notice else "reply")
 
 
 async def test_streamed_reply_is_not_printed_twice() -> None:

@@ -1,0 +1,159 @@
+"""Confirmations: "ne rien lancer sans accord Ludo" (DESIGN "Reaching people").
+
+An action with side effects on Ludo's behalf (mail to a third party, changing a veille,
+replacing the consignes, forgetting memories on request) is registered here by name and
+is never run directly: `ask` stores a pending confirmation and shows the question to the
+person asked (by default the créateur) with one button per choice. The answer comes back
+as a `ButtonPressed` event through the inbox — never as text: text from outside (mails,
+web pages, forwarded messages, a client's "oui") can neither create nor approve one — and
+`answer` runs the action exactly once, inside the worker's claim transaction, only for
+the person asked, only while pending and unexpired, and never after the refusing choice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.notify import Notifier
+from bot.policy import OWNER_RELATION, Interlocutor
+from memory.confirmations import ConfirmationRecord, parse_button
+from memory.errors import InvalidInput, NotFound
+from memory.messages import Claim
+from memory.store import MemoryStore
+
+log = logging.getLogger(__name__)
+
+YES_NO: tuple[tuple[str, str], ...] = (("oui", "Oui"), ("non", "Non"))
+REFUSALS = frozenset({"non"})
+DEFAULT_EXPIRY = timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """What an action gets: the claim whose transaction it must write in (so its
+    effects commit together with the confirmation's new state), the store, the
+    confirmation, and the choice made."""
+
+    claim: Claim
+    store: MemoryStore
+    confirmation: ConfirmationRecord
+    choice: str
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.confirmation.payload
+
+    async def execute(self, sql: str, params: dict[str, Any]) -> Any:
+        return await self.claim.execute(sql, params)
+
+
+Action = Callable[[ActionContext], Awaitable[str]]
+"""Runs the action for an accepting choice; returns what Ludo reads (French)."""
+
+
+class Confirmations:
+    def __init__(self, store: MemoryStore, notifier: Notifier, *,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.store = store
+        self.notifier = notifier
+        self.clock = clock
+        self._actions: dict[str, Action] = {}
+
+    def register(self, name: str, action: Action) -> None:
+        self._actions[name] = action
+
+    @property
+    def actions(self) -> list[str]:
+        return sorted(self._actions)
+
+    async def ask(self, action: str, text: str, payload: dict[str, Any], *,
+                  ask: int | str | None = None, requested_by: int | None = None,
+                  choices: Sequence[tuple[str, str]] = YES_NO,
+                  expires_in: timedelta = DEFAULT_EXPIRY) -> ConfirmationRecord:
+        """Store a pending confirmation of `action` and show `text` to the person asked
+        (a person id or name; default: the créateur). Raises InvalidInput for an
+        unknown action, NotFound when there is nobody to ask."""
+        if action not in self._actions:
+            raise InvalidInput(f"unknown action {action!r}")
+        if ask is None:
+            owners = [p for p in await self.store.list_people() if p.relation == OWNER_RELATION]
+            if not owners:
+                raise NotFound("no créateur to ask (add Ludo with `axi people add`)")
+            ask = owners[0].id
+        person = await self.store.get_person(ask)
+        _, routes = await self.notifier.routes_for(person)
+        record, _ = await self.store.create_confirmation(
+            action=action, texte=text, payload=payload, choix=[c for c, _ in choices],
+            labels=[label for _, label in choices], demande_a=person.id,
+            demande_par=requested_by, expire_le=self.clock() + expires_in,
+            routes=[(r.canal, r.adresse) for r in routes])
+        log.info("confirmation #%s (%s) asked of %s", record.id, action, person.personne)
+        return record
+
+    async def answer(self, claim: Claim, who: Interlocutor, data: str) -> str:
+        """Settle the confirmation a button names, in the claim's transaction; returns
+        the French text for the person who pressed it."""
+        parsed = parse_button(data)
+        if parsed is None:
+            return "Je ne reconnais pas ce bouton."
+        confirmation_id, choice = parsed
+        record = await self.store.lock_confirmation(claim, confirmation_id)
+        if record is None or who.person is None or who.person.id != record.demande_a:
+            # somebody else's question, or a forged one: nothing happens, nothing said
+            log.warning("confirmation #%s answered by someone not asked (%s:%s)",
+                        confirmation_id, who.channel, who.address)
+            return "Cette demande ne t'est pas adressée." if who.form == "tu" else \
+                "Cette demande ne vous est pas adressée."
+        if record.etat != "en_attente":
+            return f"Cette demande a déjà été traitée ({_STATE_FR.get(record.etat, record.etat)})."
+        if record.expire_le <= self.clock():
+            await self.store.settle_confirmation(claim, record.id, etat="expiree",
+                                                 reponse=choice, resultat=None)
+            return "Cette demande a expiré : rien n'a été fait."
+        if choice not in record.choix:
+            return "Ce choix ne fait pas partie de la demande."
+        if choice in REFUSALS:
+            await self.store.settle_confirmation(claim, record.id, etat="refusee",
+                                                 reponse=choice, resultat=None)
+            return "C'est noté : je ne fais rien."
+        action = self._actions.get(record.action)
+        if action is None:
+            await self.store.settle_confirmation(claim, record.id, etat="echouee", reponse=choice,
+                                                 resultat="action inconnue")
+            return "Je ne sais plus faire cette action : rien n'a été fait."
+        try:
+            async with claim.session.begin_nested():  # its writes, or none of them
+                result = await action(ActionContext(claim, self.store, record, choice))
+        except Exception as exc:
+            log.exception("confirmed action #%s (%s) failed", record.id, record.action)
+            await self.store.settle_confirmation(claim, record.id, etat="echouee",
+                                                 reponse=choice, resultat=str(exc)[:500])
+            return "L'action a échoué : rien n'a été fait. Anthony peut regarder le journal."
+        await self.store.settle_confirmation(claim, record.id, etat="executee", reponse=choice,
+                                             resultat=result[:2000])
+        return result
+
+
+_STATE_FR = {"executee": "faite", "refusee": "refusée", "expiree": "expirée",
+             "echouee": "échouée"}
+
+
+# ------------------------------------------------------------------ built-in actions
+async def replace_consignes(ctx: ActionContext) -> str:
+    """Replace the active inner-circle consignes by the payload's `textes`."""
+    texts = [t for t in ctx.payload.get("textes", []) if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise InvalidInput("no consigne given")
+    await ctx.execute("UPDATE consignes SET active = false, maj_le = now() "
+                      "WHERE active AND audience = 'interne'", {})
+    for t in texts:
+        await ctx.execute("INSERT INTO consignes (texte, source) VALUES (:t, :s)",
+                          {"t": t.strip()[:4000], "s": f"confirmation:{ctx.confirmation.id}"})
+    return f"C'est fait : {len(texts)} consigne(s) remplacent les anciennes."
+
+
+BUILT_IN: dict[str, Action] = {"consignes.remplacer": replace_consignes}

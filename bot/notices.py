@@ -1,0 +1,58 @@
+"""The short French notices Axi sends about a message it has not (yet) answered. Pure.
+
+A notice is never part of the conversation's history: it says what happens to the
+message (waiting for a model, too long for the only model allowed, given up by the
+operator), in the person's form of address.
+"""
+
+from __future__ import annotations
+
+from bot.policy import Interlocutor
+from llm.errors import BudgetExceeded, LLMError, LocalOnlyUnavailable
+
+
+def _say(who: Interlocutor, tu: str, vous: str) -> str:
+    return tu if who.form == "tu" else vous
+
+
+def waiting_notice(who: Interlocutor, exc: LLMError) -> str:
+    if isinstance(exc, BudgetExceeded):
+        cause = "mon budget de réflexion du mois est épuisé"
+    elif isinstance(exc, LocalOnlyUnavailable):
+        cause = "mon moteur local est indisponible et ce message ne doit pas quitter le serveur"
+    else:
+        cause = "mon moteur de réflexion est momentanément indisponible"
+    return _say(who,
+                f"J'ai bien reçu ton message, mais {cause}. "
+                "Je te réponds dès que possible, sans que tu aies à le renvoyer.",
+                f"J'ai bien reçu votre message, mais {cause}. "
+                "Je vous réponds dès que possible, sans que vous ayez à le renvoyer.")
+
+
+def too_large_notice(who: Interlocutor, *, must_stay: bool) -> str:
+    """The message cannot fit the local model, and no other model may read it."""
+    why = (" (il ne doit pas quitter le serveur)" if must_stay
+           else " (aucun autre moteur n'est disponible)")
+    return _say(who,
+                f"Ton message est trop long pour mon moteur local, le seul qui puisse le lire"
+                f"{why}. Peux-tu le raccourcir ou le découper en plusieurs messages ?",
+                f"Votre message est trop long pour mon moteur local, le seul qui puisse le lire"
+                f"{why}. Pouvez-vous le raccourcir ou le découper en plusieurs messages ?")
+
+
+def far_too_large_notice(who: Interlocutor) -> str:
+    """The message cannot fit any model at all."""
+    return _say(who,
+                "Ton message est trop long pour que je puisse le lire en une fois. "
+                "Peux-tu le découper en plusieurs messages plus courts ?",
+                "Votre message est trop long pour que je puisse le lire en une fois. "
+                "Pouvez-vous le découper en plusieurs messages plus courts ?")
+
+
+def dropped_notice(form: str) -> str:
+    """The operator gave the message up (`axi inbox drop`)."""
+    if form == "tu":
+        return ("Je n'ai pas pu traiter ton dernier message et je l'ai mis de côté. "
+                "Si c'est encore utile, renvoie-le-moi, reformulé si besoin.")
+    return ("Je n'ai pas pu traiter votre dernier message et je l'ai mis de côté. "
+            "Si c'est encore utile, renvoyez-le-moi, reformulé si besoin.")
