@@ -65,7 +65,7 @@ from memory_scale import create_fresh_database, drop_database
 
 from memory import migrate
 from memory.database import Database, open_database
-from memory.embeddings import RRF_K, VECTOR_WEIGHT
+from memory.hybrid_recall import RRF_K, VECTOR_WEIGHT
 from memory.neighbours import NEIGHBOUR_REACH, NEIGHBOUR_SHARE
 from memory.store import MemoryStore, NewSouvenir
 

@@ -5,7 +5,7 @@ data dir by default, or a new database on a server with --database-url, dropped 
 migrates it, loads N souvenirs of generated but realistic French text through
 `MemoryStore.remember_many()` and M faits through COPY (add_fact one by one would take hours),
 runs ANALYZE, then times `MemoryStore.recall()` on a varied query set next to the same
-full-text search as bare SQL (`memory.recall.bare_fts_sql`, same tsquery text, same
+full-text search as bare SQL (`memory.recall_query.bare_fts_sql`, same tsquery text, same
 AND-then-OR rule, same engine): the floor. It prints the numbers with the targets and writes
 them as JSON to bench/results/memory_scale-<timestamp>.json.
 
@@ -58,7 +58,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from memory import migrate
 from memory.database import Database, async_url, open_database
-from memory.recall import CANDIDATE_CAP, RecallFilter, bare_fts_sql, recall_sql
+from memory.recall_query import CANDIDATE_CAP, RecallFilter, bare_fts_sql, recall_sql
 from memory.store import MemoryStore, NewSouvenir
 from memory.text import fold, tsquery_text
 

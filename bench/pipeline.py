@@ -14,7 +14,7 @@ Anthropic) to measure:
    router → HTTP. Targets: p50 ≤ 10 ms, p95 ≤ 25 ms.
 2. durable inbox acceptance: `pipeline.accept` of N distinct messages, sequential and
    with C concurrent tasks. Target ≥ 200 messages/s.
-3. prompt prefix reuse over a 20-turn conversation (fresh person): `bot.context.prefix_share`
+3. prompt prefix reuse over a 20-turn conversation (fresh person): `bot.prompt_builder.prefix_share`
    of each prompt the fake received against the previous prompt + reply. Target ≥ 0.8.
    The same is reported, for information, for Ludo's long conversation (window moves).
 
@@ -72,14 +72,14 @@ from starlette.responses import Response  # noqa: E402
 from bot.app import Axi  # noqa: E402
 from bot.channel import AcceptFn, Delivery  # noqa: E402
 from bot.config import DEFAULT_EMBED_MODEL, DEFAULT_LOCAL_MODEL, Settings  # noqa: E402
-from bot.context import prefix_share, shared_prefix_tokens  # noqa: E402
 from bot.inbound import Inbound  # noqa: E402
+from bot.prompt_builder import prefix_share, shared_prefix_tokens  # noqa: E402
 from llm.tokens import estimate_message, estimate_messages  # noqa: E402
 from memory import migrate  # noqa: E402
 from memory.database import Database, open_database  # noqa: E402
 from memory.embeddings import vector_index_name, vector_index_sql  # noqa: E402
 from memory.errors import NotFound  # noqa: E402
-from memory.recall import CANDIDATE_CAP, RecallFilter, recall_sql  # noqa: E402
+from memory.recall_query import CANDIDATE_CAP, RecallFilter, recall_sql  # noqa: E402
 from memory.store import MemoryStore  # noqa: E402
 from memory.text import tsquery_text  # noqa: E402
 from tests.fakes.ollama_server import FakeOllama  # noqa: E402
@@ -464,7 +464,7 @@ SEGMENTS = [
     ("to_gather", "identify_end", "gather_start", ""),
     ("gather", "gather_start", "gather_end", "consignes, facts, people, history, recall"),
     ("to_compose", "gather_end", "compose_start", ""),
-    ("compose", "compose_start", "compose_end", "bot.context.build_prompt"),
+    ("compose", "compose_start", "compose_end", "bot.prompt_builder.build_prompt"),
     ("to_router", "compose_end", "router", ""),
     ("router_to_server", "router", "server", "router + ollama client + HTTP + server"),
 ]

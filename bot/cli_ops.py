@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from bot.address import form_for
 from bot.cli_support import fail, out, print_json, print_table, run, run_with_store, settings, short
+from bot.tutoiement import form_for
 from memory.store import MemoryStore
 
 confirm_app = typer.Typer(help="Confirmations waiting for someone's accord.", no_args_is_help=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.address import Form, form_for
+from bot.tutoiement import Form, form_for
 from memory.records import ConsigneRecord, FactRecord, PersonRecord, SouvenirRecord
 from memory.text import fold
 

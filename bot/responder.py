@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from bot import address, backoff, context
+from bot import backoff, prompt_builder, tutoiement
 from bot.channel import ChunkFn
 from bot.confirmations import Confirmations
 from bot.embedder import QueryVectors
@@ -88,7 +88,7 @@ class Responder:
         self.num_ctx = num_ctx
         self.reply_tokens = reply_tokens
         self.tz = ZoneInfo(timezone)
-        self.system_mode: context.SystemMode = "system"
+        self.system_mode: prompt_builder.SystemMode = "system"
 
     def use_first_user_system(self, model: str) -> None:
         """Mistral's Ollama template moves the system message into the LAST [INST] block,
@@ -164,7 +164,7 @@ class Responder:
         must_stay = who.local_only or bool(msg.metadata.get("local_only"))
         try:
             composed = self.compose(msg, gathered)
-        except context.PromptTooLarge:
+        except prompt_builder.PromptTooLarge:
             await self._give_up(claim, who, far_too_large_notice(who), "prompt too large")
             return
         if not composed.fits_local and (must_stay or self.router.remote is None):
@@ -176,7 +176,7 @@ class Responder:
         if withheld and not must_stay:
             try:
                 fallback = self.compose(msg, without_local_only(gathered), for_fallback=True)
-            except context.PromptTooLarge:
+            except prompt_builder.PromptTooLarge:
                 fallback = None
         try:
             reply = await self._ask(composed.messages, local_only=must_stay or (
@@ -216,15 +216,15 @@ class Responder:
 
     def compose(self, msg: StoredMessage, g: Gathered, *, for_fallback: bool = False
                 ) -> Composed:
-        """The prompt (bot.context): stable prefix first, the data and the clock last.
+        """The prompt (bot.prompt_builder): stable prefix first, the data and the clock last.
         A message too large for the local context is built for the fallback's window
         (`fits_local` False). The fallback's prompt repeats the turns as written, not as
         sent (a sent turn may hold data that must stay here), and says what was withheld."""
-        history = [context.Turn("user", (None if for_fallback else h.metadata.get("tour_envoye"))
+        history = [prompt_builder.Turn("user", (None if for_fallback else h.metadata.get("tour_envoye"))
                                 or h.texte)
-                   if h.sens == "entrant" else context.Turn("assistant", h.texte)
+                   if h.sens == "entrant" else prompt_builder.Turn("assistant", h.texte)
                    for h in g.history]
-        inputs = context.ContextInputs(
+        inputs = prompt_builder.ContextInputs(
             message=msg.texte, now=g.now, person=g.who.person, channel=msg.canal,
             consignes=g.consignes, person_facts=g.person_facts, history=history,
             history_offset=g.history_offset, recalled=g.retrieved,
@@ -234,16 +234,16 @@ class Responder:
             max_item_chars=DATA_ITEM_CHARS, timezone=str(self.tz), withheld=for_fallback)
         fits = True
         try:
-            built = context.build_prompt(inputs)
-        except context.PromptTooLarge:
-            built = context.build_prompt(replace(inputs, num_ctx=FALLBACK_CONTEXT_TOKENS))
+            built = prompt_builder.build_prompt(inputs)
+        except prompt_builder.PromptTooLarge:
+            built = prompt_builder.build_prompt(replace(inputs, num_ctx=FALLBACK_CONTEXT_TOKENS))
             fits = False
         return Composed([ChatMessage(m["role"], m["content"])  # type: ignore[arg-type]
                          for m in built.messages], fits_local=fits and not for_fallback)
 
     async def _guard(self, text: str, who: Interlocutor, *, local_only: bool) -> str:
         """Tutoiement/vouvoiement: fix by rules; ask the model to rewrite when unsure."""
-        result = address.guard_reply(text, who.form)
+        result = tutoiement.guard_reply(text, who.form)
         if not result.needs_llm_rewrite:
             return result.text
         form = "en tutoyant" if who.form == "tu" else "en vouvoyant"
@@ -257,7 +257,7 @@ class Responder:
         except LLMError as exc:
             log.warning("address rewrite failed, keeping the rule-based text: %s", exc)
             return result.text
-        second = address.guard_reply(fixed.text.strip(), who.form)
+        second = tutoiement.guard_reply(fixed.text.strip(), who.form)
         return second.text if fixed.text.strip() else result.text
 
     async def _ask(self, prompt: list[ChatMessage], *, local_only: bool,

@@ -1,7 +1,7 @@
 """One conservative token estimator for prompt budgeting, so every part of Axi agrees.
 
 It lives in `llm/` because the Ollama client refuses a prompt with it before sending, and
-the prompt builder (`bot/context.py`) budgets with the very same numbers: a prompt the
+the prompt builder (`bot/prompt_builder.py`) budgets with the very same numbers: a prompt the
 builder made always passes the client's check.
 
 Ollama silently truncates a prompt longer than `num_ctx`, so an estimate that is too low

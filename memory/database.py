@@ -29,7 +29,7 @@ the connection, which an HNSW search needs.)"""
 MAIN_SETTINGS = {"hnsw.ef_search": str(ANN_EF_SEARCH)}
 RECALL_SETTINGS = {"enable_seqscan": "off", "plan_cache_mode": "force_custom_plan",
                    "application_name": "axi-recall"}
-"""Connection settings of recall's pool (why: memory/recall.py, BITMAP_ONLY_SQL)."""
+"""Connection settings of recall's pool (why: memory/recall_query.py, BITMAP_ONLY_SQL)."""
 
 
 def async_url(url: str) -> URL:
@@ -154,7 +154,7 @@ async def open_database(
         pool_pre_ping=server is None,
         connect_args={"timeout": CONNECT_TIMEOUT_S, "server_settings": MAIN_SETTINGS},
     )
-    # Recall's own pool: its planner settings (memory/recall.py) are set per connection
+    # Recall's own pool: its planner settings (memory/recall_query.py) are set per connection
     # instead of per transaction, so a recall needs no BEGIN/ROLLBACK round trips; no
     # other query ever runs with them.
     recall_engine = create_async_engine(

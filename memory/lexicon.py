@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from memory.recall import LARGE_MEMORY
+from memory.recall_query import LARGE_MEMORY
 
 LEXICON_LOCK = 0x4158494C  # "AXIL": one refresh at a time, across processes
 LEXICON_MIN_SOUVENIRS = LARGE_MEMORY

@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from memory.recall import RecallFilter, filter_sql
+from memory.recall_query import RecallFilter, filter_sql
 from memory.records import SouvenirRecord, souvenir_from_row
 
 NEIGHBOUR_SHARE = 0.5

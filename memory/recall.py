@@ -1,321 +1,272 @@
-"""Pure parts of recall: the ranking formula and the SQL it runs. No I/O here.
+"""Recall's I/O: the few round trips that turn a free-text query into ranked souvenirs.
 
-Score = full-text relevance (ts_rank_cd, length-normalised) × a recency factor
-(0.5 → 1.0, half-life RECENCY_HALF_LIFE_DAYS) × an importance factor (0.75 → 1.25
-for importance 0 → 10). Relevance dominates; recency and importance break ties and
-lift what matters. The formula is computed in float8: `extract(epoch …)` is numeric
-since PostgreSQL 14, and numeric `power()` on every matched row cost 6× the floor.
-
-Relevance weighs each query word by its rarity (BM25's idf): Σ idf(word) ×
-ts_rank(search vector, word), so in "when did Caroline go to the support group" the
-rare "support" counts more than the name found in half the souvenirs. Document
-frequencies come from the lexicon (memory/lexicon.py) on a large memory, from a bounded
-probe (DF_CAP) otherwise. A long message keeps its MAX_QUERY_WORDS rarest words. Words
-found in more than COMMON_SHARE of the memory select no candidates when a rarer word is
-there (they only add to the score); a query made only of such words is small talk, which
-the conversation pipeline does not recall for (`informative_only`). The selecting words
-must all match first (words absent from the whole memory are left out of that test); if
-that finds too little, any of them may match.
-
-Bounded work: ranking costs a heap visit and a ts_rank per word for each candidate (10-20
-µs), and a common word matches a third of a million souvenirs. So recall ranks at most
-candidate_cap(limit) candidates (100 for a reply's 8 souvenirs, at most CANDIDATE_CAP):
-the most recent matches inside a time window (the GIN match and the timestamp index
-combine in a bitmap, so only the window's matches are read), widening the window until
-the cap is reached or the whole memory was searched. A specific query (few matches) is
-thus ranked over all time; a query whose words are everywhere is ranked among its most
-recent matches — where recency would dominate the score anyway. The first window is
-sized from the words' frequencies (`windows_for`).
+It lives apart from MemoryStore's writes because recall is on every reply's path and is
+tuned for latency (the pure planning and SQL are in memory/recall_query.py):
+1. one statement stems the query words not seen before (cached per process), sets the
+   planner for the transaction and reads the memory's size and the words' frequencies
+   from the lexicon (memory/lexicon.py); only words it lacks are probed, and such a
+   probe is cheap because those words are rare or new;
+2. the ranking itself (memory/recall_query.py's recall_sql): usually one statement, more when
+   a time window must widen or the all-words search finds too little.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass
-from datetime import datetime
+import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-RECENCY_HALF_LIFE_DAYS = 180.0
-LANGUAGES = {"french", "english", "simple"}
-CANDIDATE_CAP = 500
-MIN_CANDIDATES = 100
-CANDIDATES_PER_RESULT = 12
-DF_CAP = 500
-COMMON_SHARE = 0.2
-COMMON_MIN_DF = 50
-COMMON_MAX_DF = 10_000
-"""Nor is a word in more souvenirs than this ever a selecting one: GIN reads a word's whole
-posting list and the heap page of every match, so in a large memory a word found in
-tens of thousands of souvenirs (a town, "maison", "client") costs milliseconds and
-selects little; it still scores."""
-"""A word in fewer souvenirs than this is never 'common': in a small memory, a word
-found in one souvenir out of three is a subject, not small talk."""
-MAX_QUERY_WORDS = 6
-MAX_NORMALIZED_WORDS = 24
-SCORE_SHARE = 0.75
-SELECT_WORDS_LARGE = 3
-LARGE_MEMORY = 50_000
-"""A memory this large searches by its rarest words only, reads word frequencies from
-the lexicon (memory/lexicon.py) and trusts the planner's row estimate for its size."""
-STATS_TTL_S = 600.0
+from sqlalchemy import text
 
-BITMAP_ONLY_SQL = (
-    "SELECT set_config('enable_seqscan', 'off', :local), "
-    "set_config('enable_indexscan', :walk, :local), "
-    "set_config('plan_cache_mode', 'force_custom_plan', :local)"
+from memory.lexicon import lexicon_sql, scaled_counts
+from memory.recall_query import (
+    BITMAP_ONLY_SQL,
+    DF_CAP,
+    LARGE_MEMORY,
+    MCE_SQL,
+    SELECT_WORDS_LARGE,
+    SPAN_SQL,
+    STATS_TTL_S,
+    WALK_SHARE,
+    QueryPlan,
+    RecallFilter,
+    candidate_cap,
+    collapse_alternatives,
+    compound_form,
+    df_sql,
+    lexemes_of,
+    longest_words,
+    plan_query,
+    recall_sql,
+    searches,
+    windows_for,
 )
-"""For the rest of the recall's transaction (:local true) or connection (false, on recall's
-own pool: memory.database.RECALL_SETTINGS), how matches are found. A word that is not
-very common goes through the GIN index (bitmap, combined with the timestamp index for
-windows): otherwise the planner, expecting to meet a rare word early, walks the table or
-the timestamp index and reads a million rows when the word is in none (measured: 800 ms).
-For a very common word (≥ WALK_SHARE of memory) walking the timestamp index backwards
-is what is fast: building its GIN bitmap alone costs 27 ms for 300k matches.
-Custom plans are forced: asyncpg prepares every statement, and after five runs PostgreSQL
-may switch to a generic plan that ignores both the words and these settings (measured:
-the same query 14 ms alone, 160 ms inside a run of 200)."""
-WALK_SHARE = 0.02
+from memory.records import Recalled, souvenir_from_row
+from memory.text import query_terms
 
-MCE_SQL = (
-    "SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs "
-    "FROM pg_stats WHERE schemaname = current_schema() AND tablename = 'souvenirs' "
-    "AND attname = 'recherche'"
-)
-"""The planner's own statistics of the search vector: the frequency of its most common
-lexemes (a column statistic ANALYZE keeps), so common words cost no probe."""
+NORMALIZED_CACHE = 50_000
+"""Stemmed forms kept per process (word → tsquery text); cleared when full."""
 
 
-def compound_form(normalized: str) -> str | None:
-    """For a hyphenated compound, the query on its own lexemes: "'la-roque-gageac'"
-    rather than the phrase 'la-roque-gageac' <-> 'la' <-> 'roqu' <-> 'gageac', which
-    PostgreSQL must recheck row by row (the tail of recall's latency). None otherwise."""
-    compounds = [lex for lex in lexemes_of(normalized) if "-" in lex]
-    if not compounds:
+def _fragment_df(term: str, counts: dict[str, int]) -> int | None:
+    """A fragment's document frequency from per-lexeme counts, or None if unknown.
+    A phrase is as rare as its rarest part; alternatives (accents) count their largest."""
+    lexemes = lexemes_of(term)
+    if not lexemes:
+        return 0
+    if "<" in term or "&" in term:
+        if all(lex in counts for lex in lexemes):
+            return min(counts[lex] for lex in lexemes)
         return None
-    return " | ".join("'" + lex.replace("'", "''") + "'" for lex in dict.fromkeys(compounds))
+    known = [counts[lex] for lex in lexemes if lex in counts]
+    return max(known) if known else None
 
 
-def collapse_alternatives(normalized: str) -> str:
-    """"'visit' | 'visit'" (an accented word and its folded form, stemmed alike) is just
-    "'visit'": GIN and ts_rank then read one entry instead of two."""
-    lexemes = lexemes_of(normalized)
-    if (len(lexemes) > 1 and len(set(lexemes)) == 1 and "&" not in normalized
-            and "<" not in normalized and "!" not in normalized):
-        return f"'{lexemes[0]}'"
-    return normalized
+class RecallMixin:
+    db: Any
+    lexicon_min_souvenirs: int  # memory.lexicon.LexiconMixin
 
+    @property
+    def _local_settings(self) -> bool:
+        """Planner settings last for the transaction, unless recall has its own pool of
+        autocommit connections (then they are set on the connection: see
+        memory.database.RECALL_SETTINGS)."""
+        return self.db.recall_sessions is self.db.sessions
 
-def lexemes_of(querytree: str) -> list[str]:
-    """'immobili' | 'immobilier' → ['immobili', 'immobilier'] (T = no lexeme)."""
-    return re.findall(r"'((?:[^']|'')*)'", querytree or "")
+    async def _compounds(self, session: Any, normalized: list[str], counts: dict[str, int],
+                         language: str) -> list[str]:
+        """A hyphenated compound searches its own lexeme when memory holds it (see
+        compound_form): known from the lexicon, or from a probe whose positive answers
+        are remembered (a compound once stored stays)."""
+        known: set[tuple[str, str]] = self.__dict__.setdefault("_compounds_seen", set())
+        out = list(normalized)
+        probes: dict[int, str] = {}
+        for i, n in enumerate(normalized):
+            c = compound_form(n)
+            if c is None:
+                continue
+            if (language, c) in known or any(counts.get(lex) for lex in lexemes_of(c)):
+                out[i] = c
+            else:
+                probes[i] = c
+        if probes:
+            keys = list(probes)
+            found = (await session.execute(
+                text(df_sql(language, len(keys))),
+                {**{f"t{j}": probes[i] for j, i in enumerate(keys)}, "dfcap": 1})).one()
+            for j, i in enumerate(keys):
+                if int(found[j]):
+                    out[i] = probes[i]
+                    known.add((language, probes[i]))
+        return out
 
+    async def _document_frequencies(
+        self, session: Any, words: list[str], language: str
+    ) -> tuple[int, list[str], list[int]]:
+        """In one round trip (plus a probe for words the lexicon lacks): stem the words
+        not stemmed before (cached per process), set the planner for the transaction
+        (walk off), read the memory's size and the words' frequencies from the lexicon
+        (scaled to the memory's size). Without a usable lexicon, the column statistics
+        give common lexemes and a bounded probe (DF_CAP) the others.
+        Returns the size, the query's fragments (stop words dropped, duplicates merged,
+        parenthesised, compounds resolved) and each fragment's document frequency."""
+        cache: dict[tuple[str, str], str] = self.__dict__.setdefault("_normalized", {})
+        todo = [w for w in words if (language, w) not in cache]
+        plain = " ".join(lex.replace("''", "'") for w in words for lex in lexemes_of(w))
+        row = (await session.execute(text(lexicon_sql(language, len(todo))), {
+            "walk": "off", "local": self._local_settings, "words": plain,
+            **{f"t{i}": w for i, w in enumerate(todo)}})).one()
+        if len(cache) + len(todo) > NORMALIZED_CACHE:
+            cache.clear()
+        for i, w in enumerate(todo):
+            cache[(language, w)] = collapse_alternatives(str(row._mapping[f"n{i}"] or ""))
+        normalized = list(dict.fromkeys(n for w in words if (n := cache[(language, w)])))
+        total = int(row.total or 0)
+        raw = row.counts if isinstance(row.counts, dict) else json.loads(row.counts or "{}")
+        counts = scaled_counts({k: int(v) for k, v in raw.items()}, row.base, total,
+                               self.lexicon_min_souvenirs)
+        resolved = await self._compounds(session, normalized, counts or {}, language)
+        # parenthesised, so that joining words with & and | keeps each word's own | and <->
+        terms = list(dict.fromkeys(f"( {n} )" for n in resolved))
+        if counts is None and language == "french" and total >= LARGE_MEMORY:
+            counts = {lex: int(f * total) for lex, f in (await self._common_lexemes(session)).items()}
+        dfs: list[int | None] = [_fragment_df(t, counts) if counts else None for t in terms]
+        todo_df = [i for i, df in enumerate(dfs) if df is None]
+        if todo_df:
+            found = (await session.execute(
+                text(df_sql(language, len(todo_df))),
+                {**{f"t{j}": terms[i] for j, i in enumerate(todo_df)}, "dfcap": DF_CAP})).one()
+            for j, i in enumerate(todo_df):
+                dfs[i] = int(found[j])
+        return total, terms, [int(df or 0) for df in dfs]
 
-def longest_words(terms: list[str], limit: int = MAX_NORMALIZED_WORDS) -> list[str]:
-    """A long message is normalized by its `limit` longest words (bounded work); the
-    rarest of those are chosen once their frequencies are known (plan_query)."""
-    if len(terms) <= limit:
-        return terms
-    ranked = sorted(range(len(terms)), key=lambda i: -len(terms[i]))[:limit]
-    return [terms[i] for i in sorted(ranked)]
+    async def _span_days(self, session: Any) -> float:
+        """How far back memory goes (cached like the statistics)."""
+        now = time.monotonic()
+        cached = self.__dict__.get("_span")
+        if cached is not None and cached[0] > now:
+            return float(cached[1])
+        span = float(await session.scalar(text(SPAN_SQL)) or 0.0)
+        self.__dict__["_span"] = (now + STATS_TTL_S, span)
+        return span
 
+    async def _common_lexemes(self, session: Any) -> dict[str, float]:
+        now = time.monotonic()
+        cached = self.__dict__.get("_mce")
+        if cached is not None and cached[0] > now:
+            return dict(cached[1])
+        row = (await session.execute(text(MCE_SQL))).one_or_none()
+        common: dict[str, float] = {}
+        if row is not None and row.elems and row.freqs:
+            common = dict(zip(row.elems, row.freqs, strict=False))
+        self.__dict__["_mce"] = (now + STATS_TTL_S, common)
+        return common
 
-def idf(df: int, n: int) -> float:
-    """BM25's inverse document frequency (always positive)."""
-    return math.log(1.0 + (max(n, df) - df + 0.5) / (df + 0.5))
+    @staticmethod
+    async def _ranked(session: Any, tsq: str | None, plan: QueryPlan, language: str,
+                      flt: RecallFilter, limit: int, since: datetime | None,
+                      windows: tuple[float | None, ...]) -> list[Any]:
+        """Rank the most recent candidate_cap(limit) matches of growing time windows."""
+        rows: list[Any] = []
+        if tsq is None:
+            return rows
+        weights: dict[str, object] = {}
+        for i, (fragment, weight) in enumerate(plan.weights):
+            weights[f"f{i}"], weights[f"w{i}"] = fragment, weight
+        now = datetime.now(UTC)
+        cap = candidate_cap(limit)
+        for days in windows:
+            start = None if days is None else now - timedelta(days=days)
+            if start is not None and since is not None and since >= start:
+                continue  # the caller's own date filter is already narrower
+            sql, params = recall_sql(language, flt, windowed=start is not None,
+                                     weighted=len(plan.weights))
+            params.update({"tsq": tsq, "k": limit, "cap": cap, **weights})
+            if start is not None:
+                params["window_start"] = start
+            rows = list((await session.execute(text(sql), params)).all())
+            if rows and rows[0].candidates >= cap:
+                break
+        return rows
 
+    async def query_informative(self, query: str, *, language: str = "french") -> bool:
+        """False for small talk: a query whose every word is common in memory ("merci,
+        c'est bon"), or that has no word at all. A query whose words memory does not hold
+        is informative (vectors may still find what it means)."""
+        words = longest_words(query_terms(query))
+        if not words:
+            return False
+        async with self.db.recall_sessions() as session:
+            _, terms, plan = await self._plan(session, words, language)
+        if not terms:  # stop words only ("et toi ?", "oui")
+            return False
+        return plan is None or plan.informative
 
-@dataclass(frozen=True)
-class QueryPlan:
-    strict: str | None  # every selecting word must match
-    loose: str | None  # any selecting word may match
-    weights: tuple[tuple[str, float], ...]  # (fragment, idf) of the words that score
-    strict_estimate: int = 0  # expected matches (words taken as independent)
-    loose_estimate: int = 0
-    informative: bool = True  # some word is rare enough to select (see COMMON_SHARE)
+    async def _plan(self, session: Any, words: list[str], language: str
+                    ) -> tuple[int, list[str], QueryPlan | None]:
+        """The memory's size, the query's fragments and what to search for them (the
+        small-talk rule included: memory/recall_query.py's plan_query)."""
+        total, terms, dfs = await self._document_frequencies(session, words, language)
+        return total, terms, plan_query(terms, dfs, total, select_words=SELECT_WORDS_LARGE
+                                 if total >= LARGE_MEMORY else None)
 
+    async def recall(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        relation_id: int | None = None,
+        types: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        visible_to: int | None = None,  # no effect: see private_ok
+        private_ok: bool = True,
+        language: str = "french",
+        informative_only: bool = False,
+    ) -> list[Recalled]:
+        """Souvenirs matching a free-text query, best first.
 
-def plan_query(terms: list[str], dfs: list[int], n: int, max_words: int = MAX_QUERY_WORDS,
-               select_words: int | None = None) -> QueryPlan | None:
-    """From the query's fragments and their document frequencies, what to search.
-
-    Words found nowhere are left out. A long message keeps its `max_words` rarest words.
-    Words found in more than COMMON_SHARE of the memory select nothing when a rarer word
-    is there (a GIN bitmap of a third of a million rows costs tens of ms and says little);
-    they still add to the score, unless they are nearly everywhere (SCORE_SHARE). With
-    `select_words` (large memories), only that many of the rarest words select candidates:
-    GIN reads the whole posting list of every word it is given, and the rarest words
-    already find the souvenirs that hold them all; the others still score."""
-    present = list(dict((t, df) for t, df in zip(terms, dfs, strict=True) if df > 0).items())
-    if not present:
-        return None
-    if len(present) > max_words:
-        rarest = sorted(range(len(present)), key=lambda i: present[i][1])[:max_words]
-        present = [present[i] for i in sorted(rarest)]
-    size = max(n, 1)
-    common_above = max(min(COMMON_SHARE * size, COMMON_MAX_DF), COMMON_MIN_DF)
-    rare = [(t, df) for t, df in present if df <= common_above]
-    selecting = rare or present
-    if select_words is not None and len(selecting) > select_words:
-        rarest = sorted(range(len(selecting)), key=lambda i: selecting[i][1])[:select_words]
-        selecting = [selecting[i] for i in sorted(rarest)]
-    scoring = [(t, df) for t, df in present if df <= SCORE_SHARE * size] or present
-    return QueryPlan(
-        strict=" & ".join(t for t, _ in selecting),
-        loose=" | ".join(t for t, _ in selecting),
-        weights=tuple((t, idf(df, n)) for t, df in scoring),
-        strict_estimate=int(size * math.prod(df / size for _, df in selecting)),
-        loose_estimate=min(sum(df for _, df in selecting), size),
-        informative=bool(rare),
-    )
-
-
-def searches(plan: QueryPlan, cap: int) -> list[tuple[str, int]]:
-    """The searches to run in turn, (tsquery, estimated matches): all selecting words,
-    then any of them. When any-word matches are expected to be few (well under the cap),
-    the any-word search alone ranks every one of them, souvenirs holding all the words
-    included and first: the all-words search would be a wasted round trip."""
-    if plan.loose is None or plan.strict is None:
-        return []
-    if plan.loose == plan.strict:
-        return [(plan.strict, plan.strict_estimate)]
-    if plan.loose_estimate <= cap // 4:
-        return [(plan.loose, plan.loose_estimate)]
-    return [(plan.strict, plan.strict_estimate), (plan.loose, plan.loose_estimate)]
-
-
-def candidate_cap(limit: int) -> int:
-    """How many candidates to rank for `limit` results: CANDIDATES_PER_RESULT per result,
-    between MIN_CANDIDATES and CANDIDATE_CAP. Ranking costs about 10-20 µs a candidate
-    (a heap visit and a ts_rank per word), the bulk of a conversational recall."""
-    return max(MIN_CANDIDATES, min(CANDIDATE_CAP, CANDIDATES_PER_RESULT * limit))
-
-
-def windows_for(estimate: int, span_days: float,
-                cap: int = CANDIDATE_CAP) -> tuple[float | None, ...]:
-    """Time windows (days back, None = all) to search in turn for a query expected to
-    match `estimate` souvenirs spread over `span_days`: the first window should hold
-    about 1.5 × `cap` matches; a query with few matches searches everything."""
-    if estimate < max(cap, DF_CAP) or span_days <= 0:
-        return (None,)
-    first = span_days * 1.5 * cap / estimate
-    if first >= span_days:
-        return (None,)
-    first = max(first, 1.0)
-    second = first * 8
-    return (first, second, None) if second < span_days else (first, None)
-
-
-def df_sql(language: str, count: int) -> str:
-    """Document frequency of :t0…:tN-1 (normalized tsquery text), each counted up to
-    :dfcap (bounded work)."""
-    vec = vector_sql(language)
-    probes = [
-        f"(SELECT count(*) FROM (SELECT 1 FROM souvenirs s WHERE {vec} @@ "
-        f"CAST(:t{i} AS tsquery) LIMIT :dfcap) AS x{i}) AS df{i}"
-        for i in range(count)
-    ]
-    return "SELECT " + ", ".join(probes)
-
-
-SPAN_SQL = "SELECT extract(epoch FROM (now() - min(timestamp)))::float8 / 86400 FROM souvenirs"
-
-
-@dataclass(frozen=True)
-class RecallFilter:
-    relation_id: int | None = None
-    types: tuple[str, ...] = ()
-    sources: tuple[str, ...] = ()
-    since: datetime | None = None
-    until: datetime | None = None
-    private_ok: bool = True
-    """False for anyone outside the inner circle: public souvenirs only, even those linked
-    to the person asking ("about a person" is not "visible to that person")."""
-
-
-def score_sql(relevance: str) -> str:
-    half_life_s = RECENCY_HALF_LIFE_DAYS * 86400.0
-    age_s = "greatest(extract(epoch FROM (now() - s.timestamp))::float8, 0::float8)"
-    return (
-        f"{relevance}::float8"
-        f" * (0.5::float8 + 0.5::float8 * power(0.5::float8, {age_s} / {half_life_s}::float8))"
-        " * (0.75::float8 + 0.05::float8 * least(greatest(coalesce(s.importance, 5), 0), 10))"
-    )
-
-
-def vector_sql(language: str) -> str:
-    """The tsvector expression: the stored (indexed) column for French."""
-    if language not in LANGUAGES:
-        raise ValueError(f"unknown text-search language {language!r}")
-    if language == "french":
-        return "s.recherche"
-    return f"to_tsvector('{language}'::regconfig, axi_pli(s.contenu))"
-
-
-def filter_sql(flt: RecallFilter) -> tuple[list[str], dict[str, Any]]:
-    """The WHERE clauses of a RecallFilter on souvenirs `s` (shared by every recall)."""
-    where: list[str] = []
-    params: dict[str, Any] = {}
-    if flt.relation_id is not None:
-        where.append("s.relation_id = :relation_id")
-        params["relation_id"] = flt.relation_id
-    if flt.types:
-        where.append("s.type = ANY(:types)")
-        params["types"] = list(flt.types)
-    if flt.sources:
-        where.append("s.source = ANY(:sources)")
-        params["sources"] = list(flt.sources)
-    if flt.since is not None:
-        where.append("s.timestamp >= :since")
-        params["since"] = flt.since
-    if flt.until is not None:
-        where.append("s.timestamp < :until")
-        params["until"] = flt.until
-    if not flt.private_ok:
-        where.append("s.public")
-    return where, params
-
-
-def recall_sql(
-    language: str, flt: RecallFilter, *, windowed: bool = False, weighted: int = 0
-) -> tuple[str, dict[str, Any]]:
-    """SQL of a recall with :tsq (normalized tsquery text), :k and :cap bound by the caller
-    (and :window_start when `windowed`; :w0…, :f0… for `weighted` word weights). Each
-    row also carries `candidates`, the number of candidates ranked, so the caller knows
-    whether to widen the window."""
-    vec = vector_sql(language)
-    where = [f"{vec} @@ q.query"]
-    if windowed:
-        where.append("s.timestamp >= :window_start")
-    # privacy written as `s.public` itself (filter_sql), so that the public souvenirs' own
-    # GIN index (migration 0006) serves instead of discarding private matches one heap
-    # page at a time
-    extra, params = filter_sql(flt)
-    where += extra
-    query = "CAST(:tsq AS tsquery) AS q(query)"
-    cand = (f"SELECT s.id, s.timestamp FROM souvenirs s, {query} "
-            f"WHERE {' AND '.join(where)} ORDER BY s.timestamp DESC, s.id DESC LIMIT :cap")
-    relevance = f"ts_rank_cd({vec}, q.query, 1)"
-    if weighted:
-        relevance = "(" + " + ".join(
-            f"CAST(:w{i} AS float8) * ts_rank({vec}, CAST(:f{i} AS tsquery), 1)"
-            for i in range(weighted)) + ")"
-    sql = (
-        f"WITH cand AS MATERIALIZED ({cand}) "
-        f"SELECT s.id, s.timestamp, s.type, s.source, s.contenu, s.resume, s.importance, "
-        f"s.metadata, s.relation_id, s.public, {relevance} AS relevance, "
-        f"{score_sql(relevance)} AS score, (SELECT count(*) FROM cand) AS candidates "
-        f"FROM cand JOIN souvenirs s USING (id), {query} "
-        "ORDER BY score DESC, s.id DESC LIMIT :k"
-    )
-    return sql, params
-
-
-def bare_fts_sql(language: str = "french") -> str:
-    """The floor: the same full-text query as bare SQL (match + ts_rank, no extras)."""
-    vec = vector_sql(language)
-    return (
-        f"SELECT s.id, ts_rank_cd({vec}, q.query, 1) AS r "
-        f"FROM souvenirs s, to_tsquery('{language}'::regconfig, :tsq) AS q(query) "
-        f"WHERE {vec} @@ q.query ORDER BY r DESC LIMIT :k"
-    )
+        All selecting words must match first; if that finds fewer than `limit`, any may
+        (ranked, so souvenirs with more of the words still come first). With
+        `informative_only`, a query whose every word is in more than a fifth of the
+        memory ("merci, ok, c'est bon") finds nothing: small talk recalls no data.
+        With `private_ok` False (anyone outside the inner circle) only public souvenirs
+        are found; `visible_to` (the person asking) widens nothing: a private souvenir
+        linked to a client is a note about them, not theirs to see.
+        """
+        del visible_to  # kept for callers; privacy depends on private_ok alone
+        if limit <= 0:
+            return []
+        flt = RecallFilter(
+            relation_id=relation_id, types=tuple(types), sources=tuple(sources),
+            since=since, until=until, private_ok=private_ok,
+        )
+        words = longest_words(query_terms(query))
+        if not words:
+            return []
+        async with self.db.recall_sessions() as session:
+            span = await self._span_days(session)  # before the planner settings below
+            total, _, plan = await self._plan(session, words, language)
+            if plan is None or (informative_only and not plan.informative):
+                return []
+            rows: list[Any] = []
+            walking = "off"
+            cap = candidate_cap(limit)
+            for tsq, estimate in searches(plan, cap):  # all words first, then any
+                walk = "on" if estimate >= WALK_SHARE * max(total, 1) else "off"
+                if walk != walking:
+                    await session.execute(text(BITMAP_ONLY_SQL),
+                                          {"walk": walk, "local": self._local_settings})
+                    walking = walk
+                rows = await self._ranked(session, tsq, plan, language, flt, limit, since,
+                                          windows_for(estimate, span, cap))
+                if len(rows) >= limit:
+                    break
+        return [
+            Recalled(souvenir=souvenir_from_row(r), relevance=float(r.relevance),
+                     score=float(r.score))
+            for r in rows
+        ]

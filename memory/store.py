@@ -17,6 +17,7 @@ from memory.embeddings import EmbeddingsMixin
 from memory.errors import InvalidInput, NotFound
 from memory.extraction_queue import ExtractionQueueMixin
 from memory.facts import FactsMixin
+from memory.hybrid_recall import HybridRecallMixin
 from memory.inbox_admin import InboxAdminMixin
 from memory.lexicon import LexiconMixin
 from memory.llm_calls import LLMCallsMixin
@@ -24,7 +25,7 @@ from memory.locks import LocksMixin
 from memory.messages import MessagesMixin
 from memory.notifications import NotificationsMixin
 from memory.people import PeopleMixin
-from memory.recall_store import RecallMixin
+from memory.recall import RecallMixin
 from memory.records import SouvenirRecord, souvenir_from_row
 from memory.rows import SOUVENIR_COLUMNS, NewSouvenir, insert_souvenir, prepare_souvenir
 from memory.warmup import WarmupMixin
@@ -46,7 +47,7 @@ def translate_db_error(exc: DBAPIError) -> Exception:
 
 class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixin,
                   ConsignesMixin, MessagesMixin, LLMCallsMixin, ExtractionQueueMixin,
-                  EmbeddingsMixin, NotificationsMixin, ConfirmationsMixin, InboxAdminMixin,
+                  EmbeddingsMixin, HybridRecallMixin, NotificationsMixin, ConfirmationsMixin, InboxAdminMixin,
                   LocksMixin):
     def __init__(self, db: Database):
         self.db = db

@@ -16,8 +16,6 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = ("bot", "channels", "jobs", "llm", "memory")
 PACKAGES = tuple(name for name in FIRST_PARTY if (ROOT / name).is_dir())

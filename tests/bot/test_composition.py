@@ -123,7 +123,7 @@ async def test_a_dying_channel_is_restarted_and_shows_in_health(
 async def test_a_channel_down_makes_health_an_error(flaky_axi: tuple[Axi, FlakyChannel],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from bot import backoff
-    axi, channel = flaky_axi
+    axi, _ = flaky_axi
     monkeypatch.setattr(backoff, "CHANNEL_RESTART", backoff.Backoff(base_s=30, cap_s=30))
     await axi.start_channels()
     await until(lambda: axi.channel_states["telegram"].state == "restarting", 10,

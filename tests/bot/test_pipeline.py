@@ -15,8 +15,8 @@ import pytest
 from bot.app import Axi
 from bot.channel import ChannelServices, Delivery, SendError
 from bot.config import Settings
-from bot.context import prefix_share
 from bot.inbound import Inbound
+from bot.prompt_builder import prefix_share
 from llm.tokens import estimate_messages
 from memory.database import Database
 from tests.conftest import empty_tables

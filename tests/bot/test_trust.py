@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import text
 
 from bot.app import Axi
-from bot.context import ContextInputs, build_prompt
 from bot.policy import asserts_fact, sees_fact, sees_souvenir
+from bot.prompt_builder import ContextInputs, build_prompt
 from memory.database import Database
 from memory.records import FactRecord
 from tests.bot._records import DUPONT, LUDO, T0, fact, recalled

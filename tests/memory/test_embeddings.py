@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from memory.embeddings import rrf, unit
+from memory.embeddings import unit
 from memory.errors import InvalidInput, NotFound
+from memory.hybrid_recall import rrf
 from memory.store import MemoryStore, NewSouvenir
 
 MODEL = "test-embed"
@@ -178,7 +179,7 @@ async def test_hnsw_index_serves_nearest_when_pgvector_is_there(store: MemorySto
     from sqlalchemy import text
 
     from memory.embeddings import ann_sql, vector_index_name
-    from memory.recall import RecallFilter
+    from memory.recall_query import RecallFilter
 
     ids = await _corpus(store)
     created = await store.ensure_vector_index(MODEL, 4)

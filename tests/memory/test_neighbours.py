@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from memory.neighbours import Neighbour, conversation_neighbours, spread
-from memory.recall import RecallFilter
+from memory.recall_query import RecallFilter
 from memory.records import SouvenirRecord
 from memory.store import MemoryStore, NewSouvenir
 

@@ -32,7 +32,7 @@ def test_query_words_and_quoting() -> None:
 
 
 def test_idf_and_query_plan() -> None:
-    from memory.recall import idf, plan_query
+    from memory.recall_query import idf, plan_query
 
     assert idf(1, 1000) > idf(100, 1000) > idf(900, 1000) > 0
     plan = plan_query(["'absent'", "'caroline'", "'support'"], [0, 600, 3], 1000)
@@ -56,7 +56,7 @@ def test_idf_and_query_plan() -> None:
 
 
 def test_long_queries_keep_their_rarest_words() -> None:
-    from memory.recall import longest_words, plan_query
+    from memory.recall_query import longest_words, plan_query
 
     words = [f"'w{i}'" for i in range(10)]
     dfs = [900, 5, 800, 1, 700, 600, 3, 500, 400, 2]
@@ -68,7 +68,7 @@ def test_long_queries_keep_their_rarest_words() -> None:
 
 
 def test_searches_skip_all_words_when_any_word_finds_few() -> None:
-    from memory.recall import plan_query, searches
+    from memory.recall_query import plan_query, searches
 
     few = plan_query(["'grang'", "'sarlat'"], [3, 8], 100_000)
     assert few is not None
@@ -82,7 +82,7 @@ def test_searches_skip_all_words_when_any_word_finds_few() -> None:
 
 
 def test_large_memories_select_by_their_rarest_words() -> None:
-    from memory.recall import collapse_alternatives, plan_query
+    from memory.recall_query import collapse_alternatives, plan_query
 
     words, dfs = ["'a'", "'b'", "'c'", "'d'"], [4_000, 90, 7_000, 300]
     plan = plan_query(words, dfs, 1_000_000, select_words=2)
@@ -98,7 +98,7 @@ def test_large_memories_select_by_their_rarest_words() -> None:
 
 
 def test_in_a_large_memory_a_frequent_word_never_selects() -> None:
-    from memory.recall import plan_query
+    from memory.recall_query import plan_query
 
     plan = plan_query(["'maison'", "'vergt'", "'pigeonni'"], [90_000, 30_000, 40], 1_000_000)
     assert plan is not None

@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from bot.context import (
+from bot.persona import load_persona
+from bot.prompt_builder import (
     DATA_FOOTER,
     FIRST_USER_ACK,
     SOUVENIRS_HEADER,
@@ -19,7 +20,6 @@ from bot.context import (
     french_datetime,
     prefix_share,
 )
-from bot.persona import load_persona
 from llm.tokens import estimate_messages, estimate_text
 from tests.bot._records import (
     CONSIGNES,

@@ -1,6 +1,6 @@
 """French verb endings between the "vous" and the "tu" forms, for the address guard.
 
-Pure tables and suffix rules, kept apart from `bot.address` so each stays readable. They
+Pure tables and suffix rules, kept apart from `bot.tutoiement` so each stays readable. They
 cover what an assistant's replies use: the present, future, conditional, imperfect,
 imperative and the common subjunctives of frequent verbs, plus the regular -er, -ir
 (-issez) and -dre patterns. A form the rules do not know returns None and the guard asks

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.address import detect_address, form_for, guard_reply, rewrite_needed, to_tu, to_vous
-from bot.address_verbs import pl_to_sg, sg_to_pl
+from bot.tutoiement import detect_address, form_for, guard_reply, rewrite_needed, to_tu, to_vous
+from bot.tutoiement_verbs import pl_to_sg, sg_to_pl
 
 VOUS_TO_TU = [
     ("Vous pouvez passer à l'agence demain.", "Tu peux passer à l'agence demain."),

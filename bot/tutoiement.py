@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.address_verbs import Mood, pl_to_sg, sg_to_pl
+from bot.tutoiement_verbs import Mood, pl_to_sg, sg_to_pl
 
 Form = Literal["tu", "vous"]
 

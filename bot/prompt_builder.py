@@ -51,9 +51,9 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from bot.address import Form, form_for
 from bot.persona import load_persona
 from bot.policy import sees_consigne, sees_fact, sees_private, sees_souvenir
+from bot.tutoiement import Form, form_for
 from llm.tokens import PROMPT_OVERHEAD, estimate_message, estimate_messages, estimate_text
 from memory.records import ConsigneRecord, FactRecord, PersonRecord, Recalled
 
