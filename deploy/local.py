@@ -4,16 +4,23 @@
     python3 deploy/local.py run     # install into .venv if needed, migrate, start Axi
     python3 deploy/local.py test    # install test deps, run the whole pytest suite
 
-`test` runs the suite against the embedded PostgreSQL 16, then again against the
-PostgreSQL server named by AXI_TEST_DATABASE_URL (default
-postgresql://postgres@127.0.0.1:5432/test) when that server answers. pytest's exit
-code 5 (no tests collected) counts as a failure. Standard library only.
+`test` first installs the Debian packages the suite needs (DEBIAN_PACKAGES: only the
+missing ones, `apt-get update` once; under CI=true a failure to install them is a failure,
+otherwise a warning and the tests needing them skip). It then runs the whole suite against
+the embedded PostgreSQL 16, and the database tests again against the PostgreSQL server
+named by AXI_TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test) when
+that server answers: tests that use no database fixture are marked `nodb` by
+tests/conftest.py and run in the first pass only. pytest's exit code 5 (no tests collected)
+counts as a failure, except on the second pass after a first pass that ran tests: there it
+means the selected tests (e.g. `test tests/llm`) are all `nodb`, so the server has nothing
+to run. Standard library only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +33,10 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 DEFAULT_TEST_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+# Debian packages the test suite drives (IMAP server, backups, headless browser): add new ones here.
+DEBIAN_PACKAGES = ("dovecot-imapd", "restic", "chromium", "chromium-driver")
+# pytest marker of the tests that use no database fixture (set by tests/conftest.py)
+NODB = "nodb"
 
 
 def say(message: str) -> None:
@@ -54,6 +65,82 @@ def ensure_venv(extras: str) -> None:
     stamp.write_text(digest)
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def missing_debian_packages(packages: tuple[str, ...]) -> list[str]:
+    """The packages dpkg does not list as installed (all of them without dpkg)."""
+    if not shutil.which("dpkg-query"):
+        return list(packages)
+    missing = []
+    for package in packages:
+        status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package],
+                                capture_output=True, text=True)
+        if status.returncode != 0 or not status.stdout.strip().endswith(" installed"):
+            missing.append(package)
+    return missing
+
+
+def install_debian_packages(packages: tuple[str, ...] = DEBIAN_PACKAGES) -> str | None:
+    """Install the missing packages; None when all are there, else why they are not."""
+    missing = missing_debian_packages(packages)
+    if not missing:
+        return None
+    if not shutil.which("apt-get"):
+        return f"{', '.join(missing)} missing and no apt-get here (not Debian?)"
+    prefix: list[str] = []
+    if os.name == "posix" and os.geteuid() != 0:
+        sudo = shutil.which("sudo")
+        if not sudo:
+            return f"{', '.join(missing)} missing; installing them needs root and there is no sudo"
+        # no password prompt without a terminal (CI has no stdin): fail instead of hanging
+        prefix = [sudo] if sys.stdin is not None and sys.stdin.isatty() else [sudo, "-n"]
+    apt = [*prefix, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q",
+           "-o", "DPkg::Lock::Timeout=300"]
+    say(f"installing Debian packages: {' '.join(missing)}")
+    if subprocess.call([*apt, "update"]) != 0:
+        return "`apt-get update` failed"
+    if subprocess.call([*apt, "install", "-y", "--no-install-recommends", *missing]) != 0:
+        return f"`apt-get install {' '.join(missing)}` failed"
+    still = missing_debian_packages(packages)
+    return f"{', '.join(still)} still not installed after apt-get" if still else None
+
+
+def ensure_debian_packages(packages: tuple[str, ...] = DEBIAN_PACKAGES) -> bool:
+    """False only when a package is missing under CI=true (the run must fail)."""
+    problem = install_debian_packages(packages)
+    if problem is None:
+        return True
+    if in_ci():
+        say(f"error: cannot install the Debian packages the tests need: {problem}")
+        return False
+    say(f"warning: {problem}; the tests needing them will skip")
+    return True
+
+
+def with_marker_excluded(args: list[str], marker: str) -> list[str]:
+    """pytest args with `-m` narrowed to `not MARKER`, combined with the user's own -m.
+
+    pytest keeps the last -m given, so that one is combined and every -m is replaced."""
+    rest: list[str] = []
+    expr = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "-m" and i + 1 < len(args):
+            expr = args[i + 1]
+            i += 2
+            continue
+        if arg.startswith("-m") and len(arg) > 2 and not arg.startswith("--"):
+            expr = arg[2:].removeprefix("=")
+        else:
+            rest.append(arg)
+        i += 1
+    combined = f"({expr}) and not {marker}" if expr and expr.strip() else f"not {marker}"
+    return [*rest, "-m", combined]
+
+
 def server_answers(url: str) -> bool:
     parsed = urlparse(url)
     try:
@@ -64,27 +151,33 @@ def server_answers(url: str) -> bool:
 
 
 def pytest_run(label: str, env: dict[str, str], args: list[str]) -> int:
-    say(f"running the test suite on {label}")
-    code = subprocess.call([str(PY), "-m", "pytest", *args], cwd=ROOT, env=env)
-    if code == 5:
-        say("pytest collected no tests: that is a failure")
-        return 1
-    return code
+    say(f"running {label}")
+    return subprocess.call([str(PY), "-m", "pytest", *args], cwd=ROOT, env=env)
 
 
 def cmd_test(args: list[str]) -> int:
     ensure_venv("test")
+    if not ensure_debian_packages():
+        return 1
     base = {k: v for k, v in os.environ.items() if k != "AXI_DATABASE_URL"}
     embedded_env = {k: v for k, v in base.items() if k != "AXI_TEST_DATABASE_URL"}
-    code = pytest_run("the embedded PostgreSQL 16", embedded_env, args)
+    code = pytest_run("the whole test suite on the embedded PostgreSQL 16", embedded_env, args)
+    if code == 5:
+        say("pytest collected no tests: that is a failure")
+        return 1
     server = os.environ.get("AXI_TEST_DATABASE_URL") or DEFAULT_TEST_SERVER
-    if server_answers(server):
-        code = pytest_run(f"the PostgreSQL server {urlparse(server).hostname}:"
-                          f"{urlparse(server).port or 5432}",
-                          {**base, "AXI_TEST_DATABASE_URL": server}, args) or code
-    else:
+    if not server_answers(server):
         say(f"no PostgreSQL server answers at {server}: embedded run only")
-    return code
+        return code
+    where = f"{urlparse(server).hostname}:{urlparse(server).port or 5432}"
+    second = pytest_run(f"the database tests (not {NODB}) on the PostgreSQL server {where}",
+                        {**base, "AXI_TEST_DATABASE_URL": server},
+                        with_marker_excluded(args, NODB))
+    if second == 5:
+        # The first pass ran tests from the same selection, so every one of them is nodb.
+        say(f"the selected tests are all {NODB}: nothing to run on {where}")
+        second = 0
+    return code or second
 
 
 def cmd_run(args: list[str]) -> int:

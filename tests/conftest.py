@@ -30,6 +30,24 @@ anthropic_server_session = _fake_anthropic.anthropic_server_session
 anthropic_server = _fake_anthropic.anthropic_server
 
 TEST_URL_ENV = "AXI_TEST_DATABASE_URL"
+# The fixtures that reach the database under test. A test using none of them, directly or
+# through another fixture, is marked `nodb` and runs in deploy/local.py's first pass only.
+DATABASE_FIXTURES = frozenset({"database_url", "db", "store"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Classify every test by the fixtures it uses: `item.fixturenames` is the transitive
+    closure, so a test whose fixture needs `database_url` (e.g. the CLI's subprocess env)
+    counts as a database test, and a new test needs no marker to be classified."""
+    for item in items:
+        if DATABASE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.nodb)
+
+
+def pytest_report_collectionfinish(items: list[pytest.Item]) -> str:
+    nodb = sum(1 for item in items if item.get_closest_marker("nodb"))
+    return f"[axi] selected: {len(items) - nodb} database tests, {nodb} nodb tests"
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,11 @@ import pytest
 from memory import embedded
 from memory.database import open_database
 from memory.errors import DatabaseUnavailable, EmbeddedDatabaseError
+from tests.waiting import until_sync
 
+WORKERS = ("a", "b", "c")
 WORKER = textwrap.dedent("""
-    import asyncio, sys
+    import asyncio, sys, time
     from pathlib import Path
     from sqlalchemy import text
     from memory.database import open_database
@@ -26,9 +27,13 @@ WORKER = textwrap.dedent("""
             async with db.engine.begin() as conn:  # CREATE IF NOT EXISTS races without it
                 await conn.execute(text("SELECT pg_advisory_xact_lock(1)"))
                 await conn.execute(text("CREATE TABLE IF NOT EXISTS t (who text)"))
-            await asyncio.sleep(1.0)
-            async with db.engine.begin() as conn:
                 await conn.execute(text("INSERT INTO t VALUES (:w)"), {"w": sys.argv[2]})
+            # stay connected until every worker has written: all of them at once on one server
+            deadline = time.monotonic() + 60
+            async with db.engine.connect() as conn:
+                while await conn.scalar(text("SELECT count(*) FROM t")) < int(sys.argv[3]):
+                    assert time.monotonic() < deadline, "the other workers never showed up"
+                    await asyncio.sleep(0.05)
                 print(await conn.scalar(text("SELECT version()")))
 
     asyncio.run(main())
@@ -46,18 +51,16 @@ def _postmaster_running(pgdata: Path) -> bool:
 def test_concurrent_processes_share_then_stop(tmp_path: Path) -> None:
     data = tmp_path / "axi"
     procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, str(data), name],
+        subprocess.Popen([sys.executable, "-c", WORKER, str(data), name, str(len(WORKERS))],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name in ("a", "b", "c")
+        for name in WORKERS
     ]
     outputs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
         assert "PostgreSQL 16" in out
-    deadline = time.monotonic() + 15
-    while _postmaster_running(data / "pgdata") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _postmaster_running(data / "pgdata"), "server left running after last exit"
+    until_sync(lambda: not _postmaster_running(data / "pgdata"), 15,
+               message="server left running after last exit")
     # the data persisted: a new process sees all three rows
     check = subprocess.run(
         [sys.executable, "-c", textwrap.dedent("""

@@ -3,12 +3,11 @@ dies with its transaction leaves the message pending, replies and souvenirs comm
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from memory.errors import InvalidInput
 from memory.store import MemoryStore
+from tests.waiting import until
 
 
 async def _accept(store: MemoryStore, ext: str, conv: str = "telegram:1", text: str = "Bonjour"):
@@ -78,11 +77,15 @@ async def test_postpone_then_retry(store: MemoryStore) -> None:
                                      metadata={"avis_envoye": True})
     async with store.claim_inbound() as claim:
         assert claim is None
-    await asyncio.sleep(0.4)
-    async with store.claim_inbound() as claim:
-        assert claim is not None and claim.message.id == m.id
-        assert claim.message.metadata == {"avis_envoye": True}
-        assert claim.message.tentatives == 1
+
+    async def claimable():  # the message, once its retry time has come
+        async with store.claim_inbound() as claim:
+            return claim.message if claim is not None else None
+
+    again = await until(claimable, 10, message="the postponed message never came back")
+    assert again.id == m.id
+    assert again.metadata == {"avis_envoye": True}
+    assert again.tentatives == 1
 
 
 async def test_outbox_claim_send_and_retry(store: MemoryStore) -> None:
