@@ -3,6 +3,7 @@ scripts, the operator runbook and outside checks rely on (DESIGN "Interfaces")."
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from sqlalchemy import text
 from bot.cli_chat import ask, chat, llm_app, missing, run_command
 from bot.cli_memory import consignes_app, facts_app, memory_app, people_app
 from bot.cli_ops import confirm_app, inbox_app
-from bot.cli_support import err, opened, out, print_json, print_table, run, settings
+from bot.cli_support import check_arguments, err, opened, out, print_json, print_table, run, settings
 from bot.config import redacted
 from memory import migrate
 from memory.lexicon import LexiconRefresh
@@ -128,6 +129,7 @@ def config_check(json_out: JsonOpt = False) -> None:
 
 
 def main() -> None:
+    check_arguments(sys.argv[1:])
     app()
 
 

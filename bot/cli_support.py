@@ -7,18 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bot.config import ConfigError, Settings, load_settings
 from memory import migrate
 from memory.database import Database, open_database
-from memory.errors import MemoryStoreError, NotMigrated
+from memory.errors import DataDirectoryError, MemoryStoreError, NotMigrated
 from memory.store import MemoryStore
 
 T = TypeVar("T")
@@ -32,7 +34,8 @@ class CommandError(Exception):
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]Error:[/] {message}", highlight=False)
+    """One line on stderr (the message may quote the user's input: never markup)."""
+    err.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -40,7 +43,7 @@ def settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        fail(f"{exc}\nFix the environment or .env (see .env.example), then retry.", code=2)
+        fail(f"{exc}. Fix the environment or .env (see .env.example), then retry.", code=2)
         raise  # unreachable
 
 
@@ -70,6 +73,8 @@ def run(coro: Awaitable[T]) -> T:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except NotMigrated as exc:
         fail(str(exc), code=3)
+    except DataDirectoryError as exc:  # AXI_DATA_DIR: a configuration error
+        fail(str(exc), code=2)
     except MemoryStoreError as exc:
         fail(str(exc))
     except (CommandError, ConfigError) as exc:
@@ -98,11 +103,27 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
 
 
 def read_text_argument(value: str) -> str:
-    """`-` means: read the text from standard input (for long or multi-line text)."""
+    """`-` means: read the text from standard input (for long or multi-line text), which
+    must be UTF-8 (a byte-order mark is dropped): refused, not silently mangled."""
     if value == "-":
         data = sys.stdin.buffer.read()
-        return data.decode("utf-8", errors="replace")
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            fail(f"standard input is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+                 f"{exc.start:,}); convert it first, e.g. `iconv -f latin1 -t utf-8`")
     return value
+
+
+def check_arguments(args: Sequence[str]) -> None:
+    """Refuse, before any command runs, an argument that is not valid UTF-8 (Python hands
+    such bytes over as lone surrogates, which no text column, prompt or terminal takes)."""
+    for arg in args:
+        if any("\udc80" <= ch <= "\udcff" for ch in arg):
+            shown = os.fsencode(arg).decode("utf-8", errors="backslashreplace")
+            err.print(f"[bold red]Error:[/] the argument '{escape(shown)}' is not UTF-8 text; "
+                      "check the terminal's or the script's encoding", highlight=False)
+            raise SystemExit(1)
 
 
 def short(text: str, width: int = 80) -> str:

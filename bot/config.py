@@ -113,6 +113,13 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _valid_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_database_url(value.get_secret_value())
+        return value
+
     @field_validator("embed_model", mode="before")
     @classmethod
     def _embeddings_off(cls, value: Any) -> Any:
@@ -169,16 +176,49 @@ class Settings(BaseSettings):
         return self.database_url is None
 
 
+def check_database_url(url: str) -> None:
+    """Raise ValueError (never showing the password) unless `url` is a PostgreSQL URL
+    whose ports are numbers from 1 to 65535."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    example = "expected e.g. postgresql://user:password@host:5432/axi"
+    try:
+        parsed = make_url(url.strip())
+        port = parsed.port
+    except (ArgumentError, ValueError, TypeError):
+        # make_url parses the port with int() and says so with the raw URL: not shown
+        raise ValueError(f"not a valid URL (check the host and port); {example}") from None
+    if parsed.get_backend_name() not in {"postgresql", "postgres"}:
+        raise ValueError(f"not a PostgreSQL URL ({parsed.get_backend_name()!r}); {example}")
+    query_ports = parsed.query.get("port") or ()
+    if isinstance(query_ports, str):
+        query_ports = (query_ports,)
+    ports = [str(port)] if port is not None else []
+    ports += [p for q in query_ports for p in q.split(",")]
+    for p in ports:
+        if not (p.strip().isascii() and p.strip().isdigit() and 1 <= int(p) <= 65535):
+            raise ValueError(f"the port must be a number from 1 to 65535, not {p!r}; {example}")
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Load settings once; turn validation errors into one readable ConfigError."""
+    """Load settings once; turn validation errors into one readable ConfigError (one line:
+    each invalid setting by its environment variable, then what is wrong with it)."""
     try:
         return Settings(**overrides)
+    except UnicodeDecodeError as exc:  # pydantic-settings reads .env as UTF-8
+        raise ConfigError(f"the .env file in {Path.cwd()} is not UTF-8 text (byte "
+                          f"{exc.object[exc.start]:#04x} at offset {exc.start:,})") from None
+    except OSError as exc:
+        where = exc.filename or ".env"
+        raise ConfigError(f"cannot read {where} in {Path.cwd()}: {exc.strerror or exc}") from None
     except ValidationError as exc:
-        lines = []
+        problems = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "?"
-            lines.append(f"  {loc}: {err['msg']}")
-        raise ConfigError("Invalid configuration:\n" + "\n".join(lines)) from None
+            msg = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
+            problems.append(f"{loc}: {msg}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
 
 def redacted(settings: Settings) -> dict[str, str]:

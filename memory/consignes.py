@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from sqlalchemy import text
 
-from memory.errors import InvalidInput, NotFound
+from memory.errors import InvalidInput, NotFound, row_id
 from memory.records import ConsigneRecord
 from memory.text import InvalidText, clean_content
 
@@ -64,6 +64,7 @@ class ConsignesMixin:
         return [_row(r) for r in rows]
 
     async def set_consigne_active(self, consigne_id: int, active: bool) -> ConsigneRecord:
+        consigne_id = row_id(consigne_id, "consigne")
         async with self.db.sessions.begin() as session:
             row = (
                 await session.execute(
@@ -77,6 +78,7 @@ class ConsignesMixin:
         return _row(row)
 
     async def remove_consigne(self, consigne_id: int) -> ConsigneRecord:
+        consigne_id = row_id(consigne_id, "consigne")
         async with self.db.sessions.begin() as session:
             row = (
                 await session.execute(

@@ -36,7 +36,8 @@ def async_url(url: str) -> URL:
     """Turn postgresql://… (any driver) into a SQLAlchemy asyncpg URL, or raise clearly."""
     try:
         parsed = make_url(url.strip())
-    except ArgumentError:
+        parsed.port  # noqa: B018 - make_url keeps a bad port for int() to refuse here
+    except (ArgumentError, ValueError):
         raise DatabaseUnavailable(
             "AXI_DATABASE_URL is not a valid URL; expected e.g. "
             "postgresql://user:password@host:5432/axi"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from memory.errors import EmbeddedDatabaseError
+from memory.errors import DataDirectoryError, EmbeddedDatabaseError
 
 DATABASE_NAME = "axi"
 
@@ -75,30 +75,76 @@ def _log_tail(pgdata: Path, lines: int = 15) -> str:
     return "\n".join("    " + line for line in text)
 
 
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def _cannot_use(path: Path, exc: OSError) -> str:
+    return (f"cannot use the data directory {path}: {exc.strerror or exc}. Set AXI_DATA_DIR "
+            "to a directory this user can write, or fix its owner and permissions.")
+
+
+def _check_data_dir(data_dir: Path, pgdata: Path) -> None:
+    """Refuse, in one line saying which directory and what to do, a data directory that
+    cannot be created or written, or a pgdata that belongs to another user (PostgreSQL
+    itself only runs on a data directory owned by the user running it)."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirectoryError(
+            f"cannot create the data directory {data_dir}: {exc.strerror or exc}. "
+            "Set AXI_DATA_DIR to a writable directory."
+        ) from None
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    if me is not None and not os.access(data_dir, os.W_OK | os.X_OK):
+        try:
+            owner = f" (owned by {_user(data_dir.stat().st_uid)})"
+        except OSError:
+            owner = ""
+        raise DataDirectoryError(
+            f"the data directory {data_dir}{owner} is not writable by {_user(me)}: fix its "
+            "owner or permissions, or set AXI_DATA_DIR to a directory of your own."
+        )
+    try:
+        if pgdata.exists() and not pgdata.is_dir():
+            raise DataDirectoryError(f"{pgdata} exists and is not a directory; move it away.")
+        owner_uid = pgdata.stat().st_uid if pgdata.exists() else me
+    except OSError as exc:
+        raise DataDirectoryError(_cannot_use(pgdata, exc)) from None
+    # as root, pgserver runs PostgreSQL as its own `pgserver` user and chowns pgdata itself
+    if me is not None and me != 0 and owner_uid != me:
+        owner = _user(owner_uid)  # type: ignore[arg-type]
+        raise DataDirectoryError(
+            f"the data directory {pgdata} belongs to {owner}, not to {_user(me)} who runs "
+            f"axi: run axi as {owner}, or `chown -R {_user(me)} {pgdata}`, or set "
+            "AXI_DATA_DIR to a directory of your own."
+        )
+
+
 def start(data_dir: Path) -> EmbeddedServer:
     """Start (or join) the embedded server for data_dir; blocking, run it in a thread."""
     logging.getLogger("pgserver").setLevel(logging.CRITICAL)
     data_dir = Path(data_dir).expanduser().resolve()
     pgdata = data_dir / "pgdata"
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EmbeddedDatabaseError(
-            f"cannot create the data directory {data_dir}: {exc.strerror}. "
-            "Set AXI_DATA_DIR to a writable directory."
-        ) from None
-    if pgdata.exists() and not pgdata.is_dir():
-        raise EmbeddedDatabaseError(f"{pgdata} exists and is not a directory; move it away.")
+    _check_data_dir(data_dir, pgdata)
     version_file = pgdata / "PG_VERSION"
-    if version_file.exists():
-        version = version_file.read_text(errors="replace").strip()
-        if version != "16":
-            raise EmbeddedDatabaseError(
-                f"the data directory {pgdata} holds PostgreSQL {version!r} data, but the "
-                "embedded server is PostgreSQL 16. Point AXI_DATA_DIR elsewhere, or restore "
-                "a backup of the right version."
-            )
-    elif pgdata.is_dir() and any(p.name != "log" for p in pgdata.iterdir()):
+    try:
+        version = version_file.read_text(errors="replace").strip() if version_file.exists() else None
+        stray = version is None and pgdata.is_dir() and any(p.name != "log" for p in pgdata.iterdir())
+    except OSError as exc:
+        raise DataDirectoryError(_cannot_use(pgdata, exc)) from None
+    if version is not None and version != "16":
+        raise EmbeddedDatabaseError(
+            f"the data directory {pgdata} holds PostgreSQL {version!r} data, but the "
+            "embedded server is PostgreSQL 16. Point AXI_DATA_DIR elsewhere, or restore "
+            "a backup of the right version."
+        )
+    if stray:
         raise EmbeddedDatabaseError(
             f"the data directory {pgdata} is not empty but holds no PostgreSQL data "
             "(no PG_VERSION): it looks corrupt. Move it away or restore a backup."

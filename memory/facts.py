@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from memory.errors import InvalidInput, NotFound
+from memory.errors import InvalidInput, NotFound, row_id
 from memory.records import FactChange, FactRecord
 from memory.text import InvalidText, clean, clean_content, fold
 
@@ -175,7 +175,7 @@ class FactsMixin:
         current = "" if include_history else " AND valide_jusqu_a IS NULL"
         if not include_claims:
             current += " AND selon IS NULL"
-        params: dict[str, Any] = {"names": [fold(n.strip()) for n in names], "k": limit}
+        params: dict[str, Any] = {"names": [fold(clean(n).strip()) for n in names], "k": limit}
         # two index-friendly halves (an OR across them made PostgreSQL scan every fact)
         sql = f"SELECT {_FACT_COLUMNS} FROM faits WHERE axi_pli(sujet) = ANY(:names){current}"
         if relation_id is not None:
@@ -223,6 +223,7 @@ class FactsMixin:
         return [_row_to_fact(r) for r in rows]
 
     async def get_fact(self, fact_id: int) -> FactRecord:
+        fact_id = row_id(fact_id, "fact")
         async with self.db.sessions() as session:
             row = (
                 await session.execute(
@@ -235,6 +236,7 @@ class FactsMixin:
 
     async def forget_fact(self, fact_id: int, *, purge: bool = False) -> FactRecord:
         """End a fact's validity (kept in history), or delete it for good with purge."""
+        fact_id = row_id(fact_id, "fact")
         async with self.db.sessions.begin() as session:
             if purge:
                 await session.execute(

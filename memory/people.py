@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from memory.errors import AlreadyExists, InvalidInput, NotFound
+from memory.errors import AlreadyExists, InvalidInput, NotFound, row_id
 from memory.records import IdentityRecord, PersonRecord
 from memory.text import InvalidText, clean, clean_content, fold
 
@@ -30,6 +31,26 @@ RELATIONS = {
 }
 CHANNELS = {"telegram", "email", "web", "console", "axis", "api"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_ID = re.compile(r"\s*[0-9]+\s*")
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
+
+
+def normalise_name(value: str) -> str:
+    """A person's name as it may be stored (and later shown in prompts): one line of
+    text without control characters, with at least one letter (a name made of digits
+    would be taken for an id by `axi people show|remove`)."""
+    try:
+        name = clean_content(value, what="name", limit=200)
+    except InvalidText as exc:
+        raise InvalidInput(str(exc)) from None
+    if any(unicodedata.category(ch) in {"Cc", "Zl", "Zp"} or ch in _BIDI_CONTROLS
+           for ch in name):
+        raise InvalidInput(f"a name is one line without control characters, not {name!r}")
+    if not any(ch.isalpha() for ch in name):
+        why = " (a number is taken for an id)" if _ID.fullmatch(name) else ""
+        raise InvalidInput(f"a name needs at least one letter, not {name!r}{why}")
+    return name
 
 
 def normalise_relation(value: str) -> str:
@@ -90,8 +111,8 @@ class PeopleMixin:
         jamais_hors_serveur: bool = False,
     ) -> PersonRecord:
         """Create a person with optional addresses, all in one transaction."""
+        personne = normalise_name(personne)
         try:
-            personne = clean_content(personne, what="name", limit=200)
             style = clean_content(comment_interagir, what="style", limit=4000) if comment_interagir else None
         except InvalidText as exc:
             raise InvalidInput(str(exc)) from None
@@ -149,10 +170,11 @@ class PeopleMixin:
     async def get_person(self, who: str | int) -> PersonRecord:
         """A person by id or by name (case- and accent-insensitive)."""
         async with self.db.sessions() as session:
-            if isinstance(who, int) or (isinstance(who, str) and who.isdigit()):
+            if isinstance(who, int) or _ID.fullmatch(who):
+                # names always hold a letter (normalise_name), so digits are an id
                 row = (await session.execute(
                     text(f"SELECT {_PERSON_COLUMNS} FROM relations WHERE id = :id"),
-                    {"id": int(who)})).one_or_none()
+                    {"id": row_id(int(who), "person")})).one_or_none()
             else:
                 row = (await session.execute(
                     text(f"SELECT {_PERSON_COLUMNS} FROM relations "

@@ -14,7 +14,7 @@ from memory.confirmations import ConfirmationsMixin
 from memory.consignes import ConsignesMixin
 from memory.database import Database
 from memory.embeddings import EmbeddingsMixin
-from memory.errors import InvalidInput, NotFound
+from memory.errors import InvalidInput, NotFound, row_id
 from memory.extraction_queue import ExtractionQueueMixin
 from memory.facts import FactsMixin
 from memory.hybrid_recall import HybridRecallMixin
@@ -110,6 +110,7 @@ class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixi
         return [r["id"] for r in records]
 
     async def get_souvenir(self, souvenir_id: int) -> SouvenirRecord:
+        souvenir_id = row_id(souvenir_id, "souvenir")
         async with self.db.sessions() as session:
             row = (
                 await session.execute(
@@ -123,6 +124,7 @@ class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixi
 
     async def forget_souvenir(self, souvenir_id: int) -> SouvenirRecord:
         """Delete a souvenir for good; facts learnt from it stay, without their source."""
+        souvenir_id = row_id(souvenir_id, "souvenir")
         async with self.db.sessions.begin() as session:
             row = (
                 await session.execute(

@@ -3,7 +3,6 @@ loopback Ollama; and a worker killed with SIGKILL mid-reply that loses nothing."
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -11,29 +10,12 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 
-from memory.database import Database
 from memory.store import MemoryStore
-from tests.conftest import empty_tables
 from tests.fakes.ollama_server import FakeOllama
 from tests.waiting import until
 
 HERE = Path(__file__).parent
-
-
-@pytest.fixture
-async def cli_env(db: Database, database_url: str | None, test_data_dir: Path,
-                  ollama_server: FakeOllama) -> dict[str, str]:
-    await empty_tables(db)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AXI_", "ANTHROPIC", "OLLAMA"))}
-    env.update({"OLLAMA_HOST": ollama_server.url, "AXI_LOCAL_TIMEOUT": "60",
-                "AXI_LOCAL_NUM_CTX": "4096"})
-    if database_url:
-        env["AXI_DATABASE_URL"] = database_url
-    else:
-        env["AXI_DATA_DIR"] = str(test_data_dir)
-    return env
 
 
 def axi(env: dict[str, str], *args: str, stdin: str | None = None,

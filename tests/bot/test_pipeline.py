@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bot.app import Axi
 from bot.channel import ChannelServices, Delivery, SendError
@@ -18,8 +15,6 @@ from bot.config import Settings
 from bot.inbound import Inbound
 from bot.prompt_builder import prefix_share
 from llm.tokens import estimate_messages
-from memory.database import Database
-from tests.conftest import empty_tables
 from tests.fakes.anthropic_server import TEST_API_KEY, FakeAnthropic
 from tests.fakes.ollama_server import FakeOllama
 
@@ -85,23 +80,6 @@ def make_settings(ollama: FakeOllama, anthropic: FakeAnthropic | None, database_
                        "AXI_FALLBACK_TIMEOUT": 5.0})
     values.update(extra)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-@pytest.fixture
-async def axi(db: Database, database_url: str | None, test_data_dir: Path,
-              ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> AsyncIterator[Axi]:
-    await empty_tables(db)
-    ollama_server.reply = scripted_reply
-    cfg = make_settings(ollama_server, anthropic_server, database_url, test_data_dir)
-    async with Axi(cfg, {"telegram": RecordingChannel("telegram")}) as app:
-        await app.store.add_person("Ludo", relation="créateur", comment_interagir="tutoie",
-                                   identities=[("telegram", "1001")])
-        await app.store.add_person("Mme Durand", relation="client",
-                                   identities=[("telegram", "2002")])
-        await app.store.add_fact("Ludo", "habite à", "Peyrebrune", relation_id=1)
-        await app.store.add_fact("Ludo", "envisage de vendre", "sa maison de Vergt",
-                                 relation_id=1)
-        yield app
 
 
 _counter = iter(range(1, 1_000_000))
