@@ -691,7 +691,7 @@ async def phase_prefix(app: Axi, fake: StampingOllama, msgs: Messages, *, sender
     for t in range(turns):
         before = len(fake.stamps)
         text_ = msgs.question(form) if t % 2 == 0 else msgs.gen.sentences(1)
-        await app.answer_now(inbound(sender, text_, f"pre-{label}-{run_id}-{t}"))
+        await app.answer_one(inbound(sender, text_, f"pre-{label}-{run_id}-{t}"))
         if len(fake.stamps) <= before:
             raise RuntimeError(f"turn {t} made no LLM call")
         prompts.append(fake.stamps[before][1]["messages"])

@@ -168,8 +168,8 @@ class ChannelSet:
     @classmethod
     def of(cls, channels: Mapping[str, Channel]) -> ChannelSet:
         """A set of channels given directly (tests, benches): configured = these."""
-        fallback = next(((name, str(ch.fallback_address)) for name, ch in channels.items()
-                         if getattr(ch, "fallback_address", None)), None)
+        fallback = next(((name, str(address)) for name, ch in channels.items()
+                         if (address := getattr(ch, "fallback_address", None))), None)
         return cls(dict(channels), frozenset(channels), fallback)
 
 

@@ -17,12 +17,12 @@ every message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
 
+from bot.waiting import wait_for_event_or_stop
 from llm.errors import LLMError, ModelNotFound
 from memory.errors import NotFound
 from memory.store import MemoryStore
@@ -98,17 +98,7 @@ class SouvenirEmbedder:
                     log.warning("embedding souvenirs failed: %s", exc)
             if pause:
                 self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_first(stop, self.wake), timeout=pause)
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
+                await wait_for_event_or_stop(self.wake, stop, pause)
 
 
 class QueryVectors:

@@ -38,6 +38,7 @@ from bot.policy import (
     same_person,
 )
 from bot.policy import interlocutor as make_interlocutor
+from bot.waiting import wait_for_event_or_stop
 from llm.errors import BudgetExceeded, InvalidStructuredOutput, LLMError, LocalOnlyUnavailable
 from llm.router import Router
 from memory.extraction_queue import MAX_EXTRACTION_ATTEMPTS
@@ -197,9 +198,4 @@ class Extractor:
                 log.warning("extractor loop error: %s", exc)
                 busy = False
             if not busy:
-                waiters = [asyncio.ensure_future(self.wake.wait()),
-                           asyncio.ensure_future(stop.wait())]
-                await asyncio.wait(waiters, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
-                for w in waiters:
-                    w.cancel()
-                self.wake.clear()
+                await wait_for_event_or_stop(self.wake, stop, idle_s)

@@ -11,9 +11,9 @@ replies after a restart are as fast as later ones.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from bot.waiting import wait_for_event_or_stop
 from memory.store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -41,5 +41,4 @@ async def run_maintenance(store: MemoryStore, stop: asyncio.Event, *,
                          done_warm.souvenirs, done_warm.heap_mb, done_warm.seconds)
             except Exception as exc:
                 log.warning("warming the memory cache failed: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=every_s)
+        await wait_for_event_or_stop(None, stop, every_s)

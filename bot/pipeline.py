@@ -14,10 +14,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from bot import backoff
-from bot.channel import Channel, CursorUpdate, Delivery, OutgoingFile, ReplyOutcome, SendError
+from bot.channel import (
+    KINDS,
+    Channel,
+    CursorUpdate,
+    Delivery,
+    DeliveryKind,
+    OutgoingFile,
+    ReplyOutcome,
+    SendError,
+)
 from bot.inbound import Inbound
 from bot.responder import Responder
 from bot.waiting import wait_for_event_or_stop
@@ -31,8 +40,11 @@ POLL_INTERVAL_S = 1.0
 
 
 def conversation_key(inbound: Inbound) -> str:
-    """One conversation per (channel, address); email threads may refine this later."""
-    return f"{inbound.channel}:{inbound.sender}"
+    """One conversation per (channel, address); email threads may refine this later. What
+    comes from an address unverified is a conversation of its own: a sender who cannot
+    prove the address is a stranger, and never gets its owner's history in a prompt."""
+    key = f"{inbound.channel}:{inbound.sender}"
+    return key if inbound.verified else f"{key}:non-vérifié"
 
 
 def _params(inbound: Inbound) -> dict[str, Any]:
@@ -54,10 +66,12 @@ def delivery_of(msg: StoredMessage) -> Delivery:
     """The Delivery a channel gets for a stored outbound row."""
     meta = msg.metadata
     kind = meta.get("genre") or ("notice" if meta.get("avis") else "reply")
+    if kind not in KINDS:
+        kind = "notice"  # never shown as a reply: it is not one
     return Delivery(
         message_id=msg.id, channel=msg.canal, address=msg.adresse,
         conversation=msg.conversation, text=msg.texte, in_reply_to=msg.en_reponse_a,
-        thread_ref=msg.reference_fil, kind=kind, subject=meta.get("sujet"),
+        thread_ref=msg.reference_fil, kind=cast(DeliveryKind, kind), subject=meta.get("sujet"),
         html=meta.get("html"),
         attachments=tuple(OutgoingFile(f.filename, f.content_type, f.data)
                           for f in decode_files(msg.pieces_jointes)),

@@ -58,6 +58,10 @@ def _discard(vector: object) -> None:
 
 class HybridRecallMixin:
     db: Any
+    # from the sibling mixins of MemoryStore (full-text recall, vectors)
+    nearest_souvenirs: Any
+    recall: Any
+    query_informative: Any
 
     async def recall_hybrid(
         self,

@@ -11,23 +11,23 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 POLL_S = 0.02
 
 
-async def until(predicate: Callable[[], T | Awaitable[T]], within: float = 30.0, *,
-                message: str = "", interval: float = POLL_S) -> T:
+async def until(predicate: Callable[[], Any], within: float = 30.0, *,
+                message: str = "", interval: float = POLL_S) -> Any:
     deadline = time.monotonic() + within
     while True:
         value = predicate()
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         if time.monotonic() >= deadline:
             raise AssertionError(message or f"still false after {within} s: {_name(predicate)}")
         await asyncio.sleep(interval)

@@ -105,7 +105,7 @@ async def test_run_serves_health_answers_pending_and_stops(
         async with httpx.AsyncClient(timeout=2) as client:
 
             async def health() -> httpx.Response | None:
-                assert proc.poll() is None, f"axi run exited: {proc.stderr.read()}"
+                assert proc.poll() is None, f"axi run exited: {proc.communicate()[1]}"
                 try:
                     return await client.get(f"http://127.0.0.1:{port}/health")
                 except httpx.TransportError:
