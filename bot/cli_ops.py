@@ -21,15 +21,6 @@ from memory.store import MemoryStore
 confirm_app = typer.Typer(help="Confirmations waiting for someone's accord.", no_args_is_help=True)
 inbox_app = typer.Typer(help="Messages waiting in the inbox.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-MAX_ID = 2**31 - 1
-
-
-def check_id(value: int, what: str) -> int:
-    if not 1 <= value <= MAX_ID:
-        fail(f"no {what} #{value}")
-    return value
-
-
 @confirm_app.command("list")
 def confirm_list(
     all_: Annotated[bool, typer.Option("--all", help="Also the settled ones.")] = False,
@@ -66,7 +57,6 @@ def confirm_answer(
     from channels.registry import for_terminal
     from memory.confirmations import button_data
 
-    check_id(confirmation_id, "confirmation")
     choice = choice.strip().lower()
     if not choice or len(choice) > 100 or ":" in choice:
         fail(f"not a choice: {choice!r}")
@@ -114,7 +104,6 @@ def inbox_drop(message_id: int) -> None:
     sender is told, in French, that it was set aside."""
     from bot.notices import dropped_notice
 
-    check_id(message_id, "message")
 
     async def work(store: MemoryStore) -> int:
         msg = await store.get_message(message_id)

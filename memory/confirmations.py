@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from memory.errors import InvalidInput
+from memory.errors import MAX_ID, InvalidInput
 from memory.messages import Claim
 from memory.rows import insert_outbound
 from memory.text import InvalidText, clean_content
@@ -66,7 +66,7 @@ def parse_button(data: str) -> tuple[int, str] | None:
     parts = data.split(":", 2)
     if len(parts) != 3 or parts[0] != "confirmation" or not parts[1].isdigit():
         return None
-    if len(parts[1]) > 18:
+    if len(parts[1]) > 10:
         return None
     return int(parts[1]), parts[2]
 
@@ -107,6 +107,8 @@ class ConfirmationsMixin:
         return record, ids
 
     async def get_confirmation(self, confirmation_id: int) -> ConfirmationRecord | None:
+        if not 1 <= confirmation_id <= MAX_ID:
+            return None
         async with self.db.sessions() as session:
             row = (await session.execute(text(
                 f"SELECT {_COLUMNS} FROM confirmations WHERE id = :id"),
@@ -125,6 +127,8 @@ class ConfirmationsMixin:
     async def lock_confirmation(self, claim: Claim, confirmation_id: int
                                 ) -> ConfirmationRecord | None:
         """The row, locked in the claim's transaction (answers to it queue up)."""
+        if not 1 <= confirmation_id <= MAX_ID:
+            return None
         row = (await claim.execute(
             f"SELECT {_COLUMNS} FROM confirmations WHERE id = :id FOR UPDATE",
             {"id": confirmation_id})).one_or_none()

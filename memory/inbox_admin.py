@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from memory.errors import InvalidInput, NotFound
-from memory.messages import _COLUMNS, Claim, StoredMessage, _row
+from memory.errors import InvalidInput, NotFound, row_id
+from memory.messages import _COLUMNS, MAX_MESSAGE_ID, Claim, StoredMessage, _row
 from memory.rows import insert_outbound
 
 STUCK_AFTER_S = 900.0
@@ -48,6 +48,7 @@ class InboxAdminMixin:
 
     async def reply_outcome(self, message_id: int) -> Outcome:
         """The inbound message's state, Axi's reply (not a notice) and the notices."""
+        message_id = row_id(message_id, "inbound message", max_id=MAX_MESSAGE_ID)
         async with self.db.sessions() as session:
             rows = (await session.execute(text(
                 "SELECT id, sens, etat, texte, coalesce(metadata->>'genre', "
@@ -86,6 +87,7 @@ class InboxAdminMixin:
         """Give up a pending message (the operator's decision): it is closed as
         `abandonne` and the person gets `notice`, in one transaction. A message being
         answered right now (locked by a worker) cannot be dropped."""
+        message_id = row_id(message_id, "inbound message", max_id=MAX_MESSAGE_ID)
         async with self.db.sessions() as session, session.begin():
             try:
                 row = (await session.execute(text(

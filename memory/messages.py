@@ -26,9 +26,11 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from memory.errors import InvalidInput, NotFound
+from memory.errors import InvalidInput, NotFound, row_id
 from memory.rows import NewSouvenir, insert_outbound, insert_souvenir
 from memory.text import MAX_CONTENT_CHARS, InvalidText, clean, clean_content
+
+MAX_MESSAGE_ID = 2**63 - 1  # messages.id is a BIGSERIAL
 
 _COLUMNS = (
     "id, sens, canal, adresse, verifie, relation_id, conversation, identifiant_externe, "
@@ -370,6 +372,7 @@ class MessagesMixin:
         claim.finished = True
 
     async def get_message(self, message_id: int) -> StoredMessage:
+        message_id = row_id(message_id, "message", max_id=MAX_MESSAGE_ID)
         async with self.db.sessions() as session:
             row = (await session.execute(text(f"SELECT {_COLUMNS} FROM messages WHERE id = :id"),
                                          {"id": message_id})).one_or_none()
