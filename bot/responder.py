@@ -69,6 +69,15 @@ def without_local_only(g: Gathered) -> Gathered:
                               if not r.souvenir.metadata.get("local_only")])
 
 
+def sent_turn(turn: StoredMessage, who: Interlocutor) -> str | None:
+    """A past turn as the model read it (its data block too, so the prompt cache is
+    reused), only if whoever asks now may see what that block held: a person who lost
+    the inner circle's trust since gets the turn as written."""
+    if who.trust == "private" or turn.metadata.get("tour_pour") == [who.trust, who.relation_id]:
+        return turn.metadata.get("tour_envoye")
+    return None
+
+
 @dataclass(frozen=True)
 class Composed:
     messages: list[ChatMessage]
@@ -199,6 +208,7 @@ class Responder:
             # the turn exactly as the model read it: the next prompt repeats it verbatim,
             # so Ollama reuses its cache past this turn's data block
             inbound_metadata={"tour_envoye": composed.messages[-1].content,
+                              "tour_pour": [who.trust, who.relation_id],
                               "local_only": must_stay},
             reply_metadata={"fournisseur": reply.provider, "modele": reply.model,
                             "raison_repli": reply.fallback_reason, "local_only": reply_local},
@@ -220,7 +230,7 @@ class Responder:
         A message too large for the local context is built for the fallback's window
         (`fits_local` False). The fallback's prompt repeats the turns as written, not as
         sent (a sent turn may hold data that must stay here), and says what was withheld."""
-        history = [prompt_builder.Turn("user", (None if for_fallback else h.metadata.get("tour_envoye"))
+        history = [prompt_builder.Turn("user", (None if for_fallback else sent_turn(h, g.who))
                                 or h.texte)
                    if h.sens == "entrant" else prompt_builder.Turn("assistant", h.texte)
                    for h in g.history]
