@@ -58,18 +58,18 @@ class Recaller:
         self._known_privacy[(msg.canal, msg.adresse, msg.verifie)] = recall_privacy(who)
 
     async def recall_with(self, msg: StoredMessage, privacy: Privacy) -> list[Recalled]:
-        private_ok, relation_id = privacy
+        private_ok, _ = privacy  # who asks widens nothing: only public souvenirs reach non-inner
         if (self.vectors is None or not query_terms(msg.texte)
                 or not await self.vectors.ready()):
             return await self.store.recall(msg.texte, limit=self.limit, private_ok=private_ok,
-                                           visible_to=relation_id, informative_only=True)
+                                           informative_only=True)
         # as many full-text candidates as without vectors (searched while the message is
         # embedded), fused (RRF) with as many nearest souvenirs; no neighbour spreading:
         # it seldom changes the few data items a prompt holds, and costs one more query
         return await self.store.recall_hybrid(
             msg.texte, self.vectors.vector(msg.texte), model=self.vectors.model,
             limit=self.limit, candidates=self.limit,
-            private_ok=private_ok, visible_to=relation_id, informative_only=True,
+            private_ok=private_ok, informative_only=True,
             neighbours=0.0, min_similarity=self.vectors.min_similarity)
 
     def prefetch(self, msg: StoredMessage, identify: Identify) -> None:

@@ -75,7 +75,6 @@ class HybridRecallMixin:
         sources: Sequence[str] = (),
         since: datetime | None = None,
         until: datetime | None = None,
-        visible_to: int | None = None,  # no effect: see private_ok
         private_ok: bool = True,
         language: str = "french",
         candidates: int | None = None,
@@ -101,7 +100,6 @@ class HybridRecallMixin:
         always exist, related or not). The vector side never fails the recall: if the
         embedding or the vector search fails, the full text answers alone.
         """
-        del visible_to  # as in recall(): only private_ok decides what is visible
         if limit <= 0:
             _discard(query_vector)
             return []

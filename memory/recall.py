@@ -222,7 +222,6 @@ class RecallMixin:
         sources: Sequence[str] = (),
         since: datetime | None = None,
         until: datetime | None = None,
-        visible_to: int | None = None,  # no effect: see private_ok
         private_ok: bool = True,
         language: str = "french",
         informative_only: bool = False,
@@ -234,10 +233,9 @@ class RecallMixin:
         `informative_only`, a query whose every word is in more than a fifth of the
         memory ("merci, ok, c'est bon") finds nothing: small talk recalls no data.
         With `private_ok` False (anyone outside the inner circle) only public souvenirs
-        are found; `visible_to` (the person asking) widens nothing: a private souvenir
-        linked to a client is a note about them, not theirs to see.
+        are found: a private souvenir linked to a client is a note about them, not
+        theirs to see.
         """
-        del visible_to  # kept for callers; privacy depends on private_ok alone
         if limit <= 0:
             return []
         flt = RecallFilter(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,17 +19,31 @@ from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.ollama_server import FakeOllama
 
 
-@pytest.fixture
-async def axi(db: Database, database_url: str | None, test_data_dir: Path,
-              ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> AsyncIterator[Axi]:
+@asynccontextmanager
+async def assistant(db: Database, database_url: str | None, data_dir: Path,
+                    ollama: FakeOllama, anthropic: FakeAnthropic | None, *,
+                    reply: Any = scripted_reply, fallback_reply: str | None = None
+                    ) -> AsyncIterator[Axi]:
+    """A whole Axi on empty tables with a recording Telegram stand-in, Ludo (créateur,
+    telegram 1001, tutoyé) and Mme Durand (client, telegram 2002)."""
     await empty_tables(db)
-    ollama_server.reply = scripted_reply
-    cfg = make_settings(ollama_server, anthropic_server, database_url, test_data_dir)
+    ollama.reply = reply
+    if anthropic is not None and fallback_reply is not None:
+        anthropic.reply = fallback_reply
+    cfg = make_settings(ollama, anthropic, database_url, data_dir)
     async with Axi(cfg, {"telegram": RecordingChannel("telegram")}) as app:
         await app.store.add_person("Ludo", relation="créateur", comment_interagir="tutoie",
                                    identities=[("telegram", "1001")])
         await app.store.add_person("Mme Durand", relation="client",
                                    identities=[("telegram", "2002")])
+        yield app
+
+
+@pytest.fixture
+async def axi(db: Database, database_url: str | None, test_data_dir: Path,
+              ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> AsyncIterator[Axi]:
+    async with assistant(db, database_url, test_data_dir, ollama_server,
+                         anthropic_server) as app:
         await app.store.add_fact("Ludo", "habite à", "Peyrebrune", relation_id=1)
         await app.store.add_fact("Ludo", "envisage de vendre", "sa maison de Vergt",
                                  relation_id=1)

@@ -78,6 +78,7 @@ from bot.app import Axi
 from bot.policy import interlocutor, recall_privacy
 from memory.database import Database
 from memory.records import PersonRecord
+from tests.bot.conftest import assistant
 from tests.bot.test_hybrid_recall import embed_all, meaning
 from tests.bot.test_pipeline import RecordingChannel, make_settings, run_all, telegram
 from tests.conftest import empty_tables
@@ -133,15 +134,9 @@ def scripted(body: dict[str, Any]) -> str:
 @pytest.fixture
 async def axi(db: Database, database_url: str | None, test_data_dir: Path,
               ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> AsyncIterator[Axi]:
-    await empty_tables(db)
-    ollama_server.reply = scripted
-    anthropic_server.reply = "Bonjour, je transmets votre question à l'agence."
-    cfg = make_settings(ollama_server, anthropic_server, database_url, test_data_dir)
-    async with Axi(cfg, {"telegram": RecordingChannel("telegram")}) as app:
-        await app.store.add_person("Ludo", relation="créateur", comment_interagir="tutoie",
-                                   identities=[("telegram", "1001")])
-        await app.store.add_person("Mme Durand", relation="client",
-                                   identities=[("telegram", "2002")])
+    async with assistant(db, database_url, test_data_dir, ollama_server, anthropic_server,
+                         reply=scripted,
+                         fallback_reply="Bonjour, je transmets votre question à l'agence.") as app:
         yield app
 
 

@@ -22,7 +22,8 @@ from bot.prompt_builder import ContextInputs, build_prompt
 from memory.database import Database
 from memory.records import FactRecord
 from tests.bot._records import DUPONT, LUDO, T0, fact, recalled
-from tests.bot.test_pipeline import RecordingChannel, make_settings, run_all, telegram
+from tests.bot.conftest import assistant
+from tests.bot.test_pipeline import run_all, telegram
 from tests.conftest import empty_tables
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.ollama_server import FakeOllama
@@ -54,15 +55,8 @@ def scripted(body: dict[str, Any]) -> str:
 @pytest.fixture
 async def axi(db: Database, database_url: str | None, test_data_dir: Path,
               ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> AsyncIterator[Axi]:
-    await empty_tables(db)
-    ollama_server.reply = scripted
-    anthropic_server.reply = "pas du JSON"
-    cfg = make_settings(ollama_server, anthropic_server, database_url, test_data_dir)
-    async with Axi(cfg, {"telegram": RecordingChannel("telegram")}) as app:
-        await app.store.add_person("Ludo", relation="créateur", comment_interagir="tutoie",
-                                   identities=[("telegram", "1001")])
-        await app.store.add_person("Mme Durand", relation="client",
-                                   identities=[("telegram", "2002")])
+    async with assistant(db, database_url, test_data_dir, ollama_server, anthropic_server,
+                         reply=scripted, fallback_reply="pas du JSON") as app:
         await app.store.add_fact("Ludo", "habite à", "Peyrebrune", relation_id=1)
         yield app
 

@@ -165,7 +165,7 @@ async def test_hybrid_respects_privacy_and_filters(vstore: MemoryStore) -> None:
                                                      private_ok=False))
     assert stranger == [public]
     for_her = set(await _ids(await vstore.recall_hybrid(
-        query, vec, model=MODEL, limit=10, private_ok=False, visible_to=client.id)))
+        query, vec, model=MODEL, limit=10, private_ok=False)))
     assert for_her == {public}  # a private note linked to her is not hers to see
     about_him = await _ids(await vstore.recall_hybrid(query, vec, model=MODEL, limit=10,
                                                       relation_id=other.id))
