@@ -132,10 +132,13 @@ class Extractor:
             meta = souvenir.metadata
             kind = meta.get("intention", "none")
             speaker = await self._speaker(souvenir)
-            reply = await self.store.replies_text(meta.get("message_id"))
+            reply, reply_local = await self.store.reply_of(meta.get("message_id"))
             prompt = extraction_prompt(speaker=speaker.name, message=souvenir.contenu,
                                        reply=reply, kind=kind)
-            local_only = bool(meta.get("local_only") or meta.get("extraction_locale"))
+            # what the prompt holds decides where it may go: the message's flag, and the
+            # reply's (made from local-only content, it must not reach Claude either)
+            content_local = bool(meta.get("local_only")) or reply_local
+            local_only = content_local or bool(meta.get("extraction_locale"))
             try:
                 result = await self.router.chat_json(
                     prompt, EXTRACTION_SCHEMA, task="extraction", local_only=local_only)
@@ -156,12 +159,13 @@ class Extractor:
                         person.personne if own and person.id else f.sujet, f.predicat, f.objet,
                         confiance=f.confiance, source_souvenir_id=souvenir.id,
                         relation_id=person.id if own and person.id else None,
-                        multi_valued=f.multiple)
+                        multi_valued=f.multiple, local_only=content_local)
                     added += 1
                 else:
                     await self.store.add_fact(
                         f.sujet, f.predicat, f.objet, confiance=f.confiance,
-                        source_souvenir_id=souvenir.id, selon=selon, multi_valued=True)
+                        source_souvenir_id=souvenir.id, selon=selon, multi_valued=True,
+                        local_only=content_local)
                     claimed += 1
             if forgets and may_change_memory(who):
                 for g in forgets:

@@ -56,17 +56,29 @@ class Gathered:
     now: datetime
 
 
+def _stays(item: Recalled | FactRecord) -> bool:
+    if isinstance(item, FactRecord):
+        return item.jamais_hors_serveur
+    return bool(item.souvenir.metadata.get("local_only"))
+
+
 def carries_local_only(g: Gathered) -> bool:
-    """Whether the prompt holds a turn or a souvenir that must never leave the server."""
-    return (any(h.metadata.get("local_only") for h in g.history)
-            or any(r.souvenir.metadata.get("local_only") for r in g.retrieved))
+    """Whether the prompt holds anything that must never leave the server: a local-only
+    turn, a past turn whose data block held local-only items, a local-only souvenir, or
+    a fact learnt from one."""
+    return (any(h.metadata.get("local_only") or h.metadata.get("tour_local_only")
+                for h in g.history)
+            or any(_stays(r) for r in g.retrieved)
+            or any(_stays(f) for f in (*g.person_facts, *g.related_facts)))
 
 
 def without_local_only(g: Gathered) -> Gathered:
-    """The same context minus what must never leave the server (for the fallback)."""
+    """The same context minus what must never leave the server (for the fallback, whose
+    prompt also repeats past turns as written, without their data blocks)."""
     return replace(g, history=[h for h in g.history if not h.metadata.get("local_only")],
-                   retrieved=[r for r in g.retrieved
-                              if not r.souvenir.metadata.get("local_only")])
+                   retrieved=[r for r in g.retrieved if not _stays(r)],
+                   person_facts=[f for f in g.person_facts if not _stays(f)],
+                   related_facts=[f for f in g.related_facts if not _stays(f)])
 
 
 def sent_turn(turn: StoredMessage, who: Interlocutor) -> str | None:
@@ -209,6 +221,9 @@ class Responder:
             # so Ollama reuses its cache past this turn's data block
             inbound_metadata={"tour_envoye": composed.messages[-1].content,
                               "tour_pour": [who.trust, who.relation_id],
+                              # its data block held local-only items: never repeated to Claude
+                              "tour_local_only": any(_stays(r) for r in gathered.retrieved)
+                              or any(_stays(f) for f in gathered.related_facts),
                               "local_only": must_stay},
             reply_metadata={"fournisseur": reply.provider, "modele": reply.model,
                             "raison_repli": reply.fallback_reason, "local_only": reply_local},

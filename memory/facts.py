@@ -24,7 +24,8 @@ from memory.text import InvalidText, clean, clean_content, fold
 
 _FACT_COLUMNS = (
     "id, sujet, predicat, objet, confiance, source_souvenir_id, cree_le, maj_le, "
-    "valide_depuis, valide_jusqu_a, remplace_par, relation_id, public, selon"
+    "valide_depuis, valide_jusqu_a, remplace_par, relation_id, public, selon, "
+    "jamais_hors_serveur"
 )
 SUPERSEDED_CONFIDENCE_FACTOR = 0.5
 CLAIM_MAX_CONFIDENCE = 0.3
@@ -39,7 +40,7 @@ def _row_to_fact(row: Any) -> FactRecord:
         source_souvenir_id=row.source_souvenir_id, cree_le=row.cree_le, maj_le=row.maj_le,
         valide_depuis=row.valide_depuis, valide_jusqu_a=row.valide_jusqu_a,
         remplace_par=row.remplace_par, relation_id=row.relation_id, public=row.public,
-        selon=row.selon,
+        selon=row.selon, jamais_hors_serveur=row.jamais_hors_serveur,
     )
 
 
@@ -62,6 +63,7 @@ class FactsMixin:
         public: bool = False,
         multi_valued: bool = False,
         selon: str | None = None,
+        local_only: bool = False,
     ) -> FactChange:
         """Add a fact; confirm it if already known; supersede contradicted ones.
 
@@ -69,7 +71,8 @@ class FactsMixin:
         With `selon` (who said it), only a claim is stored: private, its confidence capped
         at CLAIM_MAX_CONFIDENCE; it confirms the same claim by the same source and
         supersedes nothing (outcome "claimed"); a current fact saying the same already
-        makes it redundant (outcome "confirmed", nothing changed).
+        makes it redundant (outcome "confirmed", nothing changed). `local_only`: learnt
+        from what must never leave the server — the fact never reaches a fallback prompt.
         """
         try:
             sujet = clean_content(sujet, what="subject", limit=200)
@@ -131,11 +134,12 @@ class FactsMixin:
                 await session.execute(
                     text(
                         "INSERT INTO faits (sujet, predicat, objet, source_souvenir_id, "
-                        "confiance, relation_id, public, selon) VALUES (:s, :p, :o, :src, :c, "
-                        f":rid, :pub, :selon) RETURNING {_FACT_COLUMNS}"
+                        "confiance, relation_id, public, selon, jamais_hors_serveur) VALUES "
+                        f"(:s, :p, :o, :src, :c, :rid, :pub, :selon, :lo) RETURNING {_FACT_COLUMNS}"
                     ),
                     {"s": sujet, "p": predicat, "o": objet, "src": source_souvenir_id,
-                     "c": confiance, "rid": relation_id, "pub": public, "selon": selon},
+                     "c": confiance, "rid": relation_id, "pub": public, "selon": selon,
+                     "lo": local_only},
                 )
             ).one()
             superseded: list[FactRecord] = []

@@ -387,15 +387,18 @@ class MessagesMixin:
                 {"id": message_id})).all()
         return [_row(r) for r in rows]
 
-    async def replies_text(self, message_id: int | None) -> str | None:
-        """The text of Axi's reply (not a notice) to an inbound message, if any."""
+    async def reply_of(self, message_id: int | None) -> tuple[str | None, bool]:
+        """Axi's reply (not a notice) to an inbound message, and whether it must never
+        leave the server; (None, False) when there is none."""
         if message_id is None:
-            return None
+            return None, False
         async with self.db.sessions() as session:
-            return await session.scalar(text(
-                "SELECT texte FROM messages WHERE en_reponse_a = :id AND sens = 'sortant' "
+            row = (await session.execute(text(
+                "SELECT texte, coalesce((metadata->>'local_only')::boolean, false) AS lo "
+                "FROM messages WHERE en_reponse_a = :id AND sens = 'sortant' "
                 "AND NOT coalesce((metadata->>'avis')::boolean, false) ORDER BY id LIMIT 1"),
-                {"id": message_id})
+                {"id": message_id})).one_or_none()
+        return (row.texte, bool(row.lo)) if row is not None else (None, False)
 
     async def conversation_history(self, conversation: str, *, current_id: int,
                                    limit: int = 40) -> tuple[list[StoredMessage], int]:

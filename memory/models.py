@@ -90,6 +90,7 @@ class Fact(Base):
     )
     public: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     selon: Mapped[str | None] = mapped_column(Text)  # NULL: a fact; else a claim, by whom
+    jamais_hors_serveur: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
 
 class Relation(Base):

@@ -62,6 +62,8 @@ class FactRecord(_JsonMixin):
     public: bool
     selon: str | None = None
     """None for a fact; otherwise only a claim, attributed to whoever made it."""
+    jamais_hors_serveur: bool = False
+    """Learnt from what must never leave the server: never in a prompt bound for Claude."""
 
     @property
     def current(self) -> bool:
