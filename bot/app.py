@@ -45,6 +45,9 @@ from memory.store import MemoryStore
 log = logging.getLogger(__name__)
 
 ONE_SHOT_TIMEOUT_S = 600.0
+STABLE_RUN_S = 300.0
+"""A channel loop that ran this long before failing was healthy: its restart backoff
+starts over."""
 
 
 @dataclass
@@ -198,10 +201,14 @@ class Axi:
                                                    name=f"channel-{name}"))
 
     async def _supervise(self, name: str, channel: Channel) -> None:
-        """Run a channel's loop; when it dies, restart it with backoff (CHANNEL_RESTART)
-        and show it in /health until it runs again."""
+        """Run a channel's loop; when it dies, restart it (stop, then start again until
+        start succeeds) with backoff (CHANNEL_RESTART), and show it in /health until it
+        runs again. A loop that ran STABLE_RUN_S without failing starts the backoff over."""
         state = self.channel_states[name]
+        loop = asyncio.get_running_loop()
+        attempt = 0
         while not self.stop_event.is_set():
+            began = loop.time()
             try:
                 await channel.run()
                 return  # a passive channel, or a clean stop
@@ -213,17 +220,26 @@ class Axi:
                 state.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning("channel %s stopped (%s); restart %d", name, state.last_error,
                             state.restarts)
-            await wait_for_event_or_stop(None, self.stop_event,
-                                         backoff.CHANNEL_RESTART.delay(state.restarts))
-            if self.stop_event.is_set():
-                return
-            try:
-                await channel.stop()
-                await channel.start(self.services)
+            if loop.time() - began >= STABLE_RUN_S:
+                attempt = 0
+            while not self.stop_event.is_set():  # until it starts again
+                attempt += 1
+                await wait_for_event_or_stop(None, self.stop_event,
+                                             backoff.CHANNEL_RESTART.delay(attempt))
+                if self.stop_event.is_set():
+                    return
+                try:
+                    await channel.stop()
+                except Exception as exc:  # a channel that cannot stop may still start
+                    log.warning("channel %s did not stop cleanly: %s", name, exc)
+                try:
+                    await channel.start(self.services)
+                except Exception as exc:
+                    state.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                    log.warning("channel %s could not restart: %s", name, state.last_error)
+                    continue
                 state.state = "ok"
-            except Exception as exc:
-                state.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                log.warning("channel %s could not restart: %s", name, state.last_error)
+                break
 
     # ------------------------------------------------------------------ one message
     async def answer_one(self, inbound: Inbound, *, timeout_s: float = ONE_SHOT_TIMEOUT_S
@@ -246,7 +262,7 @@ class Axi:
             outcome = await self.pipeline.wait_reply(message_id, 0.0)
             if outcome.answered or outcome.state != "en_attente":
                 break
-            if not await self.store.conversation_busy(conversation, before=message_id):
+            if not await self.store.conversation_busy(conversation, message_id=message_id):
                 break  # an earlier message waits for a model: so does this one
             # another process is answering an earlier message: wait for it
             await self.pipeline.wait_reply(message_id, min(1.0, deadline - loop.time()))

@@ -107,7 +107,8 @@ class ReplyOutcome:
     """What became of an accepted message, for channels that answer in the request
     (web, MCP) and for `axi ask`: `reply` is Axi's answer (None when there is none yet
     or will be none); `notices` are the notices sent about it (waiting, given up);
-    `state` the inbound state (en_attente, traite, ignore, erreur, abandonne)."""
+    `state` the inbound state (en_attente, traite, ignore, erreur, abandonne), or
+    `introuvable` for an id that names no inbound message."""
 
     message_id: int
     state: str
@@ -121,8 +122,9 @@ class ReplyOutcome:
 
 
 NotifyFn = Callable[..., Awaitable[list[int]]]
-"""`notify(to, text, *, subject=None, html=None, attachments=(), cc=(), reply_to=None,
-kind="push", key, urgent=False, choices=())` — see bot/notify.py."""
+"""`notify(to, text, *, key, subject=None, html=None, attachments=(), cc=(), reply_to=None,
+kind="push"|"notice", urgent=False)` — see bot/notify.py (questions with buttons go
+through bot/confirmations.py)."""
 
 
 @dataclass
@@ -130,8 +132,10 @@ class ChannelServices:
     """Everything a channel gets from the core, handed over by the composition root."""
 
     accept: AcceptFn
-    accept_batch: Callable[[Sequence[Inbound], CursorUpdate | None], Awaitable[list[int]]]
-    """Accept several messages and move the channel's cursor, in one transaction."""
+    accept_batch: Callable[[Sequence[Inbound], CursorUpdate | None],
+                           Awaitable[list[int | None]]]
+    """Accept several messages and move the channel's cursor, in one transaction (None
+    for a message that can never be stored: skipped, logged)."""
     read_cursor: Callable[[str, str], Awaitable[str | None]]
     """(channel, key) → the stored cursor value, or None."""
     identify: Callable[[str, str], Awaitable[KnownPerson | None]]

@@ -16,6 +16,7 @@ import typer
 
 from bot.cli_support import fail, out, print_json, print_table, run, run_with_store, settings, short
 from bot.tutoiement import form_for
+from memory.messages import StoredMessage
 from memory.store import MemoryStore
 
 confirm_app = typer.Typer(help="Confirmations waiting for someone's accord.", no_args_is_help=True)
@@ -66,12 +67,18 @@ def confirm_answer(
 
     async def main() -> int:
         async with Axi(cfg, wiring) as axi:
-            if await axi.store.get_confirmation(confirmation_id) is None:
+            before = await axi.store.get_confirmation(confirmation_id)
+            if before is None:
                 fail(f"no confirmation #{confirmation_id}")
+                return 1
             address = await console_address(axi, as_)
             event = ButtonPressed(button_data(confirmation_id, choice))
-            outcome = await axi.answer_one(axi.console_inbound(choice, address, event=event))
-            return 0 if outcome.state == "traite" else 1
+            await axi.answer_one(axi.console_inbound("", address, event=event))
+            after = await axi.store.get_confirmation(confirmation_id)
+            # success only when THIS answer settled it (the reason otherwise was printed)
+            done = (before.etat == "en_attente" and after is not None
+                    and after.etat in ("executee", "refusee") and after.reponse == choice)
+            return 0 if done else 1
 
     raise typer.Exit(run(main()))
 
@@ -107,12 +114,26 @@ def inbox_drop(message_id: int) -> None:
 
     async def work(store: MemoryStore) -> int:
         msg = await store.get_message(message_id)
-        form = "tu" if msg.canal == "console" else "vous"
-        if msg.relation_id:
-            person = await store.get_person(msg.relation_id)
-            form = form_for(person.relation, person.comment_interagir)
-        await store.drop_inbound(message_id, dropped_notice(form))
+        await store.drop_inbound(message_id, dropped_notice(await _form_of(store, msg)))
         return msg.id
 
     dropped = run_with_store(work)
     out.print(f"Dropped message #{dropped}; its sender will be told.")
+
+
+async def _form_of(store: MemoryStore, msg: StoredMessage) -> str:
+    """tu or vous for the sender of a message, found as the responder finds them."""
+    from channels.registry import console_person
+
+    person_id = msg.relation_id
+    if person_id is None and msg.canal == "console":
+        person_id = console_person(msg.adresse)
+        if person_id is None:
+            return "tu"  # the local operator
+    if person_id is None and msg.verifie:
+        found = await store.find_by_identity(msg.canal, msg.adresse)
+        person_id = found.id if found is not None else None
+    if person_id is None:
+        return "vous"
+    person = await store.get_person(person_id)
+    return form_for(person.relation, person.comment_interagir)

@@ -110,12 +110,12 @@ class Confirmations:
                 "Cette demande ne vous est pas adressée."
         if record.etat != "en_attente":
             return f"Cette demande a déjà été traitée ({_STATE_FR.get(record.etat, record.etat)})."
+        if choice not in record.choix:
+            return "Ce choix ne fait pas partie de la demande."
         if record.expire_le <= self.clock():
             await self.store.settle_confirmation(claim, record.id, etat="expiree",
                                                  reponse=choice, resultat=None)
             return "Cette demande a expiré : rien n'a été fait."
-        if choice not in record.choix:
-            return "Ce choix ne fait pas partie de la demande."
         if choice in REFUSALS:
             await self.store.settle_confirmation(claim, record.id, etat="refusee",
                                                  reponse=choice, resultat=None)

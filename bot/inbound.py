@@ -109,6 +109,8 @@ class Inbound:
             object.__setattr__(self, "attachments", tuple(self.attachments))
         if self.event is not None and not isinstance(self.event, ButtonPressed | Edited):
             raise ValueError("event must be ButtonPressed or Edited")
+        if isinstance(self.event, ButtonPressed) and self.text.strip():
+            raise ValueError("a button pressed carries no text (send the text as a message)")
 
     @property
     def empty(self) -> bool:

@@ -56,3 +56,14 @@ def dropped_notice(form: str) -> str:
                 "Si c'est encore utile, renvoie-le-moi, reformulé si besoin.")
     return ("Je n'ai pas pu traiter votre dernier message et je l'ai mis de côté. "
             "Si c'est encore utile, renvoyez-le-moi, reformulé si besoin.")
+
+
+def attachment_notice(who: Interlocutor, names: list[str]) -> str:
+    """A message with attachments and no text: Axi cannot read attachments yet."""
+    shown = ", ".join(n for n in names if n) or "ta pièce jointe"
+    return _say(who,
+                f"J'ai bien reçu {shown}, mais je ne sais pas encore lire les pièces jointes. "
+                "Écris-moi ce que tu veux que j'en fasse.",
+                f"J'ai bien reçu {shown.replace('ta pièce', 'votre pièce')}, mais je ne sais "
+                "pas encore lire les pièces jointes. Écrivez-moi ce que vous souhaitez que "
+                "j'en fasse.")

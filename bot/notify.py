@@ -13,6 +13,7 @@ stale whenever it is turned on.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -53,15 +54,28 @@ def choose_routes(identities: Sequence[tuple[str, str]], details: dict[str, Any]
     return []
 
 
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+_ADDRESS = re.compile(r"[^\s,;<>\x00-\x1f\x7f]{1,320}")
+
+
+def valid_email(address: str) -> bool:
+    """One plain address (no display name, no list, no line break: no header injection)."""
+    return len(address) <= 254 and _EMAIL.fullmatch(address) is not None
+
+
 def raw_route(address: str) -> tuple[str, str] | None:
-    """'agence@x.fr' → ('email', 'agence@x.fr'); 'telegram:123' → ('telegram', '123')."""
+    """'agence@x.fr' → ('email', 'agence@x.fr'); 'telegram:123' → ('telegram', '123');
+    None when it is not a well-formed raw address."""
     address = address.strip()
-    if "@" in address and ":" not in address and " " not in address:
-        return "email", address
-    channel, sep, rest = address.partition(":")
-    if sep and channel.isalpha() and rest.strip():
-        return channel, rest.strip()
-    return None
+    if ":" not in address:
+        return ("email", address) if valid_email(address) else None
+    channel, _, rest = address.partition(":")
+    rest = rest.strip()
+    if not channel.isascii() or not channel.isalpha() or _ADDRESS.fullmatch(rest) is None:
+        return None
+    if channel == "email" and not valid_email(rest):
+        return None
+    return channel.lower(), rest
 
 
 Recipient = PersonRecord | int | str
@@ -93,10 +107,16 @@ class Notifier:
                 return "créateur", [Route(*self.fallback)]
             to = owners[0]
         if isinstance(to, str):
-            raw = raw_route(to)
-            if raw is not None:
-                return to, [Route(*raw)]
-            to = await self.store.get_person(to)
+            text_to = to
+            try:  # a person's name first: names may hold "@" or ":"
+                to = await self.store.get_person(text_to)
+            except (NotFound, InvalidInput):
+                raw = raw_route(text_to)
+                if raw is None:
+                    raise NotFound(f"no person or address {text_to!r}") from None
+                if raw[0] not in self.configured():
+                    raise InvalidInput(f"channel {raw[0]!r} is not configured here") from None
+                return text_to, [Route(*raw)]
         elif isinstance(to, int):
             to = await self.store.get_person(to)
         identities, details = await self.store.routes_of(to.id)
@@ -113,8 +133,12 @@ class Notifier:
     ) -> list[int]:
         """Queue `text` for `to`, once per `key`. Returns the outbound ids ([] when the
         key was already used). Raises NotFound for an unknown person."""
-        if kind not in KINDS or kind == "reply":
+        if kind not in KINDS or kind in {"reply", "confirmation"}:
+            # replies come from the worker; questions with buttons from Confirmations.ask
             raise InvalidInput(f"notify cannot send a {kind!r}")
+        bad = [a for a in (*cc, *([reply_to] if reply_to else [])) if not valid_email(a)]
+        if bad:
+            raise InvalidInput(f"not an email address: {bad[0]!r}")
         who, routes = await self.routes_for(to)
         due = None
         if kind == "push" and not urgent and self.quiet_hours is not None:

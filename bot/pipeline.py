@@ -27,12 +27,14 @@ from bot.channel import (
     ReplyOutcome,
     SendError,
 )
-from bot.inbound import Inbound
+from bot.inbound import ButtonPressed, Inbound
 from bot.responder import Responder
 from bot.waiting import wait_for_event_or_stop
+from memory.errors import InvalidInput, NotFound
 from memory.messages import Accepted, StoredMessage, inbound_params
 from memory.rows import decode_files
 from memory.store import MemoryStore
+from memory.text import MAX_CONTENT_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +44,29 @@ POLL_INTERVAL_S = 1.0
 def conversation_key(inbound: Inbound) -> str:
     """One conversation per (channel, address); email threads may refine this later. What
     comes from an address unverified is a conversation of its own: a sender who cannot
-    prove the address is a stranger, and never gets its owner's history in a prompt."""
+    prove the address is a stranger, and never gets its owner's history in a prompt.
+    Buttons pressed are one of their own too."""
     key = f"{inbound.channel}:{inbound.sender}"
-    return key if inbound.verified else f"{key}:non-vérifié"
+    if not inbound.verified:
+        return f"{key}:non-vérifié"
+    if isinstance(inbound.event, ButtonPressed):
+        # a button needs no model: it never waits behind a message that waits for one
+        return f"{key}:boutons"
+    return key
 
 
 def _params(inbound: Inbound) -> dict[str, Any]:
     meta: dict[str, Any] = {}
+    text = inbound.text
+    if len(text) > MAX_CONTENT_CHARS:  # kept, cut: a message is never refused for its size
+        meta["tronque"] = len(text)
+        text = text[:MAX_CONTENT_CHARS]
     if inbound.local_only:
         meta["local_only"] = True
     if inbound.event is not None:
         meta["evenement"] = inbound.event.as_json()
     return inbound_params(
-        canal=inbound.channel, adresse=inbound.sender, texte=inbound.text,
+        canal=inbound.channel, adresse=inbound.sender, texte=text,
         identifiant_externe=inbound.external_id, conversation=conversation_key(inbound),
         verifie=inbound.verified, reference_fil=inbound.thread_ref,
         pieces_jointes=[{"filename": a.filename, "content_type": a.content_type,
@@ -110,13 +122,27 @@ class Pipeline:
         return accepted[0].message.id
 
     async def accept_batch(self, inbounds: Sequence[Inbound],
-                           cursor: CursorUpdate | None = None) -> list[int]:
-        """Accept several messages and move the channel's cursor in one transaction."""
+                           cursor: CursorUpdate | None = None) -> list[int | None]:
+        """Accept several messages and move the channel's cursor in one transaction. A
+        message that can never be stored (nothing in it, an address beyond any limit) is
+        logged and skipped (None in its place): it must not hold the cursor back, or the
+        channel would fetch the same batch for ever."""
+        if cursor is not None and any(i.channel != cursor.channel for i in inbounds):
+            raise ValueError("a channel moves only its own cursor")
+        params: list[dict[str, Any] | None] = []
+        for inbound in inbounds:
+            try:
+                params.append(_params(inbound))
+            except InvalidInput as exc:
+                log.warning("message %s:%s from %s not stored: %s", inbound.channel,
+                            inbound.external_id, inbound.sender[:80], exc)
+                params.append(None)
         accepted = await self.store.accept_many(
-            [_params(i) for i in inbounds],
+            [p for p in params if p is not None],
             cursor=(cursor.channel, cursor.key, cursor.value) if cursor is not None else None)
         await self._accepted(accepted)
-        return [a.message.id for a in accepted]
+        ids = iter(a.message.id for a in accepted)
+        return [None if p is None else next(ids) for p in params]
 
     async def _accepted(self, accepted: Sequence[Accepted]) -> None:
         for item in accepted:
@@ -251,7 +277,11 @@ class Pipeline:
         deadline = loop.time() + max(timeout_s, 0.0)
         while True:
             progress = self._progress  # taken before reading: no progress is missed
-            outcome = await self.store.reply_outcome(message_id)
+            try:
+                outcome = await self.store.reply_outcome(message_id)
+            except NotFound:
+                return ReplyOutcome(message_id=message_id, state="introuvable", reply=None,
+                                    reply_id=None)
             if outcome.reply is not None or outcome.state != "en_attente":
                 break
             left = deadline - loop.time()

@@ -24,6 +24,8 @@ class QuietHours:
         except ValueError:
             raise ValueError(f"quiet hours must look like 21:00-07:30 or off, not {value!r}"
                              ) from None
+        if start.tzinfo is not None or end.tzinfo is not None:
+            raise ValueError("quiet hours are local times (AXI_TIMEZONE), without a UTC offset")
         if start == end:
             raise ValueError("quiet hours must not start and end at the same time")
         return cls(start, end)

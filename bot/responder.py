@@ -22,7 +22,12 @@ from bot.confirmations import Confirmations
 from bot.embedder import QueryVectors
 from bot.facts_extraction import intent
 from bot.inbound import ButtonPressed, event_from_json
-from bot.notices import far_too_large_notice, too_large_notice, waiting_notice
+from bot.notices import (
+    attachment_notice,
+    far_too_large_notice,
+    too_large_notice,
+    waiting_notice,
+)
 from bot.policy import OPERATOR, TRUSTED_CHANNELS, Interlocutor, interlocutor
 from bot.recall_prefetch import Recaller
 from llm.errors import AuthError, LLMError
@@ -180,6 +185,13 @@ class Responder:
         event = event_from_json(msg.metadata.get("evenement"))
         if isinstance(event, ButtonPressed):
             await self._settle(claim, who, event)
+            return
+        if not msg.texte.strip():  # an attachment alone, or an edit that emptied a message
+            names = [str(a.get("filename") or "") for a in msg.pieces_jointes]
+            if names:
+                await self.store.queue_notice(claim, attachment_notice(who, names),
+                                              relation_id=who.relation_id)
+            await self.store.finish_inbound(claim, etat="traite", relation_id=who.relation_id)
             return
         gathered = await self.gather(msg, who)
         must_stay = who.local_only or bool(msg.metadata.get("local_only"))

@@ -41,8 +41,13 @@ class ConsoleChannel:
 
     def person_of(self, address: str) -> int | None:
         """The person a console address speaks as, or None (the operator)."""
-        if address.startswith(_PERSON_PREFIX) and address[len(_PERSON_PREFIX):].isdigit():
-            return int(address[len(_PERSON_PREFIX):])
+        return self.person_of_address(address)
+
+    @staticmethod
+    def person_of_address(address: str) -> int | None:
+        digits = address[len(_PERSON_PREFIX):]
+        if address.startswith(_PERSON_PREFIX) and digits.isascii() and digits.isdigit():
+            return int(digits)
         return None
 
     async def start(self, services: ChannelServices) -> None:

@@ -59,3 +59,10 @@ def console_address(person_id: int | None) -> str:
     from channels.console import OPERATOR_ADDRESS, person_address
 
     return OPERATOR_ADDRESS if person_id is None else person_address(person_id)
+
+
+def console_person(address: str) -> int | None:
+    """The person a console address speaks as (`--as`), or None for the operator."""
+    from channels.console import ConsoleChannel
+
+    return ConsoleChannel.person_of_address(address)

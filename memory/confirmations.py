@@ -64,7 +64,8 @@ def button_data(confirmation_id: int, choice: str) -> str:
 
 def parse_button(data: str) -> tuple[int, str] | None:
     parts = data.split(":", 2)
-    if len(parts) != 3 or parts[0] != "confirmation" or not parts[1].isdigit():
+    if (len(parts) != 3 or parts[0] != "confirmation" or not parts[1].isascii()
+            or not parts[1].isdigit()):
         return None
     if len(parts[1]) > 10:
         return None

@@ -281,15 +281,21 @@ class MessagesMixin:
              "id": claim.message.id})
         claim.finished = True
 
-    async def conversation_busy(self, conversation: str, *, before: int) -> bool:
-        """Whether a message of the conversation up to `before` is due but could not be
-        claimed here: another process is answering it."""
+    async def conversation_busy(self, conversation: str, *, message_id: int) -> bool:
+        """Whether another process is answering the conversation up to `message_id` now:
+        an earlier pending message is due (so only a lock kept it from this process's
+        claim), or, with none pending before it, the message itself is due but locked.
+        False when they wait for a model (postponed): then so does this message."""
         async with self.db.sessions() as session:
             return bool(await session.scalar(text(
-                "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation = :c "
-                "AND sens = 'entrant' AND etat = 'en_attente' AND id <= :b "
-                "AND (prochain_essai IS NULL OR prochain_essai <= now()))"),
-                {"c": conversation, "b": before}))
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM messages WHERE conversation = :c "
+                "  AND sens = 'entrant' AND etat = 'en_attente' AND id < :b) "
+                "THEN EXISTS (SELECT 1 FROM messages WHERE conversation = :c "
+                "  AND sens = 'entrant' AND etat = 'en_attente' AND id < :b "
+                "  AND (prochain_essai IS NULL OR prochain_essai <= now())) "
+                "ELSE EXISTS (SELECT 1 FROM messages WHERE id = :b AND etat = 'en_attente' "
+                "  AND (prochain_essai IS NULL OR prochain_essai <= now())) END"),
+                {"c": conversation, "b": message_id}))
 
     async def make_due(self, conversation: str) -> int:
         """Make the conversation's waiting messages due now (someone is there to read)."""

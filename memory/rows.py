@@ -116,7 +116,7 @@ def encode_files(files: Sequence[OutboundFile]) -> list[dict[str, Any]]:
 def decode_files(stored: Sequence[dict[str, Any]]) -> list[OutboundFile]:
     return [OutboundFile(filename=f.get("filename") or "piece-jointe",
                          content_type=f.get("content_type") or "application/octet-stream",
-                         data=base64.b64decode(f["data"])) for f in stored if f.get("data")]
+                         data=base64.b64decode(f["data"])) for f in stored if "data" in f]
 
 
 _INSERT_OUTBOUND = text(

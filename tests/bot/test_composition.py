@@ -147,15 +147,6 @@ async def test_services_accept_a_batch_with_its_cursor_atomically(
     # a redelivery (crash before the source was told) is recognised, cursor unchanged
     again = await services.accept_batch(batch, None)
     assert again == ids and await services.read_cursor("telegram", "offset") == "3"
-    # a bad message in a batch: nothing of the batch is stored, the cursor does not move
-    bad = [Inbound(channel="telegram", sender="7", verified=False, text="n°4",
-                   external_id="u4", received_at=now),
-           Inbound(channel="telegram", sender="7", verified=False, text="x" * 1_000_001,
-                   external_id="u5", received_at=now)]
-    from memory.errors import InvalidInput
-    with pytest.raises(InvalidInput):
-        await services.accept_batch(bad, CursorUpdate("telegram", "offset", "6"))
-    assert await services.read_cursor("telegram", "offset") == "3"
     assert await axi.store.pending_counts() == {"entrant:en_attente": 2}
 
 
@@ -237,3 +228,87 @@ async def test_health_is_served_by_the_web_channel(db: Database, database_url: s
         async with httpx.AsyncClient() as client:
             r = await client.get(f"http://127.0.0.1:{web.port}/health")  # type: ignore[attr-defined]
         assert r.status_code == 200 and r.json()["channels"]["web"]["state"] == "ok"
+
+
+class StubbornChannel(FlakyChannel):
+    """Its loop dies once; then it cannot start twice, and its stop() always raises."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=1)
+        self.start_failures = 2
+        self.calls: list[str] = []
+
+    async def start(self, services: ChannelServices) -> None:
+        self.calls.append("start")
+        if self.starts >= 1 and self.start_failures:
+            self.start_failures -= 1
+            raise OSError("port busy")
+        await super().start(services)
+
+    async def run(self) -> None:
+        self.calls.append("run")
+        await super().run()
+
+    async def stop(self) -> None:
+        self.calls.append("stop")
+        raise RuntimeError("cannot stop")
+
+
+async def test_a_channel_runs_only_once_started_again(
+    db: Database, database_url: str | None, test_data_dir: Path, ollama_server: FakeOllama,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import backoff
+    await empty_tables(db)
+    monkeypatch.setattr(backoff, "CHANNEL_RESTART", backoff.Backoff(base_s=0.01, cap_s=0.01))
+    channel = StubbornChannel()
+    async with Axi(make_settings(ollama_server, None, database_url, test_data_dir),
+                   {"telegram": channel}) as axi:  # type: ignore[dict-item]
+        await axi.start_channels()
+        await asyncio.wait_for(channel.settled.wait(), 10)
+        assert channel.calls == ["start", "run", "stop", "start", "stop", "start", "stop",
+                                 "start", "run"]
+        assert axi.channel_states["telegram"].state == "ok"
+
+
+async def test_the_restart_backoff_starts_over_after_a_healthy_run(
+    flaky_axi: tuple[Axi, FlakyChannel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import app as app_module
+    from bot import backoff
+    axi, channel = flaky_axi
+    delays: list[int] = []
+
+    class Recording:
+        @staticmethod
+        def delay(attempt: int) -> float:
+            delays.append(attempt)
+            return 0.0
+
+    monkeypatch.setattr(backoff, "CHANNEL_RESTART", Recording())
+    monkeypatch.setattr(app_module, "STABLE_RUN_S", 0.0)  # every run counts as healthy
+    await axi.start_channels()
+    await asyncio.wait_for(channel.settled.wait(), 10)
+    assert delays == [1, 1]  # without the reset: [1, 2]
+
+
+async def test_a_batch_skips_what_can_never_be_stored_and_still_moves_its_cursor(
+    flaky_axi: tuple[Axi, FlakyChannel]
+) -> None:
+    axi, _ = flaky_axi
+    now = datetime.now(UTC)
+    batch = [Inbound(channel="telegram", sender="7", verified=False, text="bonjour",
+                     external_id="b1", received_at=now),
+             Inbound(channel="telegram", sender="7", verified=False, text="   ",
+                     external_id="b2", received_at=now),
+             Inbound(channel="telegram", sender="7", verified=False, text="x" * 1_000_050,
+                     external_id="b3", received_at=now)]
+    ids = await axi.services.accept_batch(batch, CursorUpdate("telegram", "offset", "9"))
+    assert ids[0] is not None and ids[1] is None and ids[2] is not None
+    assert await axi.services.read_cursor("telegram", "offset") == "9"
+    long = await axi.store.get_message(ids[2])
+    assert len(long.texte) == 1_000_000 and long.metadata["tronque"] == 1_000_050
+    with pytest.raises(ValueError):
+        await axi.services.accept_batch(batch[:1], CursorUpdate("email", "uid", "7"))
+    unknown = await axi.services.wait_reply(987654, 0.0)
+    assert unknown.state == "introuvable" and not unknown.answered

@@ -12,6 +12,7 @@ from bot.app import Axi
 from bot.inbound import ButtonPressed, Inbound
 from memory.confirmations import button_data
 from tests.bot.test_pipeline import run_all, sent, telegram
+from tests.fakes.ollama_server import FakeOllama
 
 _counter = iter(range(1, 1_000_000))
 
@@ -104,3 +105,29 @@ async def test_asking_needs_a_known_action_and_someone_to_ask(axi: Axi) -> None:
     await axi.store.remove_person("Ludo")
     with pytest.raises(NotFound):
         await axi.confirmations.ask("consignes.remplacer", "?", {"textes": ["x"]})
+
+
+async def test_a_button_never_waits_behind_a_message_waiting_for_a_model(
+    axi: Axi, ollama_server: FakeOllama
+) -> None:
+    cid = await ask_replace(axi)
+    ollama_server.stop()
+    waiting = await axi.pipeline.accept(telegram("1001", "Salut", local_only=True))
+    await axi.pipeline.accept(press("1001", button_data(cid, "oui")))
+    await run_all(axi)
+    assert (await axi.store.get_message(waiting)).etat == "en_attente"
+    record = await axi.store.get_confirmation(cid)
+    assert record is not None and record.etat == "executee"
+
+
+async def test_loose_button_data_settles_nothing(axi: Axi) -> None:
+    cid = await ask_replace(axi, expires_in=timedelta(hours=1))
+    with pytest.raises(ValueError):  # a button carries no text
+        Inbound(channel="telegram", sender="1001", verified=True, text="et aussi…",
+                external_id="x", received_at=datetime.now(UTC), event=ButtonPressed("d"))
+    await axi.pipeline.accept(press("1001", f"confirmation:{chr(0xFF10 + cid)}:oui"))  # ０-９
+    axi.confirmations.clock = lambda: datetime.now(UTC) + timedelta(hours=2)
+    await axi.pipeline.accept(press("1001", button_data(cid, "n'importe quoi")))
+    await run_all(axi)
+    record = await axi.store.get_confirmation(cid)
+    assert record is not None and record.etat == "en_attente" and record.reponse is None

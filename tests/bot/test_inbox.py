@@ -137,3 +137,74 @@ async def test_two_asks_in_one_conversation_each_print_their_own_reply(
     out2, err2 = second.communicate(timeout=120)
     assert (first.returncode, second.returncode) == (0, 0), (err1, err2)
     assert out1.strip() == "Vu : Premier" and out2.strip() == "Vu : Second"
+
+
+async def test_a_second_ask_behind_a_waiting_message_says_so_at_once(
+    cli_env, store: MemoryStore, ollama_server: FakeOllama
+) -> None:
+    import time
+    await store.add_person("Ludo", relation="créateur", comment_interagir="tutoie")
+    ollama_server.stop()
+    assert run_axi(cli_env, "ask", "--as", "Ludo", "Tu es là ?").returncode == 4
+    started = time.monotonic()
+    second = run_axi(cli_env, "ask", "--as", "Ludo", "Encore là ?")
+    assert second.returncode == 4 and "waiting in the inbox" in second.stderr
+    assert time.monotonic() - started < 30  # not the one-shot timeout (600 s)
+
+
+async def test_drop_tells_each_sender_in_their_own_form(
+    cli_env, store: MemoryStore
+) -> None:
+    await store.add_person("Ludo", relation="créateur", comment_interagir="tutoie",
+                           identities=[("telegram", "1001")])
+    client = await store.add_person("Mme Durand", relation="client")
+    from channels.console import person_address
+    senders = [("telegram", "1001", "ton dernier message"),
+               ("console", person_address(client.id), "votre dernier message"),
+               ("console", "operateur", "ton dernier message")]
+    for n, (canal, adresse, expected) in enumerate(senders):
+        accepted = await store.accept_inbound(canal=canal, adresse=adresse, texte="Bonjour",
+                                              identifiant_externe=f"d{n}",
+                                              conversation=f"{canal}:{adresse}", verifie=True)
+        r = run_axi(cli_env, "inbox", "drop", str(accepted.message.id))
+        assert r.returncode == 0, r.stderr
+        [notice] = await store.replies_to(accepted.message.id)
+        assert expected in notice.texte, (canal, adresse, notice.texte)
+
+
+async def test_confirm_answer_fails_when_nothing_was_settled(
+    cli_env, store: MemoryStore
+) -> None:
+    from datetime import UTC, datetime, timedelta
+    ludo = await store.add_person("Ludo", relation="créateur")
+    await store.add_person("Mme Durand", relation="client")
+    record, _ = await store.create_confirmation(
+        action="consignes.remplacer", texte="Remplacer ?", payload={"textes": ["x"]},
+        choix=["oui", "non"], labels=["Oui", "Non"], demande_a=ludo.id, demande_par=None,
+        expire_le=datetime.now(UTC) + timedelta(days=1), routes=[("console", "operateur")])
+    wrong_person = run_axi(cli_env, "confirm", "answer", str(record.id), "oui",
+                           "--as", "Mme Durand")
+    assert wrong_person.returncode == 1 and "pas adressée" in wrong_person.stdout
+    assert run_axi(cli_env, "confirm", "answer", str(record.id), "non", "--as",
+                   "Ludo").returncode == 0
+    again = run_axi(cli_env, "confirm", "answer", str(record.id), "oui", "--as", "Ludo")
+    assert again.returncode == 1 and "déjà été traitée" in again.stdout
+
+
+async def test_an_attachment_alone_gets_a_true_notice_without_a_model(
+    axi: Axi, ollama_server: FakeOllama
+) -> None:
+    from datetime import UTC, datetime
+
+    from bot.inbound import Attachment, Inbound
+    photo = await axi.pipeline.accept(Inbound(
+        channel="telegram", sender="1001", verified=True, text="", external_id="photo-1",
+        received_at=datetime.now(UTC),
+        attachments=(Attachment("maison.jpg", "image/jpeg", 1234, ref="f1"),)))
+    after = await axi.pipeline.accept(telegram("1001", "Tu as vu la photo ?"))
+    await run_all(axi)
+    assert (await axi.store.get_message(photo)).etat == "traite"
+    [notice] = [d for d in sent(axi) if d.in_reply_to == photo]
+    assert "maison.jpg" in notice.text and "pièces jointes" in notice.text
+    assert (await axi.store.get_message(after)).etat == "traite"
+    assert len([b for b in ollama_server.chat_bodies if not b.get("format")]) == 1

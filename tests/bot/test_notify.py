@@ -85,7 +85,10 @@ async def test_pushes_wait_out_quiet_hours_unless_urgent(axi: Axi) -> None:
 
 
 async def test_raw_address_and_unknown_person(axi: Axi) -> None:
-    from memory.errors import NotFound
+    from memory.errors import InvalidInput, NotFound
+    with pytest.raises(InvalidInput):  # email is not configured in this process
+        await axi.notifier.notify("agence@icidordogne.fr", "x", key="contact:0")
+    axi.wiring.configured = frozenset({"telegram", "email"})
     ids = await axi.notifier.notify("agence@icidordogne.fr", "Nouveau contact depuis le site.",
                                     key="contact:1", cc=["anthony@icidordogne.fr"],
                                     reply_to="client@example.fr", urgent=True)
@@ -97,3 +100,31 @@ async def test_raw_address_and_unknown_person(axi: Axi) -> None:
     assert delivery.cc == ("anthony@icidordogne.fr",) and delivery.reply_to == "client@example.fr"
     with pytest.raises(NotFound):
         await axi.notifier.notify("Personne Inconnue", "x", key="k")
+    for bad in ("a@b.fr\nBcc: victime@x.fr", "a@b.fr,c@d.fr", "telegram:", "x y@z.fr"):
+        with pytest.raises(NotFound):
+            await axi.notifier.notify(bad, "x", key=f"bad:{bad}")
+    with pytest.raises(InvalidInput):
+        await axi.notifier.notify("sms:0600000000", "x", key="sms")  # not configured
+    with pytest.raises(InvalidInput):
+        await axi.notifier.notify("Ludo", "x", key="cc", cc=["a@b.fr\nBcc: x@y.fr"])
+    with pytest.raises(InvalidInput):  # questions with buttons go through Confirmations
+        await axi.notifier.notify("Ludo", "Choisis", key="q", kind="confirmation")
+
+
+async def test_a_name_that_looks_like_an_address_is_the_person(axi: Axi) -> None:
+    await axi.store.add_person("Agence:Vergt", relation="équipe",
+                               identities=[("telegram", "4004")])
+    ids = await axi.notifier.notify("Agence:Vergt", "Bonjour l'équipe", key="k", urgent=True)
+    assert (await axi.store.get_message(ids[0])).adresse == "4004"
+
+
+async def test_an_empty_attachment_is_still_attached(axi: Axi) -> None:
+    await axi.notifier.notify("Ludo", "Rapport vide", key="k0", urgent=True,
+                              attachments=[OutgoingFile("vide.csv", "text/csv", b"")])
+    await run_all(axi)
+    assert sent(axi)[0].attachments == (OutgoingFile("vide.csv", "text/csv", b""),)
+
+
+def test_quiet_hours_refuse_utc_offsets() -> None:
+    with pytest.raises(ValueError, match="without a UTC offset"):
+        QuietHours.parse("21:00+02:00-07:30")
