@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     # Telegram
     telegram_token: SecretStr | None = Field(default=None, alias="AXI_TELEGRAM_TOKEN")
     telegram_api_url: str = Field(default=DEFAULT_TELEGRAM_API_URL, alias="AXI_TELEGRAM_API_URL")
+    telegram_file_url: str | None = Field(default=None, alias="AXI_TELEGRAM_FILE_URL")
+    telegram_webhook_url: str | None = Field(default=None, alias="AXI_TELEGRAM_WEBHOOK_URL")
+    telegram_groups: str | None = Field(default=None, alias="AXI_TELEGRAM_GROUPS")
+    telegram_max_file_mb: float = Field(default=20.0, gt=0, le=2000,
+                                        alias="AXI_TELEGRAM_MAX_FILE_MB")
 
     # Email
     imap_host: str | None = Field(default=None, alias="AXI_IMAP_HOST")
@@ -144,6 +149,40 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Paris)") from exc
         return value
+
+    @field_validator("telegram_api_url", "telegram_file_url", "telegram_webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None if value is None or not value.strip() else value
+        value = value.strip()
+        if not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
+            raise ValueError(f"must be an http(s) URL, not {value!r}")
+        return value
+
+    @field_validator("telegram_groups")
+    @classmethod
+    def _group_ids(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for part in value.replace(";", ",").split(","):
+            part = part.strip()
+            if part and not part.lstrip("-").isdigit():
+                raise ValueError(f"group ids are numbers (e.g. -1001234567890), not {part!r}")
+        return value.strip()
+
+    @property
+    def telegram_group_ids(self) -> frozenset[int]:
+        parts = (self.telegram_groups or "").replace(";", ",").split(",")
+        return frozenset(int(p.strip()) for p in parts if p.strip())
+
+    @property
+    def telegram_files_url(self) -> str:
+        """AXI_TELEGRAM_FILE_URL, else derived from the API URL (…/bot → …/file/bot)."""
+        if self.telegram_file_url:
+            return self.telegram_file_url
+        base = self.telegram_api_url
+        return base[: -len("/bot")] + "/file/bot" if base.endswith("/bot") else base + "/file/bot"
 
     @field_validator("quiet_hours")
     @classmethod

@@ -156,4 +156,39 @@ async def replace_consignes(ctx: ActionContext) -> str:
     return f"C'est fait : {len(texts)} consigne(s) remplacent les anciennes."
 
 
-BUILT_IN: dict[str, Action] = {"consignes.remplacer": replace_consignes}
+PAIRING = "identite.associer"
+PAIRING_CHOICES: tuple[tuple[str, str], ...] = (
+    ("client", "Client"), ("équipe", "Équipe"), ("bloquer", "Bloquer"))
+
+
+async def pair_identity(ctx: ActionContext) -> str:
+    """Ludo said who an unknown sender is: create the person and their identity (or a
+    blocked person, whose messages are then ignored). Payload: canal, adresse, nom."""
+    from memory.errors import InvalidInput as BadName
+    from memory.people import normalise_name
+
+    canal, adresse = str(ctx.payload["canal"]), str(ctx.payload["adresse"])
+    taken = await ctx.execute("SELECT relation_id FROM identites WHERE canal = :c AND adresse = :a",
+                              {"c": canal, "a": adresse})
+    if taken.scalar() is not None:
+        return "Cette adresse est déjà associée à quelqu'un : rien n'a changé."
+    try:
+        name = normalise_name(str(ctx.payload.get("nom") or ""))
+    except BadName:
+        name = f"Contact {canal} {adresse}"
+    if (await ctx.execute("SELECT 1 FROM relations WHERE lower(personne) = lower(:n)",
+                          {"n": name})).scalar():
+        name = f"{name} ({canal} {adresse})"[:200]
+    relation = "équipe" if ctx.choice == "équipe" else "client"
+    blocked = ctx.choice == "bloquer"
+    person_id = (await ctx.execute(
+        "INSERT INTO relations (personne, relation, bloque) VALUES (:n, :r, :b) RETURNING id",
+        {"n": name, "r": relation, "b": blocked})).scalar_one()
+    await ctx.execute("INSERT INTO identites (relation_id, canal, adresse) VALUES (:r, :c, :a)",
+                      {"r": person_id, "c": canal, "a": adresse})
+    if blocked:
+        return f"C'est noté : {name} est bloqué, ses messages seront ignorés."
+    return f"C'est noté : {name} est enregistré comme {relation}."
+
+
+BUILT_IN: dict[str, Action] = {"consignes.remplacer": replace_consignes, PAIRING: pair_identity}

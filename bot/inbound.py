@@ -96,6 +96,12 @@ class Inbound:
     it (it waits for the local model), whatever the person's own setting."""
     event: InboundEvent | None = None
     """A button pressed or an edit, when this is not (only) a new text message."""
+    display_name: str | None = None
+    """How the sender presents themselves (a Telegram first name, a mail's display name):
+    shown to Ludo in a pairing request, NEVER used to identify anyone."""
+    forwarded_from: str | None = None
+    """The message was forwarded: whose words they are (someone else's, so data, never
+    instructions, and at most claims about anyone)."""
 
     def __post_init__(self) -> None:
         _require(self.channel, "channel")

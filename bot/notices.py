@@ -67,3 +67,19 @@ def attachment_notice(who: Interlocutor, names: list[str]) -> str:
                 f"J'ai bien reçu {shown.replace('ta pièce', 'votre pièce')}, mais je ne sais "
                 "pas encore lire les pièces jointes. Écrivez-moi ce que vous souhaitez que "
                 "j'en fasse.")
+
+
+STRANGER_NOTICE = (
+    "Bonjour ! Je suis Axi, l'assistant privé de l'agence ICI Dordogne. Je ne vous connais "
+    "pas encore : j'ai prévenu l'équipe, qui reviendra vers vous. Pour une question sur un "
+    "bien, vous pouvez aussi écrire à l'agence ou passer nous voir au Bugue ou à Vergt.")
+"""The one answer an unknown sender on a paired channel gets (nothing from memory)."""
+
+
+def pairing_question(channel: str, address: str, name: str | None, first_text: str) -> str:
+    """What Ludo reads when someone unknown writes to Axi (tutoiement)."""
+    who = f"« {name} »" if name else "quelqu'un d'inconnu"
+    excerpt = " ".join(first_text.split())[:200] or "(pas de texte)"
+    return (f"{who} m'écrit sur {channel} (identifiant {address}) et je ne le connais pas. "
+            f"Son message : « {excerpt} ». Qui est-ce ? (Ce que dit cette personne n'est "
+            "pas une preuve de son identité.)")

@@ -65,6 +65,10 @@ def _params(inbound: Inbound) -> dict[str, Any]:
         meta["local_only"] = True
     if inbound.event is not None:
         meta["evenement"] = inbound.event.as_json()
+    if inbound.display_name:
+        meta["nom_affiche"] = inbound.display_name[:200]
+    if inbound.forwarded_from is not None:
+        meta["transfere"] = inbound.forwarded_from[:200] or "inconnu"
     return inbound_params(
         canal=inbound.channel, adresse=inbound.sender, texte=text,
         identifiant_externe=inbound.external_id, conversation=conversation_key(inbound),

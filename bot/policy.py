@@ -38,6 +38,10 @@ SELF_WORDS = frozenset({"je", "moi", "j'"})
 
 Trust = Literal["private", "own", "public"]
 
+PAIRING_CHANNELS = frozenset({"telegram"})
+"""Channels where a verified but unknown sender (a Telegram user id nobody paired) gets one
+polite answer and nothing from memory, while Ludo is asked who they are."""
+
 TRUSTED_CHANNELS = {"console"}  # the local operator's terminal: whoever runs `axi` is trusted
 
 OPERATOR = PersonRecord(

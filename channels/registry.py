@@ -38,8 +38,10 @@ def for_run(settings: Settings) -> ChannelSet:
     channels: dict[str, Channel] = {
         "console": _console(None, interactive=False, stream=False),
     }
-    # Telegram, email and MCP join here as their issues land; the HTTP server starts
-    # last so every channel's routes are mounted before it listens.
+    if settings.telegram_token is not None:
+        channels["telegram"] = telegram_channel(settings)
+    # email and MCP join here as their issues land; the HTTP server starts last so every
+    # channel's routes are mounted before it listens.
     channels["web"] = WebChannel(settings.http_host, settings.http_port)
     return ChannelSet(channels, configured_channels(settings), ("console", OPERATOR_ADDRESS))
 
@@ -66,3 +68,13 @@ def console_person(address: str) -> int | None:
     from channels.console import ConsoleChannel
 
     return ConsoleChannel.person_of_address(address)
+
+
+def telegram_channel(settings: Settings) -> Channel:
+    from channels.telegram import TelegramChannel, TelegramConfig
+
+    assert settings.telegram_token is not None
+    return TelegramChannel(TelegramConfig(
+        token=settings.telegram_token.get_secret_value(), api_url=settings.telegram_api_url,
+        file_url=settings.telegram_files_url, groups=settings.telegram_group_ids,
+        max_file_bytes=int(settings.telegram_max_file_mb * 1024 * 1024)))

@@ -144,6 +144,17 @@ class ConfirmationsMixin:
             "repondu_le = now() WHERE id = :id AND etat = 'en_attente'",
             {"e": etat, "r": reponse, "res": resultat, "id": confirmation_id})
 
+    async def pending_confirmation_about(self, action: str, key: str, value: str
+                                         ) -> ConfirmationRecord | None:
+        """A pending confirmation of `action` whose payload has key = value (one pairing
+        request per stranger, not one per message)."""
+        async with self.db.sessions() as session:
+            row = (await session.execute(text(
+                f"SELECT {_COLUMNS} FROM confirmations WHERE etat = 'en_attente' "
+                "AND action = :a AND payload->>:k = :v AND expire_le > now() "
+                "ORDER BY id DESC LIMIT 1"), {"a": action, "k": key, "v": value})).one_or_none()
+        return _record(row) if row is not None else None
+
     async def expire_confirmations(self) -> int:
         async with self.db.sessions.begin() as session:
             result = await session.execute(text(

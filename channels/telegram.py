@@ -1,0 +1,267 @@
+"""The Telegram channel: Ludo talks to Axi from his phone.
+
+Long polling inside Axi's own event loop (never PTB's `run_polling`, never its `Updater`,
+which confirms updates to Telegram before they are stored): `Bot.get_updates` fetches a
+batch, every update of it is accepted into the inbox and the next offset is stored in
+`curseurs_canal` in the SAME transaction (`services.accept_batch`), and only then does the
+next `getUpdates` confirm them to Telegram. A crash anywhere re-fetches what was not
+stored, and the (chat id, message id) external id makes a redelivery a no-op.
+
+One poller per bot: a PostgreSQL advisory lock; a second `axi run` on the same database
+sends but does not poll, and says why. `getUpdates` has its own connection pool and a
+watchdog: a poll that has not returned in `watchdog_s` gets a fresh pool. Sending lives in
+channels/telegram_send.py, reading updates in channels/telegram_updates.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field, replace
+
+from telegram import Bot, BotCommand, Update
+from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.request import HTTPXRequest
+
+from bot.channel import ChannelServices, ChunkFn, CursorUpdate, Delivery
+from channels.telegram_send import Pace, Sender, retry_seconds
+from channels.telegram_updates import CHANNEL, Skipped, to_inbound
+
+log = logging.getLogger(__name__)
+
+CURSOR_KEY = "offset"
+ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
+STALE_OFFSET_S = 6 * 24 * 3600.0
+"""After a week without updates Telegram may restart update ids lower than our stored
+offset: past this age the first poll goes without an offset (the dedupe key keeps it safe)."""
+CRASH_ENV = "AXI_TEST_CRASH_AT"
+"""Test-only: `telegram:after_get_updates` kills the process right after a batch is
+fetched and before it is stored (the worst moment), to prove nothing is lost."""
+
+COMMANDS = (("start", "Commencer"), ("aide", "Ce que je sais faire"),
+            ("local", "Ce message ne quitte jamais le serveur"))
+HELP = ("Je suis Axi, l'assistant de l'agence ICI Dordogne. Écris-moi simplement, comme à "
+        "un collègue : je me souviens de nos échanges. /local suivi d'un message : ce "
+        "message reste sur le serveur de l'agence (jamais envoyé à Claude).")
+
+
+class TelegramStartError(RuntimeError):
+    """The Telegram channel cannot work with this configuration."""
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    token: str = field(repr=False)
+    api_url: str
+    file_url: str
+    groups: frozenset[int] = frozenset()
+    max_file_bytes: int = 20 * 1024 * 1024
+    poll_timeout_s: int = 25
+    watchdog_s: float = 90.0
+    retry_s: float = 2.0
+    lock_retry_s: float = 30.0
+    pace: Pace = field(default_factory=Pace)
+
+
+def _cursor_value(offset: int, now: float) -> str:
+    return f"{offset} {int(now)}"
+
+
+def parse_cursor(value: str | None, now: float) -> int | None:
+    """The stored offset, or None when there is none or it is too old to trust."""
+    if not value:
+        return None
+    parts = value.split()
+    try:
+        offset = int(parts[0])
+        stamp = float(parts[1]) if len(parts) > 1 else now
+    except ValueError:
+        return None
+    return None if now - stamp > STALE_OFFSET_S else offset
+
+
+class TelegramChannel:
+    name = CHANNEL
+
+    def __init__(self, config: TelegramConfig):
+        self.config = config
+        self.bot: Bot | None = None
+        self.sender: Sender | None = None
+        self.services: ChannelServices | None = None
+        self.bot_id = 0
+        self.bot_username = ""
+        self.polling = False
+        self.last_poll_ok: float | None = None
+        self.watchdog_restarts = 0
+        self._said_not_polling = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, services: ChannelServices) -> None:
+        cfg = self.config
+        if ":" not in cfg.token:
+            raise TelegramStartError("AXI_TELEGRAM_TOKEN does not look like a bot token "
+                                     "(123456:ABC…); ask @BotFather")
+        self.services = services
+        self.bot = self._new_bot()
+        self.sender = Sender(self.bot, cfg.pace)
+
+    def _new_bot(self) -> Bot:
+        cfg = self.config
+        # sends and getUpdates on separate pools: a wedged poll never blocks a reply
+        return Bot(cfg.token, base_url=cfg.api_url, base_file_url=cfg.file_url,
+                   request=HTTPXRequest(connection_pool_size=16, read_timeout=20.0),
+                   get_updates_request=HTTPXRequest(
+                       connection_pool_size=2, read_timeout=cfg.poll_timeout_s + 10.0))
+
+    async def stop(self) -> None:
+        self.polling = False
+        if self.sender is not None:
+            await self.sender.close()
+        if self.bot is not None:
+            with contextlib.suppress(Exception):
+                await self.bot.shutdown()
+
+    def live(self, conversation: str) -> ChunkFn | None:
+        return self.sender.live(conversation) if self.sender is not None else None
+
+    async def send(self, delivery: Delivery) -> str | None:
+        assert self.sender is not None, "send before start"
+        return await self.sender.send(delivery)
+
+    # ------------------------------------------------------------------ receiving
+    async def run(self) -> None:
+        """Poll while holding the poller lock; without it, keep trying to get it."""
+        assert self.bot is not None and self.services is not None, "run before start"
+        try:
+            await self.bot.initialize()  # getMe: who we are
+        except InvalidToken as exc:
+            raise TelegramStartError(
+                "Telegram refuse le jeton (AXI_TELEGRAM_TOKEN) / Telegram refused the token "
+                "(401): polling stopped; fix the token and restart") from exc
+        self.bot_id, self.bot_username = self.bot.id, self.bot.username or ""
+        await self._register_commands()
+        while True:
+            async with self.services.lock(f"telegram:poller:{self.bot_id}") as mine:
+                if mine:
+                    self._said_not_polling = False
+                    await self._poll()
+                    return
+            if not self._said_not_polling:
+                log.warning("Telegram : un autre processus Axi relève déjà les messages de ce "
+                            "bot ; celui-ci envoie seulement / another axi process polls this "
+                            "bot (two pollers make Telegram answer 409 Conflict and lose "
+                            "updates): this one only sends")
+                self._said_not_polling = True
+            await asyncio.sleep(self.config.lock_retry_s)
+
+    async def _register_commands(self) -> None:
+        assert self.bot is not None
+        try:
+            await self.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
+        except TelegramError as exc:  # nice to have, never fatal
+            log.warning("Telegram commands not registered: %s", exc)
+
+    async def _poll(self) -> None:
+        assert self.bot is not None and self.services is not None
+        cfg = self.config
+        with contextlib.suppress(TelegramError):
+            await self.bot.delete_webhook(drop_pending_updates=False)
+        offset = parse_cursor(await self.services.read_cursor(CHANNEL, CURSOR_KEY), time.time())
+        self.polling = True
+        failures = 0
+        log.info("Telegram : relève des messages de @%s / polling", self.bot_username)
+        while True:
+            try:
+                updates = await asyncio.wait_for(
+                    self.bot.get_updates(offset=offset, timeout=cfg.poll_timeout_s,
+                                         allowed_updates=list(ALLOWED_UPDATES)),
+                    timeout=cfg.watchdog_s)
+            except TimeoutError:
+                self.watchdog_restarts += 1
+                log.warning("Telegram: getUpdates silent for %.0f s: new connection pool",
+                            cfg.watchdog_s)
+                await self._renew_bot()
+                continue
+            except InvalidToken as exc:
+                self.polling = False
+                raise TelegramStartError(
+                    "Telegram refuse le jeton (AXI_TELEGRAM_TOKEN) / Telegram refused the "
+                    "token (401): polling stopped") from exc
+            except Conflict as exc:
+                failures += 1
+                log.warning("Telegram 409 Conflict (%s): another poller or a webhook; "
+                            "backing off", exc)
+                await asyncio.sleep(min(60.0, cfg.retry_s * 2 ** min(failures, 5)))
+                continue
+            except RetryAfter as exc:
+                await asyncio.sleep(retry_seconds(exc))
+                continue
+            except NetworkError as exc:
+                failures += 1
+                log.warning("Telegram getUpdates failed (%s); retrying", exc)
+                await asyncio.sleep(min(60.0, cfg.retry_s * 2 ** min(failures, 5)))
+                continue
+            failures = 0
+            self.last_poll_ok = time.time()
+            if not updates:
+                continue
+            if os.environ.get(CRASH_ENV) == "telegram:after_get_updates":
+                os._exit(137)  # test-only: the worst moment, before anything is stored
+            offset = await self._accept(updates)
+
+    async def _accept(self, updates: tuple[Update, ...]) -> int:
+        """Store a batch and its next offset together; then acknowledge the buttons."""
+        assert self.services is not None and self.bot is not None
+        inbounds, commands = [], []
+        for update in updates:
+            item = to_inbound(update, bot_id=self.bot_id, bot_username=self.bot_username,
+                              groups=self.config.groups)
+            if isinstance(item, Skipped):
+                log.info("Telegram update %s skipped: %s", item.update_id, item.reason)
+                continue
+            command, rest = _command(item.text)
+            if command in ("start", "aide"):
+                commands.append(item)
+                continue
+            if command == "local":
+                if not rest:
+                    commands.append(item)
+                    continue
+                item = replace(item, text=rest, local_only=True)
+            inbounds.append(item)
+        for item in commands:  # help, queued before the offset moves: a key, so never twice
+            with contextlib.suppress(Exception):
+                await self.services.notify(f"telegram:{item.sender}", HELP, kind="notice",
+                                           key=f"telegram:aide:{item.external_id}")
+        next_offset = updates[-1].update_id + 1
+        await self.services.accept_batch(
+            inbounds, CursorUpdate(CHANNEL, CURSOR_KEY, _cursor_value(next_offset, time.time())))
+        for update in updates:
+            if update.callback_query is not None:
+                with contextlib.suppress(TelegramError):
+                    await self.bot.answer_callback_query(update.callback_query.id,
+                                                         text="Reçu, je m'en occupe.")
+        return next_offset
+
+    async def _renew_bot(self) -> None:
+        old = self.bot
+        self.bot = self._new_bot()
+        await self.bot.initialize()
+        if self.sender is not None:
+            self.sender.bot = self.bot
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.shutdown()
+
+
+def _command(text: str) -> tuple[str | None, str]:
+    """'/local@axi_bot texte' → ('local', 'texte'); not a command → (None, text)."""
+    stripped = text.strip()
+    if not stripped.startswith("/"):
+        return None, text
+    head, _, rest = stripped.partition(" ")
+    name = head[1:].split("@", 1)[0].lower()
+    return (name or None), rest.strip()

@@ -1,0 +1,300 @@
+"""Telegram on the way out: replies, notices, pushes and confirmations as Telegram
+messages, and the live feel of a conversation ("typing…", drafts while the model writes).
+
+Text is the model's Markdown turned into Telegram HTML (channels/telegram_format.py),
+split at 4,096 visible characters, the first part threaded to the question; when Telegram
+refuses the HTML the plain text goes instead. A split reply interrupted half-way is resumed
+where it stopped, never resent from the start. Telegram's limits (about one message a
+second per chat, thirty a second overall) are kept here; its `RetryAfter` becomes the
+outbox's `retry_after`. A confirmation carries one button per choice (green "Oui", red
+"Non"); the answer to a button removes the buttons from the question.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+
+from bot.channel import ChunkFn, Delivery, SendError
+from channels.telegram_format import plain_text, split_html, split_message, to_html
+
+log = logging.getLogger(__name__)
+
+BUTTON_STYLES = {"oui": "success", "non": "danger"}
+
+
+@dataclass(frozen=True)
+class Pace:
+    """Every interval the channel waits on, injectable so tests never wait for real."""
+
+    per_chat_s: float = 1.0        # ≈ 1 message a second per chat
+    overall_per_s: int = 30        # ≈ 30 messages a second overall
+    typing_every_s: float = 4.0    # "typing…" lasts ~5 s: renew it before
+    typing_max_s: float = 180.0    # never type for ever (a message that got no reply)
+    draft_every_s: float = 1.0     # at most one draft update a second
+    draft_refresh_s: float = 20.0  # a draft is a ~30 s preview: refresh it while slow
+
+
+def chat_of(conversation: str) -> int | None:
+    """'telegram:1001' → 1001 (a private chat is the user's id)."""
+    _, _, rest = conversation.partition(":")
+    rest = rest.split(":", 1)[0]
+    try:
+        return int(rest)
+    except ValueError:
+        return None
+
+
+class RateLimiter:
+    """Waits so that a chat gets at most one message per `per_chat_s` and the bot at most
+    `overall_per_s` a second."""
+
+    def __init__(self, pace: Pace, clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self.pace = pace
+        self._clock = clock or (lambda: asyncio.get_running_loop().time())
+        self._sleep = sleep
+        self._last: dict[int, float] = {}
+        self._recent: collections.deque[float] = collections.deque()
+        self._lock = asyncio.Lock()
+
+    async def wait(self, chat_id: int) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                while self._recent and now - self._recent[0] >= 1.0:
+                    self._recent.popleft()
+                pause = 0.0
+                if chat_id in self._last:
+                    pause = max(pause, self._last[chat_id] + self.pace.per_chat_s - now)
+                if len(self._recent) >= self.pace.overall_per_s:
+                    pause = max(pause, self._recent[0] + 1.0 - now)
+                if pause <= 0:
+                    break
+                await self._sleep(pause)
+            self._last[chat_id] = now
+            self._recent.append(now)
+
+
+class LiveView:
+    """One conversation's live feel while a reply is prepared: "typing…" renewed until
+    the reply (or a notice) is sent, and, when the reply is streamed, a native draft
+    showing the text so far. Always torn down by `close()` (in a finally)."""
+
+    def __init__(self, bot: Bot, chat_id: int, pace: Pace, draft_id: int):
+        self.bot, self.chat_id, self.pace, self.draft_id = bot, chat_id, pace, draft_id
+        self.text = ""
+        self._shown = ""
+        self._changed = asyncio.Event()
+        self.drafts_ok = True
+        self._tasks = [asyncio.create_task(self._typing(), name=f"typing-{chat_id}")]
+        self._draft_task: asyncio.Task[None] | None = None
+
+    def chunk(self, piece: str) -> None:
+        self.text += piece
+        self._changed.set()
+        if self._draft_task is None and self.drafts_ok:
+            self._draft_task = asyncio.create_task(self._drafts(), name=f"draft-{self.chat_id}")
+            self._tasks.append(self._draft_task)
+
+    async def _typing(self) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.pace.typing_max_s
+        while loop.time() < until:
+            with contextlib.suppress(TelegramError):
+                await self.bot.send_chat_action(self.chat_id, "typing")
+            await asyncio.sleep(self.pace.typing_every_s)
+
+    async def _drafts(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self.pace.draft_refresh_s)
+            self._changed.clear()
+            pause = last + self.pace.draft_every_s - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            text = self.text.strip()
+            if not text:
+                continue
+            shown = split_message(text)[0]
+            try:
+                await self.bot.send_message_draft(self.chat_id, self.draft_id,
+                                                  text=to_html(shown), parse_mode=ParseMode.HTML)
+                self._shown, last = shown, loop.time()
+            except BadRequest as exc:
+                log.info("drafts unavailable in chat %s (%s): the reply comes whole",
+                         self.chat_id, exc)
+                self.drafts_ok = False
+                return
+            except TelegramError:
+                last = loop.time()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class Sender:
+    def __init__(self, bot: Bot, pace: Pace):
+        self.bot = bot
+        self.pace = pace
+        self.limiter = RateLimiter(pace)
+        self._live: dict[str, LiveView] = {}
+        self._closing: set[asyncio.Future[None]] = set()
+        self._parts_sent: dict[int, int] = {}
+        """Parts of a split message already sent (by outbound id): a retry resumes."""
+        self._timeouts: dict[int, int] = {}
+        self._drafts = 0
+        self.uncertain_sends = 0
+        """Sends that timed out after the request left: they may have been delivered."""
+
+    # ------------------------------------------------------------------ live
+    def live(self, conversation: str) -> ChunkFn | None:
+        chat_id = chat_of(conversation)
+        if chat_id is None or conversation.endswith((":boutons", ":non-vérifié")):
+            return None
+        old = self._live.pop(conversation, None)
+        if old is not None:  # a reply that never came (the message waits): stop its view
+            closing = asyncio.ensure_future(old.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        self._drafts += 1
+        view = LiveView(self.bot, chat_id, self.pace, draft_id=self._drafts)
+        self._live[conversation] = view
+        return view.chunk
+
+    async def end_live(self, conversation: str) -> None:
+        view = self._live.pop(conversation, None)
+        if view is not None:
+            await view.close()
+
+    async def close(self) -> None:
+        for conversation in list(self._live):
+            await self.end_live(conversation)
+
+    # ------------------------------------------------------------------ send
+    async def send(self, delivery: Delivery) -> str | None:
+        try:
+            chat_id = int(delivery.address)
+        except ValueError:
+            raise SendError(f"not a Telegram chat id: {delivery.address!r}",
+                            retryable=False) from None
+        await self.end_live(delivery.conversation)
+        try:
+            return await self._send(chat_id, delivery)
+        except RetryAfter as exc:
+            seconds = retry_seconds(exc)
+            raise SendError(f"Telegram asks to wait {seconds:.0f} s", retry_after=seconds) from exc
+        except Forbidden as exc:  # the person blocked the bot, or left
+            raise SendError(f"Telegram refused: {exc}", retryable=False) from exc
+        except InvalidToken as exc:
+            raise SendError("Telegram refused the token (AXI_TELEGRAM_TOKEN)") from exc
+        except TimedOut as exc:
+            # the request may have reached Telegram: retried once at most
+            self.uncertain_sends += 1
+            count = self._timeouts[delivery.message_id] = self._timeouts.get(
+                delivery.message_id, 0) + 1
+            log.warning("sending #%s timed out after the request left (it may have been "
+                        "delivered); %s", delivery.message_id,
+                        "retrying once" if count < 2 else "not retrying again")
+            raise SendError(f"timed out: {exc}", retryable=count < 2) from exc
+        except BadRequest as exc:
+            raise SendError(f"Telegram refused the message: {exc}", retryable=False) from exc
+        except NetworkError as exc:
+            raise SendError(f"network: {exc}") from exc
+
+    async def _send(self, chat_id: int, delivery: Delivery) -> str | None:
+        if delivery.conversation.endswith(":boutons") and delivery.thread_ref:
+            # the answer to a button: the question keeps its text, loses its buttons
+            with contextlib.suppress(TelegramError, ValueError):
+                await self.bot.edit_message_reply_markup(chat_id, int(delivery.thread_ref),
+                                                         reply_markup=None)
+        parts = split_html(to_html(delivery.text))
+        done = self._parts_sent.get(delivery.message_id, 0)
+        last_id: int | None = None
+        for index, part in enumerate(parts):
+            if index < done:
+                continue
+            markup = self._buttons(delivery) if index == len(parts) - 1 else None
+            thread = delivery.thread_ref if index == 0 else None
+            last_id = await self._one(chat_id, part, delivery, thread, markup)
+            self._parts_sent[delivery.message_id] = index + 1
+        for file in delivery.attachments:
+            await self.limiter.wait(chat_id)
+            sent = await self.bot.send_document(
+                chat_id, document=InputFile(file.data, filename=file.filename),
+                caption=None)
+            last_id = sent.message_id
+        self._parts_sent.pop(delivery.message_id, None)
+        self._timeouts.pop(delivery.message_id, None)
+        return str(last_id) if last_id is not None else None
+
+    async def _one(self, chat_id: int, html: str, delivery: Delivery, thread: str | None,
+                   markup: InlineKeyboardMarkup | None) -> int:
+        reply = None
+        if thread is not None and thread.isdigit():
+            reply = ReplyParameters(message_id=int(thread), allow_sending_without_reply=True)
+        await self.limiter.wait(chat_id)
+        try:
+            message = await self.bot.send_message(chat_id, html, parse_mode=ParseMode.HTML,
+                                                  reply_parameters=reply, reply_markup=markup)
+        except BadRequest as exc:
+            if "parse entities" not in str(exc).lower():
+                raise
+            log.warning("Telegram refused the HTML of #%s (%s): sending plain text",
+                        delivery.message_id, exc)
+            await self.limiter.wait(chat_id)
+            message = await self.bot.send_message(chat_id, plain_text_of(html),
+                                                  reply_parameters=reply, reply_markup=markup)
+        return message.message_id
+
+    @staticmethod
+    def _buttons(delivery: Delivery) -> InlineKeyboardMarkup | None:
+        if delivery.kind != "confirmation" or not delivery.choices:
+            return None
+        row = [InlineKeyboardButton(label, callback_data=data[:64],
+                                    style=BUTTON_STYLES.get(data.rsplit(":", 1)[-1]))
+               for label, data in delivery.choices]
+        return InlineKeyboardMarkup([row])
+
+
+def retry_seconds(exc: RetryAfter) -> float:
+    """RetryAfter's wait in seconds (an int today, a timedelta in PTB's next major)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wait = exc.retry_after
+    return wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait)
+
+
+def plain_text_of(html: str) -> str:
+    """The visible text of our own HTML, for Telegram to take as plain text."""
+    import html as html_lib
+    import re
+
+    return html_lib.unescape(re.sub(r"<[^>]+>", "", html))
+
+
+__all__ = ["Pace", "RateLimiter", "Sender", "chat_of", "plain_text", "split_message"]
