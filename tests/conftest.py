@@ -22,12 +22,15 @@ from memory.database import Database, async_url, open_database
 from memory.store import MemoryStore
 from tests.fakes import anthropic_server as _fake_anthropic
 from tests.fakes import ollama_server as _fake_ollama
+from tests.fakes import telegram_server as _fake_telegram
 
 # The loopback Ollama and Anthropic servers, for every test package.
 ollama_server_session = _fake_ollama.ollama_server_session
 ollama_server = _fake_ollama.ollama_server
 anthropic_server_session = _fake_anthropic.anthropic_server_session
 anthropic_server = _fake_anthropic.anthropic_server
+telegram_server_session = _fake_telegram.telegram_server_session
+telegram_server = _fake_telegram.telegram_server
 
 TEST_URL_ENV = "AXI_TEST_DATABASE_URL"
 # The fixtures that reach the database under test. A test using none of them, directly or
