@@ -77,4 +77,5 @@ def telegram_channel(settings: Settings) -> Channel:
     return TelegramChannel(TelegramConfig(
         token=settings.telegram_token.get_secret_value(), api_url=settings.telegram_api_url,
         file_url=settings.telegram_files_url, groups=settings.telegram_group_ids,
-        max_file_bytes=int(settings.telegram_max_file_mb * 1024 * 1024)))
+        max_file_bytes=int(settings.telegram_max_file_mb * 1024 * 1024),
+        webhook_url=settings.telegram_webhook_url))

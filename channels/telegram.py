@@ -17,11 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field, replace
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from telegram import Bot, BotCommand, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
@@ -33,6 +39,7 @@ from channels.telegram_updates import CHANNEL, Skipped, to_inbound
 log = logging.getLogger(__name__)
 
 CURSOR_KEY = "offset"
+WEBHOOK_PATH = "/telegram/webhook"
 ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
 STALE_OFFSET_S = 6 * 24 * 3600.0
 """After a week without updates Telegram may restart update ids lower than our stored
@@ -62,7 +69,9 @@ class TelegramConfig:
     poll_timeout_s: int = 25
     watchdog_s: float = 90.0
     retry_s: float = 2.0
-    lock_retry_s: float = 30.0
+    lock_retry_s: float = 10.0
+    webhook_url: str | None = None
+    max_webhook_bytes: int = 1_000_000
     pace: Pace = field(default_factory=Pace)
 
 
@@ -107,6 +116,11 @@ class TelegramChannel:
         self.services = services
         self.bot = self._new_bot()
         self.sender = Sender(self.bot, cfg.pace)
+        if cfg.webhook_url:
+            if not cfg.webhook_url.startswith("https://"):
+                raise TelegramStartError("AXI_TELEGRAM_WEBHOOK_URL must be an https:// URL "
+                                         "(Telegram calls only https webhooks)")
+            services.mount(WEBHOOK_PATH, Route(WEBHOOK_PATH, self._webhook, methods=["POST"]))
 
     def _new_bot(self) -> Bot:
         cfg = self.config
@@ -143,6 +157,11 @@ class TelegramChannel:
                 "(401): polling stopped; fix the token and restart") from exc
         self.bot_id, self.bot_username = self.bot.id, self.bot.username or ""
         await self._register_commands()
+        if self.config.webhook_url:
+            await self.bot.set_webhook(self.config.webhook_url, secret_token=self.secret,
+                                       allowed_updates=list(ALLOWED_UPDATES))
+            log.info("Telegram : mode webhook (%s) / webhook mode", self.config.webhook_url)
+            await asyncio.Event().wait()  # updates arrive on the HTTP server
         while True:
             async with self.services.lock(f"telegram:poller:{self.bot_id}") as mine:
                 if mine:
@@ -212,7 +231,38 @@ class TelegramChannel:
                 os._exit(137)  # test-only: the worst moment, before anything is stored
             offset = await self._accept(updates)
 
-    async def _accept(self, updates: tuple[Update, ...]) -> int:
+    @property
+    def secret(self) -> str:
+        """The webhook's secret token: derived from the bot token, never stored elsewhere."""
+        return hmac.new(self.config.token.encode(), b"axi-telegram-webhook",
+                        hashlib.sha256).hexdigest()
+
+    async def _webhook(self, request: Request) -> Response:
+        """One update pushed by Telegram: 200 only once it is stored (else Telegram
+        retries); a request without our secret token is refused."""
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(given.encode(), self.secret.encode()):
+            return Response(status_code=401)
+        body = await request.body()
+        if len(body) > self.config.max_webhook_bytes:
+            log.warning("Telegram webhook: %d bytes refused", len(body))
+            return Response(status_code=413)
+        try:
+            update = Update.de_json(json.loads(body), self.bot)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("Telegram webhook: unreadable update dropped (%s)", exc)
+            return Response(status_code=200)  # a retry would not make it readable
+        if update is None:
+            return Response(status_code=200)
+        try:
+            await self._accept((update,), cursor=False)
+        except Exception as exc:
+            log.warning("Telegram webhook: update %s not stored yet (%s): Telegram will "
+                        "retry", update.update_id, exc)
+            return Response(status_code=503)
+        return Response(status_code=200)
+
+    async def _accept(self, updates: tuple[Update, ...], *, cursor: bool = True) -> int:
         """Store a batch and its next offset together; then acknowledge the buttons."""
         assert self.services is not None and self.bot is not None
         inbounds, commands = [], []
@@ -238,7 +288,8 @@ class TelegramChannel:
                                            key=f"telegram:aide:{item.external_id}")
         next_offset = updates[-1].update_id + 1
         await self.services.accept_batch(
-            inbounds, CursorUpdate(CHANNEL, CURSOR_KEY, _cursor_value(next_offset, time.time())))
+            inbounds, CursorUpdate(CHANNEL, CURSOR_KEY, _cursor_value(next_offset, time.time()))
+            if cursor else None)
         for update in updates:
             if update.callback_query is not None:
                 with contextlib.suppress(TelegramError):

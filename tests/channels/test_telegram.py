@@ -150,8 +150,12 @@ async def test_a_429_is_waited_out_and_the_reply_still_goes(
     fake.message(1001, "Bonjour")
     await until(lambda: texts_to(fake, 1001), 20)
     assert len(fake.sent) == 1
-    [msg] = [m for m in await axi.store.replies_to(1)]
-    assert msg.etat == "envoye" and msg.tentatives == 2
+
+    async def sent_once() -> bool:
+        [msg] = await axi.store.replies_to(1)
+        return msg.etat == "envoye" and msg.tentatives == 2  # one 429, then sent
+
+    await until(sent_once, 10)
 
 
 async def test_only_one_poller_per_bot(tg: tuple[Axi, FakeTelegram],
@@ -167,3 +171,111 @@ async def test_only_one_poller_per_bot(tg: tuple[Axi, FakeTelegram],
     finally:
         task.cancel()
         await second.stop()
+
+
+async def test_the_reply_streams_as_drafts_then_one_message(
+    tg: tuple[Axi, FakeTelegram], ollama_server: FakeOllama
+) -> None:
+    _, fake = tg
+    ollama_server.reply = ("Voici le point sur la longère de Vergt : le compromis est signé, "
+                           "le notaire attend le diagnostic, la signature est prévue lundi.")
+    ollama_server.chunk_delay_s = 0.02
+    fake.message(1001, "Où en est la longère ?")
+    await until(lambda: texts_to(fake, 1001), 20)
+    drafts = [c.params.get("text", "") for c in fake.drafts]
+    assert drafts, "no draft while the model wrote"
+    assert all(ollama_server.reply.startswith(d.rstrip(".")[:20]) for d in drafts)
+    assert texts_to(fake, 1001) == [ollama_server.reply]  # one final message, not one per draft
+
+
+async def test_photos_voice_and_foreign_buttons(tg: tuple[Axi, FakeTelegram],
+                                                ollama_server: FakeOllama) -> None:
+    _, fake = tg
+    fake.message(1001, photo=True)
+    await until(lambda: texts_to(fake, 1001), 20)
+    assert "pièces jointes" in texts_to(fake, 1001)[0]
+    fake.callback(1001, "pas-a-nous:1")
+    await until(lambda: len(texts_to(fake, 1001)) == 2, 20)
+    assert texts_to(fake, 1001)[1] == "Je ne reconnais pas ce bouton."
+    talk = [b for b in ollama_server.chat_bodies if not b.get("format")]
+    assert talk == []  # neither reached the model
+
+
+async def test_a_revoked_token_stops_polling_and_shows_in_health(
+    db: Database, database_url: str | None, test_data_dir: Path,
+    ollama_server: FakeOllama, telegram_server: FakeTelegram
+) -> None:
+    await empty_tables(db)
+    cfg = make_settings(ollama_server, None, database_url, test_data_dir)
+    channel = TelegramChannel(telegram_config(telegram_server, token="123456:revoked"))
+    async with Axi(cfg, ChannelSet({"telegram": channel}, frozenset({"telegram"}),
+                                   None)) as axi:
+        await axi.start_channels()
+        await until(lambda: axi.channel_states["telegram"].state == "restarting", 10)
+        report = await axi.health()
+        assert report["status"] == "error"
+        assert "refused the token" in report["channels"]["telegram"]["error"]
+
+
+async def test_a_wedged_poll_gets_a_fresh_pool(
+    db: Database, database_url: str | None, test_data_dir: Path,
+    ollama_server: FakeOllama, telegram_server: FakeTelegram
+) -> None:
+    await empty_tables(db)
+    ollama_server.reply = scripted_reply
+    cfg = make_settings(ollama_server, None, database_url, test_data_dir)
+    channel = TelegramChannel(telegram_config(telegram_server, watchdog_s=0.3,
+                                              poll_timeout_s=1))
+    telegram_server.get_updates_delay_s = 5.0  # every poll hangs past the watchdog
+    async with Axi(cfg, ChannelSet({"telegram": channel}, frozenset({"telegram"}),
+                                   None)) as axi:
+        await axi.store.add_person("Ludo", relation="créateur",
+                                   identities=[("telegram", "1001")])
+        await axi.start_channels()
+        axi.start_loops(extractor=False, maintenance=False, embeddings=False)
+        await until(lambda: channel.watchdog_restarts >= 1, 10)
+        telegram_server.get_updates_delay_s = 0.0
+        telegram_server.message(1001, "Tu es là ?")
+        await until(lambda: texts_to(telegram_server, 1001), 20,
+                    message="polling never recovered after the watchdog")
+
+
+async def test_webhook_mode_checks_the_secret_and_stores_before_200(
+    db: Database, database_url: str | None, test_data_dir: Path,
+    ollama_server: FakeOllama, telegram_server: FakeTelegram
+) -> None:
+    import httpx
+
+    from channels.web import WebChannel
+    await empty_tables(db)
+    ollama_server.reply = scripted_reply
+    cfg = make_settings(ollama_server, None, database_url, test_data_dir)
+    channel = TelegramChannel(telegram_config(
+        telegram_server, webhook_url="https://axi.example.fr/telegram/webhook"))
+    web = WebChannel("127.0.0.1", 0)
+    wiring = ChannelSet({"telegram": channel, "web": web}, frozenset({"telegram"}), None)
+    async with Axi(cfg, wiring) as axi:
+        await axi.store.add_person("Ludo", relation="créateur",
+                                   identities=[("telegram", "1001")])
+        await axi.start_channels()
+        axi.start_loops(extractor=False, maintenance=False, embeddings=False)
+        await until(lambda: telegram_server.webhook, 10)
+        assert telegram_server.webhook_secret == channel.secret
+        update = {"update_id": 500, "message": {
+            "message_id": 7, "date": 1_790_000_000, "text": "Bonjour par webhook",
+            "chat": {"id": 1001, "type": "private"},
+            "from": {"id": 1001, "is_bot": False, "first_name": "Ludo"}}}
+        url = f"http://127.0.0.1:{web.port}/telegram/webhook"
+        async with httpx.AsyncClient() as client:
+            forged = await client.post(url, json=update,
+                                       headers={"X-Telegram-Bot-Api-Secret-Token": "nope"})
+            assert forged.status_code == 401
+            ok = await client.post(url, json=update,
+                                   headers={"X-Telegram-Bot-Api-Secret-Token": channel.secret})
+            assert ok.status_code == 200
+            again = await client.post(url, json=update,
+                                      headers={"X-Telegram-Bot-Api-Secret-Token": channel.secret})
+            assert again.status_code == 200  # a retry by Telegram: the same message
+        await until(lambda: texts_to(telegram_server, 1001), 20)
+        assert len(await axi.store.replies_to(1)) == 1
+        assert telegram_server.calls_to("getUpdates") == []  # no polling in webhook mode

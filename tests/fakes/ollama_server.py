@@ -9,6 +9,7 @@ what was sent (num_ctx, keep_alive, format…). Replies and failures are switcha
     ollama_server.fail_status = 500                    # every /api/chat answers HTTP 500
     ollama_server.models = []                          # model not installed -> 404
     ollama_server.delay_s = 1.0                        # slow: wait before answering
+    ollama_server.chunk_delay_s = 0.1                  # slow writer: between streamed chunks
     ollama_server.error_after_chunks = 2               # error line mid-stream
     ollama_server.prompt_eval_count = None             # omit it (prompt fully cached)
     ollama_server.stop()                               # connection refused; start() again
@@ -73,6 +74,7 @@ class FakeOllama:
         self.fail_status: int | None = None
         self.fail_message = "internal server error"
         self.delay_s = 0.0
+        self.chunk_delay_s = 0.0  # between streamed chunks: a model writing slowly
         self.error_after_chunks: int | None = None
         self.stream_error = "an error was encountered while running the model"
         self.prompt_eval_count: int | str | None = AUTO
@@ -175,7 +177,7 @@ class FakeOllama:
             part = {"model": model, "created_at": _now(),
                     "message": {"role": "assistant", "content": chunk}, "done": False}
             yield (json.dumps(part) + "\n").encode()
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.chunk_delay_s)
         if self.error_after_chunks is not None and self.error_after_chunks >= len(chunks):
             yield (json.dumps({"error": self.stream_error}) + "\n").encode()
             return
