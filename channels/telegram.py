@@ -223,6 +223,12 @@ class TelegramChannel:
                 log.warning("Telegram getUpdates failed (%s); retrying", exc)
                 await asyncio.sleep(min(60.0, cfg.retry_s * 2 ** min(failures, 5)))
                 continue
+            except (TypeError, ValueError, KeyError) as exc:
+                # PTB could not read one update of the batch (a type newer than it knows):
+                # read them one by one, so that one update never blocks all the others
+                log.warning("Telegram: an update PTB cannot read (%s): reading one by one",
+                            exc)
+                updates = await self._fetch_one_by_one(offset)
             failures = 0
             self.last_poll_ok = time.time()
             if not updates:
@@ -296,6 +302,24 @@ class TelegramChannel:
                     await self.bot.answer_callback_query(update.callback_query.id,
                                                          text="Reçu, je m'en occupe.")
         return next_offset
+
+    async def _fetch_one_by_one(self, offset: int | None) -> tuple[Update, ...]:
+        """The pending updates as raw JSON, each read on its own; an unreadable one is
+        logged and replaced by an empty update of its id (so the offset moves past it)."""
+        assert self.bot is not None
+        raw = await self.bot._post("getUpdates", {"offset": offset, "timeout": 0,
+                                                  "allowed_updates": list(ALLOWED_UPDATES)})
+        updates = []
+        for item in raw or []:
+            try:
+                update = Update.de_json(item, self.bot)
+            except (TypeError, ValueError, KeyError) as exc:
+                log.warning("Telegram update %s unreadable, skipped: %s",
+                            item.get("update_id"), exc)
+                update = Update(update_id=int(item["update_id"]))
+            if update is not None:
+                updates.append(update)
+        return tuple(updates)
 
     async def _renew_bot(self) -> None:
         old = self.bot

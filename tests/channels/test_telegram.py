@@ -279,3 +279,12 @@ async def test_webhook_mode_checks_the_secret_and_stores_before_200(
         await until(lambda: texts_to(telegram_server, 1001), 20)
         assert len(await axi.store.replies_to(1)) == 1
         assert telegram_server.calls_to("getUpdates") == []  # no polling in webhook mode
+
+
+async def test_an_update_ptb_cannot_read_blocks_nothing(tg: tuple[Axi, FakeTelegram]) -> None:
+    _, fake = tg
+    fake.raw_update({"message": {"message_id": "pas un nombre", "chat": "rien"}})
+    fake.message(1001, "Et celui-ci ?")
+    await until(lambda: texts_to(fake, 1001), 20,
+                message="one unreadable update blocked the poll")
+    assert texts_to(fake, 1001) == ["Salut, tu peux compter sur moi."]
