@@ -170,6 +170,7 @@ class Axi:
         return ChannelServices(
             accept=self.pipeline.accept, accept_batch=self.pipeline.accept_batch,
             read_cursor=self.store.read_cursor, identify=self._identify,
+            addresses_of=self.store.addresses_on,
             notify=self.notifier.notify, lock=self.store.advisory_lock,
             wait_reply=self.pipeline.wait_reply, health=self.health, clock=self.clock)
 

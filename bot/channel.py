@@ -140,6 +140,8 @@ class ChannelServices:
     """(channel, key) → the stored cursor value, or None."""
     identify: Callable[[str, str], Awaitable[KnownPerson | None]]
     """(channel, verified address) → the person it belongs to, or None."""
+    addresses_of: Callable[[str, frozenset[str]], Awaitable[list[str]]]
+    """(channel, relations) → the addresses there of the people with those relations."""
     notify: NotifyFn
     lock: Callable[[str], AbstractAsyncContextManager[bool]]
     """A PostgreSQL advisory try-lock held for the block: True when this process holds

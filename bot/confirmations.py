@@ -191,4 +191,25 @@ async def pair_identity(ctx: ActionContext) -> str:
     return f"C'est noté : {name} est enregistré comme {relation}."
 
 
-BUILT_IN: dict[str, Action] = {"consignes.remplacer": replace_consignes, PAIRING: pair_identity}
+FORGET = "faits.oublier"
+
+
+async def forget_facts(ctx: ActionContext) -> str:
+    """End the validity of the current facts mentioning the payload's `texte` (kept, never
+    deleted: what Axi believed and until when stays answerable)."""
+    words = str(ctx.payload.get("texte") or "").strip()
+    if len(words) < 2:
+        raise InvalidInput("nothing to forget")
+    rows = await ctx.execute(
+        "UPDATE faits SET valide_jusqu_a = now(), maj_le = now() WHERE valide_jusqu_a IS NULL "
+        "AND axi_pli(sujet || ' ' || predicat || ' ' || objet) LIKE "
+        "'%' || axi_pli(:t) || '%' ESCAPE '\\' RETURNING id",
+        {"t": words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")})
+    count = len(rows.all())
+    if not count:
+        return f"Je n'avais aucun fait sur « {words} » : rien n'a changé."
+    return f"C'est oublié : {count} fait(s) sur « {words} » ne comptent plus."
+
+
+BUILT_IN: dict[str, Action] = {"consignes.remplacer": replace_consignes, PAIRING: pair_identity,
+                               FORGET: forget_facts}

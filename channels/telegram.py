@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from telegram import Bot, BotCommand, Update
+from telegram import Bot, BotCommand, BotCommandScopeChat, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
@@ -50,6 +50,7 @@ fetched and before it is stored (the worst moment), to prove nothing is lost."""
 
 COMMANDS = (("start", "Commencer"), ("aide", "Ce que je sais faire"),
             ("local", "Ce message ne quitte jamais le serveur"))
+"""Everyone's commands; the inner circle's chats also list the core's (bot/commands.py)."""
 HELP = ("Je suis Axi, l'assistant de l'agence ICI Dordogne. Écris-moi simplement, comme à "
         "un collègue : je me souviens de nos échanges. /local suivi d'un message : ce "
         "message reste sur le serveur de l'agence (jamais envoyé à Claude).")
@@ -177,10 +178,22 @@ class TelegramChannel:
             await asyncio.sleep(self.config.lock_retry_s)
 
     async def _register_commands(self) -> None:
-        assert self.bot is not None
+        """Everyone sees /start, /aide, /local; each inner-circle chat also sees the
+        commands its person may use. Failing to register is logged, never fatal."""
+        from bot.commands import SPECS
+        assert self.bot is not None and self.services is not None
+        base = [BotCommand(c, d) for c, d in COMMANDS]
         try:
-            await self.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
-        except TelegramError as exc:  # nice to have, never fatal
+            await self.bot.set_my_commands(base)
+            for relation in sorted({r for spec in SPECS.values() for r in spec.who}):
+                extra = [BotCommand(name, spec.description) for name, spec in SPECS.items()
+                         if relation in spec.who]
+                for address in await self.services.addresses_of(CHANNEL,
+                                                                frozenset({relation})):
+                    if address.lstrip("-").isdigit():
+                        await self.bot.set_my_commands(
+                            base + extra, scope=BotCommandScopeChat(int(address)))
+        except TelegramError as exc:
             log.warning("Telegram commands not registered: %s", exc)
 
     async def _poll(self) -> None:

@@ -45,6 +45,7 @@ FALLBACK_ERRORS: tuple[type[LLMError], ...] = (
 # Errors that say the local server is unhealthy (they count for the circuit breaker).
 HEALTH_ERRORS: tuple[type[LLMError], ...] = (LLMUnavailable, LLMTimeout, ModelNotFound)
 CIRCUIT_OPEN = "circuit_open"
+ASKED = "demande"  # the person asked for the remote model (e.g. Telegram's /claude)
 ERROR_TEXT_LIMIT = 500
 
 
@@ -137,11 +138,16 @@ class Router:
         remote: Callable[[ChatModel, str], Awaitable[T]],
         *,
         local_only: bool,
+        remote_first: bool = False,
     ) -> T:
         """The retry-then-fallback sequence, for every kind of call: `local()` (unless the
         breaker is open), and on an error that means "local cannot answer this now",
         `remote(model, reason)` if falling back is allowed. Each side records its own
-        attempts; `local()` does its own retries (structured output)."""
+        attempts; `local()` does its own retries (structured output). `remote_first`: the
+        person asked for the remote model (same rules: never for local-only content, never
+        past the budget)."""
+        if remote_first:
+            return await remote(await self._check_fallback(ASKED, None, local_only), ASKED)
         cause: LLMError | None = None
         reason = CIRCUIT_OPEN
         if self.breaker.allow():
@@ -155,7 +161,9 @@ class Router:
     async def _check_fallback(self, reason: str, cause: BaseException | None,
                               local_only: bool) -> ChatModel:
         """The remote model, if falling back is allowed; otherwise the right error."""
-        detail = f"{cause}" if cause is not None else "circuit breaker open"
+        detail = (f"{cause}" if cause is not None
+                  else "the remote model was asked for" if reason == ASKED
+                  else "circuit breaker open")
         if local_only:
             raise LocalOnlyUnavailable(
                 f"local model failed ({reason}: {detail}) and this message must never leave "
@@ -216,6 +224,7 @@ class Router:
         json_schema: JsonSchema | None = None,
         local_only: bool = False,
         fallback_messages: list[ChatMessage] | None = None,
+        remote_first: bool = False,
     ) -> Reply:
         """`fallback_messages`: the prompt the remote model gets instead of `messages`
         (the caller left out what must never leave the server)."""
@@ -225,7 +234,8 @@ class Router:
                                            reason=reason)
             return reply
 
-        return await self._local_first(lambda: ask(self.local), ask, local_only=local_only)
+        return await self._local_first(lambda: ask(self.local), ask, local_only=local_only,
+                                       remote_first=remote_first)
 
     async def chat_json(
         self,

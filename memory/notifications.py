@@ -111,3 +111,13 @@ class NotificationsMixin:
         if isinstance(details, str):
             details = json.loads(details)
         return [(r.canal, r.adresse) for r in rows if r.canal is not None], dict(details)
+
+    async def addresses_on(self, canal: str, relations: frozenset[str]) -> list[str]:
+        """The addresses on a channel of the people with one of these relations (e.g.
+        the inner circle's Telegram ids, whose chats get the full command list)."""
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(
+                "SELECT i.adresse FROM identites i JOIN relations r ON r.id = i.relation_id "
+                "WHERE i.canal = :c AND r.relation = ANY(:rels) AND NOT r.bloque "
+                "ORDER BY i.id"), {"c": canal, "rels": sorted(relations)})).all()
+        return [r.adresse for r in rows]

@@ -161,6 +161,8 @@ async def test_a_429_is_waited_out_and_the_reply_still_goes(
 async def test_only_one_poller_per_bot(tg: tuple[Axi, FakeTelegram],
                                        caplog: pytest.LogCaptureFixture) -> None:
     axi, fake = tg
+    first = axi.channels["telegram"]
+    await until(lambda: first.polling, 10)  # type: ignore[attr-defined]
     second = TelegramChannel(telegram_config(fake))
     await second.start(axi.services)
     import asyncio
@@ -288,3 +290,48 @@ async def test_an_update_ptb_cannot_read_blocks_nothing(tg: tuple[Axi, FakeTeleg
     await until(lambda: texts_to(fake, 1001), 20,
                 message="one unreadable update blocked the poll")
     assert texts_to(fake, 1001) == ["Salut, tu peux compter sur moi."]
+
+
+async def test_commands_are_scoped_and_refused_politely(tg: tuple[Axi, FakeTelegram]) -> None:
+    _, fake = tg
+    await until(lambda: len(fake.commands) >= 2, 10, message="commands never registered")
+    default = [c["command"] for c in fake.commands["default"]]
+    assert default == ["start", "aide", "local"]
+    ludo_scope = [k for k in fake.commands if "1001" in k]
+    assert ludo_scope, "Ludo's chat has no command list of its own"
+    ludo = [c["command"] for c in fake.commands[ludo_scope[0]]]
+    assert {"statut", "souvenirs", "consignes", "oublie", "claude"} <= set(ludo)
+    assert not [k for k in fake.commands if "2002" in k]  # the client: default only
+    fake.message(2002, "/statut")
+    await until(lambda: texts_to(fake, 2002), 20)
+    assert texts_to(fake, 2002) == ["Désolé, la commande /statut n'est pas disponible pour vous."]
+    fake.message(1001, "/statut")
+    await until(lambda: texts_to(fake, 1001), 20)
+    assert texts_to(fake, 1001)[0].startswith("Messages en attente : 0 ")  # not itself
+
+
+async def test_ludo_searches_lists_and_forgets_with_his_accord(
+    tg: tuple[Axi, FakeTelegram], ollama_server: FakeOllama
+) -> None:
+    axi, fake = tg
+    await axi.store.remember("Compromis signé pour la longère de Vergt", type="action")
+    await axi.store.add_consigne("Toujours proposer une visite", audience="tous")
+    await axi.store.add_fact("Ludo", "aime", "le golf", relation_id=1)
+    fake.message(1001, "/souvenirs longère")
+    await until(lambda: texts_to(fake, 1001), 20)
+    assert "Compromis signé pour la longère de Vergt" in texts_to(fake, 1001)[0]
+    fake.message(1001, "/consignes")
+    await until(lambda: len(texts_to(fake, 1001)) == 2, 20)
+    assert "Toujours proposer une visite (pour tous)" in texts_to(fake, 1001)[1]
+    fake.message(1001, "/oublie golf")
+    await until(lambda: len(texts_to(fake, 1001)) == 4, 20)  # the answer and the question
+    question = next(m for m in fake.chat_messages(1001) if m.get("reply_markup"))
+    yes = question["reply_markup"]["inline_keyboard"][0][0]
+    assert yes["text"] == "Oui" and yes.get("style") == "success"
+    assert [f.objet for f in await axi.store.facts_about("Ludo", relation_id=1)
+            if f.current and "golf" in f.objet] == ["le golf"]  # nothing before his accord
+    fake.callback(1001, yes["callback_data"], message_id=question["message_id"])
+    await until(lambda: any("C'est oublié" in t for t in texts_to(fake, 1001)), 20)
+    current = [f for f in await axi.store.facts_about("Ludo", relation_id=1) if f.current]
+    assert not [f for f in current if "golf" in f.objet]
+    assert ollama_server.chat_bodies == []  # no model for any of it
