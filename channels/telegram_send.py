@@ -49,6 +49,7 @@ class Pace:
     typing_max_s: float = 180.0    # never type for ever (a message that got no reply)
     draft_every_s: float = 1.0     # at most one draft update a second
     draft_refresh_s: float = 20.0  # a draft is a ~30 s preview: refresh it while slow
+    edit_every_s: float = 1.5      # where drafts fail: edit one message, at this pace
 
 
 def chat_of(conversation: str) -> int | None:
@@ -97,12 +98,18 @@ class LiveView:
     the reply (or a notice) is sent, and, when the reply is streamed, a native draft
     showing the text so far. Always torn down by `close()` (in a finally)."""
 
-    def __init__(self, bot: Bot, chat_id: int, pace: Pace, draft_id: int):
+    def __init__(self, bot: Bot, chat_id: int, pace: Pace, draft_id: int,
+                 limiter: RateLimiter | None = None):
         self.bot, self.chat_id, self.pace, self.draft_id = bot, chat_id, pace, draft_id
+        self.limiter = limiter or RateLimiter(pace)
         self.text = ""
         self._shown = ""
         self._changed = asyncio.Event()
         self.drafts_ok = True
+        self.message_id: int | None = None
+        self.edited_at = 0.0
+        """Where drafts fail: the message being edited as the reply grows (the final
+        reply replaces its text instead of arriving as a second message)."""
         self._tasks = [asyncio.create_task(self._typing(), name=f"typing-{chat_id}")]
         self._draft_task: asyncio.Task[None] | None = None
 
@@ -125,8 +132,11 @@ class LiveView:
         loop = asyncio.get_running_loop()
         last = 0.0
         while True:
-            with contextlib.suppress(TimeoutError):
+            refresh = False
+            try:
                 await asyncio.wait_for(self._changed.wait(), self.pace.draft_refresh_s)
+            except TimeoutError:
+                refresh = True  # a draft lasts ~30 s: show it again while the model is slow
             self._changed.clear()
             pause = last + self.pace.draft_every_s - loop.time()
             if pause > 0:
@@ -135,17 +145,49 @@ class LiveView:
             if not text:
                 continue
             shown = split_message(text)[0]
+            if shown == self._shown and not (refresh and self.drafts_ok):
+                continue
+            if not self.drafts_ok:
+                last = await self._edit(shown, last)
+                continue
             try:
                 await self.bot.send_message_draft(self.chat_id, self.draft_id,
                                                   text=to_html(shown), parse_mode=ParseMode.HTML)
                 self._shown, last = shown, loop.time()
             except BadRequest as exc:
-                log.info("drafts unavailable in chat %s (%s): the reply comes whole",
+                log.info("drafts unavailable in chat %s (%s): editing one message instead",
                          self.chat_id, exc)
                 self.drafts_ok = False
-                return
+                self._changed.set()
             except TelegramError:
                 last = loop.time()
+
+    async def _edit(self, shown: str, last: float) -> float:
+        """The edit fallback: one message, edited no more often than `edit_every_s`."""
+        loop = asyncio.get_running_loop()
+        pause = last + self.pace.edit_every_s - loop.time()
+        if pause > 0:
+            await asyncio.sleep(pause)
+            shown = split_message(self.text.strip())[0]
+        try:
+            if self.message_id is None:
+                await self.limiter.wait(self.chat_id)
+                sent = await self.bot.send_message(self.chat_id, to_html(shown),
+                                                   parse_mode=ParseMode.HTML)
+                self.message_id = sent.message_id
+            else:
+                await self.limiter.wait(self.chat_id)
+                await self.bot.edit_message_text(to_html(shown), chat_id=self.chat_id,
+                                                 message_id=self.message_id,
+                                                 parse_mode=ParseMode.HTML)
+            self._shown = shown
+            self.edited_at = loop.time()
+        except BadRequest as exc:
+            if "not modified" not in str(exc).lower():
+                log.info("live edit refused in chat %s (%s)", self.chat_id, exc)
+        except TelegramError:
+            pass
+        return loop.time()
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -165,6 +207,8 @@ class Sender:
         self._parts_sent: dict[int, int] = {}
         """Parts of a split message already sent (by outbound id): a retry resumes."""
         self._timeouts: dict[int, int] = {}
+        self._editing: dict[int, tuple[int, float]] = {}
+        """A reply whose first part replaces the text of the message streamed by edits."""
         self._drafts = 0
         self.uncertain_sends = 0
         """Sends that timed out after the request left: they may have been delivered."""
@@ -180,14 +224,16 @@ class Sender:
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
         self._drafts += 1
-        view = LiveView(self.bot, chat_id, self.pace, draft_id=self._drafts)
+        view = LiveView(self.bot, chat_id, self.pace, draft_id=self._drafts,
+                        limiter=self.limiter)
         self._live[conversation] = view
         return view.chunk
 
-    async def end_live(self, conversation: str) -> None:
+    async def end_live(self, conversation: str) -> LiveView | None:
         view = self._live.pop(conversation, None)
         if view is not None:
             await view.close()
+        return view
 
     async def close(self) -> None:
         for conversation in list(self._live):
@@ -200,7 +246,9 @@ class Sender:
         except ValueError:
             raise SendError(f"not a Telegram chat id: {delivery.address!r}",
                             retryable=False) from None
-        await self.end_live(delivery.conversation)
+        view = await self.end_live(delivery.conversation)
+        if view is not None and view.message_id is not None and delivery.kind == "reply":
+            self._editing[delivery.message_id] = (view.message_id, view.edited_at)
         try:
             return await self._send(chat_id, delivery)
         except RetryAfter as exc:
@@ -238,7 +286,11 @@ class Sender:
                 continue
             markup = self._buttons(delivery) if index == len(parts) - 1 else None
             thread = delivery.thread_ref if index == 0 else None
-            last_id = await self._one(chat_id, part, delivery, thread, markup)
+            streamed = self._editing.pop(delivery.message_id, None) if index == 0 else None
+            if streamed is not None and await self._finish_edit(chat_id, *streamed, part, markup):
+                last_id = streamed[0]
+            else:
+                last_id = await self._one(chat_id, part, delivery, thread, markup)
             self._parts_sent[delivery.message_id] = index + 1
         for file in delivery.attachments:
             await self.limiter.wait(chat_id)
@@ -248,7 +300,22 @@ class Sender:
             last_id = sent.message_id
         self._parts_sent.pop(delivery.message_id, None)
         self._timeouts.pop(delivery.message_id, None)
+        self._editing.pop(delivery.message_id, None)
         return str(last_id) if last_id is not None else None
+
+    async def _finish_edit(self, chat_id: int, message_id: int, edited_at: float, html: str,
+                           markup: InlineKeyboardMarkup | None) -> bool:
+        """The streamed message takes the reply's final text; False: send it instead."""
+        pause = edited_at + self.pace.edit_every_s - asyncio.get_running_loop().time()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        await self.limiter.wait(chat_id)
+        try:
+            await self.bot.edit_message_text(html, chat_id=chat_id, message_id=message_id,
+                                             parse_mode=ParseMode.HTML, reply_markup=markup)
+        except BadRequest as exc:
+            return "not modified" in str(exc).lower()
+        return True
 
     async def _one(self, chat_id: int, html: str, delivery: Delivery, thread: str | None,
                    markup: InlineKeyboardMarkup | None) -> int:

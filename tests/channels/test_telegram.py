@@ -23,7 +23,7 @@ from tests.fakes.telegram_server import FakeTelegram
 from tests.waiting import until
 
 FAST = Pace(per_chat_s=0.0, overall_per_s=1000, typing_every_s=0.05, typing_max_s=5.0,
-            draft_every_s=0.0, draft_refresh_s=0.2)
+            draft_every_s=0.0, draft_refresh_s=0.2, edit_every_s=0.1)
 
 
 def telegram_config(fake: FakeTelegram, **extra: Any) -> TelegramConfig:
@@ -354,3 +354,19 @@ async def test_forwarded_and_edited_messages_reach_the_model_as_what_they_are(
     last = ollama_server.chat_bodies[-1]["messages"][-1]["content"]
     assert "corrigé son message précédent" in last and "Rendez-vous mercredi" in last
     assert first["text"]
+
+
+async def test_where_drafts_fail_one_message_is_edited_then_completed(
+    tg: tuple[Axi, FakeTelegram], ollama_server: FakeOllama
+) -> None:
+    _, fake = tg
+    fake.fail("sendMessageDraft", 400, times=100, description="Bad Request: drafts disabled")
+    reply = " ".join(f"mot{i}" for i in range(60))
+    ollama_server.reply = reply
+    ollama_server.chunk_delay_s = 0.02
+    fake.message(1001, "Raconte")
+    await until(lambda: any(m.get("text") == reply for m in fake.chat_messages(1001)), 20)
+    assert len(fake.chat_messages(1001)) == 1  # streamed by edits, then completed: one message
+    assert fake.calls_to("editMessageText"), "no live edit"
+    edits = [c.at for c in fake.calls_to("editMessageText")]
+    assert all(b - a >= FAST.edit_every_s * 0.9 for a, b in zip(edits, edits[1:], strict=False))
