@@ -10,6 +10,8 @@ reply, the souvenirs and the "done" mark are committed together.
 
 Outbound: replies wait as `a_envoyer`; the sender claims them the same way, sends, and
 marks them `envoye` with the channel's id (at-least-once; channels dedupe where they can).
+Per conversation in order too: a message waits while an earlier one of its conversation
+is still to send (being sent by another process, or waiting for its retry).
 
 States: entrant en_attente → traite | ignore | erreur; sortant a_envoyer → envoye | echec.
 """
@@ -119,6 +121,12 @@ SELECT {_COLUMNS} FROM messages m
 WHERE m.sens = 'sortant' AND m.etat = 'a_envoyer'
   AND (m.prochain_essai IS NULL OR m.prochain_essai <= now())
   AND m.canal = ANY(:channels)
+  AND NOT EXISTS (
+      SELECT 1 FROM messages p
+      WHERE p.conversation = m.conversation AND p.sens = 'sortant'
+        AND p.etat = 'a_envoyer' AND p.id < m.id
+        -- held until later and never tried (quiet hours): it does not hold others back
+        AND (p.tentatives > 0 OR p.prochain_essai IS NULL OR p.prochain_essai <= now()))
   {{extra}}
 ORDER BY m.id
 LIMIT 1

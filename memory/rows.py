@@ -91,6 +91,10 @@ async def insert_souvenir(session: Any, item: NewSouvenir) -> Any:
 MAX_OUTBOUND_CHARS = 1_000_000
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 
+SENT_ON_ITS_OWN = "envois"
+"""The conversation suffix of what Axi sends on its own (pushes, questions): they keep
+their own order, and a push held for quiet hours never holds a reply back."""
+
 NOT_A_TURN = "avis"
 """Metadata flag of an outbound message that is not part of the conversation's history
 (a notice, a push, a confirmation request): idx_messages_historique's predicate."""
@@ -148,7 +152,7 @@ async def insert_outbound(
         meta[NOT_A_TURN] = True
     return int((await session.execute(_INSERT_OUTBOUND, {
         "c": canal, "a": clean(adresse), "rid": relation_id,
-        "conv": clean(conversation or f"{canal}:{adresse}")[:400],
+        "conv": clean(conversation or f"{canal}:{adresse}:{SENT_ON_ITS_OWN}")[:400],
         "fil": clean(reference_fil)[:400] if reference_fil else None, "t": body,
         "pj": json.dumps(encode_files(files)), "meta": json.dumps(meta), "rep": en_reponse_a,
         "due": due_at})).scalar_one())

@@ -287,6 +287,7 @@ async def test_budget_spent_alerts_ludo_once_and_messages_wait(
         provider="anthropic", model="claude-sonnet-4-6", task="conversation",
         cost_eur=axi.settings.claude_monthly_budget_eur + 0.5)
     ollama_server.stop()
+    await axi.store.add_person("Julie", relation="équipe", identities=[("telegram", "3003")])
     # a one-shot process (`axi ask`) does not spend the month's alert
     probe = await axi.pipeline.accept(telegram("3003", "Premier essai"))
     await run_all(axi)
@@ -474,3 +475,18 @@ async def test_client_cannot_make_axi_forget(axi: Axi) -> None:
 async def test_health(axi: Axi) -> None:
     report = await axi.health()
     assert report["status"] == "ok" and report["database"] == "ok"
+
+
+async def test_a_reply_waiting_for_its_retry_holds_back_the_next_of_its_chat(axi: Axi) -> None:
+    channel = axi.channels["telegram"]
+    channel.fail_next = 1  # type: ignore[attr-defined]
+    first = await axi.pipeline.accept(telegram("1001", "Premier"))
+    second = await axi.pipeline.accept(telegram("1001", "Second"))
+    other = await axi.pipeline.accept(telegram("2002", "Bonjour"))
+    await run_all(axi)
+    assert [d.in_reply_to for d in sent(axi)] == [other]  # another chat is not held back
+    from sqlalchemy import text
+    async with axi.db.engine.begin() as conn:
+        await conn.execute(text("UPDATE messages SET prochain_essai = now() WHERE sens='sortant'"))
+    await run_all(axi)
+    assert [d.in_reply_to for d in sent(axi)] == [other, first, second]

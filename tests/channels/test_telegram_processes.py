@@ -2,8 +2,8 @@
 database and the loopback Ollama: killed between `getUpdates` and storing the batch (the
 test-only crash point `AXI_TEST_CRASH_AT=telegram:after_get_updates`), killed mid-reply,
 and two processes on the same database and bot. Every update is answered exactly once and
-only one process polls; the stopped poller's place is taken. Replies keep a chat's order
-within one process; across two processes they do not yet (the xfail below)."""
+only one process polls; the stopped poller's place is taken. Replies keep a chat's order,
+across processes too (the outbox claims a conversation's messages in order)."""
 
 from __future__ import annotations
 
@@ -251,13 +251,6 @@ async def test_two_processes_one_poller_each_message_answered_once(
     assert POLLING not in other.stderr and NOT_POLLING not in poller.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "DEFECT: two `axi run` on one database send a chat's replies out of order. The outbox "
-    "claim (memory/messages.py _CLAIM_OUTBOUND: ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
-    "has no per-conversation condition, unlike _CLAIM_INBOUND; one process claims the reply "
-    "to question 2 and holds it while its Sender waits the per-chat pace (Pace.per_chat_s, "
-    "1 s, per process), the other process skips that locked row, claims the reply to "
-    "question 3 and sends it at once: Telegram shows the replies threaded to 1, 3, 2"))
 async def test_two_processes_keep_each_chats_order(
     runs: Any, store: MemoryStore, telegram_server: FakeTelegram
 ) -> None:
