@@ -72,13 +72,15 @@ class Delivery:
 class SendError(Exception):
     """A channel could not send. `retryable`: should the outbox try again; `retry_after`:
     seconds the transport asked us to wait (e.g. Telegram's 429), else the outbox's
-    own backoff applies."""
+    own backoff applies. `postponed`: not a failure but a pace (a rate limit): the
+    message goes after `retry_after` and the attempt is not counted against it."""
 
     def __init__(self, message: str, *, retryable: bool = True,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, postponed: bool = False):
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable or postponed
         self.retry_after = retry_after
+        self.postponed = postponed
 
 
 @dataclass(frozen=True)
@@ -204,4 +206,6 @@ class Channel(Protocol):
 
 # Optional, duck-typed: a channel whose addresses name people directly (the console's
 # `--as`) offers `person_of(address) -> int | None`; a channel that can receive what
-# nobody else can (the console) offers `fallback_address`.
+# nobody else can (the console) offers `fallback_address`; a channel that shows activity
+# while a reply is prepared offers `async settle(conversation)`, called when the worker is
+# done with a message (replied, waiting, or ignored).

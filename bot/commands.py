@@ -6,6 +6,7 @@ is decided here too: a command someone may not use gets a polite refusal.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from bot.policy import INNER_CIRCLE, OWNER_RELATION
@@ -27,7 +28,13 @@ class Spec:
     needs_args: bool = False
 
 
+EVERYONE = frozenset({OWNER_RELATION, "administrateur", "équipe", "client", "prospect",
+                      "partenaire", "axis", "autre"})
+
 SPECS: dict[str, Spec] = {
+    "start": Spec(EVERYONE, "Commencer"),
+    "aide": Spec(EVERYONE, "Ce que je sais faire"),
+    "local": Spec(EVERYONE, "Ce message ne quitte jamais le serveur", needs_args=True),
     "statut": Spec(INNER_CIRCLE, "État d'Axi : messages en attente, modèles, budget"),
     "souvenirs": Spec(INNER_CIRCLE, "Chercher dans la mémoire d'Axi", needs_args=True),
     "consignes": Spec(INNER_CIRCLE, "Les consignes en vigueur"),
@@ -37,17 +44,29 @@ SPECS: dict[str, Spec] = {
 }
 
 
+_COMMAND = re.compile(r"/(\S+)\s*(.*)", re.DOTALL)
+
+
+ASKED_OF_A_MODEL = frozenset({"claude", "local"})
+"""Commands whose argument is a message for a model (Claude on purpose; local only)."""
+
+
+def split_command(text: str) -> tuple[str, str] | None:
+    """'/local@axi_bot\nLe prix' → ('local', 'Le prix'): a command ends at any
+    whitespace, a new line included (how it is typed on a phone)."""
+    match = _COMMAND.fullmatch(text.strip())
+    if match is None:
+        return None
+    return match.group(1).split("@", 1)[0].lower(), match.group(2).strip()
+
+
 def parse(text: str) -> Command | None:
     """'/souvenirs@axi_bot longère' → Command('souvenirs', 'longère'); None when the text
     is not one of these commands (then it is an ordinary message)."""
-    stripped = text.strip()
-    if not stripped.startswith("/"):
+    found = split_command(text)
+    if found is None or found[0] not in SPECS:
         return None
-    head, _, rest = stripped.partition(" ")
-    name = head[1:].split("@", 1)[0].lower()
-    if name not in SPECS:
-        return None
-    return Command(name, rest.strip())
+    return Command(*found)
 
 
 def allowed(command: Command, person: PersonRecord | None) -> bool:
@@ -61,7 +80,22 @@ def refusal(command: Command, form: str) -> str:
     return f"Désolé, la commande /{command.name} n'est pas disponible pour vous."
 
 
+def help_text(person: PersonRecord | None) -> str:
+    """What Axi can do, for this person (their own commands only)."""
+    lines = ["Je suis Axi, l'assistant de l'agence ICI Dordogne. Écrivez-moi simplement : "
+             "je me souviens de nos échanges."]
+    if person is not None:
+        mine = [f"/{name} : {spec.description}" for name, spec in SPECS.items()
+                if name not in ("start", "aide", "local")
+                and (person.relation or "") in spec.who]
+        if mine:
+            lines.append("Commandes : " + " ; ".join(mine) + ".")
+    lines.append("/local suivi d'un message : ce message reste sur le serveur de l'agence.")
+    return "\n".join(lines)
+
+
 def missing_args(command: Command) -> str:
     example = {"souvenirs": "/souvenirs longère Vergt", "oublie": "/oublie le golf de Ludo",
+               "local": "/local le prix plancher du vendeur",
                "claude": "/claude rédige une annonce pour la longère"}[command.name]
     return f"Il me manque ce qu'il faut chercher ou faire, par exemple : {example}"

@@ -145,7 +145,8 @@ class Notifier:
             due = self.quiet_hours.hold_until(self.clock().astimezone(self.tz))
         queued = await self.store.queue_notification(
             cle=key, genre=kind, destinataire=who, routes=routes, texte=text, sujet=subject,
-            metadata={"html": html, "cc": list(cc), "reply_to": reply_to},
+            metadata={"html": html, "cc": list(cc), "reply_to": reply_to,
+                      "heures_calmes": due is not None},
             files=[OutboundFile(f.filename, f.content_type, f.data) for f in attachments],
             urgente=urgent, due_at=due)
         if queued.new:

@@ -176,7 +176,12 @@ class Pipeline:
                 channel = self.channels.get(claim.message.canal)
                 if channel is not None:
                     live = channel.live(claim.message.conversation)
-                await self.responder.handle(claim, live=live)
+                try:
+                    await self.responder.handle(claim, live=live)
+                finally:
+                    settle = getattr(channel, "settle", None)  # optional: end "typing…"
+                    if live is not None and settle is not None:
+                        await settle(claim.message.conversation)
         except Exception as exc:
             if handled_id is None:
                 raise
@@ -243,6 +248,9 @@ class Pipeline:
             try:
                 external_id = await self.channels[msg.canal].send(delivery_of(msg))
             except SendError as exc:
+                if exc.postponed:  # a pace, not a failure: later, attempts not counted
+                    await self.store.postpone_outbound(claim, exc.retry_after or 1.0)
+                    return True
                 attempt = msg.tentatives + 1
                 retry = exc.retryable and attempt < backoff.MAX_SEND_ATTEMPTS
                 log.warning("sending #%s on %s failed (%s)%s", msg.id, msg.canal, exc,

@@ -103,8 +103,8 @@ def message_as_read(msg: StoredMessage) -> str:
     as data (never instructions); an edit is a correction of the previous message;
     `/claude question` is the question."""
     source = msg.metadata.get("transfere")
-    command = commands.parse(msg.texte)
-    if command is not None and command.name == "claude":
+    command = None if source else commands.parse(msg.texte)
+    if command is not None and command.name in commands.ASKED_OF_A_MODEL:
         return command.args
     if isinstance(event_from_json(msg.metadata.get("evenement")), Edited):
         return f"[La personne a corrigé son message précédent ; nouvelle version :]\n{msg.texte}"
@@ -208,11 +208,10 @@ class Responder:
         if who.person is None and msg.verifie and msg.canal in PAIRING_CHANNELS:
             await self._stranger(claim, who)
             return
-        command = commands.parse(msg.texte)
-        if command is not None and command.name != "claude":
-            await self._command(claim, who, command)
-            return
-        if command is not None and (not commands.allowed(command, who.person)
+        # a forwarded command is someone else's words: data, never an instruction
+        command = None if msg.metadata.get("transfere") else commands.parse(msg.texte)
+        asked = command is not None and command.name in commands.ASKED_OF_A_MODEL
+        if command is not None and (not asked or not commands.allowed(command, who.person)
                                     or not command.args):
             await self._command(claim, who, command)
             return
@@ -224,7 +223,8 @@ class Responder:
             await self.store.finish_inbound(claim, etat="traite", relation_id=who.relation_id)
             return
         gathered = await self.gather(msg, who)
-        must_stay = who.local_only or bool(msg.metadata.get("local_only"))
+        must_stay = (who.local_only or bool(msg.metadata.get("local_only"))
+                     or (command is not None and command.name == "local"))
         try:
             composed = self.compose(msg, gathered)
         except prompt_builder.PromptTooLarge:
@@ -244,7 +244,7 @@ class Responder:
         try:
             reply = await self._ask(composed.messages, local_only=must_stay or (
                 withheld and fallback is None), fallback=fallback, live=live,
-                remote_first=command is not None)
+                remote_first=command is not None and command.name == "claude")
         except AuthError as exc:
             log.error("LLM configuration error for message #%s: %s", msg.id, exc)
             await self._wait(claim, who, exc)
@@ -365,6 +365,8 @@ class Responder:
             answer = commands.refusal(command, who.form)
         elif commands.SPECS[command.name].needs_args and not command.args:
             answer = commands.missing_args(command)
+        elif command.name in ("start", "aide"):
+            answer = commands.help_text(who.person)
         elif command.name == "statut":
             answer = await self._status()
         elif command.name == "souvenirs":

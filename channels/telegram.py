@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -51,9 +51,6 @@ fetched and before it is stored (the worst moment), to prove nothing is lost."""
 COMMANDS = (("start", "Commencer"), ("aide", "Ce que je sais faire"),
             ("local", "Ce message ne quitte jamais le serveur"))
 """Everyone's commands; the inner circle's chats also list the core's (bot/commands.py)."""
-HELP = ("Je suis Axi, l'assistant de l'agence ICI Dordogne. Écris-moi simplement, comme à "
-        "un collègue : je me souviens de nos échanges. /local suivi d'un message : ce "
-        "message reste sur le serveur de l'agence (jamais envoyé à Claude).")
 
 
 class TelegramStartError(RuntimeError):
@@ -142,6 +139,10 @@ class TelegramChannel:
     def live(self, conversation: str) -> ChunkFn | None:
         return self.sender.live(conversation) if self.sender is not None else None
 
+    async def settle(self, conversation: str) -> None:
+        if self.sender is not None:
+            await self.sender.settle(conversation)
+
     async def send(self, delivery: Delivery) -> str | None:
         assert self.sender is not None, "send before start"
         return await self.sender.send(delivery)
@@ -187,7 +188,9 @@ class TelegramChannel:
             await self.bot.set_my_commands(base)
             for relation in sorted({r for spec in SPECS.values() for r in spec.who}):
                 extra = [BotCommand(name, spec.description) for name, spec in SPECS.items()
-                         if relation in spec.who]
+                         if relation in spec.who and name not in dict(COMMANDS)]
+                if not extra:
+                    continue
                 for address in await self.services.addresses_of(CHANNEL,
                                                                 frozenset({relation})):
                     if address.lstrip("-").isdigit():
@@ -284,27 +287,14 @@ class TelegramChannel:
     async def _accept(self, updates: tuple[Update, ...], *, cursor: bool = True) -> int:
         """Store a batch and its next offset together; then acknowledge the buttons."""
         assert self.services is not None and self.bot is not None
-        inbounds, commands = [], []
+        inbounds = []
         for update in updates:
             item = to_inbound(update, bot_id=self.bot_id, bot_username=self.bot_username,
                               groups=self.config.groups)
             if isinstance(item, Skipped):
                 log.info("Telegram update %s skipped: %s", item.update_id, item.reason)
                 continue
-            command, rest = _command(item.text)
-            if command in ("start", "aide"):
-                commands.append(item)
-                continue
-            if command == "local":
-                if not rest:
-                    commands.append(item)
-                    continue
-                item = replace(item, text=rest, local_only=True)
-            inbounds.append(item)
-        for item in commands:  # help, queued before the offset moves: a key, so never twice
-            with contextlib.suppress(Exception):
-                await self.services.notify(f"telegram:{item.sender}", HELP, kind="notice",
-                                           key=f"telegram:aide:{item.external_id}")
+            inbounds.append(item)  # commands, /local included, are the core's (bot/commands.py)
         next_offset = updates[-1].update_id + 1
         await self.services.accept_batch(
             inbounds, CursorUpdate(CHANNEL, CURSOR_KEY, _cursor_value(next_offset, time.time()))
@@ -343,13 +333,3 @@ class TelegramChannel:
         if old is not None:
             with contextlib.suppress(Exception):
                 await old.shutdown()
-
-
-def _command(text: str) -> tuple[str | None, str]:
-    """'/local@axi_bot texte' → ('local', 'texte'); not a command → (None, text)."""
-    stripped = text.strip()
-    if not stripped.startswith("/"):
-        return None, text
-    head, _, rest = stripped.partition(" ")
-    name = head[1:].split("@", 1)[0].lower()
-    return (name or None), rest.strip()

@@ -37,6 +37,8 @@ from channels.telegram_format import plain_text, split_html, split_message, to_h
 log = logging.getLogger(__name__)
 
 BUTTON_STYLES = {"oui": "success", "non": "danger"}
+POSTPONE_ABOVE_S = 0.25
+"""A chat's turn further away than this: the message returns to the outbox for later."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,12 @@ class RateLimiter:
         self._last: dict[int, float] = {}
         self._recent: collections.deque[float] = collections.deque()
         self._lock = asyncio.Lock()
+
+    def chat_pause(self, chat_id: int) -> float:
+        """How long this chat must still wait before its next message (0: now)."""
+        if chat_id not in self._last:
+            return 0.0
+        return max(0.0, self._last[chat_id] + self.pace.per_chat_s - self._clock())
 
     async def wait(self, chat_id: int) -> None:
         async with self._lock:
@@ -235,6 +243,15 @@ class Sender:
             await view.close()
         return view
 
+    async def settle(self, conversation: str) -> None:
+        """The claim is over: stop "typing…" and drafts (a message that got no reply shows
+        no activity); an edited stream stays known until its reply is sent."""
+        view = self._live.get(conversation)
+        if view is not None:
+            await view.close()
+            if view.message_id is None:
+                self._live.pop(conversation, None)
+
     async def close(self) -> None:
         for conversation in list(self._live):
             await self.end_live(conversation)
@@ -250,10 +267,24 @@ class Sender:
         if view is not None and view.message_id is not None and delivery.kind == "reply":
             self._editing[delivery.message_id] = (view.message_id, view.edited_at)
         try:
+            return await self._attempt(chat_id, delivery)
+        except SendError as exc:
+            if not exc.retryable:  # given up: nothing to resume
+                self._forget(delivery.message_id)
+            raise
+
+    def _forget(self, message_id: int) -> None:
+        self._parts_sent.pop(message_id, None)
+        self._timeouts.pop(message_id, None)
+        self._editing.pop(message_id, None)
+
+    async def _attempt(self, chat_id: int, delivery: Delivery) -> str | None:
+        try:
             return await self._send(chat_id, delivery)
         except RetryAfter as exc:
             seconds = retry_seconds(exc)
-            raise SendError(f"Telegram asks to wait {seconds:.0f} s", retry_after=seconds) from exc
+            raise SendError(f"Telegram asks to wait {seconds:.0f} s", retry_after=seconds,
+                            postponed=True) from exc
         except Forbidden as exc:  # the person blocked the bot, or left
             raise SendError(f"Telegram refused: {exc}", retryable=False) from exc
         except InvalidToken as exc:
@@ -293,14 +324,12 @@ class Sender:
                 last_id = await self._one(chat_id, part, delivery, thread, markup)
             self._parts_sent[delivery.message_id] = index + 1
         for file in delivery.attachments:
-            await self.limiter.wait(chat_id)
+            await self._paced(chat_id)
             sent = await self.bot.send_document(
                 chat_id, document=InputFile(file.data, filename=file.filename),
                 caption=None)
             last_id = sent.message_id
-        self._parts_sent.pop(delivery.message_id, None)
-        self._timeouts.pop(delivery.message_id, None)
-        self._editing.pop(delivery.message_id, None)
+        self._forget(delivery.message_id)
         return str(last_id) if last_id is not None else None
 
     async def _finish_edit(self, chat_id: int, message_id: int, edited_at: float, html: str,
@@ -317,16 +346,28 @@ class Sender:
             return "not modified" in str(exc).lower()
         return True
 
+    async def _paced(self, chat_id: int) -> None:
+        """Wait for the chat's turn; a long wait goes back to the outbox (postponed, not
+        a failure) so that one busy chat never holds up the others' messages."""
+        pause = self.limiter.chat_pause(chat_id)
+        if pause > POSTPONE_ABOVE_S:
+            raise SendError(f"chat {chat_id} paced", retry_after=pause, postponed=True)
+        await self.limiter.wait(chat_id)
+
     async def _one(self, chat_id: int, html: str, delivery: Delivery, thread: str | None,
                    markup: InlineKeyboardMarkup | None) -> int:
         reply = None
         if thread is not None and thread.isdigit():
             reply = ReplyParameters(message_id=int(thread), allow_sending_without_reply=True)
-        await self.limiter.wait(chat_id)
+        await self._paced(chat_id)
         try:
             message = await self.bot.send_message(chat_id, html, parse_mode=ParseMode.HTML,
                                                   reply_parameters=reply, reply_markup=markup)
         except BadRequest as exc:
+            if reply is not None and "not found" in str(exc).lower():
+                log.info("the question of #%s is gone (%s): sent without threading",
+                         delivery.message_id, exc)
+                return await self._one(chat_id, html, delivery, None, markup)
             if "parse entities" not in str(exc).lower():
                 raise
             log.warning("Telegram refused the HTML of #%s (%s): sending plain text",

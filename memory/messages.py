@@ -125,8 +125,9 @@ WHERE m.sens = 'sortant' AND m.etat = 'a_envoyer'
       SELECT 1 FROM messages p
       WHERE p.conversation = m.conversation AND p.sens = 'sortant'
         AND p.etat = 'a_envoyer' AND p.id < m.id
-        -- held until later and never tried (quiet hours): it does not hold others back
-        AND (p.tentatives > 0 OR p.prochain_essai IS NULL OR p.prochain_essai <= now()))
+        -- held for quiet hours: it does not hold others back
+        AND NOT (coalesce((p.metadata->>'heures_calmes')::boolean, false)
+                 AND p.prochain_essai > now()))
   {{extra}}
 ORDER BY m.id
 LIMIT 1
@@ -370,6 +371,13 @@ class MessagesMixin:
             "UPDATE messages SET etat = 'envoye', identifiant_externe = :ext, erreur = NULL, "
             "tentatives = tentatives + 1, maj_le = now() WHERE id = :id",
             {"ext": external_id, "id": claim.message.id})
+        claim.finished = True
+
+    async def postpone_outbound(self, claim: Claim, retry_in_s: float) -> None:
+        """Send later without counting an attempt (the transport set the pace)."""
+        await claim.execute(
+            "UPDATE messages SET prochain_essai = now() + make_interval(secs => :d), "
+            "maj_le = now() WHERE id = :id", {"d": retry_in_s, "id": claim.message.id})
         claim.finished = True
 
     async def mark_send_failed(self, claim: Claim, erreur: str, *, retry_in_s: float | None) -> None:

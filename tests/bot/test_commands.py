@@ -19,6 +19,14 @@ def person(relation: str, blocked: bool = False) -> PersonRecord:
                         jamais_hors_serveur=False)
 
 
+def test_a_command_ends_at_any_whitespace() -> None:
+    assert commands.split_command("/local@axi_test_bot\nle prix\nplancher") == (
+        "local", "le prix\nplancher")
+    assert commands.split_command("/AIDE") == ("aide", "")
+    assert commands.split_command("bonjour /aide") is None
+    assert commands.parse("/claude\trédige") == commands.Command("claude", "rédige")
+
+
 def test_parse_and_permissions() -> None:
     assert commands.parse("/souvenirs@axi_bot longère  Vergt") == commands.Command(
         "souvenirs", "longère  Vergt")

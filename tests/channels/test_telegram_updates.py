@@ -9,7 +9,7 @@ import pytest
 from telegram import Bot, Update
 
 from bot.inbound import ButtonPressed, Edited
-from channels.telegram import STALE_OFFSET_S, _command, parse_cursor
+from channels.telegram import STALE_OFFSET_S, parse_cursor
 from channels.telegram_send import Pace, RateLimiter, chat_of
 from channels.telegram_updates import Skipped, to_inbound
 
@@ -80,10 +80,7 @@ def test_what_is_skipped_says_why() -> None:
     assert isinstance(convert(no_data), Skipped)
 
 
-def test_commands_and_cursor() -> None:
-    assert _command("/local@axi_test_bot le prix plancher") == ("local", "le prix plancher")
-    assert _command("/aide") == ("aide", "")
-    assert _command("bonjour /aide") == (None, "bonjour /aide")
+def test_the_stored_offset() -> None:
     now = float(NOW)
     assert parse_cursor("5 1790000000", now) == 5
     assert parse_cursor(f"5 {int(now - STALE_OFFSET_S - 1)}", now) is None  # poll without it
