@@ -145,9 +145,10 @@ class ChannelServices:
     addresses_of: Callable[[str, frozenset[str]], Awaitable[list[str]]]
     """(channel, relations) → the addresses there of the people with those relations."""
     notify: NotifyFn
-    lock: Callable[[str], AbstractAsyncContextManager[bool]]
-    """A PostgreSQL advisory try-lock held for the block: True when this process holds
-    it (e.g. the one Telegram poller), False when another process does."""
+    lock: Callable[[str], AbstractAsyncContextManager[Any]]
+    """A PostgreSQL advisory try-lock held for the block: truthy when this process holds
+    it (e.g. the one Telegram poller), falsy when another process does; `await
+    held.still_held()` says whether it still does (a dead connection loses it)."""
     wait_reply: Callable[[int, float], Awaitable[ReplyOutcome]]
     """(message id, timeout s) → the reply once committed, or the state at the timeout."""
     health: Callable[[], Awaitable[dict[str, Any]]]

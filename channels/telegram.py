@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -68,6 +69,7 @@ class TelegramConfig:
     watchdog_s: float = 90.0
     retry_s: float = 2.0
     lock_retry_s: float = 10.0
+    lock_check_s: float = 5.0
     webhook_url: str | None = None
     max_webhook_bytes: int = 1_000_000
     pace: Pace = field(default_factory=Pace)
@@ -103,6 +105,7 @@ class TelegramChannel:
         self.polling = False
         self.last_poll_ok: float | None = None
         self.watchdog_restarts = 0
+        self.lock_losses = 0
         self._said_not_polling = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -168,8 +171,10 @@ class TelegramChannel:
             async with self.services.lock(f"telegram:poller:{self.bot_id}") as mine:
                 if mine:
                     self._said_not_polling = False
-                    await self._poll()
-                    return
+                    await self._poll(mine)
+                    log.warning("Telegram : verrou de relève perdu (base redémarrée ?) / "
+                                "poller lock lost: polling stops until it is held again")
+                    continue
             if not self._said_not_polling:
                 log.warning("Telegram : un autre processus Axi relève déjà les messages de ce "
                             "bot ; celui-ci envoie seulement / another axi process polls this "
@@ -199,7 +204,29 @@ class TelegramChannel:
         except TelegramError as exc:
             log.warning("Telegram commands not registered: %s", exc)
 
-    async def _poll(self) -> None:
+    async def _poll(self, held: Any) -> None:
+        """Poll until the poller lock is lost: a watcher checks it every `lock_check_s`
+        and cuts a long poll in flight, so two processes never poll for longer than that."""
+        lost = asyncio.Event()
+
+        async def watch() -> None:
+            never = asyncio.Event()  # a periodic check: nothing wakes it early
+            while await held.still_held():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(never.wait(), self.config.lock_check_s)
+            lost.set()
+
+        watcher = asyncio.create_task(watch(), name="telegram-lock-watch")
+        try:
+            await self._poll_until(lost)
+        finally:
+            self.polling = False
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
+        self.lock_losses += 1
+
+    async def _poll_until(self, lost: asyncio.Event) -> None:
         assert self.bot is not None and self.services is not None
         cfg = self.config
         with contextlib.suppress(TelegramError):
@@ -208,12 +235,14 @@ class TelegramChannel:
         self.polling = True
         failures = 0
         log.info("Telegram : relève des messages de @%s / polling", self.bot_username)
-        while True:
+        while not lost.is_set():
             try:
-                updates = await asyncio.wait_for(
+                updates = await _unless(lost, asyncio.wait_for(
                     self.bot.get_updates(offset=offset, timeout=cfg.poll_timeout_s,
                                          allowed_updates=list(ALLOWED_UPDATES)),
-                    timeout=cfg.watchdog_s)
+                    timeout=cfg.watchdog_s))
+                if updates is None:  # the lock was lost while polling
+                    return
             except TimeoutError:
                 self.watchdog_restarts += 1
                 log.warning("Telegram: getUpdates silent for %.0f s: new connection pool",
@@ -333,3 +362,19 @@ class TelegramChannel:
         if old is not None:
             with contextlib.suppress(Exception):
                 await old.shutdown()
+
+
+async def _unless(stop: asyncio.Event, work: Any) -> Any:
+    """`work`'s result, or None (work cancelled) as soon as `stop` is set."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return None

@@ -31,7 +31,7 @@ def telegram_config(fake: FakeTelegram, **extra: Any) -> TelegramConfig:
     values: dict[str, Any] = {"token": FakeTelegram.TOKEN, "api_url": fake.base_url,
                               "file_url": fake.base_file_url, "poll_timeout_s": 1,
                               "watchdog_s": 5.0, "retry_s": 0.05, "lock_retry_s": 0.1,
-                              "pace": FAST}
+                              "lock_check_s": 0.1, "pace": FAST}
     values.update(extra)
     return TelegramConfig(**values)
 
@@ -402,3 +402,33 @@ async def test_where_drafts_fail_one_message_is_edited_then_completed(
     assert fake.calls_to("editMessageText"), "no live edit"
     edits = [c.at for c in fake.calls_to("editMessageText")]
     assert all(b - a >= FAST.edit_every_s * 0.9 for a, b in pairwise(edits))
+
+
+async def test_a_poller_that_lost_its_lock_stops_polling(tg: tuple[Axi, FakeTelegram]) -> None:
+    import asyncio
+
+    from sqlalchemy import text
+    axi, fake = tg
+    first = axi.channels["telegram"]
+    await until(lambda: first.polling, 10)  # type: ignore[attr-defined]
+    async with axi.db.engine.begin() as conn:  # the lock's connection dies (a DB restart)
+        killed = await conn.scalar(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
+            "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"))
+    assert killed == 1
+    second = TelegramChannel(telegram_config(fake))
+    await second.start(axi.services)
+    task = asyncio.create_task(second.run())
+    try:
+        pollers = lambda: [c.polling for c in (first, second)]  # type: ignore[attr-defined]  # noqa: E731
+        await until(lambda: first.lock_losses == 1, 10)  # type: ignore[attr-defined]
+        await until(lambda: sorted(pollers()) == [False, True], 10)
+        for _ in range(5):  # never two at once afterwards
+            await asyncio.sleep(0.1)
+            assert pollers().count(True) <= 1
+        fake.message(1001, "Toujours là ?")
+        await until(lambda: texts_to(fake, 1001), 20)
+        assert len(texts_to(fake, 1001)) == 1
+    finally:
+        task.cancel()
+        await second.stop()
