@@ -195,19 +195,18 @@ FORGET = "faits.oublier"
 
 
 async def forget_facts(ctx: ActionContext) -> str:
-    """End the validity of the current facts mentioning the payload's `texte` (kept, never
-    deleted: what Axi believed and until when stays answerable)."""
-    words = str(ctx.payload.get("texte") or "").strip()
-    if len(words) < 2:
+    """End the validity of the facts listed in the question Ludo accepted (payload `ids`;
+    kept, never deleted: what Axi believed and until when stays answerable)."""
+    ids = [int(i) for i in ctx.payload.get("ids", []) if str(i).isdigit()]
+    if not ids:
         raise InvalidInput("nothing to forget")
     rows = await ctx.execute(
         "UPDATE faits SET valide_jusqu_a = now(), maj_le = now() WHERE valide_jusqu_a IS NULL "
-        "AND axi_pli(sujet || ' ' || predicat || ' ' || objet) LIKE "
-        "'%' || axi_pli(:t) || '%' ESCAPE '\\' RETURNING id",
-        {"t": words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")})
+        "AND id = ANY(:ids) RETURNING id", {"ids": ids})
     count = len(rows.all())
+    words = ctx.payload.get("texte", "")
     if not count:
-        return f"Je n'avais aucun fait sur « {words} » : rien n'a changé."
+        return f"Ces faits sur « {words} » avaient déjà changé : rien n'a été oublié."
     return f"C'est oublié : {count} fait(s) sur « {words} » ne comptent plus."
 
 

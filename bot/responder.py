@@ -382,14 +382,25 @@ class Responder:
                           f"- {c.texte}" + (" (pour tous)" if c.audience == "tous" else "")
                           for c in listed))
         else:  # oublie: only after Ludo's accord, as every action with side effects
-            assert who.person is not None and self.confirmations is not None
-            await self.confirmations.ask(
-                FORGET, f"Tu m'as demandé d'oublier « {command.args} ». Je mets fin aux "
-                "faits qui en parlent (ils restent dans l'historique) : d'accord ?",
-                {"texte": command.args}, ask=who.person.id, requested_by=who.relation_id)
-            answer = "Je te demande confirmation avant d'oublier quoi que ce soit."
+            answer = await self._ask_to_forget(who, command.args)
         await self.store.queue_notice(claim, answer, relation_id=who.relation_id)
         await self.store.finish_inbound(claim, etat="traite", relation_id=who.relation_id)
+
+    async def _ask_to_forget(self, who: Interlocutor, words: str) -> str:
+        """List what `/oublie words` would end, and ask before doing it."""
+        assert who.person is not None and self.confirmations is not None
+        found = await self.store.facts_mentioning(words, limit=20)
+        if not found:
+            return (f"Je n'ai aucun fait qui parle de « {words} » (mots entiers, au moins "
+                    "trois lettres) : rien à oublier.")
+        listed = "\n".join(f"- {f.sujet} {f.predicat} {f.objet}" for f in found[:10])
+        more = f"\n… et {len(found) - 10} autre(s)" if len(found) > 10 else ""
+        await self.confirmations.ask(
+            FORGET, f"Tu m'as demandé d'oublier « {words} ». Je mettrais fin à ces faits "
+            f"(ils restent dans l'historique) :\n{listed}{more}\nD'accord ?",
+            {"texte": words, "ids": [f.id for f in found]}, ask=who.person.id,
+            requested_by=who.relation_id)
+        return "Je te demande confirmation avant d'oublier quoi que ce soit."
 
     async def _status(self) -> str:
         pending = await self.store.pending_counts()

@@ -267,6 +267,20 @@ class FactsMixin:
             raise NotFound(f"no fact #{fact_id}")
         return _row_to_fact(row)
 
+    async def facts_mentioning(self, words: str, *, limit: int = 50) -> list[FactRecord]:
+        """Current facts (not claims) whose subject, predicate or object holds these
+        words as whole words, accents and case ignored ("le" never matches "Ludovic")."""
+        folded = " ".join(fold(words).split())
+        if len(folded.replace(" ", "")) < 3:
+            return []
+        pattern = r"\m" + re.escape(folded).replace(r"\ ", r"\s+") + r"\M"
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(
+                f"SELECT {_FACT_COLUMNS} FROM faits WHERE valide_jusqu_a IS NULL "
+                "AND selon IS NULL AND lower(axi_pli(sujet || ' ' || predicat || ' ' || objet)) "
+                "~ :p ORDER BY id LIMIT :n"), {"p": pattern, "n": limit})).all()
+        return [_row_to_fact(r) for r in rows]
+
     async def forget_facts_matching(
         self, sujet: str, predicat: str, objet: str | None = None
     ) -> list[FactRecord]:

@@ -60,3 +60,24 @@ async def test_claude_is_asked_directly_for_ludo_only(
     await axi.pipeline.accept(telegram("1001", "/claude le prix plancher ?", local_only=True))
     await run_all(axi)
     assert len(anthropic_server.requests) == 1
+
+
+async def test_forgetting_matches_whole_words_and_lists_them_first(axi: Axi) -> None:
+    for objet in ("le golf", "le site web", "une longère à Vergt"):
+        await axi.store.add_fact("Ludo", "aime" if objet == "le golf" else "a", objet,
+                                 relation_id=1, multi_valued=True)
+    assert await axi.store.facts_mentioning("le") == []  # too short to mean anything
+    assert await axi.store.facts_mentioning("Lu") == []
+    assert [f.objet for f in await axi.store.facts_mentioning("golf")] == ["le golf"]
+    assert [f.objet for f in await axi.store.facts_mentioning("LONGERE")] == [
+        "une longère à Vergt"]
+    assert await axi.store.facts_mentioning("gol") == []  # whole words only
+    assert await axi.store.facts_mentioning("%") == [] and await axi.store.facts_mentioning(
+        ".*.*") == []
+    await axi.pipeline.accept(telegram("1001", "/oublie golf"))
+    await run_all(axi)
+    question = next(d for d in sent(axi) if d.kind == "confirmation")
+    assert "- Ludo aime le golf" in question.text and "site web" not in question.text
+    await axi.pipeline.accept(telegram("1001", "/oublie le"))
+    await run_all(axi)
+    assert "rien à oublier" in sent(axi)[-1].text
