@@ -295,7 +295,8 @@ class Axi:
         report["llm_local"] = self.router.breaker.state
         report["llm_fallback"] = "configured" if self.router.remote is not None else "none"
         report["channels"] = {name: {"state": s.state, "restarts": s.restarts,
-                                     **({"error": s.last_error} if s.last_error else {})}
+                                     **({"error": s.last_error} if s.last_error else {}),
+                                     **_details(self.channels.get(name))}
                               for name, s in self.channel_states.items()}
         if any(s.state != "ok" for s in self.channel_states.values()):
             report["status"] = "error"
@@ -306,3 +307,14 @@ class Axi:
             report["status"] = "error"
             report["stopped_loops"] = dead
         return report
+
+
+def _details(channel: Channel | None) -> dict[str, Any]:
+    """What a channel says of itself in /health (optional `describe()`), never fatal."""
+    describe = getattr(channel, "describe", None)
+    if describe is None:
+        return {}
+    try:
+        return dict(describe())
+    except Exception as exc:
+        return {"describe_error": type(exc).__name__}

@@ -142,6 +142,14 @@ class TelegramChannel:
     def live(self, conversation: str) -> ChunkFn | None:
         return self.sender.live(conversation) if self.sender is not None else None
 
+    def describe(self) -> dict[str, Any]:
+        """For /health: polling or not, the last good poll, the watchdog, sends that timed
+        out after leaving (they may have been delivered twice)."""
+        return {"polling": self.polling, "webhook": bool(self.config.webhook_url),
+                "last_poll_ok": self.last_poll_ok, "watchdog_restarts": self.watchdog_restarts,
+                "lock_losses": self.lock_losses,
+                "uncertain_sends": self.sender.uncertain_sends if self.sender else 0}
+
     async def settle(self, conversation: str) -> None:
         if self.sender is not None:
             await self.sender.settle(conversation)
