@@ -249,7 +249,10 @@ class Pipeline:
                 external_id = await self.channels[msg.canal].send(delivery_of(msg))
             except SendError as exc:
                 if exc.postponed:  # a pace, not a failure: later, attempts not counted
-                    await self.store.postpone_outbound(claim, exc.retry_after or 1.0)
+                    pace = exc.retry_after or 1.0
+                    await self.store.postpone_outbound(claim, pace)
+                    # come back exactly then, not at the next poll
+                    asyncio.get_running_loop().call_later(pace + 0.02, self._wake_outbox.set)
                     return True
                 attempt = msg.tentatives + 1
                 retry = exc.retryable and attempt < backoff.MAX_SEND_ATTEMPTS

@@ -373,16 +373,16 @@ class TelegramChannel:
 
 
 async def _unless(stop: asyncio.Event, work: Any) -> Any:
-    """`work`'s result, or None (work cancelled) as soon as `stop` is set."""
+    """`work`'s result, or None (work cancelled) as soon as `stop` is set. Cancelled
+    itself, it cancels `work` and waits for it: no task is left behind."""
     task = asyncio.ensure_future(work)
     stopper = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopper.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    return None
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    return task.result() if not task.cancelled() else None

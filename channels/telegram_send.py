@@ -45,7 +45,8 @@ POSTPONE_ABOVE_S = 0.25
 class Pace:
     """Every interval the channel waits on, injectable so tests never wait for real."""
 
-    per_chat_s: float = 1.0        # ≈ 1 message a second per chat
+    per_chat_s: float = 1.1        # ≈ 1 message a second per chat, with a margin (Telegram
+                                   # counts arrivals; requests do not all take as long)
     overall_per_s: int = 30        # ≈ 30 messages a second overall
     typing_every_s: float = 4.0    # "typing…" lasts ~5 s: renew it before
     typing_max_s: float = 180.0    # never type for ever (a message that got no reply)
@@ -211,6 +212,9 @@ class Sender:
         self.pace = pace
         self.limiter = RateLimiter(pace)
         self._live: dict[str, LiveView] = {}
+        self._streamed: dict[str, collections.deque[tuple[int, float]]] = {}
+        """Per conversation, the messages streamed by edits whose reply is still to send,
+        oldest first (replies leave in the order their messages were answered)."""
         self._closing: set[asyncio.Future[None]] = set()
         self._parts_sent: dict[int, int] = {}
         """Parts of a split message already sent (by outbound id): a retry resumes."""
@@ -237,20 +241,21 @@ class Sender:
         self._live[conversation] = view
         return view.chunk
 
-    async def end_live(self, conversation: str) -> LiveView | None:
+    async def end_live(self, conversation: str) -> None:
         view = self._live.pop(conversation, None)
         if view is not None:
             await view.close()
-        return view
 
     async def settle(self, conversation: str) -> None:
         """The claim is over: stop "typing…" and drafts (a message that got no reply shows
-        no activity); an edited stream stays known until its reply is sent."""
-        view = self._live.get(conversation)
-        if view is not None:
-            await view.close()
-            if view.message_id is None:
-                self._live.pop(conversation, None)
+        no activity); a message streamed by edits waits for its reply to complete it."""
+        view = self._live.pop(conversation, None)
+        if view is None:
+            return
+        await view.close()
+        if view.message_id is not None:
+            queue = self._streamed.setdefault(conversation, collections.deque(maxlen=16))
+            queue.append((view.message_id, view.edited_at))
 
     async def close(self) -> None:
         for conversation in list(self._live):
@@ -263,9 +268,9 @@ class Sender:
         except ValueError:
             raise SendError(f"not a Telegram chat id: {delivery.address!r}",
                             retryable=False) from None
-        view = await self.end_live(delivery.conversation)
-        if view is not None and view.message_id is not None and delivery.kind == "reply":
-            self._editing[delivery.message_id] = (view.message_id, view.edited_at)
+        streamed = self._streamed.get(delivery.conversation)
+        if streamed and delivery.kind == "reply" and delivery.message_id not in self._editing:
+            self._editing[delivery.message_id] = streamed.popleft()
         try:
             return await self._attempt(chat_id, delivery)
         except SendError as exc:
