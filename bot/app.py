@@ -19,7 +19,7 @@ from uuid import uuid4
 
 from sqlalchemy import text
 
-from bot import backoff
+from bot import backoff, commands
 from bot.alerts import budget_with_alert
 from bot.channel import Channel, ChannelServices, ChannelSet, KnownPerson, ReplyOutcome
 from bot.config import Settings
@@ -172,7 +172,8 @@ class Axi:
             read_cursor=self.store.read_cursor, identify=self._identify,
             addresses_of=self.store.addresses_on,
             notify=self.notifier.notify, lock=self.store.advisory_lock,
-            wait_reply=self.pipeline.wait_reply, health=self.health, clock=self.clock)
+            wait_reply=self.pipeline.wait_reply, health=self.health, clock=self.clock,
+            commands=commands.menus())
 
     # ------------------------------------------------------------------ loops
     def start_loops(self, *, worker: bool = True, outbox: bool = True,
@@ -267,7 +268,9 @@ class Axi:
                 break  # an earlier message waits for a model: so does this one
             # another process is answering an earlier message: wait for it
             await self.pipeline.wait_reply(message_id, min(1.0, deadline - loop.time()))
-        while await self.pipeline.deliver_one(replying_to=message_id):
+        # this conversation's replies, in order: earlier ones (answered here just now, or
+        # waiting since an outage) go first, so the terminal shows them too
+        while await self.pipeline.deliver_one(conversation=conversation):
             pass
         return await self.pipeline.wait_reply(message_id, 0.0)
 

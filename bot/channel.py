@@ -153,6 +153,9 @@ class ChannelServices:
     """(message id, timeout s) → the reply once committed, or the state at the timeout."""
     health: Callable[[], Awaitable[dict[str, Any]]]
     clock: Callable[[], datetime]
+    commands: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """The core's commands per relation: (name, French description), for channels that
+    show a menu (Telegram's setMyCommands)."""
     routes: list[tuple[str, Any]] = field(default_factory=list)
     """HTTP routes channels add before the HTTP server starts: (path, ASGI app or
     route object); the web channel mounts them."""

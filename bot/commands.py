@@ -99,3 +99,10 @@ def missing_args(command: Command) -> str:
                "local": "/local le prix plancher du vendeur",
                "claude": "/claude rédige une annonce pour la longère"}[command.name]
     return f"Il me manque ce qu'il faut chercher ou faire, par exemple : {example}"
+
+
+def menus() -> dict[str, list[tuple[str, str]]]:
+    """Per relation, the commands its people may use (for a channel's menu)."""
+    relations = sorted({r for spec in SPECS.values() for r in spec.who})
+    return {relation: [(name, spec.description) for name, spec in SPECS.items()
+                       if relation in spec.who] for relation in relations}

@@ -238,10 +238,12 @@ class Pipeline:
             waker.cancel()
 
     # ---------------------------------------------------------------- 4. outbox
-    async def deliver_one(self, *, replying_to: int | None = None) -> bool:
-        """Send the next queued message through its channel. False if none."""
-        async with self.store.claim_outbound(list(self.channels),
-                                             replying_to=replying_to) as claim:
+    async def deliver_one(self, *, replying_to: int | None = None,
+                          conversation: str | None = None) -> bool:
+        """Send the next queued message through its channel (optionally: the reply to one
+        message, or the next of one conversation). False if none."""
+        async with self.store.claim_outbound(list(self.channels), replying_to=replying_to,
+                                             conversation=conversation) as claim:
             if claim is None:
                 return False
             msg = claim.message

@@ -194,14 +194,13 @@ class TelegramChannel:
     async def _register_commands(self) -> None:
         """Everyone sees /start, /aide, /local; each inner-circle chat also sees the
         commands its person may use. Failing to register is logged, never fatal."""
-        from bot.commands import SPECS
         assert self.bot is not None and self.services is not None
         base = [BotCommand(c, d) for c, d in COMMANDS]
         try:
             await self.bot.set_my_commands(base)
-            for relation in sorted({r for spec in SPECS.values() for r in spec.who}):
-                extra = [BotCommand(name, spec.description) for name, spec in SPECS.items()
-                         if relation in spec.who and name not in dict(COMMANDS)]
+            for relation, menu in sorted(self.services.commands.items()):
+                extra = [BotCommand(name, description) for name, description in menu
+                         if name not in dict(COMMANDS)]
                 if not extra:
                     continue
                 for address in await self.services.addresses_of(CHANNEL,

@@ -340,14 +340,18 @@ class MessagesMixin:
 
     @asynccontextmanager
     async def claim_outbound(
-        self, channels: Sequence[str], *, replying_to: int | None = None
+        self, channels: Sequence[str], *, replying_to: int | None = None,
+        conversation: str | None = None,
     ) -> AsyncIterator[Claim | None]:
         """Hold the next message to send on these channels (optionally: a reply to one
-        given inbound message)."""
+        given inbound message, or the next of one conversation)."""
         extra = "AND m.en_reponse_a = :rep" if replying_to is not None else ""
+        if conversation is not None:
+            extra += " AND m.conversation = :conv"
         async with self.db.sessions() as session, session.begin():
             row = (await session.execute(text(_CLAIM_OUTBOUND.format(extra=extra)),
-                                         {"channels": list(channels), "rep": replying_to})
+                                         {"channels": list(channels), "rep": replying_to,
+                                          "conv": conversation})
                    ).one_or_none()
             yield Claim(session, _row(row)) if row is not None else None
 

@@ -393,7 +393,10 @@ async def test_forwarded_and_edited_messages_reach_the_model_as_what_they_are(
 async def test_where_drafts_fail_one_message_is_edited_then_completed(
     tg: tuple[Axi, FakeTelegram], ollama_server: FakeOllama
 ) -> None:
-    _, fake = tg
+    axi, fake = tg
+    from dataclasses import replace
+    sender = axi.channels["telegram"].sender  # type: ignore[attr-defined]
+    sender.pace = replace(FAST, edit_every_s=0.3)  # wide enough to see under load
     fake.fail("sendMessageDraft", 400, times=100, description="Bad Request: drafts disabled")
     reply = " ".join(f"mot{i}" for i in range(60))
     ollama_server.reply = reply
@@ -403,7 +406,8 @@ async def test_where_drafts_fail_one_message_is_edited_then_completed(
     assert len(fake.chat_messages(1001)) == 1  # streamed by edits, then completed: one message
     assert fake.calls_to("editMessageText"), "no live edit"
     edits = [c.at for c in fake.calls_to("editMessageText")]
-    assert all(b - a >= FAST.edit_every_s * 0.9 for a, b in pairwise(edits))
+    # arrival times at the fake: a request may travel faster than the one before it
+    assert all(b - a >= 0.2 for a, b in pairwise(edits))
 
 
 async def test_a_poller_that_lost_its_lock_stops_polling(tg: tuple[Axi, FakeTelegram]) -> None:
