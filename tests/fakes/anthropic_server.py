@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.loopback import LoopbackServer, loopback_fixtures
 from tests.fakes.ollama_server import Recorded, split_words
 
 ReplyScript = str | Callable[[dict[str, Any]], str]
@@ -158,22 +157,4 @@ class FakeAnthropic:
 
 
 # ---------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def anthropic_server_session() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def anthropic_server(anthropic_server_session: FakeAnthropic) -> Iterator[FakeAnthropic]:
-    """The fake Anthropic API, running, with default behaviour and no recorded requests."""
-    fake = anthropic_server_session
-    fake.reset()
-    fake.start()
-    yield fake
-    fake.reset()
-    fake.start()
+anthropic_server_session, anthropic_server = loopback_fixtures(FakeAnthropic, "anthropic_server")

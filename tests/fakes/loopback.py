@@ -11,8 +11,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 
@@ -84,3 +86,28 @@ def closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def loopback_fixtures(factory: Callable[[], Any], name: str) -> tuple[Any, Any]:
+    """The two fixtures of a loopback fake: `<name>_session` (started once per session)
+    and `<name>` (the same server, reset and running, for one test)."""
+
+    @pytest.fixture(scope="session", name=f"{name}_session")
+    def session_fixture() -> Iterator[Any]:
+        fake = factory()
+        fake.start()
+        try:
+            yield fake
+        finally:
+            fake.stop()
+
+    @pytest.fixture(name=name)
+    def fixture(request: pytest.FixtureRequest) -> Iterator[Any]:
+        fake = request.getfixturevalue(f"{name}_session")
+        fake.reset()
+        fake.start()
+        yield fake
+        fake.reset()
+        fake.start()
+
+    return session_fixture, fixture

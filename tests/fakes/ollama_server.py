@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from bot.config import DEFAULT_LOCAL_MODEL
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.loopback import LoopbackServer, loopback_fixtures
 
 AUTO = "auto"
 ReplyScript = str | Callable[[dict[str, Any]], str]
@@ -239,23 +238,5 @@ class FakeOllama:
 
 
 # ---------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def ollama_server_session() -> Iterator[FakeOllama]:
-    fake = FakeOllama()
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def ollama_server(ollama_server_session: FakeOllama) -> Iterator[FakeOllama]:
-    """The fake Ollama, running, with default behaviour and no recorded requests."""
-    fake = ollama_server_session
-    fake.reset()
-    fake.start()
-    yield fake
-    fake.reset()
-    fake.start()
+ollama_server_session, ollama_server = loopback_fixtures(FakeOllama, "ollama_server")
 

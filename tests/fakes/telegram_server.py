@@ -37,19 +37,17 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.loopback import LoopbackServer, loopback_fixtures
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -1006,22 +1004,4 @@ def _public(message: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def telegram_server_session() -> Iterator[FakeTelegram]:
-    fake = FakeTelegram()
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def telegram_server(telegram_server_session: FakeTelegram) -> Iterator[FakeTelegram]:
-    """The loopback Bot API, running, with no updates, calls or failures."""
-    fake = telegram_server_session
-    fake.reset()
-    fake.start()
-    yield fake
-    fake.reset()
-    fake.start()
+telegram_server_session, telegram_server = loopback_fixtures(FakeTelegram, "telegram_server")
