@@ -34,6 +34,7 @@ from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, Tel
 from telegram.request import HTTPXRequest
 
 from bot.channel import ChannelServices, ChunkFn, CursorUpdate, Delivery
+from bot.inbound import Inbound
 from channels.telegram_send import Pace, Sender, retry_seconds
 from channels.telegram_updates import CHANNEL, Skipped, to_inbound
 
@@ -45,6 +46,7 @@ ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
 STALE_OFFSET_S = 6 * 24 * 3600.0
 """After a week without updates Telegram may restart update ids lower than our stored
 offset: past this age the first poll goes without an offset (the dedupe key keeps it safe)."""
+KNOWN_TTL_S = 30.0
 CRASH_ENV = "AXI_TEST_CRASH_AT"
 """Test-only: `telegram:after_get_updates` kills the process right after a batch is
 fetched and before it is stored (the worst moment), to prove nothing is lost."""
@@ -106,6 +108,10 @@ class TelegramChannel:
         self.last_poll_ok: float | None = None
         self.watchdog_restarts = 0
         self.lock_losses = 0
+        self._background: set[asyncio.Task[None]] = set()
+        self._known: dict[str, tuple[bool, float]] = {}
+        """Whether a sender is a known, unblocked person (for the placeholder only: the
+        worker identifies every message itself), for KNOWN_TTL_S."""
         self._said_not_polling = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -133,6 +139,8 @@ class TelegramChannel:
 
     async def stop(self) -> None:
         self.polling = False
+        for task in list(self._background):
+            task.cancel()
         if self.sender is not None:
             await self.sender.close()
         if self.bot is not None:
@@ -331,6 +339,7 @@ class TelegramChannel:
                 log.info("Telegram update %s skipped: %s", item.update_id, item.reason)
                 continue
             inbounds.append(item)  # commands, /local included, are the core's (bot/commands.py)
+        await self._placeholders(inbounds)
         next_offset = updates[-1].update_id + 1
         await self.services.accept_batch(
             inbounds, CursorUpdate(CHANNEL, CURSOR_KEY, _cursor_value(next_offset, time.time()))
@@ -359,6 +368,27 @@ class TelegramChannel:
             if update is not None:
                 updates.append(update)
         return tuple(updates)
+
+    async def _placeholders(self, inbounds: list[Inbound]) -> None:
+        """"…" at once for the known people's messages (never for strangers, blocked
+        people or buttons: nothing will stream for them)."""
+        if self.sender is None or self.services is None or not self.sender.drafts_wanted:
+            return
+        now = time.monotonic()
+        for item in inbounds:
+            if item.event is not None or not item.text.strip():
+                continue
+            cached = self._known.get(item.sender)
+            if cached is None or now - cached[1] > KNOWN_TTL_S:
+                person = await self.services.identify(CHANNEL, item.sender)
+                cached = (person is not None and not person.blocked, now)
+                if len(self._known) > 10_000:
+                    self._known.clear()
+                self._known[item.sender] = cached
+            if cached[0]:
+                task = asyncio.create_task(self.sender.placeholder(f"{CHANNEL}:{item.sender}"))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     async def _renew_bot(self) -> None:
         old = self.bot

@@ -213,6 +213,9 @@ class Sender:
         self.limiter = RateLimiter(pace)
         self._live: dict[str, LiveView] = {}
         self._streamed: dict[str, collections.deque[tuple[int, float]]] = {}
+        self._reserved: dict[str, collections.deque[int]] = {}
+        """Per conversation, the draft ids of placeholders shown for fetched messages, for
+        the live views of their replies, oldest first."""
         """Per conversation, the messages streamed by edits whose reply is still to send,
         oldest first (replies leave in the order their messages were answered)."""
         self._closing: set[asyncio.Future[None]] = set()
@@ -222,6 +225,8 @@ class Sender:
         self._editing: dict[int, tuple[int, float]] = {}
         """A reply whose first part replaces the text of the message streamed by edits."""
         self._drafts = 0
+        self.drafts_wanted = True
+        """Placeholders and drafts are shown (off for chats where Telegram refuses them)."""
         self.uncertain_sends = 0
         """Sends that timed out after the request left: they may have been delivered."""
 
@@ -235,11 +240,27 @@ class Sender:
             closing = asyncio.ensure_future(old.close())
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
-        self._drafts += 1
-        view = LiveView(self.bot, chat_id, self.pace, draft_id=self._drafts,
+        reserved = self._reserved.get(conversation)
+        view = LiveView(self.bot, chat_id, self.pace,
+                        draft_id=reserved.popleft() if reserved else self._next_draft_id(),
                         limiter=self.limiter)
         self._live[conversation] = view
         return view.chunk
+
+    def _next_draft_id(self) -> int:
+        self._drafts += 1
+        return self._drafts
+
+    async def placeholder(self, conversation: str) -> None:
+        """Show "…" in the chat as soon as a message is fetched, before it is even stored:
+        the draft the reply will stream into (same draft id, so Telegram animates it)."""
+        chat_id = chat_of(conversation)
+        if chat_id is None:
+            return
+        draft_id = self._next_draft_id()
+        self._reserved.setdefault(conversation, collections.deque(maxlen=32)).append(draft_id)
+        with contextlib.suppress(TelegramError):
+            await self.bot.send_message_draft(chat_id, draft_id, text="…")
 
     async def end_live(self, conversation: str) -> None:
         view = self._live.pop(conversation, None)

@@ -145,6 +145,7 @@ async def test_blocked_people_and_strangers_get_no_help_and_no_typing(
     await until(lambda: axi.store.pending_counts(), 5)
     assert texts_to(fake, 3003) == [STRANGER_NOTICE] and texts_to(fake, 4004) == []
     assert len(texts_to(fake, 1001)) == 1
+    assert not [c for c in fake.drafts if c.params.get("chat_id") in (3003, 4004, "3003", "4004")]
     typing_to_blocked = [c for c in fake.calls_to("sendChatAction")
                          if c.params.get("chat_id") in (4004, "4004")]
     assert len(typing_to_blocked) <= 1  # at most the one sent as the claim began
@@ -218,8 +219,11 @@ async def test_the_reply_streams_as_drafts_then_one_message(
     fake.message(1001, "Où en est la longère ?")
     await until(lambda: texts_to(fake, 1001), 20)
     drafts = [c.params.get("text", "") for c in fake.drafts]
-    assert drafts, "no draft while the model wrote"
-    assert all(ollama_server.reply.startswith(d.rstrip(".")[:20]) for d in drafts)
+    assert drafts[0] == "…"  # shown as soon as the message was fetched
+    assert len({c.params.get("draft_id") for c in fake.drafts}) == 1  # one draft, animated
+    streamed = drafts[1:]
+    assert streamed, "no draft while the model wrote"
+    assert all(ollama_server.reply.startswith(d.rstrip(".")[:20]) for d in streamed)
     assert texts_to(fake, 1001) == [ollama_server.reply]  # one final message, not one per draft
 
 
