@@ -174,7 +174,8 @@ class Pipeline:
                 handled_id = claim.message.id
                 live = None
                 channel = self.channels.get(claim.message.canal)
-                if channel is not None:
+                if channel is not None and not claim.message.metadata.get("evenement"):
+                    # a button pressed needs no model: nothing to show while it is settled
                     live = channel.live(claim.message.conversation)
                 try:
                     await self.responder.handle(claim, live=live)

@@ -29,7 +29,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from telegram import Bot, BotCommand, BotCommandScopeChat, Update
+from telegram import Bot, BotCommand, BotCommandScopeChat, Message, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
@@ -345,10 +345,15 @@ class TelegramChannel:
             inbounds, CursorUpdate(CHANNEL, CURSOR_KEY, _cursor_value(next_offset, time.time()))
             if cursor else None)
         for update in updates:
-            if update.callback_query is not None:
+            query = update.callback_query
+            if query is not None:  # stored: acknowledge, and the question loses its buttons
                 with contextlib.suppress(TelegramError):
-                    await self.bot.answer_callback_query(update.callback_query.id,
-                                                         text="Reçu, je m'en occupe.")
+                    await self.bot.answer_callback_query(query.id, text="Reçu, je m'en occupe.")
+                anchor = query.message
+                if isinstance(anchor, Message) and anchor.reply_markup is not None:
+                    with contextlib.suppress(TelegramError):
+                        await self.bot.edit_message_reply_markup(
+                            anchor.chat.id, anchor.message_id, reply_markup=None)
         return next_offset
 
     async def _fetch_one_by_one(self, offset: int | None) -> tuple[Update, ...]:

@@ -233,7 +233,7 @@ class Sender:
     # ------------------------------------------------------------------ live
     def live(self, conversation: str) -> ChunkFn | None:
         chat_id = chat_of(conversation)
-        if chat_id is None or conversation.endswith((":boutons", ":non-vérifié")):
+        if chat_id is None:
             return None
         old = self._live.pop(conversation, None)
         if old is not None:  # a reply that never came (the message waits): stop its view
@@ -330,11 +330,6 @@ class Sender:
             raise SendError(f"network: {exc}") from exc
 
     async def _send(self, chat_id: int, delivery: Delivery) -> str | None:
-        if delivery.conversation.endswith(":boutons") and delivery.thread_ref:
-            # the answer to a button: the question keeps its text, loses its buttons
-            with contextlib.suppress(TelegramError, ValueError):
-                await self.bot.edit_message_reply_markup(chat_id, int(delivery.thread_ref),
-                                                         reply_markup=None)
         parts = split_html(to_html(delivery.text))
         done = self._parts_sent.get(delivery.message_id, 0)
         last_id: int | None = None

@@ -102,6 +102,8 @@ async def test_a_stranger_gets_one_polite_answer_and_ludo_pairs_them(
     await until(lambda: axi.store.find_by_identity("telegram", "3003"), 20)
     paired = await axi.store.find_by_identity("telegram", "3003")
     assert paired is not None and paired.relation == "client" and "Paul" in paired.personne
+    await until(lambda: not fake.chat_messages(1001)[0].get("reply_markup"), 10,
+                message="the answered question kept its buttons")
     assert texts_to(fake, 3003) == [STRANGER_NOTICE]  # the second message was not answered
     fake.message(3003, "Avez-vous des longères ?")
     await until(lambda: len(texts_to(fake, 3003)) == 2, 20)
