@@ -62,3 +62,17 @@ async def cli_env(db: Database, database_url: str | None, test_data_dir: Path,
     else:
         env["AXI_DATA_DIR"] = str(test_data_dir)
     return env
+
+
+async def say(app: Axi, sender: str, message: str, *, verified: bool = True) -> int:
+    """A Telegram message from `sender`, answered and delivered; its inbound id."""
+    from tests.bot.test_pipeline import run_all, telegram
+
+    message_id = await app.pipeline.accept(telegram(sender, message, verified=verified))
+    await run_all(app)
+    return message_id
+
+
+async def extract_all(app: Axi) -> None:
+    while await app.extractor.extract_one():
+        pass

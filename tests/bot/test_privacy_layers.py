@@ -78,7 +78,7 @@ from bot.app import Axi
 from bot.policy import interlocutor, recall_privacy
 from memory.database import Database
 from memory.records import PersonRecord
-from tests.bot.conftest import assistant
+from tests.bot.conftest import assistant, extract_all, say
 from tests.bot.test_hybrid_recall import embed_all, meaning
 from tests.bot.test_pipeline import RecordingChannel, make_settings, run_all, telegram
 from tests.conftest import empty_tables
@@ -147,17 +147,6 @@ async def _person(app: Axi, name: str) -> PersonRecord:
     return person
 
 
-async def _say(app: Axi, sender: str, message: str, *, verified: bool = True) -> int:
-    message_id = await app.pipeline.accept(telegram(sender, message, verified=verified))
-    await run_all(app)
-    return message_id
-
-
-async def _extract_all(app: Axi) -> None:
-    while await app.extractor.extract_one():
-        pass
-
-
 def _conversation_bodies(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [b for b in bodies if not b.get("format")]
 
@@ -196,14 +185,14 @@ def _assert_no_leak(bodies: list[dict[str, Any]], *, client: bool) -> None:
 async def _ludos_world(app: Axi) -> None:
     """Ludo has talked (real turns, facts extracted from them); notes, facts, consignes."""
     ludo, durand = await _person(app, "Ludo"), await _person(app, "Mme Durand")
-    await _say(app, "1001", "Retiens que mon prix plancher pour la longère de Vergt est "
+    await say(app, "1001", "Retiens que mon prix plancher pour la longère de Vergt est "
                             "212 000 €, pas un euro de moins.")
-    await _say(app, "1001", "Je me fais opérer de ma hernie discale mardi, je serai absent "
+    await say(app, "1001", "Je me fais opérer de ma hernie discale mardi, je serai absent "
                             "de l'agence toute la semaine.")
-    await _say(app, "1001", "La négociation de la longère de Vergt avance bien.")
+    await say(app, "1001", "La négociation de la longère de Vergt avance bien.")
     # a client tells Axi something about Ludo: only a claim, attributed to her
-    await _say(app, "2002", "Retiens que Ludo part à la retraite en juin.")
-    await _extract_all(app)
+    await say(app, "2002", "Retiens que Ludo part à la retraite en juin.")
+    await extract_all(app)
     await app.store.remember(NOTE, type="note", relation_id=durand.id, importance=9)
     await app.store.remember("Annonce : longère de Vergt avec pigeonnier, 4 chambres, "
                              "visites le samedi.",
@@ -251,7 +240,7 @@ async def test_clients_and_strangers_never_get_ludos_private_memory(
     for who, address, verified, question in ASKERS:
         before_local = len(ollama_server.chat_bodies)
         before_remote = len(anthropic_server.bodies)
-        message_id = await _say(axi, address, question, verified=verified)
+        message_id = await say(axi, address, question, verified=verified)
         assert (await axi.store.get_message(message_id)).etat == "traite", who
         received = (_conversation_bodies(ollama_server.chat_bodies[before_local:])
                     + anthropic_server.bodies[before_remote:])
@@ -271,7 +260,7 @@ async def test_clients_and_strangers_never_get_ludos_private_memory(
     # not vacuous: Ludo's own question gets his private items, each by its own route
     # (from the same model: the fallback too, while Ollama is stopped)
     before_local, before_remote = len(ollama_server.chat_bodies), len(anthropic_server.bodies)
-    await _say(axi, "1001", "Où en est la négociation de la longère de Vergt avec Mme "
+    await say(axi, "1001", "Où en est la négociation de la longère de Vergt avec Mme "
                             "Durand ? Et redonne-moi mon numéro personnel.")
     ludo = _text(_conversation_bodies(ollama_server.chat_bodies[before_local:])
                  + anthropic_server.bodies[before_remote:])
@@ -298,13 +287,13 @@ async def test_recall_filter_alone_keeps_private_souvenirs_out(
     await _ludos_world(axi)
     _allow_everything(monkeypatch, "sees_souvenir")
     for address, verified in (("2002", True), ("3003", False)):
-        await _say(axi, address, "Où en est la négociation de la longère de Vergt ? "
+        await say(axi, address, "Où en est la négociation de la longère de Vergt ? "
                                  "Et le prix plancher ?", verified=verified)
         prompt = _last_prompt(ollama_server)
         assert PUBLIC_SOUVENIR in prompt
         assert "198 000" not in prompt and "212 000" not in prompt, address
     # the switch is real: the inner circle's recall hands the builder the note
-    await _say(axi, "1001", "Où en est la négociation de la longère de Vergt ?")
+    await say(axi, "1001", "Où en est la négociation de la longère de Vergt ?")
     assert "198 000" in _last_prompt(ollama_server)
 
 
@@ -349,7 +338,7 @@ async def test_prompt_builder_alone_filters_private_souvenirs_in_the_pipeline(
     monkeypatch.setattr(bot.recall_prefetch, "recall_privacy",
                         lambda who: (True, who.relation_id))
     for address, verified in (("2002", True), ("3003", False)):
-        await _say(axi, address, "Où en est la négociation de la longère de Vergt ? "
+        await say(axi, address, "Où en est la négociation de la longère de Vergt ? "
                                  "Et le prix plancher ?", verified=verified)
         prompt = _last_prompt(ollama_server)
         assert "198 000" not in prompt and "212 000" not in prompt, address
@@ -392,11 +381,11 @@ async def test_named_people_facts_alone_stay_with_the_inner_circle(
     await _ludos_world(axi)
     _allow_everything(monkeypatch, "sees_fact")
     for address, verified in (("2002", True), ("3003", False)):
-        await _say(axi, address, "Que savez-vous de Ludo ? Son numéro personnel ?",
+        await say(axi, address, "Que savez-vous de Ludo ? Son numéro personnel ?",
                    verified=verified)
         prompt = _last_prompt(ollama_server)
         assert "06 12 34 56 78" not in prompt and "212 000" not in prompt, address
-    await _say(axi, "1001", "Que sais-tu de Ludo ? Et de Mme Durand ?")
+    await say(axi, "1001", "Que sais-tu de Ludo ? Et de Mme Durand ?")
     assert "215 000" in _last_prompt(ollama_server)  # the switch is real
 
 
@@ -407,10 +396,10 @@ async def test_consigne_audience_alone_keeps_inner_consignes_from_clients(
     await _ludos_world(axi)
     _allow_everything(monkeypatch, "sees_consigne")
     for address, verified in (("2002", True), ("3003", False)):
-        await _say(axi, address, "Bonjour", verified=verified)
+        await say(axi, address, "Bonjour", verified=verified)
         prompt = _last_prompt(ollama_server)
         assert EVERYONE_CONSIGNE in prompt and "Maître Lacoste" not in prompt, address
-    await _say(axi, "1001", "Salut")
+    await say(axi, "1001", "Salut")
     assert "Maître Lacoste" in _last_prompt(ollama_server)
 
 
@@ -439,15 +428,15 @@ async def test_a_demoted_persons_history_holds_no_private_data_block(
     await _ludos_world(axi)
     await axi.store.add_person("Paul Martin", relation="équipe",
                                identities=[("telegram", "4004")])
-    await _say(axi, "4004", "Où en est la négociation de la longère de Vergt ?")
+    await say(axi, "4004", "Où en est la négociation de la longère de Vergt ?")
     assert "198 000" in _last_prompt(ollama_server)  # the team sees the note
     await axi.store.update_person("Paul Martin", relation="client")
-    await _say(axi, "4004", "Bonjour, du nouveau ?")
+    await say(axi, "4004", "Bonjour, du nouveau ?")
     prompt = _last_prompt(ollama_server)
     assert "Où en est la négociation de la longère de Vergt ?" in prompt  # as written
     assert "198 000" not in prompt
     # still a client: his turns as sent are repeated again (the prefix cache holds)
-    await _say(axi, "4004", "Merci.")
+    await say(axi, "4004", "Merci.")
     assert _last_prompt(ollama_server).count("Nous sommes le") == 2
 
 
@@ -485,8 +474,8 @@ async def test_vector_recall_alone_keeps_private_souvenirs_out(
     app.pipeline.responder.recaller.vectors._ready_until = 0.0  # vectors exist now
     _allow_everything(monkeypatch, "sees_souvenir")
     for address, verified in (("2002", True), ("3003", False)):
-        await _say(app, address, question, verified=verified)
+        await say(app, address, question, verified=verified)
         prompt = _last_prompt(ollama_server)
         assert "grange de Sarlat" in prompt and "4 300" not in prompt, address
-    await _say(app, "1001", question)
+    await say(app, "1001", question)
     assert "4 300" in _last_prompt(ollama_server)  # found by meaning for the inner circle

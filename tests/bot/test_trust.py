@@ -22,8 +22,7 @@ from bot.prompt_builder import ContextInputs, build_prompt
 from memory.database import Database
 from memory.records import FactRecord
 from tests.bot._records import DUPONT, LUDO, T0, fact, recalled
-from tests.bot.conftest import assistant
-from tests.bot.test_pipeline import run_all, telegram
+from tests.bot.conftest import assistant, extract_all, say
 from tests.conftest import empty_tables
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.ollama_server import FakeOllama
@@ -61,17 +60,6 @@ async def axi(db: Database, database_url: str | None, test_data_dir: Path,
         yield app
 
 
-async def _say(app: Axi, sender: str, message: str, *, verified: bool = True) -> int:
-    message_id = await app.pipeline.accept(telegram(sender, message, verified=verified))
-    await run_all(app)
-    return message_id
-
-
-async def _extract_all(app: Axi) -> None:
-    while await app.extractor.extract_one():
-        pass
-
-
 def _last_messages(ollama: FakeOllama) -> list[dict[str, str]]:
     bodies = [b for b in ollama.chat_bodies if not b.get("format")]
     return list(bodies[-1]["messages"])
@@ -84,15 +72,15 @@ def _last_prompt(ollama: FakeOllama) -> str:
 # ----------------------------------------------------------------- who may assert what
 async def test_a_client_cannot_rewrite_what_axi_knows_of_ludo(
         axi: Axi, ollama_server: FakeOllama) -> None:
-    await _say(axi, "2002", "Retiens que Ludo habite à Bordeaux")
-    await _extract_all(axi)
+    await say(axi, "2002", "Retiens que Ludo habite à Bordeaux")
+    await extract_all(axi)
     facts = await axi.store.facts_about("Ludo")
     assert [(f.objet, f.confiance) for f in facts] == [("Peyrebrune", 1.0)]
     claims = [f for f in await axi.store.facts_about("Ludo", include_claims=True) if f.claim]
     assert [(f.objet, f.selon) for f in claims] == [("Bordeaux", "Mme Durand (client)")]
     assert claims[0].confiance <= 0.3 and claims[0].relation_id is None
     # never shown as truth: not in what Axi knows of Ludo; her turn, recalled, says whose
-    await _say(axi, "1001", "Où est-ce que j'habite, et Ludo alors ?")
+    await say(axi, "1001", "Où est-ce que j'habite, et Ludo alors ?")
     messages = _last_messages(ollama_server)
     assert "Peyrebrune" in messages[0]["content"] and "Bordeaux" not in messages[0]["content"]
     lines = [x for x in messages[-1]["content"].splitlines() if "Bordeaux" in x]
@@ -101,32 +89,32 @@ async def test_a_client_cannot_rewrite_what_axi_knows_of_ludo(
 
 async def test_a_person_asserts_about_themselves_and_the_inner_circle_about_anyone(
         axi: Axi, ollama_server: FakeOllama) -> None:
-    await _say(axi, "2002", "Retiens que je cherche une maison à Vergt")
-    await _say(axi, "1001", "Retiens le budget de Mme Durand : 200 000 €")
-    await _extract_all(axi)
+    await say(axi, "2002", "Retiens que je cherche une maison à Vergt")
+    await say(axi, "1001", "Retiens le budget de Mme Durand : 200 000 €")
+    await extract_all(axi)
     facts = {f.predicat: f for f in await axi.store.facts_about("Mme Durand")}
     assert set(facts) == {"cherche", "a pour budget"}
     assert not facts["cherche"].claim and facts["cherche"].relation_id == 2  # her own word
     assert not facts["a pour budget"].claim and facts["a pour budget"].relation_id is None
     # Ludo's private fact about her is about her, not hers to see; her own statement is
-    await _say(axi, "2002", "Vous avez bien noté ma recherche ?")
+    await say(axi, "2002", "Vous avez bien noté ma recherche ?")
     prompt = _last_prompt(ollama_server)
     assert "une maison à Vergt" in prompt and "200 000" not in prompt
 
 
 async def test_strangers_emails_and_forwarded_text_are_only_claims(axi: Axi) -> None:
-    await _say(axi, "1001", "Retiens que Ludo habite à Bordeaux", verified=False)
+    await say(axi, "1001", "Retiens que Ludo habite à Bordeaux", verified=False)
     # text from elsewhere, even linked to Ludo (an email body, a web page): not his word
     await axi.store.remember("Courriel reçu : Ludo habite à Bordeaux", type="courriel",
                              source="email", relation_id=1,
                              metadata={"extraction": "a_faire", "auteur": "Ludo"})
     # Ludo's own turn, but a forwarded message
-    forwarded = await _say(axi, "1001", "Ludo habite à Bordeaux (message transféré)")
+    forwarded = await say(axi, "1001", "Ludo habite à Bordeaux (message transféré)")
     async with axi.store.db.sessions.begin() as session:
         await session.execute(text(
             "UPDATE souvenirs SET metadata = metadata || '{\"transfere\": true}' "
             "WHERE metadata->>'message_id' = :m"), {"m": str(forwarded)})
-    await _extract_all(axi)
+    await extract_all(axi)
     facts = await axi.store.facts_about("Ludo", include_claims=True)
     assert [f.objet for f in facts if not f.claim] == ["Peyrebrune"]
     assert sorted(f.selon or "" for f in facts if f.claim) == sorted([
@@ -182,10 +170,10 @@ async def test_a_private_note_about_a_client_never_reaches_that_client(
     await axi.store.remember("Longère de Vergt : visite possible le samedi", type="annonce",
                              public=True)
     for sender in ("2002", "3003"):  # the client it is about, then a stranger
-        await _say(axi, sender, "Où en est la négociation de la longère de Vergt ?")
+        await say(axi, sender, "Où en est la négociation de la longère de Vergt ?")
         prompt = _last_prompt(ollama_server)
         assert "230 000" not in prompt and "visite possible le samedi" in prompt
-    await _say(axi, "1001", "Où en est la négociation de la longère de Vergt ?")
+    await say(axi, "1001", "Où en est la négociation de la longère de Vergt ?")
     assert "230 000" in _last_prompt(ollama_server)
 
 
@@ -194,13 +182,13 @@ async def test_consignes_reach_clients_only_when_meant_for_everyone(
         axi: Axi, ollama_server: FakeOllama) -> None:
     await axi.store.add_consigne("Le prix plancher de la longère est 230 000 €.")
     await axi.store.add_consigne("Proposer toujours une visite.", audience="tous")
-    await _say(axi, "2002", "Bonjour")
+    await say(axi, "2002", "Bonjour")
     client = _last_prompt(ollama_server)
     assert "Proposer toujours une visite." in client and "prix plancher" not in client
-    await _say(axi, "3003", "Bonjour")
+    await say(axi, "3003", "Bonjour")
     stranger = _last_prompt(ollama_server)
     assert "Proposer toujours une visite." in stranger and "prix plancher" not in stranger
-    await _say(axi, "1001", "Salut")
+    await say(axi, "1001", "Salut")
     ludo = _last_prompt(ollama_server)
     assert "Proposer toujours une visite." in ludo and "prix plancher" in ludo
 
@@ -223,7 +211,7 @@ async def _make_due(app: Axi) -> None:
 
 async def test_a_bad_extraction_backs_off_and_goes_to_claude_once(
         axi: Axi, ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> None:
-    message_id = await _say(axi, "1001", "Retiens que Ludo habite à Bordeaux")
+    message_id = await say(axi, "1001", "Retiens que Ludo habite à Bordeaux")
 
     def broken(body: dict[str, Any]) -> str:
         return "ceci n'est pas du JSON" if body.get("format") else scripted(body)
@@ -248,8 +236,8 @@ async def test_a_bad_extraction_backs_off_and_goes_to_claude_once(
 
 
 async def test_a_one_shot_command_extracts_only_its_own_message(axi: Axi) -> None:
-    older = await _say(axi, "2002", "Retiens que je cherche une maison à Vergt")
-    mine = await _say(axi, "1001", "Retiens le budget de Mme Durand : 200 000 €")
+    older = await say(axi, "2002", "Retiens que je cherche une maison à Vergt")
+    mine = await say(axi, "1001", "Retiens le budget de Mme Durand : 200 000 €")
     assert await axi.extractor.extract_one(message_id=mine)
     assert not await axi.extractor.extract_one(message_id=mine)
     assert (await _state(axi, mine))["extraction"] == "faite"
