@@ -385,7 +385,11 @@ class TelegramChannel:
                 continue
             cached = self._known.get(item.sender)
             if cached is None or now - cached[1] > KNOWN_TTL_S:
-                person = await self.services.identify(CHANNEL, item.sender)
+                try:
+                    person = await self.services.identify(CHANNEL, item.sender)
+                except Exception as exc:  # a nicety: never in the way of storing the batch
+                    log.debug("no placeholder for %s: %s", item.sender, exc)
+                    continue
                 cached = (person is not None and not person.blocked, now)
                 if len(self._known) > 10_000:
                     self._known.clear()
