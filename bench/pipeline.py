@@ -152,7 +152,7 @@ class BenchChannel:
     async def stop(self) -> None:
         return None
 
-    def live(self, conversation: str) -> None:
+    def live(self, conversation: str, thread_ref: str | None = None) -> None:
         return None
 
     async def send(self, delivery: Delivery) -> str | None:

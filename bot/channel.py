@@ -203,8 +203,9 @@ class Channel(Protocol):
 
     async def stop(self) -> None: ...
 
-    def live(self, conversation: str) -> ChunkFn | None:
-        """A callback showing reply chunks as they come, or None."""
+    def live(self, conversation: str, thread_ref: str | None = None) -> ChunkFn | None:
+        """A callback showing reply chunks as they come, or None. `thread_ref`: the
+        message being answered (the inbound's), for a channel that threads what it shows."""
         ...
 
 

@@ -47,6 +47,10 @@ SPECS: dict[str, Spec] = {
 _COMMAND = re.compile(r"/(\S+)\s*(.*)", re.DOTALL)
 
 
+PRIVATE_ONLY = frozenset({"statut", "souvenirs", "consignes", "oublie"})
+"""Commands whose answer shows Axi's memory or state: never in a group, where everyone
+would read it."""
+
 ASKED_OF_A_MODEL = frozenset({"claude", "local"})
 """Commands whose argument is a message for a model (Claude on purpose; local only)."""
 
@@ -92,6 +96,12 @@ def help_text(person: PersonRecord | None) -> str:
             lines.append("Commandes : " + " ; ".join(mine) + ".")
     lines.append("/local suivi d'un message : ce message reste sur le serveur de l'agence.")
     return "\n".join(lines)
+
+
+def not_in_a_group(command: Command, form: str) -> str:
+    you = "écris-moi" if form == "tu" else "écrivez-moi"
+    return (f"La commande /{command.name} ne s'utilise pas dans un groupe (tout le monde y "
+            f"lirait la réponse) : {you} en privé.")
 
 
 def missing_args(command: Command) -> str:

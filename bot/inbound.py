@@ -22,13 +22,15 @@ def _require(value: str, name: str) -> None:
 @dataclass(frozen=True)
 class Attachment:
     """A file that came with a message. `ref` is where the channel keeps it (e.g. a
-    Telegram file id or a stored path); `data` is set only for small inline content."""
+    Telegram file id); `data` is its content when the channel fetched it (kept with the
+    message, up to the channel's size limit), else `missing` says why not."""
 
     filename: str | None
     content_type: str = "application/octet-stream"
     size: int = 0
     ref: str | None = None
     data: bytes | None = field(default=None, repr=False)
+    missing: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,11 +104,17 @@ class Inbound:
     forwarded_from: str | None = None
     """The message was forwarded: whose words they are (someone else's, so data, never
     instructions, and at most claims about anyone)."""
+    room: str | None = None
+    """Where the message was said when it is a place several people read (a Telegram
+    group), as the channel addresses it: the reply goes there, and since everyone there
+    reads it, Axi answers as it would to the public, whoever asked."""
 
     def __post_init__(self) -> None:
         _require(self.channel, "channel")
         _require(self.sender, "sender")
         _require(self.external_id, "external_id")
+        if self.room is not None:
+            _require(self.room, "room")
         if not isinstance(self.text, str):
             raise ValueError("text must be a string")
         if self.received_at.tzinfo is None or self.received_at.utcoffset() is None:

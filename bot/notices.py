@@ -58,15 +58,17 @@ def dropped_notice(form: str) -> str:
             "Si c'est encore utile, renvoyez-le-moi, reformulé si besoin.")
 
 
-def attachment_notice(who: Interlocutor, names: list[str]) -> str:
-    """A message with attachments and no text: Axi cannot read attachments yet."""
+def attachment_notice(who: Interlocutor, names: list[str], *, kept: bool = False) -> str:
+    """A message with attachments and no text: Axi keeps them but cannot read them yet."""
     shown = ", ".join(n for n in names if n) or "ta pièce jointe"
+    keep = " (je le conserve)" if kept and len([n for n in names if n]) <= 1 else (
+        " (je les conserve)" if kept else "")
     return _say(who,
-                f"J'ai bien reçu {shown}, mais je ne sais pas encore lire les pièces jointes. "
-                "Écris-moi ce que tu veux que j'en fasse.",
-                f"J'ai bien reçu {shown.replace('ta pièce', 'votre pièce')}, mais je ne sais "
-                "pas encore lire les pièces jointes. Écrivez-moi ce que vous souhaitez que "
-                "j'en fasse.")
+                f"J'ai bien reçu {shown}{keep}, mais je ne sais pas encore lire les pièces "
+                "jointes. Écris-moi ce que tu veux que j'en fasse.",
+                f"J'ai bien reçu {shown.replace('ta pièce', 'votre pièce')}{keep}, mais "
+                "je ne sais pas encore lire les pièces jointes. Écrivez-moi ce que vous "
+                "souhaitez que j'en fasse.")
 
 
 STRANGER_NOTICE = (

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from bot import backoff
@@ -31,7 +32,7 @@ from bot.inbound import ButtonPressed, Inbound
 from bot.responder import Responder
 from bot.waiting import wait_for_event_or_stop
 from memory.errors import InvalidInput, NotFound
-from memory.messages import Accepted, StoredMessage, inbound_params
+from memory.messages import Accepted, ReceivedFile, StoredMessage, inbound_params
 from memory.rows import decode_files
 from memory.store import MemoryStore
 from memory.text import MAX_CONTENT_CHARS
@@ -39,14 +40,18 @@ from memory.text import MAX_CONTENT_CHARS
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 1.0
+MAX_KEPT_BYTES = 50 * 1024 * 1024
+"""The received files' contents kept with one message, at most (each channel has its own,
+lower, limit per file)."""
 
 
 def conversation_key(inbound: Inbound) -> str:
-    """One conversation per (channel, address); email threads may refine this later. What
-    comes from an address unverified is a conversation of its own: a sender who cannot
-    prove the address is a stranger, and never gets its owner's history in a prompt.
-    Buttons pressed are one of their own too."""
-    key = f"{inbound.channel}:{inbound.sender}"
+    """One conversation per (channel, address), or per room (a group: everyone's messages
+    there are one conversation); email threads may refine this later. What comes from an
+    address unverified is a conversation of its own: a sender who cannot prove the address
+    is a stranger, and never gets its owner's history in a prompt. Buttons pressed are one
+    of their own too."""
+    key = f"{inbound.channel}:{inbound.room or inbound.sender}"
     if not inbound.verified:
         return f"{key}:non-vérifié"
     if isinstance(inbound.event, ButtonPressed):
@@ -69,13 +74,26 @@ def _params(inbound: Inbound) -> dict[str, Any]:
         meta["nom_affiche"] = inbound.display_name[:200]
     if inbound.forwarded_from is not None:
         meta["transfere"] = inbound.forwarded_from[:200] or "inconnu"
+    if inbound.room is not None:
+        meta["salon"] = inbound.room[:200]
+    kept, budget = [], MAX_KEPT_BYTES
+    for a in inbound.attachments:  # whatever the channel fetched, within one bound
+        if a.data is not None and len(a.data) > budget:
+            a = replace(a, data=None, missing="trop volumineux pour être gardé")
+        budget -= len(a.data) if a.data is not None else 0
+        kept.append(a)
     return inbound_params(
         canal=inbound.channel, adresse=inbound.sender, texte=text,
         identifiant_externe=inbound.external_id, conversation=conversation_key(inbound),
         verifie=inbound.verified, reference_fil=inbound.thread_ref,
         pieces_jointes=[{"filename": a.filename, "content_type": a.content_type,
-                         "size": a.size, "ref": a.ref} for a in inbound.attachments],
-        recu_le=inbound.received_at, metadata=meta or None)
+                         "size": len(a.data) if a.data is not None else a.size, "ref": a.ref,
+                         "garde": a.data is not None,
+                         **({"manque": a.missing[:200]} if a.missing else {})}
+                        for a in kept],
+        recu_le=inbound.received_at, metadata=meta or None,
+        files=[ReceivedFile(i, a.filename or "fichier", a.content_type, a.data)
+               for i, a in enumerate(kept) if a.data is not None])
 
 
 def delivery_of(msg: StoredMessage) -> Delivery:
@@ -176,7 +194,8 @@ class Pipeline:
                 channel = self.channels.get(claim.message.canal)
                 if channel is not None and not claim.message.metadata.get("evenement"):
                     # a button pressed needs no model: nothing to show while it is settled
-                    live = channel.live(claim.message.conversation)
+                    live = channel.live(claim.message.conversation,
+                                        claim.message.reference_fil)
                 try:
                     await self.responder.handle(claim, live=live)
                 finally:

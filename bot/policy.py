@@ -7,7 +7,8 @@ stranger whatever name they give. Créateur, administrateur and équipe (the inn
 see Axi's whole memory and are tutoyés; blocked people get no answer.
 
 Who sees what: a souvenir reaches anyone outside the inner circle (clients, prospects,
-strangers) only when it is public. "About a person" is not "visible to that person": a
+strangers) only when it is public; in a shared room (a group) everyone reads the answer,
+so there Axi answers as to the public, whoever asks. "About a person" is not "visible to that person": a
 private note linked to a client (their negotiation) never reaches that client. A fact
 reaches them when it is public, or when it is their own statement about themselves
 (facts carry the relation of the person they were learnt from only then); claims reach
@@ -57,6 +58,9 @@ class Interlocutor:
     channel: str
     address: str
     verified: bool
+    shared: bool = False
+    """Said in a room several people read (a group): Axi answers as to the public there,
+    whoever asks, since everyone reads the answer."""
 
     @property
     def known(self) -> bool:
@@ -71,8 +75,13 @@ class Interlocutor:
         return self.person.id if self.person is not None and self.person.id else None
 
     @property
+    def viewer(self) -> PersonRecord | None:
+        """Whose visibility the answer gets: the person's, or nobody's in a shared room."""
+        return None if self.shared else self.person
+
+    @property
     def trust(self) -> Trust:
-        if self.person is None:
+        if self.person is None or self.shared:
             return "public"
         if sees_private(self.person):
             return "private"
@@ -94,12 +103,14 @@ class Interlocutor:
 
 
 def interlocutor(
-    person: PersonRecord | None, *, channel: str, address: str, verified: bool
+    person: PersonRecord | None, *, channel: str, address: str, verified: bool,
+    shared: bool = False,
 ) -> Interlocutor:
     """Apply the identity rule: an unverified address never maps to a known person."""
     if not verified and channel not in TRUSTED_CHANNELS:
         person = None
-    return Interlocutor(person=person, channel=channel, address=address, verified=verified)
+    return Interlocutor(person=person, channel=channel, address=address, verified=verified,
+                        shared=shared)
 
 
 def sees_private(person: PersonRecord | None) -> bool:

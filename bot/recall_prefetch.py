@@ -48,14 +48,14 @@ class Recaller:
         """The worker's re-check of a speculative recall's privacy filter (always on;
         a switch only so a test can prove this layer matters)."""
         self._prefetched: dict[int, asyncio.Task[tuple[Privacy, list[Recalled]]]] = {}
-        self._known_privacy: dict[tuple[str, str, bool], Privacy] = {}
+        self._known_privacy: dict[tuple[str, str, bool, str | None], Privacy] = {}
         """Each sender's privacy filter as last identified: a speculative recall starts
         with it instead of identifying first."""
 
     def identified(self, msg: StoredMessage, who: Interlocutor) -> None:
         if len(self._known_privacy) >= MAX_KNOWN_SENDERS:
             self._known_privacy.clear()
-        self._known_privacy[(msg.canal, msg.adresse, msg.verifie)] = recall_privacy(who)
+        self._known_privacy[(msg.canal, msg.adresse, msg.verifie, msg.room)] = recall_privacy(who)
 
     async def recall_with(self, msg: StoredMessage, privacy: Privacy) -> list[Recalled]:
         private_ok, _ = privacy  # who asks widens nothing: only public souvenirs reach non-inner
@@ -75,7 +75,7 @@ class Recaller:
     def prefetch(self, msg: StoredMessage, identify: Identify) -> None:
         """Start recall for a just-accepted message (see the module docstring)."""
         async def speculate() -> tuple[Privacy, list[Recalled]]:
-            privacy = self._known_privacy.get((msg.canal, msg.adresse, msg.verifie))
+            privacy = self._known_privacy.get((msg.canal, msg.adresse, msg.verifie, msg.room))
             if privacy is None:  # a sender not seen yet: identify first
                 privacy = recall_privacy(await identify(msg))
             return privacy, await self.recall_with(msg, privacy)

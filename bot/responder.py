@@ -152,7 +152,8 @@ class Responder:
                 person = await self.store.find_by_identity(msg.canal, msg.adresse) or OPERATOR
         elif msg.verifie:
             person = await self.store.find_by_identity(msg.canal, msg.adresse)
-        who = interlocutor(person, channel=msg.canal, address=msg.adresse, verified=msg.verifie)
+        who = interlocutor(person, channel=msg.canal, address=msg.adresse, verified=msg.verifie,
+                           shared=msg.room is not None)
         self.recaller.identified(msg, who)
         return who
 
@@ -169,9 +170,10 @@ class Responder:
         private = who.trust == "private"
 
         async def person_facts() -> list[FactRecord]:
-            if who.person is None or not who.relation_id:
+            viewer = who.viewer  # None: a stranger, or a group where everyone would read them
+            if viewer is None or not who.relation_id:
                 return []
-            return await self.store.facts_about(who.person.personne, relation_id=who.relation_id)
+            return await self.store.facts_about(viewer.personne, relation_id=who.relation_id)
 
         async def related_facts() -> list[FactRecord]:
             if not private:
@@ -218,7 +220,8 @@ class Responder:
         if not msg.texte.strip():  # an attachment alone, or an edit that emptied a message
             names = [str(a.get("filename") or "") for a in msg.pieces_jointes]
             if names:
-                await self.store.queue_notice(claim, attachment_notice(who, names),
+                kept = all(a.get("garde") for a in msg.pieces_jointes)
+                await self.store.queue_notice(claim, attachment_notice(who, names, kept=kept),
                                               relation_id=who.relation_id)
             await self.store.finish_inbound(claim, etat="traite", relation_id=who.relation_id)
             return
@@ -294,6 +297,7 @@ class Responder:
                    for h in g.history]
         inputs = prompt_builder.ContextInputs(
             message=message_as_read(msg), now=g.now, person=g.who.person, channel=msg.canal,
+            shared=g.who.shared,
             consignes=g.consignes, person_facts=g.person_facts, history=history,
             history_offset=g.history_offset, recalled=g.retrieved,
             relevant_facts=g.related_facts, form=g.who.form,
@@ -363,6 +367,8 @@ class Responder:
         """A command: answered here, without the model (a refusal when not allowed)."""
         if not commands.allowed(command, who.person):
             answer = commands.refusal(command, who.form)
+        elif who.shared and command.name in commands.PRIVATE_ONLY:
+            answer = commands.not_in_a_group(command, who.form)
         elif commands.SPECS[command.name].needs_args and not command.args:
             answer = commands.missing_args(command)
         elif command.name in ("start", "aide"):

@@ -59,7 +59,7 @@ class ConsoleChannel:
     async def stop(self) -> None:
         return None
 
-    def live(self, conversation: str) -> ChunkFn | None:
+    def live(self, conversation: str, thread_ref: str | None = None) -> ChunkFn | None:
         if not (self.interactive and self.stream):
             return None
 

@@ -35,6 +35,7 @@ from telegram.request import HTTPXRequest
 
 from bot.channel import ChannelServices, ChunkFn, CursorUpdate, Delivery
 from bot.inbound import Inbound
+from channels.telegram_files import with_files
 from channels.telegram_send import Pace, Sender, retry_seconds
 from channels.telegram_updates import CHANNEL, Skipped, to_inbound
 
@@ -67,6 +68,7 @@ class TelegramConfig:
     file_url: str
     groups: frozenset[int] = frozenset()
     max_file_bytes: int = 20 * 1024 * 1024
+    file_timeout_s: float = 60.0
     poll_timeout_s: int = 25
     watchdog_s: float = 90.0
     retry_s: float = 2.0
@@ -108,11 +110,12 @@ class TelegramChannel:
         self.last_poll_ok: float | None = None
         self.watchdog_restarts = 0
         self.lock_losses = 0
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._known: dict[str, tuple[bool, float]] = {}
         """Whether a sender is a known, unblocked person (for the placeholder only: the
         worker identifies every message itself), for KNOWN_TTL_S."""
         self._said_not_polling = False
+        self._looking_up: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, services: ChannelServices) -> None:
@@ -147,8 +150,8 @@ class TelegramChannel:
             with contextlib.suppress(Exception):
                 await self.bot.shutdown()
 
-    def live(self, conversation: str) -> ChunkFn | None:
-        return self.sender.live(conversation) if self.sender is not None else None
+    def live(self, conversation: str, thread_ref: str | None = None) -> ChunkFn | None:
+        return self.sender.live(conversation, thread_ref) if self.sender is not None else None
 
     def describe(self) -> dict[str, Any]:
         """For /health: polling or not, the last good poll, the watchdog, sends that timed
@@ -340,6 +343,8 @@ class TelegramChannel:
                 continue
             inbounds.append(item)  # commands, /local included, are the core's (bot/commands.py)
         await self._placeholders(inbounds)
+        inbounds = await with_files(self.bot, inbounds, max_bytes=self.config.max_file_bytes,
+                                    timeout_s=self.config.file_timeout_s, wanted=self._known_person)
         next_offset = updates[-1].update_id + 1
         await self.services.accept_batch(
             inbounds, CursorUpdate(CHANNEL, CURSOR_KEY, _cursor_value(next_offset, time.time()))
@@ -374,27 +379,45 @@ class TelegramChannel:
                 updates.append(update)
         return tuple(updates)
 
+    async def _known_person(self, sender: str) -> bool:
+        """Whether a sender is a known, unblocked person, for the niceties only (the
+        placeholder, fetching files): the worker identifies every message itself. A
+        cached answer is used at once and refreshed behind it past KNOWN_TTL_S, so only
+        a sender never seen waits for the database. False when it cannot be told."""
+        cached = self._known.get(sender)
+        if cached is None:
+            return await self._look_up(sender)
+        if time.monotonic() - cached[1] > KNOWN_TTL_S and sender not in self._looking_up:
+            self._looking_up.add(sender)
+            task = asyncio.create_task(self._look_up(sender))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return cached[0]
+
+    async def _look_up(self, sender: str) -> bool:
+        assert self.services is not None
+        try:
+            person = await self.services.identify(CHANNEL, sender)
+        except Exception as exc:  # a nicety: never in the way of storing the batch
+            log.debug("cannot tell whether %s is known: %s", sender, exc)
+            return False
+        finally:
+            self._looking_up.discard(sender)
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[sender] = (person is not None and not person.blocked, time.monotonic())
+        return self._known[sender][0]
+
     async def _placeholders(self, inbounds: list[Inbound]) -> None:
         """"…" at once for the known people's messages (never for strangers, blocked
         people or buttons: nothing will stream for them)."""
         if self.sender is None or self.services is None or not self.sender.drafts_wanted:
             return
-        now = time.monotonic()
-        for item in inbounds:
-            if item.event is not None or not item.text.strip():
-                continue
-            cached = self._known.get(item.sender)
-            if cached is None or now - cached[1] > KNOWN_TTL_S:
-                try:
-                    person = await self.services.identify(CHANNEL, item.sender)
-                except Exception as exc:  # a nicety: never in the way of storing the batch
-                    log.debug("no placeholder for %s: %s", item.sender, exc)
-                    continue
-                cached = (person is not None and not person.blocked, now)
-                if len(self._known) > 10_000:
-                    self._known.clear()
-                self._known[item.sender] = cached
-            if cached[0]:
+        wanted = [item for item in inbounds if item.event is None and item.text.strip()
+                  and item.room is None]  # no draft in a group
+        known = await asyncio.gather(*(self._known_person(i.sender) for i in wanted))
+        for item, is_known in zip(wanted, known, strict=True):
+            if is_known:
                 task = asyncio.create_task(self.sender.placeholder(f"{CHANNEL}:{item.sender}"))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)

@@ -47,6 +47,7 @@ class Pace:
 
     per_chat_s: float = 1.1        # ≈ 1 message a second per chat, with a margin (Telegram
                                    # counts arrivals; requests do not all take as long)
+    per_group_s: float = 3.1       # a group: at most 20 messages a minute
     overall_per_s: int = 30        # ≈ 30 messages a second overall
     typing_every_s: float = 4.0    # "typing…" lasts ~5 s: renew it before
     typing_max_s: float = 180.0    # never type for ever (a message that got no reply)
@@ -66,8 +67,8 @@ def chat_of(conversation: str) -> int | None:
 
 
 class RateLimiter:
-    """Waits so that a chat gets at most one message per `per_chat_s` and the bot at most
-    `overall_per_s` a second."""
+    """Waits so that a chat gets at most one message per `per_chat_s` (`per_group_s` for a
+    group: its id is negative) and the bot at most `overall_per_s` a second."""
 
     def __init__(self, pace: Pace, clock: Callable[[], float] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
@@ -82,7 +83,10 @@ class RateLimiter:
         """How long this chat must still wait before its next message (0: now)."""
         if chat_id not in self._last:
             return 0.0
-        return max(0.0, self._last[chat_id] + self.pace.per_chat_s - self._clock())
+        return max(0.0, self._last[chat_id] + self._gap(chat_id) - self._clock())
+
+    def _gap(self, chat_id: int) -> float:
+        return self.pace.per_group_s if chat_id < 0 else self.pace.per_chat_s
 
     async def wait(self, chat_id: int) -> None:
         async with self._lock:
@@ -92,7 +96,7 @@ class RateLimiter:
                     self._recent.popleft()
                 pause = 0.0
                 if chat_id in self._last:
-                    pause = max(pause, self._last[chat_id] + self.pace.per_chat_s - now)
+                    pause = max(pause, self._last[chat_id] + self._gap(chat_id) - now)
                 if len(self._recent) >= self.pace.overall_per_s:
                     pause = max(pause, self._recent[0] + 1.0 - now)
                 if pause <= 0:
@@ -108,13 +112,19 @@ class LiveView:
     showing the text so far. Always torn down by `close()` (in a finally)."""
 
     def __init__(self, bot: Bot, chat_id: int, pace: Pace, draft_id: int,
-                 limiter: RateLimiter | None = None):
+                 limiter: RateLimiter | None = None, thread_ref: str | None = None):
         self.bot, self.chat_id, self.pace, self.draft_id = bot, chat_id, pace, draft_id
+        self.reply_to = (ReplyParameters(message_id=int(thread_ref),
+                                         allow_sending_without_reply=True)
+                         if thread_ref is not None and thread_ref.isdigit() else None)
+        """The edited message threads to the question, as the final reply would."""
         self.limiter = limiter or RateLimiter(pace)
         self.text = ""
         self._shown = ""
         self._changed = asyncio.Event()
-        self.drafts_ok = True
+        self.drafts_ok = chat_id > 0
+        """Native drafts exist in private chats only (a group's id is negative): a group
+        sees its reply grow by edits of one message."""
         self.message_id: int | None = None
         self.edited_at = 0.0
         """Where drafts fail: the message being edited as the reply grows (the final
@@ -125,7 +135,7 @@ class LiveView:
     def chunk(self, piece: str) -> None:
         self.text += piece
         self._changed.set()
-        if self._draft_task is None and self.drafts_ok:
+        if self._draft_task is None:  # streams by drafts, or by edits where there are none
             self._draft_task = asyncio.create_task(self._drafts(), name=f"draft-{self.chat_id}")
             self._tasks.append(self._draft_task)
 
@@ -182,7 +192,8 @@ class LiveView:
             if self.message_id is None:
                 await self.limiter.wait(self.chat_id)
                 sent = await self.bot.send_message(self.chat_id, to_html(shown),
-                                                   parse_mode=ParseMode.HTML)
+                                                   parse_mode=ParseMode.HTML,
+                                                   reply_parameters=self.reply_to)
                 self.message_id = sent.message_id
             else:
                 await self.limiter.wait(self.chat_id)
@@ -231,7 +242,7 @@ class Sender:
         """Sends that timed out after the request left: they may have been delivered."""
 
     # ------------------------------------------------------------------ live
-    def live(self, conversation: str) -> ChunkFn | None:
+    def live(self, conversation: str, thread_ref: str | None = None) -> ChunkFn | None:
         chat_id = chat_of(conversation)
         if chat_id is None:
             return None
@@ -243,7 +254,7 @@ class Sender:
         reserved = self._reserved.get(conversation)
         view = LiveView(self.bot, chat_id, self.pace,
                         draft_id=reserved.popleft() if reserved else self._next_draft_id(),
-                        limiter=self.limiter)
+                        limiter=self.limiter, thread_ref=thread_ref)
         self._live[conversation] = view
         return view.chunk
 

@@ -3,11 +3,17 @@
 Identity is the numeric user id (`from.id`), never a name or a username. The external id
 is the chat id and message id (a callback query's own id for a button), so a redelivered
 update is the same message. What Axi cannot answer (channel posts, updates without a
-sender, groups not allowed, other bots) becomes None with the reason, for one log line.
+sender, groups not allowed, other bots) becomes `Skipped` with the reason, for one log line.
+
+Groups: only those allowed by id (AXI_TELEGRAM_GROUPS), and there only messages that
+mention the bot or reply to one of its messages. The sender is still the person (their
+user id); the group is the message's `room`: the reply goes there, and Axi answers there
+as to the public (bot.policy).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -97,6 +103,14 @@ def addressed_to_bot(message: Message, bot_id: int, bot_username: str) -> bool:
     return bool(bot_username) and f"@{bot_username.lower()}" in text.lower()
 
 
+def without_mention(text: str, bot_username: str) -> str:
+    """'@axi_bot quel prix ?' → 'quel prix ?': the mention only says who is asked."""
+    if not bot_username:
+        return text
+    cleaned = re.sub(rf"@{re.escape(bot_username)}\b", " ", text, flags=re.IGNORECASE)
+    return re.sub(r"[ \t]{2,}", " ", cleaned).strip() if cleaned != text else text
+
+
 def to_inbound(update: Update, *, bot_id: int, bot_username: str,
                groups: frozenset[int] = frozenset()) -> Inbound | Skipped:
     """One update as an Inbound, or why it is skipped."""
@@ -119,13 +133,16 @@ def to_inbound(update: Update, *, bot_id: int, bot_username: str,
     if user.is_bot:
         return Skipped(update.update_id, "message from a bot")
     chat = message.chat
+    room = None
     if chat.type != "private":
         if chat.id not in groups:
             return Skipped(update.update_id, f"group {chat.id} not allowed (AXI_TELEGRAM_GROUPS)")
         if not addressed_to_bot(message, bot_id, bot_username):
             return Skipped(update.update_id, "group message not addressed to Axi")
-        return Skipped(update.update_id, "groups are not answered yet")
+        room = str(chat.id)
     text, files = _content(message)
+    if room is not None:
+        text = without_mention(text, bot_username)
     edited = update.edited_message is not None
     external = f"{chat.id}:{message.message_id}"
     if edited:
@@ -133,10 +150,10 @@ def to_inbound(update: Update, *, bot_id: int, bot_username: str,
         return Inbound(channel=CHANNEL, sender=str(user.id), verified=True, text=text,
                        external_id=f"{external}:modifie:{stamp}", received_at=_when(message),
                        attachments=files, thread_ref=str(message.message_id),
-                       event=Edited(external), display_name=_display_name(user))
+                       event=Edited(external), display_name=_display_name(user), room=room)
     if not text.strip() and not files:
         return Skipped(update.update_id, "message with nothing Axi can read (sticker, poll…)")
     return Inbound(channel=CHANNEL, sender=str(user.id), verified=True, text=text,
                    external_id=external, received_at=_when(message), attachments=files,
                    thread_ref=str(message.message_id), display_name=_display_name(user),
-                   forwarded_from=_forwarded_from(message))
+                   forwarded_from=_forwarded_from(message), room=room)

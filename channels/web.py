@@ -91,7 +91,7 @@ class WebChannel:
         # nothing is pushed over HTTP: a web client reads its reply in its request
         return f"web-{delivery.message_id}"
 
-    def live(self, conversation: str) -> ChunkFn | None:
+    def live(self, conversation: str, thread_ref: str | None = None) -> ChunkFn | None:
         return None
 
     async def stop(self) -> None:

@@ -118,7 +118,7 @@ class InboxAdminMixin:
         out_id = None
         if notice:
             out_id = await insert_outbound(
-                claim.session, canal=msg.canal, adresse=msg.adresse, texte=notice,
+                claim.session, canal=msg.canal, adresse=msg.reply_address, texte=notice,
                 conversation=msg.conversation, relation_id=relation_id or msg.relation_id,
                 en_reponse_a=msg.id, reference_fil=msg.reference_fil, genre="notice")
         claim.finished = True

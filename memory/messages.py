@@ -18,10 +18,11 @@ States: entrant en_attente → traite | ignore | erreur; sortant a_envoyer → e
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +67,17 @@ class StoredMessage:
     en_reponse_a: int | None
     recu_le: datetime
     cree_le: datetime
+
+    @property
+    def room(self) -> str | None:
+        """The shared place (a group) the message was said in, if any."""
+        room = self.metadata.get("salon")
+        return str(room) if room else None
+
+    @property
+    def reply_address(self) -> str:
+        """Where answers to this message go: its room when said in one, else its sender."""
+        return self.room or self.adresse
 
 
 def _json(value: Any) -> Any:
@@ -135,12 +147,25 @@ FOR UPDATE SKIP LOCKED
 """
 
 
+@dataclass(frozen=True)
+class ReceivedFile:
+    """A received file's content, kept in `fichiers_recus` with its message; `rang` is its
+    place in the message's `pieces_jointes`."""
+
+    rang: int
+    nom: str
+    type_mime: str
+    contenu: bytes = field(repr=False)
+
+
 def inbound_params(
     *, canal: str, adresse: str, texte: str, identifiant_externe: str, conversation: str,
     verifie: bool = False, reference_fil: str | None = None, pieces_jointes: Sequence[Any] = (),
     recu_le: datetime | None = None, metadata: dict[str, Any] | None = None,
+    files: Sequence[ReceivedFile] = (),
 ) -> dict[str, Any]:
-    """Validated parameters of one inbound message (InvalidInput says what is wrong)."""
+    """Validated parameters of one inbound message (InvalidInput says what is wrong);
+    `files` are the contents kept with it (stored with the message, once)."""
     try:
         body = clean(texte).strip()
         if len(body) > MAX_CONTENT_CHARS:
@@ -156,11 +181,17 @@ def inbound_params(
         "conversation": clean(conversation)[:400], "ext": ext,
         "fil": clean(reference_fil)[:400] if reference_fil else None, "texte": body,
         "pj": json.dumps(list(pieces_jointes)), "recu": recu_le,
-        "meta": json.dumps(metadata or {}),
+        "meta": json.dumps(metadata or {}), FILES: tuple(files),
     }
 
 
+FILES = "_fichiers"
+"""The key of `inbound_params` holding the files' contents (not a SQL parameter)."""
+
+
 async def _accept_in(session: AsyncSession, params: dict[str, Any]) -> Accepted:
+    files: Sequence[ReceivedFile] = params.get(FILES, ())
+    params = {k: v for k, v in params.items() if k != FILES}
     row = (await session.execute(text(
         "INSERT INTO messages (sens, canal, adresse, verifie, conversation, "
         "identifiant_externe, reference_fil, texte, pieces_jointes, recu_le, metadata, etat) "
@@ -169,6 +200,13 @@ async def _accept_in(session: AsyncSession, params: dict[str, Any]) -> Accepted:
         "ON CONFLICT (canal, identifiant_externe) WHERE sens = 'entrant' DO NOTHING "
         f"RETURNING {_COLUMNS}"), params)).one_or_none()
     if row is not None:
+        for f in files:  # a redelivered message (below) stores nothing twice
+            await session.execute(text(
+                "INSERT INTO fichiers_recus (message_id, rang, nom, type_mime, taille, sha256, "
+                "contenu) VALUES (:m, :r, :n, :t, :s, :h, :c)"),
+                {"m": row.id, "r": f.rang, "n": clean(f.nom)[:300] or "fichier",
+                 "t": f.type_mime[:200], "s": len(f.contenu),
+                 "h": hashlib.sha256(f.contenu).hexdigest(), "c": f.contenu})
         return Accepted(_row(row), duplicate=False)
     existing = (await session.execute(text(
         f"SELECT {_COLUMNS} FROM messages WHERE sens = 'entrant' AND canal = :canal "
@@ -216,6 +254,14 @@ class MessagesMixin:
                     "ON CONFLICT (canal, cle) DO UPDATE SET valeur = excluded.valeur, "
                     "maj_le = now()"), {"c": cursor[0], "k": cursor[1], "v": cursor[2]})
         return done
+
+    async def received_files(self, message_id: int) -> list[ReceivedFile]:
+        """The contents kept with an inbound message, in their order."""
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(
+                "SELECT rang, nom, type_mime, contenu FROM fichiers_recus "
+                "WHERE message_id = :m ORDER BY rang"), {"m": message_id})).all()
+        return [ReceivedFile(r.rang, r.nom, r.type_mime, bytes(r.contenu)) for r in rows]
 
     async def read_cursor(self, canal: str, cle: str) -> str | None:
         async with self.db.sessions() as session:
@@ -266,7 +312,7 @@ class MessagesMixin:
         out_id = None
         if reply is not None:
             out_id = await insert_outbound(
-                claim.session, canal=msg.canal, adresse=msg.adresse, texte=reply,
+                claim.session, canal=msg.canal, adresse=msg.reply_address, texte=reply,
                 conversation=msg.conversation, relation_id=relation_id, en_reponse_a=msg.id,
                 reference_fil=msg.reference_fil, genre="reply", metadata=reply_metadata)
         for s in souvenirs:
@@ -320,7 +366,7 @@ class MessagesMixin:
         Notices never enter the conversation history."""
         msg = claim.message
         return await insert_outbound(
-            claim.session, canal=msg.canal, adresse=msg.adresse, texte=texte,
+            claim.session, canal=msg.canal, adresse=msg.reply_address, texte=texte,
             conversation=msg.conversation, relation_id=relation_id, en_reponse_a=msg.id,
             reference_fil=msg.reference_fil, genre="notice")
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     func,
@@ -168,6 +169,23 @@ class Message(Base):
     recu_le: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     cree_le: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     maj_le: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ReceivedFile(Base):
+    """The content of a file someone sent (a Telegram photo, a mail's attachment), kept
+    with its message up to the channel's size limit."""
+
+    __tablename__ = "fichiers_recus"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    rang: Mapped[int] = mapped_column(Integer)  # its place among the message's attachments
+    nom: Mapped[str] = mapped_column(Text)
+    type_mime: Mapped[str] = mapped_column(Text)
+    taille: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(Text)
+    contenu: Mapped[bytes] = mapped_column(LargeBinary)
+    cree_le: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class ChannelCursor(Base):

@@ -89,7 +89,7 @@ class FlakyChannel:
     async def stop(self) -> None:
         return None
 
-    def live(self, conversation: str) -> None:
+    def live(self, conversation: str, thread_ref: str | None = None) -> None:
         return None
 
 

@@ -38,7 +38,7 @@ class RecordingChannel:
     async def stop(self) -> None:
         return None
 
-    def live(self, conversation: str):  # type: ignore[no-untyped-def]
+    def live(self, conversation: str, thread_ref: str | None = None):  # type: ignore[no-untyped-def]
         return None
 
     async def send(self, delivery: Delivery) -> str | None:

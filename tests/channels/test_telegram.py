@@ -5,6 +5,7 @@ the loopback Ollama. Intervals are injected: nothing waits for real time."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -36,15 +37,16 @@ def telegram_config(fake: FakeTelegram, **extra: Any) -> TelegramConfig:
     return TelegramConfig(**values)
 
 
-@pytest.fixture
-async def tg(db: Database, database_url: str | None, test_data_dir: Path,
-             ollama_server: FakeOllama, telegram_server: FakeTelegram
-             ) -> AsyncIterator[tuple[Axi, FakeTelegram]]:
+@asynccontextmanager
+async def telegram_axi(db: Database, database_url: str | None, data_dir: Path,
+                       ollama: FakeOllama, fake: FakeTelegram, **config: Any
+                       ) -> AsyncIterator[Axi]:
+    """A whole Axi polling the loopback Bot API (the channel configured with `config`), with
+    Ludo (créateur, 1001) and Mme Durand (client, 2002)."""
     await empty_tables(db)
-    ollama_server.reply = scripted_reply
-    cfg = make_settings(ollama_server, None, database_url, test_data_dir,
-                        AXI_QUIET_HOURS="off")
-    channel = TelegramChannel(telegram_config(telegram_server))
+    ollama.reply = scripted_reply
+    cfg = make_settings(ollama, None, database_url, data_dir, AXI_QUIET_HOURS="off")
+    channel = TelegramChannel(telegram_config(fake, **config))
     wiring = ChannelSet({"telegram": channel}, frozenset({"telegram"}), None)
     async with Axi(cfg, wiring) as app:
         await app.store.add_person("Ludo", relation="créateur", comment_interagir="tutoie",
@@ -53,6 +55,15 @@ async def tg(db: Database, database_url: str | None, test_data_dir: Path,
                                    identities=[("telegram", "2002")])
         await app.start_channels()
         app.start_loops(extractor=False, maintenance=False, embeddings=False)
+        yield app
+
+
+@pytest.fixture
+async def tg(db: Database, database_url: str | None, test_data_dir: Path,
+             ollama_server: FakeOllama, telegram_server: FakeTelegram
+             ) -> AsyncIterator[tuple[Axi, FakeTelegram]]:
+    async with telegram_axi(db, database_url, test_data_dir, ollama_server,
+                            telegram_server) as app:
         yield app, telegram_server
 
 

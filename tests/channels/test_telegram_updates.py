@@ -11,7 +11,7 @@ from telegram import Bot, Update
 from bot.inbound import ButtonPressed, Edited
 from channels.telegram import STALE_OFFSET_S, parse_cursor
 from channels.telegram_send import Pace, RateLimiter, chat_of
-from channels.telegram_updates import Skipped, to_inbound
+from channels.telegram_updates import Skipped, to_inbound, without_mention
 
 BOT = Bot("123:x")
 NOW = 1_790_000_000
@@ -75,9 +75,18 @@ def test_what_is_skipped_says_why() -> None:
     assert "not allowed" in convert(update(group)).reason
     assert "not addressed" in convert(update({**group, "text": "bonjour"}),
                                       frozenset({-100})).reason
+    addressed = convert(update(group), frozenset({-100}))
+    assert addressed.room == "-100" and addressed.sender == "1001" and addressed.text == "bonjour"
     no_data = Update.de_json({"update_id": 3, "callback_query": {
         "id": "c", "from": user(), "chat_instance": "x"}}, BOT)
     assert isinstance(convert(no_data), Skipped)
+
+
+def test_the_mention_is_taken_out_of_a_group_message() -> None:
+    assert without_mention("@axi_test_bot quel prix ?", "axi_test_bot") == "quel prix ?"
+    assert without_mention("Dis @AXI_test_bot,  le prix", "axi_test_bot") == "Dis , le prix"
+    assert without_mention("écris à @axi_test_bots", "axi_test_bot") == "écris à @axi_test_bots"
+    assert without_mention("rien", "") == "rien"
 
 
 def test_the_stored_offset() -> None:

@@ -507,6 +507,10 @@ class FakeTelegram:
         with self._lock:
             self._files[file_id] = (content, file_path)
 
+    def file_content(self, file_id: str) -> bytes:
+        with self._lock:
+            return self._files[file_id][0]
+
     def _queue(self, update: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             if "update_id" not in update:
