@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from bot.cli_llm import figures_json, print_figures
 from bot.cli_support import err, fail, out, print_json, print_table, run, settings
 from bot.config import Settings
 
@@ -195,7 +196,8 @@ def missing(cfg: Settings) -> list[str]:
 
 @llm_app.command("status")
 def llm_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Both providers, and the share answered locally over 1, 7 and 30 days."""
+    """Both providers, the share answered locally over 1, 7 and 30 days, and the local
+    model as measured (prompt and generation rates, cache share, queue wait)."""
     from bot.app import Axi
 
     cfg = settings()
@@ -209,15 +211,18 @@ def llm_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> Non
             embedded = (await axi.store.count_embeddings(cfg.embed_model)
                         if cfg.embed_model else None)
             total = await axi.store.count_souvenirs()
-            return local, usage, spend, axi.router.remote is not None, alerts, embedded, total
+            measured = await axi.store.llm_local_status()
+            return (local, usage, spend, axi.router.remote is not None, alerts, embedded,
+                    total, measured)
 
-    local, usage, spend, remote, alerts, embedded, total = run(main())
+    local, usage, spend, remote, alerts, embedded, total, measured = run(main())
     report = {
         "local": {"host": cfg.ollama_host, "model": cfg.local_model, **local},
         "fallback": {"configured": remote, "model": cfg.fallback_model,
                      "spend_this_month_eur": round(spend, 4),
                      "monthly_budget_eur": cfg.claude_monthly_budget_eur},
         "usage": usage,
+        "local_measured": figures_json(measured),
         "embeddings": {"model": cfg.embed_model, "souvenirs_embedded": embedded,
                        "souvenirs": total},
         "alerts": [{"key": a.cle, "text": a.texte, "queued": a.messages_mis_en_file,
@@ -239,6 +244,7 @@ def llm_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> Non
                                                      "failures", "Claude €"],
                 [(f"{d} d", u["replies"], pct(u["local_share"]), u["fallbacks"], u["failures"],
                   f"{u['spend_eur']:.2f}") for d, u in usage.items()])
+    print_figures(measured)
     if cfg.embed_model:
         out.print(f"Embeddings: {cfg.embed_model} — {embedded:,} of {total:,} souvenirs embedded "
                   "(hybrid recall once there are some)", highlight=False)

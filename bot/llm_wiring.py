@@ -55,9 +55,11 @@ def embed_config(settings: Settings) -> EmbedConfig | None:
 
 
 def call_recorder(store: MemoryStore) -> RecordFn:
-    """The router's `record=` callback: each attempt written to the `appels_llm` log."""
+    """The router's `record=` callback: each attempt written to the `appels_llm` log,
+    with the local server's timings when the reply carried them."""
 
     async def record(call: CallRecord) -> int:
+        timings = call.timings
         return await store.record_llm_call(
             provider=call.provider,
             model=call.model,
@@ -69,6 +71,15 @@ def call_recorder(store: MemoryStore) -> RecordFn:
             error=call.error,
             fallback_reason=call.fallback_reason,
             cost_eur=call.cost_eur,
+            cached_tokens=timings.cached_tokens if timings else None,
+            cached_estimated=(timings.cached_estimated if timings and timings.cached_tokens
+                              is not None else None),
+            evaluated_tokens=timings.evaluated_tokens if timings else None,
+            prompt_ms=timings.prompt_ms if timings else None,
+            generation_ms=timings.generation_ms if timings else None,
+            load_ms=timings.load_ms if timings else None,
+            total_ms=timings.total_ms if timings else None,
+            queue_ms=call.queue_ms,
         )
 
     return record

@@ -2,9 +2,12 @@
 
 Ollama silently truncates a prompt longer than `num_ctx`, so every call sends `num_ctx`
 and `keep_alive` explicitly, refuses a prompt whose (over)estimate cannot fit with room
-for the answer, and checks `prompt_eval_count` afterwards. Library errors are translated
-to the llm error tree (`llm/ollama_errors.py`); retries and fallback are the router's
-business. What it talks to comes from an `OllamaConfig`, filled by the composition root.
+for the answer, and checks `prompt_eval_count` afterwards. Every reply carries the
+server's own account of the call (tokens from the cache, durations:
+`llm/ollama_timings.py`) and the client keeps the measured rates. Library errors are
+translated to the llm error tree (`llm/ollama_errors.py`); retries and fallback are the
+router's business. What it talks to comes from an `OllamaConfig`, filled by the
+composition root.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from llm import ollama_errors
 from llm.budget import estimate_prompt_tokens, prompt_room, shows_truncation
 from llm.config import OllamaConfig
 from llm.errors import LLMError, LLMUnavailable, PromptTooLarge
+from llm.ollama_timings import MeasuredRates, RateMeter, TimingsClient, read_timings
 from llm.protocol import ChatStream, JsonSchema
 from llm.types import ChatMessage, Provider, Reply
 
@@ -42,7 +46,9 @@ class OllamaChat:
         self.timeout_s = config.timeout_s
         # httpx's timeout bounds connect and each read (so a stalled stream ends too);
         # non-streaming calls are also bounded as a whole in chat().
-        self._client = client or ollama.AsyncClient(host=self.host, timeout=self.timeout_s)
+        # TimingsClient keeps the response fields the library drops (the cached count).
+        self._client = client or TimingsClient(host=self.host, timeout=self.timeout_s)
+        self._meters: dict[str, RateMeter] = {}  # per model: a 3B and a 7B differ
 
     async def __aenter__(self) -> OllamaChat:
         return self
@@ -64,6 +70,14 @@ class OllamaChat:
         if model not in names and f"{model}:latest" not in names:
             return {"state": "model missing", "detail": f"install it with: ollama pull {model}"}
         return {"state": "ok", "detail": None}
+
+    def measured_rates(self, task: str = "conversation") -> MeasuredRates:
+        """Prompt and generation tokens/s of this process's recent calls to the task's
+        model (the server's own durations), for estimating how long a request will take."""
+        return self._meter(self.model_for(task)).rates()
+
+    def _meter(self, model: str) -> RateMeter:
+        return self._meters.setdefault(model, RateMeter())
 
     # ------------------------------------------------------------------ helpers
     def model_for(self, task: str) -> str:
@@ -146,6 +160,7 @@ class OllamaChat:
             tokens_in=response.prompt_eval_count or 0,
             tokens_out=response.eval_count or 0,
             latency_ms=_elapsed_ms(start),
+            timings=read_timings(response, self._meter(model)),
         )
 
     def stream(self, messages: list[ChatMessage], *, task: str = "conversation") -> ChatStream:
@@ -186,5 +201,6 @@ class OllamaChat:
                 tokens_in=last.prompt_eval_count or 0,
                 tokens_out=last.eval_count or 0,
                 latency_ms=_elapsed_ms(start),
+                timings=read_timings(last, self._meter(model)),
             )
         )

@@ -104,7 +104,7 @@ class Router:
         await self._log(CallRecord(
             provider=reply.provider, model=reply.model, task=task, tokens_in=reply.tokens_in,
             tokens_out=reply.tokens_out, latency_ms=reply.latency_ms, ok=ok, error=error,
-            fallback_reason=reason, cost_eur=cost,
+            fallback_reason=reason, cost_eur=cost, timings=reply.timings,
         ))
 
     async def _log_failure(self, model: ChatModel, task: str, start: float,

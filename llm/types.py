@@ -39,6 +39,33 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class ServerTimings:
+    """What the local server says a call cost (Ollama's final chunk), so the real server's
+    rates and cache hits are known rather than assumed: on a CPU, re-evaluating a prompt
+    the cache should have held is what makes a person wait (issue 9).
+
+    `cached_tokens` is the part of the prompt served from the server's KV cache: reported
+    by the server (`prompt_eval_cached_count`), or estimated from the prompt duration and
+    the measured prompt rate when it reports none (`cached_estimated`), or None when not
+    even that is possible. `evaluated_tokens` is what the server really evaluated (the
+    prompt minus the cache), whichever way the server counts `prompt_eval_count`. Durations
+    are the server's own, in milliseconds (None when it did not send them)."""
+
+    evaluated_tokens: int
+    cached_tokens: int | None = None
+    cached_estimated: bool = False
+    prompt_ms: int | None = None  # prompt_eval_duration
+    generation_ms: int | None = None  # eval_duration
+    load_ms: int | None = None  # load_duration (includes waiting for the scheduler)
+    total_ms: int | None = None  # total_duration (arrival to done, queue included)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The whole prompt, cached part included (as far as known)."""
+        return self.evaluated_tokens + (self.cached_tokens or 0)
+
+
+@dataclass(frozen=True)
 class Reply:
     """One answer from one provider. `fallback_reason` is set when the router had to go
     past the local model (e.g. "unavailable", "timeout", "prompt_too_large")."""
@@ -50,6 +77,7 @@ class Reply:
     tokens_out: int
     latency_ms: int
     fallback_reason: str | None = None
+    timings: ServerTimings | None = None  # the local server's own account (Ollama only)
 
     @property
     def local(self) -> bool:
@@ -78,3 +106,5 @@ class CallRecord:
     error: str | None = None
     fallback_reason: str | None = None
     cost_eur: float = 0.0
+    timings: ServerTimings | None = None  # the local server's own account (Ollama only)
+    queue_ms: int = 0  # waiting in Axi's own queue before the call (the priority gate)

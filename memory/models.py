@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     LargeBinary,
+    Numeric,
     String,
     Text,
     func,
@@ -186,6 +187,36 @@ class ReceivedFile(Base):
     sha256: Mapped[str] = mapped_column(Text)
     contenu: Mapped[bytes] = mapped_column(LargeBinary)
     cree_le: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LLMCall(Base):
+    """One attempt against a chat model (local or Claude): the local share, the Claude
+    spend and the local server's own timings (`axi llm status`) come from these rows."""
+
+    __tablename__ = "appels_llm"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    cree_le: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    fournisseur: Mapped[str] = mapped_column(String(20))  # "ollama" or "anthropic"
+    modele: Mapped[str] = mapped_column(String(200))
+    tache: Mapped[str] = mapped_column(String(50))
+    jetons_entree: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    jetons_sortie: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    latence_ms: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    succes: Mapped[bool] = mapped_column(Boolean)
+    erreur: Mapped[str | None] = mapped_column(Text)
+    raison_repli: Mapped[str | None] = mapped_column(Text)
+    cout_eur: Mapped[float] = mapped_column(Numeric(12, 6, asdecimal=False),
+                                            server_default=text("0"))
+    # the local server's account of the call (migration 0015; None for Claude, older rows)
+    jetons_caches: Mapped[int | None] = mapped_column(Integer)  # prompt tokens from the cache
+    caches_estimes: Mapped[bool | None] = mapped_column(Boolean)  # jetons_caches estimated
+    jetons_evalues: Mapped[int | None] = mapped_column(Integer)  # prompt tokens evaluated
+    duree_prompt_ms: Mapped[int | None] = mapped_column(Integer)
+    duree_generation_ms: Mapped[int | None] = mapped_column(Integer)
+    duree_chargement_ms: Mapped[int | None] = mapped_column(Integer)
+    duree_totale_ms: Mapped[int | None] = mapped_column(Integer)
+    attente_ms: Mapped[int | None] = mapped_column(Integer)  # in Axi's queue (the gate)
 
 
 class ChannelCursor(Base):
