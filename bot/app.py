@@ -36,6 +36,7 @@ from bot.responder import Responder
 from bot.waiting import wait_for_event_or_stop
 from llm.anthropic_chat import AnthropicChat
 from llm.embeddings import OllamaEmbedder
+from llm.gate import LocalGate
 from llm.ollama_chat import OllamaChat
 from llm.router import Router
 from memory import migrate
@@ -109,8 +110,10 @@ class Axi:
             remote_cfg = anthropic_config(cfg)
             remote = None if remote_cfg is None else await self._stack.enter_async_context(
                 AnthropicChat(remote_cfg))
+            self.gate = LocalGate(slots=cfg.local_slots, quiet_s=cfg.background_quiet_s,
+                                  background_max_s=cfg.background_max_s)
             self.router = Router(
-                local, remote, record=call_recorder(self.store),
+                local, remote, record=call_recorder(self.store), gate=self.gate,
                 budget_ok=budget_with_alert(
                     lambda: self.store.claude_spend_this_month(timezone=cfg.timezone),
                     cfg.claude_monthly_budget_eur, notify=self.notifier.notify,
@@ -128,12 +131,16 @@ class Axi:
                                   confirmations=self.confirmations, person_of=self._person_of)
             responder.use_first_user_system(local.model_for("conversation"))
             self.pipeline = Pipeline(self.store, responder, self.channels,
-                                     concurrency=cfg.worker_concurrency)
-            self.extractor = Extractor(self.store, self.router)
+                                     concurrency=cfg.worker_concurrency,
+                                     on_accept=self.gate.note_person)
+            self.extractor = Extractor(
+                self.store, self.router,
+                continuations=local.model_for("extraction") == local.model_for("conversation"))
+            responder.on_turn = self.extractor.remember_turn
             pipeline = self.pipeline
             self.embedder = None if embedder is None else SouvenirEmbedder(
                 self.store, embedder,
-                idle=lambda: pipeline.idle_lanes >= pipeline.concurrency)
+                idle=lambda: pipeline.idle_lanes >= pipeline.concurrency, gate=self.gate)
             self.services = self._services()
         except BaseException:
             await self._stack.aclose()

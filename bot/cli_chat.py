@@ -79,6 +79,8 @@ def ask(
                 return EXIT_WAITING
             if not extract:
                 return 0
+            # this command's own extraction, now: nobody else waits for this process's model
+            axi.gate.quiet_s = 0.0
             with contextlib.suppress(TimeoutError):  # facts after the reply, bounded
                 async with asyncio.timeout(120):
                     await axi.extractor.extract_one(message_id=outcome.message_id)

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     local_num_ctx: int = Field(default=8192, ge=512, le=131072, alias="AXI_LOCAL_NUM_CTX")
     local_timeout_s: float = Field(default=120.0, gt=0, alias="AXI_LOCAL_TIMEOUT")
     local_keep_alive: str = Field(default="30m", alias="AXI_LOCAL_KEEP_ALIVE")
+    local_slots: int = Field(default=1, ge=1, le=16, alias="AXI_LOCAL_SLOTS")
+    background_quiet_s: float = Field(default=20.0, ge=0, le=3600,
+                                      alias="AXI_BACKGROUND_QUIET")
+    background_max_s: float = Field(default=120.0, gt=0, le=3600, alias="AXI_BACKGROUND_MAX")
     anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
     fallback_model: str = Field(default=DEFAULT_FALLBACK_MODEL, alias="AXI_FALLBACK_MODEL")

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from bot.waiting import wait_for_event_or_stop
 from llm.errors import LLMError, ModelNotFound
+from llm.gate import LocalGate, Preempted, Priority
 from memory.errors import NotFound
 from memory.store import MemoryStore
 
@@ -51,10 +52,12 @@ class Embedder(Protocol):
 
 class SouvenirEmbedder:
     def __init__(self, store: MemoryStore, embedder: Embedder, *,
-                 idle: Callable[[], bool] = lambda: True):
+                 idle: Callable[[], bool] = lambda: True, gate: LocalGate | None = None):
         self.store = store
         self.embedder = embedder
         self.idle = idle
+        self.gate = gate
+        """The local model's gate: embedding souvenirs is background work (llm/gate.py)."""
         self.wake = asyncio.Event()
         self.last_error: str | None = None
 
@@ -64,7 +67,12 @@ class SouvenirEmbedder:
         todo = await self.store.missing_embeddings(size, model=model)
         if not todo:
             return 0
-        vectors = await self.embedder.embed([s.contenu[:EMBED_CHARS] for s in todo])
+        texts = [s.contenu[:EMBED_CHARS] for s in todo]
+        if self.gate is not None:
+            vectors = await self.gate.run(Priority.BACKGROUND,
+                                          lambda: self.embedder.embed(texts))
+        else:
+            vectors = await self.embedder.embed(texts)
         try:
             await self.store.store_embeddings(
                 [(s.id, v) for s, v in zip(todo, vectors, strict=True)], model)
@@ -80,10 +88,14 @@ class SouvenirEmbedder:
                 pause = 1.0
             else:
                 try:
+                    if self.gate is not None:
+                        await self.gate.until_quiet()
                     pause = 0.0 if await self.embed_batch() else IDLE_POLL_S
                     if self.last_error is not None:
                         log.info("embeddings (%s) work again", self.embedder.model)
                         self.last_error = None
+                except Preempted:  # a person needed the model: the batch waits for quiet
+                    pause = 0.0
                 except LLMError as exc:
                     pause = RETRY_AFTER_S
                     if self.last_error != str(exc):

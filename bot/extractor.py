@@ -13,22 +13,30 @@ client about someone else, an unverified stranger, a forwarded message (metadata
 `transfere`), any souvenir that is not such a turn (an email body, a web page, an import)
 — is stored only as a claim attributed to its speaker ("selon Mme Durand (client)").
 
-A failed item is retried later (bot/backoff.py's EXTRACTION), not at once. An
-item goes to Claude at most once: after a failure in which the router fell back, or one
-that was the model's own (invalid JSON or schema from a model that answered), its
+The local model's gate (llm/gate.py) runs this as background work: only when the
+conversations are quiet, and preempted as soon as a person writes (the item is rolled
+back, untouched, and runs again later). A failed item is retried later (bot/backoff.py's
+EXTRACTION), not at once. An item goes to Claude at most once: after a failure in which
+the router fell back, or one that was the model's own (invalid JSON or schema from a model that answered), its
 retries stay on the local model, then it is given up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from bot.backoff import EXTRACTION
-from bot.facts_extraction import EXTRACTION_SCHEMA, extraction_prompt, parse
+from bot.facts_extraction import (
+    EXTRACTION_SCHEMA,
+    continuation_prompt,
+    extraction_prompt,
+    parse,
+)
 from bot.policy import (
     OPERATOR,
     TRUSTED_CHANNELS,
@@ -40,7 +48,9 @@ from bot.policy import (
 from bot.policy import interlocutor as make_interlocutor
 from bot.waiting import wait_for_event_or_stop
 from llm.errors import BudgetExceeded, InvalidStructuredOutput, LLMError, LocalOnlyUnavailable
+from llm.gate import Preempted
 from llm.router import Router
+from llm.types import ChatMessage
 from memory.extraction_queue import MAX_EXTRACTION_ATTEMPTS
 from memory.records import PersonRecord, SouvenirRecord
 from memory.store import MemoryStore
@@ -89,11 +99,62 @@ def fell_back(exc: BaseException, *, remote: bool, local_only: bool) -> bool:
     return not isinstance(exc.__cause__, LLMError)
 
 
+CONTINUATIONS_KEPT = 64
+"""Turns whose exact prompt is kept for their extraction (in memory: after a restart an
+item is extracted from the minimal prompt, as before)."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A turn as the local model lived it: the prompt it read and the reply it wrote."""
+
+    prompt: list[ChatMessage]
+    reply: str
+
+
 class Extractor:
-    def __init__(self, store: MemoryStore, router: Router):
+    def __init__(self, store: MemoryStore, router: Router, *, continuations: bool = True):
         self.store = store
         self.router = router
         self.wake = asyncio.Event()
+        self.continuations = continuations
+        """Extract a turn as a continuation of its own prompt (the local model evaluates
+        only the instruction): on when extraction runs on the conversation's model."""
+        self._turns: collections.OrderedDict[int, Turn] = collections.OrderedDict()
+        self.continued = 0
+
+    def remember_turn(self, message_id: int, prompt: list[ChatMessage], reply: str) -> None:
+        """The responder hands over a turn the local model answered (before any rewrite of
+        its reply: the model's cache holds what it wrote)."""
+        if not self.continuations:
+            return
+        self._turns[message_id] = Turn(list(prompt), reply)
+        while len(self._turns) > CONTINUATIONS_KEPT:
+            self._turns.popitem(last=False)
+
+    async def _continued(self, message_id: Any, *, speaker: str, message: str,
+                         kind: Any) -> Any:
+        """The extraction as a continuation of the turn's prompt, local only (it holds the
+        conversation's private data); None when there is none or the local model could
+        not do it (then the minimal prompt goes, under the usual rules)."""
+        turn = self._turns.get(message_id) if isinstance(message_id, int) else None
+        if turn is None:
+            return None
+        try:
+            result = await self.router.chat_json(
+                continuation_prompt(turn.prompt, turn.reply, speaker=speaker, message=message,
+                                    kind=kind),
+                EXTRACTION_SCHEMA, task="extraction", local_only=True, retries=0)
+        except Preempted:
+            raise
+        except LLMError as exc:
+            log.info("extraction of #%s as a continuation failed (%s): minimal prompt",
+                     message_id, exc)
+            self._turns.pop(message_id, None)
+            return None
+        self._turns.pop(message_id, None)
+        self.continued += 1
+        return result
 
     async def _speaker(self, souvenir: SouvenirRecord) -> Speaker:
         """The speaker of a souvenir: a person only for the inbound turn they sent from a
@@ -140,8 +201,13 @@ class Extractor:
             content_local = bool(meta.get("local_only")) or reply_local
             local_only = content_local or bool(meta.get("extraction_locale"))
             try:
-                result = await self.router.chat_json(
-                    prompt, EXTRACTION_SCHEMA, task="extraction", local_only=local_only)
+                result = await self._continued(meta.get("message_id"), speaker=speaker.name,
+                                               message=souvenir.contenu, kind=kind)
+                if result is None:
+                    result = await self.router.chat_json(
+                        prompt, EXTRACTION_SCHEMA, task="extraction", local_only=local_only)
+            except Preempted:
+                raise  # a person needed the model: rolled back, the item stays as it was
             except LLMError as exc:
                 await self._failed(claim, souvenir, exc, local_only=local_only)
                 return True
@@ -195,9 +261,15 @@ class Extractor:
             retry_in_s=None if give_up else EXTRACTION.delay(attempts))
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 2.0) -> None:
+        gate = self.router.gate
         while not stop.is_set():
             try:
+                if gate is not None:  # claim nothing while people talk
+                    await gate.until_quiet()
                 busy = await self.extract_one()
+            except Preempted as exc:
+                log.debug("fact extraction yields to a person: %s", exc)
+                continue  # the item is still queued; wait for quiet again
             except Exception as exc:  # keep the loop alive; the item stays queued
                 log.warning("extractor loop error: %s", exc)
                 busy = False

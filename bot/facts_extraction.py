@@ -113,6 +113,37 @@ def extraction_prompt(
     return [ChatMessage.system(SYSTEM), ChatMessage.user(f"{ask}\n\n{body}")]
 
 
+CONTINUATION = (
+    "[Consigne interne, pas un message de {speaker}] Ne réponds pas à la conversation. "
+    "{ask} Extrais uniquement de ce dernier message de {speaker} (rappelé ci-dessous) et de "
+    "ta réponse, jamais des données, souvenirs ou échanges plus anciens. Un fait = sujet, "
+    "prédicat, objet : des informations stables sur des personnes, des biens, des lieux, l'agence ; pas "
+    "d'opinions passagères, rien sur Axi. Écris le sujet par son nom propre (« je » = "
+    "{speaker}). Réponds uniquement en JSON : {{\"faits\": [{{\"sujet\", \"predicat\", "
+    "\"objet\", \"confiance\" (0 à 1), \"multiple\"}}], \"oublis\": [{{\"sujet\", "
+    "\"predicat\", \"objet\"}}]}}. Listes vides si rien de durable."
+)
+
+
+def continuation_prompt(conversation: list[ChatMessage], reply: str, *, speaker: str,
+                        message: str, kind: Intent) -> list[ChatMessage]:
+    """The extraction of a turn asked as a continuation of that turn's exact prompt (the
+    same messages, the reply as the model wrote it, then the instruction), so the local
+    model evaluates only the instruction: the conversation's cached prefix serves it, and
+    still serves the conversation's next turn. It carries the conversation's private
+    data: it is never sent anywhere but the local model."""
+    ask = {
+        "remember": "La personne demande explicitement de retenir ceci : extrais-en les faits "
+                    "(confiance 0.95).",
+        "forget": "La personne demande d'oublier ceci : mets dans \"oublis\" les faits à "
+                  "oublier, et rien dans \"faits\".",
+        "none": "Extrais les faits durables appris dans ce dernier échange (souvent aucun).",
+    }[kind]
+    recalled = f"[données — message de {speaker}]\n{message}\n[fin des données]"
+    return [*conversation, ChatMessage.assistant(reply),
+            ChatMessage.user(CONTINUATION.format(speaker=speaker, ask=ask) + "\n\n" + recalled)]
+
+
 def parse(data: dict[str, Any], *, kind: Intent) -> tuple[list[ExtractedFact], list[Forget]]:
     """Validated model output → facts to add and facts to forget (already schema-checked)."""
     default = 0.95 if kind == "remember" else 0.7

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -116,8 +116,12 @@ def delivery_of(msg: StoredMessage) -> Delivery:
 class Pipeline:
     def __init__(self, store: MemoryStore, responder: Responder,
                  channels: Mapping[str, Channel], *, concurrency: int = 4,
-                 poll_interval_s: float = POLL_INTERVAL_S):
+                 poll_interval_s: float = POLL_INTERVAL_S,
+                 on_accept: Callable[[], None] | None = None):
         self.store = store
+        self.on_accept = on_accept
+        """Called when a new message is stored: someone wrote (the local model's gate lets
+        background work yield at once, llm/gate.py)."""
         self.responder = responder
         self.channels = channels
         """The channels of this process (the live dict of `Axi`): the outbox sends only
@@ -167,6 +171,8 @@ class Pipeline:
         return [None if p is None else next(ids) for p in params]
 
     async def _accepted(self, accepted: Sequence[Accepted]) -> None:
+        if self.on_accept is not None and any(not a.duplicate for a in accepted):
+            self.on_accept()
         for item in accepted:
             if item.duplicate:
                 continue

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.tutoiement import Form, form_for
+from llm.gate import Priority
 from memory.records import ConsigneRecord, FactRecord, PersonRecord, SouvenirRecord
 from memory.text import fold
 
@@ -174,6 +175,18 @@ def attribution(speaker: PersonRecord | None, name: str | None, channel: str | N
 def recall_privacy(who: Interlocutor) -> tuple[bool, int | None]:
     """What recall's filter depends on: private memory allowed, and whose souvenirs."""
     return who.trust == "private", who.relation_id
+
+
+LIVE_CHANNELS = frozenset({"telegram", "web", "console", "site"})
+"""Channels where a person waits, watching, for the answer (email is read later)."""
+
+
+def model_priority(who: Interlocutor) -> Priority:
+    """Who gets the local model first (llm/gate.py): the inner circle in a live chat, then
+    clients in a live chat, then email replies; background work comes after them all."""
+    if who.channel not in LIVE_CHANNELS:
+        return Priority.EMAIL
+    return Priority.INNER_LIVE if sees_private(who.person) else Priority.CLIENT_LIVE
 
 
 def may_change_memory(who: Interlocutor) -> bool:

@@ -30,9 +30,17 @@ from bot.notices import (
     too_large_notice,
     waiting_notice,
 )
-from bot.policy import OPERATOR, PAIRING_CHANNELS, TRUSTED_CHANNELS, Interlocutor, interlocutor
+from bot.policy import (
+    OPERATOR,
+    PAIRING_CHANNELS,
+    TRUSTED_CHANNELS,
+    Interlocutor,
+    interlocutor,
+    model_priority,
+)
 from bot.recall_prefetch import Recaller
 from llm.errors import AuthError, LLMError
+from llm.gate import Priority
 from llm.router import Router
 from llm.types import ChatMessage, Reply
 from memory.errors import InvalidInput, NotFound
@@ -134,6 +142,9 @@ class Responder:
         self.reply_tokens = reply_tokens
         self.tz = ZoneInfo(timezone)
         self.system_mode: prompt_builder.SystemMode = "system"
+        self.on_turn: Callable[[int, list[ChatMessage], str], None] | None = None
+        """Told each turn the local model answered (its prompt and raw reply): the
+        extractor continues that prompt (bot/extractor.py)."""
 
     def use_first_user_system(self, model: str) -> None:
         """Mistral's Ollama template moves the system message into the LAST [INST] block,
@@ -247,7 +258,8 @@ class Responder:
         try:
             reply = await self._ask(composed.messages, local_only=must_stay or (
                 withheld and fallback is None), fallback=fallback, live=live,
-                remote_first=command is not None and command.name == "claude")
+                remote_first=command is not None and command.name == "claude",
+                priority=model_priority(who))
         except AuthError as exc:
             log.error("LLM configuration error for message #%s: %s", msg.id, exc)
             await self._wait(claim, who, exc)
@@ -259,6 +271,7 @@ class Responder:
         # a reply is local-only when local-only content was in the prompt it came from
         reply_local = must_stay or (withheld and reply.local)
         text = await self._guard(reply.text, who, local_only=reply_local)
+        raw_reply = reply.text
         kind, _ = intent(msg.texte)
         speaker = who.display_name
         await self.store.finish_inbound(
@@ -284,6 +297,9 @@ class Responder:
                               "local_only": reply_local, "conversation": msg.conversation}},
             ],
         )
+        if self.on_turn is not None and reply.local and reply.fallback_reason is None:
+            # its extraction can continue this very prompt (the model's cache holds it)
+            self.on_turn(msg.id, composed.messages, raw_reply)
 
     def compose(self, msg: StoredMessage, g: Gathered, *, for_fallback: bool = False
                 ) -> Composed:
@@ -325,7 +341,7 @@ class Responder:
                                    "façon de s'adresser au lecteur."),
                 ChatMessage.user(f"Réécris ce message {form} le lecteur. Réponds uniquement "
                                  f"par le message réécrit.\n\n{result.text}"),
-            ], task="summary", local_only=local_only)
+            ], task="summary", local_only=local_only, priority=model_priority(who))
         except LLMError as exc:
             log.warning("address rewrite failed, keeping the rule-based text: %s", exc)
             return result.text
@@ -334,13 +350,15 @@ class Responder:
 
     async def _ask(self, prompt: list[ChatMessage], *, local_only: bool,
                    fallback: Composed | None, live: ChunkFn | None,
-                   remote_first: bool = False) -> Reply:
+                   remote_first: bool = False, priority: Priority = Priority.CLIENT_LIVE
+                   ) -> Reply:
         alt = fallback.messages if fallback is not None else None
         if live is None or remote_first:
             return await self.router.chat(prompt, task="conversation", local_only=local_only,
-                                          fallback_messages=alt, remote_first=remote_first)
+                                          fallback_messages=alt, remote_first=remote_first,
+                                          priority=priority)
         stream = self.router.stream(prompt, task="conversation", local_only=local_only,
-                                    fallback_messages=alt)
+                                    fallback_messages=alt, priority=priority)
         async for chunk in stream:
             live(chunk)
         assert stream.reply is not None

@@ -28,6 +28,7 @@ from llm.errors import (
     ModelNotFound,
     PromptTooLarge,
 )
+from llm.gate import LocalGate, Preempted, Priority, Ticket
 from llm.protocol import ChatModel, ChatStream, JsonSchema
 from llm.structured import correction_messages, parse_structured
 from llm.types import CallRecord, ChatMessage, Reply, StructuredReply
@@ -74,9 +75,12 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         breaker_threshold: int = 3,
         breaker_cooldown_s: float = 60.0,
+        gate: LocalGate | None = None,
     ):
         self.local = local
         self.remote = remote
+        self.gate = gate
+        """Every local attempt takes a turn here (llm/gate.py): people before background."""
         self._record = record
         self.budget_ok = budget_ok
         self.breaker = CircuitBreaker(
@@ -96,7 +100,8 @@ class Router:
         return model is self.local
 
     async def _log_success(self, reply: Reply, task: str, reason: str | None,
-                           *, ok: bool = True, error: str | None = None) -> None:
+                           *, ok: bool = True, error: str | None = None,
+                           queue_ms: int = 0) -> None:
         cost = (
             claude_cost_eur(reply.model, reply.tokens_in, reply.tokens_out)
             if reply.provider == "anthropic" else 0.0
@@ -104,7 +109,7 @@ class Router:
         await self._log(CallRecord(
             provider=reply.provider, model=reply.model, task=task, tokens_in=reply.tokens_in,
             tokens_out=reply.tokens_out, latency_ms=reply.latency_ms, ok=ok, error=error,
-            fallback_reason=reason, cost_eur=cost, timings=reply.timings,
+            fallback_reason=reason, cost_eur=cost, timings=reply.timings, queue_ms=queue_ms,
         ))
 
     async def _log_failure(self, model: ChatModel, task: str, start: float,
@@ -191,12 +196,26 @@ class Router:
         json_schema: JsonSchema | None = None,
         validate: bool = False,
         reason: str | None = None,
+        priority: Priority = Priority.CLIENT_LIVE,
     ) -> tuple[Reply, Any]:
         """One call to one model, recorded; with `validate`, the answer is parsed against
-        json_schema and an invalid one is recorded as a failure."""
-        start = time.perf_counter()
+        json_schema and an invalid one is recorded as a failure. A local call waits for
+        its turn at the gate (background work may be preempted: Preempted, not recorded)."""
+        asked = start = time.perf_counter()
+
+        async def call() -> Reply:
+            nonlocal start
+            start = time.perf_counter()  # the model's time, not the queue's
+            return await model.chat(messages, task=task, json_schema=json_schema)
+
         try:
-            reply = await model.chat(messages, task=task, json_schema=json_schema)
+            if self.gate is not None and self._is_local(model):
+                reply = await self.gate.run(priority, call)
+            else:
+                reply = await call()
+        except Preempted:
+            self.breaker.release()
+            raise
         except Exception as exc:
             await self._failed(model, task, start, exc, reason)
             raise
@@ -210,9 +229,10 @@ class Router:
             try:
                 data = parse_structured(reply.text, json_schema)
             except InvalidStructuredOutput as exc:
-                await self._log_success(reply, task, reason, ok=False, error=_error_text(exc))
+                await self._log_success(reply, task, reason, ok=False, error=_error_text(exc),
+                                        queue_ms=int((start - asked) * 1000))
                 raise
-        await self._log_success(reply, task, reason)
+        await self._log_success(reply, task, reason, queue_ms=int((start - asked) * 1000))
         return replace(reply, fallback_reason=reason), data
 
     # ------------------------------------------------------------------ chat
@@ -225,13 +245,15 @@ class Router:
         local_only: bool = False,
         fallback_messages: list[ChatMessage] | None = None,
         remote_first: bool = False,
+        priority: Priority = Priority.CLIENT_LIVE,
     ) -> Reply:
         """`fallback_messages`: the prompt the remote model gets instead of `messages`
-        (the caller left out what must never leave the server)."""
+        (the caller left out what must never leave the server). `priority`: the turn a
+        local call takes at the gate."""
         async def ask(model: ChatModel, reason: str | None = None) -> Reply:
             prompt = messages if reason is None or fallback_messages is None else fallback_messages
             reply, _ = await self._attempt(model, prompt, task, json_schema=json_schema,
-                                           reason=reason)
+                                           reason=reason, priority=priority)
             return reply
 
         return await self._local_first(lambda: ask(self.local), ask, local_only=local_only,
@@ -245,6 +267,7 @@ class Router:
         retries: int = 2,
         task: str = "extraction",
         local_only: bool = False,
+        priority: Priority = Priority.BACKGROUND,
     ) -> StructuredReply:
         """A JSON answer validated against `schema`: local (1 + retries attempts, each
         retry told what was wrong), then one remote attempt per the fallback policy."""
@@ -254,8 +277,8 @@ class Router:
             for attempt in range(max(retries, 0) + 1):
                 try:
                     reply, data = await self._attempt(
-                        self.local, conversation, task, json_schema=schema, validate=True
-                    )
+                        self.local, conversation, task, json_schema=schema, validate=True,
+                        priority=priority)
                     return StructuredReply(data=data, reply=reply)
                 except InvalidStructuredOutput as exc:
                     if attempt >= retries or not self.breaker.allow():
@@ -274,29 +297,35 @@ class Router:
     def stream(
         self, messages: list[ChatMessage], *, task: str = "conversation", local_only: bool = False,
         fallback_messages: list[ChatMessage] | None = None,
+        priority: Priority = Priority.CLIENT_LIVE,
     ) -> ChatStream:
         """Chunks from local; from remote only if local fails before its first chunk.
         A failure after text was sent raises LLMUnavailable (text is never duplicated).
-        `fallback_messages`: the remote's prompt, as in `chat`."""
+        `fallback_messages`: the remote's prompt, as in `chat`. A local stream holds its
+        turn at the gate until it is read to the end (never preempted)."""
         return ChatStream(lambda out: self._produce(out, messages, task, local_only,
-                                                    fallback_messages or messages))
+                                                    fallback_messages or messages, priority))
 
     async def _produce(
         self, out: ChatStream, messages: list[ChatMessage], task: str, local_only: bool,
-        remote_messages: list[ChatMessage],
+        remote_messages: list[ChatMessage], priority: Priority,
     ) -> AsyncIterator[str]:
         async def open_local() -> _OpenStream:
             """Local's stream up to its first chunk: a failure before it may fall back."""
+            ticket = await self.gate.acquire(priority) if self.gate is not None else None
             start = time.perf_counter()
             inner = self.local.stream(messages, task=task)
             try:
                 first: str | None = await inner.__anext__()
             except StopAsyncIteration:
                 first = None
-            except Exception as exc:
-                await self._failed(self.local, task, start, exc, None)
+            except BaseException as exc:
+                if ticket is not None and self.gate is not None:
+                    self.gate.release(ticket)
+                if isinstance(exc, Exception):
+                    await self._failed(self.local, task, start, exc, None)
                 raise
-            return _OpenStream(self.local, inner, first, start, None)
+            return _OpenStream(self.local, inner, first, start, None, ticket)
 
         async def open_remote(model: ChatModel, reason: str) -> _OpenStream:
             return _OpenStream(model, model.stream(remote_messages, task=task), None,
@@ -332,11 +361,16 @@ class Router:
         finally:
             if not finished and self._is_local(model):
                 self.breaker.release()  # abandoned or cancelled mid-stream
-            await inner.aclose()
+            try:
+                await inner.aclose()
+            finally:
+                if opened.ticket is not None and self.gate is not None:
+                    self.gate.release(opened.ticket)
         if inner.reply is None:
             raise LLMUnavailable("stream ended without a final reply")
         self._health(model, None)
-        await self._log_success(inner.reply, task, reason)
+        waited = opened.ticket.waited_s if opened.ticket is not None else 0.0
+        await self._log_success(inner.reply, task, reason, queue_ms=int(waited * 1000))
 
 
 @dataclass(frozen=True)
@@ -349,3 +383,4 @@ class _OpenStream:
     first: str | None
     start: float
     reason: str | None
+    ticket: Ticket | None = None  # the local model's turn, given back when the stream ends

@@ -72,6 +72,8 @@ def make_settings(ollama: FakeOllama, anthropic: FakeAnthropic | None, database_
     values: dict[str, Any] = {
         "OLLAMA_HOST": ollama.url, "AXI_LOCAL_NUM_CTX": NUM_CTX, "AXI_LOCAL_TIMEOUT": 3.0,
         "AXI_DATA_DIR": str(data_dir), "AXI_WORKER_CONCURRENCY": 2,
+        # background model work (extraction) at once: tests about the gate set their own
+        "AXI_BACKGROUND_QUIET": 0,
     }
     if database_url:
         values["AXI_DATABASE_URL"] = database_url

@@ -52,6 +52,7 @@ Change `config` before the first request; `reset()` restores the constructor's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -341,14 +342,25 @@ class CpuOllama(FakeOllama):
             final["prompt_eval_cached_count"] = record.cached_tokens
         return final
 
-    async def _respond(self, job: _Job, key: str) -> Response:
+    async def _respond(self, job: _Job, key: str, request: Request) -> Response:
         def part(piece: str) -> dict[str, Any]:
             content = {"role": "assistant", "content": piece} if key == "message" else piece
             return {"model": job.body.get("model", ""), "created_at": _now(),
                     key: content, "done": False}
 
         if not job.record.stream:
-            text = "".join([piece async for piece in self._run(job)])
+            async def collect() -> str:
+                return "".join([piece async for piece in self._run(job)])
+
+            # like Ollama, a client that goes away cancels its request (and frees the slot)
+            work = asyncio.ensure_future(collect())
+            while not (await asyncio.wait({work}, timeout=0.005))[0]:
+                if await request.is_disconnected():
+                    work.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await work
+                    return Response(status_code=499)
+            text = work.result()
             final = self._final_chunk(job, key)
             final[key] = part(text)[key]
             return JSONResponse(final)
@@ -374,7 +386,7 @@ class CpuOllama(FakeOllama):
                     for m in body.get("messages") or []]
         if not messages:  # Ollama's way to load (or, with keep_alive 0, unload) a model
             return await self._load_only(body)
-        return await self._respond(self._prepare(body, "chat", messages), "message")
+        return await self._respond(self._prepare(body, "chat", messages), "message", request)
 
     async def generate(self, request: Request) -> Response:
         body = await self._record(request)
@@ -386,7 +398,7 @@ class CpuOllama(FakeOllama):
         else:
             system = [("system", body["system"])] if body.get("system") else []
             job = self._prepare(body, "generate", [*system, ("user", body.get("prompt", ""))])
-        return await self._respond(job, "response")
+        return await self._respond(job, "response", request)
 
     async def _load_only(self, body: dict[str, Any]) -> Response:
         options = body.get("options") or {}

@@ -1,0 +1,253 @@
+"""One CPU, one model: who gets the local model next.
+
+Ollama on a CPU runs one request at a time per slot and keeps the cache of one prompt per
+slot, so the order in which requests reach it decides whether Ludo waits 2 seconds or 40.
+The gate sits in front of the local model (the router takes a turn for every local
+attempt) and serves, by priority then by arrival:
+
+1. the inner circle in a live chat (Telegram, web, console),
+2. clients in a live chat,
+3. email replies,
+4. background work (fact extraction, summaries, embeddings).
+
+Background work starts only when no person is waiting or being answered and the
+conversations have been quiet for `quiet_s`; it is preemptible and bounded: a person
+writing (`note_person`, called when any message is accepted) or asking for the model
+cancels the background request in flight, which raises `Preempted` in its caller (who
+leaves the item queued in the database: nothing is lost), and no background request runs
+longer than `background_max_s`. So a person's request never waits behind more than the
+cancellation of one background request.
+
+Pure asyncio, no I/O: the clock is injectable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, TypeVar
+
+from llm.errors import LLMError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Priority(IntEnum):
+    INNER_LIVE = 0
+    CLIENT_LIVE = 1
+    EMAIL = 2
+    BACKGROUND = 3
+
+    @property
+    def person(self) -> bool:
+        """A person is waiting for this request."""
+        return self is not Priority.BACKGROUND
+
+
+class Preempted(LLMError):
+    """A background request gave the local model up to a person (or ran too long): the
+    work is not done and not failed; it stays queued and runs again later."""
+
+    reason = "preempted"
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One turn at the local model, waiting or held."""
+
+    priority: Priority
+    seq: int
+    asked_at: float
+    granted: asyncio.Future[None]
+    granted_at: float | None = None
+    task: asyncio.Task[Any] | None = None  # a background call, cancelled if preempted
+    preempted: str | None = None
+
+    @property
+    def waited_s(self) -> float:
+        return (self.granted_at or self.asked_at) - self.asked_at
+
+
+@dataclass
+class GateStats:
+    granted: dict[str, int] = field(default_factory=dict)
+    preempted: int = 0
+
+
+class LocalGate:
+    def __init__(self, *, slots: int = 1, quiet_s: float = 30.0,
+                 background_max_s: float = 120.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if slots < 1:
+            raise ValueError("the local model has at least one slot")
+        self.slots = slots
+        self.quiet_s = quiet_s
+        self.background_max_s = background_max_s
+        self._clock = clock
+        self._seq = itertools.count()
+        self._waiting: list[tuple[int, int, Ticket]] = []
+        self._held: set[Ticket] = set()
+        self._last_person = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
+        self._changed = asyncio.Event()  # a turn was given back: maybe quiet now
+        self.stats = GateStats()
+
+    # ------------------------------------------------------------------ people
+    def note_person(self) -> None:
+        """A person wrote (a message was accepted) or is being answered: background work
+        waits for the conversations to be quiet again, and yields the model now."""
+        self._last_person = self._clock()
+        self._preempt("a person wrote")
+
+    @property
+    def people_waiting(self) -> int:
+        return sum(1 for _, _, t in self._waiting if t.priority.person)
+
+    def snapshot(self) -> dict[str, Any]:
+        """For /health and the wait estimate: who holds the model, who waits."""
+        return {
+            "slots": self.slots,
+            "held": sorted(t.priority.name.lower() for t in self._held),
+            "waiting": sorted(t.priority.name.lower() for _, _, t in self._waiting),
+            "preempted": self.stats.preempted,
+        }
+
+    async def until_quiet(self, poll_s: float = 1.0) -> None:
+        """Wait until background work may start (no person waiting or answered, quiet
+        for `quiet_s`): a background worker calls this before claiming its next item,
+        so it holds nothing while people talk."""
+        while not self._background_may_start():
+            remaining = self.quiet_s - self._quiet_for()
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(),
+                                       max(0.01, min(poll_s, remaining)) if remaining > 0
+                                       else poll_s)
+
+    def ahead_of(self, priority: Priority) -> list[Ticket]:
+        """The turns that would go before a new request of `priority` (held ones first)."""
+        return [*self._held, *sorted((t for p, _, t in self._waiting if p <= priority),
+                                     key=lambda t: (t.priority, t.seq))]
+
+    # ------------------------------------------------------------------ turns
+    async def acquire(self, priority: Priority) -> Ticket:
+        loop = asyncio.get_running_loop()
+        ticket = Ticket(priority, next(self._seq), self._clock(), loop.create_future())
+        if priority.person:
+            self._last_person = ticket.asked_at
+        heapq.heappush(self._waiting, (int(priority), ticket.seq, ticket))
+        if priority.person and self._free() == 0:
+            self._preempt("a person is waiting")
+        self._admit()
+        try:
+            await ticket.granted
+        except BaseException:
+            if ticket.granted.done() and not ticket.granted.cancelled():
+                self.release(ticket)  # granted as we were cancelled: give it back
+            else:
+                self._waiting = [w for w in self._waiting if w[2] is not ticket]
+                heapq.heapify(self._waiting)
+            raise
+        return ticket
+
+    def release(self, ticket: Ticket) -> None:
+        if ticket in self._held:
+            self._held.discard(ticket)
+            if ticket.priority.person:
+                self._last_person = self._clock()
+        self._changed.set()
+        self._admit()
+
+    @asynccontextmanager
+    async def turn(self, priority: Priority) -> AsyncIterator[Ticket]:
+        """Hold the local model for the block (a stream: until it is read to the end).
+        Not preemptible: background work uses `run`."""
+        ticket = await self.acquire(priority)
+        try:
+            yield ticket
+        finally:
+            self.release(ticket)
+
+    async def run(self, priority: Priority, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` during a turn. For background work, preemptible and bounded: raises
+        Preempted when a person needs the model or it ran past `background_max_s`."""
+        ticket = await self.acquire(priority)
+        try:
+            if priority.person:
+                return await call()
+            task: asyncio.Task[T] = asyncio.ensure_future(call())
+            ticket.task = task
+            try:
+                return await asyncio.wait_for(asyncio.shield(task), self.background_max_s)
+            except TimeoutError:
+                ticket.preempted = ticket.preempted or (
+                    f"over {self.background_max_s:.0f} s of background work")
+                task.cancel()
+                raise Preempted(ticket.preempted) from None
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if ticket.preempted and not (current is not None and current.cancelling()):
+                    raise Preempted(ticket.preempted) from None
+                task.cancel()
+                raise
+            finally:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+        finally:
+            self.release(ticket)
+
+    # ------------------------------------------------------------------ inside
+    def _free(self) -> int:
+        return self.slots - len(self._held)
+
+    def _quiet_for(self) -> float:
+        return self._clock() - self._last_person
+
+    def _admit(self) -> None:
+        while self._waiting and self._free() > 0:
+            priority, _, ticket = self._waiting[0]
+            if ticket.granted.done():  # cancelled while waiting
+                heapq.heappop(self._waiting)
+                continue
+            if priority == Priority.BACKGROUND and not self._background_may_start():
+                self._wake_when_quiet()
+                return
+            heapq.heappop(self._waiting)
+            ticket.granted_at = self._clock()
+            self._held.add(ticket)
+            name = ticket.priority.name.lower()
+            self.stats.granted[name] = self.stats.granted.get(name, 0) + 1
+            ticket.granted.set_result(None)
+
+    def _background_may_start(self) -> bool:
+        if any(t.priority.person for t in self._held) or self.people_waiting:
+            return False
+        return self._quiet_for() >= self.quiet_s
+
+    def _wake_when_quiet(self) -> None:
+        if self._timer is not None and not self._timer.cancelled():
+            self._timer.cancel()
+        delay = max(0.0, self.quiet_s - self._quiet_for())
+        if delay == 0.0:
+            return  # a person holds or waits: their release admits again
+        self._timer = asyncio.get_running_loop().call_later(delay + 0.001, self._admit)
+
+    def _preempt(self, why: str) -> None:
+        for ticket in list(self._held):
+            if ticket.priority.person or ticket.task is None or ticket.preempted:
+                continue
+            ticket.preempted = why
+            self.stats.preempted += 1
+            log.info("background model work yields: %s", why)
+            ticket.task.cancel()

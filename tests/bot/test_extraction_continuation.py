@@ -1,0 +1,121 @@
+"""A turn's fact extraction continues that turn's exact prompt (issue: one CPU, one
+model): the local model evaluates only the instruction, its cached prefix survives for
+the conversation's next turn, and the continuation — which holds the conversation's
+private data — never leaves the server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import Axi
+from bot.config import DEFAULT_LOCAL_MODEL
+from memory.database import Database
+from tests.bot.conftest import assistant, extract_all, say
+from tests.bot.test_pipeline import RecordingChannel, make_settings
+from tests.conftest import empty_tables
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.cpu_model import CpuConfig
+from tests.fakes.cpu_ollama import CpuOllama
+from tests.fakes.ollama_server import FakeOllama
+
+FACT = {"sujet": "Ludo", "predicat": "habite à", "objet": "Peyrebrune", "confiance": 0.9}
+
+
+def scripted(body: dict[str, Any]) -> str:
+    if body.get("format"):
+        return json.dumps({"faits": [FACT]})
+    return "Noté, Peyrebrune."
+
+
+@pytest.fixture
+async def axi(db: Database, database_url: str | None, test_data_dir: Path,
+              ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> AsyncIterator[Axi]:
+    async with assistant(db, database_url, test_data_dir, ollama_server, anthropic_server,
+                         reply=scripted, fallback_reply=json.dumps({"faits": []})) as app:
+        yield app
+
+
+def _bodies(ollama: FakeOllama, *, json_format: bool) -> list[dict[str, Any]]:
+    return [b for b in ollama.chat_bodies if bool(b.get("format")) == json_format]
+
+
+async def test_the_extraction_is_a_strict_extension_of_the_turns_prompt(
+        axi: Axi, ollama_server: FakeOllama) -> None:
+    await say(axi, "1001", "J'habite à Peyrebrune depuis dix ans.")
+    [turn] = _bodies(ollama_server, json_format=False)
+    await extract_all(axi)
+    [extraction] = _bodies(ollama_server, json_format=True)
+    asked = extraction["messages"]
+    assert asked[:len(turn["messages"])] == turn["messages"]  # the same prompt, verbatim
+    assert asked[len(turn["messages"])] == {"role": "assistant", "content": "Noté, Peyrebrune."}
+    assert len(asked) == len(turn["messages"]) + 2
+    assert "Consigne interne" in asked[-1]["content"] and "Ludo" in asked[-1]["content"]
+    assert extraction["model"] == turn["model"]
+    assert extraction["options"]["num_ctx"] == turn["options"]["num_ctx"]
+    facts = await axi.store.facts_about("Ludo")
+    assert [(f.predicat, f.objet) for f in facts] == [("habite à", "Peyrebrune")]
+    assert axi.extractor.continued == 1
+
+
+async def test_the_continuation_never_reaches_the_fallback(
+        axi: Axi, ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> None:
+    """The local model fails the continuation: the minimal prompt goes instead (it may
+    fall back, under the usual rules), never the conversation's prompt."""
+    await say(axi, "1001", "J'habite à Peyrebrune depuis dix ans.")
+    [turn] = _bodies(ollama_server, json_format=False)
+    system = turn["messages"][0]["content"]
+    ollama_server.stop()
+    await extract_all(axi)
+    assert anthropic_server.bodies, "the minimal extraction did not fall back"
+    sent = json.dumps(anthropic_server.bodies, ensure_ascii=False)
+    assert "Peyrebrune" in sent  # the minimal prompt: the message and the reply
+    assert system[:200] not in sent and "Consigne interne" not in sent
+
+
+async def test_no_continuation_when_extraction_has_its_own_model(
+        db: Database, database_url: str | None, test_data_dir: Path,
+        ollama_server: FakeOllama) -> None:
+    await empty_tables(db)
+    ollama_server.models.append("qwen2.5:3b-instruct")
+    ollama_server.reply = scripted
+    cfg = make_settings(ollama_server, None, database_url, test_data_dir,
+                        AXI_LOCAL_EXTRACTION_MODEL="qwen2.5:3b-instruct")
+    async with Axi(cfg, {"telegram": RecordingChannel("telegram")}) as app:
+        await app.store.add_person("Ludo", relation="créateur",
+                                   identities=[("telegram", "1001")])
+        await say(app, "1001", "J'habite à Peyrebrune depuis dix ans.")
+        await extract_all(app)
+    [extraction] = _bodies(ollama_server, json_format=True)
+    assert extraction["model"] == "qwen2.5:3b-instruct" and len(extraction["messages"]) == 2
+    assert app.extractor.continued == 0
+
+
+async def test_on_the_cpu_server_the_next_turn_still_finds_its_prefix(
+        db: Database, database_url: str | None, test_data_dir: Path) -> None:
+    """Measured on the simulated CPU Ollama: the extraction evaluates only its instruction
+    (and what the chat template adds), and Ludo's next turn reuses the whole previous
+    turn from the cache. (A fact learnt about Ludo himself changes his system prompt, and
+    so the whole prefix: the fact here is about a property.)"""
+    cpu = CpuOllama(CpuConfig(time_scale=0.0005, load_s=0.0, system_last=False))
+    cpu.models = [DEFAULT_LOCAL_MODEL]
+    cpu.start()
+    try:
+        async with assistant(db, database_url, test_data_dir, cpu, None,
+                             reply=lambda body: "Noté, Peyrebrune.") as app:
+            cpu.json_reply = json.dumps({"faits": [
+                {"sujet": "La longère de Vergt", "predicat": "a", "objet": "4 chambres"}]})
+            await say(app, "1001", "J'habite à Peyrebrune depuis dix ans, près de Vergt.")
+            await extract_all(app)
+            await say(app, "1001", "Et que sais-tu de la longère de Vergt ?")
+        first, extraction, second = cpu.records
+        assert extraction.cached_tokens >= first.prompt_tokens, "the turn's prompt was not reused"
+        assert extraction.evaluated_tokens < 300  # the instruction (~230 tokens) and the reply
+        assert second.cached_tokens >= first.prompt_tokens  # the next turn kept its prefix
+        assert second.evaluated_tokens < second.prompt_tokens - first.prompt_tokens + 60
+    finally:
+        cpu.stop()

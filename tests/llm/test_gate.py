@@ -1,0 +1,198 @@
+"""The local model's gate (llm/gate.py): people before background work, background only
+when quiet, preempted when a person needs the model, bounded; and the router taking a
+turn there for every local call, against the simulated CPU Ollama (tests/fakes/cpu_ollama)
+driven by the real `ollama` client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.config import DEFAULT_LOCAL_MODEL
+from llm.gate import LocalGate, Preempted, Priority
+from llm.ollama_chat import OllamaChat
+from llm.router import Router
+from llm.types import ChatMessage
+from tests.fakes.cpu_model import CpuConfig
+from tests.fakes.cpu_ollama import CpuOllama
+from tests.llm.conftest import local_config
+
+P = Priority
+
+
+async def _hold(gate: LocalGate, priority: Priority, order: list[str], name: str,
+                release: asyncio.Event | None = None) -> None:
+    async with gate.turn(priority):
+        order.append(name)
+        if release is not None:
+            await release.wait()
+
+
+async def test_people_go_first_in_priority_then_arrival_order() -> None:
+    gate = LocalGate(slots=1, quiet_s=0.0)
+    order: list[str] = []
+    first_done = asyncio.Event()
+    holder = asyncio.create_task(_hold(gate, P.CLIENT_LIVE, order, "first", first_done))
+    await asyncio.sleep(0)
+    names = [("fond", P.BACKGROUND), ("mail", P.EMAIL), ("client", P.CLIENT_LIVE),
+             ("ludo", P.INNER_LIVE), ("ludo-2", P.INNER_LIVE)]
+    tasks = []
+    for name, priority in names:
+        tasks.append(asyncio.create_task(_hold(gate, priority, order, name)))
+        await asyncio.sleep(0)
+    assert gate.snapshot()["waiting"] == ["background", "client_live", "email", "inner_live",
+                                          "inner_live"]
+    first_done.set()
+    await asyncio.gather(holder, *tasks)
+    assert order == ["first", "ludo", "ludo-2", "client", "mail", "fond"]
+
+
+async def test_background_waits_until_the_conversations_are_quiet() -> None:
+    gate = LocalGate(slots=1, quiet_s=0.15)
+    gate.note_person()
+    started = time.monotonic()
+    async with gate.turn(P.BACKGROUND):
+        waited = time.monotonic() - started
+    assert waited >= 0.14
+    # a person is never made to wait for quiet
+    gate.note_person()
+    started = time.monotonic()
+    async with gate.turn(P.CLIENT_LIVE):
+        assert time.monotonic() - started < 0.05
+
+
+async def test_a_person_preempts_background_work_in_flight() -> None:
+    gate = LocalGate(slots=1, quiet_s=0.0)
+    running = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def extraction() -> str:
+        running.set()
+        try:
+            await asyncio.sleep(30)  # a long generation on the CPU
+        except asyncio.CancelledError:
+            cancelled.set()  # the HTTP request is closed: Ollama stops generating
+            raise
+        return "jamais"
+
+    background = asyncio.create_task(gate.run(P.BACKGROUND, extraction))
+    await running.wait()
+    started = time.monotonic()
+    async with gate.turn(P.INNER_LIVE):
+        waited = time.monotonic() - started
+    assert waited < 0.1 and cancelled.is_set()
+    with pytest.raises(Preempted, match="person"):
+        await background
+    assert gate.stats.preempted == 1 and gate.snapshot()["held"] == []
+
+
+async def test_a_message_accepted_preempts_too_and_background_resumes_later() -> None:
+    gate = LocalGate(slots=1, quiet_s=0.1)
+    running = asyncio.Event()
+
+    async def extraction() -> str:
+        running.set()
+        await asyncio.sleep(30)
+        return "jamais"
+
+    background = asyncio.create_task(gate.run(P.BACKGROUND, extraction))
+    await running.wait()
+    gate.note_person()  # a message was accepted: its worker will ask for the model soon
+    with pytest.raises(Preempted):
+        await background
+    # the next background request waits for quiet again, then runs
+    started = time.monotonic()
+    assert await gate.run(P.BACKGROUND, _quick) == "fait"
+    assert time.monotonic() - started >= 0.09
+
+
+async def _quick() -> str:
+    await asyncio.sleep(0)
+    return "fait"
+
+
+async def test_background_work_is_bounded_and_its_failures_are_its_own() -> None:
+    gate = LocalGate(slots=1, quiet_s=0.0, background_max_s=0.05)
+    with pytest.raises(Preempted, match="background work"):
+        await gate.run(P.BACKGROUND, lambda: asyncio.sleep(5))
+    with pytest.raises(ZeroDivisionError):
+        await gate.run(P.BACKGROUND, _fails)
+    assert gate.snapshot()["held"] == [] and await gate.run(P.BACKGROUND, _quick) == "fait"
+
+
+async def _fails() -> None:
+    raise ZeroDivisionError
+
+
+async def test_a_waiter_cancelled_gives_nothing_away() -> None:
+    gate = LocalGate(slots=1, quiet_s=0.0)
+    release = asyncio.Event()
+    order: list[str] = []
+    holder = asyncio.create_task(_hold(gate, P.INNER_LIVE, order, "holder", release))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(_hold(gate, P.INNER_LIVE, order, "gave-up"))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    release.set()
+    await holder
+    await _hold(gate, P.CLIENT_LIVE, order, "next")
+    assert order == ["holder", "next"] and gate.snapshot() == {
+        "slots": 1, "held": [], "waiting": [], "preempted": 0}
+
+
+async def test_two_slots_serve_two_people_at_once_and_never_background_beside_them(
+) -> None:
+    gate = LocalGate(slots=2, quiet_s=0.0)
+    release = asyncio.Event()
+    order: list[str] = []
+    one = asyncio.create_task(_hold(gate, P.INNER_LIVE, order, "ludo", release))
+    two = asyncio.create_task(_hold(gate, P.CLIENT_LIVE, order, "client", release))
+    background = asyncio.create_task(_hold(gate, P.BACKGROUND, order, "fond"))
+    await asyncio.sleep(0.02)
+    assert order == ["ludo", "client"]
+    release.set()
+    await asyncio.gather(one, two, background)
+    assert order[-1] == "fond"
+
+
+# ------------------------------------------------------------------ on the simulated CPU
+@pytest.fixture
+async def cpu() -> AsyncIterator[CpuOllama]:
+    server = CpuOllama(CpuConfig(time_scale=0.01, load_s=0.0, reply_tokens=20))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+EXTRACT = [ChatMessage.system("Tu extrais des faits."),
+           ChatMessage.user("Ludo habite à Peyrebrune. " * 150)]
+HELLO = [ChatMessage.system("Tu es Axi."), ChatMessage.user("Bonjour Axi")]
+
+
+async def test_on_the_cpu_server_ludo_does_not_wait_behind_an_extraction(
+        cpu: CpuOllama) -> None:
+    cpu.json_reply = '{"faits": []}'
+    gate = LocalGate(slots=1, quiet_s=0.0)
+    async with OllamaChat(local_config(cpu, model=DEFAULT_LOCAL_MODEL,  # type: ignore[arg-type]
+                                       extraction_model=DEFAULT_LOCAL_MODEL,
+                                       timeout_s=60.0)) as local:
+        router = Router(local, None, gate=gate)
+        schema = {"type": "object", "properties": {"faits": {"type": "array"}},
+                  "required": ["faits"]}
+        extraction = asyncio.create_task(router.chat_json(EXTRACT, schema, retries=0))
+        await asyncio.sleep(0.05)  # the extraction is on the server, evaluating its prompt
+        assert gate.snapshot()["held"] == ["background"]
+        reply = await router.chat(HELLO, priority=P.INNER_LIVE)
+        assert reply.text
+        with pytest.raises(Preempted):
+            await extraction
+    extracted, ludo = cpu.records
+    assert extracted.finished_s is None  # the client went away: the server stopped it
+    assert ludo.queue_s < 1.0, f"Ludo queued {ludo.queue_s:.1f} simulated s behind it"
