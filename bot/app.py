@@ -39,6 +39,7 @@ from llm.embeddings import OllamaEmbedder
 from llm.gate import LocalGate
 from llm.ollama_chat import OllamaChat
 from llm.router import Router
+from llm.wait_estimate import measured
 from memory import migrate
 from memory.database import Database, open_database
 from memory.store import MemoryStore
@@ -114,6 +115,8 @@ class Axi:
                                   background_max_s=cfg.background_max_s)
             self.router = Router(
                 local, remote, record=call_recorder(self.store), gate=self.gate,
+                rates=lambda task: measured(local.measured_rates(task)),
+                max_wait_s=cfg.local_max_wait_s,
                 budget_ok=budget_with_alert(
                     lambda: self.store.claude_spend_this_month(timezone=cfg.timezone),
                     cfg.claude_monthly_budget_eur, notify=self.notifier.notify,

@@ -29,6 +29,32 @@ def waiting_notice(who: Interlocutor, exc: LLMError) -> str:
                 "Je vous réponds dès que possible, sans que vous ayez à le renvoyer.")
 
 
+def busy_notice(who: Interlocutor) -> str:
+    """Why this reply comes from the fallback model: the local one is busy."""
+    return _say(who,
+                "Le modèle du serveur de l'agence est très occupé en ce moment : pour ne pas "
+                "te faire attendre, je te réponds avec mon modèle de secours.",
+                "Le modèle du serveur de l'agence est très occupé en ce moment : pour ne pas "
+                "vous faire attendre, je vous réponds avec mon modèle de secours.")
+
+
+def duration_text(seconds: float) -> str:
+    """'environ 40 secondes', 'environ 3 minutes' (a wait, said to a person)."""
+    if seconds < 90:
+        return f"environ {max(10, round(seconds / 10) * 10)} secondes"
+    return f"environ {round(seconds / 60)} minutes"
+
+
+def local_wait_notice(who: Interlocutor, seconds: float) -> str:
+    """A message that must stay on the server, and the local model is busy: how long."""
+    when = duration_text(seconds)
+    return _say(who,
+                f"Je prépare ta réponse sur le serveur de l'agence, sans rien envoyer ailleurs : "
+                f"il me faudra {when}.",
+                f"Je prépare votre réponse sur le serveur de l'agence, sans rien envoyer "
+                f"ailleurs : il me faudra {when}.")
+
+
 def too_large_notice(who: Interlocutor, *, must_stay: bool) -> str:
     """The message cannot fit the local model, and no other model may read it."""
     why = (" (il ne doit pas quitter le serveur)" if must_stay

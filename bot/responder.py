@@ -25,7 +25,9 @@ from bot.inbound import ButtonPressed, Edited, event_from_json
 from bot.notices import (
     STRANGER_NOTICE,
     attachment_notice,
+    busy_notice,
     far_too_large_notice,
+    local_wait_notice,
     pairing_question,
     too_large_notice,
     waiting_notice,
@@ -39,7 +41,7 @@ from bot.policy import (
     model_priority,
 )
 from bot.recall_prefetch import Recaller
-from llm.errors import AuthError, LLMError
+from llm.errors import AuthError, LLMError, LocalTooBusy
 from llm.gate import Priority
 from llm.router import Router
 from llm.types import ChatMessage, Reply
@@ -51,6 +53,9 @@ from memory.store import MemoryStore
 log = logging.getLogger(__name__)
 
 RETRIEVED_SOUVENIRS = 4
+LOCAL_WAIT_NOTICE_S = 10.0
+"""A message that must wait for the local model is told how long past this many seconds
+expected (it sees "typing…" meanwhile)."""
 DATA_ITEM_CHARS = 300
 HISTORY_MESSAGES = 40
 FALLBACK_CONTEXT_TOKENS = 150_000
@@ -255,11 +260,14 @@ class Responder:
                 fallback = self.compose(msg, without_local_only(gathered), for_fallback=True)
             except prompt_builder.PromptTooLarge:
                 fallback = None
+        stays = must_stay or (withheld and fallback is None)
+        priority = model_priority(who)
+        if stays or self.router.remote is None:
+            await self._say_the_wait(msg, who, composed.messages, priority)
         try:
-            reply = await self._ask(composed.messages, local_only=must_stay or (
-                withheld and fallback is None), fallback=fallback, live=live,
-                remote_first=command is not None and command.name == "claude",
-                priority=model_priority(who))
+            reply = await self._ask(composed.messages, local_only=stays, fallback=fallback,
+                                    live=live, priority=priority,
+                                    remote_first=command is not None and command.name == "claude")
         except AuthError as exc:
             log.error("LLM configuration error for message #%s: %s", msg.id, exc)
             await self._wait(claim, who, exc)
@@ -274,6 +282,8 @@ class Responder:
         raw_reply = reply.text
         kind, _ = intent(msg.texte)
         speaker = who.display_name
+        if reply.fallback_reason == LocalTooBusy.reason:  # told why, just before the reply
+            await self.store.queue_notice(claim, busy_notice(who), relation_id=who.relation_id)
         await self.store.finish_inbound(
             claim, etat="traite", relation_id=who.relation_id, reply=text,
             # the turn exactly as the model read it: the next prompt repeats it verbatim,
@@ -363,6 +373,21 @@ class Responder:
             live(chunk)
         assert stream.reply is not None
         return stream.reply
+
+    async def _say_the_wait(self, msg: StoredMessage, who: Interlocutor,
+                            prompt: list[ChatMessage], priority: Priority) -> None:
+        """A message that waits for the local model whatever its wait: past a few seconds
+        expected, one short notice of how long (sent now, in its own transaction)."""
+        wait = self.router.expected_wait(prompt, priority)
+        if wait is None or wait < LOCAL_WAIT_NOTICE_S or msg.tentatives:
+            return
+        try:
+            await self.store.queue_outbound(
+                canal=msg.canal, adresse=msg.reply_address, conversation=msg.conversation,
+                texte=local_wait_notice(who, wait), relation_id=who.relation_id,
+                en_reponse_a=msg.id, reference_fil=msg.reference_fil, genre="notice")
+        except Exception as exc:  # a courtesy: never in the way of the reply
+            log.warning("could not say the expected wait for #%s: %s", msg.id, exc)
 
     async def _wait(self, claim: Claim, who: Interlocutor, exc: LLMError) -> None:
         msg = claim.message

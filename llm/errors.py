@@ -101,3 +101,10 @@ class Overloaded(LLMError):
     """The remote API is overloaded (HTTP 529 / overloaded_error)."""
 
     reason = "overloaded"
+
+
+class LocalTooBusy(LLMError):
+    """The local model would make a person wait longer than AXI_LOCAL_MAX_WAIT: their
+    message goes to the fallback instead (never one that must stay on the server)."""
+
+    reason = "local_busy"

@@ -71,6 +71,7 @@ class Ticket:
     granted_at: float | None = None
     task: asyncio.Task[Any] | None = None  # a background call, cancelled if preempted
     preempted: str | None = None
+    cost_s: float | None = None  # expected model time (llm/wait_estimate.py), if known
 
     @property
     def waited_s(self) -> float:
@@ -139,9 +140,13 @@ class LocalGate:
                                      key=lambda t: (t.priority, t.seq))]
 
     # ------------------------------------------------------------------ turns
-    async def acquire(self, priority: Priority) -> Ticket:
+    def now(self) -> float:
+        return self._clock()
+
+    async def acquire(self, priority: Priority, *, cost_s: float | None = None) -> Ticket:
         loop = asyncio.get_running_loop()
-        ticket = Ticket(priority, next(self._seq), self._clock(), loop.create_future())
+        ticket = Ticket(priority, next(self._seq), self._clock(), loop.create_future(),
+                        cost_s=cost_s)
         if priority.person:
             self._last_person = ticket.asked_at
         heapq.heappush(self._waiting, (int(priority), ticket.seq, ticket))
@@ -177,10 +182,11 @@ class LocalGate:
         finally:
             self.release(ticket)
 
-    async def run(self, priority: Priority, call: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, priority: Priority, call: Callable[[], Awaitable[T]], *,
+                  cost_s: float | None = None) -> T:
         """`call()` during a turn. For background work, preemptible and bounded: raises
         Preempted when a person needs the model or it ran past `background_max_s`."""
-        ticket = await self.acquire(priority)
+        ticket = await self.acquire(priority, cost_s=cost_s)
         try:
             if priority.person:
                 return await call()

@@ -25,17 +25,21 @@ from llm.errors import (
     LLMTimeout,
     LLMUnavailable,
     LocalOnlyUnavailable,
+    LocalTooBusy,
     ModelNotFound,
     PromptTooLarge,
 )
 from llm.gate import LocalGate, Preempted, Priority, Ticket
 from llm.protocol import ChatModel, ChatStream, JsonSchema
 from llm.structured import correction_messages, parse_structured
+from llm.tokens import estimate_messages
 from llm.types import CallRecord, ChatMessage, Reply, StructuredReply
+from llm.wait_estimate import Rates, cached_guess, expected_wait_s, request_cost_s
 
 log = logging.getLogger(__name__)
 
 RecordFn = Callable[[CallRecord], Awaitable[object]]
+RatesFn = Callable[[str], Rates | None]
 BudgetFn = Callable[[], Awaitable[bool]]
 T = TypeVar("T")
 
@@ -76,11 +80,18 @@ class Router:
         breaker_threshold: int = 3,
         breaker_cooldown_s: float = 60.0,
         gate: LocalGate | None = None,
+        rates: RatesFn | None = None,
+        max_wait_s: float | None = None,
     ):
         self.local = local
         self.remote = remote
         self.gate = gate
         """Every local attempt takes a turn here (llm/gate.py): people before background."""
+        self.rates = rates
+        self.max_wait_s = max_wait_s
+        """A person who may use the fallback and would wait longer than this for the local
+        model's first token gets the fallback (reason "local_busy")."""
+        self._last_local: list[ChatMessage] = []  # what the local model read last
         self._record = record
         self.budget_ok = budget_ok
         self.breaker = CircuitBreaker(
@@ -136,6 +147,44 @@ class Router:
         self._health(model, exc)
         await self._log_failure(model, task, start, exc, reason)
 
+    # ------------------------------------------------------------------ model time
+    def expected_wait(self, messages: list[ChatMessage], priority: Priority,
+                      task: str = "conversation") -> float | None:
+        """Seconds until the local model's first token for this prompt (None: unknown,
+        no gate or no measured rates yet)."""
+        rates = self.rates(task) if self.rates is not None else None
+        if self.gate is None or rates is None:
+            return None
+        return expected_wait_s(
+            self.gate.ahead_of(priority), own_prompt_tokens=estimate_messages(
+                {"role": m.role, "content": m.content} for m in messages),
+            own_cached=cached_guess(messages, self._last_local), rates=rates,
+            now=self.gate.now())
+
+    def _cost(self, messages: list[ChatMessage], task: str) -> float | None:
+        rates = self.rates(task) if self.rates is not None else None
+        if rates is None:
+            return None
+        return request_cost_s(estimate_messages({"role": m.role, "content": m.content}
+                                                for m in messages),
+                              cached_guess(messages, self._last_local), rates)
+
+    async def _too_busy(self, messages: list[ChatMessage], priority: Priority,
+                        local_only: bool, task: str) -> LocalTooBusy | None:
+        """The local model is too busy for this person, and they may use the fallback."""
+        if (self.max_wait_s is None or local_only or self.remote is None
+                or not priority.person):
+            return None
+        wait = self.expected_wait(messages, priority, task)
+        if wait is None or wait <= self.max_wait_s:
+            return None
+        if self.budget_ok is not None and not await self.budget_ok():
+            return None  # no fallback to give: the person waits for the local model
+        log.info("local model busy: ~%.0f s to the first token (> %.0f s): fallback",
+                 wait, self.max_wait_s)
+        return LocalTooBusy(f"~{wait:.0f} s of waiting for the local model "
+                            f"(AXI_LOCAL_MAX_WAIT={self.max_wait_s:.0f} s)")
+
     # ------------------------------------------------------------------ the decision
     async def _local_first(
         self,
@@ -144,6 +193,7 @@ class Router:
         *,
         local_only: bool,
         remote_first: bool = False,
+        busy: LocalTooBusy | None = None,
     ) -> T:
         """The retry-then-fallback sequence, for every kind of call: `local()` (unless the
         breaker is open), and on an error that means "local cannot answer this now",
@@ -153,6 +203,9 @@ class Router:
         past the budget)."""
         if remote_first:
             return await remote(await self._check_fallback(ASKED, None, local_only), ASKED)
+        if busy is not None:  # checked by _too_busy: the fallback is allowed
+            return await remote(await self._check_fallback(busy.reason, busy, local_only),
+                                busy.reason)
         cause: LLMError | None = None
         reason = CIRCUIT_OPEN
         if self.breaker.allow():
@@ -210,7 +263,9 @@ class Router:
 
         try:
             if self.gate is not None and self._is_local(model):
-                reply = await self.gate.run(priority, call)
+                cost = self._cost(messages, task)
+                self._last_local = list(messages)
+                reply = await self.gate.run(priority, call, cost_s=cost)
             else:
                 reply = await call()
         except Preempted:
@@ -256,8 +311,10 @@ class Router:
                                            reason=reason, priority=priority)
             return reply
 
+        busy = None if remote_first else await self._too_busy(messages, priority, local_only,
+                                                               task)
         return await self._local_first(lambda: ask(self.local), ask, local_only=local_only,
-                                       remote_first=remote_first)
+                                       remote_first=remote_first, busy=busy)
 
     async def chat_json(
         self,
@@ -312,7 +369,10 @@ class Router:
     ) -> AsyncIterator[str]:
         async def open_local() -> _OpenStream:
             """Local's stream up to its first chunk: a failure before it may fall back."""
-            ticket = await self.gate.acquire(priority) if self.gate is not None else None
+            ticket = None
+            if self.gate is not None:
+                ticket = await self.gate.acquire(priority, cost_s=self._cost(messages, task))
+            self._last_local = list(messages)
             start = time.perf_counter()
             inner = self.local.stream(messages, task=task)
             try:
@@ -331,7 +391,9 @@ class Router:
             return _OpenStream(model, model.stream(remote_messages, task=task), None,
                                time.perf_counter(), reason)
 
-        opened = await self._local_first(open_local, open_remote, local_only=local_only)
+        busy = await self._too_busy(messages, priority, local_only, task)
+        opened = await self._local_first(open_local, open_remote, local_only=local_only,
+                                         busy=busy)
         async with aclosing(self._follow(opened, task)) as relay:
             async for chunk in relay:
                 yield chunk

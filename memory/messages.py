@@ -3,10 +3,12 @@
 Inbound: `accept_inbound` writes a message in one transaction, unique on (channel,
 external id), so a redelivery is a no-op; the channel acknowledges its source only after.
 A worker then `claim`s the oldest pending message of a conversation whose earlier
-messages are all done, holding the row lock (FOR UPDATE SKIP LOCKED) inside a transaction
-for the whole reply: if the process dies, the transaction aborts, the lock goes and the
-message is pending again — nothing is lost and nothing is answered twice, because the
-reply, the souvenirs and the "done" mark are committed together.
+messages are all done, holding the row lock (FOR NO KEY UPDATE SKIP LOCKED: a row written
+meanwhile in another transaction may still reference it, e.g. a notice of the expected
+wait sent before the reply) inside a transaction for the whole reply: if the process
+dies, the transaction aborts, the lock goes and the message is pending again — nothing
+is lost and nothing is answered twice, because the reply, the souvenirs and the "done"
+mark are committed together.
 
 Outbound: replies wait as `a_envoyer`; the sender claims them the same way, sends, and
 marks them `envoye` with the channel's id (at-least-once; channels dedupe where they can).
@@ -125,7 +127,7 @@ WHERE m.sens = 'entrant' AND m.etat = 'en_attente'
   {{extra}}
 ORDER BY m.id
 LIMIT 1
-FOR UPDATE SKIP LOCKED
+FOR NO KEY UPDATE SKIP LOCKED
 """
 
 _CLAIM_OUTBOUND = f"""

@@ -14,10 +14,13 @@ from sqlalchemy import text
 from bot.app import Axi
 from bot.policy import OPERATOR, interlocutor, model_priority
 from llm.gate import Preempted, Priority
+from llm.wait_estimate import Rates
 from memory.records import PersonRecord
 from tests.bot.conftest import say
-from tests.bot.test_pipeline import telegram
+from tests.bot.test_pipeline import run_all, telegram
+from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.ollama_server import FakeOllama
+from tests.waiting import until
 
 
 async def _queued(axi: Axi) -> list[tuple[int, dict[str, Any]]]:
@@ -68,3 +71,33 @@ async def test_a_message_accepted_preempts_extraction_and_nothing_is_lost(
     while await axi.extractor.extract_one():
         pass
     assert await _queued(axi) == []  # done, once quiet again
+
+
+async def test_too_busy_a_client_gets_claude_and_is_told_why_ludos_secret_waits(
+        axi: Axi, anthropic_server: FakeAnthropic) -> None:
+    anthropic_server.reply = "Bonjour, la longère est encore disponible."
+    axi.router.rates = lambda task: Rates(prompt_tps=60.0, generation_tps=10.0)
+    busy = await axi.gate.acquire(Priority.INNER_LIVE, cost_s=900.0)  # 15 minutes of work
+    try:
+        asked = await say(axi, "2002", "La longère de Vergt est-elle libre ?")
+        sent = [d for d in axi.channels["telegram"].sent  # type: ignore[attr-defined]
+                if d.in_reply_to == asked]
+        assert [d.kind for d in sent] == ["notice", "reply"]
+        assert "très occupé" in sent[0].text and "vous répond" in sent[0].text
+        assert sent[1].text == "Bonjour, la longère est encore disponible."
+        # a message that must stay on the server waits for the local model, and says so
+        before = len(anthropic_server.requests)
+        mid = await axi.pipeline.accept(telegram("1001", "Mon prix plancher ?",
+                                                 local_only=True))
+        worker = asyncio.create_task(axi.pipeline.process_one(message_id=mid))
+        await until(axi.pipeline.deliver_one, 10, message="no notice of the wait")
+        notice = axi.channels["telegram"].sent[-1]  # type: ignore[attr-defined]
+        assert notice.kind == "notice" and "il me faudra environ 15 minutes" in notice.text
+        assert not worker.done()
+    finally:
+        axi.gate.release(busy)
+    await worker
+    await run_all(axi)
+    assert len(anthropic_server.requests) == before
+    reply = axi.channels["telegram"].sent[-1]  # type: ignore[attr-defined]
+    assert reply.kind == "reply" and reply.in_reply_to == mid

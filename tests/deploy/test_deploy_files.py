@@ -34,6 +34,17 @@ def test_compose_services_and_wiring() -> None:
         assert volume in compose["volumes"]
 
 
+def test_ollama_runs_as_many_requests_as_axi_gives_it() -> None:
+    """Axi's gate hands the local model AXI_LOCAL_SLOTS requests at once: Ollama must run
+    that many (OLLAMA_NUM_PARALLEL), no more (its own queue has no priorities)."""
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    parallel = int(compose["services"]["ollama"]["environment"]["OLLAMA_NUM_PARALLEL"])
+    example = (DEPLOY.parent / ".env.example").read_text()
+    slots = re.search(r"^AXI_LOCAL_SLOTS=(\d+)$", example, re.MULTILINE)
+    assert slots is not None and int(slots.group(1)) == parallel
+    assert Settings.model_fields["local_slots"].default == parallel
+
+
 def test_compose_has_no_secret_values() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     for service in compose["services"].values():
