@@ -53,6 +53,7 @@ from zoneinfo import ZoneInfo
 
 from bot.persona import load_persona
 from bot.policy import sees_consigne, sees_fact, sees_private, sees_souvenir
+from bot.stable_prefix import split_facts
 from bot.tutoiement import Form, form_for
 from llm.tokens import PROMPT_OVERHEAD, estimate_message, estimate_messages, estimate_text
 from memory.records import ConsigneRecord, FactRecord, PersonRecord, Recalled
@@ -121,6 +122,9 @@ class ContextInputs:
     shared: bool = False
     """Said in a group: everyone there reads the answer, so only what is public goes in
     (bot.policy: the viewer is nobody in particular), whoever asks."""
+    person_facts_until: int | None = None
+    """Facts about the person learnt after this id go with the turn's data, not in the
+    system prompt, so the prefix the model has cached stays the same (bot/stable_prefix)."""
 
 
 WITHHELD_NOTE = ("(Certains échanges ou souvenirs confidentiels ont été retirés de ce "
@@ -349,9 +353,14 @@ def build_prompt(inputs: ContextInputs) -> BuiltPrompt:
                 person_facts.append(f)
             else:
                 hidden += 1
+    person_facts, learnt_since = split_facts(person_facts, inputs.person_facts_until)
     souvenirs: list[tuple[int, str]] = []
     facts: list[tuple[int, str]] = []
     truncated = 0
+    for f in learnt_since:  # about the person, learnt during this conversation: first
+        line, cut = _fact_line(f, limit)
+        facts.append((f.id, line))
+        truncated += cut
     for r in inputs.recalled:
         if not sees_souvenir(viewer, r.souvenir):
             hidden += 1
@@ -359,7 +368,7 @@ def build_prompt(inputs: ContextInputs) -> BuiltPrompt:
         line, cut = _souvenir_line(r, inputs.timezone, limit)
         souvenirs.append((r.souvenir.id, line))
         truncated += cut
-    seen_facts = {f.id for f in person_facts}
+    seen_facts = {f.id for f in person_facts} | {f.id for f in learnt_since}
     for f in inputs.relevant_facts:
         if f.id in seen_facts or not f.current:
             continue

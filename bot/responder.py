@@ -41,6 +41,7 @@ from bot.policy import (
     model_priority,
 )
 from bot.recall_prefetch import Recaller
+from bot.stable_prefix import CUTOFF_KEY, facts_cutoff
 from llm.errors import AuthError, LLMError, LocalTooBusy
 from llm.gate import Priority
 from llm.router import Router
@@ -289,6 +290,8 @@ class Responder:
             # the turn exactly as the model read it: the next prompt repeats it verbatim,
             # so Ollama reuses its cache past this turn's data block
             inbound_metadata={"tour_envoye": composed.messages[-1].content,
+                              CUTOFF_KEY: facts_cutoff(gathered.history, gathered.person_facts,
+                                                       gathered.now),
                               "tour_pour": [who.trust, who.relation_id],
                               # its data block held local-only items: never repeated to Claude
                               "tour_local_only": any(_stays(r) for r in gathered.retrieved)
@@ -325,6 +328,7 @@ class Responder:
             message=message_as_read(msg), now=g.now, person=g.who.person, channel=msg.canal,
             shared=g.who.shared,
             consignes=g.consignes, person_facts=g.person_facts, history=history,
+            person_facts_until=facts_cutoff(g.history, g.person_facts, g.now),
             history_offset=g.history_offset, recalled=g.retrieved,
             relevant_facts=g.related_facts, form=g.who.form,
             num_ctx=FALLBACK_CONTEXT_TOKENS if for_fallback else self.num_ctx,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,10 @@ import pytest
 
 from bot.app import Axi
 from bot.config import DEFAULT_LOCAL_MODEL
+from bot.prompt_builder import ContextInputs, build_prompt
+from bot.stable_prefix import CUTOFF_KEY, RENEW_AFTER, facts_cutoff
 from memory.database import Database
+from memory.records import FactRecord, PersonRecord
 from tests.bot.conftest import assistant, extract_all, say
 from tests.bot.test_pipeline import RecordingChannel, make_settings
 from tests.conftest import empty_tables
@@ -99,23 +103,52 @@ async def test_on_the_cpu_server_the_next_turn_still_finds_its_prefix(
         db: Database, database_url: str | None, test_data_dir: Path) -> None:
     """Measured on the simulated CPU Ollama: the extraction evaluates only its instruction
     (and what the chat template adds), and Ludo's next turn reuses the whole previous
-    turn from the cache. (A fact learnt about Ludo himself changes his system prompt, and
-    so the whole prefix: the fact here is about a property.)"""
+    turn from the cache — even though the extraction taught Axi a fact about Ludo (it
+    goes with the next turn's data, not into his system prompt: bot/stable_prefix.py)."""
     cpu = CpuOllama(CpuConfig(time_scale=0.0005, load_s=0.0, system_last=False))
     cpu.models = [DEFAULT_LOCAL_MODEL]
     cpu.start()
     try:
         async with assistant(db, database_url, test_data_dir, cpu, None,
                              reply=lambda body: "Noté, Peyrebrune.") as app:
-            cpu.json_reply = json.dumps({"faits": [
-                {"sujet": "La longère de Vergt", "predicat": "a", "objet": "4 chambres"}]})
+            cpu.json_reply = json.dumps({"faits": [FACT]})
             await say(app, "1001", "J'habite à Peyrebrune depuis dix ans, près de Vergt.")
             await extract_all(app)
             await say(app, "1001", "Et que sais-tu de la longère de Vergt ?")
         first, extraction, second = cpu.records
         assert extraction.cached_tokens >= first.prompt_tokens, "the turn's prompt was not reused"
         assert extraction.evaluated_tokens < 300  # the instruction (~230 tokens) and the reply
+        assert [f.objet for f in await app.store.facts_about("Ludo")] == ["Peyrebrune"]
         assert second.cached_tokens >= first.prompt_tokens  # the next turn kept its prefix
         assert second.evaluated_tokens < second.prompt_tokens - first.prompt_tokens + 60
     finally:
         cpu.stop()
+
+
+def _fact(id_: int, objet: str) -> FactRecord:
+    now = datetime.now(UTC)
+    return FactRecord(id=id_, sujet="Ludo", predicat="aime", objet=objet, confiance=0.9,
+                      source_souvenir_id=None, cree_le=now, maj_le=now, valide_depuis=now,
+                      valide_jusqu_a=None, remplace_par=None, relation_id=1, public=False)
+
+
+def test_facts_learnt_during_the_conversation_go_last_not_in_the_system_prompt() -> None:
+    ludo = PersonRecord(id=1, personne="Ludo", relation="créateur", comment_interagir=None,
+                        details={}, cree_le=None, bloque=False,  # type: ignore[arg-type]
+                        jamais_hors_serveur=False)
+    facts = [_fact(3, "le golf"), _fact(9, "la pêche")]
+    now = datetime.now(UTC)
+    built = build_prompt(ContextInputs(message="Salut", now=now, person=ludo,
+                                       person_facts=facts, person_facts_until=3))
+    system, last = built.messages[0]["content"], built.messages[-1]["content"]
+    assert "le golf" in system and "la pêche" not in system
+    assert "la pêche" in last
+    fresh = build_prompt(ContextInputs(message="Salut", now=now, person=ludo,
+                                       person_facts=facts))
+    assert "la pêche" in fresh.messages[0]["content"]
+    # the cut-off: the previous turn's while it is recent, else the newest fact
+    turn = type("T", (), {"sens": "entrant", "metadata": {CUTOFF_KEY: 3},
+                          "recu_le": now - timedelta(minutes=5)})()
+    assert facts_cutoff([turn], facts, now) == 3
+    assert facts_cutoff([turn], facts, now + RENEW_AFTER) == 9
+    assert facts_cutoff([], facts, now) == 9
