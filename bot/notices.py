@@ -42,7 +42,10 @@ def duration_text(seconds: float) -> str:
     """'environ 40 secondes', 'environ 3 minutes' (a wait, said to a person)."""
     if seconds < 90:
         return f"environ {max(10, round(seconds / 10) * 10)} secondes"
-    return f"environ {round(seconds / 60)} minutes"
+    if seconds < 90 * 60:
+        return f"environ {round(seconds / 60)} minutes"
+    hours = round(seconds / 3600)
+    return f"environ {hours} heure{'s' if hours > 1 else ''}"
 
 
 def local_wait_notice(who: Interlocutor, seconds: float) -> str:
@@ -87,8 +90,9 @@ def dropped_notice(form: str) -> str:
 def attachment_notice(who: Interlocutor, names: list[str], *, kept: bool = False) -> str:
     """A message with attachments and no text: Axi keeps them but cannot read them yet."""
     shown = ", ".join(n for n in names if n) or "ta pièce jointe"
-    keep = " (je le conserve)" if kept and len([n for n in names if n]) <= 1 else (
-        " (je les conserve)" if kept else "")
+    many = len([n for n in names if n]) > 1
+    keep = ("" if not kept else " — je garde les fichiers" if many
+            else " — je garde le fichier")
     return _say(who,
                 f"J'ai bien reçu {shown}{keep}, mais je ne sais pas encore lire les pièces "
                 "jointes. Écris-moi ce que tu veux que j'en fasse.",

@@ -224,7 +224,8 @@ class Responder:
         if isinstance(event, ButtonPressed):
             await self._settle(claim, who, event)
             return
-        if who.person is None and msg.verifie and msg.canal in PAIRING_CHANNELS:
+        if (who.person is None and msg.verifie and msg.canal in PAIRING_CHANNELS
+                and not who.shared):  # in a group Axi answers anyone as the public
             await self._stranger(claim, who)
             return
         # a forwarded command is someone else's words: data, never an instruction
@@ -295,7 +296,8 @@ class Responder:
                               "tour_pour": [who.trust, who.relation_id],
                               # its data block held local-only items: never repeated to Claude
                               "tour_local_only": any(_stays(r) for r in gathered.retrieved)
-                              or any(_stays(f) for f in gathered.related_facts),
+                              or any(_stays(f) for f in (*gathered.related_facts,
+                                                         *gathered.person_facts)),
                               "local_only": must_stay},
             reply_metadata={"fournisseur": reply.provider, "modele": reply.model,
                             "raison_repli": reply.fallback_reason, "local_only": reply_local},

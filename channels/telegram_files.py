@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from telegram import Bot
-from telegram.error import TelegramError
 
 from bot.inbound import Attachment, Inbound
 
@@ -26,6 +25,7 @@ log = logging.getLogger(__name__)
 TOO_LARGE = "trop volumineux pour être téléchargé"
 NOT_FETCHED_FOR_STRANGERS = "expéditeur inconnu : laissé sur Telegram"
 FAILED = "téléchargement impossible"
+AT_ONCE = 4
 
 
 async def fetch_one(bot: Bot, attachment: Attachment, *, max_bytes: int,
@@ -41,7 +41,7 @@ async def fetch_one(bot: Bot, attachment: Attachment, *, max_bytes: int,
             if remote.file_size is not None and remote.file_size > max_bytes:
                 return replace(attachment, missing=TOO_LARGE)
             data = bytes(await remote.download_as_bytearray())
-    except (TelegramError, TimeoutError, OSError) as exc:
+    except Exception as exc:  # whatever it is, the message must still be stored
         log.warning("Telegram file %s not fetched (kept by id): %s", attachment.ref, exc)
         return replace(attachment, missing=FAILED)
     if len(data) > max_bytes:
@@ -50,17 +50,23 @@ async def fetch_one(bot: Bot, attachment: Attachment, *, max_bytes: int,
 
 
 async def with_files(bot: Bot, inbounds: list[Inbound], *, max_bytes: int, timeout_s: float,
-                     wanted: Callable[[str], Awaitable[bool]]) -> list[Inbound]:
-    """The batch, its known senders' files fetched (concurrently)."""
+                     wanted: Callable[[str], Awaitable[bool]],
+                     at_once: int = AT_ONCE) -> list[Inbound]:
+    """The batch, its known senders' files fetched (`at_once` at a time: the bot's
+    connection pool also carries the replies)."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def fetch(a: Attachment) -> Attachment:
+        async with gate:
+            return await fetch_one(bot, a, max_bytes=max_bytes, timeout_s=timeout_s)
+
     async def one(item: Inbound) -> Inbound:
         if not item.attachments:
             return item
         if not await wanted(item.sender):
             return replace(item, attachments=tuple(
                 replace(a, missing=NOT_FETCHED_FOR_STRANGERS) for a in item.attachments))
-        files = await asyncio.gather(*(fetch_one(bot, a, max_bytes=max_bytes,
-                                                 timeout_s=timeout_s)
-                                       for a in item.attachments))
+        files = await asyncio.gather(*(fetch(a) for a in item.attachments))
         return replace(item, attachments=tuple(files))
 
     return list(await asyncio.gather(*(one(i) for i in inbounds)))

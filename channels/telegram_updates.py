@@ -94,20 +94,25 @@ def _forwarded_from(message: Message) -> str | None:
     return name or "quelqu'un"
 
 
+def _mention(bot_username: str) -> re.Pattern[str]:
+    """'@axi_bot', whole (not '@axi_botfake'), any case."""
+    return re.compile(rf"@{re.escape(bot_username)}(?!\w)", re.IGNORECASE)
+
+
 def addressed_to_bot(message: Message, bot_id: int, bot_username: str) -> bool:
     """In a group: the bot is mentioned, or the message replies to one of the bot's."""
     reply = message.reply_to_message
     if reply is not None and reply.from_user is not None and reply.from_user.id == bot_id:
         return True
     text = message.text or message.caption or ""
-    return bool(bot_username) and f"@{bot_username.lower()}" in text.lower()
+    return bool(bot_username) and _mention(bot_username).search(text) is not None
 
 
 def without_mention(text: str, bot_username: str) -> str:
     """'@axi_bot quel prix ?' → 'quel prix ?': the mention only says who is asked."""
     if not bot_username:
         return text
-    cleaned = re.sub(rf"@{re.escape(bot_username)}\b", " ", text, flags=re.IGNORECASE)
+    cleaned = _mention(bot_username).sub(" ", text)
     return re.sub(r"[ \t]{2,}", " ", cleaned).strip() if cleaned != text else text
 
 

@@ -54,10 +54,18 @@ class Priority(IntEnum):
 
 
 class Preempted(LLMError):
-    """A background request gave the local model up to a person (or ran too long): the
-    work is not done and not failed; it stays queued and runs again later."""
+    """A background request gave the local model up to a person: the work is not done and
+    not failed; it stays queued and runs again later."""
 
     reason = "preempted"
+
+
+class BackgroundTooLong(LLMError):
+    """A background request ran past `background_max_s`: a failure of that item (counted,
+    retried later with a backoff), not a preemption — else it would come back at once,
+    for ever, ahead of everything queued behind it."""
+
+    reason = "background_too_long"
 
 
 @dataclass(eq=False)
@@ -190,15 +198,16 @@ class LocalGate:
         try:
             if priority.person:
                 return await call()
+            if ticket.preempted:  # a person came between the grant and now
+                raise Preempted(ticket.preempted)
             task: asyncio.Task[T] = asyncio.ensure_future(call())
             ticket.task = task
             try:
                 return await asyncio.wait_for(asyncio.shield(task), self.background_max_s)
             except TimeoutError:
-                ticket.preempted = ticket.preempted or (
-                    f"over {self.background_max_s:.0f} s of background work")
                 task.cancel()
-                raise Preempted(ticket.preempted) from None
+                raise BackgroundTooLong(
+                    f"over {self.background_max_s:g} s of background model work") from None
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if ticket.preempted and not (current is not None and current.cancelling()):
@@ -251,9 +260,10 @@ class LocalGate:
 
     def _preempt(self, why: str) -> None:
         for ticket in list(self._held):
-            if ticket.priority.person or ticket.task is None or ticket.preempted:
+            if ticket.priority.person or ticket.preempted:
                 continue
-            ticket.preempted = why
+            ticket.preempted = why  # not started yet: run() sees it before calling
             self.stats.preempted += 1
             log.info("background model work yields: %s", why)
-            ticket.task.cancel()
+            if ticket.task is not None:
+                ticket.task.cancel()

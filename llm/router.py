@@ -173,8 +173,8 @@ class Router:
                         local_only: bool, task: str) -> LocalTooBusy | None:
         """The local model is too busy for this person, and they may use the fallback."""
         if (self.max_wait_s is None or local_only or self.remote is None
-                or not priority.person):
-            return None
+                or priority not in (Priority.INNER_LIVE, Priority.CLIENT_LIVE)):
+            return None  # an email waits: nobody watches it live
         wait = self.expected_wait(messages, priority, task)
         if wait is None or wait <= self.max_wait_s:
             return None
@@ -259,13 +259,13 @@ class Router:
         async def call() -> Reply:
             nonlocal start
             start = time.perf_counter()  # the model's time, not the queue's
+            if self._is_local(model):
+                self._last_local = list(messages)
             return await model.chat(messages, task=task, json_schema=json_schema)
 
         try:
             if self.gate is not None and self._is_local(model):
-                cost = self._cost(messages, task)
-                self._last_local = list(messages)
-                reply = await self.gate.run(priority, call, cost_s=cost)
+                reply = await self.gate.run(priority, call, cost_s=self._cost(messages, task))
             else:
                 reply = await call()
         except Preempted:

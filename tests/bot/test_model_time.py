@@ -101,3 +101,15 @@ async def test_too_busy_a_client_gets_claude_and_is_told_why_ludos_secret_waits(
     assert len(anthropic_server.requests) == before
     reply = axi.channels["telegram"].sent[-1]  # type: ignore[attr-defined]
     assert reply.kind == "reply" and reply.in_reply_to == mid
+
+
+async def test_background_work_too_long_is_a_counted_failure_not_a_loop(
+        axi: Axi, ollama_server: FakeOllama) -> None:
+    await say(axi, "1001", "Retiens que j'habite à Peyrebrune.")
+    axi.gate.background_max_s = 0.2
+    ollama_server.delay_s = 1.0
+    assert await axi.extractor.extract_one()  # done with, for now: not preempted
+    [(_, meta)] = await _queued(axi)  # still queued, but counted and not due at once
+    assert meta["extraction_essais"] == 1 and "BackgroundTooLong" in meta["extraction_erreur"]
+    assert "extraction_apres" in meta
+    assert not await axi.extractor.extract_one()  # nothing due: no loop on the same item

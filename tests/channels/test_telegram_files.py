@@ -68,7 +68,7 @@ async def test_a_photo_alone_is_acknowledged_as_kept(tg: tuple[Axi, FakeTelegram
     _, fake = tg
     fake.message(1001, photo=True)
     await until(lambda: texts_to(fake, 1001), 20)
-    assert "(je le conserve)" in texts_to(fake, 1001)[0]
+    assert "— je garde le fichier" in texts_to(fake, 1001)[0]
 
 
 async def test_too_large_failed_and_strangers_files_are_recorded_not_fetched(

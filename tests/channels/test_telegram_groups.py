@@ -95,3 +95,16 @@ async def test_a_slow_answer_grows_by_edits_of_one_message_at_the_group_pace(
     assert len(writes) >= 2, "the answer was not streamed"
     gaps = [b - a for a, b in pairwise(writes)]
     assert min(gaps) >= PACE.per_group_s - 0.05, gaps
+
+
+async def test_an_unknown_member_of_the_group_is_answered_as_the_public(
+        tg: tuple[Axi, FakeTelegram]) -> None:
+    """The group was allowed by Ludo: its members are answered there as the public would
+    be (nothing private can be in that prompt), without asking Ludo who each one is."""
+    _, fake = tg
+    fake.message(5005, "@axi_test_bot Bonjour, vous avez des longères ?", chat_id=GROUP,
+                 chat_type="supergroup", first_name="Inconnu")
+    await until(lambda: texts_to(fake, GROUP) == ["Bonjour, vous pouvez compter sur nous."],
+                20)
+    await _all_fetched(fake)
+    assert texts_to(fake, 1001) == []  # no pairing question

@@ -75,6 +75,8 @@ def test_what_is_skipped_says_why() -> None:
     assert "not allowed" in convert(update(group)).reason
     assert "not addressed" in convert(update({**group, "text": "bonjour"}),
                                       frozenset({-100})).reason
+    assert "not addressed" in convert(update({**group, "text": "@axi_test_botfake salut"}),
+                                      frozenset({-100})).reason
     addressed = convert(update(group), frozenset({-100}))
     assert addressed.room == "-100" and addressed.sender == "1001" and addressed.text == "bonjour"
     no_data = Update.de_json({"update_id": 3, "callback_query": {

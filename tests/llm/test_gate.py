@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.config import DEFAULT_LOCAL_MODEL
-from llm.gate import LocalGate, Preempted, Priority
+from llm.gate import BackgroundTooLong, LocalGate, Preempted, Priority
 from llm.ollama_chat import OllamaChat
 from llm.router import Router
 from llm.types import ChatMessage
@@ -116,7 +116,7 @@ async def _quick() -> str:
 
 async def test_background_work_is_bounded_and_its_failures_are_its_own() -> None:
     gate = LocalGate(slots=1, quiet_s=0.0, background_max_s=0.05)
-    with pytest.raises(Preempted, match="background work"):
+    with pytest.raises(BackgroundTooLong, match="background model work"):  # its own failure
         await gate.run(P.BACKGROUND, lambda: asyncio.sleep(5))
     with pytest.raises(ZeroDivisionError):
         await gate.run(P.BACKGROUND, _fails)
@@ -125,6 +125,24 @@ async def test_background_work_is_bounded_and_its_failures_are_its_own() -> None
 
 async def _fails() -> None:
     raise ZeroDivisionError
+
+
+async def test_a_person_between_the_grant_and_the_call_still_preempts() -> None:
+    gate = LocalGate(slots=1, quiet_s=0.0)
+    holder = await gate.acquire(P.CLIENT_LIVE)
+    called: list[str] = []
+
+    async def work() -> str:
+        called.append("fond")
+        return "fait"
+
+    background = asyncio.create_task(gate.run(P.BACKGROUND, work))
+    await asyncio.sleep(0)
+    gate.release(holder)  # background granted; its task has not run yet
+    gate.note_person()
+    with pytest.raises(Preempted):
+        await background
+    assert called == []
 
 
 async def test_a_waiter_cancelled_gives_nothing_away() -> None:
