@@ -21,6 +21,7 @@ from memory import migrate
 from memory.database import Database, async_url, open_database
 from memory.store import MemoryStore
 from tests.fakes import anthropic_server as _fake_anthropic
+from tests.fakes import cpu_ollama as _fake_cpu
 from tests.fakes import ollama_server as _fake_ollama
 from tests.fakes import telegram_server as _fake_telegram
 
@@ -31,6 +32,7 @@ anthropic_server_session = _fake_anthropic.anthropic_server_session
 anthropic_server = _fake_anthropic.anthropic_server
 telegram_server_session = _fake_telegram.telegram_server_session
 telegram_server = _fake_telegram.telegram_server
+cpu_servers = _fake_cpu.cpu_servers  # simulated CPU Ollama servers, started on demand
 
 TEST_URL_ENV = "AXI_TEST_DATABASE_URL"
 # The fixtures that reach the database under test. A test using none of them, directly or

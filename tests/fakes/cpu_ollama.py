@@ -59,11 +59,12 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -84,7 +85,6 @@ from tests.fakes.cpu_model import (
     tokenize,
     truncate,
 )
-from tests.fakes.loopback import loopback_fixtures
 from tests.fakes.ollama_server import FakeOllama, ReplyScript, _now
 
 
@@ -451,4 +451,23 @@ class CpuOllama(FakeOllama):
 
 
 # ---------------------------------------------------------------------- fixtures
-cpu_ollama_session, cpu_ollama = loopback_fixtures(CpuOllama, "cpu_ollama")
+FAST = 0.005
+"""The tests' clock: a simulated second takes 5 ms."""
+StartCpu = Callable[..., CpuOllama]
+
+
+@pytest.fixture
+def cpu_servers() -> Iterator[StartCpu]:
+    """Start simulated CPU servers with CpuConfig changes (default: the tests' fast clock,
+    no load time); all stopped after the test."""
+    servers: list[CpuOllama] = []
+
+    def start(**changes: Any) -> CpuOllama:
+        server = CpuOllama(replace(CpuConfig(time_scale=FAST, load_s=0.0), **changes))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

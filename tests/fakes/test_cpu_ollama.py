@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -16,7 +15,6 @@ from ollama import AsyncClient, ResponseError
 
 from bot.config import DEFAULT_LOCAL_MODEL
 from tests.fakes.cpu_model import (
-    CpuConfig,
     Msg,
     common_prefix,
     default_reply,
@@ -24,31 +22,20 @@ from tests.fakes.cpu_model import (
     render,
     tokenize,
 )
-from tests.fakes.cpu_ollama import CpuOllama, keep_alive_seconds
+from tests.fakes.cpu_ollama import FAST, CpuOllama, StartCpu, keep_alive_seconds
 
 MODEL = DEFAULT_LOCAL_MODEL
-SCALE = 0.005  # a simulated second takes 5 ms
+SCALE = FAST  # a simulated second takes 5 ms
 SYSTEM = ("Tu es Axi, l'assistant d'ICI Dordogne, agence immobilière au Bugue et à Vergt. "
           "Réponds en français, brièvement, et tutoie Ludo.")
 CTX = {"num_ctx": 2048}
 
-Make = Callable[..., CpuOllama]
+Make = StartCpu
 
 
 @pytest.fixture
-def make() -> Iterator[Make]:
-    """Start a server with CpuConfig changes (fast clock, no load time unless asked)."""
-    servers: list[CpuOllama] = []
-
-    def start(**changes: Any) -> CpuOllama:
-        server = CpuOllama(replace(CpuConfig(time_scale=SCALE, load_s=0.0), **changes))
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+def make(cpu_servers: StartCpu) -> StartCpu:
+    return cpu_servers
 
 
 @pytest.fixture

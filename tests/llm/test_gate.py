@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,8 +15,7 @@ from llm.gate import BackgroundTooLong, LocalGate, Preempted, Priority
 from llm.ollama_chat import OllamaChat
 from llm.router import Router
 from llm.types import ChatMessage
-from tests.fakes.cpu_model import CpuConfig
-from tests.fakes.cpu_ollama import CpuOllama
+from tests.fakes.cpu_ollama import CpuOllama, StartCpu
 from tests.llm.conftest import local_config
 
 P = Priority
@@ -180,13 +178,8 @@ async def test_two_slots_serve_two_people_at_once_and_never_background_beside_th
 
 # ------------------------------------------------------------------ on the simulated CPU
 @pytest.fixture
-async def cpu() -> AsyncIterator[CpuOllama]:
-    server = CpuOllama(CpuConfig(time_scale=0.01, load_s=0.0, reply_tokens=20))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def cpu(cpu_servers: StartCpu) -> CpuOllama:
+    return cpu_servers(time_scale=0.01, reply_tokens=20)
 
 
 EXTRACT = [ChatMessage.system("Tu extrais des faits."),

@@ -6,8 +6,6 @@ call log and `axi llm status`'s figures."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,8 +26,8 @@ from llm.ollama_timings import (
 from llm.router import Router
 from llm.types import ChatMessage, Reply
 from memory.store import MemoryStore
-from tests.fakes.cpu_model import CpuConfig, RequestRecord
-from tests.fakes.cpu_ollama import CpuOllama
+from tests.fakes.cpu_model import RequestRecord
+from tests.fakes.cpu_ollama import CpuOllama, StartCpu
 from tests.llm.conftest import Recorder
 
 SCALE = 0.002  # a simulated second takes 2 ms
@@ -37,25 +35,15 @@ QUESTIONS = ["Quelles passoires la veille DPE a-t-elle trouvées cette semaine a
              "Et à Vergt, combien de maisons classées F ou G depuis lundi ?",
              "Prépare-moi la liste des propriétaires à contacter en priorité."]
 
-Make = Callable[..., CpuOllama]
+Make = StartCpu
 
 
 @pytest.fixture
-def make() -> Iterator[Make]:
-    """A simulated CPU server (fast clock, no load time, the system prompt first so that a
-    conversation's next turn extends its previous prompt), with CpuConfig changes."""
-    servers: list[CpuOllama] = []
-
-    def start(**changes: Any) -> CpuOllama:
-        config = CpuConfig(time_scale=SCALE, load_s=0.0, system_last=False)
-        server = CpuOllama(replace(config, **changes))
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+def make(cpu_servers: StartCpu) -> StartCpu:
+    """A simulated CPU server with the system prompt first, so that a conversation's next
+    turn extends its previous prompt; with CpuConfig changes."""
+    return lambda **changes: cpu_servers(**{"system_last": False, "time_scale": SCALE,
+                                            **changes})
 
 
 def local_for(server: CpuOllama) -> OllamaChat:
