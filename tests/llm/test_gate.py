@@ -179,7 +179,7 @@ async def test_two_slots_serve_two_people_at_once_and_never_background_beside_th
 # ------------------------------------------------------------------ on the simulated CPU
 @pytest.fixture
 def cpu(cpu_servers: StartCpu) -> CpuOllama:
-    return cpu_servers(time_scale=0.01, reply_tokens=20)
+    return cpu_servers(time_scale=0.03, reply_tokens=20)  # the extraction: ~1 s of wall time
 
 
 EXTRACT = [ChatMessage.system("Tu extrais des faits."),
