@@ -30,7 +30,7 @@ from bot.inbound import Inbound
 from bot.llm_wiring import anthropic_config, call_recorder, embed_config, ollama_config
 from bot.maintenance import run_maintenance
 from bot.notify import Notifier
-from bot.pipeline import Pipeline, conversation_key
+from bot.pipeline import PARKED_LANES_PER_LANE, Pipeline, conversation_key
 from bot.quiet_hours import QuietHours
 from bot.responder import Responder
 from bot.waiting import wait_for_event_or_stop
@@ -92,8 +92,9 @@ class Axi:
         url = cfg.database_url.get_secret_value() if cfg.database_url else None
         try:
             # each worker lane reads its context with ~5 concurrent queries: keep that many
-            # connections pooled, or every message pays for opening new ones
-            pool = 5 * cfg.worker_concurrency + 2
+            # connections pooled, or every message pays for opening new ones; a lane parked
+            # at the local model's gate holds one (its message's claim)
+            pool = (5 + PARKED_LANES_PER_LANE) * cfg.worker_concurrency + 2
             self.db = await self._stack.enter_async_context(
                 open_database(url, cfg.data_dir, pool_size=pool))
             await migrate.require_current(self.db.engine)

@@ -31,6 +31,7 @@ from bot.channel import (
 from bot.inbound import ButtonPressed, Inbound
 from bot.responder import Responder
 from bot.waiting import wait_for_event_or_stop
+from llm.gate import ON_PARK
 from memory.errors import InvalidInput, NotFound
 from memory.messages import Accepted, ReceivedFile, StoredMessage, inbound_params
 from memory.rows import decode_files
@@ -40,6 +41,9 @@ from memory.text import MAX_CONTENT_CHARS
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 1.0
+PARKED_LANES_PER_LANE = 2
+"""Extra lanes, per configured lane, that may stand in for lanes whose message waits for
+its turn at the local model (each holds one database connection while it waits)."""
 MAX_KEPT_BYTES = 50 * 1024 * 1024
 """The received files' contents kept with one message, at most (each channel has its own,
 lower, limit per file)."""
@@ -138,6 +142,13 @@ class Pipeline:
         self.idle_lanes = 0
         """Worker lanes waiting for work: only then does accepting a message start its
         recall early (Responder.prefetch); during a burst the lanes are busy anyway."""
+        self.parked_lanes = 0
+        """Lanes whose message waits for its turn at the local model (llm/gate.py ON_PARK):
+        they do not count against `concurrency`, so the next message — maybe Ludo's, who
+        goes first at the gate — is claimed meanwhile instead of waiting for a lane."""
+        self.max_lanes = concurrency * (1 + PARKED_LANES_PER_LANE)
+        self._lanes: set[asyncio.Task[None]] = set()
+        self._lane_factory: Callable[[], Any] | None = None
 
     # ---------------------------------------------------------------- 2. inbox
     async def accept(self, inbound: Inbound) -> int:
@@ -202,9 +213,11 @@ class Pipeline:
                     # a button pressed needs no model: nothing to show while it is settled
                     live = channel.live(claim.message.conversation,
                                         claim.message.reference_fil)
+                parking = ON_PARK.set(self._parked)
                 try:
                     await self.responder.handle(claim, live=live)
                 finally:
+                    ON_PARK.reset(parking)
                     settle = getattr(channel, "settle", None)  # optional: end "typing…"
                     if live is not None and settle is not None:
                         await settle(claim.message.conversation)
@@ -224,10 +237,30 @@ class Pipeline:
         self._progressed()
         return True
 
+    def _parked(self, parked: bool) -> None:
+        """A lane's message starts (True) or stops (False) waiting at the local model's
+        gate: while fewer than `concurrency` lanes are working, another lane stands in."""
+        self.parked_lanes += 1 if parked else -1
+        if (parked and self._lane_factory is not None
+                and len(self._lanes) - self.parked_lanes < self.concurrency
+                and len(self._lanes) < self.max_lanes):
+            self._start_lane()
+
+    def _start_lane(self) -> None:
+        assert self._lane_factory is not None
+        task = asyncio.ensure_future(self._lane_factory())
+        self._lanes.add(task)
+        task.add_done_callback(self._lanes.discard)
+
+    def _surplus_lane(self) -> bool:
+        """More lanes work than configured (a parked one came back): this one ends."""
+        return len(self._lanes) - self.parked_lanes > self.concurrency
+
     async def run_worker(self, stop: asyncio.Event) -> None:
-        """`concurrency` lanes. A new message wakes ONE waiting lane (waking them all made
-        four claims race for each message, three of them for nothing); a busy lane looks
-        for more work before it waits; every lane also polls each poll interval for
+        """`concurrency` lanes, plus stand-ins for lanes parked at the local model's gate
+        (up to `max_lanes` in all). A new message wakes ONE waiting lane (waking them all
+        made four claims race for each message, three of them for nothing); a busy lane
+        looks for more work before it waits; every lane also polls each poll interval for
         messages accepted by other processes."""
 
         async def wake_all_on_stop() -> None:
@@ -243,6 +276,8 @@ class Pipeline:
                     self.last_loop_error = f"worker: {type(exc).__name__}: {exc}"
                     log.warning("worker loop error: %s", exc)
                     busy = False
+                if self._surplus_lane():
+                    return
                 if not busy and not stop.is_set():
                     self.idle_lanes += 1
                     try:
@@ -258,10 +293,19 @@ class Pipeline:
                         self.idle_lanes -= 1
 
         waker = asyncio.ensure_future(wake_all_on_stop())
+        self._lane_factory = lane
         try:
-            await asyncio.gather(*(lane() for _ in range(self.concurrency)))
+            for _ in range(self.concurrency):
+                self._start_lane()
+            while self._lanes:  # stand-ins may start while we wait
+                await asyncio.wait(set(self._lanes))
         finally:
+            self._lane_factory = None
             waker.cancel()
+            for task in list(self._lanes):
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*self._lanes, return_exceptions=True)
 
     # ---------------------------------------------------------------- 4. outbox
     async def deliver_one(self, *, replying_to: int | None = None,

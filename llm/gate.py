@@ -31,6 +31,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TypeVar
@@ -51,6 +52,15 @@ class Priority(IntEnum):
     def person(self) -> bool:
         """A person is waiting for this request."""
         return self is not Priority.BACKGROUND
+
+
+ON_PARK: ContextVar[Callable[[bool], None] | None] = ContextVar("axi_gate_on_park",
+                                                                default=None)
+"""Set by whoever runs a person's request (the worker lane, bot/pipeline.py): called with
+True when that request starts waiting for its turn and False when it stops. A lane parked
+here holds nothing but its message, so the pipeline lets another lane claim the next
+message meanwhile (else Ludo's message waits for a lane behind clients who wait for the
+model)."""
 
 
 class Preempted(LLMError):
@@ -161,6 +171,9 @@ class LocalGate:
         if priority.person and self._free() == 0:
             self._preempt("a person is waiting")
         self._admit()
+        on_park = ON_PARK.get() if priority.person and not ticket.granted.done() else None
+        if on_park is not None:
+            on_park(True)
         try:
             await ticket.granted
         except BaseException:
@@ -170,6 +183,9 @@ class LocalGate:
                 self._waiting = [w for w in self._waiting if w[2] is not ticket]
                 heapq.heapify(self._waiting)
             raise
+        finally:
+            if on_park is not None:
+                on_park(False)
         return ticket
 
     def release(self, ticket: Ticket) -> None:

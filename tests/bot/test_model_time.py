@@ -113,3 +113,39 @@ async def test_background_work_too_long_is_a_counted_failure_not_a_loop(
     assert meta["extraction_essais"] == 1 and "BackgroundTooLong" in meta["extraction_erreur"]
     assert "extraction_apres" in meta
     assert not await axi.extractor.extract_one()  # nothing due: no loop on the same item
+
+
+async def test_a_lane_waiting_for_the_model_lets_ludos_message_be_claimed(
+        axi: Axi, ollama_server: FakeOllama) -> None:
+    """Two lanes, two clients' messages first: one is answered, the other waits at the
+    gate. Ludo's message, written third, is claimed by a lane standing in for the waiting
+    one, so it reaches the gate and goes before the second client (without stand-ins it
+    waited for a lane, behind that client)."""
+    await axi.store.add_person("M. Martin", relation="client",
+                               identities=[("telegram", "2003")])
+    axi.pipeline.concurrency = 2
+    axi.pipeline.max_lanes = 4
+    ollama_server.delay_s = 0.8
+    for who, said in (("2002", "Bonjour, la longère est libre ?"),
+                      ("2003", "Bonjour, quel est le prix du moulin ?"),
+                      ("1001", "Tu me rappelles le rendez-vous de demain ?")):
+        await axi.pipeline.accept(telegram(who, said))
+    stop = asyncio.Event()
+    worker = asyncio.create_task(axi.pipeline.run_worker(stop))
+    most_lanes = 0
+
+    async def answered() -> list[str] | None:
+        nonlocal most_lanes
+        most_lanes = max(most_lanes, len(axi.pipeline._lanes))
+        async with axi.store.db.sessions() as session:
+            who = list((await session.scalars(text(
+                "SELECT adresse FROM messages WHERE sens = 'sortant' ORDER BY id"))).all())
+        return who if len(who) == 3 else None
+    try:
+        order = await until(answered, 30, interval=0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 10)
+    assert order == ["2002", "1001", "2003"]
+    assert 2 < most_lanes <= 4
+    assert axi.pipeline.parked_lanes == 0 and not axi.pipeline._lanes
