@@ -146,6 +146,7 @@ async def test_a_lane_waiting_for_the_model_lets_ludos_message_be_claimed(
     finally:
         stop.set()
         await asyncio.wait_for(worker, 10)
-    assert order == ["2002", "1001", "2003"]
+    # whichever client reached the gate first is answered first; Ludo goes next
+    assert order[1] == "1001" and sorted(order) == ["1001", "2002", "2003"]
     assert 2 < most_lanes <= 4
     assert axi.pipeline.parked_lanes == 0 and not axi.pipeline._lanes
