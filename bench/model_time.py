@@ -22,7 +22,10 @@ polling every 2 s: extraction right after each reply, FIFO at the server; `gate`
 configured; `embed`: + AXI_EMBED_MODEL (old souvenirs embedded before the day); `slots2`:
 OLLAMA_NUM_PARALLEL=2 + AXI_LOCAL_SLOTS=2; `small-extract`: AXI_LOCAL_EXTRACTION_MODEL, a
 3B model 2.3× faster than the 7B; `llama-server`: Ollama ≥ 0.30's slot choice and RAM
-prompt cache.
+prompt cache; `multiuser4`: four cache slots at the server (OLLAMA_NUM_PARALLEL=4,
+OLLAMA_MULTIUSER_CACHE=1) but one request at a time (AXI_LOCAL_SLOTS=1), so each of four
+conversations keeps its prefix in a slot of its own and the CPU is never shared;
+`llama-server4`: the same with Ollama ≥ 0.30's slot choice and RAM prompt cache.
 
 Printed per variant: Ludo's time from accepted to first token p50/p95 in simulated s (the
 lane wait and the model side simulated, Axi's own work as measured), next to the floor of
@@ -92,7 +95,8 @@ TARGETS = {"p95_over_floor": 1.5, "cache_share": 0.85, "local_share": 0.80}
 class Variant:
     name: str
     gate: bool = True
-    slots: int = 1
+    slots: int = 1  # AXI_LOCAL_SLOTS: requests the gate lets run at once
+    server_slots: int | None = None  # OLLAMA_NUM_PARALLEL (cache slots); None: = slots
     embed: bool = False
     small_extract: bool = False
     policy: str | None = None  # the server's slot policy (None: --slot-policy)
@@ -101,7 +105,10 @@ class Variant:
 VARIANTS = {v.name: v for v in (Variant("today", gate=False), Variant("gate"),
                                 Variant("embed", embed=True), Variant("slots2", slots=2),
                                 Variant("small-extract", small_extract=True),
-                                Variant("llama-server", policy="llama-server"))}
+                                Variant("llama-server", policy="llama-server"),
+                                Variant("multiuser4", server_slots=4, policy="ollama-multiuser"),
+                                Variant("llama-server4", server_slots=4,
+                                        policy="llama-server"))}
 
 
 @dataclass(frozen=True)
@@ -272,7 +279,8 @@ async def run_variant(v: Variant, plan: Plan, args: argparse.Namespace,
     await world.prepare_database(args.database_url, DATA_DIR, [
         (p.name, p.relation, p.channel, p.address) for p in plan.people], vocab, args.seed,
         args.souvenirs)
-    cpu = CpuConfig(prompt_rate=args.prompt_rate, gen_rate=args.gen_rate, num_parallel=v.slots,
+    cpu = CpuConfig(prompt_rate=args.prompt_rate, gen_rate=args.gen_rate,
+                    num_parallel=v.server_slots or v.slots,
                     slot_policy=v.policy or args.slot_policy, time_scale=ts)
     server = world.SharedCpuOllama(cpu, speed={EXTRACTION_MODEL: EXTRACTION_SPEED},
                                    shared=not args.free_cpu)

@@ -34,15 +34,20 @@ def test_compose_services_and_wiring() -> None:
         assert volume in compose["volumes"]
 
 
-def test_ollama_runs_as_many_requests_as_axi_gives_it() -> None:
-    """Axi's gate hands the local model AXI_LOCAL_SLOTS requests at once: Ollama must run
-    that many (OLLAMA_NUM_PARALLEL), no more (its own queue has no priorities)."""
+def test_ollama_keeps_a_cache_per_conversation_and_runs_what_axi_gives_it() -> None:
+    """Axi's gate hands the local model AXI_LOCAL_SLOTS requests at once (1: the CPU is
+    never shared); Ollama must have at least that many slots (its own queue has no
+    priorities), and more of them keep more conversations' prompts cached — chosen by
+    prefix, least recently used first (OLLAMA_MULTIUSER_CACHE), not the first slot."""
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
-    parallel = int(compose["services"]["ollama"]["environment"]["OLLAMA_NUM_PARALLEL"])
+    ollama = compose["services"]["ollama"]["environment"]
+    parallel = int(ollama["OLLAMA_NUM_PARALLEL"])
     example = (DEPLOY.parent / ".env.example").read_text()
     slots = re.search(r"^AXI_LOCAL_SLOTS=(\d+)$", example, re.MULTILINE)
-    assert slots is not None and int(slots.group(1)) == parallel
-    assert Settings.model_fields["local_slots"].default == parallel
+    assert slots is not None and int(slots.group(1)) == 1
+    assert Settings.model_fields["local_slots"].default == 1
+    assert parallel >= 4
+    assert str(ollama["OLLAMA_MULTIUSER_CACHE"]) == "1"
 
 
 def test_compose_has_no_secret_values() -> None:
