@@ -25,7 +25,8 @@ OLLAMA_NUM_PARALLEL=2 + AXI_LOCAL_SLOTS=2; `small-extract`: AXI_LOCAL_EXTRACTION
 prompt cache; `multiuser4`: four cache slots at the server (OLLAMA_NUM_PARALLEL=4,
 OLLAMA_MULTIUSER_CACHE=1) but one request at a time (AXI_LOCAL_SLOTS=1), so each of four
 conversations keeps its prefix in a slot of its own and the CPU is never shared;
-`llama-server4`: the same with Ollama ≥ 0.30's slot choice and RAM prompt cache.
+`llama-server4`: the same with Ollama ≥ 0.30's slot choice and RAM prompt cache; `multiuser8`:
+eight cache slots (the recommended setting, deploy/docker-compose.yml).
 
 Printed per variant: Ludo's time from accepted to first token p50/p95 in simulated s (the
 lane wait and the model side simulated, Axi's own work as measured), next to the floor of
@@ -108,7 +109,9 @@ VARIANTS = {v.name: v for v in (Variant("today", gate=False), Variant("gate"),
                                 Variant("llama-server", policy="llama-server"),
                                 Variant("multiuser4", server_slots=4, policy="ollama-multiuser"),
                                 Variant("llama-server4", server_slots=4,
-                                        policy="llama-server"))}
+                                        policy="llama-server"),
+                                Variant("multiuser8", server_slots=8,
+                                        policy="ollama-multiuser"))}
 
 
 @dataclass(frozen=True)
