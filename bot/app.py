@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +42,7 @@ from llm.router import Router
 from llm.wait_estimate import measured
 from memory import migrate
 from memory.database import Database, open_database
+from memory.messages import StoredMessage
 from memory.store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class Axi:
             responder.use_first_user_system(local.model_for("conversation"))
             self.pipeline = Pipeline(self.store, responder, self.channels,
                                      concurrency=cfg.worker_concurrency,
-                                     on_accept=self.gate.note_person)
+                                     on_accept=self._someone_wrote)
             self.extractor = Extractor(
                 self.store, self.router,
                 continuations=local.model_for("extraction") == local.model_for("conversation"))
@@ -166,6 +167,19 @@ class Axi:
         await self._stack.aclose()
 
     # ------------------------------------------------------------------ wiring
+    async def _someone_wrote(self, messages: Sequence[StoredMessage]) -> None:
+        """A known, unblocked person wrote: background work yields the local model now and
+        waits for quiet. A stranger or a blocked sender does not count — else anyone writing
+        every few seconds would hold back extraction and the veilles' summaries for ever
+        (a stranger's one polite answer needs no model)."""
+        for msg in messages:
+            if not msg.verifie or msg.metadata.get("evenement"):
+                continue
+            person = await self.store.find_by_identity(msg.canal, msg.adresse)
+            if person is not None and not person.bloque:
+                self.gate.note_person()
+                return
+
     def _person_of(self, channel: str, address: str) -> int | None:
         resolve = getattr(self.channels.get(channel), "person_of", None)
         return resolve(address) if resolve is not None else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -121,11 +121,11 @@ class Pipeline:
     def __init__(self, store: MemoryStore, responder: Responder,
                  channels: Mapping[str, Channel], *, concurrency: int = 4,
                  poll_interval_s: float = POLL_INTERVAL_S,
-                 on_accept: Callable[[], None] | None = None):
+                 on_accept: Callable[[Sequence[StoredMessage]], Awaitable[None]] | None = None):
         self.store = store
         self.on_accept = on_accept
-        """Called when a new message is stored: someone wrote (the local model's gate lets
-        background work yield at once, llm/gate.py)."""
+        """Awaited with the new messages stored, after the lanes are woken: someone wrote
+        (the local model's gate lets background work yield at once, llm/gate.py)."""
         self.responder = responder
         self.channels = channels
         """The channels of this process (the live dict of `Axi`): the outbox sends only
@@ -182,8 +182,6 @@ class Pipeline:
         return [None if p is None else next(ids) for p in params]
 
     async def _accepted(self, accepted: Sequence[Accepted]) -> None:
-        if self.on_accept is not None and any(not a.duplicate for a in accepted):
-            self.on_accept()
         for item in accepted:
             if item.duplicate:
                 continue
@@ -194,6 +192,9 @@ class Pipeline:
                 # does not leave thousands of empty claims behind it
                 self._wakeups = min(self._wakeups + 1, self.concurrency)
                 self._work_ready.notify(1)
+        new = [a.message for a in accepted if not a.duplicate]
+        if self.on_accept is not None and new:
+            await self.on_accept(new)
 
     # ---------------------------------------------------------------- 3. worker
     async def process_one(self, *, message_id: int | None = None,

@@ -150,3 +150,27 @@ async def test_a_lane_waiting_for_the_model_lets_ludos_message_be_claimed(
     assert order[1] == "1001" and sorted(order) == ["1001", "2002", "2003"]
     assert 2 < most_lanes <= 4
     assert axi.pipeline.parked_lanes == 0 and not axi.pipeline._lanes
+
+
+async def test_strangers_and_blocked_senders_do_not_hold_background_work_back(
+        axi: Axi, ollama_server: FakeOllama) -> None:
+    """Anyone may write every few seconds: only a known, unblocked person makes background
+    work yield and wait for quiet — else a stranger could stop extraction and the veilles'
+    summaries for ever."""
+    await axi.store.add_person("Spammeur", relation="client",
+                               identities=[("telegram", "6666")])
+    await axi.store.update_person("Spammeur", bloque=True)
+    await say(axi, "1001", "Retiens que j'habite à Peyrebrune.")
+    ollama_server.delay_s = 0.8
+    extraction = asyncio.create_task(axi.extractor.extract_one())
+    await until(lambda: axi.gate.snapshot()["held"] == ["background"], 5)
+    quiet_before = axi.gate._quiet_for()
+    await axi.pipeline.accept(telegram("9999", "Bonjour, qui êtes-vous ?"))  # a stranger
+    await axi.pipeline.accept(telegram("6666", "Encore moi !"))  # blocked
+    await axi.pipeline.accept(telegram("1001", "ignored", verified=False))  # forged
+    assert await extraction  # done, not preempted
+    assert axi.gate.stats.preempted == 0
+    assert axi.gate._quiet_for() >= quiet_before
+    ollama_server.delay_s = 0.0
+    await axi.pipeline.accept(telegram("2002", "Bonjour !"))  # a client: a person
+    assert axi.gate._quiet_for() < 1.0
