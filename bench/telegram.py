@@ -237,6 +237,7 @@ def analyse(fake: FakeTelegram, fed: Fed, drafts_of: dict[int, tuple[int, int]] 
     questions = fed.available
     refused_keys: set[tuple[int, int]] = set()
     replies: dict[tuple[int, int], list[float]] = defaultdict(list)
+    texts: dict[tuple[int, int], list[str]] = defaultdict(list)
     unexpected = 0
     sent_times: dict[int, list[float]] = defaultdict(list)
     refused: Counter[int] = Counter()
@@ -256,6 +257,7 @@ def analyse(fake: FakeTelegram, fed: Fed, drafts_of: dict[int, tuple[int, int]] 
             unexpected += 1
             continue
         replies[(chat, target)].append(call.at)
+        texts[(chat, target)].append(str(call.params.get("text", ""))[:120])
     for method in ("editMessageText", "sendDocument"):
         for call in fake.calls_to(method):
             chat = call.params.get("chat_id")
@@ -313,6 +315,7 @@ def analyse(fake: FakeTelegram, fed: Fed, drafts_of: dict[int, tuple[int, int]] 
     return {
         "sent": len(questions), "answered": len(answered), "lost": len(lost),
         "lost_examples": [list(k) for k in lost[:10]], "duplicated": duplicated,
+        "duplicated_examples": [texts[k] for k, v in replies.items() if len(v) > 1][:10],
         "order_violations": order_violations,
         "order_violations_after_refusal": overtaken_after_refusal,
         "unexpected_messages": unexpected,
@@ -584,6 +587,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
     if axi["lost"]:
         print(f"lost (chat, message id), first ones: {axi['lost_examples']}; still pending: "
               f"{axi['pending']}")
+    if axi["duplicated"]:
+        print(f"answered twice, the texts sent (first ones): {axi['duplicated_examples']}")
     if not axi["complete"]:
         print(f"[timeout] not every message was answered within {args.timeout:g} s after the "
               "last one arrived")
@@ -611,6 +616,9 @@ async def run(args: argparse.Namespace) -> int:
     }
     fake = FakeTelegram()
     ollama = FakeOllama()
+    # an instant model reports instant timings (Axi estimates waits from them)
+    ollama.durations_ns = {"total_duration": 2_000_000, "load_duration": 100_000,
+                           "prompt_eval_duration": 1_000_000, "eval_duration": 900_000}
     ollama.reply = REPLY
     fake.start()
     ollama.start()

@@ -416,11 +416,15 @@ class TelegramChannel:
         wanted = [item for item in inbounds if item.event is None and item.text.strip()
                   and item.room is None]  # no draft in a group
         known = await asyncio.gather(*(self._known_person(i.sender) for i in wanted))
+        started = False
         for item, is_known in zip(wanted, known, strict=True):
             if is_known:
                 task = asyncio.create_task(self.sender.placeholder(f"{CHANNEL}:{item.sender}"))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
+                started = True
+        if started:  # let them go out now, before the batch's transaction takes the loop
+            await asyncio.sleep(0)
 
     async def _renew_bot(self) -> None:
         old = self.bot

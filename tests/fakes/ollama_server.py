@@ -78,6 +78,10 @@ class FakeOllama:
         self.stream_error = "an error was encountered while running the model"
         self.prompt_eval_count: int | str | None = AUTO
         self.eval_count: int | str | None = AUTO
+        self.durations_ns = {"total_duration": 1_500_000_000, "load_duration": 20_000_000,
+                             "prompt_eval_duration": 800_000_000, "eval_duration": 600_000_000}
+        """The timings reported in each final chunk (a CPU's, by default; an instant
+        model's are tiny, or Axi's wait estimate expects seconds that never come)."""
         self.done_reason = "stop"
         self.embedding: Callable[[str], list[float]] | None = None
         """How /api/embed turns a text into a vector (default: 8 numbers from its length)."""
@@ -115,10 +119,7 @@ class FakeOllama:
             "message": {"role": "assistant", "content": ""},
             "done": True,
             "done_reason": self.done_reason,
-            "total_duration": 1_500_000_000,
-            "load_duration": 20_000_000,
-            "prompt_eval_duration": 800_000_000,
-            "eval_duration": 600_000_000,
+            **self.durations_ns,
         }
         prompt_eval = self._prompt_eval_count(body)
         if prompt_eval is not None:  # Ollama omits it when the whole prompt was cached
