@@ -31,6 +31,7 @@ from bot.llm_wiring import anthropic_config, call_recorder, embed_config, ollama
 from bot.maintenance import run_maintenance
 from bot.notify import Notifier
 from bot.pipeline import PARKED_LANES_PER_LANE, Pipeline, conversation_key
+from bot.policy import INNER_CIRCLE, sees_private
 from bot.quiet_hours import QuietHours
 from bot.responder import Responder
 from bot.waiting import wait_for_event_or_stop
@@ -189,7 +190,7 @@ class Axi:
         if person is None:
             return None
         return KnownPerson(id=person.id, name=person.personne, relation=person.relation or "",
-                           blocked=person.bloque)
+                           blocked=person.bloque, inner_circle=sees_private(person))
 
     def _services(self) -> ChannelServices:
         return ChannelServices(
@@ -198,7 +199,9 @@ class Axi:
             addresses_of=self.store.addresses_on,
             notify=self.notifier.notify, lock=self.store.advisory_lock,
             wait_reply=self.pipeline.wait_reply, health=self.health, clock=self.clock,
-            commands=commands.menus())
+            commands=commands.menus(),
+            recent_inbound=lambda channel, address, seconds: self.store.recent_inbound(
+                channel, address, seconds, inner_circle=INNER_CIRCLE))
 
     # ------------------------------------------------------------------ loops
     def start_loops(self, *, worker: bool = True, outbox: bool = True,

@@ -63,6 +63,9 @@ class Delivery:
     cc: tuple[str, ...] = ()
     reply_to: str | None = None
     choices: tuple[tuple[str, str], ...] = ()
+    thread_meta: Mapping[str, Any] | None = None
+    """The answered message's `Inbound.thread_meta` (e.g. an email's subject and
+    References), for a reply or a notice."""
 
     @property
     def notice(self) -> bool:
@@ -102,6 +105,8 @@ class KnownPerson:
     name: str
     relation: str
     blocked: bool
+    inner_circle: bool = False
+    """Ludo, the administrator or the team (never capped, e.g. by email's hourly caps)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,9 @@ class ChannelServices:
     """(message id, timeout s) → the reply once committed, or the state at the timeout."""
     health: Callable[[], Awaitable[dict[str, Any]]]
     clock: Callable[[], datetime]
+    recent_inbound: Callable[[str, str | None, float], Awaitable[int]] | None = None
+    """(channel, address or None for all, seconds) → messages accepted there in that
+    window that were not held, the inner circle's not counted (email's caps)."""
     commands: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     """The core's commands per relation: (name, French description), for channels that
     show a menu (Telegram's setMyCommands)."""

@@ -188,8 +188,13 @@ def missing(cfg: Settings) -> list[str]:
         notes.append("Pas de repli Claude (ANTHROPIC_API_KEY absent) / no Claude fallback")
     if cfg.telegram_token is None:
         notes.append("Telegram désactivé (AXI_TELEGRAM_TOKEN absent) / Telegram off")
-    if not (cfg.imap_host and cfg.smtp_host):
-        notes.append("Courriel désactivé (AXI_IMAP_HOST/AXI_SMTP_HOST absents) / email off")
+    if not (cfg.email_address and cfg.smtp_host):
+        notes.append("Courriel désactivé (AXI_EMAIL_ADDRESS/AXI_SMTP_HOST absents) / email off")
+    elif not cfg.imap_host:
+        notes.append("Courriel : envoi seulement (AXI_IMAP_HOST absent) / email: sending only")
+    if cfg.email_address and cfg.imap_host and not cfg.mail_authserv_id:
+        notes.append("Courriel : AXI_MAIL_AUTHSERV_ID absent, aucun expéditeur n'est vérifié, "
+                     "aucun courriel n'aura de réponse automatique / no sender can be verified")
     if cfg.embed_model is None:
         notes.append("Rappel hybride désactivé (AXI_EMBED_MODEL=off) : texte intégral seul / "
                      "hybrid recall off: full text only")

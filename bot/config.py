@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     smtp_tls: MailTLS = Field(default=MailTLS.starttls, alias="AXI_SMTP_TLS")
     email_address: str | None = Field(default=None, alias="AXI_EMAIL_ADDRESS")
     mail_authserv_id: str | None = Field(default=None, alias="AXI_MAIL_AUTHSERV_ID")
+    imap_folder: str = Field(default="INBOX", min_length=1, max_length=200,
+                             alias="AXI_IMAP_FOLDER")
+    imap_done_folder: str | None = Field(default=None, max_length=200,
+                                         alias="AXI_IMAP_DONE_FOLDER")
+    email_max_per_sender_hour: int = Field(default=5, ge=0, le=10_000,
+                                           alias="AXI_EMAIL_MAX_PER_SENDER_HOUR")
+    email_max_per_hour: int = Field(default=50, ge=0, le=100_000, alias="AXI_EMAIL_MAX_PER_HOUR")
+    email_max_attachment_mb: float = Field(default=10.0, gt=0, le=200,
+                                           alias="AXI_EMAIL_MAX_ATTACHMENT_MB")
 
     # HTTP
     http_host: str = Field(default="127.0.0.1", alias="AXI_HTTP_HOST")
@@ -164,6 +173,23 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
             raise ValueError(f"must be an http(s) URL, not {value!r}")
         return value
+
+    @field_validator("imap_tls")
+    @classmethod
+    def _imap_tls(cls, value: MailTLS) -> MailTLS:
+        if value == MailTLS.starttls:
+            # aioimaplib cannot upgrade a connection to TLS: refuse rather than send the
+            # password in clear
+            raise ValueError("starttls is not supported for IMAP (the IMAP library cannot "
+                             "upgrade a connection): use ssl (port 993), or none on a "
+                             "loopback server only")
+        return value
+
+    @field_validator("email_address", "imap_done_folder", "mail_authserv_id", "imap_host",
+                     "smtp_host", "imap_user", "smtp_user")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() if value is not None and value.strip() else None
 
     @field_validator("telegram_groups")
     @classmethod

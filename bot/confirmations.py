@@ -210,5 +210,26 @@ async def forget_facts(ctx: ActionContext) -> str:
     return f"C'est oublié : {count} fait(s) sur « {words} » ne comptent plus."
 
 
+RELEASE_HELD = "message.repondre"
+RELEASE_CHOICES: tuple[tuple[str, str], ...] = (("repondre", "Répondre"), ("non", "Laisser"))
+
+
+async def release_held(ctx: ActionContext) -> str:
+    """Ludo wants a held message answered after all (an email our server did not vouch
+    for, an auto-reply…): it goes back to the queue, marked released, and is answered
+    like any message from that address — as a stranger's when the address was not
+    proved. Payload: message_id."""
+    message_id = int(ctx.payload["message_id"])
+    row = await ctx.execute(
+        "UPDATE messages SET etat = 'en_attente', prochain_essai = NULL, erreur = NULL, "
+        "maj_le = now(), metadata = metadata || '{\"libere\": true}'::jsonb "
+        "WHERE id = :id AND sens = 'entrant' AND etat = 'retenu' RETURNING adresse",
+        {"id": message_id})
+    address = row.scalar()
+    if address is None:
+        return "Ce message n'est plus en attente de décision : rien n'a changé."
+    return f"C'est noté : je réponds au message de {address}."
+
+
 BUILT_IN: dict[str, Action] = {"consignes.remplacer": replace_consignes, PAIRING: pair_identity,
-                               FORGET: forget_facts}
+                               FORGET: forget_facts, RELEASE_HELD: release_held}

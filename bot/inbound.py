@@ -9,6 +9,7 @@ other way is a `bot.channel.Delivery`, built by the outbox from the stored row.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -108,6 +109,14 @@ class Inbound:
     """Where the message was said when it is a place several people read (a Telegram
     group), as the channel addresses it: the reply goes there, and since everyone there
     reads it, Axi answers as it would to the public, whoever asked."""
+    hold: str | None = None
+    """Never answer it automatically, and why (an email our server did not vouch for, an
+    auto-reply, a mailing list, a sender over its cap): it is stored, listed for Ludo, and
+    answered only if he says so (bot/confirmations.py)."""
+    thread_meta: Mapping[str, Any] | None = None
+    """What the channel needs to thread its replies beyond `thread_ref` (an email's
+    subject and References): copied onto every reply and notice, given back in
+    `Delivery.thread_meta`. Small JSON values only."""
 
     def __post_init__(self) -> None:
         _require(self.channel, "channel")

@@ -80,6 +80,10 @@ def _params(inbound: Inbound) -> dict[str, Any]:
         meta["transfere"] = inbound.forwarded_from[:200] or "inconnu"
     if inbound.room is not None:
         meta["salon"] = inbound.room[:200]
+    if inbound.hold:
+        meta["retenu"] = inbound.hold[:300]
+    if inbound.thread_meta:
+        meta["fil"] = dict(inbound.thread_meta)
     kept, budget = [], MAX_KEPT_BYTES
     for a in inbound.attachments:  # whatever the channel fetched, within one bound
         if a.data is not None and len(a.data) > budget:
@@ -114,7 +118,8 @@ def delivery_of(msg: StoredMessage) -> Delivery:
         attachments=tuple(OutgoingFile(f.filename, f.content_type, f.data)
                           for f in decode_files(msg.pieces_jointes)),
         cc=tuple(meta.get("cc") or ()), reply_to=meta.get("reply_to"),
-        choices=tuple((str(label), str(data)) for label, data in meta.get("choix") or ()))
+        choices=tuple((str(label), str(data)) for label, data in meta.get("choix") or ()),
+        thread_meta=meta.get("fil") if isinstance(meta.get("fil"), dict) else None)
 
 
 class Pipeline:

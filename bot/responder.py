@@ -53,6 +53,9 @@ from memory.store import MemoryStore
 
 log = logging.getLogger(__name__)
 
+HELD = "retenu"
+"""The state of a message stored but not answered on Axi's own (`Inbound.hold`)."""
+
 RETRIEVED_SOUVENIRS = 4
 LOCAL_WAIT_NOTICE_S = 10.0
 """A message that must wait for the local model is told how long past this many seconds
@@ -219,6 +222,11 @@ class Responder:
         who = await self.identify(msg)
         if who.blocked:
             await self.store.finish_inbound(claim, etat="ignore", relation_id=who.relation_id)
+            return
+        if msg.metadata.get("retenu") and not msg.metadata.get("libere"):
+            # the channel said never answer it on our own (a mail our server did not vouch
+            # for, an auto-reply, a sender over its cap): kept for Ludo, who may release it
+            await self.store.finish_inbound(claim, etat=HELD, relation_id=who.relation_id)
             return
         event = event_from_json(msg.metadata.get("evenement"))
         if isinstance(event, ButtonPressed):

@@ -19,8 +19,8 @@ def configured_channels(settings: Settings) -> frozenset[str]:
     names = {"console", "web"}
     if settings.telegram_token is not None:
         names.add("telegram")
-    if settings.imap_host and settings.smtp_host:
-        names.add("email")
+    if settings.email_address and settings.smtp_host:
+        names.add("email")  # sending; reading too when AXI_IMAP_HOST is set
     return frozenset(names)
 
 
@@ -40,8 +40,10 @@ def for_run(settings: Settings) -> ChannelSet:
     }
     if settings.telegram_token is not None:
         channels["telegram"] = telegram_channel(settings)
-    # email and MCP join here as their issues land; the HTTP server starts last so every
-    # channel's routes are mounted before it listens.
+    if settings.email_address and settings.smtp_host:
+        channels["email"] = email_channel(settings)
+    # MCP joins here as its issue lands; the HTTP server starts last so every channel's
+    # routes are mounted before it listens.
     channels["web"] = WebChannel(settings.http_host, settings.http_port)
     return ChannelSet(channels, configured_channels(settings), ("console", OPERATOR_ADDRESS))
 
@@ -79,3 +81,31 @@ def telegram_channel(settings: Settings) -> Channel:
         file_url=settings.telegram_files_url, groups=settings.telegram_group_ids,
         max_file_bytes=int(settings.telegram_max_file_mb * 1024 * 1024),
         webhook_url=settings.telegram_webhook_url))
+
+
+def email_channel(settings: Settings) -> Channel:
+    from channels.email import EmailChannel, EmailConfig, SmtpConfig
+    from channels.email_imap import ImapConfig
+
+    assert settings.email_address is not None and settings.smtp_host is not None
+    imap = None
+    if settings.imap_host:
+        tls = settings.imap_tls.value
+        imap = ImapConfig(
+            host=settings.imap_host, port=settings.imap_port or (993 if tls == "ssl" else 143),
+            user=settings.imap_user or settings.email_address,
+            password=settings.imap_password.get_secret_value() if settings.imap_password else "",
+            tls=tls, folder=settings.imap_folder)
+    smtp_tls = settings.smtp_tls.value
+    smtp = SmtpConfig(
+        host=settings.smtp_host,
+        port=settings.smtp_port or {"ssl": 465, "starttls": 587}.get(smtp_tls, 25),
+        user=settings.smtp_user,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        tls=smtp_tls)
+    return EmailChannel(EmailConfig(
+        address=settings.email_address, authserv_id=settings.mail_authserv_id, imap=imap,
+        smtp=smtp, max_per_sender_hour=settings.email_max_per_sender_hour,
+        max_per_hour=settings.email_max_per_hour,
+        max_attachment_bytes=int(settings.email_max_attachment_mb * 1024 * 1024),
+        done_folder=settings.imap_done_folder))

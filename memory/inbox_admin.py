@@ -75,6 +75,32 @@ class InboxAdminMixin:
                 {"age": STUCK_AFTER_S, "tries": STUCK_TRIES, "n": limit})).all()
         return [InboxEntry(_row(r), bool(r.stuck)) for r in rows]
 
+    async def recent_inbound(self, channel: str, address: str | None, seconds: float, *,
+                             inner_circle: frozenset[str] = frozenset()) -> int:
+        """Messages accepted on `channel` (from `address`, or from anyone) in the last
+        `seconds` that were not held (`metadata.retenu`), those of people whose relation
+        is in `inner_circle` not counted: what a channel's hourly caps count."""
+        async with self.db.sessions() as session:
+            count = await session.scalar(text(
+                "SELECT count(*) FROM messages m WHERE m.sens = 'entrant' AND m.canal = :c "
+                "AND m.recu_le > now() - make_interval(secs => :s) "
+                "AND NOT (m.metadata ? 'retenu') AND (CAST(:a AS text) IS NULL OR m.adresse = :a) "
+                "AND NOT EXISTS (SELECT 1 FROM identites i JOIN relations r "
+                "  ON r.id = i.relation_id WHERE i.canal = m.canal AND i.adresse = m.adresse "
+                "  AND r.relation = ANY(:inner))"),
+                {"c": channel, "a": address, "s": float(seconds), "inner": sorted(inner_circle)})
+        return int(count or 0)
+
+    async def held_messages(self, channel: str | None = None, *, limit: int = 100
+                            ) -> list[StoredMessage]:
+        """Messages stored but not answered on Axi's own (bot.responder.HELD), newest first."""
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(
+                f"SELECT {_COLUMNS} FROM messages m WHERE m.sens = 'entrant' "
+                "AND m.etat = 'retenu' AND (CAST(:c AS text) IS NULL OR m.canal = :c) "
+                "ORDER BY m.id DESC LIMIT :n"), {"c": channel, "n": limit})).all()
+        return [_row(r) for r in rows]
+
     async def stuck_count(self) -> int:
         async with self.db.sessions() as session:
             return int(await session.scalar(text(

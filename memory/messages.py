@@ -149,6 +149,14 @@ FOR UPDATE SKIP LOCKED
 """
 
 
+def _with_thread(msg: StoredMessage, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An answer carries the answered message's threading data (the channel's `fil`)."""
+    fil = msg.metadata.get("fil")
+    if not fil:
+        return metadata
+    return {**(metadata or {}), "fil": fil}
+
+
 @dataclass(frozen=True)
 class ReceivedFile:
     """A received file's content, kept in `fichiers_recus` with its message; `rang` is its
@@ -316,7 +324,8 @@ class MessagesMixin:
             out_id = await insert_outbound(
                 claim.session, canal=msg.canal, adresse=msg.reply_address, texte=reply,
                 conversation=msg.conversation, relation_id=relation_id, en_reponse_a=msg.id,
-                reference_fil=msg.reference_fil, genre="reply", metadata=reply_metadata)
+                reference_fil=msg.reference_fil, genre="reply",
+                metadata=_with_thread(msg, reply_metadata))
         for s in souvenirs:
             await insert_souvenir(claim.session, NewSouvenir(
                 contenu=s["contenu"], type=s.get("type", "conversation"),
@@ -370,7 +379,7 @@ class MessagesMixin:
         return await insert_outbound(
             claim.session, canal=msg.canal, adresse=msg.reply_address, texte=texte,
             conversation=msg.conversation, relation_id=relation_id, en_reponse_a=msg.id,
-            reference_fil=msg.reference_fil, genre="notice")
+            reference_fil=msg.reference_fil, genre="notice", metadata=_with_thread(msg, None))
 
     async def queue_outbound(
         self, *, canal: str, adresse: str, conversation: str, texte: str,
