@@ -21,6 +21,7 @@ channels/email_parse.py's, what to do with it channels/email.py's.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -110,16 +111,18 @@ class ImapSession:
         self.client: Any = None
         self.uidvalidity = 0
         self.idle_supported = False
+        self.lost = asyncio.Event()  # the server closed the connection (restart, crash)
 
     async def open(self) -> None:
         cfg = self.config
         try:
+            context = None
             if cfg.tls == "ssl":
                 context = cfg.ssl_context or ssl.create_default_context()
-                self.client = aioimaplib.IMAP4_SSL(cfg.host, cfg.port, timeout=cfg.timeout_s,
-                                                   ssl_context=context)
-            else:
-                self.client = aioimaplib.IMAP4(cfg.host, cfg.port, timeout=cfg.timeout_s)
+            # IMAP4 with a context is IMAP4_SSL, which cannot report a lost connection
+            self.client = aioimaplib.IMAP4(cfg.host, cfg.port, timeout=cfg.timeout_s,
+                                           conn_lost_cb=lambda _exc: self.lost.set(),
+                                           ssl_context=context)
             await asyncio.wait_for(self.client.wait_hello_from_server(), cfg.timeout_s)
             login = await self.client.login(cfg.user, cfg.password)
             if login.result != "OK":
@@ -189,17 +192,22 @@ class ImapSession:
         if not self.idle_supported:
             await asyncio.sleep(cfg.poll_s)
             return
-        idle = await self.client.idle_start(timeout=cfg.idle_renew_s)
+        idle = await self._command_task(self.client.idle_start(timeout=cfg.idle_renew_s))
         try:
             while True:
-                pushed = await self.client.wait_server_push(timeout=cfg.idle_renew_s + 5)
+                pushed = await self._unless_lost(
+                    self.client.wait_server_push(timeout=cfg.idle_renew_s + 5))
                 if pushed == aioimaplib.STOP_WAIT_SERVER_PUSH:
                     break
                 lines = pushed if isinstance(pushed, list) else getattr(pushed, "lines", [])
+                if any(bytes(x).startswith(b"BYE") for x in lines):  # server shutting down
+                    self.lost.set()
+                    raise ImapError("the IMAP server closed the session (BYE)")
                 if any(b"EXISTS" in bytes(x) or b"RECENT" in bytes(x) for x in lines):
                     break
         finally:
-            if self.client is not None and self.client.has_pending_idle():
+            if self.client is not None and not self.lost.is_set() \
+                    and self.client.has_pending_idle():
                 self.client.idle_done()
                 with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                     await asyncio.wait_for(idle, cfg.timeout_s)
@@ -209,9 +217,36 @@ class ImapSession:
             return
         await self._command(self.client.uid("move", ",".join(map(str, uids)), _quote(folder)))
 
-    async def _command(self, call: Any) -> Any:
+    async def _unless_lost(self, call: Any) -> Any:
+        """`call`'s result, or ImapError as soon as the connection is lost."""
+        task = asyncio.ensure_future(call)
+        lost = asyncio.ensure_future(self.lost.wait())
         try:
-            response = await asyncio.wait_for(call, self.config.timeout_s)
+            await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if task.cancelled() or (self.lost.is_set() and not task.done()):
+            raise ImapError("IMAP connection lost")
+        try:
+            return task.result()
+        except (OSError, TimeoutError, aioimaplib.Abort, aioimaplib.CommandTimeout) as exc:
+            raise ImapError(f"IMAP: {type(exc).__name__}: {exc}") from exc
+
+    async def _command_task(self, call: Any) -> Any:
+        if self.lost.is_set():
+            raise ImapError("IMAP connection lost")
+        return await self._unless_lost(asyncio.wait_for(call, self.config.timeout_s))
+
+    async def _command(self, call: Any) -> Any:
+        if self.lost.is_set():
+            call.close()
+            raise ImapError("IMAP connection lost")
+        try:
+            response = await self._unless_lost(asyncio.wait_for(call, self.config.timeout_s))
         except (OSError, TimeoutError, aioimaplib.Abort, aioimaplib.CommandTimeout) as exc:
             raise ImapError(f"IMAP: {type(exc).__name__}: {exc}") from exc
         if response.result != "OK":
@@ -284,7 +319,28 @@ def _internal_date(head: bytes, rest: list[Any]) -> datetime | None:
 
 
 def _quote(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A mailbox name as IMAP wants it: modified UTF-7 (RFC 3501 5.1.3), quoted."""
+    encoded = _mutf7(name)
+    return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _mutf7(name: str) -> str:
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            data = "".join(pending).encode("utf-16-be")
+            out.append("&" + base64.b64encode(data).decode().rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+    for ch in name:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    return "".join(out)
 
 
 def _said(response: Any) -> str:
