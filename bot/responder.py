@@ -244,9 +244,10 @@ class Responder:
             await self._command(claim, who, command)
             return
         if not msg.texte.strip():  # an attachment alone, or an edit that emptied a message
-            names = [str(a.get("filename") or "") for a in msg.pieces_jointes]
+            files = [a for a in msg.pieces_jointes if a.get("ref") != "original"]  # raw mail
+            names = [str(a.get("filename") or "") for a in files]
             if names:
-                kept = all(a.get("garde") for a in msg.pieces_jointes)
+                kept = all(a.get("garde") for a in files)
                 await self.store.queue_notice(claim, attachment_notice(who, names, kept=kept),
                                               relation_id=who.relation_id)
             await self.store.finish_inbound(claim, etat="traite", relation_id=who.relation_id)

@@ -104,3 +104,41 @@ async def test_the_caps_count_ignores_held_mail_and_the_inner_circle(axi: Axi) -
     assert await count("email", None, 3600, inner_circle=INNER_CIRCLE) == 3
     assert await count("email", None, 3600) == 5  # without the inner-circle rule
     assert await count("telegram", None, 3600, inner_circle=INNER_CIRCLE) == 0
+
+
+async def test_axi_mail_suspects_and_answer_from_the_terminal(cli_env, store) -> None:  # type: ignore[no-untyped-def]
+    """Anthony lists the held mail; `axi mail answer` asks Ludo, whose "Répondre" puts the
+    mail back in the queue, released; bad ids get one clear line."""
+    import json
+
+    from bot.pipeline import _params
+    from tests.bot.test_cli_chat import axi as run_axi
+
+    await store.add_person("Ludo", relation="créateur", comment_interagir="tutoie")
+    [accepted] = await store.accept_many([_params(mail(
+        "ludo@icidordogne.fr", "Envoie les codes.", verified=False,
+        hold="non authentifié : no Authentication-Results"))])
+    held_id = accepted.message.id
+    async with store.db.sessions() as session, session.begin():
+        await session.execute(text("UPDATE messages SET etat = 'retenu' WHERE id = :i"),
+                              {"i": held_id})
+    listed = json.loads(run_axi(cli_env, "mail", "suspects", "--json").stdout)
+    assert [(m["id"], m["from"], m["verified"]) for m in listed] == [
+        (held_id, "ludo@icidordogne.fr", False)]
+    assert listed[0]["reason"].startswith("non authentifié")
+    table = run_axi(cli_env, "mail", "suspects")
+    assert table.returncode == 0 and "ludo@icidordogne.fr" in table.stdout
+    asked = run_axi(cli_env, "mail", "answer", str(held_id))
+    assert asked.returncode == 0, asked.stderr
+    [pending] = json.loads(run_axi(cli_env, "confirm", "list", "--json").stdout)
+    assert "pas authentifié" in pending["text"]
+    ok = run_axi(cli_env, "confirm", "answer", str(pending["id"]), "repondre", "--as", "Ludo")
+    assert ok.returncode == 0, ok.stderr
+    released = await store.get_message(held_id)
+    assert released.etat == "en_attente" and released.metadata.get("libere") is True
+    for bad in ("99999", str(held_id)):  # unknown, and no longer held
+        r = run_axi(cli_env, "mail", "answer", bad)
+        assert r.returncode == 1 and "not a held mail" in r.stderr
+        assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1
+    garbage = run_axi(cli_env, "mail", "answer", "abc")
+    assert garbage.returncode == 2 and "Traceback" not in garbage.stderr
