@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,9 @@ CHANNEL = "email"
 HOUR_S = 3600.0
 RAW_NAME = "original.eml"
 RECONNECT_MAX_S = 300.0
+CRASH_ENV = "AXI_TEST_CRASH_AT"
+"""Test-only: `email:before_accept` kills the process right after a batch of mail is
+fetched and before it is stored (the worst moment), to prove nothing is lost."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,8 @@ class EmailChannel:
         cursor = Cursor.loads(await self.services.read_cursor(CHANNEL, key))
         stored = 0
         async for batch, moved in new_mail(session, cursor):
+            if batch and os.environ.get(CRASH_ENV) == "email:before_accept":
+                os._exit(137)  # test-only: the worst moment, before anything is stored
             inbounds = await self.inbounds(batch)
             await self.services.accept_batch(inbounds, CursorUpdate(CHANNEL, key, moved.dumps()))
             stored += len(inbounds)
@@ -175,7 +181,8 @@ class EmailChannel:
                 parse_mail, fetched.raw, our_addresses=self.config.ours,
                 authserv_id=self.config.authserv_id or "",
                 max_attachment_bytes=self.config.max_attachment_bytes)
-            hold = await self._hold(parsed, counted)
+            hold = (f"trop volumineux : {fetched.too_big:,} octets (seul l'en-tête est gardé)"
+                    if fetched.too_big else await self._hold(parsed, counted))
             if hold is not None:
                 kind = hold.split(" :", 1)[0]
                 self.held[kind] = self.held.get(kind, 0) + 1

@@ -45,6 +45,7 @@ RESYNC_DAYS_BACK = 1
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _FETCH_LITERAL = re.compile(rb"FETCH \(.*\{(\d+)\}\s*$")
 _FETCH_UID = re.compile(rb"UID (\d+)")
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
 
 
@@ -63,6 +64,7 @@ class ImapConfig:
     timeout_s: float = 60.0
     poll_s: float = 60.0  # a server without IDLE is polled this often
     idle_renew_s: float = IDLE_RENEW_S
+    max_message_bytes: int = 60 * 1024 * 1024
     ssl_context: ssl.SSLContext | None = None
 
     @property
@@ -101,6 +103,9 @@ class Fetched:
     uid: int
     raw: bytes
     internal_date: datetime | None
+    too_big: int | None = None
+    """The message's size when it is over `max_message_bytes`: then `raw` holds only its
+    header (the channel holds it, with the reason; nothing is read into memory)."""
 
 
 class ImapSession:
@@ -170,10 +175,27 @@ class ImapSession:
         response = await self._command(self.client.uid_search("ALL", charset=None))
         return max(_numbers(response.lines), default=0)
 
-    async def fetch(self, uid: int) -> Fetched | None:
-        """One message's raw bytes (BODY.PEEK[]: never marks it read); None if gone."""
+    async def sizes(self, uids: list[int]) -> dict[int, int]:
+        """RFC822.SIZE of each message, in one round trip."""
+        if not uids:
+            return {}
+        response = await self._command(self.client.uid(
+            "fetch", ",".join(map(str, uids)), "(UID RFC822.SIZE)"))
+        found = {}
+        for line in response.lines:
+            head = bytes(line)
+            uid, size = _FETCH_UID.search(head), _SIZE.search(head)
+            if uid is not None and size is not None:
+                found[int(uid.group(1))] = int(size.group(1))
+        return found
+
+    async def fetch(self, uid: int, *, size: int | None = None) -> Fetched | None:
+        """One message's raw bytes (BODY.PEEK[]: never marks it read); None if gone. Over
+        `max_message_bytes`, only its header."""
+        too_big = size if size is not None and size > self.config.max_message_bytes else None
+        part = "BODY.PEEK[HEADER]" if too_big else "BODY.PEEK[]"
         response = await self._command(self.client.uid("fetch", str(uid),
-                                                       "(UID INTERNALDATE BODY.PEEK[])"))
+                                                       f"(UID INTERNALDATE {part})"))
         lines = response.lines
         for i, line in enumerate(lines):
             if isinstance(line, bytearray | bytes) and _FETCH_LITERAL.search(bytes(line)):
@@ -183,7 +205,7 @@ class ImapSession:
                     continue
                 if i + 1 < len(lines):
                     raw = bytes(lines[i + 1])
-                    return Fetched(uid, raw, _internal_date(head, lines[i + 2:i + 3]))
+                    return Fetched(uid, raw, _internal_date(head, lines[i + 2:i + 3]), too_big)
         return None  # expunged meanwhile
 
     async def wait_for_news(self) -> None:
@@ -276,7 +298,9 @@ async def new_mail(session: ImapSession, cursor: Cursor | None,
         uids = await session.uids_after(cursor.last_uid)
     for i in range(0, len(uids), FETCH_BATCH):
         chunk = uids[i:i + FETCH_BATCH]
-        batch = [f for uid in chunk if (f := await session.fetch(uid)) is not None]
+        sizes = await session.sizes(chunk)
+        batch = [f for uid in chunk
+                 if (f := await session.fetch(uid, size=sizes.get(uid))) is not None]
         newest = max((f.internal_date for f in batch if f.internal_date), default=None)
         since = newest.isoformat() if newest is not None and newest.isoformat() > cursor.since \
             else cursor.since

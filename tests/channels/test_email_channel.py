@@ -300,3 +300,27 @@ async def test_handled_mail_moves_to_the_done_folder_once_stored(
         await until(lambda: dovecot.messages("Traités") == [raw], 20)
         assert dovecot.messages("INBOX") == []
         await smtp_capture.wait_for(1, 30)
+
+
+async def test_a_mail_over_the_size_limit_is_held_with_its_header_only(
+        db: Database, database_url: str | None, test_data_dir: Path,
+        ollama_server: FakeOllama, dovecot: Dovecot, smtp_capture: SmtpCapture) -> None:
+    from dataclasses import replace
+
+    await empty_tables(db)
+    config = email_config(dovecot, smtp_capture)
+    assert config.imap is not None
+    config = replace(config, imap=replace(config.imap, max_message_bytes=4000))
+    channel = EmailChannel(config)
+    async with email_axi(db, database_url, test_data_dir, ollama_server, channel) as axi:
+        assert config.imap is not None
+        key = config.imap.cursor_key
+        await until(lambda: axi.store.read_cursor("email", key), 20)
+        dovecot.append(mail("martin@example.fr", "Énorme", "x" * 10_000))
+        dovecot.append(mail("martin@example.fr", "Normal", "Une question courte."))
+        big, small = await settled(axi, 2)
+        assert big.etat == "retenu" and big.metadata["retenu"].startswith("trop volumineux")
+        [kept, *_] = await axi.store.received_files(big.id)
+        assert b"Subject: " in kept.contenu and b"x" * 100 not in kept.contenu
+        assert small.etat == "traite"
+        await smtp_capture.wait_for(1, 30)
