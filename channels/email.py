@@ -140,7 +140,8 @@ class EmailChannel:
                 delay = 1.0
                 while True:
                     await self.read_new(session)
-                    await session.wait_for_news()
+                    if not session.news:  # mail announced during the pass: read again first
+                        await session.wait_for_news()
             except ImapError as exc:
                 self.last_error = str(exc)
                 self.reconnects += 1

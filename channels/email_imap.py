@@ -117,6 +117,10 @@ class ImapSession:
         self.uidvalidity = 0
         self.idle_supported = False
         self.lost = asyncio.Event()  # the server closed the connection (restart, crash)
+        self.news = False
+        """The server announced new mail (EXISTS/RECENT) outside IDLE, e.g. at the end of a
+        FETCH: Dovecot says it once, and the next IDLE would not say it again — so the
+        reader searches again instead of idling (else the mail waits up to 29 minutes)."""
 
     async def open(self) -> None:
         cfg = self.config
@@ -128,6 +132,7 @@ class ImapSession:
             self.client = aioimaplib.IMAP4(cfg.host, cfg.port, timeout=cfg.timeout_s,
                                            conn_lost_cb=lambda _exc: self.lost.set(),
                                            ssl_context=context)
+            self._watch_news()
             await asyncio.wait_for(self.client.wait_hello_from_server(), cfg.timeout_s)
             login = await self.client.login(cfg.user, cfg.password)
             if login.result != "OK":
@@ -149,6 +154,20 @@ class ImapSession:
         self.uidvalidity = int(found.group(1))
         self.idle_supported = bool(self.client.has_capability("IDLE"))
 
+    def _watch_news(self) -> None:
+        """aioimaplib drops an EXISTS that comes with another command's response ("ignored
+        untagged response"): note it (its only hook is the protocol's own method)."""
+        protocol = self.client.protocol
+        untagged = protocol._untagged_response
+
+        def seen(line: bytes) -> Any:
+            if protocol.pending_sync_command is None and (b"EXISTS" in line
+                                                         or b"RECENT" in line):
+                self.news = True
+            return untagged(line)
+
+        protocol._untagged_response = seen
+
     async def close(self) -> None:
         client, self.client = self.client, None
         if client is None:
@@ -162,11 +181,13 @@ class ImapSession:
             client.protocol.transport.close()
 
     async def uids_after(self, last_uid: int) -> list[int]:
+        self.news = False  # this search sees what was announced so far
         response = await self._command(self.client.uid_search(f"UID {last_uid + 1}:*",
                                                               charset=None))
         return sorted(u for u in _numbers(response.lines) if u > last_uid)
 
     async def uids_since(self, day: datetime) -> list[int]:
+        self.news = False
         when = day.strftime("%d-%b-%Y")  # IMAP dates have English month names
         response = await self._command(self.client.uid_search(f"SINCE {when}", charset=None))
         return sorted(_numbers(response.lines))

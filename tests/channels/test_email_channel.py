@@ -324,3 +324,34 @@ async def test_a_mail_over_the_size_limit_is_held_with_its_header_only(
         assert b"Subject: " in kept.contenu and b"x" * 100 not in kept.contenu
         assert small.etat == "traite"
         await smtp_capture.wait_for(1, 30)
+
+
+async def test_mail_announced_during_a_read_is_read_at_once_not_after_the_idle_renewal(
+        mailbox: tuple[Axi, Dovecot, SmtpCapture]) -> None:
+    """Dovecot announces mail delivered during a FETCH at the end of that FETCH, once; the
+    next IDLE does not repeat it. The reader must search again rather than idle (here IDLE
+    is renewed every 60 s: the mail would wait that long)."""
+    axi, server, _smtp = mailbox
+    channel = axi.channels["email"]
+    assert isinstance(channel, EmailChannel) and channel.session is not None
+    session = channel.session
+    fetch = session.fetch
+    injected: list[int] = []
+
+    async def fetch_then_deliver(uid: int, **kw: Any) -> Any:
+        got = await fetch(uid, **kw)
+        if not injected:  # delivered between this pass's SEARCH and its end
+            injected.append(await asyncio.to_thread(
+                server.append, mail("martin@example.fr", "Entre-temps", "Arrivé pendant.")))
+            await session.client.noop()  # a command whose response carries the EXISTS
+        return got
+
+    session.fetch = fetch_then_deliver  # type: ignore[method-assign]
+    server.append(mail("martin@example.fr", "Premier", "Le premier."))
+    rows = await until(lambda: _two(axi), 15, message="the mail announced mid-read waited")
+    assert [r.texte.split("\n")[0] for r in rows] == ["Objet : Premier", "Objet : Entre-temps"]
+
+
+async def _two(axi: Axi) -> list[Any] | None:
+    rows = await inbound(axi)
+    return rows if len(rows) == 2 else None
