@@ -193,8 +193,10 @@ class EmailChannel:
     async def _hold(self, parsed: ParsedMail, counted: dict[str | None, int]) -> str | None:
         assert self.services is not None
         if parsed.auth.forged:
-            log.warning("Courriel : en-tête Authentication-Results falsifié (From %s) / forged "
-                        "Authentication-Results header: %s", parsed.from_address, parsed.auth.reason)
+            log.warning("Courriel : un en-tête Authentication-Results plus bas porte le nom de "
+                        "notre serveur, tentative de falsification probable (From %s) / a lower "
+                        "Authentication-Results header carries our authserv-id; the topmost "
+                        "one says: %s", parsed.from_address, parsed.auth.reason)
         if parsed.no_reply is not None:
             return f"garde-fou : {parsed.no_reply}"
         if not parsed.auth.verified or parsed.from_address is None:
