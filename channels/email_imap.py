@@ -179,6 +179,12 @@ class ImapSession:
             await asyncio.wait_for(client.logout(), 5)
         with contextlib.suppress(Exception):
             client.protocol.transport.close()
+        # aioimaplib's own tasks (an IDLE, its waiters) would be destroyed pending
+        pending = [t for t in list(getattr(client, "tasks", ())) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def uids_after(self, last_uid: int) -> list[int]:
         self.news = False  # this search sees what was announced so far
@@ -253,7 +259,11 @@ class ImapSession:
                     and self.client.has_pending_idle():
                 self.client.idle_done()
                 with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                    await asyncio.wait_for(idle, cfg.timeout_s)
+                    await asyncio.wait_for(asyncio.shield(idle), cfg.timeout_s)
+            if not idle.done():  # the connection is gone: nobody will end it
+                idle.cancel()
+                with contextlib.suppress(BaseException):
+                    await idle
 
     async def move(self, uids: list[int], folder: str) -> None:
         if not uids:
