@@ -173,13 +173,16 @@ class Axi:
         waits for quiet. A stranger or a blocked sender does not count — else anyone writing
         every few seconds would hold back extraction and the veilles' summaries for ever
         (a stranger's one polite answer needs no model)."""
-        for msg in messages:
-            if not msg.verifie or msg.metadata.get("evenement"):
-                continue
-            person = await self.store.find_by_identity(msg.canal, msg.adresse)
-            if person is not None and not person.bloque:
-                self.gate.note_person()
-                return
+        try:
+            for msg in messages:
+                if not msg.verifie or msg.metadata.get("evenement"):
+                    continue
+                person = await self.store.find_by_identity(msg.canal, msg.adresse)
+                if person is not None and not person.bloque:
+                    self.gate.note_person()
+                    return
+        except Exception as exc:  # the messages are stored: a hint lost is not an error
+            log.warning("could not tell whether a person wrote: %s", exc)
 
     def _person_of(self, channel: str, address: str) -> int | None:
         resolve = getattr(self.channels.get(channel), "person_of", None)
