@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from bot import backoff, commands
 from bot.alerts import budget_with_alert
+from bot.axis_access import AxisAccessService
 from bot.channel import Channel, ChannelServices, ChannelSet, KnownPerson, ReplyOutcome
 from bot.config import Settings
 from bot.confirmations import BUILT_IN, Confirmations
@@ -34,7 +35,9 @@ from bot.pipeline import PARKED_LANES_PER_LANE, Pipeline, conversation_key
 from bot.policy import INNER_CIRCLE, sees_private
 from bot.quiet_hours import QuietHours
 from bot.responder import Responder
+from bot.site_access import SiteAccessService
 from bot.waiting import wait_for_event_or_stop
+from bot.web_access import WebAccessService
 from llm.anthropic_chat import AnthropicChat
 from llm.embeddings import OllamaEmbedder
 from llm.gate import LocalGate
@@ -204,7 +207,11 @@ class Axi:
             wait_reply=self.pipeline.wait_reply, health=self.health, clock=self.clock,
             commands=commands.menus(),
             recent_inbound=lambda channel, address, seconds: self.store.recent_inbound(
-                channel, address, seconds, inner_circle=INNER_CIRCLE))
+                channel, address, seconds, inner_circle=INNER_CIRCLE),
+            web=WebAccessService(self.store),
+            axis=AxisAccessService(self.store, self.confirmations, self.notifier,
+                                   self.pipeline, self.settings),
+            site=SiteAccessService(self.store, self.confirmations, self.notifier, self.settings))
 
     # ------------------------------------------------------------------ loops
     def start_loops(self, *, worker: bool = True, outbox: bool = True,

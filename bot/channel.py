@@ -6,7 +6,8 @@ asks. Everything else a channel needs from the core (cursors committed with the 
 messages, who an address belongs to, `notify`, advisory locks, awaiting the reply to a
 message, HTTP routes to mount, the clock) reaches it as ONE `ChannelServices` object,
 handed over by the composition root (`channels/registry.py`). Channels import only this
-module and `bot.inbound`.
+module, `bot.inbound` and the web contracts (`bot.web_contract`, `bot.axis_contract`,
+`bot.site_contract`).
 
 Lifecycle, driven by `bot.app.Axi`: `start(services)` (quick: set up, may fail with a
 clear error, e.g. a port in use), then `run()` under supervision (the receiving loop; if
@@ -22,7 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from bot.axis_contract import AxisAccess
 from bot.inbound import Inbound
+from bot.site_contract import SiteAccess
+from bot.web_contract import WebAccess
 
 AcceptFn = Callable[[Inbound], Awaitable[int]]
 ChunkFn = Callable[[str], None]
@@ -167,6 +171,13 @@ class ChannelServices:
     routes: list[tuple[str, Any]] = field(default_factory=list)
     """HTTP routes channels add before the HTTP server starts: (path, ASGI app or
     route object); the web channel mounts them."""
+
+    web: WebAccess | None = None
+    """Bearer tokens and a person's history (the HTTP API and web chat)."""
+    axis: AxisAccess | None = None
+    """Briefing, memory, consignes and mailbox for Axis (MCP, /briefing, /memory)."""
+    site: SiteAccess | None = None
+    """Contact requests and visitors' memos (the agency's website)."""
 
     def mount(self, path: str, app: Any) -> None:
         self.routes.append((path, app))

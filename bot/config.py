@@ -6,6 +6,7 @@ secrets are `SecretStr` so they never print. `.env.example` documents each one.
 
 from __future__ import annotations
 
+import re
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,21 @@ class Settings(BaseSettings):
     # HTTP
     http_host: str = Field(default="127.0.0.1", alias="AXI_HTTP_HOST")
     http_port: int = Field(default=5000, ge=1, le=65535, alias="AXI_HTTP_PORT")
+    public_host: str = Field(default="axi.icidordogne.fr", min_length=1, max_length=253,
+                             alias="AXI_PUBLIC_HOST")
+    """The public name Axi is reached by (the Cloudflare tunnel): MCP's allowed host and
+    OAuth's issuer."""
+    site_origins: str = Field(default="", max_length=4000, alias="AXI_SITE_ORIGINS")
+    """The agency sites allowed by CORS on /chat-proxy and /contact, comma-separated
+    origins (e.g. https://www.icidordogne.fr)."""
+    web_reply_timeout_s: float = Field(default=90.0, ge=1, le=600,
+                                       alias="AXI_WEB_REPLY_TIMEOUT_S")
+    web_max_request_kb: int = Field(default=64, ge=1, le=10_240, alias="AXI_WEB_MAX_REQUEST_KB")
+    web_rate_per_minute: int = Field(default=30, ge=1, le=100_000,
+                                     alias="AXI_WEB_RATE_PER_MINUTE")
+    """Requests per minute allowed per token and per client IP (the API, the site)."""
+    visitor_retention_days: int = Field(default=365, ge=1, le=36_500,
+                                        alias="AXI_VISITOR_RETENTION_DAYS")
 
     # Veilles and backups
     ademe_api_url: str = Field(
@@ -222,6 +238,26 @@ class Settings(BaseSettings):
 
         QuietHours.parse(value)  # ValueError says what a valid value looks like
         return value.strip()
+
+    @property
+    def site_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.site_origins.split(",") if o.strip())
+
+    @field_validator("site_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",")):
+            if origin and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?/?", origin):
+                raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+        return value.strip()
+
+    @field_validator("public_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not re.fullmatch(r"[a-z0-9.-]+(:\d{1,5})?", value):
+            raise ValueError(f"a host name (e.g. axi.icidordogne.fr), not {value!r}")
+        return value
 
     @field_validator("agency_email")
     @classmethod

@@ -9,10 +9,13 @@ is not configured costs nothing.
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot.channel import Channel, ChannelSet
 from bot.config import Settings
+
+if TYPE_CHECKING:
+    from channels.web_guard import WebConfig
 
 
 def configured_channels(settings: Settings) -> frozenset[str]:
@@ -44,7 +47,7 @@ def for_run(settings: Settings) -> ChannelSet:
         channels["email"] = email_channel(settings)
     # MCP joins here as its issue lands; the HTTP server starts last so every channel's
     # routes are mounted before it listens.
-    channels["web"] = WebChannel(settings.http_host, settings.http_port)
+    channels["web"] = WebChannel(web_config(settings))
     return ChannelSet(channels, configured_channels(settings), ("console", OPERATOR_ADDRESS))
 
 
@@ -109,3 +112,14 @@ def email_channel(settings: Settings) -> Channel:
         max_per_hour=settings.email_max_per_hour,
         max_attachment_bytes=int(settings.email_max_attachment_mb * 1024 * 1024),
         done_folder=settings.imap_done_folder))
+
+
+def web_config(settings: Settings) -> WebConfig:
+    from channels.web_guard import WebConfig
+
+    return WebConfig(
+        host=settings.http_host, port=settings.http_port, public_host=settings.public_host,
+        site_origins=settings.site_origin_list, reply_timeout_s=settings.web_reply_timeout_s,
+        max_request_bytes=settings.web_max_request_kb * 1024,
+        rate_per_minute=settings.web_rate_per_minute, agency_email=settings.agency_email,
+        agency_cc=tuple(a.strip() for a in (settings.agency_cc or "").split(",") if a.strip()))

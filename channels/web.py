@@ -1,9 +1,12 @@
 """The HTTP channel: Axi's web server (starlette on uvicorn, inside Axi's event loop).
 
-Today it serves `GET /health` (JSON; 200 when healthy, 503 otherwise) and whatever routes
-other channels mounted through the services object (Telegram's webhook, later the web
-chat, the site widget and MCP). Start fails with a clear error when the port cannot be
-bound; `run()` is the server itself, supervised by the core.
+It composes the app from small modules: `GET /health` (JSON; 200 when healthy, 503
+otherwise) here; the token API (channels/web_api.py); the web chat at `/`
+(channels/web_chat.py); the agency's website endpoints (channels/site.py); Axis
+(channels/axis.py: /briefing, /memory, OAuth, and MCP mounted at the root last); and
+whatever other channels mounted through the services object (Telegram's webhook). Every
+request body is limited (channels/web_guard.py). Start fails with a clear error when the
+port cannot be bound; `run()` is the server itself, supervised by the core.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 import uvicorn
@@ -20,6 +24,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from bot.channel import ChannelServices, ChunkFn, Delivery
+from channels import axis, site, web_api, web_chat
+from channels.web_guard import BodyLimit, WebConfig, WebPart
+from channels.web_stream import LiveStreams
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,19 @@ class HttpStartError(OSError):
     """The HTTP server could not listen (address in use, not allowed)."""
 
 
-def build_app(services: ChannelServices) -> Starlette:
+def parts(services: ChannelServices, config: WebConfig, streams: LiveStreams) -> list[WebPart]:
+    return [web_api.part(services, config, streams), site.part(services, config),
+            axis.part(services, config), web_chat.part(config)]
+
+
+def build_app(services: ChannelServices, config: WebConfig | None = None,
+              streams: LiveStreams | None = None, *,
+              built: list[WebPart] | None = None) -> Starlette:
+    """The whole app. `built`: the parts, when the caller runs their lifespans."""
+    config = config or WebConfig()
+    streams = streams or LiveStreams()
+    built = built if built is not None else parts(services, config, streams)
+
     async def health_endpoint(request: Request) -> JSONResponse:
         try:
             report = await asyncio.wait_for(services.health(), timeout=HEALTH_TIMEOUT_S)
@@ -39,9 +58,18 @@ def build_app(services: ChannelServices) -> Starlette:
         return JSONResponse(report, status_code=200 if report.get("status") == "ok" else 503)
 
     routes: list[BaseRoute] = [Route("/health", health_endpoint, methods=["GET"])]
-    for path, app in services.routes:
+    exempt = []
+    for path, app in services.routes:  # other channels' (Telegram's webhook: own limit)
         routes.append(app if isinstance(app, BaseRoute) else Mount(path, app=app))
-    return Starlette(routes=routes)
+        exempt.append(path)
+    for part in built:
+        routes.extend(part.routes)
+    for part in built:
+        if part.root_app is not None:  # MCP routes /mcp itself: at the root, last
+            routes.append(Mount("/", app=part.root_app))
+    app = Starlette(routes=routes)
+    app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes, exempt=tuple(exempt))
+    return app
 
 
 class WebChannel:
@@ -49,15 +77,35 @@ class WebChannel:
 
     name = "web"
 
-    def __init__(self, host: str, port: int, *, start_timeout_s: float = 10.0):
-        self.host, self.port = host, port
-        self.start_timeout_s = start_timeout_s
+    def __init__(self, config: WebConfig | str | None = None, port: int | None = None, *,
+                 start_timeout_s: float | None = None):
+        if isinstance(config, str):  # WebChannel(host, port): the plain server
+            config = WebConfig(host=config, port=port if port is not None else 5000)
+        config = config or WebConfig()
+        if start_timeout_s is not None:
+            config = replace(config, start_timeout_s=start_timeout_s)
+        self.config = config
+        self.host, self.port = config.host, config.port
+        self.start_timeout_s = config.start_timeout_s
+        self.streams = LiveStreams()
         self.server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._lifespans: contextlib.AsyncExitStack | None = None
 
     async def start(self, services: ChannelServices) -> None:
-        config = uvicorn.Config(build_app(services), host=self.host, port=self.port,
-                                log_level="warning", lifespan="off", access_log=False)
+        built = parts(services, self.config, self.streams)
+        self._lifespans = stack = contextlib.AsyncExitStack()
+        try:
+            for part in built:
+                for lifespan in part.lifespans or ():
+                    await stack.enter_async_context(lifespan)
+        except BaseException:
+            await stack.aclose()
+            raise
+        app = build_app(services, self.config, self.streams, built=built)
+        config = uvicorn.Config(app, host=self.host, port=self.port,
+                                log_level="warning", lifespan="off", access_log=False,
+                                proxy_headers=False)
         # uvicorn captures SIGINT/SIGTERM while serving and hands them back when it
         # stops; `axi run` installs its own loop handlers after start() to stop everything.
         self.server = server = uvicorn.Server(config)
@@ -92,14 +140,17 @@ class WebChannel:
         return f"web-{delivery.message_id}"
 
     def live(self, conversation: str, thread_ref: str | None = None) -> ChunkFn | None:
-        return None
+        return self.streams.live(conversation, thread_ref)
 
     async def stop(self) -> None:
-        if self._task is None or self.server is None:
-            return
-        self.server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError, SystemExit, TimeoutError):
-            await asyncio.wait_for(self._task, timeout=10)
+        if self._task is not None and self.server is not None:
+            self.server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError, SystemExit, TimeoutError):
+                await asyncio.wait_for(self._task, timeout=10)
+        if self._lifespans is not None:
+            stack, self._lifespans = self._lifespans, None
+            with contextlib.suppress(Exception):
+                await stack.aclose()
 
     def describe(self) -> dict[str, Any]:
         return {"host": self.host, "port": self.port}

@@ -151,6 +151,34 @@ class InboxAdminMixin:
         return out_id
 
 
+    async def conversation_page(self, conversation: str, *, before: int | None = None,
+                                limit: int = 50) -> list[StoredMessage]:
+        """A conversation's messages, newest first, older than message `before` (the
+        web's history); buttons pressed and held messages are not part of it."""
+        if before is not None:
+            before = row_id(before, "message", max_id=MAX_MESSAGE_ID)
+        limit = max(1, min(int(limit), 200))
+        async with self.db.sessions() as session:
+            rows = (await session.execute(text(
+                f"SELECT {_COLUMNS} FROM messages WHERE conversation = :c "
+                "AND (CAST(:b AS bigint) IS NULL OR id < :b) "
+                "AND NOT (metadata ? 'evenement') AND etat <> 'retenu' "
+                "ORDER BY id DESC LIMIT :n"), {"c": conversation, "b": before, "n": limit})).all()
+        return [_row(r) for r in rows]
+
+    async def inbound_origin(self, message_id: int) -> tuple[str, str] | None:
+        """(channel, address) of inbound message `message_id`, or None."""
+        try:
+            message_id = row_id(message_id, "message", max_id=MAX_MESSAGE_ID)
+        except (NotFound, InvalidInput):
+            return None
+        async with self.db.sessions() as session:
+            row = (await session.execute(text(
+                "SELECT canal, adresse FROM messages WHERE id = :i AND sens = 'entrant'"),
+                {"i": message_id})).one_or_none()
+        return None if row is None else (row.canal, row.adresse)
+
+
 def age_text(received: datetime, now: datetime) -> str:
     seconds = max(0, int((now - received).total_seconds()))
     if seconds < 120:

@@ -28,6 +28,7 @@ from memory.people import PeopleMixin
 from memory.recall import RecallMixin
 from memory.records import SouvenirRecord, souvenir_from_row
 from memory.rows import SOUVENIR_COLUMNS, NewSouvenir, insert_souvenir, prepare_souvenir
+from memory.tokens import TokensMixin
 from memory.warmup import WarmupMixin
 
 _SOUVENIR_COLUMNS = SOUVENIR_COLUMNS
@@ -48,7 +49,7 @@ def translate_db_error(exc: DBAPIError) -> Exception:
 class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixin,
                   ConsignesMixin, MessagesMixin, LLMCallsMixin, ExtractionQueueMixin,
                   EmbeddingsMixin, HybridRecallMixin, NotificationsMixin, ConfirmationsMixin, InboxAdminMixin,
-                  LocksMixin):
+                  LocksMixin, TokensMixin):
     def __init__(self, db: Database):
         self.db = db
 

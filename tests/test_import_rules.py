@@ -36,7 +36,8 @@ COMPOSITION_ROOT_ALSO_IMPORTS: tuple[str, ...] = ("bot.config",)
 # -------------------------------------------------------------------------------------
 
 # What channels/ may import from the core: the channel contract.
-CHANNEL_CONTRACT = ("bot.channel", "bot.inbound")
+CHANNEL_CONTRACT = ("bot.channel", "bot.inbound", "bot.web_contract", "bot.axis_contract",
+                    "bot.site_contract")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,219 @@
+"""What guards every HTTP endpoint of Axi, in one place: the client's IP behind the
+Cloudflare tunnel, bearer tokens and their scopes (401/403), rate limits (429 with
+`Retry-After`), the request size limit (413), and JSON errors in French that never carry
+a stack trace. Pure helpers and a small ASGI middleware; the endpoints live in
+channels/web_api.py, channels/site.py and channels/axis*.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bot.channel import ChannelServices
+from bot.web_contract import TokenGrant
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The HTTP channel's settings, filled by the composition root."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    public_host: str = "axi.icidordogne.fr"
+    site_origins: tuple[str, ...] = ()
+    reply_timeout_s: float = 90.0
+    keepalive_s: float = 15.0
+    max_request_bytes: int = 64 * 1024
+    rate_per_minute: int = 30
+    agency_email: str | None = None
+    agency_cc: tuple[str, ...] = ()
+    start_timeout_s: float = 10.0
+
+
+def error(status: int, code: str, message: str, *,
+          headers: dict[str, str] | None = None) -> JSONResponse:
+    """An error as every endpoint answers it: a code for programs, French for people."""
+    return JSONResponse({"error": code, "message": message}, status_code=status,
+                        headers=headers)
+
+
+def client_ip(scope: Scope | Request) -> str:
+    """The client's IP: the peer's, or, when the peer is loopback (the Cloudflare tunnel
+    runs on the same host, so every request comes from 127.0.0.1), the address Cloudflare
+    puts in `CF-Connecting-IP` (a valid IP only; a forged one from outside is ignored,
+    since an outside peer is never loopback)."""
+    if isinstance(scope, Request):
+        scope = scope.scope
+    peer = (scope.get("client") or ("", 0))[0] or ""
+    try:
+        loopback = ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        for name, value in scope.get("headers") or ():
+            if name == b"cf-connecting-ip":
+                try:
+                    return str(ipaddress.ip_address(value.decode("latin-1").strip()))
+                except ValueError:
+                    break
+    return peer or "inconnu"
+
+
+class RateLimiter:
+    """A sliding window of `per_minute` requests per key (a token, an IP). Keeps at most
+    `max_keys` keys (the least recently seen go first), so a flood of addresses cannot
+    grow it without bound."""
+
+    def __init__(self, per_minute: int, *, window_s: float = 60.0, max_keys: int = 20_000,
+                 clock: Callable[[], float] = time.monotonic):
+        self.limit = max(1, per_minute)
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self.clock = clock
+        self._hits: OrderedDict[str, list[float]] = OrderedDict()
+
+    def check(self, key: str) -> float | None:
+        """Count a request for `key`: None when allowed, else seconds to wait."""
+        now = self.clock()
+        hits = [t for t in self._hits.pop(key, ()) if t > now - self.window_s]
+        if len(hits) >= self.limit:
+            self._hits[key] = hits
+            return max(0.0, hits[0] + self.window_s - now)
+        hits.append(now)
+        self._hits[key] = hits
+        while len(self._hits) > self.max_keys:
+            self._hits.popitem(last=False)
+        return None
+
+
+def too_many(retry_after: float) -> JSONResponse:
+    seconds = max(1, math.ceil(retry_after))
+    return error(429, "trop_de_requetes",
+                 f"Trop de demandes : réessayez dans {seconds} seconde(s).",
+                 headers={"Retry-After": str(seconds)})
+
+
+def bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def authorize(request: Request, services: ChannelServices, scopes: frozenset[str],
+                    limiter: RateLimiter | None = None) -> TokenGrant | JSONResponse:
+    """The token's grant, or the error to answer: 401 without a valid token, 403 for a
+    token of another scope, 429 over the token's rate. The secret is compared by its
+    hash in the database (bot/web_access.py), never character by character here."""
+    secret = bearer(request)
+    unauthorized = {"WWW-Authenticate": 'Bearer realm="axi"'}
+    if secret is None:
+        return error(401, "jeton_manquant",
+                     "Un jeton est nécessaire (en-tête Authorization: Bearer …).",
+                     headers=unauthorized)
+    grant = await services.web.authenticate(secret) if services.web is not None else None
+    if grant is None:
+        return error(401, "jeton_invalide", "Ce jeton n'est pas valable (inconnu, révoqué ou "
+                     "expiré).", headers=unauthorized)
+    if grant.scope not in scopes:
+        return error(403, "portee_insuffisante",
+                     f"Ce jeton ne permet pas cela (portée « {grant.scope} »).")
+    if limiter is not None and (wait := limiter.check(f"jeton:{grant.token_id}")) is not None:
+        return too_many(wait)
+    return grant
+
+
+class BodyLimit:
+    """ASGI middleware: a request body larger than `max_bytes` gets 413 (declared by
+    Content-Length, or found while reading a chunked body) before any endpoint reads it.
+    Paths in `exempt` (e.g. the Telegram webhook, with its own limit) pass untouched."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt: tuple[str, ...] = ()):
+        self.app, self.max_bytes, self.exempt = app, max_bytes, exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0 or declared > self.max_bytes:
+                    await self._refuse(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracking)
+        except _TooLarge:
+            if not started:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kb = self.max_bytes // 1024
+        response = error(413, "trop_volumineux",
+                         f"Requête trop volumineuse (au plus {kb} Ko).")
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def json_body(request: Request) -> dict[str, Any] | JSONResponse:
+    """The request's JSON object, or a 400/415 in French."""
+    ctype = request.headers.get("content-type", "")
+    if ctype and "json" not in ctype.lower() and "text/plain" not in ctype.lower():
+        return error(415, "type_non_pris_en_charge", "Envoyez du JSON (application/json).")
+    raw = await request.body()
+    try:
+        value = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return error(400, "json_invalide", "Le corps de la requête n'est pas du JSON valide.")
+    if not isinstance(value, dict):
+        return error(400, "json_invalide", "Le corps de la requête doit être un objet JSON.")
+    return value
+
+
+@dataclass
+class WebPart:
+    """What one area of the HTTP channel adds to the app: its routes, the async contexts
+    that must run while the server runs (e.g. MCP's session manager), and an ASGI app
+    mounted at the root after every route (MCP routes `/mcp` itself)."""
+
+    routes: list[Any]
+    lifespans: list[Any] | None = None
+    root_app: Any = None
+    public_paths: tuple[str, ...] = ()
+    """Paths this part serves with CORS of its own (the site's), for documentation."""
