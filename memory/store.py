@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from memory.axis_mailbox import AxisMailboxMixin
 from memory.confirmations import ConfirmationsMixin
 from memory.consignes import ConsignesMixin
 from memory.database import Database
@@ -17,6 +18,7 @@ from memory.embeddings import EmbeddingsMixin
 from memory.errors import InvalidInput, NotFound, row_id
 from memory.extraction_queue import ExtractionQueueMixin
 from memory.facts import FactsMixin
+from memory.forget import ForgetMixin
 from memory.hybrid_recall import HybridRecallMixin
 from memory.inbox_admin import InboxAdminMixin
 from memory.lexicon import LexiconMixin
@@ -28,6 +30,7 @@ from memory.people import PeopleMixin
 from memory.recall import RecallMixin
 from memory.records import SouvenirRecord, souvenir_from_row
 from memory.rows import SOUVENIR_COLUMNS, NewSouvenir, insert_souvenir, prepare_souvenir
+from memory.site_contacts import SiteContactsMixin
 from memory.tokens import TokensMixin
 from memory.warmup import WarmupMixin
 
@@ -49,7 +52,7 @@ def translate_db_error(exc: DBAPIError) -> Exception:
 class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixin,
                   ConsignesMixin, MessagesMixin, LLMCallsMixin, ExtractionQueueMixin,
                   EmbeddingsMixin, HybridRecallMixin, NotificationsMixin, ConfirmationsMixin, InboxAdminMixin,
-                  LocksMixin, TokensMixin):
+                  LocksMixin, TokensMixin, ForgetMixin, AxisMailboxMixin, SiteContactsMixin):
     def __init__(self, db: Database):
         self.db = db
 
