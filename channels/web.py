@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from bot.channel import ChannelServices, ChunkFn, Delivery
 from channels import axis, site, web_api, web_chat
-from channels.web_guard import BodyLimit, WebConfig, WebPart
+from channels.web_guard import BodyLimit, WebConfig, WebPart, error
 from channels.web_stream import LiveStreams
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,17 @@ def build_app(services: ChannelServices, config: WebConfig | None = None,
     for part in built:
         if part.root_app is not None:  # MCP routes /mcp itself: at the root, last
             routes.append(Mount("/", app=part.root_app))
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={500: _server_error})
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes, exempt=tuple(exempt))
     return app
+
+
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    """Whatever broke, the client reads one French line, never a stack trace; the log
+    keeps the details."""
+    log.error("HTTP %s %s failed: %s: %s", request.method, request.url.path,
+              type(exc).__name__, exc, exc_info=exc)
+    return error(500, "erreur_interne", "Une erreur interne est survenue ; réessayez plus tard.")
 
 
 class WebChannel:

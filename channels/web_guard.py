@@ -156,39 +156,35 @@ class BodyLimit:
                 if declared < 0 or declared > self.max_bytes:
                     await self._refuse(scope, receive, send)
                     return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        # read the whole body first (it is small: the limit is kilobytes), so an excess
+        # found in a chunked body is refused before any endpoint has answered
+        chunks, seen, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        started = False
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited, tracking)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":  # the client left
+                return
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.max_bytes:
                 await self._refuse(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # then: the disconnect, when it comes
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         kb = self.max_bytes // 1024
         response = error(413, "trop_volumineux",
                          f"Requête trop volumineuse (au plus {kb} Ko).")
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def json_body(request: Request) -> dict[str, Any] | JSONResponse:
