@@ -104,8 +104,7 @@ class TokensMixin:
                 raise NotFound(f"no person with id {person_id}")
             await session.execute(
                 text("INSERT INTO identites (relation_id, canal, adresse) "
-                     "SELECT :r, :c, :a WHERE NOT EXISTS (SELECT 1 FROM identites "
-                     "WHERE canal = :c AND adresse = :a)"),
+                     "VALUES (:r, :c, :a) ON CONFLICT (canal, adresse) DO NOTHING"),
                 {"r": person, "c": channel_of_scope(scope), "a": person_address(person)})
             token_id = (await session.execute(
                 text("INSERT INTO jetons (relation_id, portee, nom, empreinte, expire_le, "
