@@ -413,3 +413,16 @@ async def test_a_contact_stored_before_a_crash_is_relayed_once_at_start(
         await site.app.pipeline.deliver_one()
         assert len(smtp_capture.messages) == 1
         assert len(await site.rows("SELECT 1 FROM notifications")) == 1
+
+
+async def test_an_agency_address_without_email_sending_falls_back_to_ludo(
+    db: Database, database_url: str | None, test_data_dir: Path, ollama_server: FakeOllama
+) -> None:
+    async with site_axi(db, database_url, test_data_dir, ollama_server) as site, \
+            site.client() as client:  # AXI_AGENCY_EMAIL set, but no email channel here
+        assert (await client.post("/contact", json=LEGACY_CONTACT)).status_code == 200
+        pushed = await until(lambda: [d for d in site.telegram.sent if d.kind == "push"], 10)
+        assert "Je voudrais visiter la longère." in pushed[0].text
+        assert f"Je n'ai pas pu la transmettre à l'agence ({AGENCY})" in pushed[0].text
+        [row] = await site.rows("SELECT relaye_le FROM demandes_contact")
+        assert row.relaye_le is not None
