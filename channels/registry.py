@@ -47,6 +47,9 @@ def for_run(settings: Settings) -> ChannelSet:
         channels["email"] = email_channel(settings)
     # MCP joins here as its issue lands; the HTTP server starts last so every channel's
     # routes are mounted before it listens.
+    from channels.site import SiteChannel
+
+    channels["site"] = SiteChannel()  # the site's visitors read their replies in the request
     channels["web"] = WebChannel(web_config(settings))
     return ChannelSet(channels, configured_channels(settings), ("console", OPERATOR_ADDRESS))
 

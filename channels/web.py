@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from bot.channel import ChannelServices, ChunkFn, Delivery
 from channels import axis, site, web_api, web_chat
-from channels.web_guard import BodyLimit, WebConfig, WebPart, error
+from channels.web_guard import BodyLimit, CorsFallback, WebConfig, WebPart, error
 from channels.web_stream import LiveStreams
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ def build_app(services: ChannelServices, config: WebConfig | None = None,
             routes.append(Mount("/", app=part.root_app))
     app = Starlette(routes=routes, exception_handlers={500: _server_error})
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes, exempt=tuple(exempt))
+    site_paths = tuple(p for part in built for p in part.public_paths)
+    if site_paths and config.site_origins:  # outside the body limit: its 413 gets CORS too
+        app.add_middleware(CorsFallback, paths=site_paths, origins=config.site_origins)
     return app
 
 

@@ -187,6 +187,36 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class CorsFallback:
+    """ASGI middleware: on the site's paths, an answer that did not come from the site's
+    own handler (413 from the body limit, 405, 404) still carries the CORS headers for an
+    allowed origin, so the site's page can read the French error instead of a CORS one."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...], origins: tuple[str, ...]):
+        self.app, self.paths, self.origins = app, paths, frozenset(origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        origin = next((v.decode("latin-1") for k, v in scope.get("headers") or ()
+                       if k == b"origin"), None)
+        if origin is None or origin.rstrip("/") not in self.origins:
+            await self.app(scope, receive, send)
+            return
+
+        async def with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                if not any(k.lower() == b"access-control-allow-origin" for k, _ in headers):
+                    headers += [(b"access-control-allow-origin", origin.encode("latin-1")),
+                                (b"vary", b"Origin")]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_cors)
+
+
 async def json_body(request: Request) -> dict[str, Any] | JSONResponse:
     """The request's JSON object, or a 400/415 in French."""
     ctype = request.headers.get("content-type", "")

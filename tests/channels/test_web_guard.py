@@ -128,3 +128,19 @@ async def test_a_broken_endpoint_answers_french_json_without_a_trace() -> None:
     assert response.status_code == 500
     assert response.json()["error"] == "erreur_interne"
     assert "secret" not in response.text and "Traceback" not in response.text
+
+
+async def test_the_sites_paths_get_cors_on_answers_their_handler_never_gave() -> None:
+    from channels.web_guard import WebConfig
+
+    config = WebConfig(site_origins=("https://www.icidordogne.fr",), max_request_bytes=100)
+    app = build_app(services(), config)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        big = await client.post("/contact", content=b"x" * 500,
+                                headers={"Origin": "https://www.icidordogne.fr"})
+        other = await client.post("/contact", content=b"x" * 500,
+                                  headers={"Origin": "https://evil.example"})
+    assert big.status_code == 413
+    assert big.headers["access-control-allow-origin"] == "https://www.icidordogne.fr"
+    assert other.status_code == 413 and "access-control-allow-origin" not in other.headers
