@@ -52,7 +52,7 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object", "required": ["message"],
         "properties": {
             "message": {"type": "string", "minLength": 1, "maxLength": 20_000,
-                        "pattern": r"\S", "description": "Le message pour Axi."},
+                        "pattern": r"[^\s\u0000]", "description": "Le message pour Axi."},
             "local_only": {"type": "boolean", "default": False,
                            "description": "Ne jamais quitter le serveur : pas de repli sur "
                                           "Claude pour ce message (il attend le modèle "

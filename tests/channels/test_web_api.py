@@ -443,3 +443,28 @@ async def test_history_pages_back_with_next_before(web: Web) -> None:
         assert rest["next_before"] is None
         exact = (await client.get("/api/history?limit=4", headers=auth)).json()
         assert len(exact["messages"]) == 4 and exact["next_before"] is None
+
+
+async def test_notices_stream_while_the_model_is_down(
+        db: Database, database_url: str | None, test_data_dir: Path,
+        ollama_server: FakeOllama) -> None:
+    async with web_axi(db, database_url, test_data_dir, ollama_server,
+                       reply_timeout_s=1.5, keepalive_s=5.0) as web:
+        ollama_server.fail_status = 500  # and no fallback: the message waits, Axi says so
+        async with httpx.AsyncClient(base_url=web.url) as client:
+            headers = {**web.auth("ludo"), "Accept": "text/event-stream"}
+            async with client.stream("POST", "/api/chat", json={"message": "Tu es là ?"},
+                                     headers=headers) as response:
+                seen = await read_sse(response)
+            assert seen.order == ["accepted", "notice", "pending"], seen.order
+            [notice] = seen.named("notice")
+            assert notice["text"]
+            message_id = seen.named("pending")[0]["message_id"]
+            status = (await client.get(f"/api/messages/{message_id}",
+                                       headers=web.auth("ludo"))).json()
+            assert status == {"message_id": message_id, "state": "en_attente", "reply": None,
+                              "reply_id": None, "notices": [notice["text"]]}
+            waiting = await client.post("/api/chat", json={"message": "Bonjour"},
+                                        headers=web.auth("durand"))
+            assert waiting.status_code == 202
+            assert waiting.json()["notices"] and waiting.json()["state"] == "en_attente"
