@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 def configured_channels(settings: Settings) -> frozenset[str]:
     names = {"console", "web"}
+    names.add("axis")  # the mailbox Axis reads over MCP (channels/axis_channel.py)
     if settings.telegram_token is not None:
         names.add("telegram")
     if settings.email_address and settings.smtp_host:
@@ -45,6 +46,7 @@ def for_run(settings: Settings) -> ChannelSet:
         channels["telegram"] = telegram_channel(settings)
     if settings.email_address and settings.smtp_host:
         channels["email"] = email_channel(settings)
+    channels["axis"] = axis_channel()  # what the outbox has for Axis: its mailbox
     # MCP joins here as its issue lands; the HTTP server starts last so every channel's
     # routes are mounted before it listens.
     from channels.site import SiteChannel
@@ -87,6 +89,13 @@ def telegram_channel(settings: Settings) -> Channel:
         file_url=settings.telegram_files_url, groups=settings.telegram_group_ids,
         max_file_bytes=int(settings.telegram_max_file_mb * 1024 * 1024),
         webhook_url=settings.telegram_webhook_url))
+
+
+def axis_channel() -> Channel:
+    """The Axis mailbox as a channel (MCP itself is served by the HTTP server)."""
+    from channels.axis_channel import AxisChannel
+
+    return AxisChannel()
 
 
 def email_channel(settings: Settings) -> Channel:

@@ -1,0 +1,124 @@
+"""Axis over MCP (channels/axis_mcp.py) with the official `mcp` client over streamable HTTP
+against a whole Axi on a real uvicorn: the tools listed in French and each one called,
+401 without a token, 403 with a chat token, the Host check, a late reply reaching the
+mailbox, and `notify("Axis", …)` landing there too."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from memory.database import Database
+from tests.channels.axis_support import AxisWeb, axis_axi, mcp_session, text_of
+from tests.fakes.ollama_server import FakeOllama
+from tests.waiting import until
+
+TOOLS = {"parler_a_axi", "chercher_memoire", "faits_sur", "briefing", "ajouter_consigne",
+         "ajouter_note", "lire_messages", "acquitter_messages"}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json"}
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {},
+    "clientInfo": {"name": "test", "version": "1"}}}
+
+
+@pytest.fixture
+async def box(db: Database, database_url: str | None, test_data_dir: Path,
+              ollama_server: FakeOllama) -> AsyncIterator[AxisWeb]:
+    async with axis_axi(db, database_url, test_data_dir, ollama_server) as b:
+        yield b
+
+
+async def test_every_tool_is_listed_in_french_and_answers(box: AxisWeb) -> None:
+    store = box.axi.store
+    await store.remember("Compromis signé pour la longère de Vergt", type="action")
+    await store.add_fact("Ludo", "habite à", "Peyrebrune", relation_id=box.ids["ludo"])
+    await store.add_consigne("Toujours proposer une visite")
+    async with mcp_session(box.url, box.tokens["axis"], mode="legacy") as client:
+        listed = (await client.list_tools()).tools
+        assert {t.name for t in listed} == TOOLS
+        assert all(t.description and " " in t.description for t in listed)
+        assert client.instructions and "Axi n'est pas toi" in client.instructions
+
+        said = text_of(await client.call_tool("parler_a_axi", {"message": "Bonjour Axi"}))
+        assert said == "Salut, tu peux compter sur moi."  # Axis is tutoyé
+        [inbound] = [m for m in await store.conversation_page(
+            f"axis:personne-{box.ids['axis']}", limit=10) if m.sens == "entrant"]
+        assert inbound.texte == "Bonjour Axi" and inbound.verifie
+
+        found = text_of(await client.call_tool("chercher_memoire", {"requete": "longère"}))
+        assert "Compromis signé pour la longère de Vergt" in found
+        facts = text_of(await client.call_tool("faits_sur", {"sujet": "Ludo"}))
+        assert "Ludo habite à Peyrebrune" in facts
+        brief = text_of(await client.call_tool("briefing", {}))
+        assert "Toujours proposer une visite" in brief and "Boîte d'Axis : 0" in brief
+
+        added = text_of(await client.call_tool("ajouter_consigne",
+                                               {"texte": "Répondre avant midi"}))
+        assert added.startswith("Consigne n°")
+        new = [c for c in await store.list_consignes() if c.texte == "Répondre avant midi"]
+        assert [(c.audience, c.source) for c in new] == [("interne", "axis:Axis")]
+        noted = text_of(await client.call_tool("ajouter_note",
+                                               {"texte": "Le notaire rappelle jeudi"}))
+        assert noted.startswith("Note n°")
+        assert "Le notaire rappelle jeudi" in text_of(
+            await client.call_tool("chercher_memoire", {"requete": "notaire"}))
+
+        # the reply returned in the call is in the mailbox already read: nothing waits
+        assert text_of(await client.call_tool("lire_messages", {})) == "Aucun message non lu."
+        await box.axi.notifier.notify("Axis", "Ludo veut ton avis sur la veille DPE",
+                                      key="test:axis:1", kind="notice")
+        await until(lambda: store.mailbox_unread(), 10)
+        unread = text_of(await client.call_tool("lire_messages", {}))
+        assert "Ludo veut ton avis sur la veille DPE" in unread
+        box_id = int(unread.split("n°")[1].split(" ")[0])
+        acked = text_of(await client.call_tool("acquitter_messages", {"ids": [box_id]}))
+        assert acked == "1 message(s) marqué(s) comme lu(s)."
+        assert text_of(await client.call_tool("lire_messages", {})) == "Aucun message non lu."
+        everything = text_of(await client.call_tool("lire_messages",
+                                                    {"non_lus_seulement": False}))
+        assert "Salut, tu peux compter sur moi." in everything  # the history stays
+
+
+async def test_a_reply_not_ready_in_time_waits_in_the_mailbox(
+    db: Database, database_url: str | None, test_data_dir: Path, ollama_server: FakeOllama
+) -> None:
+    async with axis_axi(db, database_url, test_data_dir, ollama_server,
+                        reply_timeout_s=0.3) as box:
+        ollama_server.delay_s = 1.5
+        async with mcp_session(box.url, box.tokens["axis"]) as client:  # 2026 protocol
+            pending = text_of(await client.call_tool("parler_a_axi",
+                                                     {"message": "Tu as un moment ?"}))
+            assert pending.startswith("Axi n'a pas encore répondu (message n°")
+            await until(lambda: box.axi.store.mailbox_unread(), 20,
+                        message="the late reply never reached the mailbox")
+            late = text_of(await client.call_tool("lire_messages", {}))
+            assert "Salut, tu peux compter sur moi." in late and "réponse au message n°" in late
+
+
+async def test_no_token_401_chat_token_403_foreign_host_421(box: AxisWeb) -> None:
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        none = await http.post("/mcp", json=INIT, headers=MCP_HEADERS)
+        assert none.status_code == 401
+        assert (f'resource_metadata="https://{"axi.test.example"}/.well-known/'
+                'oauth-protected-resource/mcp"') in none.headers["www-authenticate"]
+        wrong = await http.post("/mcp", json=INIT,
+                                headers={**MCP_HEADERS, "Authorization": "Bearer axi_faux"})
+        assert wrong.status_code == 401
+        chat = await http.post("/mcp", json=INIT, headers={**MCP_HEADERS, **box.auth("chat")})
+        assert chat.status_code == 403 and chat.json()["error"] == "insufficient_scope"
+        foreign = await http.post("/mcp", json=INIT, headers={
+            **MCP_HEADERS, **box.auth("axis"), "Host": "evil.example"})
+        assert foreign.status_code == 421
+        public = await http.post("/mcp", json=INIT, headers={
+            **MCP_HEADERS, **box.auth("axis"), "Host": "axi.test.example"})
+        assert public.status_code == 200
+        resource = (await http.get("/.well-known/oauth-protected-resource/mcp")).json()
+        assert resource["resource"] == "https://axi.test.example/mcp"
+        assert resource["authorization_servers"] == ["https://axi.test.example"]
+        await box.axi.store.revoke_token(1)  # Axis's token: revoked, refused
+        revoked = await http.post("/mcp", json=INIT, headers={**MCP_HEADERS, **box.auth("axis")})
+        assert revoked.status_code == 401
