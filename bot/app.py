@@ -225,8 +225,9 @@ class Axi:
         if extractor:
             self._tasks.append(asyncio.create_task(self.extractor.run(stop), name="extractor"))
         if maintenance:
-            self._tasks.append(asyncio.create_task(run_maintenance(self.store, stop),
-                                                   name="maintenance"))
+            self._tasks.append(asyncio.create_task(run_maintenance(
+                self.store, stop, visitor_retention_days=self.settings.visitor_retention_days),
+                name="maintenance"))
         if embeddings and self.embedder is not None:
             self._tasks.append(asyncio.create_task(self.embedder.run(stop), name="embeddings"))
 

@@ -6,12 +6,17 @@ as it grows, without ever counting words on a reply's path. The first pass build
 lexicon when there is none (about 10 s for a million souvenirs, in the background), then
 warms PostgreSQL's cache with recall's working set (memory/warmup.py) so that the first
 replies after a restart are as fast as later ones.
+
+With `visitor_retention_days`, what the site's visitors left (chats, contact requests)
+past that many days is deleted once every VISITOR_PURGE_S (RGPD; memory/forget.py), the
+first time at startup, and what went is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from bot.waiting import wait_for_event_or_stop
 from memory.store import MemoryStore
@@ -19,12 +24,32 @@ from memory.store import MemoryStore
 log = logging.getLogger(__name__)
 
 LEXICON_REFRESH_S = 300.0
+VISITOR_PURGE_S = 24 * 3600.0
+
+
+async def purge_visitors(store: MemoryStore, retention_days: int) -> None:
+    """One purge of the visitors' data past the retention; logged, never raised."""
+    try:
+        erased = await store.purge_visitor_data(retention_days)
+    except Exception as exc:  # a database hiccup: try again next round
+        log.warning("purging visitors' data failed: %s", exc)
+        return
+    if erased.total:
+        log.info("visitors' data older than %d days deleted: %s", retention_days,
+                 erased.in_words())
 
 
 async def run_maintenance(store: MemoryStore, stop: asyncio.Event, *,
-                          every_s: float = LEXICON_REFRESH_S, warm: bool = True) -> None:
+                          every_s: float = LEXICON_REFRESH_S, warm: bool = True,
+                          visitor_retention_days: int | None = None,
+                          purge_every_s: float = VISITOR_PURGE_S) -> None:
     first = True
+    purged_at: float | None = None
     while not stop.is_set():
+        if visitor_retention_days is not None and (
+                purged_at is None or time.monotonic() - purged_at >= purge_every_s):
+            purged_at = time.monotonic()
+            await purge_visitors(store, visitor_retention_days)
         try:
             done = await store.refresh_lexicon()
             if done.full or done.souvenirs_counted:
