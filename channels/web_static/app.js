@@ -40,6 +40,7 @@
   let nextBefore = null;
   let loadingOlder = false;
   let sending = false;
+  let historyRead = Promise.resolve(); // the first page of history, awaited before sending
   const open = new Set(); // turns waiting for Axi's reply
   const shownIds = new Set(); // ids of the messages on screen
 
@@ -240,8 +241,8 @@
       ui.messages.prepend(...nodes);
       ui.log.scrollTop += ui.log.scrollHeight - before;
     } else {
-      ui.messages.replaceChildren(...nodes);
-      if (!nodes.length) {
+      ui.messages.prepend(...nodes); // before anything sent meanwhile
+      if (!ui.messages.children.length) {
         ui.messages.append(bubble("empty", "Aucun message pour l'instant. Écrivez à Axi ci-dessous."));
       }
       toBottom();
@@ -277,8 +278,11 @@
       if (mine !== session) return;
       token = candidate;
       storeToken(candidate);
+      ui.messages.replaceChildren();
+      shownIds.clear();
       showChat(me);
-      await loadHistory(false);
+      historyRead = loadHistory(false);
+      await historyRead;
     } catch (err) {
       if (mine !== session) return;
       if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
@@ -325,12 +329,14 @@
   function close(turn) {
     open.delete(turn);
     turn.reply.classList.remove("writing");
+    turn.reply.dataset.state = "done";
     updateStatus();
   }
 
   function finish(turn, data) {
     if (turn.done) return;
     turn.done = true;
+    const stick = nearBottom();
     const notices = Array.isArray(data.notices) ? data.notices : [];
     for (const n of notices) addNotice(turn, typeof n === "string" ? n : n && n.text);
     if (typeof data.reply === "string") {
@@ -346,6 +352,7 @@
       if (!notices.length) addNoticeAfter(turn, "Axi n'a pas répondu à ce message.");
     }
     close(turn);
+    if (stick) toBottom();
   }
 
   function addNoticeAfter(turn, text) {
@@ -376,8 +383,7 @@
       accepted(turn, data.message_id);
       finish(turn, data);
     } else if (name === "pending") {
-      accepted(turn, data.message_id);
-      turn.pending = true;
+      accepted(turn, data.message_id); // the stream gave up waiting: poll() takes over
     } else if (name === "error") {
       throw new ApiError(data.status || 500, data.error || "erreur",
         data.message || "Axi a rencontré un problème. Réessayez dans un instant.", null);
@@ -427,6 +433,7 @@
 
   async function poll(turn, mine) {
     turn.notice = turn.notice || "La réponse prend du temps : elle s'affichera ici dès qu'elle sera prête.";
+    turn.reply.dataset.state = "polling";
     updateStatus();
     while (!turn.done && mine === session) {
       await sleep(POLL_MS);
@@ -458,16 +465,19 @@
     sending = true;
     ui.send.disabled = true;
     showError(ui.chatError, "");
+    try { await historyRead; } catch (e) { /* said already; sending may still work */ }
+    if (mine !== session) { sending = false; ui.send.disabled = false; return; }
     const turn = {
       mine: bubble("mine", text, null, localOnly ? "local" : ""),
       reply: bubble("axi", ""),
       text: "", chunks: 0, notices: new Set(), notice: "", messageId: null,
-      pending: false, done: false,
+      done: false,
     };
     turn.meta = turn.reply.querySelector(".meta");
     turn.body = turn.reply.querySelector(".text");
-    turn.meta.textContent = "Axi · " + THINKING;
+    turn.meta.textContent = THINKING;
     turn.reply.classList.add("writing");
+    turn.reply.dataset.state = "streaming";
     append(turn.mine);
     append(turn.reply);
     toBottom();
@@ -487,8 +497,7 @@
       } else {
         const data = await json(response);
         accepted(turn, data.message_id);
-        if (response.status === 202 || data.reply === null || data.reply === undefined) turn.pending = true;
-        else finish(turn, data);
+        if (response.status !== 202 && typeof data.reply === "string") finish(turn, data);
       }
       if (!turn.done && turn.messageId !== null) {
         poll(turn, mine); // in the background: another message may be sent meanwhile
