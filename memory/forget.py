@@ -361,12 +361,23 @@ async def _purge_in(session: Any, days: int) -> Erased:
         "ORDER BY id FOR UPDATE SKIP LOCKED"),
         {**p, "m": mids, "d": _texts([r[0] for r in demandes]),
          "emails": sorted({r[1] for r in demandes})})
-    souvenirs = await _ids(session, (
-        "SELECT id FROM souvenirs WHERE relation_id IS NULL AND "
+    linked = (await session.execute(text(
+        "SELECT id, coalesce(metadata->>'message_id', metadata->>'en_reponse_a') AS mid "
+        "FROM souvenirs WHERE relation_id IS NULL AND "
         "(metadata->>'message_id' = ANY(:mt) OR metadata->>'en_reponse_a' = ANY(:mt)) "
-        "ORDER BY id FOR UPDATE SKIP LOCKED"), {"mt": _texts(mids)})
+        "ORDER BY id"), {"mt": _texts(mids)})).all()
+    locked = set(await _ids(session, "SELECT id FROM souvenirs WHERE id = ANY(:s) "
+                                     "ORDER BY id FOR UPDATE SKIP LOCKED",
+                            {"s": [r.id for r in linked]}))
+    busy = {r.mid for r in linked if r.id not in locked}
+    if busy:  # a souvenir in use (its facts being extracted): its turn waits for next run
+        turns = [int(b) for b in busy if b is not None and b.isascii() and b.isdigit()]
+        kept = set(await _ids(session, "SELECT id FROM messages WHERE id = ANY(:b) "
+                                       "OR en_reponse_a = ANY(:b)", {"b": turns}))
+        mids = [m for m in mids if m not in kept]
+    souvenirs = [r.id for r in linked if r.id in locked and r.mid not in busy]
     # facts learnt from a visitor's words go with them (a visitor's claim, never a fact of
-    # a known person's own); a souvenir whose fact is locked was skipped above
+    # a known person's own)
     counts = await _erase_derived(session, mids, souvenirs)
     counts["confirmations"] = await _count(session, (
         "DELETE FROM confirmations WHERE payload->>'message_id' = ANY(:mt) RETURNING id"),

@@ -30,7 +30,7 @@ async def turn(store: MemoryStore, canal: str, adresse: str, texte: str, *,
     name the message in their metadata); returns the inbound message's id."""
     conversation = f"{canal}:{adresse}" + ("" if verified else ":non-vérifié")
     params = inbound_params(
-        canal=canal, adresse=adresse, texte=texte, identifiant_externe=f"{canal}-{texte}",
+        canal=canal, adresse=adresse, texte=texte, identifiant_externe=f"{canal}-{adresse}-{texte}",
         conversation=conversation, verifie=verified, files=files,
         pieces_jointes=[{"filename": f.nom} for f in files])
     msg = (await store.accept_many([params]))[0].message
@@ -339,6 +339,19 @@ async def test_the_purge_deletes_old_visitor_data_only(store: MemoryStore) -> No
         assert after[table] == kept[table]
     with pytest.raises(InvalidInput):
         await store.purge_visitor_data(0)
+
+
+async def test_a_turn_whose_facts_are_being_extracted_waits_for_the_next_purge(
+        store: MemoryStore) -> None:
+    busy, free = [await turn(store, "site", f"visiteur-{i}", "Bonjour", relation_id=None,
+                             verified=False) for i in ("ab", "cd")]
+    await age(store, [busy, free], 400)
+    async with store.db.sessions() as s, s.begin():  # the extractor holds its souvenir
+        await s.execute(text("SELECT id FROM souvenirs WHERE metadata->>'message_id' = :m "
+                             "FOR NO KEY UPDATE"), {"m": str(busy)})
+        assert await store.purge_visitor_data(365) == Erased(souvenirs=2, messages=2)
+    assert await store.purge_visitor_data(365) == Erased(souvenirs=2, messages=2)
+    assert await snapshot(store) == {t: set() for t in TABLES}
 
 
 async def test_purge_keeps_what_is_younger_than_the_retention(store: MemoryStore) -> None:
