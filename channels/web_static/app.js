@@ -286,10 +286,7 @@
     } catch (err) {
       if (mine !== session) return;
       if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
-        token = null;
-        storeToken(null);
-        ui.token.value = "";
-        showLogin(err.message);
+        logout(err.message); // a token that cannot chat is forgotten
       } else if (token !== null) {
         failed(err); // logged in, but the history could not be read: say so in the chat
       } else {
@@ -330,6 +327,7 @@
     open.delete(turn);
     turn.reply.classList.remove("writing");
     turn.reply.dataset.state = "done";
+    turn.reply.removeAttribute("aria-busy");
     updateStatus();
   }
 
@@ -418,7 +416,12 @@
       else if (field === "data") data.push(val);
     };
     for (;;) {
-      const { value, done } = await reader.read();
+      let value, done;
+      try {
+        ({ value, done } = await reader.read());
+      } catch (e) {
+        throw new ApiError(0, "coupure", "La connexion avec Axi a été coupée. Réessayez.", null);
+      }
       buffer += done ? decoder.decode() : decoder.decode(value, { stream: true });
       let end;
       while ((end = buffer.indexOf("\n")) >= 0) {
@@ -478,6 +481,7 @@
     turn.meta.textContent = THINKING;
     turn.reply.classList.add("writing");
     turn.reply.dataset.state = "streaming";
+    turn.reply.setAttribute("aria-busy", "true"); // read out once written, not per chunk
     append(turn.mine);
     append(turn.reply);
     toBottom();

@@ -1,10 +1,11 @@
 """The web chat in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
 driven by Selenium; never a downloaded browser), against a whole Axi serving its HTTP
 channel on a loopback port with a loopback Ollama that writes its reply word by word:
-Ludo logs in with his token, sees his history, sends a message and watches the reply being
-written; while the model is down he sees Axi's notice, and the reply once it comes (the page
-asks for it after the stream's timeout); a wrong or revoked token brings him back to the
-login with a French message.
+Ludo logs in with his token, sees his history (older pages as he scrolls up), sends a
+message and watches the reply being written; while the model is down he sees Axi's notice,
+and the reply once it comes (the page asks for it after the stream's timeout); sending too
+often is answered in French and loses nothing; a wrong or revoked token brings him back to
+the login with a French message.
 
 Selenium is synchronous: each browser step runs in a thread (`asyncio.to_thread`) while
 Axi's server runs in the test's event loop.
@@ -273,6 +274,11 @@ async def test_a_wrong_or_revoked_token_brings_back_the_login_in_french(chat: Ch
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
+    address = f"personne-{chat.person_id}"
+    for n in range(1, 36):  # more than a page (30): older ones load on scrolling up
+        await chat.app.store.queue_outbound(canal="web", adresse=address,
+                                            conversation=f"web:{address}", texte=f"Note n°{n}")
+
     def wrong_token(driver: Any) -> None:
         driver.get(chat.url)
         shown(driver, "login-button").click()  # nothing typed
@@ -285,6 +291,14 @@ async def test_a_wrong_or_revoked_token_brings_back_the_login_in_french(chat: Ch
         assert driver.execute_script("return localStorage.getItem('axi.jeton')") is None
         log_in(driver, chat.token)
         shown(driver, "chat-view")
+        notes = [f"Note n°{n}" for n in range(1, 36)]
+        until_sync(lambda: texts(driver, ".msg .text") == notes[5:], WAIT_S)
+        assert shown(driver, "older").text == "Messages plus anciens"
+        driver.execute_script("document.getElementById('log').scrollTop = 0")
+        until_sync(lambda: texts(driver, ".msg .text") == notes, WAIT_S,
+                   message="scrolling up never loaded the older messages")
+        assert not driver.find_element(By.ID, "older").is_displayed()  # nothing older
+        assert driver.execute_script("return document.getElementById('log').scrollTop") > 0
 
     await chat.browse(wrong_token)
     await chat.app.store.revoke_token(chat.token_id)
@@ -302,8 +316,9 @@ async def test_a_wrong_or_revoked_token_brings_back_the_login_in_french(chat: Ch
     assert not [m for m in inbound if m.texte == "Encore là ?"]  # refused, never stored
 
 
-@pytest.mark.parametrize("chat", [{"reply_timeout_s": 1.5}], indirect=True)
-async def test_the_wait_for_the_model_is_shown_and_the_late_reply_comes(
+@pytest.mark.parametrize("chat", [{"reply_timeout_s": 1.5, "rate_per_minute": 1}],
+                         indirect=True)
+async def test_the_wait_for_the_model_and_the_rate_limit_are_said_in_french(
         chat: Chat, ollama_server: FakeOllama) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -341,3 +356,16 @@ async def test_the_wait_for_the_model_is_shown_and_the_late_reply_comes(
         assert texts(driver, ".msg .text")[-3:] == ["Tu es là ?", seen["notice"], FIRST_REPLY]
 
     await chat.browse(gets_the_late_reply)
+
+    def sends_too_often(driver: Any) -> None:  # one message a minute here
+        shown(driver, "message").send_keys("Et encore une question", Keys.ENTER)
+        error = shown(driver, "chat-error").text
+        assert error.startswith("Trop de demandes, réessayez dans ") and error.endswith(" s.")
+        assert 1 <= int(error.split()[-2]) <= 60
+        # nothing typed is lost: the text is back in the box, the bubble says it was not sent
+        assert shown(driver, "message").get_attribute("value") == "Et encore une question"
+        last = driver.find_elements(By.CSS_SELECTOR, ".msg.mine")[-1]
+        assert last.find_element(By.CSS_SELECTOR, ".meta").text == "Vous · non envoyé"
+        assert shown(driver, "chat-view")  # still logged in
+
+    await chat.browse(sends_too_often)
