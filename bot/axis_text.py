@@ -16,7 +16,7 @@ from memory.records import ConsigneRecord, FactRecord, SouvenirRecord
 MAX_CONSIGNES = 100
 MAX_CONSIGNE_CHARS = 4000
 MAX_MARKDOWN_CHARS = 64 * 1024
-_BULLET = re.compile(r"^\s{0,3}[-*+]\s+(.*)$")
+_BULLET = re.compile(r"^ ?[-*+](?:\s+(.*))?$")
 _CONTINUED = re.compile(r"^\s{2,}(\S.*)$")
 
 
@@ -44,7 +44,7 @@ def parse_consignes(markdown: str) -> list[str]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         if (bullet := _BULLET.match(line)) is not None:
-            items.append([bullet.group(1).strip()])
+            items.append([(bullet.group(1) or "").strip()])
         elif items and (more := _CONTINUED.match(line)) is not None:
             items[-1].append(more.group(1))
         elif line.strip() == "(aucune consigne en vigueur)":

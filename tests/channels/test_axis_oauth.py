@@ -1,0 +1,196 @@
+"""OAuth 2.1 for Claude.ai's connector (channels/axis_oauth.py, bot/axis_connect.py), the
+whole flow with httpx against a real uvicorn: metadata, dynamic registration, /authorize
+waiting on Ludo's answer (a confirmation he presses on Telegram), the code, PKCE checked,
+the token working on /mcp with the official client, refresh with rotation, revocation;
+"non" and expiry end in access_denied; too many pending requests are refused."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from bot.axis_connect import MAX_PENDING
+from memory.database import Database
+from tests.channels.axis_support import PUBLIC_HOST, AxisWeb, axis_axi, mcp_session, text_of
+from tests.fakes.ollama_server import FakeOllama
+from tests.waiting import until
+
+CALLBACK = "https://claude.ai/api/mcp/auth_callback"
+ISSUER = f"https://{PUBLIC_HOST}"
+
+
+@pytest.fixture
+async def box(db: Database, database_url: str | None, test_data_dir: Path,
+              ollama_server: FakeOllama) -> AsyncIterator[AxisWeb]:
+    async with axis_axi(db, database_url, test_data_dir, ollama_server) as b:
+        yield b
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+async def register(http: httpx.AsyncClient) -> dict[str, Any]:
+    r = await http.post("/register", json={
+        "redirect_uris": [CALLBACK], "client_name": "Claude",
+        "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
+        "token_endpoint_auth_method": "client_secret_post"})
+    assert r.status_code == 201, r.text
+    client: dict[str, Any] = r.json()
+    return client
+
+
+async def authorize(http: httpx.AsyncClient, client: dict[str, Any], challenge: str,
+                    state: str = "etat-1") -> httpx.Response:
+    return await http.get("/authorize", params={
+        "response_type": "code", "client_id": client["client_id"], "redirect_uri": CALLBACK,
+        "code_challenge": challenge, "code_challenge_method": "S256", "state": state,
+        "scope": "axis", "resource": f"{ISSUER}/mcp"})
+
+
+def query(location: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+async def token(http: httpx.AsyncClient, client: dict[str, Any], **form: str) -> httpx.Response:
+    return await http.post("/token", data={"client_id": client["client_id"],
+                                           "client_secret": client["client_secret"], **form})
+
+
+async def test_the_whole_flow_with_ludos_accord(box: AxisWeb) -> None:
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        meta = (await http.get("/.well-known/oauth-authorization-server")).json()
+        assert meta["issuer"] == ISSUER and meta["registration_endpoint"] == f"{ISSUER}/register"
+        assert meta["code_challenge_methods_supported"] == ["S256"]
+        client = await register(http)
+        verifier, challenge = pkce()
+        started = await authorize(http, client, challenge)
+        assert started.status_code == 302
+        waiting_url = started.headers["location"]
+        assert waiting_url.startswith("/axis/connexion/")  # relative: behind the tunnel
+        waiting = await http.get(waiting_url)
+        assert waiting.status_code == 200
+        assert "Demande envoyée à Ludo : validez sur Telegram, puis revenez ici." in waiting.text
+        assert 'http-equiv="refresh"' in waiting.text
+        assert waiting.headers["cache-control"] == "no-store"
+
+        question = await box.question("axis.connecter")
+        assert "Axis (Claude.ai) demande à se connecter" in question.text
+        assert "claude.ai" in question.text
+        assert (await http.get(waiting_url)).status_code == 200  # nothing before his answer
+        await box.press(question, "Oui")
+
+        async def redirected() -> httpx.Response | None:
+            r = await http.get(waiting_url)
+            return r if r.status_code == 302 else None
+        done: httpx.Response = await until(redirected, 20, message="never redirected")
+        back = done.headers["location"]
+        assert back.startswith(CALLBACK + "?")
+        answer = query(back)
+        assert answer["state"] == "etat-1" and answer["iss"] == ISSUER
+        code = answer["code"]
+        assert (await http.get(waiting_url)).status_code == 410  # the approval served once
+
+        wrong = await token(http, client, grant_type="authorization_code", code=code,
+                            redirect_uri=CALLBACK, code_verifier=pkce()[0])
+        assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+        issued = await token(http, client, grant_type="authorization_code", code=code,
+                             redirect_uri=CALLBACK, code_verifier=verifier)
+        assert issued.status_code == 200, issued.text
+        tokens = issued.json()
+        assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 3600
+        assert tokens["scope"] == "axis" and tokens["refresh_token"].startswith("axr_")
+        again = await token(http, client, grant_type="authorization_code", code=code,
+                            redirect_uri=CALLBACK, code_verifier=verifier)
+        assert again.status_code == 400  # a code serves once
+
+        # the access token is an axis jeton of the Axis person, expiring, stored hashed
+        [record] = await box.axi.store.list_tokens(oauth=True)
+        assert record.relation == "axis" and record.client_oauth == client["client_id"]
+        assert record.expire_le is not None
+        async with box.axi.db.sessions() as session:
+            stored = (await session.execute(text(
+                "SELECT string_agg(cle || donnees::text, ' ') FROM oauth_etats"))).scalar()
+        assert code not in stored and tokens["refresh_token"] not in stored
+
+        async with mcp_session(box.url, tokens["access_token"]) as mcp:
+            assert "Briefing d'Axi" in text_of(await mcp.call_tool("briefing", {}))
+
+        refreshed = await token(http, client, grant_type="refresh_token",
+                                refresh_token=tokens["refresh_token"])
+        assert refreshed.status_code == 200, refreshed.text
+        fresh = refreshed.json()
+        assert fresh["refresh_token"] != tokens["refresh_token"]
+        reused = await token(http, client, grant_type="refresh_token",
+                             refresh_token=tokens["refresh_token"])
+        assert reused.status_code == 400  # rotated: the old one serves no more
+        old = await http.post("/mcp", json={}, headers={
+            "Authorization": f"Bearer {tokens['access_token']}"})
+        assert old.status_code == 401  # the access token it was issued with ended
+        async with mcp_session(box.url, fresh["access_token"]) as mcp:
+            assert "Aucun message non lu" in text_of(await mcp.call_tool("lire_messages", {}))
+
+        revoked = await http.post("/revoke", data={
+            "client_id": client["client_id"], "client_secret": client["client_secret"],
+            "token": fresh["access_token"]})
+        assert revoked.status_code == 200
+        gone = await http.post("/mcp", json={}, headers={
+            "Authorization": f"Bearer {fresh['access_token']}"})
+        assert gone.status_code == 401
+        after = await token(http, client, grant_type="refresh_token",
+                            refresh_token=fresh["refresh_token"])
+        assert after.status_code == 400  # its refresh token went with it
+
+
+async def test_no_or_expiry_ends_in_access_denied(box: AxisWeb) -> None:
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        client = await register(http)
+        refused_url = (await authorize(http, client, pkce()[1], "etat-non")).headers["location"]
+        await box.press(await box.question("axis.connecter"), "Non")
+
+        async def redirected(url: str) -> httpx.Response | None:
+            r = await http.get(url)
+            return r if r.status_code == 302 else None
+        refused: httpx.Response = await until(lambda: redirected(refused_url), 20)
+        answer = query(refused.headers["location"])
+        assert answer["error"] == "access_denied" and answer["state"] == "etat-non"
+        assert "Ludo n'a pas autorisé" in answer["error_description"]
+        assert "code" not in answer
+        assert (await http.get(refused_url)).status_code == 404  # gone once answered
+
+        late_url = (await authorize(http, client, pkce()[1], "etat-tard")).headers["location"]
+        async with box.axi.db.sessions.begin() as session:
+            await session.execute(text("UPDATE oauth_etats SET expire_le = now() - interval "
+                                       "'1 second' WHERE genre = 'approbation'"))
+        late = await http.get(late_url)
+        assert late.status_code == 302
+        assert query(late.headers["location"])["error"] == "access_denied"
+        assert (await http.get("/axis/connexion/" + "x" * 43)).status_code == 404
+
+
+async def test_too_many_pending_requests_are_refused(box: AxisWeb) -> None:
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        client = await register(http)
+        for i in range(MAX_PENDING):
+            r = await authorize(http, client, pkce()[1], f"etat-{i}")
+            assert r.headers["location"].startswith("/axis/connexion/")
+        over = await authorize(http, client, pkce()[1], "etat-trop")
+        assert over.status_code == 302
+        answer = query(over.headers["location"])
+        assert answer["error"] == "temporarily_unavailable" and answer["state"] == "etat-trop"
+        other = await http.get("/authorize", params={
+            "response_type": "code", "client_id": client["client_id"],
+            "redirect_uri": CALLBACK, "code_challenge": pkce()[1],
+            "resource": "https://ailleurs.example/mcp"})
+        assert query(other.headers["location"])["error"] == "invalid_target"
