@@ -90,6 +90,7 @@ class AxisOAuthService:
     # ------------------------------------------------------------------ approvals
     async def request_approval(self, client_id: str, client_name: str | None,
                                redirect_uri: str, params: dict[str, Any]) -> str:
+        await self.store.oauth_purge()
         if await self.store.oauth_count(APPROVAL, field="etat", value="en_attente") >= MAX_PENDING:
             raise AxisRefused("Trop de demandes de connexion attendent déjà Ludo : "
                               "réessayez dans quelques minutes.")

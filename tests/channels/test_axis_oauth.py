@@ -194,3 +194,20 @@ async def test_too_many_pending_requests_are_refused(box: AxisWeb) -> None:
             "redirect_uri": CALLBACK, "code_challenge": pkce()[1],
             "resource": "https://ailleurs.example/mcp"})
         assert query(other.headers["location"])["error"] == "invalid_target"
+
+
+async def test_the_open_endpoints_are_rate_limited_per_ip(
+    db: Database, database_url: str | None, test_data_dir: Path, ollama_server: FakeOllama
+) -> None:
+    async with axis_axi(db, database_url, test_data_dir, ollama_server,
+                        rate_per_minute=2) as box, httpx.AsyncClient(base_url=box.url) as http:
+        await register(http)
+        await register(http)
+        third = await http.post("/register", json={"redirect_uris": [CALLBACK]})
+        assert third.status_code == 429 and int(third.headers["retry-after"]) >= 1
+        assert "Trop de demandes" in third.json()["message"]
+        # behind the tunnel each visitor has an address of their own
+        other = await http.post("/register", headers={"CF-Connecting-IP": "203.0.113.9"},
+                                json={"redirect_uris": [CALLBACK]})
+        assert other.status_code == 201
+        assert (await http.get("/.well-known/oauth-authorization-server")).status_code == 200
