@@ -171,7 +171,11 @@ class PeopleMixin:
         """A person by id or by name (case- and accent-insensitive)."""
         async with self.db.sessions() as session:
             if isinstance(who, int) or _ID.fullmatch(who):
-                # names always hold a letter (normalise_name), so digits are an id
+                # names always hold a letter (normalise_name), so digits are an id; more
+                # digits than any id has are no person (and beyond int()'s digit limit)
+                digits = str(who).strip()
+                if len(digits.lstrip("0")) > 19:
+                    raise NotFound(f"no person #{digits[:30]}…; see `axi people list`")
                 row = (await session.execute(
                     text(f"SELECT {_PERSON_COLUMNS} FROM relations WHERE id = :id"),
                     {"id": row_id(int(who), "person")})).one_or_none()

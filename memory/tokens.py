@@ -101,7 +101,7 @@ class TokensMixin:
             person = (await session.execute(
                 text("SELECT id FROM relations WHERE id = :i"), {"i": row_id(person_id, "person")})).scalar()
             if person is None:
-                raise NotFound(f"no person with id {person_id}")
+                raise NotFound(f"no person #{person_id}")
             await session.execute(
                 text("INSERT INTO identites (relation_id, canal, adresse) "
                      "VALUES (:r, :c, :a) ON CONFLICT (canal, adresse) DO NOTHING"),
@@ -156,7 +156,7 @@ class TokensMixin:
                 text("UPDATE jetons SET revoque_le = coalesce(revoque_le, now()) WHERE id = :i "
                      "RETURNING id"), {"i": row_id(token_id, "token")})).scalar()
             if found is None:
-                raise NotFound(f"no token with id {token_id}")
+                raise NotFound(f"no token #{token_id}")
             row = (await session.execute(
                 text(f"SELECT {_COLUMNS} FROM jetons j JOIN relations r ON r.id = j.relation_id "
                      "WHERE j.id = :i"), {"i": found})).one()

@@ -75,6 +75,9 @@ def test_ids_beyond_32_bits_are_not_found(axi: Run) -> None:
         (("consignes", "remove", beyond_bigint), "no consigne #"),
         (("memory", "show", "0"), "no souvenir #0"),
         (("facts", "forget", "--", "-1"), "no fact #-1"),
+        (("people", "show", "9" * 5000), "no person #"),  # beyond int()'s digit limit
+        (("tokens", "create", "9" * 5000), "no person #"),
+        (("tokens", "revoke", huge), "no token #"),
     ]:
         one_line(axi(*args), 1, what)
 
@@ -200,3 +203,4 @@ def test_unreadable_dotenv_is_a_configuration_error(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "bot.cli", "config", "check"], capture_output=True,
                        text=True, env=_clean_env(), timeout=60, cwd=tmp_path)
     one_line(r, 2, ".env", "not UTF-8")
+

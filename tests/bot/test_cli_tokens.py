@@ -92,5 +92,5 @@ async def test_garbage_in_every_argument(axi: Run, db: Database) -> None:
         one_line(axi("tokens", "revoke", bad), 1, f"no token #{bad}")
     for bad in ("abc", "--force"):
         one_line(axi("tokens", "revoke", bad), 1, "whole number")
-    one_line(axi("tokens", "revoke", "7"), 1, "no token with id 7")
+    one_line(axi("tokens", "revoke", "7"), 1, "no token #7")
     assert json.loads(ok(axi("tokens", "list", "--all", "--json"))) == []
