@@ -32,10 +32,15 @@ log = logging.getLogger(__name__)
 
 PREFERENCE_KEY = "canal_prefere"
 DEFAULT_ORDER = ("telegram", "email")
+CLOUD_ONLY_ROUTES = {"axis": "axis"}
+"""Channels that are the default route only for people of one relation: the Axis mailbox
+is read in Anthropic's cloud, so it is Axis's own route, never a fallback for anyone
+else's pushes (Ludo's alerts must not land there because he has an axis token)."""
 
 
 def choose_routes(identities: Sequence[tuple[str, str]], details: dict[str, Any],
-                  configured: Collection[str]) -> list[tuple[str, str]]:
+                  configured: Collection[str], relation: str | None = None
+                  ) -> list[tuple[str, str]]:
     """A person's channel(s) for a push (pure). Their preference (a channel or a list of
     channels) when they have an identity on it, else their first Telegram identity,
     else their first email; only configured channels. Empty: no usable channel."""
@@ -47,7 +52,8 @@ def choose_routes(identities: Sequence[tuple[str, str]], details: dict[str, Any]
         picked = [(c, a) for c, a in usable if c in preferred]
         if picked:
             return picked
-    for channel in DEFAULT_ORDER:
+    order = DEFAULT_ORDER + tuple(c for c, r in CLOUD_ONLY_ROUTES.items() if r == relation)
+    for channel in order:
         for c, a in usable:
             if c == channel:
                 return [(c, a)]
@@ -120,7 +126,7 @@ class Notifier:
         elif isinstance(to, int):
             to = await self.store.get_person(to)
         identities, details = await self.store.routes_of(to.id)
-        chosen = choose_routes(identities, details, set(self.configured()))
+        chosen = choose_routes(identities, details, set(self.configured()), to.relation)
         if not chosen:
             chosen = [self.fallback]
         return to.personne, [Route(c, a, to.id) for c, a in chosen]

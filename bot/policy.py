@@ -177,8 +177,13 @@ def recall_privacy(who: Interlocutor) -> tuple[bool, int | None]:
     return who.trust == "private", who.relation_id
 
 
-LIVE_CHANNELS = frozenset({"telegram", "web", "console", "site"})
-"""Channels where a person waits, watching, for the answer (email is read later)."""
+LIVE_CHANNELS = frozenset({"telegram", "web", "console", "site", "axis"})
+"""Channels where a person waits, watching, for the answer (email is read later; Axis
+waits inside its tool call)."""
+
+CLOUD_READERS = frozenset({"axis"})
+"""Channels whose replies are read in someone else's cloud (Axis lives in Claude.ai): the
+prompt of a reply there never holds what must stay on the server, as for the fallback."""
 
 
 def model_priority(who: Interlocutor) -> Priority:

@@ -41,6 +41,7 @@ from bot.notices import (
     waiting_notice,
 )
 from bot.policy import (
+    CLOUD_READERS,
     OPERATOR,
     PAIRING_CHANNELS,
     TRUSTED_CHANNELS,
@@ -199,6 +200,8 @@ class Responder:
             await self.store.finish_inbound(claim, etat="traite", relation_id=who.relation_id)
             return
         gathered = await self.gather(msg, who)
+        if who.channel in CLOUD_READERS:  # the reply itself leaves the server
+            gathered = without_local_only(gathered)
         must_stay = (who.local_only or bool(msg.metadata.get("local_only"))
                      or (command is not None and command.name == "local"))
         try:

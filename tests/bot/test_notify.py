@@ -28,6 +28,10 @@ def test_routes_follow_preference_then_telegram_then_email() -> None:
     # a channel not configured is never used (its message would go out stale one day)
     assert choose_routes(ids, {}, {"email", "console"}) == [("email", "l@x.fr")]
     assert choose_routes(ids, {"canal_prefere": "sms"}, {"console"}) == []
+    # the Axis mailbox (read in the cloud) is Axis's default route, nobody else's
+    axis = [("axis", "personne-3")]
+    assert choose_routes(axis, {}, {"axis"}, "axis") == [("axis", "personne-3")]
+    assert choose_routes(axis, {}, {"axis"}, "créateur") == []
 
 
 def test_raw_addresses() -> None:

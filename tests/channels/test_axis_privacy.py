@@ -77,9 +77,33 @@ async def test_what_a_never_cloud_person_left_never_reaches_axis(box: AxisWeb) -
     assert "(contenu gardé sur le serveur)" in brief  # the held message: counted, not shown
 
 
-async def test_a_reply_resting_on_local_only_content_is_withheld(
+async def test_axis_prompts_never_hold_local_only_content(
     db: Database, database_url: str | None, test_data_dir: Path, ollama_server: FakeOllama
 ) -> None:
+    """The first layer (bot/responder.py, bot/policy.CLOUD_READERS): Axi's reply to Axis
+    is read in the cloud, so its prompt is built without local-only content at all."""
+    async with axis_axi(db, database_url, test_data_dir, ollama_server) as box:
+        await box.axi.store.remember(SECRET, type="note", public=True,
+                                     metadata={"local_only": True})
+        await box.axi.store.remember(ORDINARY, type="note", public=True)
+        ollama_server.reply = lambda body: "Je n'ai rien à ce sujet."
+        async with mcp_session(box.url, box.tokens["axis"]) as axis:
+            said = text_of(await axis.call_tool(
+                "parler_a_axi", {"message": "Parle-moi du portail de Peyrebrune et de Vergt"}))
+        prompt = str(ollama_server.chat_bodies[-1])
+        assert "repeint en vert" in prompt  # recall ran, and found the ordinary note
+        assert "4821" not in prompt and said == "Je n'ai rien à ce sujet."
+
+
+async def test_a_reply_resting_on_local_only_content_is_withheld(
+    db: Database, database_url: str | None, test_data_dir: Path, ollama_server: FakeOllama,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second layer (bot/axis_access.py): should local-only content reach the prompt
+    all the same (the first layer switched off here), the reply is withheld."""
+    import bot.responder
+
+    monkeypatch.setattr(bot.responder, "CLOUD_READERS", frozenset())
     async with axis_axi(db, database_url, test_data_dir, ollama_server) as box:
         # public, so Axis's own conversation recalls it; local-only, so it stays here
         await box.axi.store.remember(SECRET, type="note", public=True,
