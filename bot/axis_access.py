@@ -34,7 +34,7 @@ from bot.axis_text import (
     when,
 )
 from bot.channel import Delivery
-from bot.confirmations import Confirmations
+from bot.confirmations import ADD_CONSIGNE, Confirmations
 from bot.gathered import stays_local
 from bot.inbound import Inbound
 from bot.policy import OWNER_RELATION
@@ -42,6 +42,7 @@ from bot.web_contract import TokenGrant
 from memory.errors import InvalidInput, NotFound
 from memory.records import FactRecord, Recalled, SouvenirRecord
 from memory.store import MemoryStore
+from memory.text import InvalidText, clean_content
 
 log = logging.getLogger(__name__)
 
@@ -226,12 +227,28 @@ class AxisAccessService:
 
     # ------------------------------------------------------------------ writing
     async def add_consigne(self, caller: TokenGrant, text: str) -> str:
+        """A consigne is in every inner-circle prompt from then on: Axis (whose own input
+        may carry someone's injected words) only proposes it, and Ludo accepts it with a
+        button; his own request adds it at once."""
+        source = f"axis:{caller.person_name}"[:100]
         try:
-            record = await self.store.add_consigne(text, source=f"axis:{caller.person_name}")
-        except InvalidInput as exc:
+            texte = clean_content(text, what="consigne", limit=4000)
+        except InvalidText as exc:
             raise AxisRefused("Consigne refusée : vide ou trop longue (4000 caractères au "
                               "plus).") from exc
-        return f"Consigne n°{record.id} ajoutée (pour l'équipe, pas pour les clients)."
+        if caller.relation == OWNER_RELATION:
+            record = await self.store.add_consigne(texte, source=source)
+            return f"Consigne n°{record.id} ajoutée (pour l'équipe, pas pour les clients)."
+        try:
+            asked = await self.confirmations.ask(
+                ADD_CONSIGNE, f"{caller.person_name} propose d'ajouter cette consigne :\n"
+                f"« {short(texte, 1500)} »\nD'accord ?",
+                {"texte": texte, "source": source}, requested_by=caller.person_id)
+        except (NotFound, InvalidInput) as exc:
+            raise AxisRefused("Personne ne peut valider cette consigne : Ludo n'est pas "
+                              "encore enregistré auprès d'Axi.") from exc
+        return (f"Demande envoyée à Ludo (n°{asked.id}) : la consigne s'appliquera après "
+                "son accord.")
 
     async def add_note(self, caller: TokenGrant, text: str) -> str:
         try:

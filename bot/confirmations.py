@@ -156,6 +156,20 @@ async def replace_consignes(ctx: ActionContext) -> str:
     return f"C'est fait : {len(texts)} consigne(s) remplacent les anciennes."
 
 
+ADD_CONSIGNE = "consignes.ajouter"
+
+
+async def add_consigne(ctx: ActionContext) -> str:
+    """Add the payload's `texte` as an inner-circle consigne (source: who proposed it)."""
+    texte = str(ctx.payload.get("texte") or "").strip()
+    if not texte:
+        raise InvalidInput("no consigne given")
+    await ctx.execute("INSERT INTO consignes (texte, source) VALUES (:t, :s)",
+                      {"t": texte[:4000],
+                       "s": str(ctx.payload.get("source") or f"confirmation:{ctx.confirmation.id}")[:100]})
+    return "C'est fait : la consigne est ajoutée."
+
+
 PAIRING = "identite.associer"
 PAIRING_CHOICES: tuple[tuple[str, str], ...] = (
     ("client", "Client"), ("équipe", "Équipe"), ("bloquer", "Bloquer"))
@@ -231,5 +245,6 @@ async def release_held(ctx: ActionContext) -> str:
     return f"C'est noté : je réponds au message de {address}."
 
 
-BUILT_IN: dict[str, Action] = {"consignes.remplacer": replace_consignes, PAIRING: pair_identity,
+BUILT_IN: dict[str, Action] = {"consignes.remplacer": replace_consignes,
+                               ADD_CONSIGNE: add_consigne, PAIRING: pair_identity,
                                FORGET: forget_facts, RELEASE_HELD: release_held}

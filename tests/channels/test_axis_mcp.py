@@ -56,11 +56,19 @@ async def test_every_tool_is_listed_in_french_and_answers(box: AxisWeb) -> None:
         brief = text_of(await client.call_tool("briefing", {}))
         assert "Toujours proposer une visite" in brief and "Boîte d'Axis : 0" in brief
 
+        # a consigne is in every prompt from then on: Axis proposes, Ludo accepts
         added = text_of(await client.call_tool("ajouter_consigne",
                                                {"texte": "Répondre avant midi"}))
-        assert added.startswith("Consigne n°")
-        new = [c for c in await store.list_consignes() if c.texte == "Répondre avant midi"]
-        assert [(c.audience, c.source) for c in new] == [("interne", "axis:Axis")]
+        assert added.startswith("Demande envoyée à Ludo")
+        assert not [c for c in await store.list_consignes() if c.texte == "Répondre avant midi"]
+        question = await box.question("consignes.ajouter")
+        assert "Axis propose d'ajouter cette consigne" in question.text
+        await box.press(question, "Oui")
+
+        async def added_now() -> list:
+            return [(c.audience, c.source) for c in await store.list_consignes()
+                    if c.texte == "Répondre avant midi"]
+        assert await until(added_now, 20) == [("interne", "axis:Axis")]
         noted = text_of(await client.call_tool("ajouter_note",
                                                {"texte": "Le notaire rappelle jeudi"}))
         assert noted.startswith("Note n°")
