@@ -140,9 +140,10 @@ class Pipeline:
         self._work_ready = asyncio.Condition()  # notify(1): one lane per new message
         self._wakeups = 0
         self._wake_outbox = asyncio.Event()
-        self._progress = asyncio.Event()
-        """Set (and replaced by a fresh one) each time a message is handled or sent
-        here: whoever holds the old one is woken, nobody clears it for the others."""
+        self._waiters: dict[int, set[asyncio.Event]] = {}
+        """Per inbound message, the events of those awaiting its outcome (wait_reply):
+        set when this process handles that message — waking every waiter at every step
+        made each waiting web request read its outcome ~50 times under load."""
         self.last_loop_error: str | None = None
         self.idle_lanes = 0
         """Worker lanes waiting for work: only then does accepting a message start its
@@ -240,7 +241,7 @@ class Pipeline:
                 log.error("message #%s given up after %s failures", handled_id,
                           backoff.MAX_UNEXPECTED_FAILURES)
         self._wake_outbox.set()
-        self._progressed()
+        self._progressed(handled_id)
         return True
 
     def _parked(self, parked: bool) -> None:
@@ -343,12 +344,12 @@ class Pipeline:
                 await self.store.mark_send_failed(claim, str(exc), retry_in_s=delay)
                 return True
             await self.store.mark_sent(claim, external_id)
-        self._progressed()
         return True
 
-    def _progressed(self) -> None:
-        done, self._progress = self._progress, asyncio.Event()
-        done.set()
+    def _progressed(self, message_id: int | None) -> None:
+        """Message `message_id` was handled here (committed): wake its waiters."""
+        for event in self._waiters.get(message_id, ()) if message_id is not None else ():
+            event.set()
 
     async def run_outbox(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -368,20 +369,28 @@ class Pipeline:
         state then. Woken by this process's work, polling for other processes'."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout_s, 0.0)
-        while True:
-            progress = self._progress  # taken before reading: no progress is missed
-            try:
-                outcome = await self.store.reply_outcome(message_id)
-            except NotFound:
-                return ReplyOutcome(message_id=message_id, state="introuvable", reply=None,
-                                    reply_id=None)
-            if outcome.reply is not None or outcome.state != "en_attente":
-                break
-            left = deadline - loop.time()
-            if left <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), min(left, self.poll_interval_s))
+        progress = asyncio.Event()
+        waiters = self._waiters.setdefault(message_id, set())
+        waiters.add(progress)
+        try:
+            while True:
+                progress.clear()  # before reading: no progress is missed
+                try:
+                    outcome = await self.store.reply_outcome(message_id)
+                except NotFound:
+                    return ReplyOutcome(message_id=message_id, state="introuvable",
+                                        reply=None, reply_id=None)
+                if outcome.reply is not None or outcome.state != "en_attente":
+                    break
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(progress.wait(), min(left, self.poll_interval_s))
+        finally:
+            waiters.discard(progress)
+            if not waiters:
+                self._waiters.pop(message_id, None)
         return ReplyOutcome(message_id=outcome.message_id, state=outcome.state,
                             reply=outcome.reply, reply_id=outcome.reply_id,
                             notices=outcome.notices)

@@ -210,9 +210,12 @@ class TokenApi:
         outcome = await self.wait(request, message_id)
         if settled(outcome):
             return JSONResponse(final_reply(outcome))
+        # relative to this request's URL (/api/chat → /api/messages/ID), whatever host
+        # or prefix the client reached Axi by
+        status = f"messages/{message_id}"
         return JSONResponse({"message_id": message_id, "state": outcome.state,
-                             "notices": list(outcome.notices),
-                             "status_url": f"api/messages/{message_id}"}, status_code=202)
+                             "notices": list(outcome.notices), "status_url": status},
+                            status_code=202, headers={"Location": status})
 
     async def wait(self, request: Request, message_id: int) -> ReplyOutcome:
         loop = asyncio.get_running_loop()

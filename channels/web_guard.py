@@ -7,6 +7,7 @@ channels/web_api.py, channels/site.py and channels/axis*.py.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import math
@@ -140,8 +141,10 @@ class BodyLimit:
     Content-Length, or found while reading a chunked body) before any endpoint reads it.
     Paths in `exempt` (e.g. the Telegram webhook, with its own limit) pass untouched."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt: tuple[str, ...] = ()):
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt: tuple[str, ...] = (),
+                 read_timeout_s: float = 30.0):
         self.app, self.max_bytes, self.exempt = app, max_bytes, exempt
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(self.exempt):
@@ -158,17 +161,24 @@ class BodyLimit:
                     return
         # read the whole body first (it is small: the limit is kilobytes), so an excess
         # found in a chunked body is refused before any endpoint has answered
+        # within a time limit: a client trickling its body holds no request for ever
         chunks, seen, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left
-                return
-            chunks.append(message.get("body", b""))
-            seen += len(chunks[-1])
-            if seen > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            more = message.get("more_body", False)
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                while more:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client left
+                        return
+                    chunks.append(message.get("body", b""))
+                    seen += len(chunks[-1])
+                    if seen > self.max_bytes:
+                        await self._refuse(scope, receive, send)
+                        return
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            await error(408, "delai_depasse", "La requête a mis trop de temps à arriver ; "
+                        "réessayez.")(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:

@@ -64,8 +64,9 @@ SCHEMAS: dict[str, Schema] = {
         "notices": NOTICES}),
     "EnAttente": _object({
         "message_id": ID, "state": {"type": "string"}, "notices": NOTICES,
-        "status_url": {"type": "string", "description": "Où lire la réponse plus tard "
-                                                        "(URL relative)."}}),
+        "status_url": {"type": "string", "description": "Où lire la réponse plus tard : "
+                                                        "URL relative à celle de la requête "
+                                                        "(messages/ID, soit /api/messages/ID)."}}),
     "Issue": _object({
         "message_id": ID,
         "state": {"type": "string",

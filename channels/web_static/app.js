@@ -377,6 +377,10 @@
       turn.chunks += 1;
       turn.reply.dataset.chunks = String(turn.chunks);
       if (stick) toBottom();
+    } else if (name === "restart") {
+      // the reply starts over (a retry after a failure mid-stream): forget what was shown
+      turn.text = "";
+      turn.body.textContent = "";
     } else if (name === "reply") {
       accepted(turn, data.message_id);
       finish(turn, data);

@@ -196,10 +196,14 @@ async def test_a_slow_model_gives_202_then_the_reply_at_its_status_url(
             assert sent.status_code == 202, sent.text
             body = sent.json()
             assert body["state"] == "en_attente" and body["notices"] == []
-            assert body["status_url"] == f"api/messages/{body['message_id']}"
+            assert body["status_url"] == f"messages/{body['message_id']}"
+            assert sent.headers["location"] == body["status_url"]
+            # resolved against the request's URL, as any HTTP client does
+            status_url = str(sent.url.join(body["status_url"]))
+            assert status_url.endswith(f"/api/messages/{body['message_id']}")
 
             async def answered() -> dict[str, Any] | None:
-                got = (await client.get(body["status_url"])).json()
+                got = (await client.get(status_url)).json()
                 return got if got["reply"] is not None else None
 
             outcome = await until(answered, 20, interval=0.1)

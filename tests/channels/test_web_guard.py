@@ -144,3 +144,23 @@ async def test_the_sites_paths_get_cors_on_answers_their_handler_never_gave() ->
     assert big.status_code == 413
     assert big.headers["access-control-allow-origin"] == "https://www.icidordogne.fr"
     assert other.status_code == 413 and "access-control-allow-origin" not in other.headers
+
+
+async def test_a_body_trickling_past_the_time_limit_gets_408() -> None:
+    import asyncio
+
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"size": len(await request.body())})
+
+    app = BodyLimit(Starlette(routes=[Route("/echo", echo, methods=["POST"])]),
+                    max_bytes=1024, read_timeout_s=0.3)
+
+    async def slowly() -> AsyncIterator[bytes]:
+        yield b"a"
+        await asyncio.sleep(1.0)
+        yield b"b"
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t") as client:
+        response = await client.post("/echo", content=slowly())
+    assert response.status_code == 408 and response.json()["error"] == "delai_depasse"
