@@ -129,6 +129,23 @@ class Settings(BaseSettings):
     ademe_api_url: str = Field(
         default="https://data.ademe.fr/data-fair/api/v1/datasets", alias="AXI_ADEME_API_URL"
     )
+    geo_api_url: str = Field(default="https://geo.api.gouv.fr", alias="AXI_GEO_API_URL")
+    annuaire_api_url: str = Field(
+        default="https://api-lannuaire.service-public.fr/api/explore/v2.1",
+        alias="AXI_ANNUAIRE_API_URL")
+    """The public "annuaire de l'administration" (town halls' phone and email)."""
+    dvf_url: str = Field(
+        default="https://files.data.gouv.fr/geo-dvf/latest/csv/{year}/departements/24.csv.gz",
+        alias="AXI_DVF_URL")
+    """Where `axi dvf import` fetches geo-DVF by default; `{year}` is each of the last
+    five years."""
+    trello_key: SecretStr | None = Field(default=None, alias="AXI_TRELLO_KEY")
+    trello_token: SecretStr | None = Field(default=None, alias="AXI_TRELLO_TOKEN")
+    trello_list_id: str | None = Field(default=None, max_length=100, alias="AXI_TRELLO_LIST_ID")
+    trello_api_url: str = Field(default="https://api.trello.com/1", alias="AXI_TRELLO_API_URL")
+    veille_user_agent: str = Field(
+        default="Axi/1.0 (veille ICI Dordogne; +https://axi.icidordogne.fr)", max_length=300,
+        alias="AXI_VEILLE_USER_AGENT")
     backup_repository: str | None = Field(default=None, alias="AXI_BACKUP_REPOSITORY")
 
     # Reaching people
@@ -180,7 +197,8 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Paris)") from exc
         return value
 
-    @field_validator("telegram_api_url", "telegram_file_url", "telegram_webhook_url")
+    @field_validator("telegram_api_url", "telegram_file_url", "telegram_webhook_url",
+                     "ademe_api_url", "geo_api_url", "annuaire_api_url", "trello_api_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():

@@ -1,1 +1,1 @@
-"""Scheduled work: the scheduler, veilles, digests, backups and maintenance."""
+"""Scheduled work: the veilles (DPE, competitors, DVF), later backups and maintenance."""

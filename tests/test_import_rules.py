@@ -217,3 +217,24 @@ def test_collector_sees_lazy_relative_and_module_imports() -> None:
         ("bot.nothing_here", False), ("memory.store", False), ("channels.web", True),
         ("bot.app", True),
     }
+
+
+JOBS_MAY_IMPORT_FROM_THE_CORE = ("bot.jobs_contract", "bot.config")
+
+
+def test_jobs_reach_the_core_only_through_their_contract() -> None:
+    """jobs/ (httpx, APScheduler) gets what it needs through bot/jobs_contract.py; it
+    never reaches channels/ or the core's internals."""
+    bad = [i for i in imports_of("jobs")
+           if (_top(i.target) == "bot" and not _within(i.target, JOBS_MAY_IMPORT_FROM_THE_CORE))
+           or _top(i.target) in {"channels", "llm"}]
+    assert not bad, "jobs/ may import from the core only " + ", ".join(
+        JOBS_MAY_IMPORT_FROM_THE_CORE) + ":\n" + "\n".join(map(str, bad))
+
+
+def test_the_core_reaches_jobs_only_lazily_from_the_commands() -> None:
+    outside = [p for p in PACKAGES if p != "jobs"]
+    found = [i for i in imports_of(*outside) if _top(i.target) == "jobs"]
+    bad = [i for i in found if not i.lazy or i.path not in CHANNEL_IMPORTERS]
+    assert not bad, ("jobs/ is imported only inside the commands that run it:\n"
+                     + "\n".join(map(str, bad)))
