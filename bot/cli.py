@@ -12,11 +12,13 @@ from sqlalchemy import text
 
 from bot import cli_forget  # noqa: F401  (adds `people forget` and `people purge-visitors`)
 from bot.cli_chat import ask, chat, llm_app, missing, run_command
+from bot.cli_dvf import dvf_app
 from bot.cli_mail import mail_app
 from bot.cli_memory import consignes_app, facts_app, memory_app, people_app
 from bot.cli_ops import confirm_app, inbox_app
 from bot.cli_support import check_arguments, err, opened, out, print_json, print_table, run, settings
 from bot.cli_tokens import tokens_app
+from bot.cli_veille import veille_app
 from bot.config import redacted
 from memory import migrate
 from memory.lexicon import LexiconRefresh
@@ -42,6 +44,8 @@ app.add_typer(llm_app, name="llm")
 app.add_typer(confirm_app, name="confirm")
 app.add_typer(inbox_app, name="inbox")
 app.add_typer(mail_app, name="mail")
+app.add_typer(veille_app, name="veille")
+app.add_typer(dvf_app, name="dvf")
 app.add_typer(tokens_app, name="tokens")
 app.command("run")(run_command)
 app.command("ask")(ask)

@@ -14,6 +14,7 @@ from memory.axis_mailbox import AxisMailboxMixin
 from memory.confirmations import ConfirmationsMixin
 from memory.consignes import ConsignesMixin
 from memory.database import Database
+from memory.dvf import DvfMixin
 from memory.embeddings import EmbeddingsMixin
 from memory.errors import InvalidInput, NotFound, row_id
 from memory.extraction_queue import ExtractionQueueMixin
@@ -32,6 +33,7 @@ from memory.records import SouvenirRecord, souvenir_from_row
 from memory.rows import SOUVENIR_COLUMNS, NewSouvenir, insert_souvenir, prepare_souvenir
 from memory.site_contacts import SiteContactsMixin
 from memory.tokens import TokensMixin
+from memory.veilles import VeillesMixin
 from memory.warmup import WarmupMixin
 
 _SOUVENIR_COLUMNS = SOUVENIR_COLUMNS
@@ -52,7 +54,8 @@ def translate_db_error(exc: DBAPIError) -> Exception:
 class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixin,
                   ConsignesMixin, MessagesMixin, LLMCallsMixin, ExtractionQueueMixin,
                   EmbeddingsMixin, HybridRecallMixin, NotificationsMixin, ConfirmationsMixin, InboxAdminMixin,
-                  LocksMixin, TokensMixin, ForgetMixin, AxisMailboxMixin, SiteContactsMixin):
+                  LocksMixin, TokensMixin, ForgetMixin, AxisMailboxMixin, SiteContactsMixin,
+                  VeillesMixin, DvfMixin):
     def __init__(self, db: Database):
         self.db = db
 
