@@ -1,0 +1,156 @@
+"""The DPE veille (issue 12, item 2): new energy diagnostics (ADEME open data, dataset
+`dpe03existant`) in the agency's postcodes, each enriched into a prospect card.
+
+Why it is built this way: the earlier Axi looked at the last 26 hours, 50 rows per
+postcode, and kept nothing, so a late or failed run lost DPEs. Here each postcode is read
+from its stored watermark (the last reception date seen) minus an overlap (DPEs are often
+published weeks late), sorted by reception date ascending, following the API's `next`
+links (page paging is capped by the API at size × page ≤ 10,000; `next` uses `after`), and
+the engine keeps only the `numero_dpe` it never saw, so the overlap costs nothing. Because
+the sort is ascending, the last date seen is always a safe place to resume, even when a
+postcode broke midway or the run hit its cap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from jobs.dpe_http import SourceError, get_json
+from jobs.dpe_rows import FIELDS, parse_line
+from jobs.types import Digest, Fetched, RunContext, SourceItem, VeilleRecord
+
+DEFAULT_DATASET = "dpe03existant"
+DEFAULT_OVERLAP_DAYS = 60
+DEFAULT_PAGE_SIZE = 500
+DEFAULT_CAP = 20_000
+"""DPEs fetched per run at most (config `max_par_passage`); beyond, the run is partial and
+the next one resumes from the watermarks."""
+SORT = "date_reception_dpe,numero_dpe"
+POSTCODE = re.compile(r"^\d{5}$")
+
+
+def _int(config: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = config.get(name, default)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return default
+    return max(low, min(high, int(value)))
+
+
+def postcodes(config: Mapping[str, Any]) -> list[str]:
+    raw = config.get("codes_postaux") or []
+    out: list[str] = []
+    for value in raw if isinstance(raw, list) else []:
+        text = str(value).strip()
+        if POSTCODE.match(text) and text not in out:
+            out.append(text)
+    return out
+
+
+def window_start(watermarks: Mapping[str, str], postcode: str, today: date,
+                 overlap_days: int) -> date:
+    """The first reception date asked for: the postcode's watermark (else the veille's,
+    else today) minus the overlap."""
+    for key in (f"reception:{postcode}", "reception"):
+        value = watermarks.get(key)
+        if value:
+            try:
+                return date.fromisoformat(value[:10]) - timedelta(days=overlap_days)
+            except ValueError:
+                continue
+    return today - timedelta(days=overlap_days)
+
+
+def _page(body: Any) -> tuple[list[Any], str | None]:
+    if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+        raise SourceError("réponse inattendue (pas de liste « results »)")
+    nxt = body.get("next")
+    return body["results"], nxt if isinstance(nxt, str) and nxt else None
+
+
+def _same_origin(url: str, base: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
+
+
+class DpeVeille:
+    type = "dpe"
+
+    async def fetch(self, ctx: RunContext) -> Fetched:
+        config = ctx.veille.config
+        dataset = str(config.get("dataset") or DEFAULT_DATASET)
+        url = f"{ctx.settings.ademe_api_url.rstrip('/')}/{quote(dataset, safe='')}/lines"
+        overlap = _int(config, "recouvrement_jours", DEFAULT_OVERLAP_DAYS, 0, 3650)
+        size = _int(config, "taille_page", DEFAULT_PAGE_SIZE, 1, 10_000)
+        cap = _int(config, "max_par_passage", DEFAULT_CAP, 1, 1_000_000)
+        headers = {"User-Agent": ctx.settings.veille_user_agent}
+        today = ctx.now.date()
+        codes = postcodes(config)
+        fetched = Fetched()
+        seen: set[str] = set()
+        latest: dict[str, str] = {}
+        for index, code in enumerate(codes):
+            if len(fetched.items) >= cap:
+                fetched.partial = ((fetched.partial or f"plafond de {cap} DPE atteint")
+                                   + " ; codes postaux non lus : " + ", ".join(codes[index:]))
+                break
+            ctx.progress(index, len(codes), f"DPE {code}")
+            params: dict[str, str | int] | None = {
+                "size": size, "code_postal_ban_in": code,
+                "date_reception_dpe_gte": window_start(ctx.watermarks, code, today,
+                                                       overlap).isoformat(),
+                "sort": SORT, "select": ",".join(FIELDS),
+            }
+            page_url: str | None = url
+            visited: set[str] = set()
+            try:
+                while page_url is not None:
+                    body = await get_json(ctx.http, page_url, params, headers=headers)
+                    results, nxt = _page(body)
+                    for line in results:
+                        data = parse_line(line) if isinstance(line, dict) else None
+                        if data is None or data["numero_dpe"] in seen:
+                            continue
+                        if len(fetched.items) >= cap:
+                            fetched.partial = (f"plafond de {cap} DPE atteint (code postal "
+                                               f"{code} non terminé)")
+                            break
+                        seen.add(data["numero_dpe"])
+                        fetched.items.append(SourceItem(data["numero_dpe"], code, data))
+                        if data["date_reception"] > latest.get(code, ""):
+                            latest[code] = data["date_reception"]
+                    if fetched.partial is not None:
+                        break
+                    if not results or nxt is None:
+                        break
+                    if not _same_origin(nxt, url):
+                        raise SourceError("lien « next » vers un autre site, ignoré")
+                    if nxt in visited:
+                        raise SourceError("lien « next » qui boucle")
+                    visited.add(nxt)
+                    page_url, params = nxt, None
+            except SourceError as exc:
+                fetched.broken[code] = str(exc)
+            else:
+                if fetched.partial is None:
+                    fetched.healthy.add(code)
+        ctx.progress(len(codes), len(codes), "DPE")
+        for code, day in latest.items():
+            fetched.watermarks[f"reception:{code}"] = day
+        if latest and not fetched.broken and fetched.partial is None:
+            fetched.watermarks["reception"] = max(latest.values())
+        return fetched
+
+    async def enrich(self, ctx: RunContext, new: list[SourceItem]) -> list[SourceItem]:
+        from jobs.dpe_enrich import enrich
+
+        return await enrich(ctx, new)
+
+    def render(self, veille: VeilleRecord, new: list[SourceItem], *, when: datetime,
+               broken: Mapping[str, str]) -> Digest | None:
+        from jobs.dpe_digest import render
+
+        return render(veille, new, when=when, broken=broken)

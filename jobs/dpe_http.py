@@ -1,0 +1,71 @@
+"""GET a JSON document politely, for the DPE veille's sources (ADEME, geo.api.gouv.fr,
+the annuaire): retry a 429 or a 5xx a bounded number of times, honouring Retry-After
+(capped, so that a source asking for an hour does not stall the run), and turn every
+failure into `SourceError` with a French reason — what Ludo reads when a source breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+RETRIED = frozenset({429, 500, 502, 503, 504})
+_sleep = asyncio.sleep
+"""Waits between attempts (tests replace it)."""
+
+
+class SourceError(Exception):
+    """A source that did not answer usefully; `str(exc)` is the French reason."""
+
+
+def retry_after_s(value: str | None, default: float) -> float:
+    """Retry-After in seconds (delta-seconds or an HTTP date); `default` if absent."""
+    if not value:
+        return default
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+async def get_json(client: httpx.AsyncClient, url: str,
+                   params: Mapping[str, str | int] | None = None, *, attempts: int = 3,
+                   backoff_s: float = 1.0, max_wait_s: float = 30.0,
+                   headers: Mapping[str, str] | None = None) -> Any:
+    """The decoded JSON of a 200 answer; SourceError otherwise (after the retries)."""
+    last = "aucune réponse"
+    wait = 0.0
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            await _sleep(wait)
+        wait = backoff_s * (2 ** attempt)
+        try:
+            response = await client.get(url, params=params, headers=headers)
+        except httpx.TimeoutException:
+            last = "délai dépassé"
+            continue
+        except httpx.HTTPError as exc:
+            last = f"connexion impossible ({type(exc).__name__})"
+            continue
+        if response.status_code in RETRIED:
+            last = ("trop de requêtes (HTTP 429)" if response.status_code == 429
+                    else f"erreur du serveur (HTTP {response.status_code})")
+            wait = min(max_wait_s, retry_after_s(response.headers.get("retry-after"), wait))
+            continue
+        if response.status_code != 200:
+            raise SourceError(f"réponse inattendue (HTTP {response.status_code})")
+        try:
+            return response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SourceError("réponse illisible (JSON invalide)") from None
+    raise SourceError(f"{last}, après {max(1, attempts)} essais")
