@@ -1,0 +1,296 @@
+"""One run of one veille, the same from the scheduler and from `axi veille run`.
+
+Why it is built this way (issue 12): an item must never be lost nor reported twice, even
+when a run fails, is killed, or two `axi` processes fire at once. So a run holds the
+veille's advisory try-lock (the other process records an `ignore` run and stops); every
+new item is stored before anything is sent; the digest renders ALL the veille's
+unreported items (this run's and those an earlier failed run left); `notify` keys derive
+from the reported items, so a rerun after a crash between queuing and marking queues
+nothing twice; and items are marked reported only after `notify` returned. A broken
+source alerts Ludo once per outage and once when it recovers (etat_sources).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from bot.jobs_contract import JobServices
+from jobs import kinds as kinds_module
+from jobs.types import Digest, Fetched, Progress, RunContext, SourceItem, VeilleKind, VeilleRecord
+from memory.veilles import NewItem, VeilleRow
+
+log = logging.getLogger(__name__)
+
+SKIPPED = "une autre instance d'Axi l'exécute déjà"
+INTERRUPTED = "interrompu : le processus s'est arrêté pendant le passage"
+OWNER = "@créateur"
+"""bot.notify's recipient meaning Ludo (the console when nobody is créateur yet)."""
+AGENCY = "agence"
+HTTP_TIMEOUT_S = 30.0
+WHOLE_FETCH = "*"
+"""The source name of a fetch that failed as a whole."""
+
+
+@dataclass
+class RunResult:
+    state: str  # ok, partiel, echec, ignore, essai (a dry run)
+    run_id: int | None = None
+    seen: int = 0
+    new: int = 0
+    error: str | None = None
+    digest: Digest | None = None
+    reported: list[SourceItem] = field(default_factory=list)
+
+
+class RunFailed(Exception):
+    """A run that failed for a reason already worded in French."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    words = " ".join(f"{type(exc).__name__} : {exc}".split())
+    return words if len(words) <= limit else words[: limit - 1] + "…"
+
+
+def record_of(row: VeilleRow) -> VeilleRecord:
+    return VeilleRecord(id=row.id, nom=row.nom, type=row.type, config=row.config,
+                        horaire=row.horaire, destinataires=row.destinataires, active=row.active)
+
+
+def digest_key(nom: str, keys: list[str], when: datetime) -> str:
+    """The notification key of a digest: the reported items' keys (a rerun reporting the
+    same items queues nothing), or the day for a digest of nothing (one "RAS" a day)."""
+    if not keys:
+        return f"veille:{nom}:ras:{when:%Y-%m-%d}"
+    digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:24]
+    return f"veille:{nom}:{digest}"
+
+
+def http_client(settings: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(headers={"User-Agent": settings.veille_user_agent},
+                             timeout=httpx.Timeout(HTTP_TIMEOUT_S), follow_redirects=True)
+
+
+class Engine:
+    def __init__(self, services: JobServices, *, kind_for: Any = None):
+        self.services = services
+        self.store = services.store
+        self.kind_for = kind_for or kinds_module.kind_for
+        self.tz = ZoneInfo(services.settings.timezone)
+
+    async def run(self, nom: str, *, trigger: str = "manuel",
+                  planned_for: datetime | None = None, dry_run: bool = False,
+                  progress: Progress | None = None) -> RunResult:
+        """Run the veille `nom` once. NotFound when there is no such veille; otherwise
+        every outcome is a RunResult (recorded in passages_veille unless a dry run)."""
+        veille = await self.store.get_veille(nom)
+        if dry_run:
+            return await self._dry_run(veille, progress)
+        async with self.services.lock(f"veille:{nom}") as held:
+            if not held:
+                run_id = await self.store.start_run(
+                    veille.id, declenchement=trigger, prevu_pour=planned_for, etat="ignore",
+                    erreur=SKIPPED)
+                log.info("veille %s skipped: %s", nom, SKIPPED)
+                return RunResult("ignore", run_id, error=SKIPPED)
+            await self.store.abandon_runs(veille.id, INTERRUPTED)
+            run_id = await self.store.start_run(veille.id, declenchement=trigger,
+                                                prevu_pour=planned_for)
+            result = RunResult("echec", run_id)
+            try:
+                await self._run(veille, result, planned_for, progress)
+            except asyncio.CancelledError:
+                await self.store.finish_run(run_id, "echec", vus=result.seen,
+                                            nouveaux=result.new,
+                                            erreur="interrompu : arrêt d'Axi pendant le passage")
+                raise
+            except Exception as exc:
+                result.state = "echec"
+                result.error = str(exc) if isinstance(exc, RunFailed) else one_line(exc)
+                log.warning("veille %s failed: %s", nom, result.error)
+            await self.store.finish_run(run_id, result.state, vus=result.seen,
+                                        nouveaux=result.new, erreur=result.error)
+            return result
+
+    # ------------------------------------------------------------------ the run
+    def _kind(self, veille: VeilleRow) -> VeilleKind:
+        try:
+            return self.kind_for(veille.type)
+        except kinds_module.UnknownKind as exc:
+            raise RunFailed(str(exc)) from None
+
+    async def _context(self, veille: VeilleRow, http: httpx.AsyncClient, *, dry_run: bool,
+                       progress: Progress | None) -> RunContext:
+        return RunContext(
+            veille=record_of(veille), http=http, store=self.store,
+            settings=self.services.settings, now=self.services.clock(), dry_run=dry_run,
+            first_run=not await self.store.had_successful_run(veille.id),
+            watermarks=await self.store.read_watermarks(veille.nom),
+            progress=progress or (lambda done, total, what: None))
+
+    async def _run(self, veille: VeilleRow, result: RunResult, planned_for: datetime | None,
+                   progress: Progress | None) -> None:
+        kind = self._kind(veille)
+        async with http_client(self.services.settings) as http:
+            ctx = await self._context(veille, http, dry_run=False, progress=progress)
+            try:
+                fetched = await kind.fetch(ctx)
+            except Exception as exc:
+                reason = one_line(exc)
+                await self._alerts(veille, {WHOLE_FETCH: reason}, set(), ctx.now)
+                raise RunFailed(f"la récupération a échoué : {reason}") from None
+            items = _unique(fetched.items)
+            result.seen = len(items)
+            known = await self.store.known_keys(veille.id, [i.key for i in items])
+            new = [i for i in items if i.key not in known]
+            if new:
+                new = await kind.enrich(ctx, new)
+            baseline: set[str] = set()
+            if getattr(kind, "baseline_new_sources", False) and new:
+                sources = {i.source for i in new}
+                baseline = sources - await self.store.sources_with_items(veille.id, sources)
+            stored = await self.store.store_items(veille.id, result.run_id, [
+                NewItem(i.key, i.source, i.data, reported=i.source in baseline) for i in new])
+            result.new = len(stored)
+            await self.store.write_watermarks(veille.nom, fetched.watermarks)
+        healthy = (set(fetched.healthy) | {WHOLE_FETCH}) - set(fetched.broken)
+        await self._alerts(veille, fetched.broken, healthy, ctx.now)
+        problems = _problems(fetched)
+        pending = await self.store.unreported_items(veille.id)
+        reported = [SourceItem(r.cle, r.source or "", r.donnees) for r in pending]
+        digest = kind.render(ctx.veille, reported, when=ctx.now, broken=fetched.broken)
+        result.digest = digest
+        if digest is not None:
+            when = (planned_for or ctx.now).astimezone(self.tz)
+            failures, sent = await self._send(veille, digest, [r.cle for r in pending], when)
+            if not sent:
+                raise RunFailed("le résumé n'a pu être envoyé à aucun destinataire : "
+                                + "; ".join(failures or ["aucun destinataire configuré"]))
+            problems += failures
+            await self.store.mark_reported(veille.id, [r.id for r in pending])
+            result.reported = reported
+        result.state = "partiel" if problems else "ok"
+        result.error = "; ".join(problems)[:1000] or None
+
+    async def _dry_run(self, veille: VeilleRow, progress: Progress | None) -> RunResult:
+        """Fetch and render as a run would; store, send, mark and record nothing."""
+        kind = self._kind_or_fail(veille)
+        if isinstance(kind, RunResult):
+            return kind
+        try:
+            async with http_client(self.services.settings) as http:
+                ctx = await self._context(veille, http, dry_run=True, progress=progress)
+                fetched = await kind.fetch(ctx)
+                items = _unique(fetched.items)
+                known = await self.store.known_keys(veille.id, [i.key for i in items])
+                new = [i for i in items if i.key not in known]
+                if new:
+                    new = await kind.enrich(ctx, new)
+            pending = [SourceItem(r.cle, r.source or "", r.donnees)
+                       for r in await self.store.unreported_items(veille.id)]
+            shown = pending + new
+            digest = kind.render(ctx.veille, shown, when=ctx.now, broken=fetched.broken)
+        except Exception as exc:
+            return RunResult("echec", error=f"la récupération a échoué : {one_line(exc)}")
+        problems = _problems(fetched)
+        return RunResult("essai", seen=len(items), new=len(new), digest=digest,
+                         error="; ".join(problems) or None, reported=shown)
+
+    def _kind_or_fail(self, veille: VeilleRow) -> VeilleKind | RunResult:
+        try:
+            return self._kind(veille)
+        except RunFailed as exc:
+            return RunResult("echec", error=str(exc))
+
+    # ------------------------------------------------------------------ sending
+    def _resolve(self, who: str) -> tuple[str, list[str]]:
+        """A recipient of the veille's config → (notify's `to`, cc)."""
+        settings = self.services.settings
+        if who == AGENCY:
+            if not settings.agency_email:
+                log.warning("AXI_AGENCY_EMAIL is not set: the digest goes to Ludo instead")
+                return OWNER, []
+            return settings.agency_email, [settings.agency_cc] if settings.agency_cc else []
+        if who in {"créateur", "createur"}:
+            return OWNER, []
+        return who, []
+
+    async def _send(self, veille: VeilleRow, digest: Digest, keys: list[str],
+                    when: datetime) -> tuple[list[str], bool]:
+        """Queue the digest for every recipient; (French failures, whether any recipient
+        has it queued — now or by an earlier run with the same key)."""
+        base = digest_key(veille.nom, keys, when)
+        failures: list[str] = []
+        sent = False
+        plan = [("courriel", who) for who in veille.destinataires.get("courriel", [])]
+        plan += [("resume", who) for who in veille.destinataires.get("resume", [])]
+        for role, who in plan:
+            to, cc = self._resolve(who)
+            key = f"{base}:{role}:{hashlib.sha256(who.encode()).hexdigest()[:12]}"
+            try:
+                if role == "courriel":
+                    await self.services.notify(
+                        to, digest.text, key=key, subject=digest.subject, html=digest.html,
+                        attachments=digest.attachments, cc=cc, kind="push")
+                else:
+                    await self.services.notify(to, digest.summary or digest.text, key=key,
+                                               kind="push")
+                sent = True
+            except Exception as exc:
+                failures.append(f"destinataire {who!r} injoignable ({one_line(exc, 150)})")
+                log.warning("veille %s: digest for %s not queued: %s", veille.nom, who, exc)
+        return failures, sent
+
+    async def _alerts(self, veille: VeilleRow, broken: dict[str, str], healthy: set[str],
+                      now: datetime) -> None:
+        """Ludo hears of a source's outage once, and once more when it recovers."""
+        for source, reason in broken.items():
+            state = await self.store.source_broke(veille.id, source, reason, now)
+            if state.alerte_le is not None:
+                continue  # already told for this outage
+            since = state.depuis or now
+            what = "la récupération entière" if source == WHOLE_FETCH else f"la source « {source} »"
+            text = (f"Veille « {veille.nom} » : {what} est en panne depuis le "
+                    f"{since.astimezone(self.tz):%d/%m/%Y à %H:%M} ({reason}). Je ne te le "
+                    "redirai pas à chaque passage ; je te préviendrai quand elle refonctionnera.")
+            if await self._tell_ludo(text, f"veille:{veille.nom}:panne:{source}:{since.isoformat()}"):
+                await self.store.source_alerted(veille.id, source, now)
+        for source in sorted(healthy):
+            outage = await self.store.source_recovered(veille.id, source)
+            if outage is None or outage.alerte_le is None:
+                continue
+            what = "la récupération" if source == WHOLE_FETCH else f"la source « {source} »"
+            since = outage.depuis or now
+            await self._tell_ludo(
+                f"Veille « {veille.nom} » : {what} refonctionne (en panne depuis le "
+                f"{since.astimezone(self.tz):%d/%m/%Y à %H:%M}).",
+                f"veille:{veille.nom}:retour:{source}:{since.isoformat()}")
+
+    async def _tell_ludo(self, text: str, key: str) -> bool:
+        try:
+            await self.services.notify(OWNER, text, key=key[:300], kind="push")
+        except Exception as exc:  # told next run: the state says he was not
+            log.warning("alert %s not queued: %s", key, exc)
+            return False
+        return True
+
+
+def _unique(items: list[SourceItem]) -> list[SourceItem]:
+    seen: dict[str, SourceItem] = {}
+    for item in items:
+        seen.setdefault(item.key, item)
+    return list(seen.values())
+
+
+def _problems(fetched: Fetched) -> list[str]:
+    problems = [f"source {s} en panne : {r}" for s, r in sorted(fetched.broken.items())]
+    if fetched.partial:
+        problems.append(f"passage partiel : {fetched.partial}")
+    return problems
