@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from tests.fakes.loopback import LoopbackServer, loopback_fixtures
 
-COMMUNES = [
+COMMUNES: list[dict[str, Any]] = [
     {"nom": "Le Bugue", "code": "24067", "codesPostaux": ["24260"]},
     {"nom": "Limeuil", "code": "24240", "codesPostaux": ["24510"]},
     {"nom": "Journiac", "code": "24217", "codesPostaux": ["24260"]},
@@ -59,8 +59,8 @@ class FakeCommunes:
         self.reset()
 
     def reset(self) -> None:
-        self.communes = [dict(c) for c in COMMUNES]
-        self.records = [dict(r) for r in RECORDS]
+        self.communes: list[dict[str, Any]] = [dict(c) for c in COMMUNES]
+        self.annuaire_records = [dict(r) for r in RECORDS]
         self.requests: list[str] = []
         self.fail_geo: int | None = None
         self.fail_annuaire: int | None = None
@@ -95,7 +95,7 @@ class FakeCommunes:
                 return JSONResponse(c)
         return JSONResponse({"code": 404, "message": "Commune non trouvée"}, status_code=404)
 
-    async def records(self, request: Request) -> Response:
+    async def annuaire(self, request: Request) -> Response:
         self.requests.append(str(request.url.path) + "?" + request.url.query)
         if self.fail_annuaire:
             return JSONResponse({"error_code": "Error"}, status_code=self.fail_annuaire)
@@ -105,7 +105,8 @@ class FakeCommunes:
         match = re.search(r'code_insee_commune\s*=\s*"(\w+)"', where)
         code = match[1] if match else None
         mairie_only = 'pivot LIKE "mairie"' in where
-        found = [r for r in self.records if (code is None or r["code_insee_commune"] == code)
+        found = [r for r in self.annuaire_records
+                 if (code is None or r["code_insee_commune"] == code)
                  and (not mairie_only or "mairie" in r["pivot"])]
         limit = int(request.query_params.get("limit", "10"))
         return JSONResponse({"total_count": len(found), "results": found[:limit]})
@@ -114,7 +115,7 @@ class FakeCommunes:
         return Starlette(routes=[
             Route("/communes", self.communes_search, methods=["GET"]),
             Route("/communes/{code}", self.commune, methods=["GET"]),
-            Route("/catalog/datasets/api-lannuaire-administration/records", self.records,
+            Route("/catalog/datasets/api-lannuaire-administration/records", self.annuaire,
                   methods=["GET"]),
         ])
 
