@@ -146,8 +146,9 @@ class DpeVeille:
 
     async def enrich(self, ctx: RunContext, new: list[SourceItem]) -> list[SourceItem]:
         from jobs.dpe_enrich import enrich
+        from jobs.trello import push_leads
 
-        return await enrich(ctx, new)
+        return await push_leads(ctx, await enrich(ctx, new))
 
     def render(self, veille: VeilleRecord, new: list[SourceItem], *, when: datetime,
                broken: Mapping[str, str]) -> Digest | None:
