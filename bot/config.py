@@ -6,6 +6,7 @@ secrets are `SecretStr` so they never print. `.env.example` documents each one.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -122,6 +123,11 @@ class Settings(BaseSettings):
     web_rate_per_minute: int = Field(default=30, ge=1, le=100_000,
                                      alias="AXI_WEB_RATE_PER_MINUTE")
     """Requests per minute allowed per token and per client IP (the API, the site)."""
+    trusted_proxies: str = Field(default="127.0.0.0/8,::1/128", max_length=4000,
+                                 alias="AXI_TRUSTED_PROXIES")
+    """The peers whose `CF-Connecting-IP` header is believed (the Cloudflare tunnel's
+    cloudflared as Axi sees it): comma-separated IPs or networks. Loopback by default; in
+    Docker, cloudflared reaches Axi through the bridge's gateway (e.g. 172.18.0.1)."""
     visitor_retention_days: int = Field(default=365, ge=1, le=36_500,
                                         alias="AXI_VISITOR_RETENTION_DAYS")
 
@@ -267,6 +273,25 @@ class Settings(BaseSettings):
         for origin in (o.strip() for o in value.split(",")):
             if origin and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?/?", origin):
                 raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+        return value.strip()
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                              ...]:
+        return tuple(ipaddress.ip_network(p.strip(), strict=False)
+                     for p in self.trusted_proxies.split(",") if p.strip())
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for proxy in (p.strip() for p in value.split(",")):
+            if not proxy:
+                continue
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network (e.g. 127.0.0.1, "
+                                 f"172.16.0.0/12): {proxy!r}") from None
         return value.strip()
 
     @field_validator("public_host")

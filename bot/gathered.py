@@ -10,12 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from bot import commands
 from bot.inbound import Edited, event_from_json
 from bot.policy import Interlocutor
 from memory.messages import StoredMessage
 from memory.records import ConsigneRecord, FactRecord, Recalled
+
+SUPPLIED_KEY = "historique_fourni"
+"""Inbound message metadata: the conversation the channel supplied with the message
+(`Inbound.supplied_history`), `{"debut": turns left out before, "tours": [[role, text]…]}`
+(bot/pipeline.py stores it, bounded); the prompt's history instead of the stored one."""
+SUPPLIED_TURNS = 20
+SUPPLIED_TURN_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,31 @@ class Gathered:
     history_offset: int
     retrieved: list[Recalled]
     now: datetime
+
+
+def supplied_history(msg: StoredMessage) -> tuple[list[StoredMessage], int] | None:
+    """The history the channel supplied with `msg` (its metadata SUPPLIED_KEY) as turns
+    the prompt builder reads like stored ones, with their absolute position; None when the
+    channel supplied none (the stored conversation is the history then).
+
+    The turns are not rows: negative ids (never a message's), `sens` from the role, no
+    metadata (no data block to replay, nothing local-only, no facts cut-off: a channel
+    that supplies its history speaks for strangers), received when `msg` was."""
+    supplied: Any = msg.metadata.get(SUPPLIED_KEY)
+    if not isinstance(supplied, dict) or not isinstance(supplied.get("tours"), list):
+        return None
+    start = supplied.get("debut")
+    turns = [t for t in supplied["tours"]
+             if isinstance(t, list) and len(t) == 2 and t[0] in ("user", "assistant")
+             and isinstance(t[1], str) and t[1].strip()]
+    history = [StoredMessage(
+        id=-(i + 1), sens="entrant" if role == "user" else "sortant", canal=msg.canal,
+        adresse=msg.adresse, verifie=msg.verifie, relation_id=msg.relation_id,
+        conversation=msg.conversation, identifiant_externe=None, reference_fil=None,
+        texte=text, pieces_jointes=[], metadata={}, etat="traite", tentatives=0,
+        prochain_essai=None, erreur=None, en_reponse_a=None, recu_le=msg.recu_le,
+        cree_le=msg.recu_le) for i, (role, text) in enumerate(turns)]
+    return history, start if isinstance(start, int) and start >= 0 else 0
 
 
 def stays_local(item: Recalled | FactRecord) -> bool:

@@ -117,6 +117,13 @@ class Inbound:
     """What the channel needs to thread its replies beyond `thread_ref` (an email's
     subject and References): copied onto every reply and notice, given back in
     `Delivery.thread_meta`. Small JSON values only."""
+    supplied_history: tuple[tuple[str, str], ...] | None = None
+    """The conversation as the channel holds it, when the channel resends it whole each
+    time (the agency's site sends its visitor's whole chat with every message): the
+    prompt's history instead of the one stored under the sender's address, which several
+    people may share (one address for everyone behind a carrier's IP). `(role, text)`
+    pairs, role 'user' or 'assistant', oldest first, this message excluded. The stored
+    conversation stays the record (forgetting, the visitors' purge)."""
 
     def __post_init__(self) -> None:
         _require(self.channel, "channel")
@@ -134,6 +141,14 @@ class Inbound:
             raise ValueError("event must be ButtonPressed or Edited")
         if isinstance(self.event, ButtonPressed) and self.text.strip():
             raise ValueError("a button pressed carries no text (send the text as a message)")
+        if self.supplied_history is not None:
+            turns = tuple(tuple(t) for t in self.supplied_history)
+            for turn in turns:
+                if (len(turn) != 2 or turn[0] not in ("user", "assistant")
+                        or not isinstance(turn[1], str)):
+                    raise ValueError("supplied_history holds (role, text) pairs, role 'user' "
+                                     "or 'assistant', text a string")
+            object.__setattr__(self, "supplied_history", turns)
 
     @property
     def empty(self) -> bool:

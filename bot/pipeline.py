@@ -28,6 +28,7 @@ from bot.channel import (
     ReplyOutcome,
     SendError,
 )
+from bot.gathered import SUPPLIED_KEY, SUPPLIED_TURN_CHARS, SUPPLIED_TURNS
 from bot.inbound import ButtonPressed, Inbound
 from bot.responder import Responder
 from bot.waiting import wait_for_event_or_stop
@@ -36,7 +37,7 @@ from memory.errors import InvalidInput, NotFound
 from memory.messages import Accepted, ReceivedFile, StoredMessage, inbound_params
 from memory.rows import decode_files
 from memory.store import MemoryStore
-from memory.text import MAX_CONTENT_CHARS
+from memory.text import MAX_CONTENT_CHARS, clean
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,25 @@ def conversation_key(inbound: Inbound) -> str:
     return key
 
 
+def _clean_json(value: Any) -> Any:
+    """A small JSON value with every text cleaned of what PostgreSQL's JSONB refuses (NUL,
+    a lone surrogate): a channel's metadata can never keep a message out of the inbox."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, Mapping):
+        return {clean(str(k)): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_json(v) for v in value]
+    return value
+
+
+def _supplied(turns: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The channel's conversation, bounded: its last turns, each cut."""
+    kept = turns[-SUPPLIED_TURNS:]
+    return {"debut": len(turns) - len(kept),
+            "tours": [[role, clean(text)[:SUPPLIED_TURN_CHARS]] for role, text in kept]}
+
+
 def _params(inbound: Inbound) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     text = inbound.text
@@ -75,15 +95,17 @@ def _params(inbound: Inbound) -> dict[str, Any]:
     if inbound.event is not None:
         meta["evenement"] = inbound.event.as_json()
     if inbound.display_name:
-        meta["nom_affiche"] = inbound.display_name[:200]
+        meta["nom_affiche"] = clean(inbound.display_name)[:200]
     if inbound.forwarded_from is not None:
-        meta["transfere"] = inbound.forwarded_from[:200] or "inconnu"
+        meta["transfere"] = clean(inbound.forwarded_from)[:200] or "inconnu"
     if inbound.room is not None:
-        meta["salon"] = inbound.room[:200]
+        meta["salon"] = clean(inbound.room)[:200]
     if inbound.hold:
-        meta["retenu"] = inbound.hold[:300]
+        meta["retenu"] = clean(inbound.hold)[:300]
     if inbound.thread_meta:
-        meta["fil"] = dict(inbound.thread_meta)
+        meta["fil"] = _clean_json(dict(inbound.thread_meta))
+    if inbound.supplied_history is not None:
+        meta[SUPPLIED_KEY] = _supplied(inbound.supplied_history)
     kept, budget = [], MAX_KEPT_BYTES
     for a in inbound.attachments:  # whatever the channel fetched, within one bound
         if a.data is not None and len(a.data) > budget:

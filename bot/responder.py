@@ -27,6 +27,7 @@ from bot.gathered import (
     message_as_read,
     sent_turn,
     stays_local,
+    supplied_history,
     without_local_only,
 )
 from bot.inbound import ButtonPressed, event_from_json
@@ -148,19 +149,26 @@ class Responder:
             return await self.store.facts_about_people_named_in(
                 msg.texte, exclude=who.person.personne if who.person else None, limit=30)
 
-        consignes, own, related, (history, offset), recalled = await asyncio.gather(
+        async def history() -> tuple[list[StoredMessage], int]:
+            # the conversation the channel sent with the message, when it did (the site's
+            # visitors: several may share one address), else the stored one
+            supplied = supplied_history(msg)
+            if supplied is not None:
+                return supplied
+            return await self.store.conversation_history(msg.conversation, current_id=msg.id,
+                                                         limit=HISTORY_MESSAGES)
+
+        consignes, own, related, (turns, offset), recalled = await asyncio.gather(
             self.store.list_consignes(inner_circle=private), person_facts(), related_facts(),
-            self.store.conversation_history(msg.conversation, current_id=msg.id,
-                                            limit=HISTORY_MESSAGES),
-            self.recaller.recall_for(msg, who),
+            history(), self.recaller.recall_for(msg, who),
         )
-        in_history = {h.id for h in history} | {msg.id}
+        in_history = {h.id for h in turns} | {msg.id}
         retrieved = [r for r in recalled
                      if r.souvenir.metadata.get("message_id") not in in_history
                      and r.souvenir.metadata.get("en_reponse_a") not in in_history][
             :RETRIEVED_SOUVENIRS]
         return Gathered(who=who, consignes=consignes, person_facts=own,
-                        related_facts=related, history=history, history_offset=offset,
+                        related_facts=related, history=turns, history_offset=offset,
                         retrieved=retrieved, now=datetime.now(self.tz))
 
     # ------------------------------------------------------------ handle

@@ -23,11 +23,14 @@ from bot.site_contract import ContactRequest, MemoOutcome, RecentContacts
 from memory.errors import InvalidInput, NotFound
 from memory.site_contacts import MEMO_ACTION, ContactRecord
 from memory.store import MemoryStore
+from memory.text import clean
 
 log = logging.getLogger(__name__)
 
 MEMOS_PER_IP_DAY = 3
-"""Memo questions one IP may cause per day: a visitor cannot flood Ludo."""
+"""Memo questions one IP (an IPv6 /64) may cause per day: a visitor cannot flood Ludo."""
+MEMOS_PER_DAY = 20
+"""Memo questions the whole site may cause per day: many addresses cannot either."""
 DAY_S = 24 * 3600.0
 MEMO_EXPIRY = timedelta(days=7)
 RELAY_BATCH = 100
@@ -99,8 +102,9 @@ class SiteAccessService:
         try:
             await self.relay(record)
         except Exception as exc:  # stored: relay_pending sends it later
-            log.warning("contact request #%s stored, relay postponed: %s: %s", record.id,
-                        type(exc).__name__, exc)
+            # the type only: a database error's text would quote the visitor's words
+            log.warning("contact request #%s stored, relay postponed: %s", record.id,
+                        type(exc).__name__)
         return record.id
 
     async def relay(self, record: ContactRecord) -> None:
@@ -138,25 +142,32 @@ class SiteAccessService:
                 await self.relay(record)
                 relayed += 1
             except Exception as exc:
-                log.warning("contact request #%s still not relayed: %s: %s", record.id,
-                            type(exc).__name__, exc)
+                log.warning("contact request #%s still not relayed: %s", record.id,
+                            type(exc).__name__)
         if relayed:
             log.info("%d stored contact request(s) relayed", relayed)
         return relayed
 
-    async def recent_contacts(self, ip: str, window_s: float) -> RecentContacts:
+    async def recent_contacts(self, ip: str | None, window_s: float) -> RecentContacts:
         count, wait = await self.store.contacts_from_ip(ip, window_s)
         return RecentContacts(count=count, retry_after_s=wait)
 
     # ------------------------------------------------------------------ memo
-    async def propose_memo(self, site: str, text: str, *, ip: str,
+    async def propose_memo(self, site: str, text: str, *, ip: str | None,
                            visitor: str) -> MemoOutcome:
-        if await self.store.site_memos_from_ip(ip, DAY_S) >= MEMOS_PER_IP_DAY:
+        # what JSONB and the question cannot hold goes first (a NUL, half an emoji)
+        site, text = clean(site).strip() or "site", clean(text).strip()
+        if not text:
+            return "unavailable"
+        if ip is not None and await self.store.site_memos_from_ip(ip, DAY_S) >= MEMOS_PER_IP_DAY:
             return "limited"
+        if await self.store.site_memos_from_ip(None, DAY_S) >= MEMOS_PER_DAY:
+            log.warning("a visitor's memo refused: %d asked today, the cap", MEMOS_PER_DAY)
+            return "full"
         try:
             await self.confirmations.ask(
                 MEMO_ACTION, memo_question(site, text),
-                {"site": site, "texte": text, "ip": ip, "visiteur": visitor},
+                {"site": site, "texte": text, "ip": ip, "visiteur": clean(visitor)},
                 expires_in=MEMO_EXPIRY)
         except (NotFound, InvalidInput) as exc:
             log.warning("a visitor's memo from site %s could not be asked: %s", site, exc)

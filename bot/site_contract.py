@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-MemoOutcome = Literal["asked", "limited", "unavailable"]
+MemoOutcome = Literal["asked", "limited", "full", "unavailable"]
 """`asked`: Ludo has the question; `limited`: this IP proposed too many memos today;
-`unavailable`: nobody to ask (no créateur yet) or the question could not be stored."""
+`full`: the whole site did; `unavailable`: nobody to ask (no créateur yet) or the
+question could not be stored."""
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,14 @@ class ContactRequest:
     site: str | None = None
     """The site it came from (the Origin's host), when known."""
     ip: str | None = None
+    """Where it came from as per-IP limits count it (channels/web_guard.rate_key): an IPv4
+    address, or an IPv6 address's /64 network — never more of the visitor than that."""
 
 
 @dataclass(frozen=True)
 class RecentContacts:
-    """The contact requests stored from one IP within a window: how many, and when the
-    oldest was (so a refusal can say when to try again)."""
+    """The contact requests stored from one IP (or from anyone) within a window: how many,
+    and when the oldest leaves the window (so a refusal can say when to try again)."""
 
     count: int
     retry_after_s: float
@@ -47,7 +50,8 @@ class SiteAccess(Protocol):
         """Store the request (first: it is never lost once this returns), then queue its
         relay to the agency (AXI_AGENCY_EMAIL, Reply-To the visitor) or, with no agency
         address, to Ludo. Returns the stored id. A relay that fails is retried by
-        `relay_pending`."""
+        `relay_pending`. ValueError for text that cannot be stored (nothing left of a
+        field once cleaned)."""
         ...
 
     async def relay_pending(self) -> int:
@@ -55,12 +59,15 @@ class SiteAccess(Protocol):
         two steps); each at most once. Returns how many were relayed."""
         ...
 
-    async def recent_contacts(self, ip: str, window_s: float) -> RecentContacts:
-        """How many requests this IP sent within `window_s` (the per-IP cap)."""
+    async def recent_contacts(self, ip: str | None, window_s: float) -> RecentContacts:
+        """How many requests this IP (as `ContactRequest.ip` holds it) sent within
+        `window_s` — the per-IP cap — or, with None, the whole site (the site-wide cap)."""
         ...
 
-    async def propose_memo(self, site: str, text: str, *, ip: str,
+    async def propose_memo(self, site: str, text: str, *, ip: str | None,
                            visitor: str) -> MemoOutcome:
         """A visitor's `#memo …`: ask Ludo whether it becomes a consigne for everyone
-        (nothing is written before his "oui"); at most a few per IP per day."""
+        (nothing is written before his "oui"); at most a few per IP per day (`ip` as
+        `ContactRequest.ip` holds it; None: the agency's own server, for all its
+        visitors, not capped per IP), and a few more for the whole site."""
         ...

@@ -134,4 +134,5 @@ def web_config(settings: Settings) -> WebConfig:
         site_origins=settings.site_origin_list, reply_timeout_s=settings.web_reply_timeout_s,
         max_request_bytes=settings.web_max_request_kb * 1024,
         rate_per_minute=settings.web_rate_per_minute, agency_email=settings.agency_email,
-        agency_cc=tuple(a.strip() for a in (settings.agency_cc or "").split(",") if a.strip()))
+        agency_cc=tuple(a.strip() for a in (settings.agency_cc or "").split(",") if a.strip()),
+        trusted_proxies=settings.trusted_proxy_networks)

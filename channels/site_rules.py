@@ -30,6 +30,14 @@ _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-
 _PHONE_CHARS = re.compile(r"\+?[0-9 .()/-]+")
 _MEMO = re.compile(r"#memo\b[\s:–—-]*", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Half of a UTF-16 pair (an emoji cut in two by the page's script): no valid text holds
+one, and PostgreSQL refuses it."""
+
+
+def plain(value: str) -> str:
+    """Text with no control character (a space instead) and no lone surrogate (U+FFFD)."""
+    return _SURROGATE.sub("\ufffd", _CONTROL.sub(" ", value))
 
 
 class Invalid(ValueError):
@@ -46,13 +54,16 @@ class Invalid(ValueError):
 @dataclass(frozen=True)
 class ChatRequest:
     """What Axi takes from a `/chat-proxy` body: the site, the visitor's first message (for
-    the visitor key) and the last one (what Axi answers). The site's `system` text and the
-    earlier turns are not taken: Axi's persona applies, and the conversation so far is the
-    one Axi stored under the visitor key."""
+    the visitor key), the last one (what Axi answers) and every turn before it (the
+    conversation so far, as the visitor's page holds it: the prompt's history — the key is
+    no identity, two visitors behind one IP who both open with « Bonjour » share it). The
+    site's `system` text is not taken: Axi's persona applies."""
 
     site_id: str
     first_user: str
     last_user: str
+    earlier: tuple[tuple[str, str], ...] = ()
+    """(role, text) of the turns before the last user message, oldest first."""
 
 
 def _content_text(content: Any) -> str | None:
@@ -71,7 +82,7 @@ def clean_site_id(value: Any) -> str:
         return DEFAULT_SITE
     if not isinstance(value, str):
         raise Invalid("Le champ site_id doit être un texte.", {"site_id": "texte attendu"})
-    site = " ".join(_CONTROL.sub(" ", value).split())[:SITE_ID_MAX]
+    site = " ".join(plain(value).split())[:SITE_ID_MAX]
     return site or DEFAULT_SITE
 
 
@@ -83,7 +94,7 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
     if len(messages) > MAX_MESSAGES:
         raise Invalid("La conversation est trop longue : recommencez-en une nouvelle.",
                       {"messages": f"au plus {MAX_MESSAGES} messages"})
-    users: list[str] = []
+    turns: list[tuple[str, str]] = []
     for turn in messages:
         if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant"):
             raise Invalid("Un message de la conversation est mal formé.",
@@ -92,12 +103,13 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         if text is None:
             raise Invalid("Un message de la conversation est mal formé.",
                           {"messages": "content texte attendu"})
-        if turn["role"] == "user":
-            users.append(text)
-    if not users or not users[-1].strip():
+        turns.append((turn["role"], text))
+    users = [i for i, (role, _) in enumerate(turns) if role == "user"]
+    if not users or not plain(turns[users[-1]][1]).strip():
         raise Invalid("Écrivez votre message avant de l'envoyer.", {"messages": "message vide"})
-    return ChatRequest(site_id=clean_site_id(body.get("site_id")), first_user=users[0],
-                       last_user=users[-1])
+    return ChatRequest(site_id=clean_site_id(body.get("site_id")),
+                       first_user=turns[users[0]][1], last_user=turns[users[-1]][1],
+                       earlier=tuple(t for t in turns[:users[-1]] if plain(t[1]).strip()))
 
 
 def visitor_key(site_id: str, ip: str, first_message: str) -> str:
@@ -115,7 +127,7 @@ def memo_text(message: str) -> str | None:
     found = _MEMO.match(stripped)
     if found is None:
         return None
-    return " ".join(stripped[found.end():].split())
+    return " ".join(plain(stripped[found.end():]).split())
 
 
 # ------------------------------------------------------------------ contact
@@ -160,7 +172,7 @@ def _text(body: dict[str, Any], key: str, *, multiline: bool = False) -> str | N
         value = str(value)
     if not isinstance(value, str):
         raise _WrongType(key)
-    value = _CONTROL.sub(" ", value).replace("\r\n", "\n")
+    value = plain(value.replace("\r\n", "\n"))
     return value.strip() if multiline else " ".join(value.split())
 
 

@@ -19,9 +19,11 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.channel import ChannelServices, ChunkFn, Delivery
 from channels import axis, site, web_api, web_chat
@@ -64,15 +66,48 @@ def build_app(services: ChannelServices, config: WebConfig | None = None,
         exempt.append(path)
     for part in built:
         routes.extend(part.routes)
+    own = list(routes)
     for part in built:
         if part.root_app is not None:  # MCP routes /mcp itself: at the root, last
-            routes.append(Mount("/", app=part.root_app))
-    app = Starlette(routes=routes, exception_handlers={500: _server_error})
+            routes.append(Mount("/", app=_OwnMethods(part.root_app, own)))
+    app = Starlette(routes=routes, exception_handlers={
+        404: _not_found, 405: _not_allowed, 500: _server_error})
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes, exempt=tuple(exempt))
     site_paths = tuple(p for part in built for p in part.public_paths)
     if site_paths and config.site_origins:  # outside the body limit: its 413 gets CORS too
         app.add_middleware(CorsFallback, paths=site_paths, origins=config.site_origins)
     return app
+
+
+class _OwnMethods:
+    """In front of the app mounted at the root: a path of Axi's own asked with another
+    method (GET /chat-proxy) is a 405 in French, not the root app's "Not Found"."""
+
+    def __init__(self, app: ASGIApp, own: list[BaseRoute]):
+        self.app, self.own = app, own
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # mounted at "/", its scope routes as the app's own did
+        if scope["type"] == "http":
+            if any(route.matches(scope)[0] == Match.PARTIAL for route in self.own):
+                await _not_allowed_response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _not_allowed_response() -> JSONResponse:
+    return error(405, "methode_non_permise", "Cette adresse n'accepte pas cette méthode.")
+
+
+async def _not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    response = _not_allowed_response()
+    if isinstance(exc, HTTPException) and exc.headers:
+        response.headers.update(exc.headers)  # Allow
+    return response
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return error(404, "introuvable", "Cette adresse n'existe pas.")
 
 
 async def _server_error(request: Request, exc: Exception) -> JSONResponse:

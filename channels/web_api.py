@@ -39,6 +39,7 @@ from channels.web_guard import (
     client_ip,
     error,
     json_body,
+    rate_key,
     too_many,
 )
 from channels.web_sse import EventStream, final_reply, reply_events, settled
@@ -158,7 +159,8 @@ class TokenApi:
 
     async def grant(self, request: Request, *, sending: bool) -> TokenGrant | JSONResponse:
         per_ip = self.send_per_ip if sending else self.read_per_ip
-        if (wait := per_ip.check(f"ip:{client_ip(request)}")) is not None:
+        ip = rate_key(client_ip(request, self.config.trusted_proxies))  # IPv6: its /64
+        if (wait := per_ip.check(f"ip:{ip}")) is not None:
             return too_many(wait)
         return await authorize(request, self.services, SCOPES,
                                self.send_per_token if sending else self.read_per_token)

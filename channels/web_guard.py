@@ -24,6 +24,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bot.channel import ChannelServices
 from bot.web_contract import TokenGrant
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),
+                                 ipaddress.ip_network("::1/128"))
+"""The proxies trusted by default: the Cloudflare tunnel on the same host."""
+
 
 @dataclass(frozen=True)
 class WebConfig:
@@ -40,6 +45,9 @@ class WebConfig:
     agency_email: str | None = None
     agency_cc: tuple[str, ...] = ()
     start_timeout_s: float = 10.0
+    trusted_proxies: tuple[Network, ...] = LOOPBACK
+    """Peers whose `CF-Connecting-IP` is believed (AXI_TRUSTED_PROXIES): the tunnel's
+    cloudflared, seen from Axi (loopback; in Docker, the bridge's gateway)."""
 
 
 def error(status: int, code: str, message: str, *,
@@ -49,26 +57,43 @@ def error(status: int, code: str, message: str, *,
                         headers=headers)
 
 
-def client_ip(scope: Scope | Request) -> str:
-    """The client's IP: the peer's, or, when the peer is loopback (the Cloudflare tunnel
-    runs on the same host, so every request comes from 127.0.0.1), the address Cloudflare
-    puts in `CF-Connecting-IP` (a valid IP only; a forged one from outside is ignored,
-    since an outside peer is never loopback)."""
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # ::ffff:127.0.0.1 from a dual-stack socket
+    return address
+
+
+def client_ip(scope: Scope | Request, trusted: tuple[Network, ...] = LOOPBACK) -> str:
+    """The client's IP: the peer's, or, when the peer is a trusted proxy (the Cloudflare
+    tunnel: on the same host every request comes from 127.0.0.1; in Docker, from the
+    bridge's gateway), the address Cloudflare puts in `CF-Connecting-IP` (a valid IP only;
+    a forged one from elsewhere is ignored, since such a peer is not trusted)."""
     if isinstance(scope, Request):
         scope = scope.scope
     peer = (scope.get("client") or ("", 0))[0] or ""
-    try:
-        loopback = ipaddress.ip_address(peer).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback:
+    address = _address(peer)
+    if address is not None and any(address in network for network in trusted):
         for name, value in scope.get("headers") or ():
             if name == b"cf-connecting-ip":
-                try:
-                    return str(ipaddress.ip_address(value.decode("latin-1").strip()))
-                except ValueError:
-                    break
+                forwarded = _address(value.decode("latin-1"))
+                if forwarded is not None:
+                    return str(forwarded)
+                break
     return peer or "inconnu"
+
+
+def rate_key(ip: str) -> str:
+    """What per-IP limits count: an IPv4 address as is, an IPv6 address's /64 network (a
+    home or a phone gets a whole /64 and picks any address in it: counting addresses, one
+    visitor would be thousands)."""
+    address = _address(ip)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address) if address is not None else ip
 
 
 class RateLimiter:
@@ -83,6 +108,12 @@ class RateLimiter:
         self.max_keys = max_keys
         self.clock = clock
         self._hits: OrderedDict[str, list[float]] = OrderedDict()
+
+    def waiting(self, key: str) -> float | None:
+        """Seconds `key` must wait (None: it may go), without counting a request."""
+        now = self.clock()
+        hits = [t for t in self._hits.get(key, ()) if t > now - self.window_s]
+        return max(0.0, hits[0] + self.window_s - now) if len(hits) >= self.limit else None
 
     def check(self, key: str) -> float | None:
         """Count a request for `key`: None when allowed, else seconds to wait."""
@@ -237,6 +268,9 @@ async def json_body(request: Request) -> dict[str, Any] | JSONResponse:
         value = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         return error(400, "json_invalide", "Le corps de la requête n'est pas du JSON valide.")
+    except RecursionError:  # {"a":{"a":…}} thousands deep: no request needs that
+        return error(400, "json_invalide", "Le corps de la requête est imbriqué trop "
+                     "profondément.")
     if not isinstance(value, dict):
         return error(400, "json_invalide", "Le corps de la requête doit être un objet JSON.")
     return value

@@ -15,8 +15,8 @@ transaction: all of it is gone, or nothing is.
   visitor key `visiteur-…`, `web:personne-3`…): its messages and what derives from them.
   An address that is a known person's identity forgets that person.
 - `purge_visitor_data(days)`: the periodic clean-up — site visitors' messages (channel
-  `site`, nobody's), what derives from them, and contact requests older than `days`.
-  Never anything of a known person.
+  `site`, nobody's), what derives from them, their memos (questions to Ludo), and
+  contact requests older than `days`. Never anything of a known person.
 
 Each returns an `Erased` (counts per kind). `dry_run=True` does the same work and rolls it
 back: the counts of what WOULD be erased, for the operator's confirmation.
@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from memory.errors import InvalidInput, MemoryStoreError, NotFound
 from memory.people import CHANNELS, normalise_address
 from memory.records import PersonRecord
+from memory.site_contacts import MEMO_ACTION
 from memory.text import clean
 
 VISITOR_CHANNEL = "site"
@@ -252,8 +253,9 @@ class ForgetMixin:
                                  ) -> Erased:
         """Delete the site's visitors' messages (channel `site`, linked to no person) older
         than `older_than_days`, with their replies, files, souvenirs, the facts learnt from
-        those souvenirs and the confirmations they raised; and the contact requests (with
-        the emails relaying them) older than that. Rows in use are left for the next run."""
+        those souvenirs and the confirmations they raised; the visitors' memos asked of
+        Ludo (and the messages asking them); and the contact requests (with the emails
+        relaying them) older than that. Rows in use are left for the next run."""
         if isinstance(older_than_days, bool) or not isinstance(older_than_days, int) \
                 or older_than_days < 1:
             raise InvalidInput(f"a retention is a whole number of days ≥ 1, not "
@@ -278,8 +280,9 @@ async def _forget_in(session: Any, target: ForgetTarget) -> Erased:
     canaux = [c for c, _ in target.addresses]
     adresses = [a for _, a in target.addresses]
     emails = [a.lower() for c, a in target.addresses if c == "email"]
+    visitors = [a for c, a in target.addresses if c == VISITOR_CHANNEL]
     p: dict[str, Any] = {"pid": pid, "canaux": canaux, "adresses": adresses, "emails": emails,
-                         "name": name}
+                         "name": name, "visitors": visitors, "memo": MEMO_ACTION}
     by_person = "m.relation_id = CAST(:pid AS integer)" if pid is not None else "FALSE"
 
     # their messages, in and out (locked: a message being answered is waited for, so the
@@ -296,13 +299,15 @@ async def _forget_in(session: Any, target: ForgetTarget) -> Erased:
         "SELECT id FROM messages WHERE sens = 'sortant' AND NOT id = ANY(:m) AND "
         "(metadata->>'demande_contact' = ANY(:d) OR lower(metadata->>'reply_to') = ANY(:emails)) "
         "FOR UPDATE"), {"m": mids, "d": _texts(demandes), "emails": emails})
-    # confirmations asked by them, of them, or about their messages or addresses; and the
-    # questions that showed them (they quote what the person said)
+    # confirmations asked by them, of them, or about their messages or addresses (a site
+    # visitor's memo names its visitor); and the questions that showed them (they quote
+    # what the person said)
     confs = await _ids(session, (
         "SELECT id FROM confirmations c WHERE "
         "(CAST(:pid AS integer) IS NOT NULL AND (c.demande_a = :pid "
         " OR (c.demande_par = :pid AND c.etat = 'en_attente'))) "
         "OR c.payload->>'message_id' = ANY(:mt) "
+        "OR (c.action = :memo AND c.payload->>'visiteur' = ANY(CAST(:visitors AS text[]))) "
         "OR EXISTS (SELECT 1 FROM unnest(CAST(:canaux AS text[]), CAST(:adresses AS text[])) "
         " AS a(ca, ad) WHERE c.payload->>'canal' = a.ca AND c.payload->>'adresse' = a.ad) "
         "FOR UPDATE"), {**p, "mt": _texts(mids)})
@@ -378,9 +383,24 @@ async def _purge_in(session: Any, days: int) -> Erased:
     souvenirs = [r.id for r in linked if r.id in locked and r.mid not in busy]
     # facts learnt from a visitor's words go with them (a visitor's claim, never a fact of
     # a known person's own)
+    # visitors' memos (a question to Ludo quoting a visitor's words, with its IP and key),
+    # with the messages that asked them; one whose question is in use waits for next run
+    memos = await _ids(session, (
+        f"SELECT id FROM confirmations WHERE action = :memo AND cree_le < {old} "
+        "ORDER BY id FOR UPDATE SKIP LOCKED"), {**p, "memo": MEMO_ACTION})
+    asked = (await session.execute(text(
+        "SELECT id, metadata->>'confirmation' AS c FROM messages "
+        "WHERE metadata->>'confirmation' = ANY(:c) AND NOT id = ANY(:m) ORDER BY id"),
+        {"c": _texts(memos), "m": mids})).all()
+    free = set(await _ids(session, "SELECT id FROM messages WHERE id = ANY(:q) "
+                                   "ORDER BY id FOR UPDATE SKIP LOCKED",
+                          {"q": [r.id for r in asked]}))
+    held = {r.c for r in asked if r.id not in free}
+    memos = [m for m in memos if str(m) not in held]
+    mids += [r.id for r in asked if r.c not in held]
     counts = await _erase_derived(session, mids, souvenirs)
     counts["confirmations"] = await _count(session, (
-        "DELETE FROM confirmations WHERE payload->>'message_id' = ANY(:mt) RETURNING id"),
-        {"mt": _texts(mids)})
+        "DELETE FROM confirmations WHERE payload->>'message_id' = ANY(:mt) "
+        "OR id = ANY(:memos) RETURNING id"), {"mt": _texts(mids), "memos": memos})
     counts["demandes_contact"] = len(demandes)
     return Erased(**counts)

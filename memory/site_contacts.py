@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import text
 
 from memory.errors import InvalidInput, row_id
-from memory.text import InvalidText, clean_content
+from memory.text import InvalidText, clean, clean_content
 
 _COLUMNS = "id, site, nom, email, telephone, message, bien, ip, cree_le, relaye_le"
 MEMO_ACTION = "site.memo"
@@ -35,9 +35,10 @@ class ContactRecord:
 
 
 def _optional(value: str | None, limit: int) -> str | None:
-    if value is None or not value.strip():
+    """An optional field, cleaned of what PostgreSQL refuses (NUL, half an emoji)."""
+    if value is None or not clean(value).strip():
         return None
-    return value.strip()[:limit]
+    return clean(value).strip()[:limit]
 
 
 class SiteContactsMixin:
@@ -83,22 +84,25 @@ class SiteContactsMixin:
                 "UPDATE demandes_contact SET relaye_le = now() WHERE id = :id "
                 "AND relaye_le IS NULL"), {"id": contact_id})
 
-    async def contacts_from_ip(self, ip: str, seconds: float) -> tuple[int, float]:
-        """(how many requests this IP sent in the last `seconds`, seconds until the
-        oldest of them leaves that window)."""
+    async def contacts_from_ip(self, ip: str | None, seconds: float) -> tuple[int, float]:
+        """(how many requests this IP — as stored, the caller's key — or, with None,
+        anyone sent in the last `seconds`, seconds until the oldest of them leaves that
+        window)."""
         async with self.db.sessions() as session:
             row = (await session.execute(text(
                 "SELECT count(*) AS n, coalesce(extract(epoch FROM min(cree_le) "
                 "+ make_interval(secs => :s) - now()), 0) AS wait FROM demandes_contact "
-                "WHERE ip = :ip AND cree_le > now() - make_interval(secs => :s)"),
+                "WHERE (CAST(:ip AS text) IS NULL OR ip = :ip) "
+                "AND cree_le > now() - make_interval(secs => :s)"),
                 {"ip": ip, "s": seconds})).one()
         return int(row.n), max(0.0, float(row.wait))
 
-    async def site_memos_from_ip(self, ip: str, seconds: float) -> int:
-        """How many `#memo` questions visitors from this IP caused in the last `seconds`
-        (whatever Ludo answered)."""
+    async def site_memos_from_ip(self, ip: str | None, seconds: float) -> int:
+        """How many `#memo` questions visitors from this IP (or, with None, anyone)
+        caused in the last `seconds` (whatever Ludo answered)."""
         async with self.db.sessions() as session:
             return int(await session.scalar(text(
                 "SELECT count(*) FROM confirmations WHERE action = :a "
-                "AND payload->>'ip' = :ip AND cree_le > now() - make_interval(secs => :s)"),
+                "AND (CAST(:ip AS text) IS NULL OR payload->>'ip' = :ip) "
+                "AND cree_le > now() - make_interval(secs => :s)"),
                 {"a": MEMO_ACTION, "ip": ip, "s": seconds}) or 0)

@@ -86,9 +86,10 @@ class Site:
 async def site_axi(db: Database, database_url: str | None, data_dir: Path,
                    ollama: FakeOllama, *, smtp: SmtpCapture | None = None,
                    agency: str | None = AGENCY, reply_timeout_s: float = 20.0,
-                   before_start: Any = None) -> AsyncIterator[Site]:
+                   before_start: Any = None, **web_config: Any) -> AsyncIterator[Site]:
     """Axi with Ludo (créateur, Telegram 1001), the site's channel, the HTTP server on a
-    free loopback port allowing ORIGIN, and the email channel when `smtp` is given."""
+    free loopback port allowing ORIGIN (`web_config`: more of its WebConfig), and the email
+    channel when `smtp` is given."""
     await empty_tables(db)
     ollama.reply = scripted_reply
     extra: dict[str, Any] = {"AXI_QUIET_HOURS": "off"}
@@ -96,7 +97,7 @@ async def site_axi(db: Database, database_url: str | None, data_dir: Path,
         extra.update(AXI_AGENCY_EMAIL=agency, AXI_AGENCY_CC=CC)
     settings = make_settings(ollama, None, database_url, data_dir, **extra)
     web = WebChannel(WebConfig(host="127.0.0.1", port=0, site_origins=(ORIGIN,),
-                               reply_timeout_s=reply_timeout_s))
+                               reply_timeout_s=reply_timeout_s, **web_config))
     telegram = RecordingChannel("telegram")
     channels: dict[str, Channel] = {"telegram": telegram, "site": SiteChannel(), "web": web}
     if smtp is not None:
@@ -158,7 +159,7 @@ async def test_the_legacy_chat_is_answered_as_a_client_without_the_sites_system(
                                            "Peut-on la visiter samedi ?"]
         assert rows[0].adresse == rows[1].adresse  # one visitor, one conversation
         prompt = json.dumps(ollama_server.chat_bodies[calls]["messages"], ensure_ascii=False)
-        assert "longère de Vergt est-elle à vendre" in prompt  # its history, from Axi's memory
+        assert "longère de Vergt est-elle à vendre" in prompt  # its history, as the page sent it
         assert "SECRET-DU-SITE-42" not in prompt_text(ollama_server)
 
         # the replies reached the visitor in the response: the outbox holds nothing for them

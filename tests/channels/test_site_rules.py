@@ -7,10 +7,12 @@ import pytest
 
 from channels.site_rules import (
     Invalid,
+    clean_site_id,
     cors_verdict,
     is_robot,
     memo_text,
     parse_chat,
+    plain,
     plausible_phone,
     preflight_headers,
     site_of_origin,
@@ -37,6 +39,37 @@ def test_the_legacy_body_gives_the_site_the_first_and_the_last_user_message() ->
     assert asked.first_user.startswith("Bonjour, la maison de Vergt")
     assert asked.last_user == "Peut-on la visiter samedi ?"
     assert not hasattr(asked, "system")  # the site's system text is never taken
+
+
+def test_the_turns_before_the_last_message_are_the_visitors_own_history() -> None:
+    assert parse_chat(LEGACY).earlier == (
+        ("user", "Bonjour, la maison de Vergt est-elle encore à vendre ?"),
+        ("assistant", "Bonjour ! Oui, elle l'est."))
+    # the widget's own greeting first, blank turns left out, nothing after the question
+    asked = parse_chat({"messages": [
+        {"role": "assistant", "content": "Bienvenue ! Que cherchez-vous ?"},
+        {"role": "user", "content": "Une maison"}, {"role": "assistant", "content": " "},
+        {"role": "user", "content": "À Vergt"}, {"role": "assistant", "content": "…"}]})
+    assert asked.earlier == (("assistant", "Bienvenue ! Que cherchez-vous ?"),
+                             ("user", "Une maison"))
+    assert asked.first_user == "Une maison" and asked.last_user == "À Vergt"
+    assert parse_chat({"messages": [{"role": "user", "content": "Bonjour"}]}).earlier == ()
+
+
+def test_text_postgresql_refuses_never_leaves_the_rules() -> None:
+    """Half an emoji (a lone surrogate) or a NUL in a field: cleaned here, so it is
+    neither a 5xx nor a contact lost."""
+    assert clean_site_id("icidordogne\ud83c") == "icidordogne\ufffd"
+    assert clean_site_id("ici\x00dordogne") == "ici dordogne"
+    assert memo_text("#memo visites\x00 le samedi") == "visites le samedi"
+    assert memo_text("#memo \x00\x00") == ""
+    form = validate_contact({"name": "Jeanne\ud83d", "email": "j@example.fr",
+                             "message": "Je voudrais\x00 visiter", "bien": "Longère \ud83c"})
+    assert (form.name, form.bien) == ("Jeanne\ufffd", "Longère \ufffd")
+    assert form.message == "Je voudrais  visiter"
+    assert plain("a\x01b\udfffc\nd") == "a b\ufffdc\nd"
+    with pytest.raises(Invalid):
+        parse_chat({"messages": [{"role": "user", "content": "\x00\x00"}]})
 
 
 def test_anthropic_style_blocks_and_a_missing_site_are_read() -> None:

@@ -359,3 +359,69 @@ async def test_purge_keeps_what_is_younger_than_the_retention(store: MemoryStore
     await age(store, [m], 29)
     assert await store.purge_visitor_data(30) == Erased()
     assert (await store.purge_visitor_data(28)).messages == 2
+
+
+# ------------------------------------------------------------------ a visitor's memo
+async def memo(store: MemoryStore, ludo: int, visitor: str, words: str, *,
+               days_ago: int = 0) -> tuple[int, list[int]]:
+    """A visitor's `#memo` as bot/site_access.py asks it of Ludo (its payload names the
+    visitor, its IP and its words; the question quotes them); returns (confirmation id,
+    the ids of the messages asking it)."""
+    record, asked = await store.create_confirmation(
+        action="site.memo", texte=f"Un visiteur du site icidordogne propose ce mémo : « {words} »",
+        payload={"site": "icidordogne", "texte": words, "ip": "203.0.113.77",
+                 "visiteur": visitor},
+        choix=["oui", "non"], labels=["Oui", "Non"], demande_a=ludo, demande_par=None,
+        expire_le=datetime.now(UTC) + timedelta(days=7), routes=[("telegram", "1001")])
+    if days_ago:
+        async with store.db.sessions.begin() as s:
+            await s.execute(text(
+                "UPDATE confirmations SET cree_le = now() - make_interval(days => :d), "
+                "expire_le = now() - make_interval(days => :d - 7) WHERE id = :c"),
+                {"d": days_ago, "c": record.id})
+            await s.execute(text("UPDATE messages SET cree_le = now() - make_interval("
+                                 "days => :d) WHERE id = ANY(:m)"), {"d": days_ago, "m": asked})
+    return record.id, asked
+
+
+async def test_a_visitors_memo_is_forgotten_with_the_visitor(store: MemoryStore) -> None:
+    ludo = (await store.add_person("Ludo", relation="créateur",
+                                   identities=[("telegram", "1001")])).id
+    _, paul_asked = await memo(store, ludo, "visiteur-paul",
+                                  "je suis Paul Durand, 06 11 22 33 44")
+    other, other_asked = await memo(store, ludo, "visiteur-autre", "visites le samedi")
+    visit = await turn(store, "site", "visiteur-paul", "Bonjour", relation_id=None,
+                       verified=False)
+    assert await store.forget_address("visiteur-paul") == Erased(
+        souvenirs=2, messages=3, confirmations=1)
+    after = await snapshot(store)
+    assert after["confirmations"] == {other}  # his words, IP and key: gone
+    assert after["messages"] == set(other_asked)  # the question quoting him too
+    assert visit not in after["messages"] and not set(paul_asked) & after["messages"]
+
+
+async def test_the_purge_deletes_old_visitors_memos_and_their_questions(
+        store: MemoryStore) -> None:
+    ludo = (await store.add_person("Ludo", relation="créateur",
+                                   identities=[("telegram", "1001")])).id
+    _, old_asked = await memo(store, ludo, "visiteur-paul", "je suis Paul", days_ago=400)
+    young, young_asked = await memo(store, ludo, "visiteur-autre", "visites le samedi",
+                                    days_ago=30)
+    other = await store.create_confirmation(  # not a visitor's: kept, however old
+        action="identite.associer", texte="Qui est inconnu@example.fr ?",
+        payload={"canal": "email", "adresse": "inconnu@example.fr"}, choix=["client", "non"],
+        labels=["Client", "Non"], demande_a=ludo, demande_par=None,
+        expire_le=datetime.now(UTC) - timedelta(days=390), routes=[("telegram", "1001")])
+    async with store.db.sessions.begin() as s:
+        await s.execute(text("UPDATE confirmations SET cree_le = now() - interval '400 days' "
+                             "WHERE id = :c"), {"c": other[0].id})
+    # its question is being sent right now: the memo waits for the next run
+    async with store.db.sessions() as s, s.begin():
+        await s.execute(text("SELECT id FROM messages WHERE id = ANY(:m) FOR UPDATE"),
+                        {"m": old_asked})
+        assert await store.purge_visitor_data(365) == Erased()
+    assert await store.purge_visitor_data(365) == Erased(messages=1, confirmations=1)
+    after = await snapshot(store)
+    assert after["confirmations"] == {young, other[0].id}
+    assert set(young_asked) <= after["messages"] and not set(old_asked) & after["messages"]
+    assert await store.purge_visitor_data(365) == Erased()
