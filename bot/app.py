@@ -28,6 +28,7 @@ from bot.confirmations import BUILT_IN, Confirmations
 from bot.embedder import QueryVectors, SouvenirEmbedder
 from bot.extractor import Extractor
 from bot.inbound import Inbound
+from bot.jobs_contract import Job, JobServices
 from bot.llm_wiring import anthropic_config, call_recorder, embed_config, ollama_config
 from bot.maintenance import run_maintenance
 from bot.notify import Notifier
@@ -90,6 +91,8 @@ class Axi:
         self.started_at = datetime.now(UTC)
         self._tasks: list[asyncio.Task[Any]] = []
         self.channel_states: dict[str, ChannelState] = {}
+        self.jobs: list[Job] = list(wiring.jobs)
+        self.job_states: dict[str, ChannelState] = {}
         self.stop_event = asyncio.Event()
 
     async def __aenter__(self) -> Axi:
@@ -163,6 +166,9 @@ class Axi:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for job in reversed([j for j in self.jobs if j.name in self.job_states]):
+            with contextlib.suppress(Exception):
+                await job.stop()
         for channel in reversed(list(self.channels.values())):
             with contextlib.suppress(Exception):
                 await channel.stop()
@@ -241,11 +247,29 @@ class Axi:
             self._tasks.append(asyncio.create_task(self._supervise(name, channel),
                                                    name=f"channel-{name}"))
 
-    async def _supervise(self, name: str, channel: Channel) -> None:
-        """Run a channel's loop; when it dies, restart it (stop, then start again until
-        start succeeds) with backoff (CHANNEL_RESTART), and show it in /health until it
-        runs again. A loop that ran STABLE_RUN_S without failing starts the backoff over."""
-        state = self.channel_states[name]
+    async def start_jobs(self) -> None:
+        """Start the scheduled jobs the composition root built (the veilles' scheduler),
+        after the channels (their notifications go out through them), and supervise each
+        one's loop like a channel's."""
+        services = JobServices(store=self.store, settings=self.settings,
+                               notify=self.notifier.notify, lock=self.store.advisory_lock,
+                               clock=self.clock, summarize=None)
+        for job in self.jobs:
+            self.job_states[job.name] = ChannelState()
+            await job.start(services)
+            self.job_states[job.name].state = "ok"
+            self._tasks.append(asyncio.create_task(
+                self._supervise(job.name, job, state=self.job_states[job.name],
+                                services=services), name=f"job-{job.name}"))
+
+    async def _supervise(self, name: str, channel: Channel | Job, *,
+                         state: ChannelState | None = None, services: Any = None) -> None:
+        """Run a channel's (or a job's) loop; when it dies, restart it (stop, then start
+        again until start succeeds) with backoff (CHANNEL_RESTART), and show it in /health
+        until it runs again. A loop that ran STABLE_RUN_S without failing starts the
+        backoff over."""
+        state = state or self.channel_states[name]
+        services = services if services is not None else self.services
         loop = asyncio.get_running_loop()
         attempt = 0
         while not self.stop_event.is_set():
@@ -274,7 +298,7 @@ class Axi:
                 except Exception as exc:  # a channel that cannot stop may still start
                     log.warning("channel %s did not stop cleanly: %s", name, exc)
                 try:
-                    await channel.start(self.services)
+                    await channel.start(services)
                 except Exception as exc:
                     state.last_error = f"{type(exc).__name__}: {exc}"[:300]
                     log.warning("channel %s could not restart: %s", name, state.last_error)
@@ -342,16 +366,23 @@ class Axi:
                               for name, s in self.channel_states.items()}
         if any(s.state != "ok" for s in self.channel_states.values()):
             report["status"] = "error"
+        jobs = {j.name: j for j in self.jobs}
+        report["jobs"] = {name: {"state": s.state, "restarts": s.restarts,
+                                 **({"error": s.last_error} if s.last_error else {}),
+                                 **_details(jobs.get(name))}
+                          for name, s in self.job_states.items()}
+        if any(s.state != "ok" for s in self.job_states.values()):
+            report["status"] = "error"
         # a channel's own task ends when its loop is passive: its state says how it is
         dead = [t.get_name() for t in self._tasks
-                if t.done() and not t.get_name().startswith("channel-")]
+                if t.done() and not t.get_name().startswith(("channel-", "job-"))]
         if dead:
             report["status"] = "error"
             report["stopped_loops"] = dead
         return report
 
 
-def _details(channel: Channel | None) -> dict[str, Any]:
+def _details(channel: Channel | Job | None) -> dict[str, Any]:
     """What a channel says of itself in /health (optional `describe()`), never fatal."""
     describe = getattr(channel, "describe", None)
     if describe is None:

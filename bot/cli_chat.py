@@ -150,6 +150,9 @@ def run_command() -> None:
     configure_logging(cfg, quiet=False)
     log = logging.getLogger("axi")
     wiring = for_run(cfg)
+    from jobs.registry import for_run as jobs_for_run
+
+    wiring.jobs = list(jobs_for_run(cfg))
 
     async def main() -> int:
         async with Axi(cfg, wiring, alerting=True) as axi:
@@ -158,6 +161,7 @@ def run_command() -> None:
             except OSError as exc:  # the HTTP port in use, a socket not allowed…
                 fail(str(exc), code=EXIT_CONFIG)
             axi.start_loops()
+            await axi.start_jobs()
             web = axi.channels.get("web")
             log.info("Axi est en marche — http://%s:%s/health", cfg.http_host,
                      getattr(web, "port", cfg.http_port))
