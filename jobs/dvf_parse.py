@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 REQUIRED = (
     "id_mutation", "date_mutation", "numero_disposition", "nature_mutation",
@@ -53,16 +54,17 @@ class RowError(ValueError):
     """One broken row (the message is the reason, counted by the import)."""
 
 
-@dataclass(frozen=True)
-class Sale:
+class Sale(NamedTuple):
+    """One sale, in ventes_dvf's column order (but importe_le): a record as it is."""
+
     cle: str
     date_mutation: date
-    nature: str
+    nature: str | None
     valeur: Decimal | None
-    code_postal: str
-    code_commune: str
-    nom_commune: str
-    adresse: str
+    code_postal: str | None
+    code_commune: str | None
+    nom_commune: str | None
+    adresse: str | None
     parcelles: list[str]
     types_locaux: list[str]
     surface_bati: int | None
@@ -73,11 +75,47 @@ class Sale:
     source: str
 
     def record(self) -> tuple:
-        return (self.cle, self.date_mutation, self.nature or None, self.valeur,
-                self.code_postal or None, self.code_commune or None,
-                self.nom_commune or None, self.adresse or None, self.parcelles,
-                self.types_locaux, self.surface_bati, self.surface_terrain, self.pieces,
-                self.longitude, self.latitude, self.source)
+        return self
+
+
+class Columns(NamedTuple):
+    """The indexes of the columns a sale is made of (found once per file)."""
+
+    id: int
+    date: int
+    disposition: int
+    nature: int
+    valeur: int
+    numero: int
+    suffixe: int
+    voie: int
+    code_postal: int
+    code_commune: int
+    nom_commune: int
+    departement: int
+    parcelle: int
+    lots: tuple[int, ...]
+    code_type: int
+    type_local: int
+    bati: int
+    pieces: int
+    culture: int
+    culture_speciale: int
+    terrain: int
+    longitude: int
+    latitude: int
+
+    @classmethod
+    def of(cls, ix: dict[str, int]) -> Columns:
+        return cls(
+            ix["id_mutation"], ix["date_mutation"], ix["numero_disposition"],
+            ix["nature_mutation"], ix["valeur_fonciere"], ix["adresse_numero"],
+            ix["adresse_suffixe"], ix["adresse_nom_voie"], ix["code_postal"],
+            ix["code_commune"], ix["nom_commune"], ix["code_departement"], ix["id_parcelle"],
+            tuple(ix[f"lot{i}_numero"] for i in range(1, 6)), ix["code_type_local"],
+            ix["type_local"], ix["surface_reelle_bati"], ix["nombre_pieces_principales"],
+            ix["code_nature_culture"], ix["code_nature_culture_speciale"],
+            ix["surface_terrain"], ix["longitude"], ix["latitude"])
 
 
 def column_indexes(header: list[str]) -> dict[str, int]:
@@ -102,6 +140,8 @@ def sale_key(date_mutation: str, valeur: str, parcelles: Iterable[str],
 def _int(value: str, what: str) -> int | None:
     if not value:
         return None
+    if value.isdigit():
+        return int(value)
     try:
         return round(float(value))
     except ValueError:
@@ -117,92 +157,103 @@ def _float(value: str, what: str) -> float | None:
         raise RowError(f"{what} is not a number") from None
 
 
-def check_row(row: list[str], ix: dict[str, int], width: int) -> None:
-    """Raise RowError when a row cannot be part of a sale."""
+def _number(value: str) -> bool:
+    return not value or value.isdigit() or _is_float(value)
+
+
+def _is_float(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def check_row(row: list[str], c: Columns, width: int) -> None:
+    """The cheap checks every row gets (RowError: the row cannot be part of a sale); its
+    numbers are checked by `build_sale`, and row by row (`check_numbers`) only for a
+    sale that fails, so that only its broken rows are dropped."""
     if len(row) != width:
         raise RowError(f"wrong number of columns ({len(row)} instead of {width})")
-    if not row[ix["id_mutation"]]:
+    if not row[c.id]:
         raise RowError("no id_mutation")
     try:
-        date.fromisoformat(row[ix["date_mutation"]])
+        date.fromisoformat(row[c.date])
     except ValueError:
         raise RowError("bad date_mutation") from None
-    value = row[ix["valeur_fonciere"]]
-    if value:
+
+
+def check_numbers(row: list[str], c: Columns) -> None:
+    value = row[c.valeur]
+    if value and not value.isdigit():
         try:
             Decimal(value)
         except InvalidOperation:
             raise RowError("valeur_fonciere is not a number") from None
-    for name in ("surface_reelle_bati", "nombre_pieces_principales", "surface_terrain"):
-        _int(row[ix[name]], name)
-    for name in ("longitude", "latitude"):
-        _float(row[ix[name]], name)
+    for index, name in ((c.bati, "surface_reelle_bati"), (c.pieces, "nombre_pieces_principales"),
+                        (c.terrain, "surface_terrain"), (c.longitude, "longitude"),
+                        (c.latitude, "latitude")):
+        if not _number(row[index]):
+            raise RowError(f"{name} is not a number")
 
 
-def build_sale(rows: list[list[str]], ix: dict[str, int], source: str) -> Sale:
+CENTS = Decimal("0.01")
+
+
+def build_sale(rows: list[list[str]], c: Columns, source: str) -> Sale:
     """One sale from the (checked) rows of one mutation."""
-    c_parcel, c_code, c_type = ix["id_parcelle"], ix["code_type_local"], ix["type_local"]
-    c_bati, c_pieces = ix["surface_reelle_bati"], ix["nombre_pieces_principales"]
-    c_terrain, c_culture, c_special = (ix["surface_terrain"], ix["code_nature_culture"],
-                                       ix["code_nature_culture_speciale"])
-    lot_cols = [ix[f"lot{i}_numero"] for i in range(1, 6)]
     parcels: set[str] = set()
     lots: set[str] = set()
     types: dict[str, str] = {}
     dwellings: dict[tuple, tuple[int | None, int | None]] = {}
     land: dict[tuple, int | None] = {}
+    c_parcel, c_code, c_terrain, lot_cols = c.parcelle, c.code_type, c.terrain, c.lots
     for row in rows:
         parcel = row[c_parcel]
         if parcel:
             parcels.add(parcel)
-        row_lots = tuple(row[c] for c in lot_cols)
-        for lot in row_lots:
-            if lot:
-                lots.add(f"{parcel}:{lot}")
+        row_lots = tuple([row[i] for i in lot_cols])
+        if any(row_lots):
+            lots.update(f"{parcel}:{lot}" for lot in row_lots if lot)
         code = row[c_code]
         if code:
-            types.setdefault(row[c_type] or code, code)
+            types.setdefault(row[c.type_local] or code, code)
             if code in DWELLINGS:
-                local = (parcel, row_lots, code, row[c_bati], row[c_pieces])
-                dwellings[local] = (_int(row[c_bati], "surface_reelle_bati"),
-                                    _int(row[c_pieces], "nombre_pieces_principales"))
-        if row[c_terrain]:
-            land[(parcel, row[c_culture], row[c_special], row[c_terrain])] = _int(
-                row[c_terrain], "surface_terrain")
+                surface, rooms = row[c.bati], row[c.pieces]
+                dwellings[(parcel, row_lots, code, surface, rooms)] = (
+                    _int(surface, "surface_reelle_bati"), _int(rooms, "nombre_pieces_principales"))
+        terrain = row[c_terrain]
+        if terrain:
+            land[(parcel, row[c.culture], row[c.culture_speciale], terrain)] = _int(
+                terrain, "surface_terrain")
     # the address and the point of a dwelling's row, else of a numbered row: chosen
     # whatever the rows' order, so that a sale is the same in every release
-    c_num, c_suffix, c_voie = ix["adresse_numero"], ix["adresse_suffixe"], ix["adresse_nom_voie"]
-    where = min(rows, key=lambda r: (r[c_code] not in DWELLINGS, not r[c_num], r[c_parcel],
-                                     r[c_num].zfill(8), r[c_suffix], r[c_voie]))
-    adresse = " ".join(p for p in (where[c_num] + where[c_suffix], where[c_voie].strip()) if p)
-    lon, lat = _float(where[ix["longitude"]], "longitude"), _float(where[ix["latitude"]],
-                                                                     "latitude")
+    c_num, c_suffix, c_voie = c.numero, c.suffixe, c.voie
+    where = rows[0] if len(rows) == 1 else min(rows, key=lambda r: (
+        r[c_code] not in DWELLINGS, not r[c_num], r[c_parcel], r[c_num].zfill(8),
+        r[c_suffix], r[c_voie]))
+    voie = where[c_voie].strip()
+    numero = where[c_num] + where[c_suffix]
+    adresse = f"{numero} {voie}" if numero and voie else numero or voie
+    lon, lat = _float(where[c.longitude], "longitude"), _float(where[c.latitude], "latitude")
     if lon is None or lat is None:
-        located = next((r for r in rows if r[ix["longitude"]] and r[ix["latitude"]]), None)
+        located = next((r for r in rows if r[c.longitude] and r[c.latitude]), None)
         if located is not None:
-            lon, lat = float(located[ix["longitude"]]), float(located[ix["latitude"]])
-    valeur = where[ix["valeur_fonciere"]]
-    nature = where[ix["nature_mutation"]]
-    dispositions = {r[ix["numero_disposition"]] for r in rows}
+            lon, lat = float(located[c.longitude]), float(located[c.latitude])
+    valeur, nature, day = where[c.valeur], where[c.nature], where[c.date]
+    dispositions = {r[c.disposition] for r in rows}
     bati = [s for s, _ in dwellings.values() if s is not None]
     pieces = [p for _, p in dwellings.values() if p is not None]
-    terrain = [s for s in land.values() if s is not None]
+    surfaces = [s for s in land.values() if s is not None]
     return Sale(
-        cle=sale_key(where[ix["date_mutation"]], valeur, parcels, dispositions, nature, lots),
-        date_mutation=date.fromisoformat(where[ix["date_mutation"]]),
-        nature=nature,
-        valeur=Decimal(valeur).quantize(Decimal("0.01")) if valeur else None,
-        code_postal=where[ix["code_postal"]],
-        code_commune=where[ix["code_commune"]],
-        nom_commune=where[ix["nom_commune"]],
-        adresse=adresse,
-        parcelles=sorted(parcels),
-        types_locaux=[name for name, _ in sorted(types.items(), key=lambda t: (t[1], t[0]))],
-        surface_bati=sum(bati) if bati else None,
-        surface_terrain=sum(terrain) if terrain else None,
-        pieces=sum(pieces) if pieces else None,
-        longitude=lon, latitude=lat, source=source,
-    )
+        sale_key(day, valeur, parcels, dispositions, nature, lots),
+        date.fromisoformat(day), nature or None,
+        Decimal(valeur).quantize(CENTS) if valeur else None,
+        where[c.code_postal] or None, where[c.code_commune] or None,
+        where[c.nom_commune] or None, adresse or None, sorted(parcels),
+        [name for name, _ in sorted(types.items(), key=lambda t: (t[1], t[0]))],
+        sum(bati) if bati else None, sum(surfaces) if surfaces else None,
+        sum(pieces) if pieces else None, lon, lat, source)
 
 
 @dataclass
@@ -218,53 +269,64 @@ class SaleParser:
     skipped: Counter[str] = field(default_factory=Counter)
     mutations_split: int = 0
     """Mutations whose rows came back after their group was closed (kept as two sales)."""
-    _ix: dict[str, int] | None = None
+    _cols: Columns | None = None
     _width: int = 0
-    _open: OrderedDict[str, tuple[int, list[list[str]]]] = field(default_factory=OrderedDict)
+    _open: OrderedDict[str, list] = field(default_factory=OrderedDict)
+    """id_mutation → [its last row's number, its rows], least recently touched first."""
     _closed: set[str] = field(default_factory=set)
 
     @property
     def has_header(self) -> bool:
-        return self._ix is not None
+        return self._cols is not None
 
     def feed(self, lines: list[str]) -> list[Sale]:
         reader = csv.reader(lines)
-        if self._ix is None:
+        if self._cols is None:
             header = next(reader, None)
             if header is None:
                 return []
-            self._ix = column_indexes(header)
+            self._cols = Columns.of(column_indexes(header))
             self._width = len(header)
-        ix, width, dept = self._ix, self._width, self.departement
-        c_dept, c_id = ix["code_departement"], ix["id_mutation"]
+        cols, width, dept = self._cols, self._width, self.departement
+        c_dept, c_id = cols.departement, cols.id
         groups = self._open
         n = self.rows_read
-        try:
-            for row in reader:
+        last_key, last_group = None, None
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # a NUL byte…: that line only
                 n += 1
-                if not row:
-                    n -= 1
-                    continue
-                if dept is not None and len(row) == width and row[c_dept] != dept:
-                    self.rows_outside += 1
-                    continue
-                try:
-                    check_row(row, ix, width)
-                except RowError as exc:
-                    self.skipped[str(exc)] += 1
-                    continue
-                key = row[c_id]
-                group = groups.get(key)
-                if group is None:
-                    if key in self._closed:
-                        self.mutations_split += 1
-                    groups[key] = (n, [row])
-                else:
-                    group[1].append(row)
-                    groups[key] = (n, group[1])
-                    groups.move_to_end(key)
-        except csv.Error as exc:
-            self.skipped[f"unreadable CSV ({exc})"] += 1
+                self.skipped[f"unreadable CSV line ({exc})"] += 1
+                continue
+            if not row:
+                continue
+            n += 1
+            if dept is not None and len(row) == width and row[c_dept] != dept:
+                self.rows_outside += 1
+                continue
+            try:
+                check_row(row, cols, width)
+            except RowError as exc:
+                self.skipped[str(exc)] += 1
+                continue
+            key = row[c_id]
+            if key == last_key and last_group is not None:  # the usual case: still at the end
+                last_group[0] = n
+                last_group[1].append(row)
+                continue
+            group = groups.get(key)
+            if group is None:
+                if key in self._closed:
+                    self.mutations_split += 1
+                group = groups[key] = [n, [row]]
+            else:
+                group[0] = n
+                group[1].append(row)
+                groups.move_to_end(key)
+            last_key, last_group = key, group
         self.rows_read = n
         return self._close(n - WINDOW)
 
@@ -278,9 +340,11 @@ class SaleParser:
         return self._close(None)
 
     def _close(self, before: int | None) -> list[Sale]:
-        assert self._ix is not None or not self._open
+        cols = self._cols
         sales: list[Sale] = []
         groups = self._open
+        if cols is None:
+            return sales
         while groups:
             key, (last, rows) = next(iter(groups.items()))
             if before is not None and last > before:
@@ -288,10 +352,30 @@ class SaleParser:
             del groups[key]
             self._closed.add(key)
             try:
-                sales.append(build_sale(rows, self._ix or {}, self.source))
-            except (RowError, InvalidOperation, ValueError) as exc:
-                self.skipped[f"unusable sale ({exc})"] += len(rows)
+                sales.append(build_sale(rows, cols, self.source))
+            except (RowError, InvalidOperation, ValueError):
+                sale = self._rebuild(rows, cols)
+                if sale is not None:
+                    sales.append(sale)
         return sales
+
+    def _rebuild(self, rows: list[list[str]], cols: Columns) -> Sale | None:
+        """A sale with a broken number somewhere: without its broken rows."""
+        good = []
+        for row in rows:
+            try:
+                check_numbers(row, cols)
+            except RowError as exc:
+                self.skipped[str(exc)] += 1
+            else:
+                good.append(row)
+        if not good:
+            return None
+        try:
+            return build_sale(good, cols, self.source)
+        except (RowError, InvalidOperation, ValueError) as exc:
+            self.skipped[f"unusable sale ({exc})"] += len(good)
+            return None
 
     def skip_partial_line(self) -> None:
         """The file was cut in the middle of a line (a truncated download)."""

@@ -28,7 +28,7 @@ def excerpt() -> list[str]:
     return EXCERPT.read_text(encoding="utf-8").splitlines()
 
 
-def by_address(sales: list[Sale]) -> dict[tuple[str, str], Sale]:
+def by_address(sales: list[Sale]) -> dict[tuple[str, str | None], Sale]:
     return {(str(s.date_mutation), s.adresse): s for s in sales}
 
 
@@ -118,6 +118,6 @@ def test_rows_of_other_departements_are_counted_not_kept() -> None:
             *(r.rstrip("\n") for r in synthetic_rows(100, departement="47", start=10_000))]
     sales, parser = parse(rows, departement="24", chunk=50)
     assert parser.rows_outside == 100 and parser.rows_read == 300
-    assert {s.code_commune[:2] for s in sales} == {"24"}
+    assert {(s.code_commune or "")[:2] for s in sales} == {"24"}
     everything, _ = parse(rows, departement=None, chunk=50)
     assert len(everything) > len(sales)

@@ -1,0 +1,252 @@
+"""The veilles' benchmark: the geo-DVF import next to a bare COPY, and one DPE fetch.
+
+A benchmark script, not a test (issue 12, "Benchmark").
+
+1. DVF: --rows synthetic rows in the exact geo-DVF format (tests/fakes/dvf_server.
+   synthetic_rows: mutations of 1 to 4 rows, département 24) written to a temporary
+   plain CSV file, then in the same run:
+   - the floor: a bare `COPY … FROM STDIN (FORMAT csv, HEADER)` of that file into an
+     unindexed table of 40 text columns (asyncpg streams the file) — what reading the
+     file into PostgreSQL costs at the least;
+   - Axi: jobs.dvf_import.import_sources on the same file into an emptied ventes_dvf
+     (grouped into sales, keyed, filtered on département 24, batches of 5,000 sales),
+     once per insert method (`copy`: COPY into a temporary table then INSERT … SELECT …
+     ON CONFLICT; `unnest`: one INSERT of arrays), then a re-import (every sale known).
+   Printed: rows/s, the ratio to the floor (target ≤ 3×) and the process's peak RSS
+   (getrusage ru_maxrss after each phase: a high-water mark; target ≤ 300 MB).
+2. DPE: one fetch of the DPE veille (jobs.dpe.DpeVeille) over 12 postcodes × 500 rows
+   through the loopback ADEME data-fair API (tests/fakes/ademe_server.FakeAdeme), page
+   size as configured (500): time and HTTP requests made. Fetch only: the enrichment
+   (geo, annuaire, DVF lookups) is not in this number.
+
+The database: --database-url (default $AXI_DATABASE_URL) names a PostgreSQL SERVER; the
+benchmark uses its own database there (--database-name, default axi_bench_veilles:
+created if missing, migrated, emptied: never Axi's own data); without a URL, the
+embedded PostgreSQL in --data-dir.
+
+    .venv/bin/python bench/veilles.py --quick --database-url postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/veilles.py --rows 500000 --database-url postgresql://…
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+# bench/ holds email.py: with bench/ on the path (python puts the script's own directory
+# first) `import email` would find it instead of the standard library's
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from datetime import UTC, date, datetime  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
+
+from bot.config import Settings  # noqa: E402
+from jobs.dvf_import import import_sources  # noqa: E402
+from jobs.types import RunContext, VeilleRecord  # noqa: E402
+from memory import migrate  # noqa: E402
+from memory.database import Database, async_url, open_database  # noqa: E402
+from memory.store import MemoryStore  # noqa: E402
+from tests.fakes.dvf_server import HEADER, synthetic_file  # noqa: E402
+
+DEFAULT_DATA_DIR = Path("/root/axi-bench-veilles")
+FLOOR_TABLE = "banc_dvf_plancher"
+DPE_POSTCODES = ["24510", "24150", "24480", "24260", "24620", "24220",
+                 "24330", "24110", "24520", "24140", "24380", "24750"]
+TABLES_SQL = """
+SELECT string_agg(format('%I', tablename), ', ')
+FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'
+"""
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+async def prepare_database(args: argparse.Namespace) -> str | None:
+    """The benchmark's own database: created if missing, migrated and emptied."""
+    url = None
+    if args.database_url:
+        server = async_url(args.database_url)
+        admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
+        try:
+            async with admin.connect() as conn:
+                exists = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                           {"n": args.database_name})
+                if not exists:
+                    await conn.execute(text(f'CREATE DATABASE "{args.database_name}"'))
+        finally:
+            await admin.dispose()
+        url = server.set(database=args.database_name).render_as_string(
+            hide_password=False).replace("+asyncpg", "")
+    return url
+
+
+async def empty(db: Database) -> None:
+    async with db.engine.begin() as conn:
+        tables = await conn.scalar(text(TABLES_SQL))
+        if tables:
+            await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    async with db.engine.connect() as conn:  # the dead rows of earlier phases
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("VACUUM ventes_dvf"))
+
+
+async def floor_copy(db: Database, path: Path) -> float:
+    columns = ", ".join(f'"{c}" text' for c in HEADER.split(","))
+    async with db.engine.begin() as conn:
+        await conn.execute(text(f"DROP TABLE IF EXISTS {FLOOR_TABLE}"))
+        await conn.execute(text(f"CREATE TABLE {FLOOR_TABLE} ({columns})"))
+    async with db.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        started = time.perf_counter()
+        await driver.copy_to_table(FLOOR_TABLE, source=str(path), format="csv", header=True)
+        seconds = time.perf_counter() - started
+    async with db.engine.begin() as conn:
+        await conn.execute(text(f"DROP TABLE {FLOOR_TABLE}"))
+    return seconds
+
+
+async def dvf_phase(store: MemoryStore, path: Path, method: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    report = await import_sources(store, [str(path)], method=method)
+    seconds = time.perf_counter() - started
+    if report.failed:
+        raise RuntimeError(f"import failed: {report.failed[0].error}")
+    return {"seconds": seconds, "rows": report.total("rows_read"),
+            "new": report.total("sales_new"), "known": report.total("sales_known"),
+            "skipped": sum(report.skipped().values()), "rss": peak_rss_mb()}
+
+
+async def dpe_phase(per_postcode: int) -> dict[str, Any] | str:
+    try:
+        from jobs.dpe import DpeVeille
+        from tests.fakes.ademe_server import FakeAdeme, synthetic_rows
+    except ImportError as exc:  # the DPE veille not landed: say so
+        return f"TODO: the DPE part needs jobs/dpe.py and tests/fakes/ademe_server.py ({exc})"
+    now = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
+    fake = FakeAdeme(rows=synthetic_rows(DPE_POSTCODES, per_postcode, date(2026, 11, 29)))
+    fake.start()
+    try:
+        settings = Settings(_env_file=None, AXI_ADEME_API_URL=fake.url)  # type: ignore[call-arg]
+        config = {"dataset": "dpe03existant", "codes_postaux": DPE_POSTCODES,
+                  "recouvrement_jours": 60, "taille_page": 500}
+        veille = VeilleRecord(1, "dpe", "dpe", config, "0 8 * * *", {}, True)
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            ctx = RunContext(veille=veille, http=http, store=None, settings=settings, now=now)
+            started = time.perf_counter()
+            fetched = await DpeVeille().fetch(ctx)
+            seconds = time.perf_counter() - started
+        return {"seconds": seconds, "items": len(fetched.items), "requests": len(fake.requests),
+                "broken": dict(fetched.broken), "partial": fetched.partial}
+    finally:
+        fake.stop()
+
+
+async def run(args: argparse.Namespace) -> int:
+    url = await prepare_database(args)
+    where = (f"database {args.database_name} on --database-url's server" if url
+             else f"embedded PostgreSQL in {args.data_dir}")
+    print(f"# bench/veilles.py — {args.rows:,} geo-DVF rows, {where}")
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="axi-bench-dvf-") as tmp:
+        path = Path(tmp) / "24.csv"
+        started = time.perf_counter()
+        synthetic_file(path, args.rows, seed=7)
+        print(f"generated {path.stat().st_size / 1e6:.1f} MB in "
+              f"{time.perf_counter() - started:.1f} s; peak RSS so far {peak_rss_mb():.0f} MB")
+        async with open_database(url, args.data_dir) as db:
+            await migrate.upgrade(db.engine)
+            await empty(db)
+            store = MemoryStore(db)
+            floor = await floor_copy(db, path)
+            print(f"floor  bare COPY into an unindexed table: {floor:6.2f} s  "
+                  f"{args.rows / floor:10,.0f} rows/s")
+            for method in args.methods:
+                await empty(db)
+                result = await dvf_phase(store, path, method)
+                again = await dvf_phase(store, path, method)
+                ratio = result["seconds"] / floor
+                print(f"axi    import ({method:6}):                {result['seconds']:6.2f} s  "
+                      f"{result['rows'] / result['seconds']:10,.0f} rows/s  {ratio:4.1f}× floor  "
+                      f"{result['new']:,} sales ({result['skipped']} rows skipped)  "
+                      f"peak RSS {result['rss']:.0f} MB")
+                print(f"axi    re-import ({method:6}, all known):  {again['seconds']:6.2f} s  "
+                      f"{again['rows'] / again['seconds']:10,.0f} rows/s  "
+                      f"{again['new']} new, {again['known']:,} known  "
+                      f"peak RSS {again['rss']:.0f} MB")
+                if again["new"] != 0 or again["known"] != result["new"]:
+                    failures.append(f"{method}: the re-import was not idempotent")
+                if method == args.methods[0]:
+                    verdict = "PASS" if ratio <= 3 else "FAIL"
+                    print(f"       target ≤ 3× floor: {verdict}; peak RSS ≤ 300 MB: "
+                          f"{'PASS' if result['rss'] <= 300 else 'FAIL'}")
+            await empty(db)
+    dpe = await dpe_phase(args.dpe_rows)
+    if isinstance(dpe, str):
+        print(dpe)
+    else:
+        print(f"dpe    fetch {len(DPE_POSTCODES)} postcodes × {args.dpe_rows} rows: "
+              f"{dpe['seconds']:.2f} s, {dpe['items']:,} DPE, {dpe['requests']} HTTP requests"
+              + (f", broken {dpe['broken']}" if dpe["broken"] else "")
+              + (f", partial: {dpe['partial']}" if dpe["partial"] else ""))
+        if dpe["items"] != len(DPE_POSTCODES) * args.dpe_rows:
+            failures.append(f"DPE: {dpe['items']} items instead of "
+                            f"{len(DPE_POSTCODES) * args.dpe_rows}")
+    print(f"peak RSS of the whole run: {peak_rss_mb():.0f} MB")
+    if failures:
+        print("FAILED: " + "; ".join(failures))
+        return 1
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--rows", type=int, default=500_000, help="geo-DVF rows (default 500,000)")
+    p.add_argument("--dpe-rows", type=int, default=500, help="DPE rows per postcode (500)")
+    p.add_argument("--quick", action="store_true", help="50,000 rows, 100 DPE per postcode")
+    p.add_argument("--method", dest="methods", action="append", choices=["copy", "unnest"],
+                   help="insert method(s) to measure (default both, copy first)")
+    p.add_argument("--database-url", default=os.environ.get("AXI_DATABASE_URL"),
+                   help="a PostgreSQL server (default $AXI_DATABASE_URL); the benchmark uses "
+                        "its own database there")
+    p.add_argument("--database-name", default="axi_bench_veilles",
+                   help="the benchmark's database on that server (default axi_bench_veilles)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                   help=f"embedded PostgreSQL data dir without a URL (default {DEFAULT_DATA_DIR})")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.dpe_rows = 50_000, 100
+    args.methods = args.methods or ["copy", "unnest"]
+    if min(args.rows, args.dpe_rows) < 1:
+        p.error("--rows and --dpe-rows must be ≥ 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    code = 130
+    try:
+        code = asyncio.run(run(parse_args(argv)))
+    except KeyboardInterrupt:
+        pass
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
