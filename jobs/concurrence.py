@@ -1,0 +1,163 @@
+"""The veille concurrence (issue 12, item 3): the new listings of competitor agencies,
+read every morning from their listing pages or JSON APIs as the veille's config describes
+them (jobs/concurrence_config.py), fetched politely (jobs/polite_fetch.py) and extracted
+by jobs/listing_parse.py. A listing's key is its normalized URL, so the engine reports
+each one once; a new agency's first run is a silent baseline (`baseline_new_sources`),
+or its whole catalogue would arrive as "new".
+
+A source that fails (HTTP error after retries, robots.txt, unreadable body, bad config)
+or that suddenly yields nothing while it yielded listings last time (a changed layout: the
+selector finds nothing) is broken, with a French reason — never "no news". The last count
+per agency is kept as a watermark (`annonces:<agence>`); a broken source leaves it as it
+was, so it stays broken until listings come back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from jobs import concurrence_digest
+from jobs.concurrence_config import MAX_ITEMS, MAX_PAGES, Agency, ConfigError, parse_config
+from jobs.listing_parse import Listing, ListingParseError, parse_html, parse_json, with_query_param
+from jobs.polite_fetch import FetchError, PoliteFetcher, RobotsDisallowed
+from jobs.types import Digest, Fetched, RunContext, SourceItem, VeilleRecord
+
+WATERMARK_PREFIX = "annonces:"
+CONFIG_SOURCE = "configuration"
+
+
+def watermark_key(agency: str) -> str:
+    return WATERMARK_PREFIX + agency
+
+
+class ConcurrenceVeille:
+    type = "concurrence"
+    baseline_new_sources = True
+
+    def __init__(self, *, timeout_s: float = 20.0, retries: int = 2, backoff_s: float = 1.0,
+                 max_items: int = MAX_ITEMS, max_bytes: int = 5_000_000):
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.last_fetcher: PoliteFetcher | None = None
+        """The last run's fetcher (its request count, for the benchmark and tests)."""
+
+    # ------------------------------------------------------------------ fetch
+    async def fetch(self, ctx: RunContext) -> Fetched:
+        out = Fetched()
+        try:
+            config = parse_config(ctx.veille.config)
+        except ConfigError as exc:
+            out.broken[CONFIG_SOURCE] = f"configuration invalide : {exc}"
+            return out
+        out.broken.update(config.invalid)
+        user_agent = (getattr(ctx.settings, "veille_user_agent", None)
+                      or ctx.http.headers.get("user-agent") or "Axi")
+        fetcher = PoliteFetcher(ctx.http, user_agent=user_agent, delay_s=config.delai_s,
+                                timeout_s=self.timeout_s, retries=self.retries,
+                                backoff_s=self.backoff_s, max_bytes=self.max_bytes)
+        self.last_fetcher = fetcher
+        partial: list[str] = []
+        seen: set[str] = set()
+        total = len(config.agences)
+        for done, agency in enumerate(config.agences):
+            ctx.progress(done, total, agency.nom)
+            try:
+                listings, note = await self._fetch_agency(fetcher, agency)
+            except (FetchError, ListingParseError) as exc:
+                out.broken[agency.nom] = str(exc)
+                continue
+            previous = _count(ctx.watermarks.get(watermark_key(agency.nom)))
+            if not listings and previous:
+                out.broken[agency.nom] = (
+                    f"plus aucune annonce trouvée sur {agency.url} (il y en avait {previous} au "
+                    "dernier passage) : la mise en page du site a sans doute changé, vérifier "
+                    "les sélecteurs")
+                continue
+            out.healthy.add(agency.nom)
+            out.watermarks[watermark_key(agency.nom)] = str(len(listings))
+            if note:
+                partial.append(f"{agency.nom} : {note}")
+            for listing in listings:
+                if listing.url not in seen:
+                    seen.add(listing.url)
+                    out.items.append(SourceItem(listing.url, agency.nom, listing.data()))
+        ctx.progress(total, total, "terminé")
+        out.partial = "; ".join(partial) or None
+        return out
+
+    async def _fetch_agency(self, fetcher: PoliteFetcher,
+                            agency: Agency) -> tuple[list[Listing], str | None]:
+        """The agency's listings over its pages, and why they may be incomplete. The first
+        page failing is a FetchError/ListingParseError (the source is broken); a later page
+        failing keeps what the earlier pages gave, noted as partial."""
+        found: dict[str, Listing] = {}
+        url, number, visited = agency.url, 1, set()
+        note: str | None = None
+        while True:
+            visited.add(url)
+            try:
+                page = await fetcher.get(url)
+                parsed = (parse_json(page.text, page.url, chemin=agency.chemin, champs=agency.champs)
+                          if agency.type == "json" else
+                          parse_html(page.text, page.url, lien=agency.lien, motif=agency.motif,
+                                     conteneur=agency.conteneur, champs=agency.champs,
+                                     suivant=agency.suivant))
+            except (FetchError, ListingParseError) as exc:
+                if number == 1 or isinstance(exc, RobotsDisallowed):
+                    raise
+                if isinstance(exc, FetchError) and exc.status in (404, 410):
+                    break  # past the last page
+                note = f"page {number} illisible ({exc}) ; les annonces des pages précédentes sont gardées"
+                break
+            fresh = 0
+            for listing in parsed.listings:
+                if listing.url not in found:
+                    found[listing.url] = listing
+                    fresh += 1
+            if len(found) > self.max_items:
+                note = (f"plus de {self.max_items} annonces : seules les {self.max_items} "
+                        "premières sont gardées")
+                return list(found.values())[: self.max_items], note
+            if number > 1 and fresh == 0:
+                break  # past the end: an empty page, or the site repeating its last one
+            if agency.suivant:
+                following = parsed.next_url
+                if not following or following in visited:
+                    break
+            elif agency.page_param and number < agency.max_pages:
+                following = with_query_param(agency.url, agency.page_param, str(number + 1))
+            elif agency.page_param and number >= MAX_PAGES:
+                note = f"plus de {MAX_PAGES} pages : seules les {MAX_PAGES} premières sont lues"
+                break
+            else:
+                break
+            if number >= agency.max_pages:
+                if number >= MAX_PAGES:
+                    note = f"plus de {MAX_PAGES} pages : seules les {MAX_PAGES} premières sont lues"
+                break
+            url, number = following, number + 1
+        return list(found.values()), note
+
+    # ------------------------------------------------------------------ enrich, render
+    async def enrich(self, ctx: RunContext, new: list[SourceItem]) -> list[SourceItem]:
+        return new
+
+    def render(self, veille: VeilleRecord, new: list[SourceItem], *, when: datetime,
+               broken: Mapping[str, str]) -> Digest | None:
+        ras = veille.config.get("ras") is True
+        agences = veille.config.get("agences")
+        order = [entry["nom"] for entry in agences if isinstance(entry, Mapping)
+                 and isinstance(entry.get("nom"), str)] if isinstance(agences, list) else []
+        return concurrence_digest.render(veille, new, when=when, broken=broken, ras=ras, order=order)
+
+
+def _count(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,219 @@
+"""Fetching other people's web pages politely (the veille concurrence reads competitor
+agencies' sites, issue 12 item 3): we are a guest there, and a guest that hammers a site
+or ignores its robots.txt gets blocked — or is simply rude.
+
+So every request carries Axi's real User-Agent, waits its turn per host (the configured
+delay, or the site's robots.txt Crawl-delay when longer), has a timeout (per operation
+and in total), is retried a bounded number of times on 429/5xx and network errors
+honouring Retry-After, and is never made when robots.txt disallows it. A body larger
+than `max_bytes` is refused rather than read into memory. Failures are `FetchError`s
+whose message is French: it is shown to Ludo as the reason a source is broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit, urlunsplit
+from urllib.robotparser import RobotFileParser
+
+import httpx
+
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+ROBOTS_MAX_BYTES = 500_000
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+
+
+class FetchError(Exception):
+    """A page that could not be fetched; str() is the French reason, `status` the final
+    HTTP status when there was one."""
+
+    def __init__(self, reason: str, status: int | None = None):
+        super().__init__(reason)
+        self.status = status
+
+
+class RobotsDisallowed(FetchError):
+    pass
+
+
+@dataclass(frozen=True)
+class WebPage:
+    url: str
+    status: int
+    text: str
+    content_type: str
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds to wait: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def decode_body(body: bytes, charset: str | None) -> str:
+    """The header's charset, else an HTML <meta charset>, else UTF-8; never raises."""
+    if not charset:
+        match = _META_CHARSET.search(body[:4096])
+        charset = match.group(1).decode("ascii") if match else None
+    try:
+        codecs.lookup(charset or "utf-8")
+    except LookupError:
+        charset = None
+    return body.decode(charset or "utf-8", errors="replace")
+
+
+class PoliteFetcher:
+    """One run's fetcher: remembers each host's robots.txt and when it may be asked
+    again. `sleep` and `clock` are injectable so tests measure rather than wait long."""
+
+    def __init__(self, http: httpx.AsyncClient, *, user_agent: str, delay_s: float = 2.0,
+                 timeout_s: float = 20.0, retries: int = 2, backoff_s: float = 1.0,
+                 max_wait_s: float = 60.0, max_bytes: int = 5_000_000,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.monotonic):
+        self.http = http
+        self.user_agent = user_agent
+        self.delay_s = delay_s
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_wait_s = max_wait_s
+        self.max_bytes = max_bytes
+        self._sleep = sleep
+        self._clock = clock
+        self._robots: dict[str, RobotFileParser | None] = {}
+        self._host_delay: dict[str, float] = {}
+        self._next_at: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.requests = 0
+
+    # ------------------------------------------------------------------ public
+    async def get(self, url: str) -> WebPage:
+        """The page at `url` (2xx), after robots.txt allowed it; FetchError otherwise."""
+        await self.check_robots(url)
+        result = await self._fetch(url, self.max_bytes)
+        if result.status >= 400:
+            raise FetchError(f"HTTP {result.status} sur {url}", result.status)
+        return result
+
+    async def check_robots(self, url: str) -> None:
+        parts = urlsplit(url)
+        origin = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+        if origin not in self._robots:
+            self._robots[origin] = await self._load_robots(origin)
+        robots = self._robots[origin]
+        if robots is not None and not robots.can_fetch(self.user_agent, url):
+            raise RobotsDisallowed(f"robots.txt interdit la lecture de {url}")
+
+    # ------------------------------------------------------------------ robots.txt
+    async def _load_robots(self, origin: str) -> RobotFileParser | None:
+        """None (everything allowed) when there is no robots.txt (4xx), as RFC 9309 says;
+        an unreachable one (5xx, network) means "do not crawl", so a FetchError."""
+        url = f"{origin}/robots.txt"
+        try:
+            result = await self._fetch(url, ROBOTS_MAX_BYTES)
+        except FetchError as exc:
+            raise FetchError(f"robots.txt injoignable ({exc}) : par prudence, rien n'est lu") from exc
+        if result.status >= 500:
+            raise FetchError(f"robots.txt injoignable (HTTP {result.status}) : par prudence, "
+                             "rien n'est lu")
+        if result.status >= 400:
+            return None
+        parser = RobotFileParser(url)
+        parser.parse(result.text.splitlines())
+        crawl_delay = parser.crawl_delay(self.user_agent)
+        if crawl_delay is not None:
+            host = urlsplit(origin).netloc
+            self._host_delay[host] = min(float(crawl_delay), self.max_wait_s)
+        return parser
+
+    # ------------------------------------------------------------------ one request
+    async def _fetch(self, url: str, max_bytes: int) -> WebPage:
+        """One GET with its turn, timeout and bounded retries; returns any final status
+        (4xx included); raises FetchError once the retries are spent."""
+        host = urlsplit(url).netloc
+        lock = self._locks.setdefault(host, asyncio.Lock())
+        reason = ""
+        status: int | None = None
+        for attempt in range(self.retries + 1):
+            wait = 0.0
+            async with lock:
+                await self._wait_turn(host)
+                try:
+                    result, retry_after = await self._request(url, max_bytes)
+                except _TooLarge:
+                    raise FetchError(f"réponse trop grande (plus de {max_bytes // 1000} ko) sur {url}") \
+                        from None
+                except (httpx.TimeoutException, TimeoutError):
+                    reason = f"délai dépassé ({self.timeout_s:g} s) sur {url}"
+                    result, status = None, None
+                except httpx.HTTPError as exc:
+                    reason = f"connexion impossible à {host} ({type(exc).__name__})"
+                    result, status = None, None
+                finally:
+                    self._next_at[host] = self._clock() + self._delay_for(host)
+            if result is not None:
+                if result.status not in RETRYABLE:
+                    return result
+                reason, status = f"HTTP {result.status} sur {url}", result.status
+                if retry_after is not None:
+                    if retry_after > self.max_wait_s:
+                        raise FetchError(f"{reason} : le site demande d'attendre "
+                                         f"{retry_after:.0f} s", status)
+                    wait = retry_after
+            if attempt == self.retries:
+                break
+            await self._sleep(max(wait, self.backoff_s * 2 ** attempt))
+        tries = self.retries + 1
+        raise FetchError(f"{reason} (après {tries} essai{'s' if tries > 1 else ''})", status)
+
+    def _delay_for(self, host: str) -> float:
+        return max(self.delay_s, self._host_delay.get(host, 0.0))
+
+    async def _wait_turn(self, host: str) -> None:
+        wait = self._next_at.get(host, 0.0) - self._clock()
+        if wait > 0:
+            await self._sleep(wait)
+
+    async def _request(self, url: str, max_bytes: int) -> tuple[WebPage, float | None]:
+        self.requests += 1
+        async with asyncio.timeout(self.timeout_s * 2):
+            async with self.http.stream(
+                "GET", url, headers={"User-Agent": self.user_agent},
+                timeout=httpx.Timeout(self.timeout_s), follow_redirects=True,
+            ) as response:
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise _TooLarge
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise _TooLarge
+                    chunks.append(chunk)
+        retry_after = retry_after_seconds(response.headers.get("retry-after"))
+        text = decode_body(b"".join(chunks), response.charset_encoding)
+        return (WebPage(str(response.url), response.status_code, text,
+                        response.headers.get("content-type", "")), retry_after)
