@@ -255,9 +255,13 @@ class Axi:
                                notify=self.notifier.notify, lock=self.store.advisory_lock,
                                clock=self.clock, summarize=None)
         for job in self.jobs:
-            self.job_states[job.name] = ChannelState()
-            await job.start(services)
-            self.job_states[job.name].state = "ok"
+            try:
+                await job.start(services)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await job.stop()
+                raise
+            self.job_states[job.name] = ChannelState(state="ok")
             self._tasks.append(asyncio.create_task(
                 self._supervise(job.name, job, state=self.job_states[job.name],
                                 services=services), name=f"job-{job.name}"))
