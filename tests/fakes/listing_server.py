@@ -11,7 +11,8 @@ robots.txt and the failure modes a scraper meets.
 - `/prive/annonces`: disallowed by the default robots.txt.
 - `/flood`: one page with 10,000 listing links.
 
-Failure modes (reset by `reset()`):
+New listings: `server.vezere[0].insert(0, (99, "Titre", "100 000 €", "80 m²", "Commune"))`,
+`server.api[0].append({...})`. Failure modes (all reset by `reset()`):
 
     server.layout_changed = True              # agence-vezere's cards become div.card-v2
     server.fail[path] = [500, 500]            # the next answers of that path (then normal)
@@ -63,7 +64,7 @@ PERIGORD = [
     [(104, "Propriété viticole", "890 000 €"), (105, "Échoppe", "99 000 €"),
      (106, "Maison contemporaine", "260 000 €")],
 ]
-API = [
+API: list[list[dict[str, Any]]] = [
     [{"link": "/annonces/vergt-1?ref=api", "title": "Maison à Vergt", "price": 175000,
       "surface": 110, "city": "Vergt"},
      {"link": "https://LISTINGS.example.org/annonces/vergt-2/", "title": "Villa",
@@ -110,6 +111,10 @@ class FakeListings:
         self.delay_s: dict[str, float] = {}
         self.robots = DEFAULT_ROBOTS
         self.robots_status = 200
+        # the agencies' current listings (tests add some): (ref, title, price, surface, commune)
+        self.vezere: list[list[tuple[int, str, str, str, str]]] = [
+            [(p * 4 + i + 1, *row) for i, row in enumerate(page)] for p, page in enumerate(VEZERE)]
+        self.api: list[list[dict[str, Any]]] = [[dict(item) for item in page] for page in API]
 
     @property
     def url(self) -> str:
@@ -164,10 +169,9 @@ class FakeListings:
         if failed is not None:
             return failed
         number = int(request.query_params.get("page", "1") or 1)
-        rows = VEZERE[number - 1] if 1 <= number <= len(VEZERE) else []
+        rows = self.vezere[number - 1] if 1 <= number <= len(self.vezere) else []
         cards = []
-        for i, (title, price, surface, commune) in enumerate(rows):
-            ref = (number - 1) * 4 + i + 1
+        for ref, title, price, surface, commune in rows:
             href = f"/agence-vezere/annonce/{ref}/?utm_source=site&utm_medium=liste#photos"
             if self.layout_changed:
                 cards.append(f'<div class="card-v2"><a class="go" href="{href}">{_esc(title)}</a>'
@@ -197,7 +201,7 @@ class FakeListings:
         if failed is not None:
             return failed
         number = int(request.query_params.get("page", "1") or 1)
-        rows = API[number - 1] if 1 <= number <= len(API) else []
+        rows = self.api[number - 1] if 1 <= number <= len(self.api) else []
         body: dict[str, Any] = {"data": {"items": rows, "total": 5, "page": number}}
         return JSONResponse(body)
 

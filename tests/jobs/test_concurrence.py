@@ -250,3 +250,11 @@ async def test_a_bad_config_is_a_broken_source(listing_server: FakeListings,
 def test_the_kind_declares_itself() -> None:
     veille = ConcurrenceVeille()
     assert veille.type == "concurrence" and veille.baseline_new_sources is True
+
+
+async def test_an_oversized_page_is_refused_not_read(listing_server: FakeListings,
+                                                     http: httpx.AsyncClient) -> None:
+    base = listing_server.url
+    flood = {"nom": "Inondation", "type": "html", "url": f"{base}/flood", "lien": "a.x"}
+    fetched = await kind(max_bytes=20_000).fetch(context(http, [flood]))
+    assert fetched.broken == {"Inondation": f"réponse trop grande (plus de 20 ko) sur {base}/flood"}

@@ -1,0 +1,90 @@
+"""The veille concurrence end to end through the engine (real PostgreSQL, the loopback
+agencies): a new agency's first run is a silent baseline, a new listing is reported once,
+nothing new sends nothing, and a changed layout is a broken source Ludo hears of once —
+and once more when it comes back — never "no news"."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from jobs import kinds
+from jobs.concurrence import watermark_key
+from jobs.engine import Engine
+from memory.store import MemoryStore
+from tests.fakes import listing_server as _fake
+from tests.fakes.listing_server import FakeListings
+from tests.jobs.conftest import Clock, job_services
+from tests.jobs.test_concurrence import api, perigord, vezere
+
+listing_server_session = _fake.listing_server_session
+listing_server = _fake.listing_server
+
+
+async def alerts(store: MemoryStore) -> list[str]:
+    async with store.db.sessions() as session:
+        rows = (await session.execute(text(
+            "SELECT texte FROM notifications WHERE cle LIKE 'veille:concurrence:panne:%' "
+            "OR cle LIKE 'veille:concurrence:retour:%' ORDER BY id"))).all()
+    return [r.texte for r in rows]
+
+
+async def test_concurrence_runs(store: MemoryStore, listing_server: FakeListings) -> None:
+    base = listing_server.url
+    await store.add_person("Ludo", relation="créateur", identities=[("telegram", "1001")])
+    clock = Clock(datetime(2026, 12, 1, 6, 0, tzinfo=UTC))
+    services = job_services(store, clock)
+    config: dict[str, Any] = {"agences": [vezere(base), api(base)], "delai_s": 0}
+    await store.add_veille("concurrence", "concurrence", "0 7 * * *", config=config,
+                           known_types=kinds.known_types())
+    engine = Engine(services)
+
+    first = await engine.run("concurrence")  # both agencies are new: a silent baseline
+    assert first.state == "ok" and first.new == 16, first.error
+    assert first.digest is None
+    assert await store.read_watermarks("concurrence") == {
+        watermark_key("Agence de la Vézère"): "12", watermark_key("Vergt Immobilier"): "4"}
+
+    clock.advance(days=1)
+    listing_server.vezere[0].insert(0, (99, "Maison neuve à Campagne", "210 000 €", "100 m²",
+                                        "Campagne"))
+    second = await engine.run("concurrence")
+    assert second.state == "ok" and second.new == 1
+    assert second.digest is not None
+    assert second.digest.subject == "Veille concurrence du 02/12/2026 : 1 nouvelle annonce"
+    assert "Maison neuve à Campagne — 210 000 € — 100 m² — Campagne" in second.digest.text
+    assert [i.key for i in second.reported] == [f"{base}/agence-vezere/annonce/99"]
+
+    clock.advance(days=1)
+    third = await engine.run("concurrence")  # nothing new: no mail at all
+    assert third.state == "ok" and third.new == 0 and third.digest is None
+
+    # a third agency joins (silent baseline) while the API gets a listing (reported)
+    clock.advance(days=1)
+    config["agences"].append(perigord(base))
+    await store.edit_veille("concurrence", config=config)
+    listing_server.api[1].append({"link": "/annonces/vergt-9", "title": "Longère", "price": 150000,
+                                  "city": "Vergt"})
+    fourth = await engine.run("concurrence")
+    assert fourth.new == 7 and fourth.digest is not None
+    assert [i.key for i in fourth.reported] == [f"{base}/annonces/vergt-9"]
+
+    # the Vézère site changes its layout: broken, alerted once, never "no news"
+    listing_server.layout_changed = True
+    for _ in range(2):
+        clock.advance(days=1)
+        broken = await engine.run("concurrence")
+        assert broken.state == "partiel" and broken.digest is None
+        assert broken.error is not None and "source Agence de la Vézère en panne" in broken.error
+    told = await alerts(store)
+    assert len(told) == 1 and "la source « Agence de la Vézère » est en panne" in told[0]
+    assert "il y en avait 13" in told[0]
+
+    listing_server.layout_changed = False
+    clock.advance(days=1)
+    back = await engine.run("concurrence")
+    assert back.state == "ok" and back.new == 0 and back.digest is None
+    told = await alerts(store)
+    assert len(told) == 2 and "refonctionne" in told[1]
