@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bot.axis_contract import AxisRefused
-from bot.axis_text import MAX_CONSIGNES, consignes_markdown, parse_consignes
+from bot.axis_text import ACTION_LABELS, MAX_CONSIGNES, consignes_markdown, parse_consignes
 from memory.database import Database
 from memory.records import ConsigneRecord
 from tests.channels.axis_support import AxisWeb, axis_axi
@@ -54,6 +54,21 @@ async def test_briefing_says_what_axis_needs_in_french(box: AxisWeb) -> None:
     assert "remplacer les consignes" in body and "Remplacer ?" not in body
     assert "Messages en attente :" in body and "Modèle local :" in body
     assert "Boîte d'Axis : 1 message(s) non lu(s)" in body
+
+
+async def test_briefing_names_every_pending_question_in_french(box: AxisWeb) -> None:
+    """Every action Ludo may be asked about has a French label in the briefing (never
+    its code name, never the question's own text)."""
+    confirmations = box.axi.confirmations
+    assert set(confirmations.actions) <= set(ACTION_LABELS), confirmations.actions
+    await confirmations.ask("site.memo", "#memo chez un visiteur", {"texte": "x"})
+    await confirmations.ask("consignes.ajouter", "Ajouter ?", {"texte": "y"})
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        body = (await http.get("/briefing", headers=box.auth("axis"))).text
+    assert "mémo proposé par un visiteur du site" in body
+    assert "consigne proposée par Axis" in body
+    assert "site.memo" not in body and "consignes.ajouter" not in body
+    assert "#memo chez un visiteur" not in body
 
 
 async def test_memory_read_and_replaced_after_ludos_accord(box: AxisWeb) -> None:
