@@ -41,8 +41,27 @@ REFRESH_TTL = timedelta(days=90)
 MAX_PENDING = 3
 """Approvals waiting for Ludo at once: registration is open to anyone, so anyone could
 otherwise fill his Telegram with questions."""
+MAX_UNAPPROVED_CLIENTS = 100
+"""Registered clients Ludo never approved, kept at most (the oldest go first; each is
+also forgotten a day after registering): registration is open to anyone."""
 SCOPE = "axis"
 REFRESH_PREFIX = "axr_"
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def redirect_allowed(uri: str) -> bool:
+    """Where a browser may be sent back with a code (or a refusal): an https address, or
+    an http(s) one on this very machine (a local MCP client), never javascript:, data:
+    or a plain http site — the waiting page would otherwise redirect anywhere."""
+    try:
+        parts = urlsplit(uri)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return False
+    if parts.fragment or not host:
+        return False
+    scheme = parts.scheme.lower()
+    return scheme == "https" or (scheme == "http" and host in LOOPBACK_HOSTS)
 
 
 async def approve_connection(ctx: ActionContext) -> str:
@@ -76,7 +95,12 @@ class AxisOAuthService:
 
     # ------------------------------------------------------------------ clients
     async def register_client(self, client_id: str, info: dict[str, Any]) -> None:
-        await self.store.oauth_purge()
+        uris = info.get("redirect_uris") or []
+        if not uris or not all(isinstance(u, str) and redirect_allowed(u) for u in uris):
+            raise AxisRefused("Adresse de retour refusée : seules les adresses https (ou "
+                              "http sur cette machine : localhost, 127.0.0.1, [::1]) sont "
+                              "acceptées.")
+        await self.store.oauth_purge(unapproved_clients_kept=MAX_UNAPPROVED_CLIENTS - 1)
         await self.store.oauth_put(CLIENT, client_id, client_id=client_id,
                                    donnees={"client": info}, expire_le=None)
 
@@ -90,6 +114,8 @@ class AxisOAuthService:
     # ------------------------------------------------------------------ approvals
     async def request_approval(self, client_id: str, client_name: str | None,
                                redirect_uri: str, params: dict[str, Any]) -> str:
+        if not redirect_allowed(redirect_uri):  # a client registered before the rule
+            raise AxisRefused("Adresse de retour refusée : recommencez la connexion.")
         await self.store.oauth_purge()
         if await self.store.oauth_count(APPROVAL, field="etat", value="en_attente") >= MAX_PENDING:
             raise AxisRefused("Trop de demandes de connexion attendent déjà Ludo : "

@@ -84,7 +84,10 @@ class AxisOAuth(Protocol):
     """The authorization server's state: clients, approvals, codes, tokens. Codes and
     tokens are stored hashed; a code and a refresh token serve once."""
 
-    async def register_client(self, client_id: str, info: dict[str, Any]) -> None: ...
+    async def register_client(self, client_id: str, info: dict[str, Any]) -> None:
+        """Keep a client registered (RFC 7591). Raises AxisRefused for a redirect URI
+        that is neither https nor http on loopback."""
+        ...
 
     async def get_client(self, client_id: str) -> dict[str, Any] | None: ...
 

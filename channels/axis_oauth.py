@@ -23,6 +23,7 @@ from mcp.server.auth.provider import (
     AuthorizeError,
     IdentityAssertionParams,
     RefreshToken,
+    RegistrationError,
     TokenError,
     construct_redirect_uri,
 )
@@ -83,8 +84,11 @@ class AxisProvider:
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
         assert client_info.client_id is not None
-        await self.oauth.register_client(client_info.client_id,
-                                         client_info.model_dump(mode="json", exclude_none=True))
+        try:
+            await self.oauth.register_client(
+                client_info.client_id, client_info.model_dump(mode="json", exclude_none=True))
+        except AxisRefused as exc:  # the only refusal: a redirect URI we would not go to
+            raise RegistrationError("invalid_redirect_uri", str(exc)) from None
 
     async def authorize(self, client: OAuthClientInformationFull,
                         params: AuthorizationParams) -> str:

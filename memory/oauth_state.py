@@ -118,16 +118,32 @@ class OAuthStateMixin:
         return len(rows)
 
     async def oauth_purge(self, *, unapproved_clients_after_s: float = 86_400,
+                          unapproved_clients_kept: int | None = None,
                           oauth_tokens_kept_s: float = 30 * 86_400) -> int:
         """Forget what expired: rows past their expiry, clients registered but never
-        approved after a day (registration is open to anyone), and the OAuth access
-        tokens (`jetons.client_oauth`) expired for a month."""
+        approved after a day (registration is open to anyone) — and beyond the newest
+        `unapproved_clients_kept` of them, the oldest, unless an approval of theirs is
+        still live —, and the OAuth access tokens (`jetons.client_oauth`) expired for a
+        month."""
         async with self.db.sessions.begin() as session:
             gone = len((await session.execute(text(
                 "DELETE FROM oauth_etats WHERE expire_le <= now() OR (genre = 'client' "
                 "AND donnees->>'approuve_le' IS NULL "
                 "AND cree_le < now() - make_interval(secs => :u)) RETURNING 1"),
                 {"u": unapproved_clients_after_s})).all())
+            if unapproved_clients_kept is not None:
+                gone += len((await session.execute(text(
+                    "WITH c AS (SELECT c.cle, EXISTS (SELECT 1 FROM oauth_etats a"
+                    "  WHERE a.genre = 'approbation' AND a.client_id = c.cle"
+                    "  AND (a.expire_le IS NULL OR a.expire_le > now())"
+                    "  AND a.donnees->>'etat' IN ('en_attente', 'approuvee')) AS attend,"
+                    "  c.cree_le FROM oauth_etats c"
+                    "  WHERE c.genre = 'client' AND c.donnees->>'approuve_le' IS NULL),"
+                    " trop AS (SELECT cle, attend FROM c"
+                    "  ORDER BY attend DESC, cree_le DESC, cle OFFSET :n)"
+                    " DELETE FROM oauth_etats WHERE genre = 'client'"
+                    " AND cle IN (SELECT cle FROM trop WHERE NOT attend) RETURNING 1"),
+                    {"n": max(0, unapproved_clients_kept)})).all())
             await session.execute(text(
                 "DELETE FROM jetons WHERE client_oauth IS NOT NULL "
                 "AND coalesce(revoque_le, expire_le) < now() - make_interval(secs => :k)"),

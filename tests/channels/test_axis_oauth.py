@@ -211,3 +211,56 @@ async def test_the_open_endpoints_are_rate_limited_per_ip(
                                 json={"redirect_uris": [CALLBACK]})
         assert other.status_code == 201
         assert (await http.get("/.well-known/oauth-authorization-server")).status_code == 200
+
+
+async def test_only_https_or_loopback_redirects_are_registered(box: AxisWeb) -> None:
+    """Else the waiting page, after « Non » or expiry, would send the browser anywhere
+    (javascript:, a plain http site)."""
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        for bad in (["javascript:alert(1)"], ["http://evil.example/cb"], ["data:text/html,x"],
+                    [CALLBACK, "http://evil.example/cb"], ["https://claude.ai/cb#frag"],
+                    ["ftp://claude.ai/cb"]):
+            r = await http.post("/register", json={"redirect_uris": bad})
+            assert r.status_code == 400, (bad, r.text)
+            assert r.json()["error"] == "invalid_redirect_uri", r.text
+            assert "Adresse de retour refusée" in r.json()["error_description"]
+        for good in ([CALLBACK], ["http://127.0.0.1:33418/callback"], ["http://localhost/cb"],
+                     ["http://[::1]:8080/cb"], ["https://localhost:9000/cb"]):
+            r = await http.post("/register", json={"redirect_uris": good})
+            assert r.status_code == 201, (good, r.text)
+    async with box.axi.db.sessions() as session:
+        stored = (await session.execute(text(
+            "SELECT string_agg(donnees::text, ' ') FROM oauth_etats"))).scalar()
+    assert "evil" not in stored and "javascript" not in stored
+
+
+async def test_unapproved_clients_are_capped_and_forgotten(box: AxisWeb) -> None:
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        waiting = await register(http)  # its approval is pending: kept
+        await authorize(http, waiting, pkce()[1])
+        approved = await register(http)
+        async with box.axi.db.sessions.begin() as session:
+            await session.execute(text(
+                "UPDATE oauth_etats SET donnees = donnees || '{\"approuve_le\": \"x\"}', "
+                "cree_le = now() - interval '3 days' WHERE cle = :c"),
+                {"c": approved["client_id"]})
+            await session.execute(text(
+                "UPDATE oauth_etats SET cree_le = now() - interval '2 hours' "
+                "WHERE cle = :c"), {"c": waiting["client_id"]})
+            await session.execute(text(
+                "INSERT INTO oauth_etats (genre, cle, client_id, donnees, cree_le) "
+                "SELECT 'client', 'vieux-' || i, 'vieux-' || i, '{}', "
+                "now() - make_interval(mins => 200 - i) FROM generate_series(1, 150) i"))
+            await session.execute(text(
+                "INSERT INTO oauth_etats (genre, cle, client_id, donnees, cree_le) "
+                "VALUES ('client', 'perime', 'perime', '{}', now() - interval '25 hours')"))
+        newest = await register(http)
+
+        async with box.axi.db.sessions() as session:
+            kept = {r[0] for r in (await session.execute(text(
+                "SELECT cle FROM oauth_etats WHERE genre = 'client'"))).all()}
+        unapproved = kept - {approved["client_id"]}
+        assert len(unapproved) <= 100, len(unapproved)
+        assert {waiting["client_id"], approved["client_id"], newest["client_id"]} <= kept
+        assert "perime" not in kept  # a day old: forgotten
+        assert "vieux-1" not in kept and "vieux-150" in kept  # the oldest go first
