@@ -22,7 +22,7 @@ from typing import Any
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
-from bot.axis_connect import CONNECT, AxisOAuthService, approve_connection
+from bot.axis_connect import CONNECT, AxisOAuthService, approve_connection, refuse_connection
 from bot.axis_contract import AxisRefused, MemoryUpdate
 from bot.axis_text import (
     action_label,
@@ -72,7 +72,7 @@ class AxisAccessService:
         self.pipeline, self.settings = pipeline, settings
         self.tz = ZoneInfo(getattr(settings, "timezone", "Europe/Paris"))
         self.oauth = AxisOAuthService(store, confirmations, clock=confirmations.clock)
-        confirmations.register(CONNECT, approve_connection)
+        confirmations.register(CONNECT, approve_connection, on_refusal=refuse_connection)
         self._awaiting: set[int] = set()
         """Messages whose reply a tool call is waiting for: it returns the reply itself."""
 
