@@ -22,10 +22,10 @@ from typing import Any
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
-from bot.axis_connect import CONNECT, AxisOAuthService, approve_connection
+from bot.axis_connect import CONNECT, AxisOAuthService, approve_connection, refuse_connection
 from bot.axis_contract import AxisRefused, MemoryUpdate
 from bot.axis_text import (
-    ACTION_LABELS,
+    action_label,
     consignes_markdown,
     fact_line,
     parse_consignes,
@@ -72,7 +72,7 @@ class AxisAccessService:
         self.pipeline, self.settings = pipeline, settings
         self.tz = ZoneInfo(getattr(settings, "timezone", "Europe/Paris"))
         self.oauth = AxisOAuthService(store, confirmations, clock=confirmations.clock)
-        confirmations.register(CONNECT, approve_connection)
+        confirmations.register(CONNECT, approve_connection, on_refusal=refuse_connection)
         self._awaiting: set[int] = set()
         """Messages whose reply a tool call is waiting for: it returns the reply itself."""
 
@@ -181,7 +181,7 @@ class AxisAccessService:
         pending = await self.store.list_confirmations(pending_only=True, limit=20)
         lines.append(f"- Questions attendant la réponse de Ludo : {len(pending)}")
         lines.extend(  # what is asked, never the question's text (it may quote anything)
-            f"  - n°{c.id} : {ACTION_LABELS.get(c.action, c.action)} (posée le "
+            f"  - n°{c.id} : {action_label(c.action)} (posée le "
             f"{when(c.cree_le, self.tz)}, expire le {when(c.expire_le, self.tz)})"
             for c in pending[:10])
         held = await self.store.held_messages(limit=10)

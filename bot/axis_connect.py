@@ -5,11 +5,16 @@ channels/axis_oauth.py, on the `mcp` SDK's routes).
 Why here: who may connect is a policy decision — "ne rien lancer sans accord Ludo". Every
 authorization request (`/authorize`) becomes a pending approval and a confirmation asked
 of Ludo (action `axis.connecter`); only after his "oui" is an authorization code issued,
-once. A refresh keeps the connection alive without asking him again. Codes, refresh tokens
-and approval ids are stored as SHA-256 hashes (memory/oauth_state.py); access tokens are
-`axis` jetons of the Axis person that expire within the hour (memory/tokens.py).
-Registered clients' secrets are kept as issued: the SDK compares them, and a secret alone
-gets nothing without a one-time, PKCE-bound code or a refresh token.
+once. Registration and `/authorize` are open to anyone, so: the waiting page and Ludo's
+question show one short random code (he approves only the request on his own screen); a
+client address holds one pending approval, and beyond MAX_PENDING the newest ends the
+oldest (strangers can never keep Ludo's own request out); his "non" ends it at once; only
+https (or loopback) redirect URIs are registered. A refresh keeps the connection alive
+without asking him again. Codes, refresh tokens and approval ids are stored as SHA-256
+hashes (memory/oauth_state.py); access tokens are `axis` jetons of the Axis person that
+expire within the hour (memory/tokens.py). Registered clients' secrets are kept as issued:
+the SDK compares them, and a secret alone gets nothing without a one-time, PKCE-bound code
+or a refresh token.
 """
 
 from __future__ import annotations
@@ -39,10 +44,34 @@ CODE_TTL = timedelta(minutes=5)
 ACCESS_TTL = timedelta(hours=1)
 REFRESH_TTL = timedelta(days=90)
 MAX_PENDING = 3
-"""Approvals waiting for Ludo at once: registration is open to anyone, so anyone could
-otherwise fill his Telegram with questions."""
+"""Approvals waiting for Ludo at once: registration is open to anyone. A new request
+beyond it ends the oldest pending one (so strangers can never keep Ludo's own out)."""
+MAX_PENDING_PER_IP = 1
+"""Pending approvals per client address (or IPv6 /64): a newer one replaces it."""
+CODE_ALPHABET = "ACDEFHJKMNPRTUVWXY34679"
+"""The short code's letters: none that reads like another (0/O, 1/I/L, 2/Z, 5/S, 8/B)."""
+CODE_LENGTH = 4
+MAX_UNAPPROVED_CLIENTS = 100
+"""Registered clients Ludo never approved, kept at most (the oldest go first; each is
+also forgotten a day after registering): registration is open to anyone."""
 SCOPE = "axis"
 REFRESH_PREFIX = "axr_"
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def redirect_allowed(uri: str) -> bool:
+    """Where a browser may be sent back with a code (or a refusal): an https address, or
+    an http(s) one on this very machine (a local MCP client), never javascript:, data:
+    or a plain http site — the waiting page would otherwise redirect anywhere."""
+    try:
+        parts = urlsplit(uri)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return False
+    if parts.fragment or not host:
+        return False
+    scheme = parts.scheme.lower()
+    return scheme == "https" or (scheme == "http" and host in LOOPBACK_HOSTS)
 
 
 async def approve_connection(ctx: ActionContext) -> str:
@@ -63,6 +92,19 @@ async def approve_connection(ctx: ActionContext) -> str:
             "toute seule.")
 
 
+async def refuse_connection(ctx: ActionContext) -> None:
+    """Ludo said "non" (or answered too late): the approval ends at once — its place among
+    the pending ones is free, and the waiting page sends the browser back refused."""
+    await ctx.execute(
+        "UPDATE oauth_etats SET donnees = donnees || jsonb_build_object('etat', 'refusee') "
+        "WHERE genre = :g AND cle = :k AND donnees->>'etat' = 'en_attente'",
+        {"g": APPROVAL, "k": str(ctx.payload.get("approbation", ""))})
+
+
+def human_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
 def _one_line(value: str | None, limit: int) -> str:
     return " ".join("".join(c for c in (value or "") if c.isprintable()).split())[:limit]
 
@@ -76,7 +118,12 @@ class AxisOAuthService:
 
     # ------------------------------------------------------------------ clients
     async def register_client(self, client_id: str, info: dict[str, Any]) -> None:
-        await self.store.oauth_purge()
+        uris = info.get("redirect_uris") or []
+        if not uris or not all(isinstance(u, str) and redirect_allowed(u) for u in uris):
+            raise AxisRefused("Adresse de retour refusée : seules les adresses https (ou "
+                              "http sur cette machine : localhost, 127.0.0.1, [::1]) sont "
+                              "acceptées.")
+        await self.store.oauth_purge(unapproved_clients_kept=MAX_UNAPPROVED_CLIENTS - 1)
         await self.store.oauth_put(CLIENT, client_id, client_id=client_id,
                                    donnees={"client": info}, expire_le=None)
 
@@ -89,21 +136,31 @@ class AxisOAuthService:
 
     # ------------------------------------------------------------------ approvals
     async def request_approval(self, client_id: str, client_name: str | None,
-                               redirect_uri: str, params: dict[str, Any]) -> str:
+                               redirect_uri: str, params: dict[str, Any], *,
+                               client_ip: str | None = None,
+                               ip_group: str | None = None) -> str:
+        if not redirect_allowed(redirect_uri):  # a client registered before the rule
+            raise AxisRefused("Adresse de retour refusée : recommencez la connexion.")
         await self.store.oauth_purge()
-        if await self.store.oauth_count(APPROVAL, field="etat", value="en_attente") >= MAX_PENDING:
-            raise AxisRefused("Trop de demandes de connexion attendent déjà Ludo : "
-                              "réessayez dans quelques minutes.")
         approval_id = secrets.token_urlsafe(32)
         key = token_hash(approval_id)
+        code = human_code()
+        ip = _one_line(client_ip, 60) or "inconnue"
+        ended = await self.store.oauth_enqueue(
+            APPROVAL, key, client_id=client_id, donnees={"params": params, "code": code},
+            expire_le=self.clock() + APPROVAL_TTL, field="etat", pending="en_attente",
+            ended="expiree", group=ip_group or ip, per_group=MAX_PENDING_PER_IP,
+            total=MAX_PENDING)
+        for gone in ended:
+            await self._withdraw(gone.donnees.get("confirmation"))
         name = _one_line(client_name, 60) or "sans nom"
         host = _one_line(urlsplit(redirect_uri).hostname, 100) or "adresse inconnue"
-        await self.store.oauth_put(APPROVAL, key, client_id=client_id,
-                                   donnees={"etat": "en_attente", "params": params},
-                                   expire_le=self.clock() + APPROVAL_TTL)
         question = (f"Axis (Claude.ai) demande à se connecter à Axi : application « {name} », "
-                    f"retour vers {host}. Si c'est toi qui viens d'ajouter le connecteur Axi "
-                    "dans Claude.ai, réponds Oui ; sinon Non, et personne n'entre.")
+                    f"retour vers {host}, depuis l'adresse {ip}.\n"
+                    f"Code de la demande : {code}. Ne valide que si la page de connexion "
+                    "affiche ce code. Si c'est toi qui viens d'ajouter le connecteur Axi dans "
+                    "Claude.ai et que le code est le même, réponds Oui ; sinon Non, et "
+                    "personne n'entre.")
         try:
             record = await self.confirmations.ask(CONNECT, question, {"approbation": key},
                                                   expires_in=APPROVAL_TTL)
@@ -112,7 +169,16 @@ class AxisOAuthService:
             raise AxisRefused("Personne ne peut valider cette connexion : Ludo n'est pas "
                               "encore enregistré auprès d'Axi.") from exc
         await self.store.oauth_merge(APPROVAL, key, {"confirmation": record.id})
+        row = await self.store.oauth_get(APPROVAL, key)
+        if row is None or row.donnees.get("etat") != "en_attente":  # replaced meanwhile
+            await self._withdraw(record.id)
         return approval_id
+
+    async def _withdraw(self, confirmation_id: Any) -> None:
+        """The question of an approval a newer request replaced: answering it does nothing."""
+        with contextlib.suppress(TypeError, ValueError):
+            await self.store.withdraw_confirmation(
+                int(confirmation_id), "remplacée par une demande de connexion plus récente")
 
     async def approval(self, approval_id: str) -> Approval | None:
         row = await self.store.oauth_get(APPROVAL, token_hash(approval_id), expired_too=True)
@@ -132,7 +198,9 @@ class AxisOAuthService:
         elif state == "approuvee" and row.expire_le is not None and row.expire_le <= now:
             state = "expiree"
         return Approval(state=state, client_id=row.client_id,  # type: ignore[arg-type]
-                        params=dict(row.donnees.get("params") or {}))
+                        params=dict(row.donnees.get("params") or {}),
+                        code=str(row.donnees.get("code") or ""),
+                        replaced=bool(row.donnees.get("remplacee")))
 
     async def issue_code(self, approval_id: str) -> tuple[str, Approval] | None:
         row = await self.store.oauth_transition(APPROVAL, token_hash(approval_id),

@@ -58,11 +58,15 @@ ApprovalState = Literal["en_attente", "approuvee", "refusee", "expiree", "utilis
 
 @dataclass(frozen=True)
 class Approval:
-    """A connection waiting for Ludo's accord (the /authorize step of OAuth)."""
+    """A connection waiting for Ludo's accord (the /authorize step of OAuth). `code`: the
+    short code the waiting page shows and Ludo's question repeats, so he approves only the
+    request on his own screen; `replaced`: ended by a newer request."""
 
     state: ApprovalState
     client_id: str
     params: dict[str, Any]
+    code: str = ""
+    replaced: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,22 @@ class AxisOAuth(Protocol):
     """The authorization server's state: clients, approvals, codes, tokens. Codes and
     tokens are stored hashed; a code and a refresh token serve once."""
 
-    async def register_client(self, client_id: str, info: dict[str, Any]) -> None: ...
+    async def register_client(self, client_id: str, info: dict[str, Any]) -> None:
+        """Keep a client registered (RFC 7591). Raises AxisRefused for a redirect URI
+        that is neither https nor http on loopback."""
+        ...
 
     async def get_client(self, client_id: str) -> dict[str, Any] | None: ...
 
     async def request_approval(self, client_id: str, client_name: str | None,
-                               redirect_uri: str, params: dict[str, Any]) -> str:
+                               redirect_uri: str, params: dict[str, Any], *,
+                               client_ip: str | None = None,
+                               ip_group: str | None = None) -> str:
         """Store a pending approval, ask Ludo (a confirmation), return its id (the secret
-        part of the waiting page's URL). Raises AxisRefused (too many pending, nobody
-        to ask)."""
+        part of the waiting page's URL). `client_ip` is shown to Ludo; `ip_group` (the
+        address, or its /64 for IPv6) has one pending approval at most, and the newest
+        request ends the oldest pending one when too many wait. Raises AxisRefused (a
+        redirect URI not allowed, nobody to ask)."""
         ...
 
     async def approval(self, approval_id: str) -> Approval | None: ...

@@ -93,4 +93,12 @@ ACTION_LABELS = {
     "identite.associer": "dire qui est un nouveau contact",
     "message.repondre": "répondre à un message retenu",
     "axis.connecter": "connexion d'Axis (Claude.ai)",
+    "consignes.ajouter": "consigne proposée par Axis",
+    "site.memo": "mémo proposé par un visiteur du site",
 }
+"""What each confirmation asks, as the briefing names it (never the question's own text,
+which may quote anything): every registered action has one (tests/channels/test_axis_http.py)."""
+
+
+def action_label(action: str) -> str:
+    return ACTION_LABELS.get(action, "autre demande")

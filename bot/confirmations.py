@@ -54,6 +54,10 @@ class ActionContext:
 Action = Callable[[ActionContext], Awaitable[str]]
 """Runs the action for an accepting choice; returns what Ludo reads (French)."""
 
+LetGo = Callable[[ActionContext], Awaitable[None]]
+"""Runs, in the same transaction, when a confirmation ends without its action (refused,
+or answered after its expiry): whatever waited on the answer is let go at once."""
+
 
 class Confirmations:
     def __init__(self, store: MemoryStore, notifier: Notifier, *,
@@ -62,9 +66,12 @@ class Confirmations:
         self.notifier = notifier
         self.clock = clock
         self._actions: dict[str, Action] = {}
+        self._let_go: dict[str, LetGo] = {}
 
-    def register(self, name: str, action: Action) -> None:
+    def register(self, name: str, action: Action, *, on_refusal: LetGo | None = None) -> None:
         self._actions[name] = action
+        if on_refusal is not None:
+            self._let_go[name] = on_refusal
 
     @property
     def actions(self) -> list[str]:
@@ -113,10 +120,12 @@ class Confirmations:
         if choice not in record.choix:
             return "Ce choix ne fait pas partie de la demande."
         if record.expire_le <= self.clock():
+            await self._refused(claim, record, choice)
             await self.store.settle_confirmation(claim, record.id, etat="expiree",
                                                  reponse=choice, resultat=None)
             return "Cette demande a expiré : rien n'a été fait."
         if choice in REFUSALS:
+            await self._refused(claim, record, choice)
             await self.store.settle_confirmation(claim, record.id, etat="refusee",
                                                  reponse=choice, resultat=None)
             return "C'est noté : je ne fais rien."
@@ -136,6 +145,18 @@ class Confirmations:
         await self.store.settle_confirmation(claim, record.id, etat="executee", reponse=choice,
                                              resultat=result[:2000])
         return result
+
+
+    async def _refused(self, claim: Claim, record: ConfirmationRecord, choice: str) -> None:
+        let_go = self._let_go.get(record.action)
+        if let_go is None:
+            return
+        try:
+            async with claim.session.begin_nested():
+                await let_go(ActionContext(claim, self.store, record, choice))
+        except Exception:  # the refusal itself still stands
+            log.exception("letting go of refused confirmation #%s (%s) failed", record.id,
+                          record.action)
 
 
 _STATE_FR = {"executee": "faite", "refusee": "refusée", "expiree": "expirée",

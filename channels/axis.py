@@ -5,22 +5,31 @@ The part the HTTP channel composes: the plain endpoints and the approval page as
 the MCP app (which routes `/mcp` and the OAuth endpoints itself) as the root app mounted
 after every other route, and its session manager as a lifespan entered inside Axi's own
 lifecycle. MCP answers only hosts named by AXI_PUBLIC_HOST, or loopback (local use).
+
+Mounted at the root, that app receives every request no other route took: a path of the
+MCP app goes on to it; anything else gets a French JSON 404, or a French 405 with `Allow`
+for a known path asked with a wrong method (`GET /chat-proxy`), never MCP's English
+"Not Found".
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.axis_contract import AxisAccess, AxisRefused
 from bot.channel import ChannelServices
 from channels import axis_mcp, axis_oauth
 from channels.web_guard import RateLimiter, WebConfig, WebPart, authorize, error
+
+NOT_FOUND = ("introuvable", "Cette adresse n'existe pas.")
 
 SCOPES = frozenset({"axis"})
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -53,8 +62,54 @@ def part(services: ChannelServices, config: WebConfig) -> WebPart:
         Route(f"{axis_oauth.PAGE_PATH}/{{approval_id}}",
               axis_oauth.waiting_page(axis.oauth, issuer), methods=["GET"]),
     ]
+    throttled = axis_oauth.Throttled(mcp_app, RateLimiter(config.rate_per_minute))
     return WebPart(routes=routes, lifespans=[server.session_manager.run()],
-                   root_app=axis_oauth.Throttled(mcp_app, RateLimiter(config.rate_per_minute)))
+                   root_app=McpOnly(throttled, list(mcp_app.routes)))
+
+
+class McpOnly:
+    """ASGI, the root app: only the MCP app's own paths (`/mcp`, the OAuth endpoints and
+    their metadata) reach it. Any other request — mounted at the root, this app gets all
+    that no route before it took — is answered in French: 405 with `Allow` when a route
+    (of MCP's, or of the app this is mounted in) has the path but not the method, else
+    404."""
+
+    def __init__(self, app: ASGIApp, routes: list[Any]):
+        self.app, self.routes = app, routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        allowed: set[str] = set()
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL or (match is Match.NONE and self._slash(scope, route)):
+                await self.app(scope, receive, send)  # (MCP redirects /mcp/ to /mcp)
+                return
+            if match is Match.PARTIAL:
+                allowed |= set(getattr(route, "methods", None) or ())
+        outer = scope.get("router")  # the app this is mounted in: its other routes
+        for route in getattr(outer, "routes", ()):
+            if isinstance(route, Mount) and route.app is self:
+                continue
+            if route.matches(scope)[0] is Match.PARTIAL:
+                allowed |= set(getattr(route, "methods", None) or ())
+        if allowed:
+            response = error(405, "methode_non_autorisee",
+                             f"Cette adresse n'accepte pas la méthode {scope.get('method')} "
+                             f"(seulement : {', '.join(sorted(allowed))}).",
+                             headers={"Allow": ", ".join(sorted(allowed))})
+        else:
+            response = error(404, *NOT_FOUND)
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _slash(scope: Scope, route: Any) -> bool:
+        path = scope["path"]
+        if len(path) < 2 or not path.endswith("/"):
+            return False
+        return bool(route.matches({**scope, "path": path.rstrip("/")})[0] is not Match.NONE)
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]

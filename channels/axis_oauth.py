@@ -5,15 +5,19 @@ browser waits on while Ludo approves the connection.
 
 Why a waiting page: `/authorize` cannot answer at once — Ludo must say oui on Telegram
 first (a confirmation). The browser is sent to `/axis/connexion/<id>`, which says so in
-French and refreshes itself; once Ludo said oui it redirects to Claude.ai with the code,
-after non or expiry with `access_denied`. Access tokens are `axis` jetons; any live token
-is recognised here, and its scope (`chat`, `axis`, `site`) decides: /mcp requires `axis`.
+French and refreshes itself, with the short code Ludo's question repeats (he approves only
+the request whose code he sees here); once Ludo said oui it redirects to Claude.ai with
+the authorization code, after non, expiry or a newer request with `access_denied`. Access
+tokens are `axis` jetons; any live token is recognised here, and its scope (`chat`,
+`axis`, `site`) decides: /mcp requires `axis`.
 """
 
 from __future__ import annotations
 
 import html
+import ipaddress
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 from mcp.server.auth.provider import (
@@ -23,6 +27,7 @@ from mcp.server.auth.provider import (
     AuthorizeError,
     IdentityAssertionParams,
     RefreshToken,
+    RegistrationError,
     TokenError,
     construct_redirect_uri,
 )
@@ -39,6 +44,11 @@ log = logging.getLogger(__name__)
 
 PAGE_PATH = "/axis/connexion"
 THROTTLED = ("/register", "/authorize", "/token", "/revoke")
+QUESTIONS_PER_ADDRESS = 5
+QUESTIONS_WINDOW_S = 15 * 60.0
+"""Connection requests (each a question on Ludo's Telegram) per address, or IPv6 /64,
+within the window: a stranger cannot flood him, and his own retries still get through."""
+_CLIENT_IP: ContextVar[str | None] = ContextVar("axis_oauth_client_ip", default=None)
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
              "X-Frame-Options": "DENY"}
 
@@ -71,11 +81,28 @@ def _token(issued: IssuedTokens) -> OAuthToken:
                       scope=" ".join(issued.scopes))
 
 
+def ip_group(ip: str) -> str:
+    """Who counts as one requester: an IPv4 address, or an IPv6 address's /64 (one
+    subscriber's network: anyone holds a whole /64 of addresses)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 class AxisProvider:
     """The SDK's OAuthAuthorizationServerProvider over the core's OAuth state."""
 
-    def __init__(self, oauth: AxisOAuth, *, issuer: str, resource_url: str):
+    def __init__(self, oauth: AxisOAuth, *, issuer: str, resource_url: str,
+                 questions: RateLimiter | None = None):
         self.oauth, self.issuer, self.resource_url = oauth, issuer, resource_url
+        self.questions = questions or RateLimiter(QUESTIONS_PER_ADDRESS,
+                                                  window_s=QUESTIONS_WINDOW_S)
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
         info = await self.oauth.get_client(client_id)
@@ -83,18 +110,29 @@ class AxisProvider:
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
         assert client_info.client_id is not None
-        await self.oauth.register_client(client_info.client_id,
-                                         client_info.model_dump(mode="json", exclude_none=True))
+        try:
+            await self.oauth.register_client(
+                client_info.client_id, client_info.model_dump(mode="json", exclude_none=True))
+        except AxisRefused as exc:  # the only refusal: a redirect URI we would not go to
+            raise RegistrationError("invalid_redirect_uri", str(exc)) from None
 
     async def authorize(self, client: OAuthClientInformationFull,
                         params: AuthorizationParams) -> str:
         if params.resource and not _same_resource(params.resource, self.resource_url):
             raise AuthorizeError("invalid_target", "Ce serveur n'est que " + self.resource_url)
         assert client.client_id is not None
+        ip = _CLIENT_IP.get() or "inconnue"
+        group = ip_group(ip)
+        wait = self.questions.check(f"question:{group}")
+        if wait is not None:
+            minutes = max(1, round(wait / 60))
+            raise AuthorizeError("temporarily_unavailable",
+                                 "Trop de demandes de connexion depuis cette adresse : "
+                                 f"réessayez dans {minutes} minute(s).")
         try:
             approval_id = await self.oauth.request_approval(
                 client.client_id, client.client_name, str(params.redirect_uri),
-                params.model_dump(mode="json"))
+                params.model_dump(mode="json"), client_ip=ip, ip_group=group)
         except AxisRefused as exc:
             raise AuthorizeError("temporarily_unavailable", str(exc)) from None
         return f"{PAGE_PATH}/{approval_id}"  # relative: never assume how we are reached
@@ -176,15 +214,21 @@ _PAGE = """<!doctype html>
 <style>body{{font:1.15rem/1.5 system-ui,sans-serif;margin:0;padding:2rem 1.2rem;
 background:#fff;color:#111;max-width:36rem}}h1{{font-size:1.4rem}}
 p.note{{color:#333;font-size:1rem}}</style></head>
-<body><h1>{title}</h1><p>{text}</p><p class="note">{note}</p></body></html>
+p.code{{font-size:1rem}}p.code strong{{font:700 2.4rem/1.2 ui-monospace,monospace;
+letter-spacing:.3em;display:block;margin:.3rem 0}}</style></head>
+<body><h1>{title}</h1><p>{text}</p>{code}<p class="note">{note}</p></body></html>
 """
+_CODE = ('<p class="code">Code de cette demande :<strong>{code}</strong>La question d\'Axi '
+         'sur Telegram affiche le même code : ne validez que s\'il est identique ; sinon '
+         'répondez Non, cette demande n\'est pas la vôtre.</p>')
 
 
 def page(title: str, text: str, note: str = "", *, status: int = 200,
-         refresh_s: int | None = None) -> HTMLResponse:
+         refresh_s: int | None = None, code: str = "") -> HTMLResponse:
     refresh = f'<meta http-equiv="refresh" content="{refresh_s}">\n' if refresh_s else ""
     body = _PAGE.format(refresh=refresh, title=html.escape(title), text=html.escape(text),
-                        note=html.escape(note))
+                        note=html.escape(note),
+                        code=_CODE.format(code=html.escape(code)) if code else "")
     return HTMLResponse(body, status_code=status, headers=_NO_STORE)
 
 
@@ -210,7 +254,8 @@ def waiting_page(oauth: AxisOAuth, issuer: str, refresh_s: int = 3) -> Any:
         if approval.state in ("refusee", "expiree"):
             await oauth.discard_approval(approval_id)
             why = ("Ludo n'a pas autorisé la connexion." if approval.state == "refusee"
-                   else "La demande a expiré sans réponse de Ludo.")
+                   else "Une demande de connexion plus récente a remplacé celle-ci."
+                   if approval.replaced else "La demande a expiré sans réponse de Ludo.")
             return RedirectResponse(construct_redirect_uri(
                 redirect, error="access_denied", error_description=why, state=state, iss=issuer),
                 status_code=302, headers=_NO_STORE)
@@ -221,23 +266,31 @@ def waiting_page(oauth: AxisOAuth, issuer: str, refresh_s: int = 3) -> Any:
         return page("Demande envoyée à Ludo",
                     "Demande envoyée à Ludo : validez sur Telegram, puis revenez ici.",
                     "Cette page se met à jour toute seule ; la connexion continue dès que "
-                    "Ludo a répondu.", refresh_s=refresh_s)
+                    "Ludo a répondu.", refresh_s=refresh_s, code=approval.code)
 
     return endpoint
 
 
 class Throttled:
     """ASGI wrapper: the open OAuth endpoints (registration and authorization are open to
-    anyone on the Internet) are rate-limited per client IP."""
+    anyone on the Internet) are rate-limited per client IP, and the provider learns that
+    IP (the SDK does not hand it the request)."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter):
         self.app, self.limiter = app, limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in THROTTLED \
-                and scope.get("method") != "OPTIONS":
-            wait = self.limiter.check(f"oauth:{client_ip(scope)}")
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ip = client_ip(scope)
+        if scope["path"] in THROTTLED and scope.get("method") != "OPTIONS":
+            wait = self.limiter.check(f"oauth:{ip}")
             if wait is not None:
                 await too_many(wait)(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        reset = _CLIENT_IP.set(ip)  # for /authorize: who asks, shown to Ludo
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _CLIENT_IP.reset(reset)

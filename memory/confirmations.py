@@ -155,6 +155,16 @@ class ConfirmationsMixin:
                 "ORDER BY id DESC LIMIT 1"), {"a": action, "k": key, "v": value})).one_or_none()
         return _record(row) if row is not None else None
 
+    async def withdraw_confirmation(self, confirmation_id: int, why: str) -> bool:
+        """End a pending confirmation whose question no longer stands (what it asked
+        about is gone): it becomes `expiree`, so a later press does nothing and says so.
+        False when it was no longer pending."""
+        async with self.db.sessions.begin() as session:
+            result = await session.execute(text(
+                "UPDATE confirmations SET etat = 'expiree', resultat = :w "
+                "WHERE id = :id AND etat = 'en_attente'"), {"w": why[:500], "id": confirmation_id})
+        return bool(result.rowcount)
+
     async def expire_confirmations(self) -> int:
         async with self.db.sessions.begin() as session:
             result = await session.execute(text(

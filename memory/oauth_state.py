@@ -99,6 +99,40 @@ class OAuthStateMixin:
                 {"g": genre, "k": cle, "v": json.dumps(values)})).scalar()
         return found is not None
 
+    async def oauth_enqueue(self, genre: str, cle: str, *, client_id: str | None,
+                            donnees: dict[str, Any], expire_le: datetime | None, field: str,
+                            pending: str, ended: str, group: str, per_group: int,
+                            total: int) -> list[OAuthState]:
+        """Store a new row whose `donnees[field]` is `pending` (and `donnees["groupe"]`
+        is `group`), first ending — `field` set to `ended`, `"remplacee": true` — the
+        oldest live pending rows of the genre beyond `per_group - 1` of that group and
+        beyond `total - 1` in all: the newest always gets in. One transaction, one at a
+        time per genre. Returns the rows it ended."""
+        sql = (f"UPDATE oauth_etats SET donnees = donnees || jsonb_build_object("
+               "CAST(:f AS text), CAST(:e AS text), 'remplacee', true) "
+               "WHERE genre = :g AND cle IN (SELECT cle FROM oauth_etats WHERE genre = :g "
+               f"AND {_LIVE} AND donnees->>:f = :p AND (CAST(:grp AS text) IS NULL "
+               "OR donnees->>'groupe' = :grp) ORDER BY cree_le DESC, cle OFFSET :n) "
+               f"RETURNING {_COLUMNS}")
+        ended_rows: list[OAuthState] = []
+        async with self.db.sessions.begin() as session:
+            await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                                  {"k": f"oauth_etats:{genre}"})
+            for grp, keep in ((group, per_group), (None, total)):
+                rows = (await session.execute(text(sql), {
+                    "g": genre, "f": field, "e": ended, "p": pending, "grp": grp,
+                    "n": max(0, keep - 1)})).all()
+                ended_rows.extend(_state(r) for r in rows)
+            await session.execute(text(
+                "DELETE FROM oauth_etats WHERE genre = :g AND cle = :k AND NOT " + _LIVE),
+                {"g": genre, "k": cle})
+            await session.execute(text(
+                "INSERT INTO oauth_etats (genre, cle, client_id, donnees, expire_le, cree_le) "
+                "VALUES (:g, :k, :c, CAST(:d AS jsonb), :x, clock_timestamp())"),
+                {"g": genre, "k": cle, "c": client_id, "x": expire_le,
+                 "d": json.dumps({**donnees, field: pending, "groupe": group})})
+        return ended_rows
+
     async def oauth_count(self, genre: str, *, field: str | None = None,
                           value: str | None = None) -> int:
         """Live rows of a genre (whose `donnees[field]` is `value`, when given)."""
@@ -118,16 +152,32 @@ class OAuthStateMixin:
         return len(rows)
 
     async def oauth_purge(self, *, unapproved_clients_after_s: float = 86_400,
+                          unapproved_clients_kept: int | None = None,
                           oauth_tokens_kept_s: float = 30 * 86_400) -> int:
         """Forget what expired: rows past their expiry, clients registered but never
-        approved after a day (registration is open to anyone), and the OAuth access
-        tokens (`jetons.client_oauth`) expired for a month."""
+        approved after a day (registration is open to anyone) — and beyond the newest
+        `unapproved_clients_kept` of them, the oldest, unless an approval of theirs is
+        still live —, and the OAuth access tokens (`jetons.client_oauth`) expired for a
+        month."""
         async with self.db.sessions.begin() as session:
             gone = len((await session.execute(text(
                 "DELETE FROM oauth_etats WHERE expire_le <= now() OR (genre = 'client' "
                 "AND donnees->>'approuve_le' IS NULL "
                 "AND cree_le < now() - make_interval(secs => :u)) RETURNING 1"),
                 {"u": unapproved_clients_after_s})).all())
+            if unapproved_clients_kept is not None:
+                gone += len((await session.execute(text(
+                    "WITH c AS (SELECT c.cle, EXISTS (SELECT 1 FROM oauth_etats a"
+                    "  WHERE a.genre = 'approbation' AND a.client_id = c.cle"
+                    "  AND (a.expire_le IS NULL OR a.expire_le > now())"
+                    "  AND a.donnees->>'etat' IN ('en_attente', 'approuvee')) AS attend,"
+                    "  c.cree_le FROM oauth_etats c"
+                    "  WHERE c.genre = 'client' AND c.donnees->>'approuve_le' IS NULL),"
+                    " trop AS (SELECT cle, attend FROM c"
+                    "  ORDER BY attend DESC, cree_le DESC, cle OFFSET :n)"
+                    " DELETE FROM oauth_etats WHERE genre = 'client'"
+                    " AND cle IN (SELECT cle FROM trop WHERE NOT attend) RETURNING 1"),
+                    {"n": max(0, unapproved_clients_kept)})).all())
             await session.execute(text(
                 "DELETE FROM jetons WHERE client_oauth IS NOT NULL "
                 "AND coalesce(revoque_le, expire_le) < now() - make_interval(secs => :k)"),

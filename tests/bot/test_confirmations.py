@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.app import Axi
+from bot.confirmations import ActionContext
 from bot.inbound import ButtonPressed, Inbound
 from memory.confirmations import button_data
 from tests.bot.test_pipeline import run_all, sent, telegram
@@ -131,3 +132,32 @@ async def test_loose_button_data_settles_nothing(axi: Axi) -> None:
     await run_all(axi)
     record = await axi.store.get_confirmation(cid)
     assert record is not None and record.etat == "en_attente" and record.reponse is None
+
+
+async def test_a_refusal_lets_go_of_what_waited_at_once(axi: Axi) -> None:
+    """An action may register what to release when it is refused (or answered too
+    late): run once, in the answer's transaction; a failing one still refuses."""
+    released: list[tuple[int, str]] = []
+
+    async def let_go(ctx: ActionContext) -> None:
+        released.append((ctx.confirmation.id, ctx.choice))
+        if ctx.payload.get("casse"):
+            raise RuntimeError("boom")
+
+    async def never(ctx: ActionContext) -> str:
+        raise AssertionError("the action must not run")
+
+    axi.confirmations.register("essai.attente", never, on_refusal=let_go)
+    refused = await axi.confirmations.ask("essai.attente", "?", {})
+    broken = await axi.confirmations.ask("essai.attente", "?", {"casse": True})
+    late = await axi.confirmations.ask("essai.attente", "?", {}, expires_in=timedelta(hours=1))
+    await axi.pipeline.accept(press("1001", button_data(refused.id, "non")))
+    await axi.pipeline.accept(press("1001", button_data(refused.id, "non")))
+    await axi.pipeline.accept(press("1001", button_data(broken.id, "non")))
+    await run_all(axi)
+    axi.confirmations.clock = lambda: datetime.now(UTC) + timedelta(hours=2)
+    await axi.pipeline.accept(press("1001", button_data(late.id, "oui")))
+    await run_all(axi)
+    assert released == [(refused.id, "non"), (broken.id, "non"), (late.id, "oui")]
+    states = [(await axi.store.get_confirmation(c.id)) for c in (refused, broken, late)]
+    assert [s.etat for s in states if s is not None] == ["refusee", "refusee", "expiree"]

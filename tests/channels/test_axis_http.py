@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from bot.axis_contract import AxisRefused
-from bot.axis_text import MAX_CONSIGNES, consignes_markdown, parse_consignes
+from bot.axis_text import ACTION_LABELS, MAX_CONSIGNES, consignes_markdown, parse_consignes
 from memory.database import Database
 from memory.records import ConsigneRecord
-from tests.channels.axis_support import AxisWeb, axis_axi
+from tests.channels.axis_support import AxisWeb, axis_axi, mcp_session, text_of
 from tests.fakes.ollama_server import FakeOllama
 from tests.waiting import until
 
@@ -54,6 +54,21 @@ async def test_briefing_says_what_axis_needs_in_french(box: AxisWeb) -> None:
     assert "remplacer les consignes" in body and "Remplacer ?" not in body
     assert "Messages en attente :" in body and "Modèle local :" in body
     assert "Boîte d'Axis : 1 message(s) non lu(s)" in body
+
+
+async def test_briefing_names_every_pending_question_in_french(box: AxisWeb) -> None:
+    """Every action Ludo may be asked about has a French label in the briefing (never
+    its code name, never the question's own text)."""
+    confirmations = box.axi.confirmations
+    assert set(confirmations.actions) <= set(ACTION_LABELS), confirmations.actions
+    await confirmations.ask("site.memo", "#memo chez un visiteur", {"texte": "x"})
+    await confirmations.ask("consignes.ajouter", "Ajouter ?", {"texte": "y"})
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        body = (await http.get("/briefing", headers=box.auth("axis"))).text
+    assert "mémo proposé par un visiteur du site" in body
+    assert "consigne proposée par Axis" in body
+    assert "site.memo" not in body and "consignes.ajouter" not in body
+    assert "#memo chez un visiteur" not in body
 
 
 async def test_memory_read_and_replaced_after_ludos_accord(box: AxisWeb) -> None:
@@ -126,3 +141,28 @@ def test_markdown_round_trip_and_format_errors() -> None:
         parse_consignes("- a\nb")
     with pytest.raises(AxisRefused, match="vide"):
         parse_consignes("- a\n- ")
+
+
+async def test_what_mcp_does_not_serve_is_a_french_404_or_405(box: AxisWeb) -> None:
+    """MCP's app is mounted at the root after every route: it must not answer the rest
+    with its English plain text."""
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        for method, path, allow in (("GET", "/chat-proxy", "POST"), ("GET", "/api/chat", "POST"),
+                                    ("PUT", "/contact", "POST"), ("GET", "/register", "POST"),
+                                    ("DELETE", "/briefing", "GET")):
+            r = await http.request(method, path)
+            assert r.status_code == 405, (method, path, r.status_code, r.text)
+            assert r.json()["error"] == "methode_non_autorisee", r.text
+            assert f"méthode {method}" in r.json()["message"]
+            assert allow in r.headers["allow"].split(", "), r.headers["allow"]
+        for path in ("/foo", "/mcpx", "/axis", "/.well-known/foo"):
+            r = await http.get(path)
+            assert r.status_code == 404, (path, r.text)
+            assert r.json() == {"error": "introuvable", "message": "Cette adresse n'existe pas."}
+        meta = await http.get("/.well-known/oauth-authorization-server")
+        assert meta.status_code == 200 and meta.json()["issuer"]
+        assert (await http.get("/.well-known/oauth-protected-resource/mcp")).status_code == 200
+        assert (await http.post("/mcp", json={})).status_code == 401  # MCP's own answer
+        assert (await http.get("/health")).status_code in (200, 503)
+    async with mcp_session(box.url, box.tokens["axis"]) as mcp:
+        assert "Briefing d'Axi" in text_of(await mcp.call_tool("briefing", {}))

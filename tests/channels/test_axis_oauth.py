@@ -2,12 +2,15 @@
 whole flow with httpx against a real uvicorn: metadata, dynamic registration, /authorize
 waiting on Ludo's answer (a confirmation he presses on Telegram), the code, PKCE checked,
 the token working on /mcp with the official client, refresh with rotation, revocation;
-"non" and expiry end in access_denied; too many pending requests are refused."""
+"non" and expiry end in access_denied; strangers can never keep Ludo out (one pending
+request per address, the newest ends the oldest, "non" frees its place at once); the
+page and Ludo's question show the same short code; only https or loopback redirects."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +21,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from bot.axis_connect import MAX_PENDING
+from bot.axis_connect import CODE_ALPHABET, MAX_PENDING, human_code
+from bot.channel import Delivery
+from memory.confirmations import parse_button
 from memory.database import Database
 from tests.channels.axis_support import PUBLIC_HOST, AxisWeb, axis_axi, mcp_session, text_of
 from tests.fakes.ollama_server import FakeOllama
@@ -179,21 +184,151 @@ async def test_no_or_expiry_ends_in_access_denied(box: AxisWeb) -> None:
         assert (await http.get("/axis/connexion/" + "x" * 43)).status_code == 404
 
 
-async def test_too_many_pending_requests_are_refused(box: AxisWeb) -> None:
+def from_ip(ip: str) -> dict[str, str]:
+    """Behind the tunnel (the peer is loopback) Cloudflare names the visitor's address."""
+    return {"CF-Connecting-IP": ip}
+
+
+async def ask(http: httpx.AsyncClient, client: dict[str, Any], state: str,
+              ip: str) -> str:
+    """/authorize from `ip`: the waiting page's URL."""
+    r = await http.get("/authorize", headers=from_ip(ip), params={
+        "response_type": "code", "client_id": client["client_id"], "redirect_uri": CALLBACK,
+        "code_challenge": pkce()[1], "code_challenge_method": "S256", "state": state,
+        "scope": "axis", "resource": f"{ISSUER}/mcp"})
+    assert r.status_code == 302 and r.headers["location"].startswith("/axis/connexion/"), \
+        r.headers.get("location")
+    return r.headers["location"]
+
+
+async def ended(http: httpx.AsyncClient, url: str) -> dict[str, str]:
+    r = await http.get(url)
+    assert r.status_code == 302, (r.status_code, r.text[:200])
+    return query(r.headers["location"])
+
+
+async def question_from(box: AxisWeb, ip: str) -> Delivery:
+    """The question Ludo got on Telegram for a request from `ip`."""
+    async def sent() -> Delivery | None:
+        return next((d for d in reversed(box.telegram.sent)
+                     if d.kind == "confirmation" and f"l'adresse {ip}." in d.text), None)
+    found: Delivery = await until(sent, 20, message=f"no question for {ip}")
+    return found
+
+
+async def pending_questions(box: AxisWeb) -> int:
+    return len([c for c in await box.axi.store.list_confirmations(pending_only=True)
+                if c.action == "axis.connecter"])
+
+
+async def test_strangers_never_keep_ludo_from_connecting(box: AxisWeb) -> None:
+    """Registration and /authorize are open to anyone: whatever strangers ask, Ludo's own
+    request gets in, and his « Non » frees its place at once."""
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        attacker = await register(http)
+        for i in range(MAX_PENDING):  # from one address: each replaces the one before
+            assert (await authorize(http, attacker, pkce()[1], f"a{i}")).status_code == 302
+            await box.press(await box.question("axis.connecter"), "Non")
+        ludo = await register(http)
+        mine = await authorize(http, ludo, pkce()[1])
+        assert mine.headers["location"].startswith("/axis/connexion/"), mine.headers["location"]
+
+        # a flood from many addresses: the newest request ends the oldest pending one
+        flood = [await ask(http, attacker, f"f{i}", f"198.51.100.{i}") for i in range(6)]
+        for url in flood[:3]:
+            assert (await ended(http, url))["error"] == "access_denied"
+        for url in flood[3:]:
+            assert (await http.get(url)).status_code == 200
+        assert await pending_questions(box) == MAX_PENDING  # the others' are withdrawn
+        assert (await ended(http, mine.headers["location"]))["error"] == "access_denied"
+        mine_now = await ask(http, ludo, "moi", "203.0.113.7")
+        assert (await http.get(mine_now)).status_code == 200  # Ludo's still gets in
+        assert await pending_questions(box) == MAX_PENDING
+        replaced = await ended(http, flood[3])
+        assert replaced["error"] == "access_denied" and replaced["state"] == "f3"
+        assert "plus récente" in replaced["error_description"]
+
+
+async def test_one_pending_request_per_address_or_ipv6_64(box: AxisWeb) -> None:
     async with httpx.AsyncClient(base_url=box.url) as http:
         client = await register(http)
-        for i in range(MAX_PENDING):
-            r = await authorize(http, client, pkce()[1], f"etat-{i}")
-            assert r.headers["location"].startswith("/axis/connexion/")
-        over = await authorize(http, client, pkce()[1], "etat-trop")
-        assert over.status_code == 302
+        first = await ask(http, client, "v6-1", "2001:db8:0:1::1")
+        first_question = await box.question("axis.connecter")
+        second = await ask(http, client, "v6-2", "2001:db8:0:1:ffff::2")  # same /64
+        assert (await ended(http, first))["state"] == "v6-1"
+        other = await ask(http, client, "v6-3", "2001:db8:0:2::1")  # another /64
+        v4 = await ask(http, client, "v4", "192.0.2.1")
+        for url in (second, other, v4):
+            assert (await http.get(url)).status_code == 200
+        # the replaced request's question is withdrawn: a late « Oui » lets nobody in
+        await box.press(first_question, "Oui")
+        parsed = parse_button(first_question.choices[0][1])
+        assert parsed is not None
+        record = await box.axi.store.get_confirmation(parsed[0])
+        assert record is not None and record.etat == "expiree"
+        assert (await http.get(second)).status_code == 200
+        # no more than a few questions per address and quarter of an hour
+        for i in range(4):
+            await ask(http, client, f"encore-{i}", "192.0.2.1")
+        over = await http.get("/authorize", headers=from_ip("192.0.2.1"), params={
+            "response_type": "code", "client_id": client["client_id"],
+            "redirect_uri": CALLBACK, "code_challenge": pkce()[1],
+            "code_challenge_method": "S256", "state": "trop"})
         answer = query(over.headers["location"])
-        assert answer["error"] == "temporarily_unavailable" and answer["state"] == "etat-trop"
-        other = await http.get("/authorize", params={
+        assert answer["error"] == "temporarily_unavailable" and answer["state"] == "trop"
+        assert "Trop de demandes de connexion" in answer["error_description"]
+        elsewhere = await http.get("/authorize", params={
             "response_type": "code", "client_id": client["client_id"],
             "redirect_uri": CALLBACK, "code_challenge": pkce()[1],
             "resource": "https://ailleurs.example/mcp"})
-        assert query(other.headers["location"])["error"] == "invalid_target"
+        assert query(elsewhere.headers["location"])["error"] == "invalid_target"
+
+
+async def test_no_frees_the_place_at_once(box: AxisWeb) -> None:
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        client = await register(http)
+        urls = [await ask(http, client, f"e{i}", f"192.0.2.{i + 10}") for i in range(3)]
+        await box.press(await question_from(box, "192.0.2.10"), "Non")
+
+        async def settled() -> bool | None:
+            async with box.axi.db.sessions() as session:
+                states = (await session.execute(text(
+                    "SELECT donnees->>'etat' FROM oauth_etats WHERE genre = 'approbation' "
+                    "ORDER BY cree_le"))).scalars().all()
+            return True if list(states) == ["refusee", "en_attente", "en_attente"] else None
+        await until(settled, 20, message="the refused approval still pending")
+        fourth = await ask(http, client, "e3", "192.0.2.99")
+        for url in (*urls[1:], fourth):  # nobody was pushed out: « Non » made room
+            assert (await http.get(url)).status_code == 200
+        answer = await ended(http, urls[0])
+        assert answer["error"] == "access_denied" and "Ludo n'a pas autorisé" in \
+            answer["error_description"]
+
+
+async def test_the_question_and_the_page_show_the_same_code(box: AxisWeb) -> None:
+    """Ludo approves only the request on his own screen: its page and his question show
+    one short code; another request's code differs."""
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        r = await http.post("/register", json={
+            "redirect_uris": ["https://claude.ai/api/mcp/auth_callback"],
+            "client_name": "Claude <b>officiel</b>"})
+        client = r.json()
+        codes = []
+        for i, ip in enumerate(("192.0.2.50", "192.0.2.51")):
+            page = await http.get(await ask(http, client, f"c{i}", ip))
+            found = re.search(r"<strong>([A-Z0-9]{4})</strong>", page.text)
+            assert found, page.text
+            code = found.group(1)
+            assert set(code) <= set(CODE_ALPHABET)
+            question = await question_from(box, ip)
+            assert f"Code de la demande : {code}." in question.text
+            assert "Ne valide que si la page de connexion affiche ce code" in question.text
+            assert "« Claude <b>officiel</b> »" in question.text
+            assert "retour vers claude.ai" in question.text
+            assert f"depuis l'adresse {ip}" in question.text
+            assert "ne validez que s'il est identique" in page.text
+            codes.append(code)
+    assert len({human_code() for _ in range(20)}) > 1  # random for each request
 
 
 async def test_the_open_endpoints_are_rate_limited_per_ip(
@@ -211,3 +346,56 @@ async def test_the_open_endpoints_are_rate_limited_per_ip(
                                 json={"redirect_uris": [CALLBACK]})
         assert other.status_code == 201
         assert (await http.get("/.well-known/oauth-authorization-server")).status_code == 200
+
+
+async def test_only_https_or_loopback_redirects_are_registered(box: AxisWeb) -> None:
+    """Else the waiting page, after « Non » or expiry, would send the browser anywhere
+    (javascript:, a plain http site)."""
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        for bad in (["javascript:alert(1)"], ["http://evil.example/cb"], ["data:text/html,x"],
+                    [CALLBACK, "http://evil.example/cb"], ["https://claude.ai/cb#frag"],
+                    ["ftp://claude.ai/cb"]):
+            r = await http.post("/register", json={"redirect_uris": bad})
+            assert r.status_code == 400, (bad, r.text)
+            assert r.json()["error"] == "invalid_redirect_uri", r.text
+            assert "Adresse de retour refusée" in r.json()["error_description"]
+        for good in ([CALLBACK], ["http://127.0.0.1:33418/callback"], ["http://localhost/cb"],
+                     ["http://[::1]:8080/cb"], ["https://localhost:9000/cb"]):
+            r = await http.post("/register", json={"redirect_uris": good})
+            assert r.status_code == 201, (good, r.text)
+    async with box.axi.db.sessions() as session:
+        stored = (await session.execute(text(
+            "SELECT string_agg(donnees::text, ' ') FROM oauth_etats"))).scalar()
+    assert "evil" not in stored and "javascript" not in stored
+
+
+async def test_unapproved_clients_are_capped_and_forgotten(box: AxisWeb) -> None:
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        waiting = await register(http)  # its approval is pending: kept
+        await authorize(http, waiting, pkce()[1])
+        approved = await register(http)
+        async with box.axi.db.sessions.begin() as session:
+            await session.execute(text(
+                "UPDATE oauth_etats SET donnees = donnees || '{\"approuve_le\": \"x\"}', "
+                "cree_le = now() - interval '3 days' WHERE cle = :c"),
+                {"c": approved["client_id"]})
+            await session.execute(text(
+                "UPDATE oauth_etats SET cree_le = now() - interval '2 hours' "
+                "WHERE cle = :c"), {"c": waiting["client_id"]})
+            await session.execute(text(
+                "INSERT INTO oauth_etats (genre, cle, client_id, donnees, cree_le) "
+                "SELECT 'client', 'vieux-' || i, 'vieux-' || i, '{}', "
+                "now() - make_interval(mins => 200 - i) FROM generate_series(1, 150) i"))
+            await session.execute(text(
+                "INSERT INTO oauth_etats (genre, cle, client_id, donnees, cree_le) "
+                "VALUES ('client', 'perime', 'perime', '{}', now() - interval '25 hours')"))
+        newest = await register(http)
+
+        async with box.axi.db.sessions() as session:
+            kept = {r[0] for r in (await session.execute(text(
+                "SELECT cle FROM oauth_etats WHERE genre = 'client'"))).all()}
+        unapproved = kept - {approved["client_id"]}
+        assert len(unapproved) <= 100, len(unapproved)
+        assert {waiting["client_id"], approved["client_id"], newest["client_id"]} <= kept
+        assert "perime" not in kept  # a day old: forgotten
+        assert "vieux-1" not in kept and "vieux-150" in kept  # the oldest go first
