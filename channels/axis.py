@@ -62,7 +62,8 @@ def part(services: ChannelServices, config: WebConfig) -> WebPart:
         Route(f"{axis_oauth.PAGE_PATH}/{{approval_id}}",
               axis_oauth.waiting_page(axis.oauth, issuer), methods=["GET"]),
     ]
-    throttled = axis_oauth.Throttled(mcp_app, RateLimiter(config.rate_per_minute))
+    throttled = axis_oauth.Throttled(mcp_app, RateLimiter(config.rate_per_minute),
+                                     config.trusted_proxies)
     return WebPart(routes=routes, lifespans=[server.session_manager.run()],
                    root_app=McpOnly(throttled, list(mcp_app.routes)))
 
@@ -160,7 +161,7 @@ def _markdown(raw: bytes, content_type: str) -> str | Response:
         return body
     try:
         value = json.loads(body or "null")
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deep is bad input, not a crash
         return error(400, "json_invalide", "Le corps de la requête n'est pas du JSON valide.")
     text = next((value[k] for k in ("markdown", "contenu", "content")
                  if isinstance(value, dict) and isinstance(value.get(k), str)), None)

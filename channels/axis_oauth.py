@@ -15,7 +15,6 @@ tokens are `axis` jetons; any live token is recognised here, and its scope (`cha
 from __future__ import annotations
 
 import html
-import ipaddress
 import logging
 from contextvars import ContextVar
 from typing import Any
@@ -38,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.axis_contract import AxisOAuth, AxisRefused, Grant, IssuedTokens
 from bot.web_contract import TokenGrant
-from channels.web_guard import RateLimiter, client_ip, too_many
+from channels.web_guard import LOOPBACK, Network, RateLimiter, client_ip, rate_key, too_many
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +81,9 @@ def _token(issued: IssuedTokens) -> OAuthToken:
 
 
 def ip_group(ip: str) -> str:
-    """Who counts as one requester: an IPv4 address, or an IPv6 address's /64 (one
-    subscriber's network: anyone holds a whole /64 of addresses)."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
+    """Who counts as one requester: the same key as every per-IP limit (an IPv4 address,
+    an IPv6 address's /64)."""
+    return rate_key(ip)
 
 
 class AxisProvider:
@@ -276,16 +267,17 @@ class Throttled:
     anyone on the Internet) are rate-limited per client IP, and the provider learns that
     IP (the SDK does not hand it the request)."""
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter):
-        self.app, self.limiter = app, limiter
+    def __init__(self, app: ASGIApp, limiter: RateLimiter,
+                 trusted: tuple[Network, ...] = LOOPBACK):
+        self.app, self.limiter, self.trusted = app, limiter, trusted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        ip = client_ip(scope)
+        ip = client_ip(scope, self.trusted)
         if scope["path"] in THROTTLED and scope.get("method") != "OPTIONS":
-            wait = self.limiter.check(f"oauth:{ip}")
+            wait = self.limiter.check(f"oauth:{rate_key(ip)}")
             if wait is not None:
                 await too_many(wait)(scope, receive, send)
                 return

@@ -22,8 +22,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Match, Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import BaseRoute, Mount, Route
 
 from bot.channel import ChannelServices, ChunkFn, Delivery
 from channels import axis, site, web_api, web_chat
@@ -66,10 +65,9 @@ def build_app(services: ChannelServices, config: WebConfig | None = None,
         exempt.append(path)
     for part in built:
         routes.extend(part.routes)
-    own = list(routes)
     for part in built:
-        if part.root_app is not None:  # MCP routes /mcp itself: at the root, last
-            routes.append(Mount("/", app=_OwnMethods(part.root_app, own)))
+        if part.root_app is not None:  # MCP routes /mcp itself: at the root, last (it
+            routes.append(Mount("/", app=part.root_app))  # answers the rest: 404/405)
     app = Starlette(routes=routes, exception_handlers={
         404: _not_found, 405: _not_allowed, 500: _server_error})
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes, exempt=tuple(exempt))
@@ -79,24 +77,8 @@ def build_app(services: ChannelServices, config: WebConfig | None = None,
     return app
 
 
-class _OwnMethods:
-    """In front of the app mounted at the root: a path of Axi's own asked with another
-    method (GET /chat-proxy) is a 405 in French, not the root app's "Not Found"."""
-
-    def __init__(self, app: ASGIApp, own: list[BaseRoute]):
-        self.app, self.own = app, own
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # mounted at "/", its scope routes as the app's own did
-        if scope["type"] == "http":
-            if any(route.matches(scope)[0] == Match.PARTIAL for route in self.own):
-                await _not_allowed_response()(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def _not_allowed_response() -> JSONResponse:
-    return error(405, "methode_non_permise", "Cette adresse n'accepte pas cette méthode.")
+    return error(405, "methode_non_autorisee", "Cette adresse n'accepte pas cette méthode.")
 
 
 async def _not_allowed(request: Request, exc: Exception) -> JSONResponse:

@@ -246,7 +246,7 @@ async def test_a_wrong_method_or_path_is_answered_in_french_json() -> None:
                                  base_url="http://t") as client:
         wrong = await client.get("/chat-proxy", headers={"Origin": origin})
         health = await client.post("/health")
-    assert wrong.status_code == 405 and wrong.json()["error"] == "methode_non_permise"
+    assert wrong.status_code == 405 and wrong.json()["error"] == "methode_non_autorisee"
     assert wrong.json()["message"] == "Cette adresse n'accepte pas cette méthode."
     assert wrong.headers["access-control-allow-origin"] == origin
-    assert health.status_code == 405 and health.json()["error"] == "methode_non_permise"
+    assert health.status_code == 405 and health.json()["error"] == "methode_non_autorisee"
