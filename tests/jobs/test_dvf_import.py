@@ -5,10 +5,12 @@ header, a truncated gzip, 404 and 500 — reported without losing what was read.
 from __future__ import annotations
 
 import gzip
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from jobs.dvf_import import default_sources, import_sources
 from memory.store import MemoryStore
@@ -145,3 +147,69 @@ async def test_departement_filter(store: MemoryStore, tmp_path: Path) -> None:
     everything = await import_sources(store, [str(path)], departement=None)
     assert everything.total("sales_known") == dordogne
     assert everything.total("sales_new") > 0
+
+
+async def _all_sales(store: MemoryStore) -> dict[str, tuple]:
+    async with store.db.engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT cle, date_mutation, nature, valeur, code_postal, code_commune, nom_commune, "
+            "adresse, parcelles, types_locaux, surface_bati, surface_terrain, pieces, "
+            "longitude, latitude, source FROM ventes_dvf"))).all()
+    return {r[0]: tuple(r) for r in rows}
+
+
+async def _both_ways(store: MemoryStore, path: Path, departement: str | None
+                     ) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    await import_sources(store, [str(path)], departement=departement, method="copy")
+    python = await _all_sales(store)
+    async with store.db.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM ventes_dvf"))
+    report = await import_sources(store, [str(path)], departement=departement, method="sql")
+    assert not report.failed and report.total("sales_new") == len(python)
+    return python, await _all_sales(store)
+
+
+@pytest.mark.parametrize("which", ["excerpt", "synthetic", "shuffled excerpt"])
+async def test_sql_and_python_give_the_same_sales(store: MemoryStore, tmp_path: Path,
+                                                  which: str) -> None:
+    if which == "excerpt":
+        path, dep = EXCERPT, "69"
+    elif which == "synthetic":
+        path, dep = synthetic_file(tmp_path / "24.csv", 4_000), "24"
+    else:  # a mutation's rows apart, several parcels, lots and cultures: the exact path
+        lines = EXCERPT.read_text(encoding="utf-8").splitlines()
+        rows = lines[1:]
+        random.Random(3).shuffle(rows)
+        path, dep = tmp_path / "shuffled.csv", "69"
+        path.write_text("\n".join([lines[0], *rows]) + "\n", encoding="utf-8")
+    python, sql = await _both_ways(store, path, dep)
+    assert sql.keys() == python.keys() and len(sql) > 40
+    assert sql == python  # every column
+
+
+async def test_sql_import_skips_broken_lines_with_their_reason(store: MemoryStore,
+                                                               tmp_path: Path) -> None:
+    lines = EXCERPT.read_text(encoding="utf-8").splitlines()
+    broken = [
+        lines[1][:60],                                        # cut short
+        lines[1].replace("2025-01-03", "2025-13-45"),         # impossible date
+        lines[4].replace(",205000,", ",205 000€,"),           # not a number
+        lines[7].replace(",4.74319,", ",est,"),               # bad longitude
+        ",".join(["", *lines[1].split(",")[1:]]),             # no id_mutation
+        "",                                                   # blank line: ignored
+        '"2025-1","2025-01-03",x',                            # quoted, too short
+    ]
+    path = tmp_path / "broken.csv"
+    path.write_text("\n".join([lines[0], *broken, *lines[1:]]) + "\n", encoding="utf-8")
+    report = await import_sources(store, [str(path)], departement="69")
+    src = report.sources[0]
+    assert not report.failed and src.sales_new == 42 and src.rows_read == 87 + 6
+    assert src.skipped == {
+        "wrong number of columns (8 instead of 40)": 1, "bad date_mutation": 1,
+        "valeur_fonciere is not a number": 1, "longitude is not a number": 1,
+        "no id_mutation": 1, "wrong number of columns (3 instead of 40)": 1}
+    # only the column count wrong: PostgreSQL reads the rest, no second pass
+    path.write_text("\n".join([lines[0], broken[0], *lines[1:]]) + "\n", encoding="utf-8")
+    again = await import_sources(store, [str(path)], departement="69")
+    assert again.sources[0].skipped == {"wrong number of columns (8 instead of 40)": 1}
+    assert again.total("sales_known") == 42
