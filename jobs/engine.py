@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -160,6 +161,7 @@ class Engine:
                 NewItem(i.key, i.source, i.data, reported=i.source in baseline) for i in new])
             result.new = len(stored)
             await self.store.write_watermarks(veille.nom, fetched.watermarks)
+            _crash_point("veille:after_store")
         healthy = (set(fetched.healthy) | {WHOLE_FETCH}) - set(fetched.broken)
         await self._alerts(veille, fetched.broken, healthy, ctx.now)
         problems = _problems(fetched)
@@ -174,6 +176,7 @@ class Engine:
                 raise RunFailed("le résumé n'a pu être envoyé à aucun destinataire : "
                                 + "; ".join(failures or ["aucun destinataire configuré"]))
             problems += failures
+            _crash_point("veille:after_send")
             await self.store.mark_reported(veille.id, [r.id for r in pending])
             result.reported = reported
         result.state = "partiel" if problems else "ok"
@@ -294,3 +297,14 @@ def _problems(fetched: Fetched) -> list[str]:
     if fetched.partial:
         problems.append(f"passage partiel : {fetched.partial}")
     return problems
+
+
+CRASH_ENV = "AXI_TEST_CRASH_AT"
+
+
+def _crash_point(name: str) -> None:
+    """Test-only: `veille:after_store` (items stored, nothing sent) and
+    `veille:after_send` (the digest queued, its items not yet marked) kill the process
+    at the worst moments, to prove a rerun loses nothing and sends nothing twice."""
+    if os.environ.get(CRASH_ENV) == name:
+        os._exit(137)
