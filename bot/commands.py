@@ -41,6 +41,8 @@ SPECS: dict[str, Spec] = {
     "oublie": Spec(MANAGERS, "Faire oublier des faits (avec confirmation)", needs_args=True),
     "claude": Spec(frozenset({OWNER_RELATION}), "Poser cette question à Claude",
                    needs_args=True),
+    "axis": Spec(INNER_CIRCLE, "Transmettre une question à Axis (l'assistant Claude.ai)",
+                 needs_args=True),
 }
 
 
@@ -107,7 +109,8 @@ def not_in_a_group(command: Command, form: str) -> str:
 def missing_args(command: Command) -> str:
     example = {"souvenirs": "/souvenirs longère Vergt", "oublie": "/oublie le golf de Ludo",
                "local": "/local le prix plancher du vendeur",
-               "claude": "/claude rédige une annonce pour la longère"}[command.name]
+               "claude": "/claude rédige une annonce pour la longère",
+               "axis": "/axis quel notaire pour la longère de Vergt ?"}[command.name]
     return f"Il me manque ce qu'il faut chercher ou faire, par exemple : {example}"
 
 

@@ -402,10 +402,25 @@ class Responder:
                       "Consignes en vigueur :\n" + "\n".join(
                           f"- {c.texte}" + (" (pour tous)" if c.audience == "tous" else "")
                           for c in listed))
+        elif command.name == "axis":
+            answer = await self._ask_axis(claim, who, command.args)
         else:  # oublie: only after Ludo's accord, as every action with side effects
             answer = await self._ask_to_forget(who, command.args)
         await self.store.queue_notice(claim, answer, relation_id=who.relation_id)
         await self.store.finish_inbound(claim, etat="traite", relation_id=who.relation_id)
+
+    async def _ask_axis(self, claim: Claim, who: Interlocutor, question: str) -> str:
+        """`/axis question`: a question Axi leaves in Axis's mailbox (what Axis reads goes
+        to Anthropic's cloud: never a message that must stay on the server)."""
+        if who.local_only or claim.message.metadata.get("local_only"):
+            return ("Ce message doit rester sur le serveur : je ne le transmets pas à Axis "
+                    "(il vit chez Anthropic).")
+        assert self.confirmations is not None
+        axis = await self.store.ensure_axis_person()
+        await self.confirmations.notifier.notify(
+            axis, f"Question de {who.display_name} : {question}",
+            key=f"axis:question:{claim.message.id}", kind="notice")
+        return "C'est transmis à Axis : il le trouvera dans sa boîte à sa prochaine visite."
 
     async def _ask_to_forget(self, who: Interlocutor, words: str) -> str:
         """List what `/oublie words` would end, and ask before doing it."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -130,3 +131,32 @@ async def test_no_token_401_chat_token_403_foreign_host_421(box: AxisWeb) -> Non
         await box.axi.store.revoke_token(1)  # Axis's token: revoked, refused
         revoked = await http.post("/mcp", json=INIT, headers={**MCP_HEADERS, **box.auth("axis")})
         assert revoked.status_code == 401
+
+
+async def test_ludo_leaves_axis_a_question_with_a_command(box: AxisWeb) -> None:
+    """`/axis …`: a question Axi cannot answer goes to Axis's mailbox (and, being read in
+    the cloud, never a message that must stay on the server)."""
+    from datetime import UTC, datetime
+
+    from bot.inbound import Inbound
+
+    async def send(text: str, external_id: str, local_only: bool = False) -> None:
+        await box.axi.pipeline.accept(Inbound(
+            channel="telegram", sender="1001", verified=True, text=text, local_only=local_only,
+            external_id=external_id, received_at=datetime.now(UTC)))
+
+    await send("/axis Quel notaire pour la longère de Vergt ?", "q1")
+    await until(lambda: [d for d in box.telegram.sent if "transmis à Axis" in d.text], 20)
+    async with mcp_session(box.url, box.tokens["axis"]) as client:
+        unread = await until(lambda: _unread(client), 20)
+        assert "Question de Ludo : Quel notaire pour la longère de Vergt ?" in unread
+        await send("/axis le prix plancher du vendeur", "q2", local_only=True)  # stays here
+        await until(lambda: [d for d in box.telegram.sent if "ne le transmets pas" in d.text],
+                    20)
+        assert "prix plancher" not in text_of(await client.call_tool(
+            "lire_messages", {"non_lus_seulement": False}))
+
+
+async def _unread(client: Any) -> str | None:
+    said = text_of(await client.call_tool("lire_messages", {}))
+    return None if said == "Aucun message non lu." else said
