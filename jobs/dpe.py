@@ -53,12 +53,14 @@ def postcodes(config: Mapping[str, Any]) -> list[str]:
 def window_start(watermarks: Mapping[str, str], postcode: str, today: date,
                  overlap_days: int) -> date:
     """The first reception date asked for: the postcode's watermark (else the veille's,
-    else today) minus the overlap."""
+    else today; never after today: a watermark from a bad date must not blind the veille)
+    minus the overlap."""
     for key in (f"reception:{postcode}", "reception"):
         value = watermarks.get(key)
         if value:
             try:
-                return date.fromisoformat(value[:10]) - timedelta(days=overlap_days)
+                return (min(date.fromisoformat(value[:10]), today)
+                        - timedelta(days=overlap_days))
             except ValueError:
                 continue
     return today - timedelta(days=overlap_days)
@@ -88,6 +90,7 @@ class DpeVeille:
         cap = _int(config, "max_par_passage", DEFAULT_CAP, 1, 1_000_000)
         headers = {"User-Agent": ctx.settings.veille_user_agent}
         today = ctx.now.date()
+        horizon = (today + timedelta(days=1)).isoformat()
         codes = postcodes(config)
         fetched = Fetched()
         seen: set[str] = set()
@@ -120,7 +123,10 @@ class DpeVeille:
                             break
                         seen.add(data["numero_dpe"])
                         fetched.items.append(SourceItem(data["numero_dpe"], code, data))
-                        if data["date_reception"] > latest.get(code, ""):
+                        # a date after tomorrow is an error of the source: as a watermark
+                        # it would blind the veille for good (nothing is received "after")
+                        if (data["date_reception"] > latest.get(code, "")
+                                and data["date_reception"] <= horizon):
                             latest[code] = data["date_reception"]
                     if fetched.partial is not None:
                         break

@@ -190,3 +190,20 @@ async def test_ten_thousand_at_once_hits_the_cap(ademe_server: Any, http: Any) -
     assert fetched.healthy == {"24260"}
     assert "reception" not in fetched.watermarks and "reception:24510" in fetched.watermarks
     # next run resumes 24510 from its watermark (minus the overlap); dedup is the engine's
+
+
+async def test_a_dpe_dated_in_the_future_never_blinds_the_veille(
+        ademe_server: Any, http: httpx.AsyncClient) -> None:
+    """One row dated 2099 (a source's error) must not become the watermark: every later
+    window would start in 2098 and find nothing, with no alert. A watermark already
+    poisoned is read as today."""
+    from jobs.dpe import window_start
+
+    ademe_server.add([dpe_row("2624E0000001", date(2026, 11, 20), "24260"),
+                      dpe_row("2624E0000BAD", date(2099, 1, 1), "24260")])
+    fetched = await DpeVeille().fetch(context(ademe_server, http, veille(codes_postaux=["24260"])))
+    assert {i.key for i in fetched.items} == {"2624E0000001", "2624E0000BAD"}  # still reported
+    assert fetched.watermarks["reception:24260"].startswith("2026-11-20")
+    assert window_start(fetched.watermarks, "24260", TODAY, 60) <= date(2026, 12, 2)
+    poisoned = {"reception:24260": "2099-01-01", "reception": "2099-01-01"}
+    assert window_start(poisoned, "24260", TODAY, 60) == date(2026, 10, 2)
