@@ -38,6 +38,9 @@ AGENCY = "agence"
 HTTP_TIMEOUT_S = 30.0
 WHOLE_FETCH = "*"
 """The source name of a fetch that failed as a whole."""
+SENDING = "envoi"
+"""The source name of the digest's sending (alerted like a broken source when its email
+cannot reach every recipient)."""
 
 
 @dataclass
@@ -171,14 +174,24 @@ class Engine:
         result.digest = digest
         if digest is not None:
             when = (planned_for or ctx.now).astimezone(self.tz)
-            failures, sent = await self._send(veille, digest, [r.cle for r in pending], when)
+            failures, sent, emailed = await self._send(veille, digest,
+                                                       [r.cle for r in pending], when)
+            if not sent or not emailed:  # Ludo hears of it once, and once when it works
+                await self._alerts(veille, {SENDING: "; ".join(
+                    failures or ["aucun destinataire configuré"])[:500]}, set(), ctx.now)
+            else:
+                await self._alerts(veille, {}, {SENDING}, ctx.now)
             if not sent:
                 raise RunFailed("le résumé n'a pu être envoyé à aucun destinataire : "
                                 + "; ".join(failures or ["aucun destinataire configuré"]))
             problems += failures
-            _crash_point("veille:after_send")
-            await self.store.mark_reported(veille.id, [r.id for r in pending])
-            result.reported = reported
+            if not emailed:  # the items wait for a run whose email reaches everyone
+                problems.append("le courriel n'a pas pu partir à tous ses destinataires : "
+                                "ces éléments seront renvoyés au prochain passage")
+            else:
+                _crash_point("veille:after_send")
+                await self.store.mark_reported(veille.id, [r.id for r in pending])
+                result.reported = reported
         result.state = "partiel" if problems else "ok"
         result.error = "; ".join(problems)[:1000] or None
 
@@ -226,12 +239,13 @@ class Engine:
         return who, []
 
     async def _send(self, veille: VeilleRow, digest: Digest, keys: list[str],
-                    when: datetime) -> tuple[list[str], bool]:
+                    when: datetime) -> tuple[list[str], bool, bool]:
         """Queue the digest for every recipient; (French failures, whether any recipient
-        has it queued — now or by an earlier run with the same key)."""
+        has it queued — now or by an earlier run with the same key —, whether every
+        `courriel` recipient has it: only then are its items reported)."""
         base = digest_key(veille.nom, keys, when)
         failures: list[str] = []
-        sent = False
+        sent, emailed = False, True
         plan = [("courriel", who) for who in veille.destinataires.get("courriel", [])]
         plan += [("resume", who) for who in veille.destinataires.get("resume", [])]
         for role, who in plan:
@@ -249,7 +263,8 @@ class Engine:
             except Exception as exc:
                 failures.append(f"destinataire {who!r} injoignable ({one_line(exc, 150)})")
                 log.warning("veille %s: digest for %s not queued: %s", veille.nom, who, exc)
-        return failures, sent
+                emailed = emailed and role != "courriel"
+        return failures, sent, emailed
 
     async def _alerts(self, veille: VeilleRow, broken: dict[str, str], healthy: set[str],
                       now: datetime) -> None:
@@ -259,7 +274,8 @@ class Engine:
             if state.alerte_le is not None:
                 continue  # already told for this outage
             since = state.depuis or now
-            what = "la récupération entière" if source == WHOLE_FETCH else f"la source « {source} »"
+            what = ("la récupération entière" if source == WHOLE_FETCH else
+                    "l'envoi du résumé" if source == SENDING else f"la source « {source} »")
             text = (f"Veille « {veille.nom} » : {what} est en panne depuis le "
                     f"{since.astimezone(self.tz):%d/%m/%Y à %H:%M} ({reason}). Je ne te le "
                     "redirai pas à chaque passage ; je te préviendrai quand elle refonctionnera.")
@@ -269,7 +285,8 @@ class Engine:
             outage = await self.store.source_recovered(veille.id, source)
             if outage is None or outage.alerte_le is None:
                 continue
-            what = "la récupération" if source == WHOLE_FETCH else f"la source « {source} »"
+            what = ("la récupération" if source == WHOLE_FETCH else
+                    "l'envoi du résumé" if source == SENDING else f"la source « {source} »")
             since = outage.depuis or now
             await self._tell_ludo(
                 f"Veille « {veille.nom} » : {what} refonctionne (en panne depuis le "

@@ -241,3 +241,40 @@ async def test_without_an_agency_address_the_digest_goes_to_ludo(env: Env) -> No
     env.source.items = items("a")
     assert (await engine.run("essai")).state == "ok"
     assert [n.destinataire for n in await env.notifications()] == ["Ludo", "Ludo"]
+
+
+async def test_an_email_that_cannot_reach_every_recipient_keeps_its_items_and_tells_ludo(
+        env: Env) -> None:
+    """A misspelt recipient: Ludo's summary went out, but the agency's email did not — the
+    items stay unreported (sent again next run, to everyone) and Ludo is told once, and
+    once more when the email goes out again (found by an adversarial review: they were
+    marked reported and the agency never had them)."""
+    await env.store.edit_veille("essai", destinataires={"courriel": ["agnece"],
+                                                        "resume": ["créateur"]})
+    env.source.items = items("a", "b")
+    first = await env.engine.run("essai")
+    second = await env.engine.run("essai")
+    assert first.state == second.state == "partiel"
+    assert len(await env.store.unreported_items(1)) == 2
+    alerts = [n for n in await env.notifications()
+              if n.destinataire == "Ludo" and "l'envoi du résumé" in (n.texte or "")]
+    assert len(alerts) == 1 and "agnece" in alerts[0].texte  # once, not every run
+
+    await env.store.edit_veille("essai", destinataires={"courriel": ["agence@example.fr"],
+                                                        "resume": ["créateur"]})
+    fixed = await env.engine.run("essai")
+    assert fixed.state == "ok" and await env.store.unreported_items(1) == []
+    back = [n for n in await env.notifications()
+            if "l'envoi du résumé refonctionne" in (n.texte or "")]
+    assert len(back) == 1
+
+
+async def test_a_digest_no_recipient_can_get_fails_the_run_and_tells_ludo_once(
+        env: Env) -> None:
+    await env.store.edit_veille("essai", destinataires={"courriel": ["agnece"]})
+    env.source.items = items("a")
+    results = [await env.engine.run("essai") for _ in range(3)]
+    assert [r.state for r in results] == ["echec"] * 3
+    told = [n for n in await env.notifications()
+            if n.destinataire == "Ludo" and "l'envoi du résumé" in (n.texte or "")]
+    assert len(told) == 1
