@@ -48,6 +48,18 @@ EXIT_FAILED = 1
 EXIT_SKIPPED = 4
 
 
+def _schedule_option(value: str | None) -> str | None:
+    """--schedule: a cron line Axi accepts (at most hourly); one-line errors."""
+    if value is None:
+        return None
+    from jobs.cron import ScheduleError, check_schedule
+
+    try:
+        return check_schedule(value)
+    except ScheduleError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def _json_option(value: str | None, what: str) -> Any:
     """--config/--recipients: JSON text or @FILE; one-line errors."""
     if value is None:
@@ -186,7 +198,7 @@ def add(
 
     async def work(store: MemoryStore) -> Any:
         return await store.add_veille(
-            name, type_, schedule, config=_json_option(config, "--config"),
+            name, type_, _schedule_option(schedule) or "", config=_json_option(config, "--config"),
             destinataires=_json_option(recipients, "--recipients"), active=not inactive,
             known_types=known_types())
 
@@ -201,7 +213,7 @@ def edit(name: NameArg, schedule: ScheduleOpt = None, config: ConfigOpt = None,
     """Change a veille's schedule, config or recipients (axi run follows within a minute)."""
     async def work(store: MemoryStore) -> Any:
         return await store.edit_veille(
-            name, horaire=schedule, config=_json_option(config, "--config"),
+            name, horaire=_schedule_option(schedule), config=_json_option(config, "--config"),
             destinataires=_json_option(recipients, "--recipients"))
 
     v = run_with_store(work)

@@ -153,6 +153,23 @@ class Settings(BaseSettings):
         default="Axi/1.0 (veille ICI Dordogne; +https://axi.icidordogne.fr)", max_length=300,
         alias="AXI_VEILLE_USER_AGENT")
     backup_repository: str | None = Field(default=None, alias="AXI_BACKUP_REPOSITORY")
+    """The local restic repository (e.g. a directory on a second disk); restic reads
+    RESTIC_PASSWORD / RESTIC_PASSWORD_FILE itself."""
+    backup_remote_repository: str | None = Field(default=None,
+                                                 alias="AXI_BACKUP_REMOTE_REPOSITORY")
+    """An optional remote restic repository (b2:, s3:, sftp:, rest:…), configured through
+    restic's own variables (B2_ACCOUNT_ID, AWS_ACCESS_KEY_ID…)."""
+    backup_schedule: str = Field(default="30 3 * * *", max_length=100,
+                                 alias="AXI_BACKUP_SCHEDULE")
+    """When `axi run` takes the daily backup (a 5-field cron line, Europe/Paris)."""
+    backup_verify_schedule: str = Field(default="0 5 * * 0", max_length=100,
+                                        alias="AXI_BACKUP_VERIFY_SCHEDULE")
+    """When `axi run` verifies the backups by restoring the latest (weekly by default)."""
+
+    # Monitoring (Uptime Kuma push monitors: pinged after each success)
+    push_url_backup: SecretStr | None = Field(default=None, alias="AXI_PUSH_URL_BACKUP")
+    push_url_verify: SecretStr | None = Field(default=None, alias="AXI_PUSH_URL_VERIFY")
+    push_url_veilles: SecretStr | None = Field(default=None, alias="AXI_PUSH_URL_VEILLES")
 
     # Reaching people
     agency_email: str | None = Field(default=None, alias="AXI_AGENCY_EMAIL")
@@ -163,6 +180,8 @@ class Settings(BaseSettings):
     timezone: str = Field(default="Europe/Paris", alias="AXI_TIMEZONE")
     worker_concurrency: int = Field(default=4, ge=1, le=64, alias="AXI_WORKER_CONCURRENCY")
     log_level: str = Field(default="INFO", alias="AXI_LOG_LEVEL")
+    log_json: bool = Field(default=False, alias="AXI_LOG_JSON")
+    """One JSON object per log line (for a log collector) instead of plain text."""
 
     @field_validator("database_url", mode="before")
     @classmethod

@@ -23,8 +23,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.jobs_contract import JobServices
+from jobs.cron import crontab_fields
 from jobs.engine import Engine, RunResult
-from memory.veilles import VeilleRow, crontab_fields
+from memory.veilles import VeilleRow
 
 log = logging.getLogger(__name__)
 

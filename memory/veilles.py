@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import text
 
 from memory.errors import AlreadyExists, InvalidInput, NotFound
@@ -111,64 +110,13 @@ def check_name(nom: str) -> str:
     return nom
 
 
-_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
-
-def _weekday(token: str) -> int:
-    token = token.strip().lower()
-    if token in _WEEKDAYS:
-        return _WEEKDAYS.index(token)
-    day = int(token)
-    if not 0 <= day <= 7:
-        raise ValueError(f"weekday {day} is not 0-7")
-    return day
-
-
-def crontab_weekdays(field: str) -> str:
-    """A crontab weekday field (0 or 7 = Sunday, 1 = Monday…) as APScheduler 3 reads
-    it: by names, since its own numbers start at Monday = 0 (its `from_crontab` keeps
-    them, so '0 9 * * 1' would fire on Tuesdays)."""
-    if field in {"*", "?"}:
-        return "*"
-    days: set[int] = set()
-    for part in field.split(","):
-        base, slash, step_text = part.partition("/")
-        step = int(step_text) if slash else 1
-        if step < 1:
-            raise ValueError(f"step {step} in {part!r}")
-        if base == "*":
-            low, high = 0, 6
-        elif "-" in base:
-            low, high = (_weekday(t) for t in base.split("-", 1))
-            if high < low:
-                raise ValueError(f"range {base!r} goes backwards")
-        else:
-            low = _weekday(base)
-            high = 6 if slash else low
-        days.update(d % 7 for d in range(low, high + 1, step))
-    return ",".join(_WEEKDAYS[d] for d in sorted(days))
-
-
-def crontab_fields(horaire: str) -> dict[str, str]:
-    """A 5-field crontab line as APScheduler's CronTrigger keyword arguments."""
-    fields = str(horaire).split()
-    if len(fields) != 5:
-        raise ValueError(f"wrong number of fields: {len(fields)}, expected 5")
-    minute, hour, day, month, weekday = fields
-    return {"minute": minute, "hour": hour, "day": day, "month": month,
-            "day_of_week": crontab_weekdays(weekday)}
-
-
 def check_schedule(horaire: str) -> str:
-    """A 5-field cron line (minute hour day month weekday, as crontab reads it)."""
+    """The shape of a schedule: 5 fields. What they mean (and the minimum interval) is
+    checked by `jobs.cron.check_schedule` before a schedule reaches the store."""
     horaire = " ".join(str(horaire).split())
     if len(horaire.split(" ")) != 5:
         raise InvalidInput(f"a schedule is a cron line of 5 fields (minute hour day month "
                            f"weekday), e.g. '0 8 * * *', not {horaire!r}")
-    try:
-        CronTrigger(**crontab_fields(horaire))
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"invalid schedule {horaire!r}: {exc}") from None
     return horaire
 
 

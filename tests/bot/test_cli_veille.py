@@ -84,6 +84,10 @@ def test_garbage_in_every_option_is_a_one_line_error(veille: Run, tmp_path: Path
     ok(veille("add", "essai", "--type", "essai", "--schedule", "0 8 * * *"))
     one_line_error(veille("add", "x", "--type", "essai", "--schedule", "61 * * * *"),
                    contains="invalid schedule")
+    one_line_error(veille("add", "x", "--type", "essai", "--schedule", "*/5 * * * *"),
+                   contains="more often than once every 60 minutes")
+    one_line_error(veille("add", "x", "--type", "essai", "--schedule", "0 8 31 2 *"),
+                   contains="never runs")
     one_line_error(veille("add", "x", "--type", "essai", "--schedule", "* * *"),
                    contains="5 fields")
     one_line_error(veille("add", "x", "--type", "nope", "--schedule", "0 8 * * *"),

@@ -165,7 +165,7 @@ async def test_axi_starts_supervises_and_shows_the_jobs(
 
 
 def test_weekdays_are_read_as_crontab_numbers_them() -> None:
-    from memory.veilles import crontab_weekdays
+    from jobs.cron import crontab_weekdays
 
     assert crontab_weekdays("1") == "mon"
     assert crontab_weekdays("0") == crontab_weekdays("7") == "sun"
@@ -176,3 +176,25 @@ def test_weekdays_are_read_as_crontab_numbers_them() -> None:
     monday = fire_times("0 9 * * 1", PARIS, datetime(2026, 11, 23, tzinfo=PARIS),
                         datetime(2026, 11, 30, 23, 0, tzinfo=PARIS))
     assert [t.strftime("%a %d") for t in monday] == ["Mon 23", "Mon 30"]
+
+
+def test_a_schedule_runs_at_most_hourly_and_must_run_at_all() -> None:
+    import pytest
+
+    from jobs.cron import ScheduleError, check_schedule
+
+    assert check_schedule(" 0  8 * * * ") == "0 8 * * *"
+    assert check_schedule("0 * * * *") == "0 * * * *"  # hourly: the limit, accepted
+    assert check_schedule("0 7 * * 1-5") == "0 7 * * 1-5"
+    for too_often in ("* * * * *", "*/30 * * * *", "0,30 8 * * *", "59 7 * * *\t"):
+        if too_often.strip() == "59 7 * * *":
+            assert check_schedule(too_often) == "59 7 * * *"
+            continue
+        with pytest.raises(ScheduleError, match="more often than once every 60 minutes"):
+            check_schedule(too_often)
+    with pytest.raises(ScheduleError, match="never runs"):
+        check_schedule("0 8 30 2 *")
+    with pytest.raises(ScheduleError, match="5 fields"):
+        check_schedule("0 8 * *")
+    with pytest.raises(ScheduleError, match="invalid schedule"):
+        check_schedule("0 8 * * 9")
