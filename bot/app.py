@@ -25,6 +25,7 @@ from bot.axis_access import AxisAccessService
 from bot.channel import Channel, ChannelServices, ChannelSet, KnownPerson, ReplyOutcome
 from bot.config import Settings
 from bot.confirmations import BUILT_IN, Confirmations
+from bot.digest_summary import make_summarizer
 from bot.embedder import QueryVectors, SouvenirEmbedder
 from bot.extractor import Extractor
 from bot.inbound import Inbound
@@ -253,7 +254,7 @@ class Axi:
         one's loop like a channel's."""
         services = JobServices(store=self.store, settings=self.settings,
                                notify=self.notifier.notify, lock=self.store.advisory_lock,
-                               clock=self.clock, summarize=None)
+                               clock=self.clock, summarize=make_summarizer(self.router))
         for job in self.jobs:
             try:
                 await job.start(services)

@@ -171,6 +171,8 @@ class Engine:
         pending = await self.store.unreported_items(veille.id)
         reported = [SourceItem(r.cle, r.source or "", r.donnees) for r in pending]
         digest = kind.render(ctx.veille, reported, when=ctx.now, broken=fetched.broken)
+        if digest is not None and reported:
+            digest = await self._summarized(digest)
         result.digest = digest
         if digest is not None:
             when = (planned_for or ctx.now).astimezone(self.tz)
@@ -194,6 +196,18 @@ class Engine:
                 result.reported = reported
         result.state = "partiel" if problems else "ok"
         result.error = "; ".join(problems)[:1000] or None
+
+    async def _summarized(self, digest: Digest) -> Digest:
+        """The digest with the local model's short summary when one comes in time (the
+        summarizer bounds its wait); the digest as it is otherwise."""
+        if self.services.summarize is None:
+            return digest
+        try:
+            summary = await self.services.summarize(digest.text)
+        except Exception as exc:  # never the reason a digest does not leave
+            log.warning("digest summary failed: %s", one_line(exc))
+            return digest
+        return digest.with_model_summary(summary) if summary else digest
 
     async def _dry_run(self, veille: VeilleRow, progress: Progress | None) -> RunResult:
         """Fetch and render as a run would; store, send, mark and record nothing."""

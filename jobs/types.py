@@ -7,8 +7,9 @@ jobs/dvf_veille.py) and implements `VeilleKind`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from html import escape
 from typing import Any, Protocol
 
 import httpx
@@ -72,6 +73,18 @@ class Digest:
     html: str | None = None
     attachments: tuple[DigestFile, ...] = ()
     summary: str | None = None
+
+    def with_model_summary(self, summary: str) -> Digest:
+        """This digest opened by the local model's short summary, labelled as such (pure;
+        `summary` is plain text: escaped in the HTML)."""
+        label = "Résumé automatique (modèle local, à vérifier)"
+        html = self.html
+        if html is not None:
+            block = (f'<p style="font-style:italic">{escape(label)} : {escape(summary)}</p>')
+            at = html.find(">", html.find("<body")) + 1 if "<body" in html else 0
+            html = html[:at] + block + html[at:]
+        return replace(self, text=f"{label} : {summary}\n\n{self.text}", html=html,
+                       summary=f"{label} : {summary}\n\n{self.summary or self.text}")
 
 
 Progress = Callable[[int, int | None, str], None]

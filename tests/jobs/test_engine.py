@@ -278,3 +278,38 @@ async def test_a_digest_no_recipient_can_get_fails_the_run_and_tells_ludo_once(
     told = [n for n in await env.notifications()
             if n.destinataire == "Ludo" and "l'envoi du résumé" in (n.texte or "")]
     assert len(told) == 1
+
+
+async def test_the_local_models_summary_opens_the_digest_and_its_absence_delays_nothing(
+        env: Env) -> None:
+    """`JobServices.summarize` stands for the local model (bot/digest_summary.py is tested
+    against the loopback Ollama): its text opens the email and the Telegram summary,
+    labelled and escaped; no summary, or a summarizer that fails, sends the digest as is."""
+    from dataclasses import replace as dc_replace
+
+    asked: list[str] = []
+
+    async def summarize(text_: str) -> str | None:
+        asked.append(text_)
+        return "Deux maisons <b>nouvelles</b>."
+
+    env.engine.services = dc_replace(env.services, summarize=summarize)
+    env.source.items = items("a", "b")
+    assert (await env.engine.run("essai")).state == "ok"
+    email, telegram = await env.notifications()
+    label = "Résumé automatique (modèle local, à vérifier) : Deux maisons <b>nouvelles</b>."
+    assert email.texte.startswith(label) and "Maison a" in email.texte
+    assert telegram.texte == f"{label}\n\n2 nouveauté(s)"
+    assert len(asked) == 1 and "Maison a" in asked[0] and "Résumé" not in asked[0]
+
+    async def silent(text_: str) -> str | None:
+        return None
+
+    async def broken(text_: str) -> str | None:
+        raise RuntimeError("model gone")
+
+    for summarizer, key in ((silent, "c"), (broken, "d")):
+        env.engine.services = dc_replace(env.services, summarize=summarizer)
+        env.source.items = items(key)
+        assert (await env.engine.run("essai")).state == "ok"
+        assert (await env.notifications())[-2].texte == f"Maison {key}"
