@@ -90,6 +90,16 @@ class SendError(Exception):
         self.postponed = postponed
 
 
+class ProbeFailed(Exception):
+    """A channel's optional `async probe() -> str` (for `axi doctor`) could not log in:
+    `problem` says what failed, `fix` what to do, in plain words (English, one line each)."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+
+
 @dataclass(frozen=True)
 class CursorUpdate:
     """A channel's position in its source (Telegram's next update offset, an IMAP
@@ -232,4 +242,6 @@ class Channel(Protocol):
 # `--as`) offers `person_of(address) -> int | None`; a channel that can receive what
 # nobody else can (the console) offers `fallback_address`; a channel that shows activity
 # while a reply is prepared offers `async settle(conversation)`, called when the worker is
-# done with a message (replied, waiting, or ignored).
+# done with a message (replied, waiting, or ignored). A channel with credentials offers
+# `async probe() -> str`: it logs in without starting (for `axi doctor`), returns what it
+# found (e.g. the bot's name) and raises ProbeFailed with the fix.

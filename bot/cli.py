@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from bot import cli_forget  # noqa: F401  (adds `people forget` and `people purge-visitors`)
 from bot.cli_chat import ask, chat, llm_app, missing, run_command
+from bot.cli_doctor import doctor
 from bot.cli_dvf import dvf_app
 from bot.cli_mail import mail_app
 from bot.cli_memory import consignes_app, facts_app, memory_app, people_app
@@ -50,6 +51,7 @@ app.add_typer(tokens_app, name="tokens")
 app.command("run")(run_command)
 app.command("ask")(ask)
 app.command("chat")(chat)
+app.command("doctor")(doctor)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

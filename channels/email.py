@@ -106,6 +106,17 @@ class EmailChannel:
     def live(self, conversation: str, thread_ref: str | None = None) -> None:
         return None  # a mail is sent whole
 
+    async def probe(self) -> str:
+        """For `axi doctor`: log in to IMAP (and open the folder) and to SMTP, send nothing."""
+        from channels.email_probe import probe_imap, probe_smtp
+
+        found = []
+        if self.config.imap is not None:
+            found.append(await probe_imap(self.config.imap))
+        if self.config.smtp is not None:
+            found.append(await probe_smtp(self.config.smtp))
+        return "; ".join(found) or "nothing configured"
+
     def status(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "held": dict(self.held),
                 "reconnects": self.reconnects, "last_error": self.last_error}

@@ -33,7 +33,7 @@ from telegram import Bot, BotCommand, BotCommandScopeChat, Message, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
-from bot.channel import ChannelServices, ChunkFn, CursorUpdate, Delivery
+from bot.channel import ChannelServices, ChunkFn, CursorUpdate, Delivery, ProbeFailed
 from bot.inbound import Inbound
 from channels.telegram_files import with_files
 from channels.telegram_send import Pace, Sender, retry_seconds
@@ -131,6 +131,33 @@ class TelegramChannel:
                 raise TelegramStartError("AXI_TELEGRAM_WEBHOOK_URL must be an https:// URL "
                                          "(Telegram calls only https webhooks)")
             services.mount(WEBHOOK_PATH, Route(WEBHOOK_PATH, self._webhook, methods=["POST"]))
+
+    async def probe(self) -> str:
+        """For `axi doctor`: the token works (getMe), without polling or sending."""
+        cfg = self.config
+        if ":" not in cfg.token:
+            raise ProbeFailed("AXI_TELEGRAM_TOKEN does not look like a bot token",
+                              "copy the token @BotFather gave (123456:ABC…) into "
+                              "AXI_TELEGRAM_TOKEN")
+        bot = Bot(cfg.token, base_url=cfg.api_url, base_file_url=cfg.file_url,
+                  request=HTTPXRequest(connect_timeout=10.0, read_timeout=15.0))
+        try:
+            await bot.initialize()  # getMe
+            return f"bot @{bot.username}"
+        except InvalidToken:
+            raise ProbeFailed("Telegram refused the token (401 Unauthorized)",
+                              "ask @BotFather for the bot's token (/mybots → API Token), set "
+                              "AXI_TELEGRAM_TOKEN, restart Axi") from None
+        except NetworkError as exc:
+            raise ProbeFailed(f"cannot reach the Telegram Bot API ({exc})",
+                              "check the server's internet access (and AXI_TELEGRAM_API_URL "
+                              "if set)") from None
+        except TelegramError as exc:
+            raise ProbeFailed(f"Telegram answered: {exc}",
+                              "check AXI_TELEGRAM_TOKEN and AXI_TELEGRAM_API_URL") from None
+        finally:
+            with contextlib.suppress(Exception):
+                await bot.shutdown()
 
     def _new_bot(self) -> Bot:
         cfg = self.config

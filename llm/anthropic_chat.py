@@ -118,6 +118,21 @@ class AnthropicChat:
     def model_for(self, task: str) -> str:
         return self.model
 
+    async def probe(self) -> dict[str, Any]:
+        """Is the key accepted and the model known? (`GET /v1/models/{id}`: costs nothing.)
+        For `axi doctor`: state ok, key refused, model unknown or unreachable."""
+        try:
+            await self._client.models.retrieve(self.model, timeout=15.0)
+        except anthropic.AuthenticationError:
+            return {"state": "key refused", "detail": "the API refused ANTHROPIC_API_KEY (401)"}
+        except anthropic.PermissionDeniedError:
+            return {"state": "key refused", "detail": "the key may not use the API (403)"}
+        except anthropic.NotFoundError:
+            return {"state": "model unknown", "detail": f"no model {self.model!r} (404)"}
+        except anthropic.APIError as exc:
+            return {"state": "unreachable", "detail": f"{type(exc).__name__}: {exc}"[:200]}
+        return {"state": "ok", "detail": None}
+
     def _params(
         self, messages: list[ChatMessage], task: str, json_schema: JsonSchema | None
     ) -> dict[str, Any]:

@@ -67,9 +67,12 @@ class OllamaChat:
         except Exception as exc:
             return {"state": "unreachable", "detail": f"{type(exc).__name__}: {exc}"[:200]}
         names = {m.model for m in listing.models if m.model}
-        if model not in names and f"{model}:latest" not in names:
-            return {"state": "model missing", "detail": f"install it with: ollama pull {model}"}
-        return {"state": "ok", "detail": None}
+        wanted = [model, *sorted({self.model_for(t) for t in ("extraction", "summary")} - {model})]
+        missing = [m for m in wanted if m not in names and f"{m}:latest" not in names]
+        if missing:
+            return {"state": "model missing", "missing": missing,
+                    "detail": "install it with: " + "; ".join(f"ollama pull {m}" for m in missing)}
+        return {"state": "ok", "detail": None, "models": sorted(names)}
 
     def measured_rates(self, task: str = "conversation") -> MeasuredRates:
         """Prompt and generation tokens/s of this process's recent calls to the task's

@@ -49,6 +49,7 @@ class FakeAnthropic:
     def __init__(self) -> None:
         self.server = LoopbackServer(Starlette(routes=[
             Route("/v1/messages", self.messages, methods=["POST"]),
+            Route("/v1/models/{model_id:path}", self.model, methods=["GET"]),
         ]))
         self.requests: list[Recorded] = []
         self.reset()
@@ -102,6 +103,22 @@ class FakeAnthropic:
         chars = len(system if isinstance(system, str) else json.dumps(system))
         chars += sum(len(json.dumps(m.get("content", ""))) for m in body.get("messages", []))
         return max(1, chars // 4)
+
+    KNOWN_MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-1")
+
+    async def model(self, request: Request) -> Response:
+        """`GET /v1/models/{id}` (the SDK's `models.retrieve`), as the API answers it."""
+        self.requests.append(Recorded(request.method, request.url.path, dict(request.headers), {}))
+        if self.fail_status is not None:
+            return self._error(self.fail_status)
+        if self.key_of(request) != self.api_key:
+            return self._error(401)
+        model_id = request.path_params["model_id"]
+        if model_id not in self.KNOWN_MODELS:
+            return JSONResponse({"type": "error", "error": {
+                "type": "not_found_error", "message": f"model: {model_id}"}}, status_code=404)
+        return JSONResponse({"type": "model", "id": model_id, "display_name": model_id,
+                             "created_at": "2025-01-01T00:00:00Z"})
 
     async def messages(self, request: Request) -> Response:
         body = json.loads(await request.body())
