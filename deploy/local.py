@@ -4,9 +4,11 @@
     python3 deploy/local.py run     # install into .venv if needed, migrate, start Axi
     python3 deploy/local.py test    # install test deps, run the whole pytest suite
 
-`test` first installs the Debian packages the suite needs (DEBIAN_PACKAGES: only the
-missing ones, `apt-get update` once; under CI=true a failure to install them is a failure,
-otherwise a warning and the tests needing them skip). It then runs the whole suite against
+`test` first runs the secret scan (deploy/secret_scan.py: detect-secrets against the audited
+`.secrets.baseline`; a new secret fails the run before any test), then installs the Debian
+packages the suite needs (DEBIAN_PACKAGES: only the missing ones, `apt-get update` once;
+under CI=true a failure to install them is a failure, otherwise a warning and the tests
+needing them skip). It then runs the whole suite against
 the embedded PostgreSQL 16, and the database tests again against the PostgreSQL server
 named by AXI_TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test) when
 that server answers: tests that use no database fixture are marked `nodb` by
@@ -29,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+SECRET_SCAN = Path(__file__).resolve().parent / "secret_scan.py"
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
@@ -155,8 +158,18 @@ def pytest_run(label: str, env: dict[str, str], args: list[str]) -> int:
     return subprocess.call([str(PY), "-m", "pytest", *args], cwd=ROOT, env=env)
 
 
+def scan_secrets(root: Path = ROOT, python: Path = PY) -> int:
+    """The secret scan of `root` (deploy/secret_scan.py, with the venv's detect-secrets):
+    0 when no new secret; it prints one line per finding (file:line and type)."""
+    say("scanning the repository for secrets (deploy/secret_scan.py)")
+    return subprocess.call([str(python), str(SECRET_SCAN), "--root", str(root)], cwd=root)
+
+
 def cmd_test(args: list[str]) -> int:
     ensure_venv("test")
+    if scan_secrets() != 0:
+        say("the secret scan failed: no test runs until it passes")
+        return 1
     if not ensure_debian_packages():
         return 1
     base = {k: v for k, v in os.environ.items() if k != "AXI_DATABASE_URL"}
