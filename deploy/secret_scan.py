@@ -143,12 +143,25 @@ def baseline_json(found: Any) -> dict[str, Any]:
     for plugin in output.get("plugins_used", []):
         if "path" in plugin:
             plugin["path"] = PLUGINS_IN_BASELINE
+    for items in output.get("results", {}).values():
+        for item in items:
+            item.pop("filename", None)  # the key names the file, relative to the root
     return output
+
+
+def baseline_secrets(baseline: dict[str, Any], root: Path) -> Any:
+    """The baseline's findings named as this checkout's scan names them (absolute paths
+    under `root`), whatever checkout wrote the baseline."""
+    from detect_secrets import SecretsCollection
+
+    results = {name: [{**item, "filename": str(root / name)} for item in items]
+               for name, items in baseline["results"].items()}
+    return SecretsCollection.load_from_baseline({**baseline, "results": results})
 
 
 def run(root: Path, baseline_path: Path, update: bool) -> int:
     try:
-        from detect_secrets import SecretsCollection
+        import detect_secrets  # noqa: F401  (installed?)
         from detect_secrets.settings import transient_settings
     except ImportError:
         say("detect-secrets is not installed in this Python: pip install -e '.[test]' "
@@ -161,7 +174,7 @@ def run(root: Path, baseline_path: Path, update: bool) -> int:
                              "filters_used": filters_used()}):
         found = scan(root, files)
         if update:
-            found.merge(SecretsCollection.load_from_baseline(baseline))
+            found.merge(baseline_secrets(baseline, root))
             output = baseline_json(found)
             baseline_path.write_text(json.dumps(output, indent=2, ensure_ascii=False) + "\n",
                                      encoding="utf-8")
@@ -172,7 +185,7 @@ def run(root: Path, baseline_path: Path, update: bool) -> int:
             return 0
     elapsed = time.monotonic() - started
     problems = 0
-    for filename, secret in found - SecretsCollection.load_from_baseline(baseline):
+    for filename, secret in found - baseline_secrets(baseline, root):
         say(f"NEW SECRET in {filename}:{secret.line_number} ({secret.type}): {HELP}")
         problems += 1
     for filename, items in sorted(baseline["results"].items()):

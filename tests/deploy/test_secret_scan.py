@@ -182,6 +182,9 @@ def test_a_false_positive_is_recorded_then_audited_never_silently(tmp_path: Path
             entry["is_secret"] = False
     (repo / ".secrets.baseline").write_text(json.dumps(baseline))
     assert scan(repo)[0] == 0
+    # the audited baseline holds in another checkout of the same files (CI's, a worktree)
+    elsewhere = shutil.copytree(repo, tmp_path / "other-checkout")
+    assert scan(elsewhere)[0] == 0
     # an entry audited as a real secret fails until the code loses it
     baseline["results"]["test_fixture.py"][0]["is_secret"] = True
     (repo / ".secrets.baseline").write_text(json.dumps(baseline))
