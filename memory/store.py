@@ -116,6 +116,21 @@ class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixi
             raise
         return [r["id"] for r in records]
 
+    async def imported_keys(self, source: str, keys: Iterable[str]) -> set[str]:
+        """Which of these import keys (metadata `cle_import`) the souvenirs of `source`
+        already hold: an import skips those items, so running it again adds nothing.
+        Read through the `source` index, never the whole table."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        async with self.db.reads() as session:
+            for start in range(0, len(wanted), 5000):
+                rows = await session.execute(text(
+                    "SELECT metadata->>'cle_import' AS k FROM souvenirs WHERE source = :s "
+                    "AND metadata->>'cle_import' = ANY(:k)"),
+                    {"s": source, "k": wanted[start:start + 5000]})
+                found.update(r.k for r in rows)
+        return found
+
     async def get_souvenir(self, souvenir_id: int) -> SouvenirRecord:
         souvenir_id = row_id(souvenir_id, "souvenir")
         async with self.db.sessions() as session:
