@@ -9,7 +9,9 @@ consignes, reported DPEs and conversations, in formats nobody fully specified. S
 - every item has a stable key: a consigne its folded text, a DPE its number, a souvenir
   the hash of its kind, content and date (metadata `cle_import`, source `ancien-axi`).
   What the database already holds is skipped, so a second run — or the same file
-  renamed — imports nothing new, and nothing existing is ever changed;
+  renamed — imports nothing new, and nothing existing is ever changed. The keys are
+  also kept in an import ledger (store.record_imported): a souvenir forgotten since, or
+  a consigne removed since, is not brought back by a later import;
 - everything goes through the store's own APIs: consignes (memory/consignes.py, for the
   inner circle, or for everyone with the source `site:<id>` for the site notes), the DPE
   veille's seen items (memory/veilles.py, stored already reported, so the veille never
@@ -122,6 +124,8 @@ class _Plan:
     consignes: list[ConsigneItem] = field(default_factory=list)
     dpe: dict[int, list[DpeItem]] = field(default_factory=lambda: defaultdict(list))
     souvenirs: list[NewSouvenir] = field(default_factory=list)
+    ledger: list[str] = field(default_factory=list)
+    """Keys to record as imported: what is written now, and what was found already here."""
 
     @property
     def size(self) -> int:
@@ -254,8 +258,9 @@ async def _plan(store: MemoryStore, parsed: list[tuple[FileReport, Parsed]],
     veilles = [v for v in await store.list_veilles() if v.type == DPE_TYPE]
     numbers = [i.numero for i in items if isinstance(i, DpeItem)]
     known = {v.id: await store.known_keys(v.id, numbers) for v in veilles}
-    present = await store.imported_keys(
-        SOURCE, [i.key for i in items if isinstance(i, SouvenirItem)])
+    present = await store.imported_keys(SOURCE, [
+        i.key if isinstance(i, SouvenirItem) else i.ledger for i in items
+        if not isinstance(i, DpeItem)])
     resolve = _speakers(await store.list_people())
     first: dict[tuple[str, str], str] = {}
 
@@ -283,10 +288,15 @@ async def _plan(store: MemoryStore, parsed: list[tuple[FileReport, Parsed]],
             if isinstance(item, ConsigneItem):
                 hit = existing.get(item.key) or existing.get(consigne_key(item.bare))
                 if hit is not None:
+                    plan.ledger.append(item.ledger)
                     add(item.where, item.what, "skipped", f"already a consigne (#{hit.id}"
                         + ("" if hit.active else ", inactive: left as it is") + ")", text)
+                elif item.ledger in present:
+                    add(item.where, item.what, "skipped", "imported before and removed "
+                        "since: not brought back", text)
                 else:
                     plan.consignes.append(item)
+                    plan.ledger.append(item.ledger)
                     add(item.where, item.what, "imported", item.note, text)
             elif isinstance(item, DpeItem):
                 missing = [v for v in veilles if item.numero not in known[v.id]]
@@ -302,6 +312,7 @@ async def _plan(store: MemoryStore, parsed: list[tuple[FileReport, Parsed]],
                     add(item.where, item.what, "imported", item.note, text)
             else:
                 if item.key in present:
+                    plan.ledger.append(item.key)
                     add(item.where, item.what, "skipped", "already imported", text)
                     continue
                 new = _souvenir(item, resolve)
@@ -311,6 +322,7 @@ async def _plan(store: MemoryStore, parsed: list[tuple[FileReport, Parsed]],
                     add(item.where, item.what, "unreadable", f"{exc} (not imported)", text)
                     continue
                 plan.souvenirs.append(new)
+                plan.ledger.append(item.key)
                 if item.unreadable:
                     add(item.where, item.what, "unreadable",
                         f"{item.unreadable} (kept as a raw souvenir)", text)
@@ -343,6 +355,9 @@ async def _write(store: MemoryStore, plan: _Plan, progress: Progress | None) -> 
         await store.add_consigne(consigne.texte, source=consigne.source,
                                  audience=consigne.audience)  # type: ignore[arg-type]
         step(1)
+    # last: a run killed before this finds its items by their souvenir's key or their
+    # consigne's text, and records them then
+    await store.record_imported(SOURCE, plan.ledger)
 
 
 async def import_legacy(store: MemoryStore, paths: Sequence[Path], *, timezone: str,

@@ -64,6 +64,11 @@ class ConsigneItem:
     def key(self) -> str:
         return consigne_key(self.texte)
 
+    @property
+    def ledger(self) -> str:
+        """Its key in the import ledger (a removed consigne is not brought back)."""
+        return item_key("consigne", self.key)
+
 
 @dataclass(frozen=True)
 class DpeItem:

@@ -117,19 +117,33 @@ class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixi
         return [r["id"] for r in records]
 
     async def imported_keys(self, source: str, keys: Iterable[str]) -> set[str]:
-        """Which of these import keys (metadata `cle_import`) the souvenirs of `source`
-        already hold: an import skips those items, so running it again adds nothing.
-        Read through the `source` index, never the whole table."""
+        """Which of these import keys were imported from `source` before: recorded in its
+        ledger (`curseurs_canal`, canal `import:<source>`: kept when the souvenir or
+        consigne is later forgotten or removed, so a new import never brings it back) or
+        held by one of its souvenirs (metadata `cle_import`, read through the `source`
+        index). An import skips them."""
         wanted = list(dict.fromkeys(keys))
         found: set[str] = set()
         async with self.db.reads() as session:
             for start in range(0, len(wanted), 5000):
                 rows = await session.execute(text(
-                    "SELECT metadata->>'cle_import' AS k FROM souvenirs WHERE source = :s "
+                    "SELECT cle AS k FROM curseurs_canal WHERE canal = :c AND cle = ANY(:k) "
+                    "UNION SELECT metadata->>'cle_import' FROM souvenirs WHERE source = :s "
                     "AND metadata->>'cle_import' = ANY(:k)"),
-                    {"s": source, "k": wanted[start:start + 5000]})
+                    {"c": f"import:{source}"[:30], "s": source,
+                     "k": wanted[start:start + 5000]})
                 found.update(r.k for r in rows)
         return found
+
+    async def record_imported(self, source: str, keys: Iterable[str]) -> None:
+        """Add keys to `source`'s import ledger (see `imported_keys`)."""
+        wanted = list(dict.fromkeys(keys))
+        async with self.db.sessions.begin() as session:
+            for start in range(0, len(wanted), 5000):
+                await session.execute(text(
+                    "INSERT INTO curseurs_canal (canal, cle, valeur) SELECT :c, k, 'importé' "
+                    "FROM unnest(CAST(:k AS text[])) AS k ON CONFLICT (canal, cle) DO NOTHING"),
+                    {"c": f"import:{source}"[:30], "k": wanted[start:start + 5000]})
 
     async def get_souvenir(self, souvenir_id: int) -> SouvenirRecord:
         souvenir_id = row_id(souvenir_id, "souvenir")

@@ -108,6 +108,8 @@ async def test_dry_run_then_import_then_again_then_renamed(axi: Any, store: Memo
     assert (dry["dry_run"], dry["written"]) == (True, False)
     assert await counts(store) == {"souvenirs": 0, "consignes": 0, "elements_veille": 0,
                                    "faits": 0}
+    async with store.db.sessions() as session:
+        assert await session.scalar(text("SELECT count(*) FROM curseurs_canal")) == 0
 
     done = report_of(axi(str(folder), "--json"))
     assert (done["dry_run"], done["written"]) == (False, True)
@@ -214,6 +216,22 @@ async def test_dry_run_then_import_then_again_then_renamed(axi: Any, store: Memo
         ["consignes", "site_notes", "dpe_list", "dpe_csv", "conversations", "json_memories"])
     assert moved["counts"]["imported"] == 0 and moved["counts"]["unreadable"] == 0
     assert await counts(store) == {"souvenirs": 14, "consignes": 9, "elements_veille": 5,
+                                   "faits": 0}
+
+    # what Ludo had forgotten or Anthony removed since is not brought back
+    marc = next(r for r in rows if r.metadata.get("auteur") == "Marc")
+    async with store.db.sessions() as session:
+        marc_id = await session.scalar(text(
+            "SELECT id FROM souvenirs WHERE metadata->>'auteur' = 'Marc'"))
+    await store.forget_souvenir(marc_id)
+    await store.remove_consigne(consignes[0].id)
+    after = report_of(axi(str(folder), "--json"))
+    assert after["counts"]["imported"] == 0
+    reasons = {i["where"]: i["reason"] for i in after["items"]}
+    assert reasons["MEMORY.md:4"] == "imported before and removed since: not brought back"
+    assert reasons["conversations.txt:8"] == "already imported"
+    assert marc.contenu == "Je passe à l'agence cet après-midi"
+    assert await counts(store) == {"souvenirs": 13, "consignes": 8, "elements_veille": 5,
                                    "faits": 0}
 
 
