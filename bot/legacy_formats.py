@@ -267,9 +267,18 @@ def _dpe(where: str, numero: Any, data: Mapping[str, Any], as_written: str,
                "classe": classe if len(classe) == 1 and classe in "ABCDEFG" else None,
                "trello": str(data.get("trello_card_url") or "").strip() or None,
                "traite_le": norm(str(data.get("date_traitement") or "")) or None}
+    others = {str(k)[:60]: norm(str(v))[:300] for k, v in data.items()
+              if k not in _DPE_COLUMNS and v not in (None, "")}
+    if others:  # a column the export had beyond the known ones: kept, not dropped
+        donnees["autres_colonnes"] = others
     return DpeItem(where=where, numero=number,
                    source=postcode if re.fullmatch(r"\d{5}", postcode) else None,
                    donnees={k: v for k, v in donnees.items() if v is not None}, note=note)
+
+
+_DPE_COLUMNS = frozenset({"numero_dpe", "numero", "date_reception", "date_reception_dpe",
+                          "code_postal", "commune", "etiquette_dpe", "classe",
+                          "trello_card_url", "date_traitement"})
 
 
 def _iso_day(value: Any) -> str | None:

@@ -222,6 +222,10 @@ def test_dpe_csv_export_and_its_broken_lines() -> None:
         "code_postal": "24260", "commune": "Le Bugue", "classe": "G",
         "traite_le": "2026-01-10 08:00:12.51342"})
     assert second.donnees["trello"] == "https://trello.com/c/AbCdEf12"
+    [extra] = parse_dpe_csv("numero_dpe,adresse,note\n2424E0000001A,3 rue Basse,\n",
+                            "x.csv").items
+    assert isinstance(extra, DpeItem)
+    assert extra.donnees["autres_colonnes"] == {"adresse": "3 rue Basse"}
     broken = parse_dpe_csv(
         "numero_dpe;commune;etiquette_dpe\n2424e0000005e ;Sainte-Alvère;e\n;Vergt;F\n"
         '"2424E0000006F;"Vergt;F\nnumero_dpe;commune;etiquette_dpe\n2424E00\n'
