@@ -14,6 +14,7 @@ from bot import cli_forget  # noqa: F401  (adds `people forget` and `people purg
 from bot.cli_chat import ask, chat, llm_app, missing, run_command
 from bot.cli_doctor import doctor
 from bot.cli_dvf import dvf_app
+from bot.cli_legacy import import_app
 from bot.cli_mail import mail_app
 from bot.cli_memory import consignes_app, facts_app, memory_app, people_app
 from bot.cli_ops import confirm_app, inbox_app
@@ -48,6 +49,7 @@ app.add_typer(mail_app, name="mail")
 app.add_typer(veille_app, name="veille")
 app.add_typer(dvf_app, name="dvf")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(import_app, name="import")
 app.command("run")(run_command)
 app.command("ask")(ask)
 app.command("chat")(chat)

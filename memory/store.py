@@ -116,6 +116,36 @@ class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixi
             raise
         return [r["id"] for r in records]
 
+    async def imported_keys(self, source: str, keys: Iterable[str]) -> set[str]:
+        """Which of these import keys were imported from `source` before: recorded in its
+        ledger (`curseurs_canal`, canal `import:<source>`: kept when the souvenir or
+        consigne is later forgotten or removed, so a new import never brings it back) or
+        held by one of its souvenirs (metadata `cle_import`, read through the `source`
+        index). An import skips them."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return set()
+        async with self.db.reads() as session:
+            # joins, not `= ANY(array)`: a rerun over 100,000 items stays a hash join
+            rows = await session.execute(text(
+                "WITH w(k) AS (SELECT unnest(CAST(:k AS text[]))) "
+                "SELECT c.cle AS k FROM curseurs_canal c JOIN w ON c.cle = w.k "
+                "WHERE c.canal = :c "
+                "UNION SELECT s.metadata->>'cle_import' FROM souvenirs s "
+                "JOIN w ON s.metadata->>'cle_import' = w.k WHERE s.source = :s"),
+                {"c": f"import:{source}"[:30], "s": source, "k": wanted})
+            return {r.k for r in rows}
+
+    async def record_imported(self, source: str, keys: Iterable[str]) -> None:
+        """Add keys to `source`'s import ledger (see `imported_keys`)."""
+        wanted = list(dict.fromkeys(keys))
+        async with self.db.sessions.begin() as session:
+            for start in range(0, len(wanted), 5000):
+                await session.execute(text(
+                    "INSERT INTO curseurs_canal (canal, cle, valeur) SELECT :c, k, 'importé' "
+                    "FROM unnest(CAST(:k AS text[])) AS k ON CONFLICT (canal, cle) DO NOTHING"),
+                    {"c": f"import:{source}"[:30], "k": wanted[start:start + 5000]})
+
     async def get_souvenir(self, souvenir_id: int) -> SouvenirRecord:
         souvenir_id = row_id(souvenir_id, "souvenir")
         async with self.db.sessions() as session:
