@@ -313,7 +313,8 @@ async def test_secrets_are_neither_imported_nor_shown(axi: Any, store: MemorySto
     notes.write_text("## ACCÈS\n- Mot de passe OVH : Xk9!plm2Qa\n- Appeler Ludo le matin\n",
                      encoding="utf-8")
     log = tmp_path / "conversations.txt"
-    log.write_text("[2025-03-14 09:12] Ludo: le bot c'est 123456789:AAHfiqksKZ8WmR2zSjiQ7_v4TMAKdiHm9T0\n"
+    token = "123456789:AAHfiqksKZ8WmR2zSjiQ7_v4TMAKdiHm9T0"  # pragma: allowlist secret
+    log.write_text(f"[2025-03-14 09:12] Ludo: le bot c'est {token}\n"
                    "[2025-03-14 09:13] Axi: Noté.\n", encoding="utf-8")
     result = axi(str(notes), str(log))
     assert result.returncode == 0, result.stderr

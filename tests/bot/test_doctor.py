@@ -104,7 +104,8 @@ def test_each_broken_part_is_named_with_its_fix_and_no_secret_leaks(
 
 def test_an_unreachable_database_or_ollama_and_a_bad_setting(cli_env: dict[str, str],
                                                               tmp_path: Path) -> None:
-    env = {**cli_env, "AXI_DATABASE_URL": "postgresql://axi:pw-not-shown@127.0.0.1:1/axi",  # pragma: allowlist secret
+    url = "postgresql://axi:pw-not-shown@127.0.0.1:1/axi"  # pragma: allowlist secret
+    env = {**cli_env, "AXI_DATABASE_URL": url,
            "OLLAMA_HOST": "http://127.0.0.1:1"}
     result = doctor(env, tmp_path)
     checks = by_name(result)
