@@ -40,9 +40,9 @@ Summarize = Callable[[str], Awaitable[str | None]]
 
 
 def summary_prompt(digest_text: str) -> list[ChatMessage]:
-    """The prompt (pure): the digest as tagged data, truncated, its tags neutralised."""
-    body = digest_text[:MAX_INPUT_CHARS].replace("<rapport>", "‹rapport›").replace(
-        "</rapport>", "‹/rapport›")
+    """The prompt (pure): the digest as tagged data, truncated, every angle bracket in it
+    neutralised (no spelling of the closing tag can end the data block)."""
+    body = digest_text[:MAX_INPUT_CHARS].replace("<", "‹").replace(">", "›")
     return [ChatMessage("system", SYSTEM),
             ChatMessage("user", f"<rapport>\n{body}\n</rapport>\n\nRésumé :")]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import html
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -341,7 +342,11 @@ class Sender:
             raise SendError(f"network: {exc}") from exc
 
     async def _send(self, chat_id: int, delivery: Delivery) -> str | None:
-        parts = split_html(to_html(delivery.text))
+        # what Axi pushes on its own (digests, alerts) carries text from outside (a DPE's
+        # address, a listing's title): shown as plain text, never read as Markdown
+        source = (html.escape(delivery.text, quote=False) if delivery.kind == "push"
+                  else to_html(delivery.text))
+        parts = split_html(source)
         done = self._parts_sent.get(delivery.message_id, 0)
         last_id: int | None = None
         for index, part in enumerate(parts):

@@ -29,6 +29,10 @@ DEFAULT_PAGE_SIZE = 500
 DEFAULT_CAP = 20_000
 """DPEs fetched per run at most (config `max_par_passage`); beyond, the run is partial and
 the next one resumes from the watermarks."""
+MAX_PAGES = 2_000
+"""Pages read per postcode at most: `next` links that never end stop here."""
+WHOLE = "*"
+"""The source name of a failure of the whole veille (the engine's WHOLE_FETCH)."""
 SORT = "date_reception_dpe,numero_dpe"
 POSTCODE = re.compile(r"^\d{5}$")
 
@@ -73,6 +77,18 @@ def _page(body: Any) -> tuple[list[Any], str | None]:
     return body["results"], nxt if isinstance(nxt, str) and nxt else None
 
 
+def _unreadable(count: int) -> str:
+    return f"{count} ligne(s) illisible(s) et aucune lisible (format de l'API changé ?)"
+
+
+async def _unknown(ctx: RunContext, keys: list[str]) -> set[str]:
+    """The keys this veille never stored (all of them without a store): only those count
+    against the run's cap, so a window full of known DPEs never stops the veille."""
+    if not keys or ctx.store is None:
+        return set(keys)
+    return set(keys) - await ctx.store.known_keys(ctx.veille.id, keys)
+
+
 def _same_origin(url: str, base: str) -> bool:
     a, b = urlsplit(url), urlsplit(base)
     return (a.scheme, a.netloc) == (b.scheme, b.netloc)
@@ -93,10 +109,15 @@ class DpeVeille:
         horizon = (today + timedelta(days=1)).isoformat()
         codes = postcodes(config)
         fetched = Fetched()
+        if not codes:  # a config without usable postcodes must not be an endless "RAS"
+            fetched.broken[WHOLE] = ("aucun code postal valide dans la configuration "
+                                     "(« codes_postaux » : une liste de codes à 5 chiffres)")
+            return fetched
         seen: set[str] = set()
         latest: dict[str, str] = {}
+        new_count = 0
         for index, code in enumerate(codes):
-            if len(fetched.items) >= cap:
+            if new_count >= cap:
                 fetched.partial = ((fetched.partial or f"plafond de {cap} DPE atteint")
                                    + " ; codes postaux non lus : " + ", ".join(codes[index:]))
                 break
@@ -109,38 +130,59 @@ class DpeVeille:
             }
             page_url: str | None = url
             visited: set[str] = set()
+            readable = unreadable = pages = 0
             try:
                 while page_url is not None:
+                    pages += 1
+                    if pages > MAX_PAGES:
+                        raise SourceError(f"plus de {MAX_PAGES} pages : lecture arrêtée")
                     body = await get_json(ctx.http, page_url, params, headers=headers)
                     results, nxt = _page(body)
+                    page_items = []
                     for line in results:
                         data = parse_line(line) if isinstance(line, dict) else None
-                        if data is None or data["numero_dpe"] in seen:
+                        if data is None:
+                            unreadable += 1
                             continue
-                        if len(fetched.items) >= cap:
-                            fetched.partial = (f"plafond de {cap} DPE atteint (code postal "
-                                               f"{code} non terminé)")
-                            break
-                        seen.add(data["numero_dpe"])
-                        fetched.items.append(SourceItem(data["numero_dpe"], code, data))
+                        readable += 1
+                        if data["numero_dpe"] not in seen:
+                            seen.add(data["numero_dpe"])
+                            page_items.append(SourceItem(data["numero_dpe"], code, data))
+                    unknown = await _unknown(ctx, [i.key for i in page_items])
+                    for item in page_items:
+                        if item.key in unknown:
+                            if new_count >= cap:
+                                fetched.partial = (f"plafond de {cap} DPE atteint (code "
+                                                   f"postal {code} non terminé)")
+                                break
+                            new_count += 1
+                        fetched.items.append(item)
                         # a date after tomorrow is an error of the source: as a watermark
                         # it would blind the veille for good (nothing is received "after")
-                        if (data["date_reception"] > latest.get(code, "")
-                                and data["date_reception"] <= horizon):
-                            latest[code] = data["date_reception"]
+                        day = item.data["date_reception"]
+                        if day > latest.get(code, "") and day <= horizon:
+                            latest[code] = day
                     if fetched.partial is not None:
                         break
                     if not results or nxt is None:
                         break
+                    if not page_items:  # a page that brings nothing new: the API loops
+                        raise SourceError(_unreadable(unreadable) if not readable else
+                                          "pages sans aucun DPE nouveau : lecture arrêtée")
                     if not _same_origin(nxt, url):
                         raise SourceError("lien « next » vers un autre site, ignoré")
                     if nxt in visited:
                         raise SourceError("lien « next » qui boucle")
                     visited.add(nxt)
                     page_url, params = nxt, None
+                if unreadable and not readable:
+                    raise SourceError(_unreadable(unreadable))
             except SourceError as exc:
                 fetched.broken[code] = str(exc)
             else:
+                if unreadable:
+                    note = f"{code} : {unreadable} ligne(s) illisible(s) ignorée(s)"
+                    fetched.partial = f"{fetched.partial} ; {note}" if fetched.partial else note
                 if fetched.partial is None:
                     fetched.healthy.add(code)
         ctx.progress(len(codes), len(codes), "DPE")

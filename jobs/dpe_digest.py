@@ -9,6 +9,8 @@ data, escaped in HTML and never read as instructions.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -33,6 +35,9 @@ from jobs.types import Digest, DigestFile, SourceItem, VeilleRecord
 
 PARIS = ZoneInfo("Europe/Paris")
 DEFAULT_MAX_CARDS = 50
+DEFAULT_MAX_LISTED = 300
+"""DPEs detailed in the email at most (config `liste_max`); the others, by priority, are in
+an attached CSV, so a source returning 10,000 items still makes a sendable email."""
 SUMMARY_P1_LINES = 20
 RANK = {"P1": 0, "P2": 1, "P3": 2}
 
@@ -154,21 +159,50 @@ def render(veille: VeilleRecord, new: Sequence[SourceItem], *, when: datetime,
     cards_note = (f"Fiches prospects jointes : {len(with_card)}"
                   + (f" (les {len(with_card)} premières par priorité sur {len(items)})"
                      if len(with_card) < len(items) else "") + ".")
-    text = [heading, "", f"{head[0].upper()}{head[1:]} ({repartition}).", cards_note, ""]
-    text += [_item_text(i) + "\n" for i in items]
+    max_listed = config.get("liste_max", DEFAULT_MAX_LISTED)
+    max_listed = (max_listed if isinstance(max_listed, int) and max_listed >= 1
+                  else DEFAULT_MAX_LISTED)
+    listed = items[:max_listed]
+    rest_note = (f"Les {len(items) - len(listed)} autres DPE (les moins prioritaires) sont "
+                 "dans le fichier joint dpe-complets.csv." if len(listed) < len(items) else "")
+    text = [heading, "", f"{head[0].upper()}{head[1:]} ({repartition}).", cards_note]
+    text += [rest_note, ""] if rest_note else [""]
+    text += [_item_text(i) + "\n" for i in listed]
     text += _broken_text(broken_lines)
     body = [f"<p><strong>{esc(head[0].upper() + head[1:])}</strong> ({esc(repartition)}). "
-            f"{esc(cards_note)}</p>"]
-    body += [_item_html(i) for i in items]
+            f"{esc(cards_note)}{' ' + esc(rest_note) if rest_note else ''}</p>"]
+    body += [_item_html(i) for i in listed]
     body.append(_broken_html(broken_lines))
     attachments = tuple(
         DigestFile(f"fiche-dpe-{_safe(i.data.get('numero_dpe') or i.key)}.html",
                    "text/html", card(i.data, local).encode("utf-8"))
         for i in with_card)
+    if rest_note:
+        attachments += (DigestFile("dpe-complets.csv", "text/csv", full_csv(items)),)
     plain = re.sub(r"\n{3,}", "\n\n", "\n".join(text)).rstrip("\n") + "\n"
     return Digest(subject=subject, text=plain,
                   html=_page(heading, "\n".join(b for b in body if b)),
                   attachments=attachments, summary=summary(items, day, broken))
+
+
+CSV_COLUMNS = ("priorite", "points", "classe", "numero_dpe", "date_reception", "adresse",
+               "code_postal", "commune", "surface")
+
+
+def full_csv(items: Sequence[SourceItem]) -> bytes:
+    """Every DPE of the digest, one line each (UTF-8 with BOM: Excel reads it in French);
+    a cell that a spreadsheet would run as a formula is quoted as text."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for item in items:
+        writer.writerow([_cell(item.data.get(c)) for c in CSV_COLUMNS])
+    return ("\ufeff" + out.getvalue()).encode("utf-8")
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _safe(value: Any) -> str:

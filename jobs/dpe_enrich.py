@@ -23,7 +23,7 @@ from urllib.parse import quote
 from sqlalchemy import text
 
 from jobs.dpe_http import SourceError, get_json
-from jobs.dpe_rows import distance_m, estimate, links, normalize_address
+from jobs.dpe_rows import clean_text, distance_m, estimate, links, normalize_address
 from jobs.dpe_score import score
 from jobs.types import RunContext, SourceItem
 
@@ -155,10 +155,10 @@ def pick_mairie(records: Any) -> dict[str, Any] | None:
     sites = [s.get("valeur") for s in _json_list(record.get("site_internet"))
              if isinstance(s, dict) and s.get("valeur")]
     emails = [e.strip() for e in str(record.get("adresse_courriel") or "").split(";") if e.strip()]
-    return {"nom": str(record["nom"])[:200],
-            "telephone": str(phones[0])[:40] if phones else None,
-            "courriel": emails[0][:200] if emails else None,
-            "site": str(sites[0])[:300] if sites else None}
+    return {"nom": clean_text(record["nom"], 200),
+            "telephone": clean_text(phones[0], 40) if phones else None,
+            "courriel": clean_text(emails[0], 200) if emails else None,
+            "site": clean_text(sites[0], 300) if sites else None}
 
 
 async def _cached(store: Any, code: str) -> dict[str, Any] | None:
@@ -224,7 +224,7 @@ async def commune_info(ctx: RunContext, code: str | None, postcode: str | None,
     if records is None:
         log.warning("town hall of %s: unexpected annuaire answer", code)
         return None
-    info = {"code": code, "nom": str(nom or name or "")[:100] or None,
+    info = {"code": code, "nom": clean_text(nom or name or "", 100),
             "mairie": pick_mairie(records)}
     if ctx.store is not None and not ctx.dry_run:
         await _remember(ctx.store, code, info)

@@ -50,7 +50,10 @@ async def get_json(client: httpx.AsyncClient, url: str,
             await _sleep(wait)
         wait = backoff_s * (2 ** attempt)
         try:
-            response = await client.get(url, params=params, headers=headers)
+            # never redirected: a same-origin `next` answered by a redirect to another host
+            # would make its rows pass for the source's (a 3xx is refused below)
+            response = await client.get(url, params=params, headers=headers,
+                                        follow_redirects=False)
         except httpx.TimeoutException:
             last = "délai dépassé"
             continue

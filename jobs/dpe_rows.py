@@ -29,11 +29,21 @@ MAX_TEXT = 300
 """Source strings are cut to this length: an item's data stays small."""
 
 
-def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+"""C0/C1 controls (NUL: PostgreSQL's jsonb refuses it; ESC: terminal sequences in
+`--dry-run`), zero-width and bidirectional overrides: never kept from a source."""
+
+
+def clean_text(value: Any, limit: int = MAX_TEXT) -> str | None:
+    """A source's string as inert, one-line text: controls removed, whitespace folded,
+    cut to `limit`."""
     if value is None:
         return None
-    text = " ".join(str(value).split())
+    text = " ".join(_CONTROLS.sub(" ", str(value)).split())
     return text[:limit] or None
+
+
+_text = clean_text
 
 
 def _number(value: Any) -> float | None:
@@ -74,7 +84,8 @@ def _geopoint(value: Any) -> tuple[float, float] | None:
 def parse_line(line: Mapping[str, Any]) -> dict[str, Any] | None:
     """The item data of one API line, or None when it has no usable `numero_dpe` or
     reception date (it could never be keyed nor windowed)."""
-    numero = _text(line.get("numero_dpe"), 40)
+    raw = line.get("numero_dpe")
+    numero = _text(raw, 40) if isinstance(raw, str | int) and not isinstance(raw, bool) else None
     reception = _date(line.get("date_reception_dpe"))
     if numero is None or reception is None:
         return None

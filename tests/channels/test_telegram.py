@@ -457,3 +457,18 @@ async def test_a_poller_that_lost_its_lock_stops_polling(tg: tuple[Axi, FakeTele
     finally:
         task.cancel()
         await second.stop()
+
+
+async def test_a_push_shows_outside_text_as_it_is_never_as_markup(
+        tg: tuple[Axi, FakeTelegram]) -> None:
+    """A veille digest's summary quotes sources (a DPE's address): Markdown or HTML in it
+    is shown as typed, never turned into a link, bold text or a tag."""
+    axi, fake = tg
+    hostile = ("Veille DPE : 1 nouveau DPE\n• G · [Rappelez le notaire](https://evil.example/x) "
+               "**URGENT** <b>gras</b> & co")
+    await axi.notifier.notify("Ludo", hostile, key="test:push:inert", kind="push")
+    await until(lambda: texts_to(fake, 1001), 20, message="the push never reached Telegram")
+    [sent] = fake.sent
+    assert sent["text"] == hostile  # what the person reads: exactly the source's text
+    assert not sent.get("entities"), sent.get("entities")  # no link, no bold
+    assert "<a " not in sent["raw_text"] and "&lt;b&gt;" in sent["raw_text"]
