@@ -8,12 +8,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
+from bot.config import Settings
 from jobs.concurrence import ConcurrenceVeille, watermark_key
 from jobs.types import RunContext, VeilleRecord
 from tests.fakes import listing_server as _fake
@@ -51,12 +51,22 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+LOOPBACK_ALLOWED = "127.0.0.0/8,::1"
+"""The fake agencies run on 127.0.0.1: the tests allow loopback, as an operator would
+allow a LAN mirror (AXI_VEILLE_ALLOWED_NETWORKS); production allows nothing."""
+
+
+def settings(allowed: str = LOOPBACK_ALLOWED) -> Settings:
+    return Settings(_env_file=None, AXI_VEILLE_USER_AGENT=UA,  # type: ignore[call-arg]
+                    AXI_VEILLE_ALLOWED_NETWORKS=allowed)
+
+
 def context(http: httpx.AsyncClient, agences: list[Any], *, delai_s: float = 0.0,
-            watermarks: dict[str, str] | None = None, **config: Any) -> RunContext:
+            watermarks: dict[str, str] | None = None, allowed: str = LOOPBACK_ALLOWED,
+            **config: Any) -> RunContext:
     veille = VeilleRecord(1, "concurrence", "concurrence",
                           {"agences": agences, "delai_s": delai_s, **config}, "0 7 * * *", {}, True)
-    return RunContext(veille=veille, http=http, store=None,
-                      settings=SimpleNamespace(veille_user_agent=UA), now=NOW,
+    return RunContext(veille=veille, http=http, store=None, settings=settings(allowed), now=NOW,
                       watermarks=dict(watermarks or {}))
 
 

@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import text
 
 from jobs import kinds
-from jobs.concurrence import watermark_key
+from jobs.concurrence import ConcurrenceVeille, watermark_key
 from jobs.engine import Engine
 from memory.store import MemoryStore
 from tests.fakes import listing_server as _fake
 from tests.fakes.listing_server import FakeListings
 from tests.jobs.conftest import Clock, job_services
-from tests.jobs.test_concurrence import api, perigord, vezere
+from tests.jobs.test_concurrence import LOOPBACK_ALLOWED, api, perigord, vezere
 
 listing_server_session = _fake.listing_server_session
 listing_server = _fake.listing_server
@@ -35,7 +35,7 @@ async def test_concurrence_runs(store: MemoryStore, listing_server: FakeListings
     base = listing_server.url
     await store.add_person("Ludo", relation="créateur", identities=[("telegram", "1001")])
     clock = Clock(datetime(2026, 12, 1, 6, 0, tzinfo=UTC))
-    services = job_services(store, clock)
+    services = job_services(store, clock, AXI_VEILLE_ALLOWED_NETWORKS=LOOPBACK_ALLOWED)
     config: dict[str, Any] = {"agences": [vezere(base), api(base)], "delai_s": 0}
     await store.add_veille("concurrence", "concurrence", "0 7 * * *", config=config,
                            known_types=kinds.known_types())
@@ -88,3 +88,47 @@ async def test_concurrence_runs(store: MemoryStore, listing_server: FakeListings
     assert back.state == "ok" and back.new == 0 and back.digest is None
     told = await alerts(store)
     assert len(told) == 2 and "refonctionne" in told[1]
+
+
+# ----------------------------------------------------------------------------- helpers
+async def setup(store: MemoryStore, agences: list[dict[str, Any]], *,
+                allowed: str = LOOPBACK_ALLOWED) -> tuple[Engine, Clock, dict[str, Any]]:
+    """The `concurrence` veille over `agences`, an engine whose fetches retry fast."""
+    await store.add_person("Ludo", relation="créateur", identities=[("telegram", "1001")])
+    clock = Clock(datetime(2026, 12, 1, 6, 0, tzinfo=UTC))
+    settings = {"AXI_VEILLE_ALLOWED_NETWORKS": allowed} if allowed else {}
+    services = job_services(store, clock, **settings)
+    config: dict[str, Any] = {"agences": agences, "delai_s": 0}
+    await store.add_veille("concurrence", "concurrence", "0 7 * * *", config=config,
+                           known_types=kinds.known_types())
+
+    def kind_for(type_name: str) -> Any:
+        return ConcurrenceVeille(timeout_s=2.0, retries=0, backoff_s=0.01)
+
+    return Engine(services, kind_for=kind_for), clock, config
+
+
+async def run_row(store: MemoryStore, run_id: int | None) -> Any:
+    async with store.db.sessions() as session:
+        return (await session.execute(text(
+            "SELECT etat, erreur FROM passages_veille WHERE id = :i"), {"i": run_id})).one()
+
+
+# ----------------------------------------------------------------------------- refusals
+async def test_a_source_on_a_private_address_is_a_broken_source_with_its_reason(
+        store: MemoryStore, listing_server: FakeListings) -> None:
+    """Without AXI_VEILLE_ALLOWED_NETWORKS the loopback agencies are refused: the run says
+    why, Ludo hears it once like any outage, and no request left."""
+    engine, _, _ = await setup(store, [vezere(listing_server.url)], allowed="")
+    result = await engine.run("concurrence")
+    reason = ("connexion refusée : 127.0.0.1 (adresse de boucle locale) ; la veille ne lit que "
+              "des sites publics (AXI_VEILLE_ALLOWED_NETWORKS)")
+    assert (result.state, result.new, result.digest) == ("partiel", 0, None)
+    row = await run_row(store, result.run_id)
+    assert (row.etat, row.erreur) == ("partiel", f"source Agence de la Vézère en panne : {reason}")
+    assert await alerts(store) == [
+        "Veille « concurrence » : la source « Agence de la Vézère » est en panne depuis le "
+        f"01/12/2026 à 07:00 ({reason}). Je ne te le redirai pas à chaque passage ; je te "
+        "préviendrai quand elle refonctionnera."]
+    assert listing_server.requests == []
+
