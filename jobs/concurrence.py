@@ -24,7 +24,14 @@ from jobs import concurrence_digest
 from jobs.concurrence_config import MAX_ITEMS, MAX_PAGES, Agency, ConfigError, parse_config
 from jobs.fetch_guard import shown
 from jobs.guarded_http import Resolve
-from jobs.listing_parse import Listing, ListingParseError, parse_html, parse_json, with_query_param
+from jobs.listing_parse import (
+    Listing,
+    ListingParseError,
+    check_content_type,
+    parse_html,
+    parse_json,
+    with_query_param,
+)
 from jobs.polite_fetch import FetchError, PoliteFetcher, Refused, RobotsDisallowed
 from jobs.types import Digest, Fetched, RunContext, SourceItem, VeilleRecord
 
@@ -117,11 +124,14 @@ class ConcurrenceVeille:
             visited.add(url)
             try:
                 page = await fetcher.get(url, site=agency.url)
-                parsed = (parse_json(page.text, page.url, chemin=agency.chemin, champs=agency.champs)
+                check_content_type(page.content_type, agency.type)
+                limit = self.max_items + 1  # enough to tell that one page alone overflows
+                parsed = (parse_json(page.text, page.url, chemin=agency.chemin, champs=agency.champs,
+                                     limit=limit)
                           if agency.type == "json" else
                           parse_html(page.text, page.url, lien=agency.lien, motif=agency.motif,
                                      conteneur=agency.conteneur, champs=agency.champs,
-                                     suivant=agency.suivant))
+                                     suivant=agency.suivant, limit=limit))
             except (FetchError, ListingParseError) as exc:
                 if number == 1 or isinstance(exc, RobotsDisallowed):
                     raise

@@ -20,7 +20,6 @@ configured source's site and allowed by that host's robots.txt — and a refusal
 from __future__ import annotations
 
 import asyncio
-import codecs
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -90,15 +89,16 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 
 
 def decode_body(body: bytes, charset: str | None) -> str:
-    """The header's charset, else an HTML <meta charset>, else UTF-8; never raises."""
+    """The header's charset, else an HTML <meta charset>, else UTF-8; never raises (a
+    page naming an unknown codec, or one that is not a text encoding such as "rot13" or
+    "base64", is read as UTF-8)."""
     if not charset:
         match = _META_CHARSET.search(body[:4096])
         charset = match.group(1).decode("ascii") if match else None
     try:
-        codecs.lookup(charset or "utf-8")
-    except LookupError:
-        charset = None
-    return body.decode(charset or "utf-8", errors="replace")
+        return body.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # unknown, or not a text encoding: bytes.decode refuses those
+        return body.decode("utf-8", errors="replace")
 
 
 class PoliteFetcher:
