@@ -2,20 +2,22 @@
 read every morning from their listing pages or JSON APIs as the veille's config describes
 them (jobs/concurrence_config.py), fetched politely and only on the configured sites at
 public addresses (jobs/polite_fetch.py, jobs/fetch_guard.py) and extracted by
-jobs/listing_parse.py. A listing's key is its normalized URL, so the engine reports
-each one once; a new agency's first run is a silent baseline (`baseline_new_sources`),
-or its whole catalogue would arrive as "new".
+jobs/listing_parse.py. A listing's key is its normalized URL, so the engine reports each
+one once; a new agency's listings are a silent baseline (`baseline_new_sources`,
+jobs/baseline.py) until one fetch of it was complete, or its whole catalogue would
+arrive as "new". An agency is identified by its address (`Agency.cle`), not its name.
 
 A source that fails (HTTP error after retries, robots.txt, a refused address or
-redirect, unreadable body, bad config)
-or that suddenly yields nothing while it yielded listings last time (a changed layout: the
-selector finds nothing) is broken, with a French reason — never "no news". The last count
-per agency is kept as a watermark (`annonces:<agence>`); a broken source leaves it as it
-was, so it stays broken until listings come back.
+redirect, unreadable body, bad config) or that suddenly yields nothing while it yielded
+listings last time (a changed layout: the selector finds nothing) is broken, with a
+French reason — never "no news". The last count per agency is kept as a watermark
+(`annonces:<hash of its address>`); a broken source leaves it as it was, so it stays
+broken until listings come back.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -39,8 +41,9 @@ WATERMARK_PREFIX = "annonces:"
 CONFIG_SOURCE = "configuration"
 
 
-def watermark_key(agency: str) -> str:
-    return WATERMARK_PREFIX + agency
+def watermark_key(agency: Agency) -> str:
+    """The key of the agency's last listing count (by its address: see Agency.cle)."""
+    return WATERMARK_PREFIX + hashlib.sha256(agency.cle.encode()).hexdigest()[:32]
 
 
 class ConcurrenceVeille:
@@ -88,12 +91,14 @@ class ConcurrenceVeille:
         total = len(agences)
         for done, agency in enumerate(agences):
             ctx.progress(done, total, agency.nom)
+            out.source_ids[agency.nom] = agency.cle
             try:
-                listings, note = await self._fetch_agency(fetcher, agency)
+                listings, note, complete = await self._fetch_agency(fetcher, agency)
             except (FetchError, ListingParseError) as exc:
                 out.broken[agency.nom] = str(exc)
                 continue
-            previous = _count(ctx.watermarks.get(watermark_key(agency.nom)))
+            previous = _count(ctx.watermarks.get(watermark_key(agency),
+                                                 ctx.watermarks.get(WATERMARK_PREFIX + agency.nom)))
             if not listings and previous:
                 out.broken[agency.nom] = (
                     f"plus aucune annonce trouvée sur {shown(agency.url)} (il y en avait "
@@ -101,7 +106,9 @@ class ConcurrenceVeille:
                     "changé, vérifier les sélecteurs")
                 continue
             out.healthy.add(agency.nom)
-            out.watermarks[watermark_key(agency.nom)] = str(len(listings))
+            out.watermarks[watermark_key(agency)] = str(len(listings))
+            if not complete:
+                out.incomplete.add(agency.nom)
             if note:
                 partial.append(f"{agency.nom} : {note}")
             for listing in listings:
@@ -112,11 +119,12 @@ class ConcurrenceVeille:
         out.partial = "; ".join(partial) or None
 
     async def _fetch_agency(self, fetcher: PoliteFetcher,
-                            agency: Agency) -> tuple[list[Listing], str | None]:
-        """The agency's listings over its pages, and why they may be incomplete. The first
-        page failing is a FetchError/ListingParseError (the source is broken); a later page
-        failing keeps what the earlier pages gave, noted as partial; a next page on another
-        site is not read."""
+                            agency: Agency) -> tuple[list[Listing], str | None, bool]:
+        """The agency's listings over its pages, why they may be incomplete, and whether
+        the fetch was complete (as far as the config and the caps read: a page that failed
+        on the way makes it incomplete). The first page failing is a FetchError or
+        ListingParseError (the source is broken); a later page failing keeps what the
+        earlier pages gave, noted as partial; a next page on another site is not read."""
         found: dict[str, Listing] = {}
         url, number, visited = agency.url, 1, set()
         note: str | None = None
@@ -136,12 +144,13 @@ class ConcurrenceVeille:
                 if number == 1 or isinstance(exc, RobotsDisallowed):
                     raise
                 if isinstance(exc, Refused):  # the site's own doing, the same every run
-                    note = f"page {number} non lue ({exc})"
-                    break
+                    return list(found.values()), f"page {number} non lue ({exc})", True
                 if isinstance(exc, FetchError) and exc.status in (404, 410):
                     break  # past the last page
-                note = f"page {number} illisible ({exc}) ; les annonces des pages précédentes sont gardées"
-                break
+                note = (f"page {number} illisible ({exc}) ; les annonces des pages précédentes "
+                        "sont gardées, et ses nouvelles annonces ne seront signalées qu'après une "
+                        "lecture complète")
+                return list(found.values()), note, False
             fresh = 0
             for listing in parsed.listings:
                 if listing.url not in found:
@@ -150,7 +159,7 @@ class ConcurrenceVeille:
             if len(found) > self.max_items:
                 note = (f"plus de {self.max_items} annonces : seules les {self.max_items} "
                         "premières sont gardées")
-                return list(found.values())[: self.max_items], note
+                return list(found.values())[: self.max_items], note, True
             if number > 1 and fresh == 0:
                 break  # past the end: an empty page, or the site repeating its last one
             if agency.suivant:
@@ -169,7 +178,7 @@ class ConcurrenceVeille:
                     note = f"plus de {MAX_PAGES} pages : seules les {MAX_PAGES} premières sont lues"
                 break
             url, number = following, number + 1
-        return list(found.values()), note
+        return list(found.values()), note, True
 
     # ------------------------------------------------------------------ enrich, render
     async def enrich(self, ctx: RunContext, new: list[SourceItem]) -> list[SourceItem]:

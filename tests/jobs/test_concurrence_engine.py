@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import text
 
 from jobs import kinds
-from jobs.concurrence import ConcurrenceVeille, watermark_key
+from jobs.concurrence import ConcurrenceVeille
 from jobs.engine import Engine
 from memory.store import MemoryStore
 from tests.fakes import listing_server as _fake
 from tests.fakes.listing_server import FakeListings
 from tests.jobs.conftest import Clock, job_services
-from tests.jobs.test_concurrence import LOOPBACK_ALLOWED, api, perigord, vezere
+from tests.jobs.test_concurrence import LOOPBACK_ALLOWED, api, mark, perigord, vezere
 
 listing_server_session = _fake.listing_server_session
 listing_server = _fake.listing_server
@@ -44,8 +44,9 @@ async def test_concurrence_runs(store: MemoryStore, listing_server: FakeListings
     first = await engine.run("concurrence")  # both agencies are new: a silent baseline
     assert first.state == "ok" and first.new == 16, first.error
     assert first.digest is None
-    assert await store.read_watermarks("concurrence") == {
-        watermark_key("Agence de la Vézère"): "12", watermark_key("Vergt Immobilier"): "4"}
+    marks = await store.read_watermarks("concurrence")
+    assert {k: v for k, v in marks.items() if k.startswith("annonces:")} == {
+        mark(f"{base}/agence-vezere/annonces"): "12", mark(f"{base}/api/biens"): "4"}
 
     clock.advance(days=1)
     listing_server.vezere[0].insert(0, (99, "Maison neuve à Campagne", "210 000 €", "100 m²",
@@ -131,6 +132,86 @@ async def test_a_source_on_a_private_address_is_a_broken_source_with_its_reason(
         f"01/12/2026 à 07:00 ({reason}). Je ne te le redirai pas à chaque passage ; je te "
         "préviendrai quand elle refonctionnera."]
     assert listing_server.requests == []
+
+
+# ----------------------------------------------------------------------------- baselines
+async def test_a_partial_first_fetch_is_a_baseline_completed_by_the_first_full_fetch(
+        store: MemoryStore, listing_server: FakeListings) -> None:
+    base = listing_server.url
+    engine, clock, _ = await setup(store, [perigord(base)])
+    dry = await engine.run("concurrence", dry_run=True)  # shows what a run would send
+    assert dry.state == "essai" and dry.digest is None and dry.new == 6
+
+    listing_server.fail["/perigord-immo/biens/page-2"] = [500]
+    first = await engine.run("concurrence")
+    assert first.state == "partiel" and first.new == 3 and first.digest is None
+    assert first.error is not None and "page 2 illisible" in first.error
+    assert "ne seront signalées qu'après une lecture complète" in first.error
+
+    clock.advance(days=1)  # page 2 answers: the rest of the catalogue is baseline too
+    second = await engine.run("concurrence")
+    assert (second.state, second.new, second.digest) == ("ok", 3, None)
+
+    clock.advance(days=1)  # from now on, a new listing is news
+    listing_server.perigord[0].insert(0, (107, "Maison neuve", "199 000 €"))
+    third = await engine.run("concurrence")
+    assert [i.key for i in third.reported] == [f"https://{base[7:]}/perigord-immo/bien-107"]
+
+
+async def test_a_first_fetch_with_no_listing_is_a_baseline_too(
+        store: MemoryStore, listing_server: FakeListings) -> None:
+    base = listing_server.url
+    listing_server.perigord = [[]]  # a new agency with nothing for sale yet
+    engine, clock, _ = await setup(store, [perigord(base)])
+    first = await engine.run("concurrence")
+    assert (first.state, first.new, first.digest) == ("ok", 0, None)
+
+    clock.advance(days=1)
+    listing_server.perigord = [[(201, "Première annonce", "150 000 €")]]
+    second = await engine.run("concurrence")
+    assert second.digest is not None
+    assert [i.key for i in second.reported] == [f"https://{base[7:]}/perigord-immo/bien-201"]
+
+
+async def test_a_renamed_agency_keeps_its_baseline_and_its_count(
+        store: MemoryStore, listing_server: FakeListings) -> None:
+    base = listing_server.url
+    engine, clock, config = await setup(store, [vezere(base)])
+    assert (await engine.run("concurrence")).new == 12  # the baseline
+
+    clock.advance(days=1)
+    config["agences"][0]["nom"] = "Vézère Immobilier"  # Ludo corrects the name…
+    await store.edit_veille("concurrence", config=config)
+    listing_server.layout_changed = True  # …the day the site changes: still seen as broken
+    broken = await engine.run("concurrence")
+    assert broken.error is not None and "il y en avait 12" in broken.error
+
+    clock.advance(days=1)
+    listing_server.layout_changed = False
+    listing_server.vezere[0].insert(0, (99, "Maison neuve à Campagne", "210 000 €", "100 m²",
+                                        "Campagne"))
+    renamed = await engine.run("concurrence")
+    assert [(i.source, i.key) for i in renamed.reported] == [
+        ("Vézère Immobilier", f"{base}/agence-vezere/annonce/99")]
+    assert renamed.digest is not None and "Vézère Immobilier (1 nouvelle annonce)" in renamed.digest.text
+
+
+async def test_a_veille_from_before_the_markers_keeps_its_sources_baselined(
+        store: MemoryStore, listing_server: FakeListings) -> None:
+    """A veille that ran before the baseline markers existed: its sources that have items
+    are baselined already (their next new listing is news), once."""
+    base = listing_server.url
+    engine, clock, _ = await setup(store, [vezere(base)])
+    assert (await engine.run("concurrence")).new == 12
+    async with store.db.sessions.begin() as session:  # as a run before this code left it
+        await session.execute(text("DELETE FROM curseurs_canal WHERE canal = 'veille:concurrence' "
+                                   "AND cle LIKE 'reference%'"))
+    clock.advance(days=1)
+    listing_server.vezere[0].insert(0, (99, "Maison neuve", "210 000 €", "100 m²", "Campagne"))
+    after = await engine.run("concurrence")
+    assert [i.key for i in after.reported] == [f"{base}/agence-vezere/annonce/99"]
+    marks = await store.read_watermarks("concurrence")
+    assert marks["references"] == "1" and len([k for k in marks if k.startswith("reference:")]) == 1
 
 
 async def test_instructions_in_a_listing_are_escaped_data_in_the_digest_and_nothing_else(

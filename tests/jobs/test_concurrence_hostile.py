@@ -109,4 +109,4 @@ async def test_a_next_link_urllib_cannot_read_ends_the_pages(
     base = listing_server.url
     listing_server.next_href = "http://[unclosed/page-2"
     fetched = await kind().fetch(context(http, [perigord(base)]))
-    assert fetched.broken == {} and len(fetched.items) == 3
+    assert fetched.broken == {} and len(fetched.items) == 3 and fetched.incomplete == set()

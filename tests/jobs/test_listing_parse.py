@@ -190,7 +190,8 @@ def test_a_good_config() -> None:
                 champs={"titre": "h2", "prix": ".prix"}),
         {"nom": "Agence Y", "type": "json", "url": "https://y.example/api", "chemin": "data.items",
          "champs": {"url": "link"}},
-        _agency(nom="Agence Z", lien=None, motif=r"/bien-\d+", suivant="a[rel=next]"),
+        _agency(nom="Agence Z", url="https://z.example/biens", lien=None, motif=r"/bien-\d+",
+                suivant="a[rel=next]"),
     ], "delai_s": 0.5, "ras": True})
     assert config.invalid == {}
     assert [a.nom for a in config.agences] == ["Agence X", "Agence Y", "Agence Z"]
