@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     veille_user_agent: str = Field(
         default="Axi/1.0 (veille ICI Dordogne; +https://axi.icidordogne.fr)", max_length=300,
         alias="AXI_VEILLE_USER_AGENT")
+    veille_allowed_networks: str = Field(default="", max_length=4000,
+                                         alias="AXI_VEILLE_ALLOWED_NETWORKS")
+    """Non-public networks the competitor veille may fetch all the same (comma-separated
+    IPs or networks). Empty by default: competitors' pages, their redirects and their
+    next pages are read only at public addresses, never the LAN, the Proxmox admin,
+    Ollama, Axi itself or a metadata address (jobs/fetch_guard.py)."""
     backup_repository: str | None = Field(default=None, alias="AXI_BACKUP_REPOSITORY")
     """The local restic repository (e.g. a directory on a second disk); restic reads
     RESTIC_PASSWORD / RESTIC_PASSWORD_FILE itself."""
@@ -300,17 +306,23 @@ class Settings(BaseSettings):
         return tuple(ipaddress.ip_network(p.strip(), strict=False)
                      for p in self.trusted_proxies.split(",") if p.strip())
 
-    @field_validator("trusted_proxies")
+    @property
+    def veille_allowed_network_list(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                                   ...]:
+        return tuple(ipaddress.ip_network(p.strip(), strict=False)
+                     for p in self.veille_allowed_networks.split(",") if p.strip())
+
+    @field_validator("trusted_proxies", "veille_allowed_networks")
     @classmethod
-    def _proxies(cls, value: str) -> str:
-        for proxy in (p.strip() for p in value.split(",")):
-            if not proxy:
+    def _networks(cls, value: str) -> str:
+        for network in (p.strip() for p in value.split(",")):
+            if not network:
                 continue
             try:
-                ipaddress.ip_network(proxy, strict=False)
+                ipaddress.ip_network(network, strict=False)
             except ValueError:
                 raise ValueError(f"not an IP address or network (e.g. 127.0.0.1, "
-                                 f"172.16.0.0/12): {proxy!r}") from None
+                                 f"172.16.0.0/12): {network!r}") from None
         return value.strip()
 
     @field_validator("public_host")

@@ -12,6 +12,13 @@ crash of the whole run nor as a silent "no news".
         "chemin": "data.items", "champs": {"url": "link", "titre": "title", …},
         "pages": {"parametre": "page", "max": 3}}],
      "delai_s": 2.0, "ras": false}
+
+What identifies an agency is its `url` (normalized: jobs/listing_parse.normalize_url),
+not its `nom`: the name is what Ludo reads and may be corrected at any time, while the
+address decides which listings the source yields. So renaming an agency keeps its
+baseline and its last count; changing its address starts a new silent baseline (its
+listings' addresses usually change with it, and would otherwise all look new). Two
+agencies may therefore not share an address.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import soupsieve
+
+from jobs.listing_parse import normalize_url
 
 MAX_PAGES = 20
 """Pages fetched per source at most, whatever the config says."""
@@ -55,6 +64,11 @@ class Agency:
     page_param: str | None = None
     max_pages: int = 1
     suivant: str | None = None
+
+    @property
+    def cle(self) -> str:
+        """The source's stable identity: its normalized address (see the docstring)."""
+        return normalize_url(self.url) or self.url
 
 
 @dataclass
@@ -177,6 +191,7 @@ def parse_config(raw: Any) -> Config:
         raise ConfigError("« ras » doit être true ou false")
     config = Config([], {}, float(delay), ras)
     names: set[str] = set()
+    addresses: dict[str, str] = {}
     for position, entry in enumerate(agences, start=1):
         label = entry.get("nom") if isinstance(entry, Mapping) else None
         label = label.strip() if isinstance(label, str) and label.strip() else f"agence n°{position}"
@@ -186,7 +201,14 @@ def parse_config(raw: Any) -> Config:
             continue
         names.add(label)
         try:
-            config.agences.append(_agency(entry))
+            agency = _agency(entry)
         except ConfigError as exc:
             config.invalid[label] = f"configuration invalide : {exc}"
+            continue
+        if agency.cle in addresses:
+            config.invalid[label] = (f"configuration invalide : même adresse que « "
+                                     f"{addresses[agency.cle]} » (une adresse = une agence)")
+            continue
+        addresses[agency.cle] = agency.nom
+        config.agences.append(agency)
     return config

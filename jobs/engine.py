@@ -7,7 +7,9 @@ new item is stored before anything is sent; the digest renders ALL the veille's
 unreported items (this run's and those an earlier failed run left); `notify` keys derive
 from the reported items, so a rerun after a crash between queuing and marking queues
 nothing twice; and items are marked reported only after `notify` returned. A broken
-source alerts Ludo once per outage and once when it recovers (etat_sources).
+source alerts Ludo once per outage and once when it recovers (etat_sources). For the
+types with `baseline_new_sources`, a source's items are stored silently until a complete
+fetch of it wrote its baseline marker (jobs/baseline.py), after its items.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from bot.jobs_contract import JobServices
+from jobs import baseline
 from jobs import kinds as kinds_module
 from jobs.types import Digest, Fetched, Progress, RunContext, SourceItem, VeilleKind, VeilleRecord
 from memory.veilles import NewItem, VeilleRow
@@ -156,14 +159,14 @@ class Engine:
             new = [i for i in items if i.key not in known]
             if new:
                 new = await kind.enrich(ctx, new)
-            baseline: set[str] = set()
-            if getattr(kind, "baseline_new_sources", False) and new:
-                sources = {i.source for i in new}
-                baseline = sources - await self.store.sources_with_items(veille.id, sources)
+            silent = await self._silent(kind, veille, ctx, fetched, new)
             stored = await self.store.store_items(veille.id, result.run_id, [
-                NewItem(i.key, i.source, i.data, reported=i.source in baseline) for i in new])
+                NewItem(i.key, i.source, i.data, reported=i.source in silent) for i in new])
             result.new = len(stored)
-            await self.store.write_watermarks(veille.nom, fetched.watermarks)
+            marks = dict(fetched.watermarks)
+            if getattr(kind, "baseline_new_sources", False):  # after the items: never before
+                marks.update(baseline.new_markers(fetched, ctx.watermarks, ctx.now))
+            await self.store.write_watermarks(veille.nom, marks)
             _crash_point("veille:after_store")
         healthy = (set(fetched.healthy) | {WHOLE_FETCH}) - set(fetched.broken)
         await self._alerts(veille, fetched.broken, healthy, ctx.now)
@@ -209,6 +212,17 @@ class Engine:
             return digest
         return digest.with_model_summary(summary) if summary else digest
 
+    async def _silent(self, kind: VeilleKind, veille: VeilleRow, ctx: RunContext,
+                      fetched: Fetched, new: list[SourceItem]) -> set[str]:
+        """The sources whose new items are their silent baseline (jobs/baseline.py)."""
+        sources = {i.source for i in new}
+        if not sources or not getattr(kind, "baseline_new_sources", False):
+            return set()
+        established: set[str] = set()
+        if baseline.legacy(ctx.watermarks, ctx.first_run):
+            established = await self.store.sources_with_items(veille.id, sources)
+        return baseline.silent_sources(fetched, sources, ctx.watermarks, established)
+
     async def _dry_run(self, veille: VeilleRow, progress: Progress | None) -> RunResult:
         """Fetch and render as a run would; store, send, mark and record nothing."""
         kind = self._kind_or_fail(veille)
@@ -223,9 +237,10 @@ class Engine:
                 new = [i for i in items if i.key not in known]
                 if new:
                     new = await kind.enrich(ctx, new)
+                silent = await self._silent(kind, veille, ctx, fetched, new)
             pending = [SourceItem(r.cle, r.source or "", r.donnees)
                        for r in await self.store.unreported_items(veille.id)]
-            shown = pending + new
+            shown = pending + [i for i in new if i.source not in silent]
             digest = kind.render(ctx.veille, shown, when=ctx.now, broken=fetched.broken)
         except Exception as exc:
             return RunResult("echec", error=f"la récupération a échoué : {one_line(exc)}")

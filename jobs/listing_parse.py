@@ -31,8 +31,16 @@ TRACKING_PARAMS = frozenset({"fbclid", "gclid", "dclid", "msclkid", "mc_cid", "m
                              "_ga", "_gl", "yclid", "igshid"})
 FIELDS = ("titre", "prix", "surface", "commune")
 _BIDI_AND_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
-_NUMBER = re.compile(r"\d{1,3}(?:[ \u00a0\u202f.]\d{3})+(?:,\d+)?|\d+(?:[.,]\d+)?")
-_SURFACE = re.compile(r"(\d+(?:[.,]\d+)?)\s*m(?:²|2|\b)", re.IGNORECASE)
+_NUMBER_RE = (r"(?P<n>\d{1,3}(?P<sep>[ \u00a0\u202f.,'’])\d{3}(?:(?P=sep)\d{3})*"
+              r"(?:[.,]\d{1,2})?(?!\d)|\d{1,12}(?:[.,]\d{1,4})?)")
+"""A figure as sites write it: grouped thousands (space, no-break space, dot, comma or
+apostrophe: "1 250 000", "98.500", "1,250,000", "1'250'000") with an optional decimal
+part, or plain digits with one ("85,5", "250000")."""
+_NUMBER = re.compile(_NUMBER_RE)
+_PRICE = re.compile(_NUMBER_RE +
+                    r"\s*(?P<mult>[kKM])?\s*(?:€|eur\b|euros?\b)", re.IGNORECASE)
+_SURFACE = re.compile(_NUMBER_RE + r"\s*m(?:²|2|\b)", re.IGNORECASE)
+_MULTIPLIER = {"k": 1_000, "m": 1_000_000}
 
 
 class ListingParseError(ValueError):
@@ -116,47 +124,62 @@ def clean_text(value: Any, limit: int = MAX_TEXT) -> str | None:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _to_number(token: str) -> float:
-    token = re.sub(r"[ \u00a0\u202f]", "", token)
-    if re.fullmatch(r"\d{1,3}(?:\.\d{3})+", token):  # "185.000": thousands, not decimals
-        token = token.replace(".", "")
-    return float(token.replace(",", "."))
+def _to_number(match: re.Match[str]) -> float:
+    """The figure `_NUMBER_RE` matched: its thousands separator dropped, its decimal
+    separator (whatever is left of "." or ",") read as a point."""
+    token = match.group("n")
+    sep = match.group("sep")
+    if sep:
+        token = token.replace(sep, "")
+    token = re.sub(r"[^\d.,]", "", token).replace(",", ".")
+    return float(token)
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number as a float; None for booleans, NaN and infinities."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return number if number == number and abs(number) != float("inf") else None
 
 
 def parse_price(value: Any) -> int | None:
-    """"185 000 €", "185.000 € FAI", "Prix : 1 250 000,00 €", 185000 → an integer in euros;
-    None for "Nous consulter", zero or an absurd figure."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        number = float(value)
+    """"185 000 €", "185.000 € FAI", "Prix : 1 250 000,00 €", "1,5 M€", "3 pièces -
+    185 000 €", 185000 → an integer in euros (the figure before "€" when there is one,
+    else the first figure); None for "Nous consulter", zero or an absurd figure."""
+    if not isinstance(value, str):  # a number, or nothing usable (null, a list, an object)
+        number = _number(value)
     else:
-        match = _NUMBER.search(str(value))
+        text = value[:MAX_TEXT * 5]
+        priced = _PRICE.search(text)
+        match = priced or _NUMBER.search(text)
         if match is None:
             return None
-        number = _to_number(match.group())
-    if not 0 < number < 1_000_000_000:
+        number = _to_number(match)
+        if priced is not None and priced.group("mult"):
+            number *= _MULTIPLIER[priced.group("mult").lower()]
+    if number is None or not 0 < number < 1_000_000_000:
         return None
     return round(number)
 
 
 def parse_surface(value: Any) -> float | None:
-    """"120 m²", "85,5 m2", "Surface : 95m²", 120 → square metres; a figure followed by
-    another unit (ha, pièces) is not a surface."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        number = float(value)
+    """"120 m²", "85,5 m2", "Surface : 95m²", "1 200 m²", 120 → square metres; a figure
+    followed by another unit (ha, pièces) is not a surface."""
+    if not isinstance(value, str):
+        number = _number(value)
     else:
-        text = str(value)
+        text = value[:MAX_TEXT * 5]
         match = _SURFACE.search(text)
-        if match is not None:
-            number = _to_number(match.group(1))
-        elif re.fullmatch(r"\s*\d+(?:[.,]\d+)?\s*", text):
-            number = _to_number(text.strip())
-        else:
+        if match is None:
+            match = re.fullmatch(r"\s*" + _NUMBER_RE + r"\s*", text)
+        if match is None:
             return None
-    if not 0 < number < 1_000_000:
+        number = _to_number(match)
+    if number is None or not 0 < number < 1_000_000:
         return None
     return int(number) if number == int(number) else round(number, 2)
 
@@ -185,28 +208,44 @@ def _text_of(element: Tag | None) -> str | None:
     return None if element is None else element.get_text(" ", strip=True)
 
 
+def check_content_type(content_type: str, kind: str) -> None:
+    """A ListingParseError when the body is plainly not what the source should give (an
+    image, a PDF, an archive instead of a page or an API's answer); a missing or textual
+    type passes (sites label their HTML and JSON loosely)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if not media or media.startswith("text/") or any(
+            word in media for word in ("html", "xml", "json", "javascript")):
+        return
+    expected = "une réponse JSON" if kind == "json" else "une page HTML"
+    raise ListingParseError(f"le site a répondu « {clean_text(media, 60)} » au lieu d'{expected}")
+
+
 def parse_html(body: str, base: str, *, lien: str | None = None, motif: str | None = None,
                conteneur: str | None = None, champs: Mapping[str, str] | None = None,
-               suivant: str | None = None) -> Page:
+               suivant: str | None = None, limit: int | None = None) -> Page:
     """The listings of one HTML page: links by a CSS selector (`lien`) or a regular
     expression on their absolute URLs (`motif`), each with its fields read inside its
     container (`conteneur` + `champs` selectors) when configured, else its link text as
-    title; and the next page's URL (`suivant`). Duplicate links are kept once."""
+    title; and the next page's URL (`suivant`). Duplicate links are kept once; at most
+    `limit` listings are read (a page of a hundred thousand links costs no more)."""
     try:
-        return _parse_html(body, base, lien, motif, conteneur, champs, suivant)
+        return _parse_html(body, base, lien, motif, conteneur, champs, suivant, limit)
     except RecursionError:  # a hostile page nesting elements thousands deep
         raise ListingParseError("page HTML illisible (imbrication trop profonde)") from None
 
 
 def _parse_html(body: str, base: str, lien: str | None, motif: str | None, conteneur: str | None,
-                champs: Mapping[str, str] | None, suivant: str | None) -> Page:
+                champs: Mapping[str, str] | None, suivant: str | None,
+                limit: int | None) -> Page:
     soup = BeautifulSoup(body, "html.parser")
     if _depth(soup) > MAX_DEPTH:
         raise ListingParseError(f"page HTML illisible (plus de {MAX_DEPTH} niveaux d'imbrication)")
     pattern = re.compile(motif) if motif else None
     found: dict[str, Listing] = {}
     if conteneur:
-        for box in soup.select(conteneur):
+        for box in soup.css.iselect(conteneur):
+            if limit is not None and len(found) >= limit:
+                break
             link = box.select_one(lien) if lien else box
             url = _href_of(link, pattern, base) if link is not None else None
             if url is None or url in found:
@@ -217,8 +256,9 @@ def _parse_html(body: str, base: str, lien: str | None, motif: str | None, conte
                 raw["titre"] = _text_of(link) or link.get("title")
             found[url] = make_listing(url, raw)
     else:
-        elements = soup.select(lien) if lien else soup.select("a[href]")
-        for element in elements:
+        for element in soup.css.iselect(lien or "a[href]"):
+            if limit is not None and len(found) >= limit:
+                break
             url = _href_of(element, pattern, base)
             if url is None or url in found:
                 continue
@@ -228,9 +268,14 @@ def _parse_html(body: str, base: str, lien: str | None, motif: str | None, conte
     if suivant:
         target = soup.select_one(suivant)
         href = target.get("href") if target is not None else None
-        if isinstance(href, str) and href.strip() and not href.strip().startswith("#"):
-            candidate = urljoin(base, href.strip())
-            if urlsplit(candidate).scheme in ("http", "https"):
+        if isinstance(href, str) and href.strip() and not href.strip().startswith("#") \
+                and len(href) <= MAX_URL:
+            try:
+                candidate = urljoin(base, href.strip())
+                scheme = urlsplit(candidate).scheme
+            except ValueError:  # "http://[unclosed" and urllib's other refusals
+                candidate, scheme = "", ""
+            if scheme in ("http", "https"):
                 next_url = candidate
     return Page(list(found.values()), next_url)
 
@@ -263,16 +308,19 @@ def json_path(data: Any, path: str) -> Any:
 
 
 def parse_json(body: str, base: str, *, chemin: str = "",
-               champs: Mapping[str, str] | None = None) -> Page:
+               champs: Mapping[str, str] | None = None, limit: int | None = None) -> Page:
     """The listings of a JSON API answer: the list at `chemin`, each item's fields read
-    at the paths of `champs` (`url` by default at "url"). Items without a usable URL are
-    skipped; a body that is not JSON or has no list there is a ListingParseError."""
+    at the paths of `champs` (`url` by default at "url"), at most `limit` of them. Items
+    without a usable URL are skipped; a body that is not JSON or has no list there is a
+    ListingParseError."""
     try:
         data = json.loads(body)
     except json.JSONDecodeError as exc:
         raise ListingParseError(f"réponse JSON illisible ({exc.msg}, ligne {exc.lineno})") from exc
     except RecursionError:
         raise ListingParseError("réponse JSON illisible (imbrication trop profonde)") from None
+    except ValueError:  # a number of more than 4,300 digits (Python refuses to read it)
+        raise ListingParseError("réponse JSON illisible (nombre démesuré)") from None
     try:
         items = json_path(data, chemin)
     except KeyError as exc:
@@ -283,6 +331,8 @@ def parse_json(body: str, base: str, *, chemin: str = "",
     fields = {"url": "url", **(champs or {})}
     found: dict[str, Listing] = {}
     for item in items:
+        if limit is not None and len(found) >= limit:
+            break
         if not isinstance(item, Mapping):
             continue
         raw: dict[str, Any] = {}

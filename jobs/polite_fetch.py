@@ -6,26 +6,37 @@ So every request carries Axi's real User-Agent, waits its turn per host (the con
 delay, or the site's robots.txt Crawl-delay when longer), has a timeout (per operation
 and in total), is retried a bounded number of times on 429/5xx and network errors
 honouring Retry-After, and is never made when robots.txt disallows it. A body larger
-than `max_bytes` is refused rather than read into memory. Failures are `FetchError`s
-whose message is French: it is shown to Ludo as the reason a source is broken.
+than `max_bytes` (once decompressed) is refused rather than read into memory. Failures
+are `FetchError`s whose message is French: it is shown to Ludo as the reason a source is
+broken.
+
+And we are a guest who must not be led elsewhere (jobs/fetch_guard.py says why): the
+fetcher owns its client (jobs/guarded_http.py: public addresses only, checked at the
+connection), follows redirects itself — at most `MAX_REDIRECTS`, each hop on the
+configured source's site and allowed by that host's robots.txt — and a refusal is a
+`Refused` FetchError with its reason, never a request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit, urlunsplit
+from types import TracebackType
 from urllib.robotparser import RobotFileParser
 
 import httpx
 
+from jobs.fetch_guard import IPNetwork, follow, shown, site_refusal
+from jobs.guarded_http import AddressRefused, Resolve, guarded_client
+
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
 ROBOTS_MAX_BYTES = 500_000
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
@@ -43,12 +54,18 @@ class RobotsDisallowed(FetchError):
     pass
 
 
+class Refused(FetchError):
+    """A URL or an address the veille may not fetch (another site, a private address)."""
+
+
 @dataclass(frozen=True)
 class WebPage:
     url: str
     status: int
     text: str
     content_type: str
+    location: str | None = None
+    """A redirect's Location header (followed by `PoliteFetcher.get`, hop by hop)."""
 
 
 class _TooLarge(Exception):
@@ -72,27 +89,32 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 
 
 def decode_body(body: bytes, charset: str | None) -> str:
-    """The header's charset, else an HTML <meta charset>, else UTF-8; never raises."""
+    """The header's charset, else an HTML <meta charset>, else UTF-8; never raises (a
+    page naming an unknown codec, or one that is not a text encoding such as "rot13" or
+    "base64", is read as UTF-8)."""
     if not charset:
         match = _META_CHARSET.search(body[:4096])
         charset = match.group(1).decode("ascii") if match else None
     try:
-        codecs.lookup(charset or "utf-8")
-    except LookupError:
-        charset = None
-    return body.decode(charset or "utf-8", errors="replace")
+        return body.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # unknown, or not a text encoding: bytes.decode refuses those
+        return body.decode("utf-8", errors="replace")
 
 
 class PoliteFetcher:
-    """One run's fetcher: remembers each host's robots.txt and when it may be asked
-    again. `sleep` and `clock` are injectable so tests measure rather than wait long."""
+    """One run's fetcher (`async with PoliteFetcher(…) as fetcher`): remembers each
+    host's robots.txt and when it may be asked again. `allowed_networks` are non-public
+    networks it may reach all the same (AXI_VEILLE_ALLOWED_NETWORKS); `resolve` (the
+    system's DNS by default), `sleep` and `clock` are injectable so tests use names of
+    their own and measure rather than wait long."""
 
-    def __init__(self, http: httpx.AsyncClient, *, user_agent: str, delay_s: float = 2.0,
+    def __init__(self, *, user_agent: str, allowed_networks: tuple[IPNetwork, ...] = (),
+                 resolve: Resolve | None = None, delay_s: float = 2.0,
                  timeout_s: float = 20.0, retries: int = 2, backoff_s: float = 1.0,
                  max_wait_s: float = 60.0, max_bytes: int = 5_000_000,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic):
-        self.http = http
+        self.http = guarded_client(allowed_networks, resolve=resolve, timeout_s=timeout_s)
         self.user_agent = user_agent
         self.delay_s = delay_s
         self.timeout_s = timeout_s
@@ -108,33 +130,75 @@ class PoliteFetcher:
         self._locks: dict[str, asyncio.Lock] = {}
         self.requests = 0
 
+    async def __aenter__(self) -> PoliteFetcher:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
     # ------------------------------------------------------------------ public
-    async def get(self, url: str) -> WebPage:
-        """The page at `url` (2xx), after robots.txt allowed it; FetchError otherwise."""
-        await self.check_robots(url)
-        result = await self._fetch(url, self.max_bytes)
-        if result.status >= 400:
-            raise FetchError(f"HTTP {result.status} sur {url}", result.status)
+    async def get(self, url: str, *, site: str | None = None) -> WebPage:
+        """The page at `url` (2xx) for the source configured at `site` (default: `url`
+        itself), after robots.txt allowed it and each redirect; FetchError otherwise."""
+        result = await self._follow(url, site or url, self.max_bytes, robots=True)
+        if not 200 <= result.status < 300:
+            raise FetchError(f"HTTP {result.status} sur {shown(result.url)}", result.status)
         return result
 
     async def check_robots(self, url: str) -> None:
-        parts = urlsplit(url)
-        origin = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+        """RobotsDisallowed unless the robots.txt of `url`'s host allows it (the host
+        and path as httpx reads them: the ones the request will use)."""
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            raise Refused(f"adresse refusée : {shown(url)} est illisible") from None
+        origin = f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
         if origin not in self._robots:
             self._robots[origin] = await self._load_robots(origin)
         robots = self._robots[origin]
-        if robots is not None and not robots.can_fetch(self.user_agent, url):
-            raise RobotsDisallowed(f"robots.txt interdit la lecture de {url}")
+        target = origin + parsed.raw_path.decode("ascii")
+        if robots is not None and not robots.can_fetch(self.user_agent, target):
+            raise RobotsDisallowed(f"robots.txt interdit la lecture de {shown(url)}")
+
+    async def _follow(self, url: str, site: str, max_bytes: int, *, robots: bool) -> WebPage:
+        """GET `url`, following at most MAX_REDIRECTS redirects by hand: every hop is
+        checked (same site, robots.txt when `robots`) before it is requested."""
+        start = url
+        for _ in range(MAX_REDIRECTS + 1):
+            refusal = site_refusal(url, site)
+            if refusal is not None:
+                raise Refused(f"{'adresse' if url == start else 'redirection'} refusée : {refusal}")
+            if robots:
+                await self.check_robots(url)
+            result = await self._fetch(url, max_bytes)
+            if result.status not in REDIRECTS:
+                return result
+            target = follow(url, result.location or "")
+            if not result.location or target is None:
+                raise FetchError(f"redirection HTTP {result.status} sans adresse lisible sur "
+                                 f"{shown(url)}", result.status)
+            url = target
+        raise FetchError(f"plus de {MAX_REDIRECTS} redirections à partir de {shown(start)}")
 
     # ------------------------------------------------------------------ robots.txt
     async def _load_robots(self, origin: str) -> RobotFileParser | None:
         """None (everything allowed) when there is no robots.txt (4xx), as RFC 9309 says;
-        an unreachable one (5xx, network) means "do not crawl", so a FetchError."""
+        an unreachable one (5xx, network) means "do not crawl", so a FetchError. Its
+        redirects are followed on the same site only."""
         url = f"{origin}/robots.txt"
         try:
-            result = await self._fetch(url, ROBOTS_MAX_BYTES)
+            result = await self._follow(url, url, ROBOTS_MAX_BYTES, robots=False)
+        except Refused:
+            raise
         except FetchError as exc:
             raise FetchError(f"robots.txt injoignable ({exc}) : par prudence, rien n'est lu") from exc
+        if 300 <= result.status < 400:
+            raise FetchError(f"robots.txt injoignable (HTTP {result.status}) : par prudence, "
+                             "rien n'est lu")
         if result.status >= 500:
             raise FetchError(f"robots.txt injoignable (HTTP {result.status}) : par prudence, "
                              "rien n'est lu")
@@ -144,7 +208,7 @@ class PoliteFetcher:
         parser.parse(result.text.splitlines())
         crawl_delay = parser.crawl_delay(self.user_agent)
         if crawl_delay is not None:
-            host = urlsplit(origin).netloc
+            host = httpx.URL(origin).netloc.decode("ascii")
             self._host_delay[host] = min(float(crawl_delay), self.max_wait_s)
         return parser
 
@@ -152,7 +216,7 @@ class PoliteFetcher:
     async def _fetch(self, url: str, max_bytes: int) -> WebPage:
         """One GET with its turn, timeout and bounded retries; returns any final status
         (4xx included); raises FetchError once the retries are spent."""
-        host = urlsplit(url).netloc
+        host = httpx.URL(url).netloc.decode("ascii")
         lock = self._locks.setdefault(host, asyncio.Lock())
         reason = ""
         status: int | None = None
@@ -163,20 +227,22 @@ class PoliteFetcher:
                 try:
                     result, retry_after = await self._request(url, max_bytes)
                 except _TooLarge:
-                    raise FetchError(f"réponse trop grande (plus de {max_bytes // 1000} ko) sur {url}") \
-                        from None
+                    raise FetchError(f"réponse trop grande (plus de {max_bytes // 1000} ko) sur "
+                                     f"{shown(url)}") from None
+                except AddressRefused as exc:
+                    raise Refused(str(exc)) from None
                 except (httpx.TimeoutException, TimeoutError):
-                    reason = f"délai dépassé ({self.timeout_s:g} s) sur {url}"
+                    reason = f"délai dépassé ({self.timeout_s:g} s) sur {shown(url)}"
                     result, status = None, None
                 except httpx.HTTPError as exc:
-                    reason = f"connexion impossible à {host} ({type(exc).__name__})"
+                    reason = f"connexion impossible à {shown(host, 80)} ({type(exc).__name__})"
                     result, status = None, None
                 finally:
                     self._next_at[host] = self._clock() + self._delay_for(host)
             if result is not None:
                 if result.status not in RETRYABLE:
                     return result
-                reason, status = f"HTTP {result.status} sur {url}", result.status
+                reason, status = f"HTTP {result.status} sur {shown(url)}", result.status
                 if retry_after is not None:
                     if retry_after > self.max_wait_s:
                         raise FetchError(f"{reason} : le site demande d'attendre "
@@ -200,8 +266,8 @@ class PoliteFetcher:
         self.requests += 1
         async with asyncio.timeout(self.timeout_s * 2):
             async with self.http.stream(
-                "GET", url, headers={"User-Agent": self.user_agent},
-                timeout=httpx.Timeout(self.timeout_s), follow_redirects=True,
+                "GET", url, headers={"User-Agent": self.user_agent, "Accept-Encoding": "gzip"},
+                timeout=httpx.Timeout(self.timeout_s), follow_redirects=False,
             ) as response:
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
@@ -216,4 +282,5 @@ class PoliteFetcher:
         retry_after = retry_after_seconds(response.headers.get("retry-after"))
         text = decode_body(b"".join(chunks), response.charset_encoding)
         return (WebPage(str(response.url), response.status_code, text,
-                        response.headers.get("content-type", "")), retry_after)
+                        response.headers.get("content-type", ""),
+                        response.headers.get("location")), retry_after)

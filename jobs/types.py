@@ -46,13 +46,20 @@ class Fetched:
     sources that answered normally (a broken one that answers again has recovered);
     `partial`: why the run is incomplete (a cap reached…) while what was fetched stays;
     `watermarks`: positions to store once the items are stored (e.g. the DPE's last
-    reception date)."""
+    reception date).
+
+    For a type with `baseline_new_sources` (jobs/baseline.py): `incomplete`, the sources
+    that answered but not wholly this time (a later page failed), whose silent baseline
+    is therefore not complete yet; `source_ids`, a source's stable identity when its name
+    is not (a competitor's address, while its name may be corrected)."""
 
     items: list[SourceItem] = field(default_factory=list)
     broken: dict[str, str] = field(default_factory=dict)
     healthy: set[str] = field(default_factory=set)
     partial: str | None = None
     watermarks: dict[str, str] = field(default_factory=dict)
+    incomplete: set[str] = field(default_factory=set)
+    source_ids: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

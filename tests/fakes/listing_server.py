@@ -12,7 +12,8 @@ robots.txt and the failure modes a scraper meets.
 - `/flood`: one page with 10,000 listing links.
 
 New listings: `server.vezere[0].insert(0, (99, "Titre", "100 000 €", "80 m²", "Commune"))`,
-`server.api[0].append({...})`. Failure modes (all reset by `reset()`):
+`server.perigord[0].append((107, "Titre", "100 000 €"))`, `server.api[0].append({...})`.
+Failure modes (all reset by `reset()`):
 
     server.layout_changed = True              # agence-vezere's cards become div.card-v2
     server.fail[path] = [500, 500]            # the next answers of that path (then normal)
@@ -20,8 +21,12 @@ New listings: `server.vezere[0].insert(0, (99, "Titre", "100 000 €", "80 m²",
     server.delay_s[path] = 2.0                # that path answers slowly (a timeout)
     server.robots = "User-agent: *\\nDisallow: /"
     server.robots_status = 500
+    server.redirects[path] = "http://…"      # that path answers 302 to this Location
+    server.next_href = "http://…"            # périgord-immo's page 1 "Suivant" link
+    server.custom[path] = (200, {"content-type": "image/png"}, b"…")  # any path, any body
 
-Every request is recorded in `server.requests` (arrival time, path, query, User-Agent).
+Every request is recorded in `server.requests` (arrival time, path, query, User-Agent,
+Host header).
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ class Hit:
     path: str
     query: str
     user_agent: str
+    host: str = ""
 
 
 def _page(title: str, body: str) -> HTMLResponse:
@@ -111,10 +117,14 @@ class FakeListings:
         self.delay_s: dict[str, float] = {}
         self.robots = DEFAULT_ROBOTS
         self.robots_status = 200
+        self.redirects: dict[str, str] = {}
+        self.next_href: str | None = None
+        self.custom: dict[str, tuple[int, dict[str, str], bytes]] = {}
         # the agencies' current listings (tests add some): (ref, title, price, surface, commune)
         self.vezere: list[list[tuple[int, str, str, str, str]]] = [
             [(p * 4 + i + 1, *row) for i, row in enumerate(page)] for p, page in enumerate(VEZERE)]
         self.api: list[list[dict[str, Any]]] = [[dict(item) for item in page] for page in API]
+        self.perigord: list[list[tuple[int, str, str]]] = [list(page) for page in PERIGORD]
 
     @property
     def url(self) -> str:
@@ -139,15 +149,19 @@ class FakeListings:
             Route("/api/biens", self._api),
             Route("/prive/annonces", self._vezere),
             Route("/flood", self._flood),
+            Route("/{rest:path}", self._custom),
         ], middleware=[])
 
     async def _gate(self, request: Request) -> Response | None:
         """Record the request, then apply the failure modes of its path."""
         path = request.url.path
         self.requests.append(Hit(time.monotonic(), path, request.url.query,
-                                 request.headers.get("user-agent", "")))
+                                 request.headers.get("user-agent", ""),
+                                 request.headers.get("host", "")))
         if self.delay_s.get(path):
             await asyncio.sleep(self.delay_s[path])
+        if path in self.redirects:
+            return Response(status_code=302, headers={"Location": self.redirects[path]})
         pending = self.fail.get(path)
         if pending:
             status = pending.pop(0)
@@ -189,11 +203,13 @@ class FakeListings:
         if failed is not None:
             return failed
         number = int(request.path_params.get("n", 1))
-        rows = PERIGORD[number - 1] if 1 <= number <= len(PERIGORD) else []
+        rows = self.perigord[number - 1] if 1 <= number <= len(self.perigord) else []
         items = "".join(f'<li><a href="https://{request.url.netloc}/perigord-immo/bien-{ref}">'
                         f"{_esc(title)}</a> — {price}</li>" for ref, title, price in rows)
-        following = (f'<a class="suivant" rel="next" href="/perigord-immo/biens/page-{number + 1}">'
-                     "Suivant</a>") if number < len(PERIGORD) else ""
+        href = (self.next_href if number == 1 and self.next_href is not None
+                else f"/perigord-immo/biens/page-{number + 1}")
+        following = (f'<a class="suivant" rel="next" href="{href}">Suivant</a>'
+                     if number < len(self.perigord) else "")
         return _page("Périgord Immo", f"<ul>{items}</ul>{following}")
 
     async def _api(self, request: Request) -> Response:
@@ -211,6 +227,16 @@ class FakeListings:
             return failed
         links = "".join(f'<a class="x" href="/flood/annonce-{i}">Annonce {i}</a>' for i in range(10_000))
         return _page("Tout", links)
+
+
+    async def _custom(self, request: Request) -> Response:
+        failed = await self._gate(request)
+        if failed is not None:
+            return failed
+        if request.url.path not in self.custom:
+            return PlainTextResponse("introuvable", status_code=404)
+        status, headers, body = self.custom[request.url.path]
+        return Response(body, status_code=status, headers=headers)
 
 
 @pytest.fixture(scope="session")

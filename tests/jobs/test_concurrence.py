@@ -8,13 +8,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
+from bot.config import Settings
 from jobs.concurrence import ConcurrenceVeille, watermark_key
+from jobs.concurrence_config import Agency
 from jobs.types import RunContext, VeilleRecord
 from tests.fakes import listing_server as _fake
 from tests.fakes.listing_server import FakeListings
@@ -51,13 +52,28 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+LOOPBACK_ALLOWED = "127.0.0.0/8,::1"
+"""The fake agencies run on 127.0.0.1: the tests allow loopback, as an operator would
+allow a LAN mirror (AXI_VEILLE_ALLOWED_NETWORKS); production allows nothing."""
+
+
+def settings(allowed: str = LOOPBACK_ALLOWED) -> Settings:
+    return Settings(_env_file=None, AXI_VEILLE_USER_AGENT=UA,  # type: ignore[call-arg]
+                    AXI_VEILLE_ALLOWED_NETWORKS=allowed)
+
+
 def context(http: httpx.AsyncClient, agences: list[Any], *, delai_s: float = 0.0,
-            watermarks: dict[str, str] | None = None, **config: Any) -> RunContext:
+            watermarks: dict[str, str] | None = None, allowed: str = LOOPBACK_ALLOWED,
+            **config: Any) -> RunContext:
     veille = VeilleRecord(1, "concurrence", "concurrence",
                           {"agences": agences, "delai_s": delai_s, **config}, "0 7 * * *", {}, True)
-    return RunContext(veille=veille, http=http, store=None,
-                      settings=SimpleNamespace(veille_user_agent=UA), now=NOW,
+    return RunContext(veille=veille, http=http, store=None, settings=settings(allowed), now=NOW,
                       watermarks=dict(watermarks or {}))
+
+
+def mark(url: str) -> str:
+    """The watermark key of the agency configured at `url` (its last listing count)."""
+    return watermark_key(Agency("x", "html", url))
 
 
 def kind(**options: Any) -> ConcurrenceVeille:
@@ -91,9 +107,9 @@ async def test_html_json_and_both_paginations(listing_server: FakeListings,
     assert by_source["Vergt Immobilier"][1] == {
         "url": "https://listings.example.org/annonces/vergt-2", "titre": "Villa", "prix": 265000,
         "surface": 150, "commune": "Saint-Amand-de-Vergt"}
-    assert fetched.watermarks == {watermark_key("Agence de la Vézère"): "12",
-                                  watermark_key("Périgord Immo"): "6",
-                                  watermark_key("Vergt Immobilier"): "4"}
+    assert fetched.watermarks == {mark(f"{base}/agence-vezere/annonces"): "12",
+                                  mark(f"{base}/perigord-immo/biens"): "6",
+                                  mark(f"{base}/api/biens"): "4"}
 
     # pages 1-3 then an empty page 4 ends it; "Suivant" twice; the API's empty page 3
     assert [h.query for h in listing_server.hits("/agence-vezere")] == ["", "page=2", "page=3", "page=4"]
@@ -152,7 +168,7 @@ async def test_a_changed_layout_is_broken_not_no_news(listing_server: FakeListin
     base = listing_server.url
     listing_server.layout_changed = True
     fetched = await kind().fetch(context(http, [vezere(base)],
-                                         watermarks={watermark_key("Agence de la Vézère"): "12"}))
+                                         watermarks={mark(f"{base}/agence-vezere/annonces"): "12"}))
     assert fetched.items == [] and fetched.healthy == set()
     reason = fetched.broken["Agence de la Vézère"]
     assert "plus aucune annonce" in reason and "il y en avait 12" in reason
@@ -161,7 +177,7 @@ async def test_a_changed_layout_is_broken_not_no_news(listing_server: FakeListin
     # the same emptiness on a source that never had listings is not a breakage
     fetched = await kind().fetch(context(http, [vezere(base)]))
     assert fetched.broken == {} and fetched.healthy == {"Agence de la Vézère"}
-    assert fetched.watermarks == {watermark_key("Agence de la Vézère"): "0"}
+    assert fetched.watermarks == {mark(f"{base}/agence-vezere/annonces"): "0"}
 
 
 async def test_a_page_of_10000_links_is_capped_and_partial(listing_server: FakeListings,
