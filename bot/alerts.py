@@ -1,6 +1,8 @@
 """Alerts Axi raises for Ludo: the texts (pure) and the budget check that raises the
 "Claude budget spent" alert once a month (DESIGN "LLM": the cap stops fallbacks and
-alerts Ludo). It goes through `notify` (bot/notify.py) like every push."""
+alerts Ludo); and the texts of the alerts about Axi's own components (a part broken,
+working again), which the component monitor (bot/monitor.py) sends Ludo and the
+administrateurs. They go through `notify` (bot/notify.py) like every push."""
 
 from __future__ import annotations
 
@@ -71,3 +73,64 @@ def budget_with_alert(spend_this_month: Callable[[], Awaitable[float]], limit_eu
         return False
 
     return budget_ok
+
+
+# ------------------------------------------------------------------ Axi's own components
+CHANNEL_WORDS = {"telegram": "Telegram", "email": "courriel", "web": "web (HTTP)",
+                 "axis": "Axis", "console": "console"}
+
+
+def component_words(path: str) -> str:
+    """A component of the health report (bot/health_rules.py) in French words."""
+    group, _, name = path.partition(".")
+    if group == "database":
+        return "la base de données"
+    if group == "llm_local":
+        return "le modèle local (Ollama)"
+    if group == "channels":
+        return f"le canal {CHANNEL_WORDS.get(name, name)}"
+    if group == "scheduler":
+        return "le planificateur des veilles" if name == "veilles" else f"la tâche {name}"
+    if group == "loops":
+        return "les boucles de travail d'Axi"
+    if group == "queues":
+        return "la file des messages"
+    return f"« {path} »"
+
+
+def _when(moment: datetime, tz: ZoneInfo) -> str:
+    return f"{moment.astimezone(tz):%d/%m/%Y à %H:%M}"
+
+
+def _lasted(since: datetime, until: datetime) -> str:
+    minutes = max(1, round((until - since).total_seconds() / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d}"
+
+
+def outage_text(path: str, reason: str, since: datetime, tz: ZoneInfo) -> str:
+    """Ludo and Anthony (tutoyés) read this once when a component of Axi breaks."""
+    return (f"⚠️ Axi, panne — {component_words(path)} : {reason} (depuis le "
+            f"{_when(since, tz)}). Je ne te le redirai pas à chaque vérification ; je te "
+            "préviendrai quand ça refonctionnera.")
+
+
+def recovery_text(path: str, since: datetime, until: datetime, tz: ZoneInfo) -> str:
+    return (f"✅ Axi, rétabli — {component_words(path)} : ça refonctionne (panne du "
+            f"{_when(since, tz)} au {_when(until, tz)}, {_lasted(since, until)}).")
+
+
+def past_outage_text(path: str, reason: str, since: datetime, until: datetime,
+                     tz: ZoneInfo) -> str:
+    """An outage that ended before the alert could be queued (the database itself: every
+    message goes through it)."""
+    because = " : mes messages passent par la base de données" if path == "database" else ""
+    return (f"⚠️ Axi, panne terminée — {component_words(path)} : en panne du "
+            f"{_when(since, tz)} au {_when(until, tz)} ({_lasted(since, until)} ; {reason}). "
+            f"Ça refonctionne. Je n'ai pas pu te prévenir pendant la panne{because}.")
+
+
+def outage_subject(path: str, *, recovered: bool) -> str:
+    what = component_words(path)
+    return f"Axi : {what} refonctionne" if recovered else f"Alerte Axi : {what} en panne"

@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import text
-
 from bot import backoff, commands
 from bot.alerts import budget_with_alert
 from bot.axis_access import AxisAccessService
@@ -28,10 +26,13 @@ from bot.confirmations import BUILT_IN, Confirmations
 from bot.digest_summary import make_summarizer
 from bot.embedder import QueryVectors, SouvenirEmbedder
 from bot.extractor import Extractor
+from bot.health import HealthService, Runtime, Supervised, describe
 from bot.inbound import Inbound
 from bot.jobs_contract import Job, JobServices
 from bot.llm_wiring import anthropic_config, call_recorder, embed_config, ollama_config
 from bot.maintenance import run_maintenance
+from bot.metrics import AxiMetrics
+from bot.monitor import PROBE_INTERVAL_S, ComponentMonitor
 from bot.notify import Notifier
 from bot.pipeline import PARKED_LANES_PER_LANE, Pipeline, conversation_key
 from bot.policy import INNER_CIRCLE, sees_private
@@ -61,7 +62,7 @@ starts over."""
 
 @dataclass
 class ChannelState:
-    """A supervised channel as /health shows it."""
+    """A supervised channel (or job) as /health shows it (bot/health.py)."""
 
     state: str = "starting"  # starting, ok, restarting, stopped
     restarts: int = 0
@@ -95,6 +96,10 @@ class Axi:
         self.jobs: list[Job] = list(wiring.jobs)
         self.job_states: dict[str, ChannelState] = {}
         self.stop_event = asyncio.Event()
+        self.metrics = AxiMetrics()
+        """This assistant's own Prometheus registry (bot/metrics.py)."""
+        self.monitor_interval_s = PROBE_INTERVAL_S
+        self.monitor: ComponentMonitor | None = None
 
     async def __aenter__(self) -> Axi:
         cfg = self.settings
@@ -124,7 +129,8 @@ class Axi:
             self.gate = LocalGate(slots=cfg.local_slots, quiet_s=cfg.background_quiet_s,
                                   background_max_s=cfg.background_max_s)
             self.router = Router(
-                local, remote, record=call_recorder(self.store), gate=self.gate,
+                local, remote, record=call_recorder(self.store, observe=self.metrics.llm_call),
+                gate=self.gate,
                 rates=lambda task: measured(local.measured_rates(task)),
                 max_wait_s=cfg.local_max_wait_s,
                 budget_ok=budget_with_alert(
@@ -145,7 +151,7 @@ class Axi:
             responder.use_first_user_system(local.model_for("conversation"))
             self.pipeline = Pipeline(self.store, responder, self.channels,
                                      concurrency=cfg.worker_concurrency,
-                                     on_accept=self._someone_wrote)
+                                     on_accept=self._someone_wrote, counters=self.metrics)
             self.extractor = Extractor(
                 self.store, self.router,
                 continuations=local.model_for("extraction") == local.model_for("conversation"))
@@ -154,6 +160,9 @@ class Axi:
             self.embedder = None if embedder is None else SouvenirEmbedder(
                 self.store, embedder,
                 idle=lambda: pipeline.idle_lanes >= pipeline.concurrency, gate=self.gate)
+            self.health_service = HealthService(
+                store=self.store, settings=cfg, router=self.router, runtime=self._runtime,
+                started_at=self.started_at, clock=self.clock)
             self.services = self._services()
         except BaseException:
             await self._stack.aclose()
@@ -212,6 +221,7 @@ class Axi:
             addresses_of=self.store.addresses_on,
             notify=self.notifier.notify, lock=self.store.advisory_lock,
             wait_reply=self.pipeline.wait_reply, health=self.health, clock=self.clock,
+            metrics=self.metrics_text,
             commands=commands.menus(),
             recent_inbound=lambda channel, address, seconds: self.store.recent_inbound(
                 channel, address, seconds, inner_circle=INNER_CIRCLE),
@@ -223,7 +233,9 @@ class Axi:
     # ------------------------------------------------------------------ loops
     def start_loops(self, *, worker: bool = True, outbox: bool = True,
                     extractor: bool = True, maintenance: bool = True,
-                    embeddings: bool = True) -> None:
+                    embeddings: bool = True, monitor: bool = True) -> None:
+        """The background loops; the component monitor only when this process alerts
+        (`axi run`): it tells Ludo and Anthony when a part of Axi breaks."""
         stop = self.stop_event
         if worker:
             self._tasks.append(asyncio.create_task(self.pipeline.run_worker(stop), name="worker"))
@@ -237,6 +249,12 @@ class Axi:
                 name="maintenance"))
         if embeddings and self.embedder is not None:
             self._tasks.append(asyncio.create_task(self.embedder.run(stop), name="embeddings"))
+        if monitor and self.alerting:
+            self.monitor = ComponentMonitor(
+                health=self.health, store=self.store, notify=self.notifier.notify,
+                clock=self.clock, timezone=self.settings.timezone,
+                interval_s=self.monitor_interval_s)
+            self._tasks.append(asyncio.create_task(self.monitor.run(stop), name="monitor"))
 
     async def start_channels(self) -> None:
         """Start every channel (the HTTP server last: the others mount their routes
@@ -287,6 +305,7 @@ class Axi:
             except Exception as exc:
                 state.restarts += 1
                 state.state = "restarting"
+                self.metrics.error(name)
                 state.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning("channel %s stopped (%s); restart %d", name, state.last_error,
                             state.restarts)
@@ -350,49 +369,24 @@ class Axi:
 
     # ------------------------------------------------------------------ health
     async def health(self) -> dict[str, Any]:
-        report: dict[str, Any] = {"status": "ok", "since": self.started_at.isoformat()}
-        try:
-            async with self.db.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            report["database"] = "ok"
-            report["pending"] = await self.store.pending_counts()
-            stuck = await self.store.stuck_count()
-            report["stuck"] = stuck
-            if stuck:
-                report["status"] = "error"
-        except Exception as exc:
-            report["status"] = "error"
-            report["database"] = f"error: {type(exc).__name__}"
-        report["llm_local"] = self.router.breaker.state
-        report["llm_fallback"] = "configured" if self.router.remote is not None else "none"
-        report["channels"] = {name: {"state": s.state, "restarts": s.restarts,
-                                     **({"error": s.last_error} if s.last_error else {}),
-                                     **_details(self.channels.get(name))}
-                              for name, s in self.channel_states.items()}
-        if any(s.state != "ok" for s in self.channel_states.values()):
-            report["status"] = "error"
+        """The health report (bot/health.py; the rules and the 503 rule: bot/health_rules.py)."""
+        return await self.health_service.report()
+
+    async def metrics_text(self, accept: str = "") -> tuple[bytes, str]:
+        """/metrics: the Prometheus text of this assistant, with the report's gauges."""
+        return self.metrics.render(await self.health(), accept)
+
+    def _runtime(self) -> Runtime:
         jobs = {j.name: j for j in self.jobs}
-        report["jobs"] = {name: {"state": s.state, "restarts": s.restarts,
-                                 **({"error": s.last_error} if s.last_error else {}),
-                                 **_details(jobs.get(name))}
-                          for name, s in self.job_states.items()}
-        if any(s.state != "ok" for s in self.job_states.values()):
-            report["status"] = "error"
+
+        def seen(states: dict[str, ChannelState], objects: Mapping[str, Any]
+                 ) -> dict[str, Supervised]:
+            return {name: Supervised(s.state, s.restarts, s.last_error,
+                                     describe(objects.get(name)))
+                    for name, s in states.items()}
+
         # a channel's own task ends when its loop is passive: its state says how it is
-        dead = [t.get_name() for t in self._tasks
-                if t.done() and not t.get_name().startswith(("channel-", "job-"))]
-        if dead:
-            report["status"] = "error"
-            report["stopped_loops"] = dead
-        return report
-
-
-def _details(channel: Channel | Job | None) -> dict[str, Any]:
-    """What a channel says of itself in /health (optional `describe()`), never fatal."""
-    describe = getattr(channel, "describe", None)
-    if describe is None:
-        return {}
-    try:
-        return dict(describe())
-    except Exception as exc:
-        return {"describe_error": type(exc).__name__}
+        stopped = [t.get_name() for t in self._tasks
+                   if t.done() and not t.get_name().startswith(("channel-", "job-"))]
+        return Runtime(channels=seen(self.channel_states, self.channels),
+                       jobs=seen(self.job_states, jobs), stopped_loops=stopped)

@@ -171,6 +171,8 @@ class ChannelServices:
     wait_reply: Callable[[int, float], Awaitable[ReplyOutcome]]
     """(message id, timeout s) → the reply once committed, or the state at the timeout."""
     health: Callable[[], Awaitable[dict[str, Any]]]
+    """The health report (bot/health.py): `status` ok, degraded or error (error ⇔ 503)
+    and the components' details, which only a local client or an admin token may see."""
     clock: Callable[[], datetime]
     recent_inbound: Callable[[str, str | None, float], Awaitable[int]] | None = None
     """(channel, address or None for all, seconds) → messages accepted there in that
@@ -188,6 +190,9 @@ class ChannelServices:
     """Briefing, memory, consignes and mailbox for Axis (MCP, /briefing, /memory)."""
     site: SiteAccess | None = None
     """Contact requests and visitors' memos (the agency's website)."""
+    metrics: Callable[[str], Awaitable[tuple[bytes, str]]] | None = None
+    """(the request's Accept header) → the Prometheus text of /metrics and its content
+    type (bot/metrics.py); None: no metrics."""
 
     def mount(self, path: str, app: Any) -> None:
         self.routes.append((path, app))

@@ -41,10 +41,10 @@ async def console_address(axi: Axi, who: str | None) -> str:
 
 
 def configure_logging(cfg: Settings, *, quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else cfg.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpcore", "uvicorn.error"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """Plain or JSON lines (AXI_LOG_JSON), secrets redacted (bot/logs.py)."""
+    from bot.logs import configure
+
+    configure(cfg, quiet=quiet)
 
 
 def ask(

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from bot.cli_support import err, fail, out, print_json, print_table, run_with_store
+from bot.policy import may_administer
 from memory.store import MemoryStore
 from memory.tokens import SCOPES, NewToken, TokenRecord
 
@@ -51,7 +52,9 @@ def tokens_create(
     person: Annotated[str, typer.Argument(help="Whose token: a name or an id, as `axi people "
                                                "show` takes it.")],
     scope: Annotated[str, typer.Option(help="chat (web chat and /api), axis (MCP, /briefing, "
-                                            "/memory) or site.")] = "chat",
+                                            "/memory), site, or admin (the details of "
+                                            "/health and /metrics; Ludo or an "
+                                            "administrateur only).")] = "chat",
     name: Annotated[str | None, typer.Option(help="A label to recognise it, e.g. "
                                                   "'téléphone de Ludo'.")] = None,
 ) -> None:
@@ -62,6 +65,9 @@ def tokens_create(
 
     async def work(store: MemoryStore) -> tuple[bool, NewToken]:
         who = await store.get_person(person)
+        if chosen == "admin" and not may_administer(who.relation):
+            fail(f"an admin token is only for the créateur or an administrateur; "
+                 f"{who.personne} is {who.relation or 'without relation'}")
         return who.bloque, await store.create_token(who.id, scope=chosen, name=name)
 
     blocked, new = run_with_store(work)

@@ -278,7 +278,9 @@ def run_now(
     cfg = settings()
     if output is not None and not dry_run:
         fail("--output goes with --dry-run (a real run sends the digest)", code=2)
-    logging.basicConfig(level=logging.ERROR)  # the outcome is said below, in one line
+    from bot.logs import configure as configure_logging
+
+    configure_logging(cfg, level=logging.ERROR)  # the outcome is said below, in one line
 
     async def main() -> Any:  # jobs.engine.RunResult
         async with opened(cfg) as db:

@@ -8,11 +8,16 @@ and hands the router `call_recorder(store)` as its `record=` callback.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from bot.config import Settings
 from llm.config import AnthropicConfig, EmbedConfig, OllamaConfig
 from llm.router import RecordFn
 from llm.types import CallRecord
 from memory.store import MemoryStore
+
+log = logging.getLogger(__name__)
 
 
 def ollama_config(settings: Settings) -> OllamaConfig:
@@ -54,11 +59,18 @@ def embed_config(settings: Settings) -> EmbedConfig | None:
     )
 
 
-def call_recorder(store: MemoryStore) -> RecordFn:
+def call_recorder(store: MemoryStore, *,
+                  observe: Callable[[CallRecord], None] | None = None) -> RecordFn:
     """The router's `record=` callback: each attempt written to the `appels_llm` log,
-    with the local server's timings when the reply carried them."""
+    with the local server's timings when the reply carried them; `observe` (the metrics'
+    counters, bot/metrics.py) sees each attempt first, even when the database is away."""
 
     async def record(call: CallRecord) -> int:
+        if observe is not None:
+            try:
+                observe(call)
+            except Exception as exc:  # counting must never break a reply
+                log.warning("could not count an LLM call: %s", type(exc).__name__)
         timings = call.timings
         return await store.record_llm_call(
             provider=call.provider,

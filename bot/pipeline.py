@@ -30,6 +30,7 @@ from bot.channel import (
 )
 from bot.gathered import SUPPLIED_KEY, SUPPLIED_TURN_CHARS, SUPPLIED_TURNS
 from bot.inbound import ButtonPressed, Inbound
+from bot.metrics import Counters, NoCounters
 from bot.responder import Responder
 from bot.waiting import wait_for_event_or_stop
 from llm.gate import ON_PARK
@@ -148,8 +149,11 @@ class Pipeline:
     def __init__(self, store: MemoryStore, responder: Responder,
                  channels: Mapping[str, Channel], *, concurrency: int = 4,
                  poll_interval_s: float = POLL_INTERVAL_S,
-                 on_accept: Callable[[Sequence[StoredMessage]], Awaitable[None]] | None = None):
+                 on_accept: Callable[[Sequence[StoredMessage]], Awaitable[None]] | None = None,
+                 counters: Counters | None = None):
         self.store = store
+        self.counters: Counters = counters or NoCounters()
+        """Messages in and out by channel, and failures (bot/metrics.py)."""
         self.on_accept = on_accept
         """Awaited with the new messages stored, after the lanes are woken: someone wrote
         (the local model's gate lets background work yield at once, llm/gate.py)."""
@@ -221,6 +225,8 @@ class Pipeline:
                 self._wakeups = min(self._wakeups + 1, self.concurrency)
                 self._work_ready.notify(1)
         new = [a.message for a in accepted if not a.duplicate]
+        for message in new:
+            self.counters.message(message.canal, "in")
         if self.on_accept is not None and new:
             await self.on_accept(new)
 
@@ -254,6 +260,7 @@ class Pipeline:
             if handled_id is None:
                 raise
             log.exception("message #%s failed", handled_id)
+            self.counters.error("worker")
             failures = (await self.store.get_message(handled_id)).tentatives + 1
             gave_up = await self.store.record_inbound_failure(
                 handled_id, f"{type(exc).__name__}: {exc}",
@@ -303,6 +310,7 @@ class Pipeline:
                     busy = await self.process_one()
                 except Exception as exc:  # database hiccup: keep the loop alive
                     self.last_loop_error = f"worker: {type(exc).__name__}: {exc}"
+                    self.counters.error("worker")
                     log.warning("worker loop error: %s", exc)
                     busy = False
                 if self._surplus_lane():
@@ -359,6 +367,7 @@ class Pipeline:
                 retry = exc.retryable and attempt < backoff.MAX_SEND_ATTEMPTS
                 log.warning("sending #%s on %s failed (%s)%s", msg.id, msg.canal, exc,
                             "" if retry else ": giving up")
+                self.counters.error(f"send_{msg.canal}")
                 delay = None
                 if retry:
                     delay = (exc.retry_after if exc.retry_after is not None
@@ -366,6 +375,7 @@ class Pipeline:
                 await self.store.mark_send_failed(claim, str(exc), retry_in_s=delay)
                 return True
             await self.store.mark_sent(claim, external_id)
+        self.counters.message(msg.canal, "out")
         return True
 
     def _progressed(self, message_id: int | None) -> None:
@@ -379,6 +389,7 @@ class Pipeline:
                 busy = await self.deliver_one()
             except Exception as exc:
                 self.last_loop_error = f"outbox: {type(exc).__name__}: {exc}"
+                self.counters.error("outbox")
                 log.warning("outbox loop error: %s", exc)
                 busy = False
             if not busy:

@@ -197,3 +197,12 @@ def model_priority(who: Interlocutor) -> Priority:
 def may_change_memory(who: Interlocutor) -> bool:
     """Only Ludo and the administrator may make Axi forget (his own request is his accord)."""
     return who.person is not None and who.person.relation in {"créateur", "administrateur"}
+
+
+ADMINISTRATORS = frozenset({OWNER_RELATION, "administrateur"})
+"""Who runs Axi (Ludo, Anthony): they may hold an `admin` token (the details of /health and
+/metrics) and get the alerts about Axi's own components (bot/monitor.py)."""
+
+
+def may_administer(relation: str | None) -> bool:
+    return relation in ADMINISTRATORS

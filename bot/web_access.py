@@ -1,12 +1,12 @@
 """The core's side of the web API (bot/web_contract.WebAccess): bearer tokens to
 persons, and a person's conversation as the web chat shows it. The token itself is
-checked by memory/tokens.py (only its hash is stored); who may see private memory is
-decided here by bot/policy, as for every channel.
+checked by memory/tokens.py (only its hash is stored); who may see private memory, and who
+may use an `admin` token, is decided here by bot/policy, as for every channel.
 """
 
 from __future__ import annotations
 
-from bot.policy import sees_private
+from bot.policy import may_administer, sees_private
 from bot.web_contract import HistoryItem, TokenGrant
 from memory.store import MemoryStore
 
@@ -22,6 +22,8 @@ class WebAccessService:
         person = await self.store.get_person(token.relation_id)
         if person.bloque:
             return None
+        if token.portee == "admin" and not may_administer(person.relation):
+            return None  # an admin token outlives its holder's role: it stops with it
         return TokenGrant(token_id=token.id, person_id=person.id, person_name=person.personne,
                           relation=person.relation or "", scope=token.portee,
                           channel=token.channel, address=token.address,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-Scope = Literal["chat", "axis", "site"]
+Scope = Literal["chat", "axis", "site", "admin"]
 
 
 @dataclass(frozen=True)

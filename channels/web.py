@@ -1,7 +1,8 @@
 """The HTTP channel: Axi's web server (starlette on uvicorn, inside Axi's event loop).
 
-It composes the app from small modules: `GET /health` (JSON; 200 when healthy, 503
-otherwise) here; the token API (channels/web_api.py); the web chat at `/`
+It composes the app from small modules: `GET /health` (200, or 503 when Axi cannot
+serve people; details only for a local client or an admin token) and `GET /metrics`
+(channels/web_health.py); the token API (channels/web_api.py); the web chat at `/`
 (channels/web_chat.py); the agency's website endpoints (channels/site.py); Axis
 (channels/axis.py: /briefing, /memory, OAuth, and MCP mounted at the root last); and
 whatever other channels mounted through the services object (Telegram's webhook). Every
@@ -22,16 +23,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 
 from bot.channel import ChannelServices, ChunkFn, Delivery
-from channels import axis, site, web_api, web_chat
+from channels import axis, site, web_api, web_chat, web_health
 from channels.web_guard import BodyLimit, CorsFallback, WebConfig, WebPart, error
 from channels.web_stream import LiveStreams
 
 log = logging.getLogger(__name__)
-
-HEALTH_TIMEOUT_S = 5.0
 
 
 class HttpStartError(OSError):
@@ -51,14 +50,7 @@ def build_app(services: ChannelServices, config: WebConfig | None = None,
     streams = streams or LiveStreams()
     built = built if built is not None else parts(services, config, streams)
 
-    async def health_endpoint(request: Request) -> JSONResponse:
-        try:
-            report = await asyncio.wait_for(services.health(), timeout=HEALTH_TIMEOUT_S)
-        except Exception as exc:  # a broken check is itself unhealthy
-            report = {"status": "error", "error": type(exc).__name__}
-        return JSONResponse(report, status_code=200 if report.get("status") == "ok" else 503)
-
-    routes: list[BaseRoute] = [Route("/health", health_endpoint, methods=["GET"])]
+    routes: list[BaseRoute] = list(web_health.part(services).routes)
     exempt = []
     for path, app in services.routes:  # other channels' (Telegram's webhook: own limit)
         routes.append(app if isinstance(app, BaseRoute) else Mount(path, app=app))
@@ -131,7 +123,9 @@ class WebChannel:
             await stack.aclose()
             raise
         app = build_app(services, self.config, self.streams, built=built)
-        config = uvicorn.Config(app, host=self.host, port=self.port,
+        # log_config=None: uvicorn's records go to Axi's own handler (JSON or plain,
+        # secrets redacted: bot/logs.py), not to a handler of its own
+        config = uvicorn.Config(app, host=self.host, port=self.port, log_config=None,
                                 log_level="warning", lifespan="off", access_log=False,
                                 proxy_headers=False)
         # uvicorn captures SIGINT/SIGTERM while serving and hands them back when it

@@ -86,6 +86,26 @@ def client_ip(scope: Scope | Request, trusted: tuple[Network, ...] = LOOPBACK) -
     return peer or "inconnu"
 
 
+PROXY_HEADERS = (b"cf-connecting-ip", b"cf-ray", b"x-forwarded-for", b"forwarded",
+                 b"x-real-ip")
+"""Headers a proxy adds (cloudflared adds the first three): a request carrying one came
+through a proxy, whatever its TCP peer."""
+
+
+def local_client(scope: Scope | Request) -> bool:
+    """Whether the request comes from the server itself: its TCP peer is a loopback
+    address AND it carries no proxy header. Through the Cloudflare tunnel the peer is
+    loopback too (cloudflared runs on the same host) but Cloudflare's headers are there:
+    such a request is the public's, never local, even when `CF-Connecting-IP` is
+    missing, invalid or claims 127.0.0.1."""
+    if isinstance(scope, Request):
+        scope = scope.scope
+    peer = _address((scope.get("client") or ("", 0))[0] or "")
+    if peer is None or not peer.is_loopback:
+        return False
+    return not any(name in PROXY_HEADERS for name, _ in scope.get("headers") or ())
+
+
 def rate_key(ip: str) -> str:
     """What per-IP limits count: an IPv4 address as is, an IPv6 address's /64 network (a
     home or a phone gets a whole /64 and picks any address in it: counting addresses, one

@@ -9,7 +9,9 @@ from the reported items, so a rerun after a crash between queuing and marking qu
 nothing twice; and items are marked reported only after `notify` returned. A broken
 source alerts Ludo once per outage and once when it recovers (etat_sources). For the
 types with `baseline_new_sources`, a source's items are stored silently until a complete
-fetch of it wrote its baseline marker (jobs/baseline.py), after its items.
+fetch of it wrote its baseline marker (jobs/baseline.py), after its items. Each run
+that worked (ok or partiel) pings AXI_PUSH_URL_VEILLES (jobs/push.py), so a monitor
+elsewhere notices when the veilles fall silent.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import httpx
 from bot.jobs_contract import JobServices
 from jobs import baseline
 from jobs import kinds as kinds_module
+from jobs import push
 from jobs.types import Digest, Fetched, Progress, RunContext, SourceItem, VeilleKind, VeilleRecord
 from memory.veilles import NewItem, VeilleRow
 
@@ -100,6 +103,18 @@ class Engine:
         veille = await self.store.get_veille(nom)
         if dry_run:
             return await self._dry_run(veille, progress)
+        began = asyncio.get_running_loop().time()
+        result = await self._locked_run(veille, trigger, planned_for, progress)
+        if result.state in {"ok", "partiel"}:  # the push monitor hears of each success
+            await push.ping(
+                self.services.settings.push_url_veilles, ok=True,
+                message=f"veille {nom} : {result.state}, {result.new} nouveauté(s)",
+                duration_s=asyncio.get_running_loop().time() - began)
+        return result
+
+    async def _locked_run(self, veille: VeilleRow, trigger: str, planned_for: datetime | None,
+                          progress: Progress | None) -> RunResult:
+        nom = veille.nom
         async with self.services.lock(f"veille:{nom}") as held:
             if not held:
                 run_id = await self.store.start_run(

@@ -20,6 +20,7 @@ from memory.errors import InvalidInput, NotFound, row_id
 from memory.extraction_queue import ExtractionQueueMixin
 from memory.facts import FactsMixin
 from memory.forget import ForgetMixin
+from memory.health_queries import HealthQueriesMixin
 from memory.hybrid_recall import HybridRecallMixin
 from memory.inbox_admin import InboxAdminMixin
 from memory.lexicon import LexiconMixin
@@ -55,7 +56,7 @@ class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixi
                   ConsignesMixin, MessagesMixin, LLMCallsMixin, ExtractionQueueMixin,
                   EmbeddingsMixin, HybridRecallMixin, NotificationsMixin, ConfirmationsMixin, InboxAdminMixin,
                   LocksMixin, TokensMixin, ForgetMixin, AxisMailboxMixin, SiteContactsMixin,
-                  VeillesMixin, DvfMixin):
+                  VeillesMixin, DvfMixin, HealthQueriesMixin):
     def __init__(self, db: Database):
         self.db = db
 

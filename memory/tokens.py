@@ -1,8 +1,8 @@
 """Bearer tokens of the HTTP API (`jetons`): created for a person with a scope, printed
 once, stored only as a SHA-256, found again by that hash, revoked without being forgotten.
 
-A token maps to a person through an identity of its own channel (`web` for the `chat` and
-`site` scopes, `axis` for the `axis` scope) whose address is `personne-<id>`: messages sent
+A token maps to a person through an identity of its own channel (`web` for the `chat`,
+`site` and `admin` scopes, `axis` for the `axis` scope) whose address is `personne-<id>`: messages sent
 with any of a person's tokens are one conversation, remembered like Telegram's. The
 comparison that matters is done by PostgreSQL on the hash (a unique index): the secret
 itself is never compared, and the hash of a wrong token reveals nothing of a right one.
@@ -21,8 +21,10 @@ from sqlalchemy import text
 from memory.errors import InvalidInput, NotFound, row_id
 from memory.text import InvalidText, clean_content
 
-Scope = Literal["chat", "axis", "site"]
-SCOPES: tuple[Scope, ...] = ("chat", "axis", "site")
+Scope = Literal["chat", "axis", "site", "admin"]
+SCOPES: tuple[Scope, ...] = ("chat", "axis", "site", "admin")
+"""`admin`: the details of /health and /metrics from outside the server (migration 0019);
+only for the créateur or an administrateur (bot/policy.py `may_administer`)."""
 PREFIX = "axi_"
 _MAX_TOKEN_CHARS = 200
 

@@ -79,8 +79,8 @@ async def _rows(store: MemoryStore) -> list:  # type: ignore[type-arg]
 
 async def test_garbage_in_every_argument(axi: Run, db: Database) -> None:
     await MemoryStore(db).add_person("Ludo", relation="créateur")
-    one_line(axi("tokens", "create", "Ludo", "--scope", "admin"), 1, "unknown scope",
-             "chat, axis, site")
+    one_line(axi("tokens", "create", "Ludo", "--scope", "root"), 1, "unknown scope",
+             "chat, axis, site, admin")
     one_line(axi("tokens", "create", "Ludo", "--scope", ""), 1, "unknown scope")
     one_line(axi("tokens", "create", "Ludo", "--name", ""), 1, "token name is empty")
     # the longest argument Linux passes (128 KiB); the store refuses 10 MB the same way
@@ -94,3 +94,18 @@ async def test_garbage_in_every_argument(axi: Run, db: Database) -> None:
         one_line(axi("tokens", "revoke", bad), 1, "whole number")
     one_line(axi("tokens", "revoke", "7"), 1, "no token #7")
     assert json.loads(ok(axi("tokens", "list", "--all", "--json"))) == []
+
+
+async def test_an_admin_token_only_for_ludo_or_an_administrateur(axi: Run, db: Database) -> None:
+    """`--scope admin` (the details of /health and /metrics from outside the server)."""
+    store = MemoryStore(db)
+    anthony = await store.add_person("Anthony", relation="administrateur")
+    await store.add_person("Mme Durand", relation="client")
+    secret = ok(axi("tokens", "create", "Anthony", "--scope", "admin")).strip()
+    found = await store.find_token(secret)
+    assert found is not None and (found.relation_id, found.portee) == (anthony.id, "admin")
+    refused = axi("tokens", "create", "Mme Durand", "--scope", "admin")
+    assert refused.stdout == ""  # no token printed
+    one_line(refused, 1, "admin token is only for the créateur or an administrateur",
+             "Mme Durand is client")
+    assert [t.portee for t in await store.list_tokens()] == ["admin"]

@@ -115,9 +115,9 @@ async def test_a_dying_channel_is_restarted_and_shows_in_health(
     await asyncio.wait_for(channel.settled.wait(), 10)
     assert channel.runs == 3 and channel.starts == 3  # started again before each run
     report = await axi.health()
-    assert report["channels"]["telegram"]["restarts"] == 2
-    assert report["channels"]["telegram"]["state"] == "ok" and report["status"] == "ok"
-    assert "connexion perdue n°2" in report["channels"]["telegram"]["error"]
+    assert report["components"]["channels"]["telegram"]["restarts"] == 2
+    assert report["components"]["channels"]["telegram"]["state"] == "ok" and report["status"] == "ok"
+    assert "connexion perdue n°2" in report["components"]["channels"]["telegram"]["error"]
 
 
 async def test_a_channel_down_makes_health_an_error(flaky_axi: tuple[Axi, FlakyChannel],
@@ -129,7 +129,8 @@ async def test_a_channel_down_makes_health_an_error(flaky_axi: tuple[Axi, FlakyC
     await until(lambda: axi.channel_states["telegram"].state == "restarting", 10,
                 message="the dead loop was never noticed")
     report = await axi.health()
-    assert report["status"] == "error" and report["channels"]["telegram"]["state"] == "restarting"
+    telegram = report["components"]["channels"]["telegram"]
+    assert report["status"] == "error" and telegram["state"] == "restarting"
 
 
 async def test_services_accept_a_batch_with_its_cursor_atomically(
@@ -227,7 +228,7 @@ async def test_health_is_served_by_the_web_channel(db: Database, database_url: s
         await axi.start_channels()
         async with httpx.AsyncClient() as client:
             r = await client.get(f"http://127.0.0.1:{web.port}/health")  # type: ignore[attr-defined]
-        assert r.status_code == 200 and r.json()["channels"]["web"]["state"] == "ok"
+        assert r.status_code == 200 and r.json()["components"]["channels"]["web"]["state"] == "ok"
 
 
 class StubbornChannel(FlakyChannel):

@@ -39,7 +39,7 @@ async def test_too_long_for_the_only_allowed_model_is_given_up_truthfully(
                for b in ollama_server.chat_bodies)
     # the conversation moved on
     assert (await axi.store.get_message(after)).etat == "traite"
-    assert (await axi.health())["stuck"] == 0
+    assert (await axi.health())["components"]["queues"]["stuck"] == 0
 
 
 async def test_too_long_but_allowed_out_goes_to_the_fallback(
@@ -63,7 +63,7 @@ async def test_stuck_messages_show_in_health_and_can_be_dropped(
         await conn.execute(text("UPDATE messages SET recu_le = now() - interval '1 hour', "
                                 "tentatives = 5 WHERE id = :i"), {"i": stuck})
     report = await axi.health()
-    assert report["stuck"] == 1 and report["status"] == "error"
+    assert report["components"]["queues"]["stuck"] == 1 and report["status"] == "error"
     [entry] = await axi.store.list_inbox()
     assert entry.message.id == stuck and entry.stuck
     from bot.notices import dropped_notice
@@ -72,7 +72,7 @@ async def test_stuck_messages_show_in_health_and_can_be_dropped(
     assert (await axi.store.get_message(stuck)).etat == "abandonne"
     notices = [d.text for d in sent(axi) if d.in_reply_to == stuck]
     assert any("mis de côté" in n and "renvoyez-le-moi" in n for n in notices)
-    assert (await axi.health())["stuck"] == 0 and await axi.store.list_inbox() == []
+    assert (await axi.health())["components"]["queues"]["stuck"] == 0 and await axi.store.list_inbox() == []
     from memory.errors import InvalidInput
     try:
         await axi.store.drop_inbound(stuck, "x")

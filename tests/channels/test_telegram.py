@@ -84,7 +84,7 @@ async def test_ludo_writes_and_gets_one_threaded_reply(tg: tuple[Axi, FakeTelegr
     assert cursor is not None and int(cursor.split()[0]) == update["update_id"] + 1
     await until(lambda: any(c.params.get("offset") == update["update_id"] + 1
                             for c in fake.calls_to("getUpdates")), 10)
-    health = (await axi.health())["channels"]["telegram"]
+    health = (await axi.health())["components"]["channels"]["telegram"]
     assert health["polling"] is True and health["uncertain_sends"] == 0
     # a redelivery of the same update is the same message: never answered twice
     fake.raw_update(dict(update))
@@ -268,7 +268,7 @@ async def test_a_revoked_token_stops_polling_and_shows_in_health(
         await until(lambda: axi.channel_states["telegram"].state == "restarting", 10)
         report = await axi.health()
         assert report["status"] == "error"
-        assert "refused the token" in report["channels"]["telegram"]["error"]
+        assert "refused the token" in report["components"]["channels"]["telegram"]["error"]
 
 
 async def test_a_wedged_poll_gets_a_fresh_pool(

@@ -158,8 +158,8 @@ async def test_axi_starts_supervises_and_shows_the_jobs(
         app.jobs = [scheduler]
         await app.start_jobs()
         health = await app.health()
-        assert health["jobs"]["veilles"]["state"] == "ok"
-        assert set(health["jobs"]["veilles"]["next_runs"]) == {"dpe", "dvf"}
+        assert health["components"]["scheduler"]["veilles"]["state"] == "ok"
+        assert set(health["components"]["scheduler"]["veilles"]["next_runs"]) == {"dpe", "dvf"}
         assert health["status"] == "ok"
     assert scheduler.scheduler is None  # stopped with Axi
 
