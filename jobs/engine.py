@@ -28,9 +28,8 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from bot.jobs_contract import JobServices
-from jobs import baseline
+from jobs import baseline, push
 from jobs import kinds as kinds_module
-from jobs import push
 from jobs.types import Digest, Fetched, Progress, RunContext, SourceItem, VeilleKind, VeilleRecord
 from memory.veilles import NewItem, VeilleRow
 
