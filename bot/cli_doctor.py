@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from bot.cli_support import out, print_json, print_table, run
 from bot.config import Settings
@@ -247,7 +248,7 @@ def doctor(json_out: JsonOpt = False) -> None:
         print_json({"ok": code == 0, "checks": [c.as_json() for c in checks]})
         raise typer.Exit(code)
     print_table("axi doctor", ["check", "state", "detail", "fix"],
-                [(escape(c.name), _MARK.get(c.state, c.state), escape(c.detail), escape(c.fix))
+                [(c.name, Text.from_markup(_MARK.get(c.state, escape(c.state))), c.detail, c.fix)
                  for c in checks])
     bad = [c for c in checks if c.state == "fail"]
     out.print(f"{len(bad)} problem(s) to fix." if bad else "Everything checked is fine.",

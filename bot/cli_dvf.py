@@ -21,7 +21,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from bot.cli_support import err, out, print_json, print_table, run_with_store, settings
+from bot.cli_support import err, fail, out, print_json, print_table, run_with_store, settings
 
 dvf_app = typer.Typer(help="DVF: property sales open data (geo-DVF).", no_args_is_help=True)
 
@@ -42,6 +42,9 @@ def dvf_import(
     cfg = settings()
     default = not sources
     chosen = list(sources or default_sources(cfg.dvf_url, datetime.now()))
+    for source in chosen:
+        if "://" in source and (problem := _bad_url(source)):
+            fail(f"{source!r} is not a usable URL: {problem}", code=2)
     dep = None if departement.lower() in {"all", "*", "tous"} else departement
     bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn(), console=err,
@@ -85,3 +88,21 @@ def dvf_import(
                   highlight=False)
     if report.failed:
         raise typer.Exit(1)
+
+
+def _bad_url(value: str) -> str | None:
+    """Why `value` cannot be fetched (httpx's own parser, as the download uses), or None."""
+    import httpx
+
+    try:
+        url = httpx.URL(value)
+        port = url.port
+    except (httpx.InvalidURL, ValueError, OverflowError) as exc:
+        return str(exc) or type(exc).__name__
+    if url.scheme not in {"http", "https"}:
+        return "only http:// and https:// URLs are fetched"
+    if not url.host:
+        return "no host"
+    if port is not None and not 0 < port < 65536:
+        return f"port {port} out of range"
+    return None

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from bot.config import ConfigError, Settings, load_settings
 from memory import migrate
@@ -88,13 +90,26 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: str) -> str:
+    """Text for the terminal: control characters (ESC sequences that would recolour,
+    retitle or plant hyperlinks in the operator's terminal) removed; newlines and tabs
+    kept."""
+    return _CONTROLS.sub("", value)
+
+
 def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Cells are plain text (a source's "[/b]" is shown, never read as markup); a cell
+    that must be styled is given as a rich `Text`."""
     table = Table(title=title, show_lines=False, header_style="bold")
     for col in columns:
         table.add_column(col, overflow="fold")
     count = 0
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(v if isinstance(v, Text) else Text(printable("" if v is None else str(v)))
+                        for v in row))
         count += 1
     if count == 0:
         out.print("(nothing)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from bot.cli_support import (
     out,
     print_json,
     print_table,
+    printable,
     run,
     run_with_store,
     settings,
@@ -73,13 +75,38 @@ def _json_option(value: str | None, what: str) -> Any:
             raise CommandError(f"cannot read {what} file {str(path)!r}: "
                                f"{getattr(exc, 'strerror', None) or exc}") from None
     try:
-        parsed = json.loads(source)
+        parsed = json.loads(source, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise CommandError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno}, "
                            f"column {exc.colno})") from None
+    except ValueError as exc:
+        raise CommandError(f"{what}: {exc}") from None
     if not isinstance(parsed, dict):
         raise CommandError(f"{what} must be a JSON object")
+    if _has_nul(parsed):
+        raise CommandError(f"{what} holds a NUL character (\\u0000), which cannot be stored")
     return parsed
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number PostgreSQL can store")
+
+
+def _finite(text_: str) -> float:
+    value = float(text_)
+    if not math.isfinite(value):
+        raise ValueError(f"{text_} is out of range for a JSON number")
+    return value
 
 
 def _when(value: datetime | None, tz: ZoneInfo) -> str | None:
@@ -325,7 +352,8 @@ def _show_dry_run(name: str, result: Any, output: Path | None) -> None:
                   markup=False)
         return
     if output is None:
-        out.print(f"Subject: {digest.subject}\n\n{digest.text}", highlight=False, markup=False)
+        out.print(printable(f"Subject: {digest.subject}\n\n{digest.text}"), highlight=False,
+                  markup=False)
         for f in digest.attachments:
             out.print(f"[attachment: {f.filename}, {f.content_type}, {len(f.data):,} bytes]",
                       highlight=False, markup=False)
