@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from bot.cli_support import err, fail, out, print_json, print_table, run_with_store
 from bot.policy import may_administer
@@ -94,8 +93,8 @@ def tokens_list(
         return
     print_table("Tokens", ["id", "person", "scope", "name", "created", "last used", "expires",
                            "revoked"],
-                [(t.id, escape(t.personne), t.portee + (" (oauth)" if t.client_oauth else ""),
-                  escape(t.nom or ""), _when(t.cree_le), _when(t.utilise_le), _when(t.expire_le),
+                [(t.id, t.personne, t.portee + (" (oauth)" if t.client_oauth else ""),
+                  t.nom or "", _when(t.cree_le), _when(t.utilise_le), _when(t.expire_le),
                   _when(t.revoque_le)) for t in tokens])
 
 
