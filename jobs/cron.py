@@ -78,6 +78,12 @@ def check_schedule(horaire: str, *, tz: str = "Europe/Paris",
     if len(horaire.split(" ")) != 5:
         raise ScheduleError(f"a schedule is a cron line of 5 fields (minute hour day month "
                             f"weekday), {example}, not {horaire!r}")
+    fields = horaire.split(" ")
+    if fields[2] not in {"*", "?"} and fields[4] not in {"*", "?"}:
+        raise ScheduleError(
+            f"the schedule {horaire!r} restricts both the day of the month and the weekday: "
+            "crontab runs it when either matches, Axi's scheduler only when both do; keep "
+            f"one of them (e.g. '{' '.join([*fields[:2], '*', fields[3], fields[4]])}')")
     try:
         trigger = CronTrigger(**crontab_fields(horaire), timezone=ZoneInfo(tz))
     except (ValueError, TypeError) as exc:

@@ -17,6 +17,7 @@ elsewhere notices when the veilles fall silent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -44,6 +45,9 @@ HTTP_TIMEOUT_S = 30.0
 WHOLE_FETCH = "*"
 """The source name of a fetch that failed as a whole."""
 SENDING = "envoi"
+RUN = "passage"
+"""The source name of a run that failed after its fetch (enrich, store, render, a missing
+type module): Ludo hears of it once, not every day."""
 """The source name of the digest's sending (alerted like a broken source when its email
 cannot reach every recipient)."""
 
@@ -60,7 +64,12 @@ class RunResult:
 
 
 class RunFailed(Exception):
-    """A run that failed for a reason already worded in French."""
+    """A run that failed for a reason already worded in French; `alerted`: Ludo was
+    already told of this failure's cause (a source's outage, the sending)."""
+
+    def __init__(self, message: str, *, alerted: bool = False):
+        super().__init__(message)
+        self.alerted = alerted
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
@@ -136,6 +145,13 @@ class Engine:
                 result.state = "echec"
                 result.error = str(exc) if isinstance(exc, RunFailed) else one_line(exc)
                 log.warning("veille %s failed: %s", nom, result.error)
+                if not getattr(exc, "alerted", False):
+                    with contextlib.suppress(Exception):  # the database may be what failed
+                        await self._alerts(veille, {RUN: result.error[:300]}, set(),
+                                           self.services.clock())
+            else:
+                with contextlib.suppress(Exception):
+                    await self._alerts(veille, {}, {RUN}, self.services.clock())
             await self.store.finish_run(run_id, result.state, vus=result.seen,
                                         nouveaux=result.new, erreur=result.error)
             return result
@@ -166,7 +182,7 @@ class Engine:
             except Exception as exc:
                 reason = one_line(exc)
                 await self._alerts(veille, {WHOLE_FETCH: reason}, set(), ctx.now)
-                raise RunFailed(f"la récupération a échoué : {reason}") from None
+                raise RunFailed(f"la récupération a échoué : {reason}", alerted=True) from None
             items = _unique(fetched.items)
             result.seen = len(items)
             known = await self.store.known_keys(veille.id, [i.key for i in items])
@@ -202,7 +218,8 @@ class Engine:
                 await self._alerts(veille, {}, {SENDING}, ctx.now)
             if not sent:
                 raise RunFailed("le résumé n'a pu être envoyé à aucun destinataire : "
-                                + "; ".join(failures or ["aucun destinataire configuré"]))
+                                + "; ".join(failures or ["aucun destinataire configuré"]),
+                                alerted=True)
             problems += failures
             if not emailed:  # the items wait for a run whose email reaches everyone
                 problems.append("le courriel n'a pas pu partir à tous ses destinataires : "
@@ -311,30 +328,42 @@ class Engine:
 
     async def _alerts(self, veille: VeilleRow, broken: dict[str, str], healthy: set[str],
                       now: datetime) -> None:
-        """Ludo hears of a source's outage once, and once more when it recovers."""
-        for source, reason in broken.items():
+        """Ludo hears of a source's outage once, and once more when it recovers: one
+        message per run for all the sources that broke (an ADEME outage breaks twelve
+        postcodes at once), one for all those that came back."""
+        told: list[tuple[str, str, datetime]] = []
+        for source, reason in sorted(broken.items()):
             state = await self.store.source_broke(veille.id, source, reason, now)
-            if state.alerte_le is not None:
-                continue  # already told for this outage
-            since = state.depuis or now
-            what = ("la récupération entière" if source == WHOLE_FETCH else
-                    "l'envoi du résumé" if source == SENDING else f"la source « {source} »")
-            text = (f"Veille « {veille.nom} » : {what} est en panne depuis le "
-                    f"{since.astimezone(self.tz):%d/%m/%Y à %H:%M} ({reason}). Je ne te le "
-                    "redirai pas à chaque passage ; je te préviendrai quand elle refonctionnera.")
-            if await self._tell_ludo(text, f"veille:{veille.nom}:panne:{source}:{since.isoformat()}"):
-                await self.store.source_alerted(veille.id, source, now)
+            if state.alerte_le is None:  # not yet told for this outage
+                told.append((source, reason, state.depuis or now))
+        if told:
+            since = f"{min(t[2] for t in told).astimezone(self.tz):%d/%m/%Y à %H:%M}"
+            if len(told) == 1:
+                what = f"{_what(told[0][0])} est en panne depuis le {since} ({told[0][1]})"
+            else:
+                what = (f"{len(told)} sources sont en panne depuis le {since} : "
+                        + " ; ".join(f"{_what(s, short=True)} ({r})" for s, r, _ in told))
+            text = (f"Veille « {veille.nom} » : {what}. Je ne te le redirai pas à chaque "
+                    "passage ; je te préviendrai quand cela refonctionnera.")
+            first = min(t[2] for t in told)
+            key = f"veille:{veille.nom}:panne:{_sources_key(told)}:{first.isoformat()}"
+            if await self._tell_ludo(text[:3000], key):
+                for source, _, _ in told:
+                    await self.store.source_alerted(veille.id, source, now)
+        back: list[tuple[str, datetime]] = []
         for source in sorted(healthy):
             outage = await self.store.source_recovered(veille.id, source)
-            if outage is None or outage.alerte_le is None:
-                continue
-            what = ("la récupération" if source == WHOLE_FETCH else
-                    "l'envoi du résumé" if source == SENDING else f"la source « {source} »")
-            since = outage.depuis or now
+            if outage is not None and outage.alerte_le is not None:
+                back.append((source, outage.depuis or now))
+        if back:
+            since = min(b[1] for b in back)
+            what = (f"{_what(back[0][0])} refonctionne" if len(back) == 1 else
+                    f"{len(back)} sources refonctionnent : "
+                    + ", ".join(_what(s, short=True) for s, _ in back))
             await self._tell_ludo(
-                f"Veille « {veille.nom} » : {what} refonctionne (en panne depuis le "
+                f"Veille « {veille.nom} » : {what} (en panne depuis le "
                 f"{since.astimezone(self.tz):%d/%m/%Y à %H:%M}).",
-                f"veille:{veille.nom}:retour:{source}:{since.isoformat()}")
+                f"veille:{veille.nom}:retour:{_sources_key(back)}:{since.isoformat()}")
 
     async def _tell_ludo(self, text: str, key: str) -> bool:
         try:
@@ -343,6 +372,25 @@ class Engine:
             log.warning("alert %s not queued: %s", key, exc)
             return False
         return True
+
+
+def _what(source: str, *, short: bool = False) -> str:
+    """A source's name in Ludo's alert."""
+    if source == WHOLE_FETCH:
+        return "la récupération"
+    if source == SENDING:
+        return "l'envoi du résumé"
+    if source == RUN:
+        return "le passage"
+    return f"« {source} »" if short else f"la source « {source} »"
+
+
+def _sources_key(entries: list[Any]) -> str:
+    """The sources of one alert in its notify key: the name of one, a hash of several."""
+    names = sorted(str(e[0]) for e in entries)
+    if len(names) == 1 and len(names[0]) <= 60:
+        return names[0]
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
 def _unique(items: list[SourceItem]) -> list[SourceItem]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -42,11 +42,19 @@ class DstSafeCron(CronTrigger):
     def get_next_fire_time(self, previous_fire_time: datetime | None,
                            now: datetime) -> datetime | None:
         nxt = super().get_next_fire_time(previous_fire_time, now)
-        if previous_fire_time is not None and nxt is not None:
-            local_prev = previous_fire_time.astimezone(self.timezone).replace(tzinfo=None)
-            if nxt.astimezone(self.timezone).replace(tzinfo=None) == local_prev:
-                nxt = super().get_next_fire_time(nxt, nxt)
+        # the second occurrence of a repeated wall-clock time never fires: the first did
+        # (or, if Axi was down then, the catch-up at start runs it) — also when the jobs
+        # were rebuilt between the two (at start, or on any veille's edit)
+        while nxt is not None and self._repeated(nxt):
+            nxt = super().get_next_fire_time(nxt, nxt)
         return nxt
+
+    def _repeated(self, when: datetime) -> bool:
+        """`when` is the later of two instants with the same wall-clock time (the hour the
+        autumn change repeats)."""
+        local = when.astimezone(self.timezone).replace(tzinfo=None)
+        first = local.replace(tzinfo=self.timezone, fold=0)
+        return first.astimezone(UTC) < when.astimezone(UTC)
 
 
 def trigger_for(horaire: str, tz: tzinfo) -> DstSafeCron:
@@ -184,7 +192,11 @@ class VeilleScheduler:
         assert self.services is not None
         veille_horaire = None
         with contextlib.suppress(Exception):
-            veille_horaire = (await self.services.store.get_veille(nom)).horaire
+            veille = await self.services.store.get_veille(nom)
+            if not veille.active:  # disabled since the jobs were last rebuilt
+                log.info("veille %s disabled: its scheduled run is skipped", nom)
+                return
+            veille_horaire = veille.horaire
         planned = (last_fire_at_or_before(veille_horaire, self.tz, self.services.clock())
                    if veille_horaire else None)
         task = self._launch(nom, "planifie", planned)

@@ -130,7 +130,7 @@ async def test_a_source_on_a_private_address_is_a_broken_source_with_its_reason(
     assert await alerts(store) == [
         "Veille « concurrence » : la source « Agence de la Vézère » est en panne depuis le "
         f"01/12/2026 à 07:00 ({reason}). Je ne te le redirai pas à chaque passage ; je te "
-        "préviendrai quand elle refonctionnera."]
+        "préviendrai quand cela refonctionnera."]
     assert listing_server.requests == []
 
 

@@ -63,14 +63,18 @@ async def test_a_failed_run_keeps_its_items_and_the_next_reports_them_once(env: 
     failed = await env.engine.run("essai")
     assert failed.state == "echec" and failed.error == "RuntimeError : gabarit cassé"
     assert [i.cle for i in await env.store.unreported_items(1)] == ["a", "b"]
-    assert await env.notifications() == []
+    [broken_run] = await env.notifications()  # a run failing after its fetch: told once
+    assert broken_run.destinataire == "Ludo" and broken_run.cle.startswith(
+        "veille:essai:panne:passage:")
+    assert ("le passage est en panne depuis le 30/11/2026 à 08:00 (RuntimeError : gabarit "
+            "cassé)") in broken_run.texte
 
     env.source.status = 500  # the whole fetch fails: one alert for Ludo
     down = await env.engine.run("essai")
     assert down.state == "echec" and (down.error or "").startswith("la récupération a échoué : ")
     env.clock.advance(days=1)
     assert (await env.engine.run("essai")).state == "echec"
-    alerts = await env.notifications()
+    alerts = (await env.notifications())[1:]
     assert len(alerts) == 1 and alerts[0].destinataire == "Ludo"
     assert "en panne" in alerts[0].texte and alerts[0].cle.startswith("veille:essai:panne:*:")
 
@@ -80,12 +84,14 @@ async def test_a_failed_run_keeps_its_items_and_the_next_reports_them_once(env: 
     ok = await env.engine.run("essai")
     assert (ok.state, ok.new) == ("ok", 1)
     assert [i.key for i in ok.reported] == ["a", "b", "c"]
-    sent = await env.notifications()
-    assert [n.destinataire for n in sent] == ["Ludo", "Ludo", "agence@example.fr", "Ludo"]
-    assert "refonctionne" in sent[1].texte
+    sent = (await env.notifications())[1:]
+    assert [n.destinataire for n in sent] == ["Ludo", "Ludo", "agence@example.fr", "Ludo",
+                                              "Ludo"]
+    assert "la récupération refonctionne" in sent[1].texte
     assert sent[2].texte == "Maison a\nMaison b\nMaison c"
+    assert "le passage refonctionne" in sent[4].texte
     assert (await env.engine.run("essai")).digest is None
-    assert len(await env.notifications()) == 4
+    assert len(await env.notifications()) == 6
 
 
 class Crash(BaseException):
