@@ -31,8 +31,9 @@ import httpx
 from bot.jobs_contract import JobServices
 from jobs import baseline, push
 from jobs import kinds as kinds_module
+from jobs.digest_plan import Recipient, delivered, plan, recipients_of
 from jobs.types import Digest, Fetched, Progress, RunContext, SourceItem, VeilleKind, VeilleRecord
-from memory.veilles import NewItem, VeilleRow
+from memory.veilles import ItemRow, NewItem, VeilleRow
 
 log = logging.getLogger(__name__)
 
@@ -202,32 +203,8 @@ class Engine:
         await self._alerts(veille, fetched.broken, healthy, ctx.now)
         problems = _problems(fetched)
         pending = await self.store.unreported_items(veille.id)
-        reported = [SourceItem(r.cle, r.source or "", r.donnees) for r in pending]
-        digest = kind.render(ctx.veille, reported, when=ctx.now, broken=fetched.broken)
-        if digest is not None and reported:
-            digest = await self._summarized(digest)
-        result.digest = digest
-        if digest is not None:
-            when = (planned_for or ctx.now).astimezone(self.tz)
-            failures, sent, emailed = await self._send(veille, digest,
-                                                       [r.cle for r in pending], when)
-            if not sent or not emailed:  # Ludo hears of it once, and once when it works
-                await self._alerts(veille, {SENDING: "; ".join(
-                    failures or ["aucun destinataire configuré"])[:500]}, set(), ctx.now)
-            else:
-                await self._alerts(veille, {}, {SENDING}, ctx.now)
-            if not sent:
-                raise RunFailed("le résumé n'a pu être envoyé à aucun destinataire : "
-                                + "; ".join(failures or ["aucun destinataire configuré"]),
-                                alerted=True)
-            problems += failures
-            if not emailed:  # the items wait for a run whose email reaches everyone
-                problems.append("le courriel n'a pas pu partir à tous ses destinataires : "
-                                "ces éléments seront renvoyés au prochain passage")
-            else:
-                _crash_point("veille:after_send")
-                await self.store.mark_reported(veille.id, [r.id for r in pending])
-                result.reported = reported
+        when = (planned_for or ctx.now).astimezone(self.tz)
+        problems += await self._deliver(kind, veille, ctx, fetched, pending, result, when)
         result.state = "partiel" if problems else "ok"
         result.error = "; ".join(problems)[:1000] or None
 
@@ -298,33 +275,75 @@ class Engine:
             return OWNER, []
         return who, []
 
-    async def _send(self, veille: VeilleRow, digest: Digest, keys: list[str],
-                    when: datetime) -> tuple[list[str], bool, bool]:
-        """Queue the digest for every recipient; (French failures, whether any recipient
-        has it queued — now or by an earlier run with the same key —, whether every
-        `courriel` recipient has it: only then are its items reported)."""
-        base = digest_key(veille.nom, keys, when)
+    async def _deliver(self, kind: VeilleKind, veille: VeilleRow, ctx: RunContext,
+                       fetched: Fetched, pending: list[ItemRow], result: RunResult,
+                       when: datetime) -> list[str]:
+        """Send every recipient the unreported items it misses (jobs/digest_plan.py),
+        remember who has what, and mark reported the items everyone has. Returns the
+        run's problems; raises RunFailed when nobody could get a digest that exists."""
+        recipients = recipients_of(veille.destinataires)
+        by_id = {r.id: r for r in pending}
+        have = {r.id: set(r.envoye_a) for r in pending}
         failures: list[str] = []
-        sent, emailed = False, True
-        plan = [("courriel", who) for who in veille.destinataires.get("courriel", [])]
-        plan += [("resume", who) for who in veille.destinataires.get("resume", [])]
-        for role, who in plan:
-            to, cc = self._resolve(who)
-            key = f"{base}:{role}:{hashlib.sha256(who.encode()).hexdigest()[:12]}"
-            try:
-                if role == "courriel":
-                    await self.services.notify(
-                        to, digest.text, key=key, subject=digest.subject, html=digest.html,
-                        attachments=digest.attachments, cc=cc, kind="push")
-                else:
-                    await self.services.notify(to, digest.summary or digest.text, key=key,
-                                               kind="push")
+        failed: set[Recipient] = set()
+        sent = False
+        shares = plan([(r.id, r.envoye_a) for r in pending], recipients)
+        if not recipients:
+            digest = kind.render(ctx.veille, _items(pending), when=ctx.now,
+                                 broken=fetched.broken)
+            result.digest = digest
+            if digest is None:
+                return []
+            shares, failures = [], ["aucun destinataire configuré"]
+        for share in shares:
+            rows = [by_id[i] for i in share.item_ids]
+            digest = kind.render(ctx.veille, _items(rows), when=ctx.now, broken=fetched.broken)
+            if digest is not None and rows:
+                digest = await self._summarized(digest)
+            if result.digest is None:
+                result.digest = digest
+            if digest is None:
+                continue
+            base = digest_key(veille.nom, [r.cle for r in rows], when)
+            for recipient in share.recipients:
+                try:
+                    await self._send(recipient, digest, f"{base}:{recipient.role}:"
+                                                        f"{recipient.tag}")
+                except Exception as exc:
+                    failures.append(f"destinataire {recipient.who!r} injoignable "
+                                    f"({one_line(exc, 150)})")
+                    log.warning("veille %s: digest for %s not queued: %s", veille.nom,
+                                recipient.who, exc)
+                    failed.add(recipient)
+                    continue
                 sent = True
-            except Exception as exc:
-                failures.append(f"destinataire {who!r} injoignable ({one_line(exc, 150)})")
-                log.warning("veille %s: digest for %s not queued: %s", veille.nom, who, exc)
-                emailed = emailed and role != "courriel"
-        return failures, sent, emailed
+                await self.store.record_sent(veille.id, share.item_ids, recipient.ident)
+                for item_id in share.item_ids:
+                    have[item_id].add(recipient.ident)
+        if failures:  # Ludo hears of it once, and once when it works again
+            await self._alerts(veille, {SENDING: "; ".join(failures)[:500]}, set(), ctx.now)
+        elif shares:
+            await self._alerts(veille, {}, {SENDING}, ctx.now)
+        if failures and not sent and len(failed) == len(recipients):  # nobody can get it
+            raise RunFailed("le résumé n'a pu être envoyé à aucun destinataire : "
+                            + "; ".join(failures), alerted=True)
+        _crash_point("veille:after_send")
+        done = delivered([(i, have[i]) for i in by_id], recipients)
+        await self.store.mark_reported(veille.id, done)
+        result.reported = _items([by_id[i] for i in done])
+        if len(done) < len(pending):
+            failures.append(f"{len(pending) - len(done)} élément(s) pas encore reçus par tous "
+                            "les destinataires : ils leur seront envoyés au prochain passage")
+        return failures
+
+    async def _send(self, recipient: Recipient, digest: Digest, key: str) -> None:
+        to, cc = self._resolve(recipient.who)
+        if recipient.role == "courriel":
+            await self.services.notify(to, digest.text, key=key, subject=digest.subject,
+                                       html=digest.html, attachments=digest.attachments,
+                                       cc=cc, kind="push")
+        else:
+            await self.services.notify(to, digest.summary or digest.text, key=key, kind="push")
 
     async def _alerts(self, veille: VeilleRow, broken: dict[str, str], healthy: set[str],
                       now: datetime) -> None:
@@ -356,14 +375,14 @@ class Engine:
             if outage is not None and outage.alerte_le is not None:
                 back.append((source, outage.depuis or now))
         if back:
-            since = min(b[1] for b in back)
+            began = min(b[1] for b in back)
             what = (f"{_what(back[0][0])} refonctionne" if len(back) == 1 else
                     f"{len(back)} sources refonctionnent : "
                     + ", ".join(_what(s, short=True) for s, _ in back))
             await self._tell_ludo(
                 f"Veille « {veille.nom} » : {what} (en panne depuis le "
-                f"{since.astimezone(self.tz):%d/%m/%Y à %H:%M}).",
-                f"veille:{veille.nom}:retour:{_sources_key(back)}:{since.isoformat()}")
+                f"{began.astimezone(self.tz):%d/%m/%Y à %H:%M}).",
+                f"veille:{veille.nom}:retour:{_sources_key(back)}:{began.isoformat()}")
 
     async def _tell_ludo(self, text: str, key: str) -> bool:
         try:
@@ -391,6 +410,10 @@ def _sources_key(entries: list[Any]) -> str:
     if len(names) == 1 and len(names[0]) <= 60:
         return names[0]
     return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
+def _items(rows: list[ItemRow]) -> list[SourceItem]:
+    return [SourceItem(r.cle, r.source or "", r.donnees) for r in rows]
 
 
 def _unique(items: list[SourceItem]) -> list[SourceItem]:

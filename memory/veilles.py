@@ -66,6 +66,8 @@ class ItemRow:
     donnees: dict[str, Any]
     vu_le: datetime
     signale_le: datetime | None
+    envoye_a: tuple[str, ...] = ()
+    """The recipients (their short hash) whose digest with this item is queued."""
 
 
 @dataclass(frozen=True)
@@ -321,11 +323,24 @@ class VeillesMixin:
     async def unreported_items(self, veille_id: int) -> list[ItemRow]:
         async with self.db.sessions() as session:
             rows = (await session.execute(text(
-                "SELECT id, cle, source, donnees, vu_le, signale_le FROM elements_veille "
-                "WHERE veille_id = :v AND signale_le IS NULL ORDER BY id"), {"v": veille_id})
-            ).all()
+                "SELECT id, cle, source, donnees, vu_le, signale_le, envoye_a "
+                "FROM elements_veille WHERE veille_id = :v AND signale_le IS NULL ORDER BY id"),
+                {"v": veille_id})).all()
         return [ItemRow(id=r.id, cle=r.cle, source=r.source, donnees=_json(r.donnees) or {},
-                        vu_le=r.vu_le, signale_le=r.signale_le) for r in rows]
+                        vu_le=r.vu_le, signale_le=r.signale_le,
+                        envoye_a=tuple(r.envoye_a or ())) for r in rows]
+
+    async def record_sent(self, veille_id: int, item_ids: Iterable[int], recipient: str) -> int:
+        """`recipient`'s digest with these items is queued: never sent them again."""
+        ids = list(item_ids)
+        if not ids:
+            return 0
+        async with self.db.sessions.begin() as session:
+            result = await session.execute(text(
+                "UPDATE elements_veille SET envoye_a = array_append(envoye_a, :r) "
+                "WHERE veille_id = :v AND id = ANY(:i) AND NOT (:r = ANY(envoye_a))"),
+                {"v": veille_id, "i": ids, "r": recipient})
+        return int(result.rowcount or 0)
 
     async def mark_reported(self, veille_id: int, item_ids: Iterable[int]) -> int:
         ids = list(item_ids)
