@@ -9,27 +9,64 @@ its min and max), the address row chosen by the same order as jobs/dvf_parse.py,
 sha256 of the same text; the few other sales are built by an exact query with DISTINCT
 aggregates; then INSERT … ON CONFLICT (cle) DO NOTHING (idempotent, it says how many were
 new), in primary-key order. `insert_dvf_sales` stores sales built in Python (the older
-path). The veille reads the sales imported since its watermark; the DPE veille asks for the
+path). A sale's fields are defined once, here, by the table that stores them: `Sale` is
+what the import builds (jobs/dvf_parse.py) and writes, `DvfSale` what the lookups read
+back. The veille reads the sales imported since its watermark; the DPE veille asks for the
 last sale at or near an address.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import AsyncIterable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
 
-COLUMNS = (
-    "cle", "date_mutation", "nature", "valeur", "code_postal", "code_commune",
-    "nom_commune", "adresse", "parcelles", "types_locaux", "surface_bati",
-    "surface_terrain", "pieces", "longitude", "latitude", "source",
-)
-"""The columns of a record given to `insert_dvf_sales` (jobs.dvf_parse.Sale.record())."""
+
+@dataclass(slots=True)
+class Sale:
+    """One sale, in ventes_dvf's column order (but importe_le)."""
+
+    cle: str
+    date_mutation: date
+    nature: str | None
+    valeur: Decimal | None
+    code_postal: str | None
+    code_commune: str | None
+    nom_commune: str | None
+    adresse: str | None
+    parcelles: list[str]
+    types_locaux: list[str]
+    surface_bati: int | None
+    surface_terrain: int | None
+    pieces: int | None
+    longitude: float | None
+    latitude: float | None
+    source: str | None
+
+    def record(self) -> tuple:
+        """Its values in COLUMNS order (a row for COPY)."""
+        return _record(self)  # type: ignore[no-any-return]
+
+
+@dataclass(slots=True)
+class DvfSale(Sale):
+    """A stored sale."""
+
+    importe_le: datetime
+    distance_m: float | None = None
+    """For `last_sale_near`: how far the sale's point is from the one asked (None when it
+    was found by its address)."""
+
+
+COLUMNS = tuple(f.name for f in fields(Sale))
+"""ventes_dvf's columns that a `Sale` fills (all but importe_le), in its order."""
+_record = operator.attrgetter(*COLUMNS)
 _SELECT = ", ".join((*COLUMNS, "importe_le"))
 _TEMP = ("CREATE TEMP TABLE IF NOT EXISTS dvf_lot "
          "(LIKE ventes_dvf INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
@@ -47,30 +84,6 @@ _FROM_ARRAYS = (
     "ON CONFLICT (cle) DO NOTHING"
 )
 EARTH_M_PER_DEG = 111_320.0
-
-
-@dataclass(frozen=True)
-class DvfSale:
-    cle: str
-    date_mutation: date
-    nature: str | None
-    valeur: Decimal | None
-    code_postal: str | None
-    code_commune: str | None
-    nom_commune: str | None
-    adresse: str | None
-    parcelles: list[str]
-    types_locaux: list[str]
-    surface_bati: int | None
-    surface_terrain: int | None
-    pieces: int | None
-    longitude: float | None
-    latitude: float | None
-    source: str | None
-    importe_le: datetime
-    distance_m: float | None = None
-    """For `last_sale_near`: how far the sale's point is from the one asked (None when it
-    was found by its address)."""
 
 
 def _sale(row: Any, distance: float | None = None) -> DvfSale:
