@@ -46,7 +46,7 @@ from jobs.dvf_parse import (
     column_indexes,
 )
 from jobs.types import Progress
-from memory.dvf import CopyRejected
+from memory.dvf_load import CopyRejected
 
 CHUNK = 1 << 20
 BATCH = 5_000
