@@ -123,7 +123,8 @@ async def test_a_truncated_gzip_keeps_the_rows_before(store: MemoryStore,
     report = await import_sources(store, [url])
     src = report.sources[0]
     assert src.error == ("truncated gzip: the file ends before its compressed data does "
-                         "(the sales before the cut are kept)")
+                         "(the sales before the cut are kept; import the whole file again "
+                         "for the rest)")
     assert 5_000 < src.rows_read < 15_000
     assert src.skipped["truncated last line"] == 1
     assert src.skipped["rows of a sale cut by the end of the file"] >= 1
