@@ -1,0 +1,53 @@
+"""What several bench/ scripts share: their own database on a PostgreSQL server (created
+if missing, emptied between phases) and the process's peak RSS.
+
+Why: each script had its own copy of these few lines, and the copies had begun to differ.
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from memory.database import async_url
+
+PUBLIC_TABLES_SQL = """
+SELECT string_agg(format('%I', tablename), ', ')
+FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'
+"""
+"""Every table of the schema but Alembic's, quoted, comma-separated (NULL: none)."""
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far (a high-water mark), in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+async def ensure_database(server_url: str, name: str, *, admin_database: str | None = None
+                          ) -> str:
+    """The database `name` on the server of `server_url`, created if missing (asked
+    through `admin_database`, default the URL's own); its URL (postgresql://…)."""
+    server = async_url(server_url)
+    admin_url = server if admin_database is None else server.set(database=admin_database)
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            exists = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                       {"n": name})
+            if not exists:
+                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await admin.dispose()
+    return server.set(database=name).render_as_string(
+        hide_password=False).replace("+asyncpg", "")
+
+
+async def empty_tables(engine: Any) -> None:
+    """Every table emptied (the schema stays), identities restarted."""
+    async with engine.begin() as conn:
+        tables = await conn.scalar(text(PUBLIC_TABLES_SQL))
+        if tables:
+            await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
