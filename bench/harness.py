@@ -1,12 +1,14 @@
 """What several bench/ scripts share: their own database on a PostgreSQL server (created
-if missing, emptied between phases) and the process's peak RSS.
+if missing, emptied between phases), the process's peak RSS, the server's CPU time.
 
 Why: each script had its own copy of these few lines, and the copies had begun to differ.
 """
 
 from __future__ import annotations
 
+import os
 import resource
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -51,3 +53,35 @@ async def empty_tables(engine: Any) -> None:
         tables = await conn.scalar(text(PUBLIC_TABLES_SQL))
         if tables:
             await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+async def backend_cpu(engine: Any) -> dict[int, float] | None:
+    """CPU seconds (user + system) used so far by each server process connected to the
+    engine's database, from /proc: None when the server is not on this machine (or its
+    processes cannot be read). Unlike wall time, the same whatever else the machine runs."""
+    async with engine.connect() as conn:
+        pids = list((await conn.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))).scalars())
+    return _proc_cpu(pids)
+
+
+def _proc_cpu(pids: list[int]) -> dict[int, float] | None:
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        out[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
+def cpu_used(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
+    """Server CPU seconds between two `backend_cpu` readings (a process that started in
+    between counts from zero)."""
+    if before is None or after is None:
+        return None
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())

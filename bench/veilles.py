@@ -19,6 +19,8 @@ A benchmark script, not a test (issue 12, "Benchmark").
    reading alongside the COPY), each with its ratio to the floor, and the process's peak
    RSS (getrusage ru_maxrss after each phase: a high-water mark; target ≤ 300 MB).
    --repeat N: the best of N runs of each (a loaded machine only slows a run down).
+   With the server on this machine, also the CPU seconds of PostgreSQL's processes (from
+   /proc) and of this process, which others' load does not change.
 2. DPE: one fetch of the DPE veille (jobs.dpe.DpeVeille) over 12 postcodes × 500 rows
    through the loopback ADEME data-fair API (tests/fakes/ademe_server.FakeAdeme), page
    size as configured (500): time and HTTP requests made. Fetch only: the enrichment
@@ -58,7 +60,13 @@ from typing import Any  # noqa: E402
 import httpx  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from bench.harness import empty_tables, ensure_database, peak_rss_mb  # noqa: E402
+from bench.harness import (  # noqa: E402
+    backend_cpu,
+    cpu_used,
+    empty_tables,
+    ensure_database,
+    peak_rss_mb,
+)
 from bot.config import Settings  # noqa: E402
 from jobs.dvf_import import import_sources  # noqa: E402
 from jobs.types import RunContext, VeilleRecord  # noqa: E402
@@ -90,7 +98,7 @@ async def empty(db: Database) -> None:
         await conn.execute(text("VACUUM ventes_dvf"))
 
 
-async def floor_copy(db: Database, path: Path) -> float:
+async def floor_copy(db: Database, path: Path) -> dict[str, Any]:
     columns = ", ".join(f'"{c}" text' for c in HEADER.split(","))
     async with db.engine.begin() as conn:
         await conn.execute(text(f"DROP TABLE IF EXISTS {FLOOR_TABLE}"))
@@ -99,24 +107,40 @@ async def floor_copy(db: Database, path: Path) -> float:
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None
-        started = time.perf_counter()
+        server = await backend_cpu(db.engine)
+        python, started = time.process_time(), time.perf_counter()
         await driver.copy_to_table(FLOOR_TABLE, source=str(path), format="csv", header=True)
-        seconds = time.perf_counter() - started
+        seconds, python = time.perf_counter() - started, time.process_time() - python
+        server_cpu = cpu_used(server, await backend_cpu(db.engine))
     async with db.engine.begin() as conn:
         await conn.execute(text(f"DROP TABLE {FLOOR_TABLE}"))
-    return seconds
+    return {"seconds": seconds, "server_cpu": server_cpu, "python_cpu": python}
 
 
 async def dvf_phase(store: MemoryStore, path: Path, method: str) -> dict[str, Any]:
-    started = time.perf_counter()
+    server = await backend_cpu(store.db.engine)
+    python, started = time.process_time(), time.perf_counter()
     report = await import_sources(store, [str(path)], method=method)
-    seconds = time.perf_counter() - started
+    seconds, python = time.perf_counter() - started, time.process_time() - python
+    server_cpu = cpu_used(server, await backend_cpu(store.db.engine))
     if report.failed:
         raise RuntimeError(f"import failed: {report.failed[0].error}")
     return {"seconds": seconds, "rows": report.total("rows_read"),
             "new": report.total("sales_new"), "known": report.total("sales_known"),
             "skipped": sum(report.skipped().values()), "rss": peak_rss_mb(),
-            "phases": report.sources[0].timings}
+            "phases": report.sources[0].timings, "server_cpu": server_cpu,
+            "python_cpu": python}
+
+
+def cpu_line(result: dict[str, Any], floor: dict[str, Any]) -> str:
+    """CPU seconds, which others' load on the machine does not change: PostgreSQL's (when
+    it runs here) and this process's, with the server's ratio to the floor's."""
+    if result["server_cpu"] is None or not floor["server_cpu"]:
+        return f"       cpu: python {result['python_cpu']:.2f} s"
+    return (f"       cpu: PostgreSQL {result['server_cpu']:.2f} s "
+            f"({result['server_cpu'] / floor['server_cpu']:.1f}× the floor's "
+            f"{floor['server_cpu']:.2f} s), python {result['python_cpu']:.2f} s "
+            f"(the floor's {floor['python_cpu']:.2f} s)")
 
 
 def phases_line(result: dict[str, Any], floor: float) -> str:
@@ -177,10 +201,14 @@ async def run(args: argparse.Namespace) -> int:
             await migrate.upgrade(db.engine)
             await empty(db)
             store = MemoryStore(db)
-            floor = min([await floor_copy(db, path) for _ in range(args.repeat)])
+            floors = best([await floor_copy(db, path) for _ in range(args.repeat)])
+            floor = floors["seconds"]
             print(f"floor  bare COPY into an unindexed table: {floor:6.2f} s  "
                   f"{args.rows / floor:10,.0f} rows/s"
                   + (f"  (best of {args.repeat})" if args.repeat > 1 else ""))
+            if floors["server_cpu"] is not None:
+                print(f"       cpu: PostgreSQL {floors['server_cpu']:.2f} s, "
+                      f"python {floors['python_cpu']:.2f} s")
             for method in args.methods:
                 firsts, agains = [], []
                 for _ in range(args.repeat):
@@ -195,6 +223,7 @@ async def run(args: argparse.Namespace) -> int:
                       f"peak RSS {result['rss']:.0f} MB")
                 if line := phases_line(result, floor):
                     print(line)
+                print(cpu_line(result, floors))
                 print(f"axi    re-import ({method:6}, all known):  {again['seconds']:6.2f} s  "
                       f"{again['rows'] / again['seconds']:10,.0f} rows/s  "
                       f"{again['seconds'] / floor:4.1f}× floor  "
@@ -202,6 +231,7 @@ async def run(args: argparse.Namespace) -> int:
                       f"peak RSS {again['rss']:.0f} MB")
                 if line := phases_line(again, floor):
                     print(line)
+                print(cpu_line(again, floors))
                 if again["new"] != 0 or again["known"] != result["new"]:
                     failures.append(f"{method}: the re-import was not idempotent")
                 if method == args.methods[0]:
