@@ -79,7 +79,7 @@ DEFAULT_DATA_DIR = Path("/root/axi-bench-veilles")
 FLOOR_TABLE = "banc_dvf_plancher"
 DPE_POSTCODES = ["24510", "24150", "24480", "24260", "24620", "24220",
                  "24330", "24110", "24520", "24140", "24380", "24750"]
-PHASES = ("copy", "stats", "build and insert", "exact", "commit")
+PHASES = ("copy", "stats", "wait", "build and insert", "exact", "commit")
 """memory/dvf_load.py's phases, in order ("python": reading and checking the lines, while
 PostgreSQL runs the COPY)."""
 

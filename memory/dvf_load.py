@@ -10,9 +10,10 @@ address row is the one first in jobs/dvf_parse.py's order, the key the sha256 of
 text. The few other sales are built by an exact query with DISTINCT aggregates.
 
 Why not INSERT … ON CONFLICT: its speculative insertion costs about as much as the index
-insert itself. Imports take one advisory lock (one at a time), so the sales not yet in
-ventes_dvf (an anti-join on the key) are inserted plainly, once per key (DISTINCT ON, the
-first in the file kept), in primary-key order; a re-import inserts nothing.
+insert itself. An import builds and stores its sales under one advisory lock (the files
+themselves are read meanwhile), so the sales not yet in ventes_dvf (an anti-join on the
+key) are inserted plainly, once per key (DISTINCT ON, the first in the file kept), in
+primary-key order; a re-import inserts nothing.
 """
 
 from __future__ import annotations
@@ -230,7 +231,8 @@ async def load_dvf_csv(db: Any, width: int, columns: dict[str, int],
     transaction. `cut()`, asked once the data has all been sent: the id_mutation whose
     rows are dropped (a file cut short), or None. Raises CopyRejected when PostgreSQL
     refuses a line (nothing is stored then). `timings`, when given, gets the seconds of
-    each phase (copy, stats, fast, exact, commit)."""
+    each phase (copy, stats, wait (for another import), build and insert, exact,
+    commit)."""
     import asyncpg
 
     create, text_cols = staging_sql(width, columns)
@@ -250,12 +252,10 @@ async def load_dvf_csv(db: Any, width: int, columns: dict[str, int],
         driver = raw.driver_connection
         assert driver is not None
         async with driver.transaction():
-            await driver.execute(f"SELECT pg_advisory_xact_lock({IMPORT_LOCK})")
             # sorts, hashes and the sales' tuplestore in memory; one commit to wait for
             await driver.execute("SET LOCAL work_mem = '256MB'; "
                                  "SET LOCAL synchronous_commit = off")
             await driver.execute(create)
-            lap("wait")
             try:
                 await driver.copy_to_table("dvf_rows", source=data, format="csv",
                                            force_not_null=text_cols)
@@ -266,6 +266,10 @@ async def load_dvf_csv(db: Any, width: int, columns: dict[str, int],
             stats = await driver.fetchrow(sql["stats"], departement, last)
             load.outside, load.no_id, load.bad_date, load.cut = (int(v) for v in stats)
             lap("stats")
+            # another import's sales are all committed or all to come (the file itself
+            # was read meanwhile: a download never waits on the lock)
+            await driver.execute(f"SELECT pg_advisory_xact_lock({IMPORT_LOCK})")
+            lap("wait")
             sales, new, complex_ids = await driver.fetchrow(
                 sql["fast"], departement, last, source)
             load.sales, load.new = int(sales), int(new)
