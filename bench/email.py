@@ -83,8 +83,8 @@ from typing import Any  # noqa: E402
 from aioimaplib import aioimaplib  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
-from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
+from bench.harness import empty_tables, ensure_database  # noqa: E402
 from bot.app import Axi  # noqa: E402
 from bot.channel import ChannelSet, CursorUpdate  # noqa: E402
 from bot.config import DEFAULT_LOCAL_MODEL, Settings  # noqa: E402
@@ -117,10 +117,6 @@ BODIES = [
     "Bonjour,\n\nY a-t-il des visites prévues samedi matin ?\n\nBien à vous",
     "Bonjour,\n\nNous faisons une offre au prix, pouvez-vous la transmettre ?\n\nCordialement",
 ]
-DB_TABLES_SQL = """
-SELECT string_agg(format('%I', tablename), ', ')
-FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'
-"""
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
 _FETCH_LITERAL = re.compile(rb"FETCH \(.*\{(\d+)\}\s*$")
 
@@ -424,23 +420,11 @@ async def prepare_database(args: argparse.Namespace) -> None:
     cursor of an earlier run (another Dovecot, another UIDVALIDITY) would start a resync,
     and its people would be known twice."""
     if args.database_url:
-        url = async_url(args.database_url)
-        name = url.database or ""
-        admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        try:
-            async with admin.connect() as conn:
-                exists = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                                           {"n": name})
-                if not exists:
-                    await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        finally:
-            await admin.dispose()
+        await ensure_database(args.database_url, async_url(args.database_url).database or "",
+                              admin_database="postgres")
     async with open_database(args.database_url, args.data_dir) as db:
         await migrate.upgrade(db.engine)
-        async with db.engine.begin() as conn:
-            tables = await conn.scalar(text(DB_TABLES_SQL))
-            if tables:
-                await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await empty_tables(db.engine)
 
 
 @dataclass

@@ -55,12 +55,12 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 from sqlalchemy import text  # noqa: E402
-from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
+from bench.harness import empty_tables, ensure_database  # noqa: E402
 from bot.app import Axi  # noqa: E402
 from bot.channel import ChannelSet  # noqa: E402
 from bot.config import DEFAULT_LOCAL_MODEL, Settings  # noqa: E402
@@ -68,7 +68,7 @@ from bot.pipeline import PARKED_LANES_PER_LANE  # noqa: E402
 from channels.web import WebChannel  # noqa: E402
 from channels.web_guard import WebConfig  # noqa: E402
 from memory import migrate  # noqa: E402
-from memory.database import Database, async_url, open_database  # noqa: E402
+from memory.database import Database, open_database  # noqa: E402
 from tests.fakes.ollama_server import FakeOllama  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
@@ -79,10 +79,6 @@ QUESTIONS = ["Bonjour, la longère de Vergt est-elle toujours disponible ?",
              "Quel est le DPE de la grange du Bugue ?",
              "Où en est le compromis de Saint-Cyprien ?",
              "Nous faisons une offre au prix, pouvez-vous la transmettre ?"]
-DB_TABLES_SQL = """
-SELECT string_agg(format('%I', tablename), ', ')
-FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'
-"""
 FLOOR_TABLE = "banc_web_plancher"
 
 
@@ -196,24 +192,10 @@ async def prepare_database(args: argparse.Namespace) -> str | None:
     """The benchmark's own database: created if missing, migrated and emptied."""
     url = None
     if args.database_url:
-        server = async_url(args.database_url)
-        admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
-        try:
-            async with admin.connect() as conn:
-                exists = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                                           {"n": args.database_name})
-                if not exists:
-                    await conn.execute(text(f'CREATE DATABASE "{args.database_name}"'))
-        finally:
-            await admin.dispose()
-        url = server.set(database=args.database_name).render_as_string(
-            hide_password=False).replace("+asyncpg", "")
+        url = await ensure_database(args.database_url, args.database_name)
     async with open_database(url, args.data_dir) as db:
         await migrate.upgrade(db.engine)
-        async with db.engine.begin() as conn:
-            tables = await conn.scalar(text(DB_TABLES_SQL))
-            if tables:
-                await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await empty_tables(db.engine)
     return url
 
 

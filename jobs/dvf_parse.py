@@ -1,5 +1,5 @@
-"""Etalab geo-DVF CSV rows → sales, pure (no I/O), so the import (jobs/dvf_import.py) and
-its tests share one definition of a sale and of its stable key.
+"""Etalab geo-DVF CSV rows → sales (memory.dvf.Sale), pure (no I/O), so the import
+(jobs/dvf_import.py) and its tests share one definition of a sale's stable key.
 
 Why a parser of our own: one sale (a "mutation") spans several CSV rows — one per local,
 lot and land-culture combination, so the same house appears once per culture of its
@@ -25,6 +25,8 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
+from memory.dvf import Sale
+
 REQUIRED = (
     "id_mutation", "date_mutation", "numero_disposition", "nature_mutation",
     "valeur_fonciere", "adresse_numero", "adresse_suffixe", "adresse_nom_voie",
@@ -38,12 +40,6 @@ DWELLINGS = frozenset({"1", "2"})  # code_type_local: Maison, Appartement
 WINDOW = 5_000
 """Rows a mutation's group stays open after its last row (geo-DVF lists a mutation's rows
 together; this tolerates a few interleaved ones with bounded memory)."""
-SALE_COLUMNS = (
-    "cle", "date_mutation", "nature", "valeur", "code_postal", "code_commune",
-    "nom_commune", "adresse", "parcelles", "types_locaux", "surface_bati",
-    "surface_terrain", "pieces", "longitude", "latitude", "source",
-)
-"""The order of a `Sale.record()` (ventes_dvf's columns but importe_le)."""
 
 
 class HeaderError(ValueError):
@@ -52,30 +48,6 @@ class HeaderError(ValueError):
 
 class RowError(ValueError):
     """One broken row (the message is the reason, counted by the import)."""
-
-
-class Sale(NamedTuple):
-    """One sale, in ventes_dvf's column order (but importe_le): a record as it is."""
-
-    cle: str
-    date_mutation: date
-    nature: str | None
-    valeur: Decimal | None
-    code_postal: str | None
-    code_commune: str | None
-    nom_commune: str | None
-    adresse: str | None
-    parcelles: list[str]
-    types_locaux: list[str]
-    surface_bati: int | None
-    surface_terrain: int | None
-    pieces: int | None
-    longitude: float | None
-    latitude: float | None
-    source: str
-
-    def record(self) -> tuple:
-        return self
 
 
 class Columns(NamedTuple):

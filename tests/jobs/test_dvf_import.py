@@ -4,6 +4,7 @@ header, a truncated gzip, 404 and 500 — reported without losing what was read.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import random
 from datetime import UTC, datetime
@@ -123,7 +124,8 @@ async def test_a_truncated_gzip_keeps_the_rows_before(store: MemoryStore,
     report = await import_sources(store, [url])
     src = report.sources[0]
     assert src.error == ("truncated gzip: the file ends before its compressed data does "
-                         "(the sales before the cut are kept)")
+                         "(the sales before the cut are kept; import the whole file again "
+                         "for the rest)")
     assert 5_000 < src.rows_read < 15_000
     assert src.skipped["truncated last line"] == 1
     assert src.skipped["rows of a sale cut by the end of the file"] >= 1
@@ -213,3 +215,35 @@ async def test_sql_import_skips_broken_lines_with_their_reason(store: MemoryStor
     again = await import_sources(store, [str(path)], departement="69")
     assert again.sources[0].skipped == {"wrong number of columns (8 instead of 40)": 1}
     assert again.total("sales_known") == 42
+
+
+@pytest.mark.parametrize("method", ["sql", "copy"])
+async def test_a_sale_listed_twice_is_stored_once(store: MemoryStore, tmp_path: Path,
+                                                  method: str) -> None:
+    """DVF lists some sales twice under two id_mutation: one key, one row, the first."""
+    lines = list(synthetic_rows(200))
+    twice = [line.replace("2025-1,", "2025-99999,", 1) for line in lines
+             if line.startswith("2025-1,")]
+    path = tmp_path / "twice.csv"
+    path.write_text(HEADER + "\n" + "".join(lines + twice), encoding="utf-8")
+    report = await import_sources(store, [str(path)], method=method)
+    src = report.sources[0]
+    assert not report.failed and src.sales == src.sales_new + 1
+    assert await count(store) == src.sales_new
+    async with store.db.engine.connect() as conn:
+        mutations = await conn.scalar(text("SELECT count(DISTINCT cle) FROM ventes_dvf"))
+    assert mutations == src.sales_new
+
+
+async def test_two_imports_at_once(store: MemoryStore, tmp_path: Path) -> None:
+    """Imports of overlapping files at the same time, both paths: one waits for the other
+    (the import lock), none fails, every sale once."""
+    a = synthetic_file(tmp_path / "a.csv", 6_000)
+    b = synthetic_file(tmp_path / "b.csv", 6_000, start=1_000)
+    reports = await asyncio.gather(
+        import_sources(store, [str(a)]), import_sources(store, [str(b)]),
+        import_sources(store, [str(a)], method="copy"))
+    assert not any(r.failed for r in reports)
+    assert await count(store) == sum(r.total("sales_new") for r in reports)
+    whole = await import_sources(store, [str(a), str(b)])
+    assert whole.total("sales_new") == 0

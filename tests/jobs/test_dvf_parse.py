@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.dvf_parse import HeaderError, Sale, SaleParser, sale_key
+from jobs.dvf_parse import HeaderError, SaleParser, sale_key
+from memory.dvf import Sale
 from tests.fakes.dvf_server import HEADER, synthetic_rows
 
 EXCERPT = Path(__file__).parent / "data" / "geo-dvf_69043_2025_excerpt.csv"
