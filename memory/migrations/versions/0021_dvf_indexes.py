@@ -16,14 +16,14 @@ The (code_postal, date_mutation) and (importe_le) indexes served none of them. T
 the codes are compared bytewise (COLLATE "C": hex digits and INSEE codes, the same order
 and equality as before, without the locale's comparison).
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0021
+Revises: 0020
 """
 
 from alembic import op
 
-revision = "0019"
-down_revision = "0018"
+revision = "0021"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
