@@ -299,7 +299,8 @@ class World:
                   for m in self.smtp.messages
                   if not all(("email", t) in ok for t in m.rcpt_tos)]
         found += [("notification", n.destinataire, n.texte[:120])
-                  for n in await self.notifications()]
+                  for n in await self.notifications()
+                  if not any(n.destinataire == address for _, address in ok)]
         return found
 
 
