@@ -163,13 +163,15 @@ class Snapshot:
         return sorted(after.facts - self.facts, key=lambda f: f[0])
 
     def assert_unchanged(self, after: Snapshot, *, claims: bool = True,
-                         ignore: Iterable[str] = ()) -> None:
+                         own: int | None = None, ignore: Iterable[str] = ()) -> None:
         """Nothing an attacker may not change has changed. New facts may appear only as
-        claims (attributed, confidence ≤ 0.3) when `claims`; no existing fact ended."""
+        claims (attributed, confidence ≤ 0.3) when `claims`, or as the speaker's own
+        statements about themselves (linked to `own`); no existing fact ended."""
         added = self.new_claims(after)
         assert self.facts <= after.facts, f"facts changed: {sorted(self.facts - after.facts)}"
         if claims:
-            bad = [f for f in added if f[5] is None or f[6] > 0.3]
+            bad = [f for f in added if (f[5] is None or f[6] > 0.3)
+                   and not (own is not None and f[5] is None and f[7] == own)]
             assert not bad, f"new facts that are not claims: {bad}"
         else:
             assert not added, f"new facts: {added}"
