@@ -78,6 +78,12 @@ async def hostile_listing(world: World, listings: FakeListings) -> Engine:
     return runner
 
 
+def part(mail: Any, kind: str) -> str:
+    body = mail.message.get_body((kind,))
+    assert body is not None, f"no {kind} part"
+    return str(body.get_content())
+
+
 def _telegram_push(world: World) -> dict[str, Any]:
     [push] = [m for m in world.tg.chat_messages(LUDO) if "Veille" in (m.get("text") or "")]
     return push
@@ -99,7 +105,7 @@ async def test_a_listings_instructions_reach_only_a_local_toolless_summary_as_da
     assert not [m for m in MARKERS if m in shown(body)]  # nothing private beside it
     [mail] = world.smtp.messages
     assert sorted(mail.rcpt_tos) == sorted([AGENCY, AGENCY_CC])  # the veille's recipients
-    html = mail.message.get_body(("html",)).get_content()
+    html = part(mail, "html")
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert 'href="https://evil.example' not in html
     before.assert_unchanged(await Snapshot.of(world.app), claims=False)
@@ -139,7 +145,7 @@ async def test_a_hostile_dpe_address_stays_inert_in_the_mail(
     assert world.prompts_since(mark) == []
     [mail] = world.smtp.messages
     assert sorted(mail.rcpt_tos) == sorted([AGENCY, AGENCY_CC])
-    html = mail.message.get_body(("html",)).get_content()
+    html = part(mail, "html")
     assert "<script>" not in html and 'href="https://evil.example' not in html
     before.assert_unchanged(await Snapshot.of(world.app), claims=False)
 
@@ -186,5 +192,5 @@ async def test_the_models_summary_never_carries_what_its_prompt_forbids(
     push = _telegram_push(world)
     assert _links(push) == [] and PIRATE not in push["text"]
     [mail] = world.smtp.messages
-    summary = mail.message.get_body(("plain",)).get_content().split("\n\n", 1)[0]
+    summary = part(mail, "plain").split("\n\n", 1)[0]
     assert PIRATE not in summary and "evil.example" not in summary
