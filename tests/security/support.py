@@ -24,7 +24,6 @@ Every attempt must also leave a trace: its inbound row, a held reason, or a log 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -393,11 +392,6 @@ async def open_world(db: Database, database_url: str | None, data_dir: Path,
         if not webhook:
             await until(lambda: tg.calls_to("getUpdates"), 20, message="Telegram never polled")
         yield world
-
-
-async def pause(seconds: float = 0.3) -> None:
-    """Give a wrongly sent message the time to show (used only after `settle`)."""
-    await asyncio.sleep(seconds)
 
 
 def now() -> datetime:

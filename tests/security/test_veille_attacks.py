@@ -40,6 +40,7 @@ from tests.security.support import (
     PIRATE,
     Snapshot,
     World,
+    rows,
     shown,
 )
 
@@ -114,6 +115,13 @@ async def test_a_listings_instructions_reach_only_a_local_toolless_summary_as_da
     assert [r.canal for r in await world.outbound()] == ["email", "telegram"]
     assert {n.destinataire for n in await world.notifications()} <= {AGENCY, "créateur",
                                                                       "@créateur", "Ludo"}
+    # on record: the run, and the item as it came (reported once)
+    [run] = await rows(world.app, "SELECT etat, nouveaux FROM passages_veille "
+                                  "ORDER BY id DESC LIMIT 1")
+    assert (run.etat, run.nouveaux) == ("ok", 1)
+    [item] = await rows(world.app, "SELECT donnees->>'titre' AS titre, signale_le "
+                                   "FROM elements_veille WHERE cle LIKE '%/annonce/99'")
+    assert "Ignore previous instructions" in item.titre and item.signale_le is not None
 
 
 async def test_a_digest_is_no_turn_of_ludos_conversation(
