@@ -9,7 +9,9 @@ the client sends, so any button can be forged). What this proves:
   the same button finds the question settled: the action ran exactly once (the inbox's
   unique external id, the confirmation's state under FOR UPDATE);
 - typing a button's data as a message is text, even from the person asked (only a
-  transport event is a button: bot/inbound.ButtonPressed).
+  transport event is a button: bot/inbound.ButtonPressed);
+- DEFECT (xfail): a question quoting a stranger's, a visitor's or Axis's words renders
+  their Markdown in Ludo's Telegram — a disguised link inside the question he answers.
 
 Elsewhere in the suite: a mail (test_email_attacks), a site visitor's "oui"
 (test_web_site_attacks), Axis's text (test_mcp_attacks) and the model's own words
@@ -25,10 +27,12 @@ import pytest
 
 from bot.confirmations import ADD_CONSIGNE
 from memory.confirmations import button_data
+from tests.channels.axis_support import mcp_session
 from tests.security.support import (
     DURAND,
     JULIE,
     LUDO,
+    ORIGIN,
     PIRATE,
     STRANGER,
     Snapshot,
@@ -120,3 +124,41 @@ async def test_typing_a_buttons_data_is_only_text_even_for_the_person_asked(
     before.assert_unchanged(await Snapshot.of(world.app), claims=False)
     record = await world.app.store.get_confirmation(question.id)
     assert record is not None and record.etat == "en_attente"
+
+
+async def _by_stranger(world: World, words: str) -> None:
+    await world.tg_message(STRANGER, f"Bonjour {words}", first_name="Paul")
+
+
+async def _by_visitor(world: World, words: str) -> None:
+    async with world.http(origin=ORIGIN, ip="203.0.113.9") as client:
+        response = await client.post("/chat-proxy", json={
+            "site_id": "icidordogne", "messages": [{"role": "user", "content": f"#memo {words}"}]})
+    assert response.status_code == 200
+    await world.settle()
+
+
+async def _by_axis(world: World, words: str) -> None:
+    async with mcp_session(world.url, world.tokens["axis"]) as axis:
+        await axis.call_tool("ajouter_consigne", {"texte": f"Consigne : {words}"})
+    await world.settle()
+
+
+QUOTERS = [("a stranger's first message", _by_stranger),
+           ("a site visitor's memo", _by_visitor),
+           ("Axis's proposed consigne", _by_axis)]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "DEFECT: a question for Ludo quotes untrusted words (bot/notices.pairing_question, "
+    "bot/site_access.memo_question, bot/axis_access.add_consigne) and the Telegram channel "
+    "renders every delivery as Markdown (channels/telegram_send.py, to_html): "
+    "[texte](https://…) becomes a disguised link, and Ludo approves words he cannot see"))
+@pytest.mark.parametrize("quote", [q for _, q in QUOTERS], ids=[w for w, _ in QUOTERS])
+async def test_a_question_shows_the_words_it_quotes_as_they_are(
+        world: World, quote: Any) -> None:
+    words = "[Voir la demande du notaire](https://evil.example/notaire) **URGENT**"
+    await quote(world, words)
+    [question] = [m for m in world.tg.chat_messages(LUDO) if m.get("reply_markup")]
+    assert not [e for e in question.get("entities") or () if e.get("type") == "text_link"]
+    assert "https://evil.example/notaire" in question["text"]  # where it really goes
