@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -47,10 +48,19 @@ def summary_prompt(digest_text: str) -> list[ChatMessage]:
             ChatMessage("user", f"<rapport>\n{body}\n</rapport>\n\nRésumé :")]
 
 
+_FORBIDDEN = re.compile(
+    r"https?://|www\.|\]\(|[\w.+-]+@[\w-]+\.[\w.-]+|(?:\+33\s?|\b0)[1-9](?:[ .-]?\d{2}){4}\b"
+    r"|\b[a-z0-9-]+\.(?:fr|com|net|org|io|eu)\b", re.IGNORECASE)
+"""What the prompt forbids and a source's instruction would carry: a link, an email
+address, a phone number, a domain name."""
+
+
 def clean_summary(text: str) -> str | None:
-    """The model's text as one short plain paragraph (pure); None when empty."""
+    """The model's text as one short plain paragraph (pure); None when empty, or when it
+    holds what its prompt forbids (then a source's words speak through the model: the
+    digest goes out without a summary)."""
     flat = " ".join(text.replace("<", "‹").replace(">", "›").split())
-    if not flat:
+    if not flat or _FORBIDDEN.search(flat):
         return None
     if len(flat) > MAX_SUMMARY_CHARS:
         cut = flat[:MAX_SUMMARY_CHARS].rsplit(" ", 1)[0]

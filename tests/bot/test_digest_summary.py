@@ -66,3 +66,12 @@ def test_the_summary_is_one_short_plain_paragraph_escaped_in_html() -> None:
     bare = Digest(subject="s", text="corps").with_model_summary("résumé")
     assert bare.html is None and bare.summary == (
         "Résumé automatique (modèle local, à vérifier) : résumé\n\ncorps")
+
+
+def test_a_summary_carrying_a_link_an_address_or_a_phone_is_dropped() -> None:
+    for bad in ("Appelez le 05 53 07 20 00 pour la maison.", "Voir https://evil.example/x",
+                "Écrivez à pirate@evil.example.", "[Cliquez](javascript:alert(1))",
+                "Rendez-vous sur evil-agence.fr demain", "Contact +33 6 12 34 56 78"):
+        assert clean_summary(bad) is None, bad
+    assert clean_summary("Trois DPE à Vergt, dont une passoire (G) de 120 m².") == (
+        "Trois DPE à Vergt, dont une passoire (G) de 120 m².")

@@ -354,6 +354,7 @@ async def open_world(db: Database, database_url: str | None, data_dir: Path,
     anthropic.reply = obedient
     settings = make_settings(ollama, anthropic, database_url, data_dir,
                              AXI_QUIET_HOURS="off", AXI_AGENCY_EMAIL=AGENCY,
+                             AXI_VEILLE_ALLOWED_NETWORKS="127.0.0.0/8,::1",
                              AXI_AGENCY_CC=AGENCY_CC)
     options: dict[str, Any] = {}
     if webhook:

@@ -9,9 +9,9 @@ SMTP, its local model writing the digest's summary (an obedient one). What this 
   the veille's configured recipients only), and the HTML mail escapes it;
 - a digest is not a turn of Ludo's conversation: when he writes next, none of it is in his
   prompt (memory/rows.insert_outbound: a push is no turn);
-- DEFECTS (xfail): a source's Markdown becomes a disguised link in Ludo's Telegram
-  summary, and the local model's summary is trusted — an address or link it repeats
-  from a source reaches Ludo and the agency as Axi's words.
+- a source's Markdown never becomes a disguised link in Ludo's Telegram summary (pushes
+  are plain text), and the local model's summary is dropped when it carries what its
+  prompt forbids (an address, a link, a phone number) — never Axi's words.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ async def test_a_listings_instructions_reach_only_a_local_toolless_summary_as_da
     before, mark = await Snapshot.of(world.app), world.mark()
     result = await runner.run("concurrence")
     await world.settle()
-    assert result.state == "ok" and result.new == 1
+    assert result.state == "ok" and result.new == 1, result.error
     [body] = world.prompts_since(mark)  # one model call: the summary, local (no Claude)
     assert world.anthropic.bodies == [] and not body.get("tools")
     system, user = body["messages"]
@@ -162,10 +162,6 @@ def _links(message: dict[str, Any]) -> list[str]:
     return [e["url"] for e in message.get("entities") or () if e.get("type") == "text_link"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: jobs/dpe_digest.py summary() puts a DPE's address (ADEME data anyone filing "
-    "a DPE writes) in Ludo's Telegram text unescaped; the Telegram channel renders it as "
-    "Markdown, so [texte](https://…) becomes a disguised link"))
 async def test_a_source_field_never_becomes_a_link_in_ludos_telegram(
         world: World, ademe_server: Any, communes_server: Any) -> None:
     await world.app.store.add_veille("dpe", "dpe", "0 8 * * *", config=DPE_CONFIG,
@@ -186,11 +182,6 @@ def _summary_repeating(source: str) -> Callable[[dict[str, Any]], str]:
     return reply
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: bot/digest_summary.clean_summary keeps whatever the local model wrote; its "
-    "prompt forbids repeating instructions, addresses and links but nothing enforces it, "
-    "so a source's instruction the model repeats reaches Ludo's Telegram (as a link) and "
-    "the agency's mail as Axi's summary"))
 async def test_the_models_summary_never_carries_what_its_prompt_forbids(
         world: World, listing_server: FakeListings) -> None:
     runner = await hostile_listing(world, listing_server)
@@ -200,5 +191,5 @@ async def test_the_models_summary_never_carries_what_its_prompt_forbids(
     push = _telegram_push(world)
     assert _links(push) == [] and PIRATE not in push["text"]
     [mail] = world.smtp.messages
-    summary = part(mail, "plain").split("\n\n", 1)[0]
-    assert PIRATE not in summary and "evil.example" not in summary
+    assert "Résumé automatique" not in part(mail, "plain")  # dropped: never Axi's words
+    assert "Résumé automatique" not in push["text"]
