@@ -20,8 +20,6 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-import pytest
-
 from bot.digest_summary import make_summarizer
 from bot.jobs_contract import JobServices
 from jobs import kinds
