@@ -342,10 +342,11 @@ class Sender:
             raise SendError(f"network: {exc}") from exc
 
     async def _send(self, chat_id: int, delivery: Delivery) -> str | None:
-        # what Axi pushes on its own (digests, alerts) carries text from outside (a DPE's
-        # address, a listing's title): shown as plain text, never read as Markdown
-        source = (html.escape(delivery.text, quote=False) if delivery.kind == "push"
-                  else to_html(delivery.text))
+        # only the model's replies are Markdown; what Axi writes itself (digests, alerts,
+        # notices, questions to Ludo) quotes text from outside (a DPE's address, a
+        # stranger's first words, a visitor's memo): shown as typed, never as a link
+        source = (to_html(delivery.text) if delivery.kind == "reply"
+                  else html.escape(delivery.text, quote=False))
         parts = split_html(source)
         done = self._parts_sent.get(delivery.message_id, 0)
         last_id: int | None = None

@@ -10,8 +10,8 @@ the client sends, so any button can be forged). What this proves:
   unique external id, the confirmation's state under FOR UPDATE);
 - typing a button's data as a message is text, even from the person asked (only a
   transport event is a button: bot/inbound.ButtonPressed);
-- DEFECT (xfail): a question quoting a stranger's, a visitor's or Axis's words renders
-  their Markdown in Ludo's Telegram — a disguised link inside the question he answers.
+- a question quoting a stranger's, a visitor's or Axis's words shows them as typed in
+  Ludo's Telegram — never a disguised link inside the question he answers.
 
 Elsewhere in the suite: a mail (test_email_attacks), a site visitor's "oui"
 (test_web_site_attacks), Axis's text (test_mcp_attacks) and the model's own words
@@ -149,11 +149,6 @@ QUOTERS = [("a stranger's first message", _by_stranger),
            ("Axis's proposed consigne", _by_axis)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: a question for Ludo quotes untrusted words (bot/notices.pairing_question, "
-    "bot/site_access.memo_question, bot/axis_access.add_consigne) and the Telegram channel "
-    "renders every delivery as Markdown (channels/telegram_send.py, to_html): "
-    "[texte](https://…) becomes a disguised link, and Ludo approves words he cannot see"))
 @pytest.mark.parametrize("quote", [q for _, q in QUOTERS], ids=[w for w, _ in QUOTERS])
 async def test_a_question_shows_the_words_it_quotes_as_they_are(
         world: World, quote: Any) -> None:
