@@ -20,6 +20,7 @@ or a refresh token.
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -118,6 +119,8 @@ class AxisOAuthService:
 
     # ------------------------------------------------------------------ clients
     async def register_client(self, client_id: str, info: dict[str, Any]) -> None:
+        if "\\u0000" in json.dumps(info) or "\x00" in client_id:
+            raise AxisRefused("Enregistrement refusé : un champ contient un caractère nul.")
         uris = info.get("redirect_uris") or []
         if not uris or not all(isinstance(u, str) and redirect_allowed(u) for u in uris):
             raise AxisRefused("Adresse de retour refusée : seules les adresses https (ou "

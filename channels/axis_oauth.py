@@ -173,6 +173,7 @@ class AxisProvider:
     async def load_access_token(self, token: str) -> AxisAccessToken | None:
         found = await self.oauth.access_token(token)
         if found is None:
+            log.info("MCP bearer refused: unknown, revoked or expired token")
             return None
         g = found.grant
         return AxisAccessToken(

@@ -337,16 +337,23 @@ class TelegramChannel:
         """One update pushed by Telegram: 200 only once it is stored (else Telegram
         retries); a request without our secret token is refused."""
         given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-        if not hmac.compare_digest(given.encode(), self.secret.encode()):
+        if not hmac.compare_digest(given.encode(errors="replace"), self.secret.encode()):
+            log.info("Telegram webhook refused: %s secret token (from %s)",
+                     "no" if not given else "a wrong",
+                     request.client.host if request.client else "?")
             return Response(status_code=401)
         body = await request.body()
         if len(body) > self.config.max_webhook_bytes:
             log.warning("Telegram webhook: %d bytes refused", len(body))
             return Response(status_code=413)
         try:
-            update = Update.de_json(json.loads(body), self.bot)
-        except (ValueError, TypeError, KeyError) as exc:
-            log.warning("Telegram webhook: unreadable update dropped (%s)", exc)
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")
+            update = Update.de_json(data, self.bot)
+        except (Exception, RecursionError) as exc:  # whatever PTB makes of a bad body
+            log.warning("Telegram webhook: unreadable update dropped (%s: %s)",
+                        type(exc).__name__, str(exc)[:200])
             return Response(status_code=200)  # a retry would not make it readable
         if update is None:
             return Response(status_code=200)

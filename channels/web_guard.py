@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -23,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.channel import ChannelServices
 from bot.web_contract import TokenGrant
+
+log = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),
@@ -164,6 +167,15 @@ def bearer(request: Request) -> str | None:
     return token.strip()
 
 
+def _refused(request: Request, status: int, why: str) -> None:
+    """Every request refused for its credentials leaves a line for Anthony (never the
+    token itself): an attack on the tokens is visible in the logs."""
+    peer = request.client.host if request.client else "?"
+    seen = request.headers.get("cf-connecting-ip")
+    log.info("HTTP %d refused: %s %s (%s) from %s%s", status, request.method,
+             request.url.path[:100], why, peer, f" (CF-Connecting-IP {seen[:60]})" if seen else "")
+
+
 async def authorize(request: Request, services: ChannelServices, scopes: frozenset[str],
                     limiter: RateLimiter | None = None) -> TokenGrant | JSONResponse:
     """The token's grant, or the error to answer: 401 without a valid token, 403 for a
@@ -172,14 +184,17 @@ async def authorize(request: Request, services: ChannelServices, scopes: frozens
     secret = bearer(request)
     unauthorized = {"WWW-Authenticate": 'Bearer realm="axi"'}
     if secret is None:
+        _refused(request, 401, "no token")
         return error(401, "jeton_manquant",
                      "Un jeton est nécessaire (en-tête Authorization: Bearer …).",
                      headers=unauthorized)
     grant = await services.web.authenticate(secret) if services.web is not None else None
     if grant is None:
+        _refused(request, 401, "unknown, revoked or expired token")
         return error(401, "jeton_invalide", "Ce jeton n'est pas valable (inconnu, révoqué ou "
                      "expiré).", headers=unauthorized)
     if grant.scope not in scopes:
+        _refused(request, 403, f"token {grant.token_id} of scope {grant.scope}")
         return error(403, "portee_insuffisante",
                      f"Ce jeton ne permet pas cela (portée « {grant.scope} »).")
     if limiter is not None and (wait := limiter.check(f"jeton:{grant.token_id}")) is not None:

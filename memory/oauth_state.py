@@ -18,6 +18,9 @@ from typing import Any
 
 from sqlalchemy import text
 
+from memory.errors import InvalidInput
+from memory.rows import clean_json
+
 _COLUMNS = "genre, cle, client_id, donnees, cree_le, expire_le"
 _LIVE = "(expire_le IS NULL OR expire_le > now())"
 
@@ -40,12 +43,22 @@ def _state(row: Any) -> OAuthState:
                       donnees=data or {}, cree_le=row.cree_le, expire_le=row.expire_le)
 
 
+def _has_nul(*values: Any) -> bool:
+    """A key, client id or value holding NUL can never be stored (PostgreSQL refuses it):
+    no such row exists, and asking for one is answered "not found", never a 500."""
+    return any(isinstance(v, str) and "\x00" in v for v in values)
+
+
 class OAuthStateMixin:
     db: Any
 
     async def oauth_put(self, genre: str, cle: str, *, client_id: str | None,
                         donnees: dict[str, Any], expire_le: datetime | None) -> None:
-        """Store a new row (replacing an expired one with the same key)."""
+        """Store a new row (replacing an expired one with the same key); NULs in its JSON
+        are removed, a key or client id holding one is refused."""
+        if _has_nul(cle, client_id):
+            raise InvalidInput("an OAuth key or client id cannot hold a NUL character")
+        donnees = clean_json(donnees)
         async with self.db.sessions.begin() as session:
             await session.execute(text(
                 "DELETE FROM oauth_etats WHERE genre = :g AND cle = :k AND NOT " + _LIVE),
@@ -58,6 +71,8 @@ class OAuthStateMixin:
     async def oauth_get(self, genre: str, cle: str, *,
                         expired_too: bool = False) -> OAuthState | None:
         """The live row (or an expired one too, with `expired_too`), or None."""
+        if _has_nul(cle):
+            return None
         live = "" if expired_too else f" AND {_LIVE}"
         async with self.db.sessions() as session:
             row = (await session.execute(text(
@@ -69,6 +84,8 @@ class OAuthStateMixin:
                          client_id: str | None = None) -> OAuthState | None:
         """Delete and return the live row (of this client when given): whoever takes it
         first gets it, so a code or a refresh token serves once."""
+        if _has_nul(cle, client_id):
+            return None
         sql = (f"DELETE FROM oauth_etats WHERE genre = :g AND cle = :k AND {_LIVE}"
                " AND (CAST(:c AS text) IS NULL OR client_id = :c)"
                f" RETURNING {_COLUMNS}")
@@ -81,6 +98,8 @@ class OAuthStateMixin:
                                new: str) -> OAuthState | None:
         """Set `donnees[field]` from `old` to `new` on the live row, atomically: None when
         the row is gone or `field` was not `old` (someone else moved it first)."""
+        if _has_nul(cle, field, old, new):
+            return None
         async with self.db.sessions.begin() as session:
             row = (await session.execute(text(
                 "UPDATE oauth_etats SET donnees = donnees || jsonb_build_object("
@@ -92,6 +111,9 @@ class OAuthStateMixin:
 
     async def oauth_merge(self, genre: str, cle: str, values: dict[str, Any]) -> bool:
         """Add `values` to the live row's JSON; False when there is no such row."""
+        if _has_nul(cle):
+            return False
+        values = clean_json(values)
         async with self.db.sessions.begin() as session:
             found = (await session.execute(text(
                 "UPDATE oauth_etats SET donnees = donnees || CAST(:v AS jsonb) "
@@ -108,6 +130,9 @@ class OAuthStateMixin:
         oldest live pending rows of the genre beyond `per_group - 1` of that group and
         beyond `total - 1` in all: the newest always gets in. One transaction, one at a
         time per genre. Returns the rows it ended."""
+        if _has_nul(cle, client_id, field, pending, ended, group):
+            raise InvalidInput("an OAuth key or client id cannot hold a NUL character")
+        donnees = clean_json(donnees)
         sql = (f"UPDATE oauth_etats SET donnees = donnees || jsonb_build_object("
                "CAST(:f AS text), CAST(:e AS text), 'remplacee', true) "
                "WHERE genre = :g AND cle IN (SELECT cle FROM oauth_etats WHERE genre = :g "
@@ -145,6 +170,8 @@ class OAuthStateMixin:
     async def oauth_delete_where(self, genre: str, field: str, value: str) -> int:
         """Delete the rows of a genre whose `donnees[field]` is `value` (e.g. the refresh
         tokens of a revoked access token)."""
+        if _has_nul(field, value):
+            return 0
         async with self.db.sessions.begin() as session:
             rows = (await session.execute(text(
                 "DELETE FROM oauth_etats WHERE genre = :g AND donnees->>:f = :v RETURNING 1"),
