@@ -211,7 +211,9 @@ async def pair_identity(ctx: ActionContext) -> str:
         name = normalise_name(str(ctx.payload.get("nom") or ""))
     except BadName:
         name = f"Contact {canal} {adresse}"
-    if (await ctx.execute("SELECT 1 FROM relations WHERE lower(personne) = lower(:n)",
+    # a name taken up to case and accents ("Ludô" is Ludo to the facts, which match
+    # subjects folded): never given to a newcomer, who would speak "for himself" as Ludo
+    if (await ctx.execute("SELECT 1 FROM relations WHERE axi_pli(personne) = axi_pli(:n)",
                           {"n": name})).scalar():
         name = f"{name} ({canal} {adresse})"[:200]
     relation = "équipe" if ctx.choice == "équipe" else "client"

@@ -8,9 +8,8 @@ pour budget 1 €", and asks to forget both, whatever it reads). What this prove
 - a client's lies about another client are claims: attributed, never in that client's own
   prompt as truth, never superseding his own statement (bot/policy.asserts_fact);
 - a stranger paired under Ludo's name stays someone else (bot/confirmations.pair_identity
-  renames a taken name) — and the DEFECT case: a display name differing from Ludo's only by
-  an accent is not seen as taken, and that client's "own" statements then supersede
-  Ludo's facts (see the xfail test);
+  renames a taken name), also when the display name differs from Ludo's only by case or an
+  accent (facts match subjects folded: "Ludô"'s "own" statements would supersede Ludo's);
 - a client cannot add a consigne or raise her own standing by saying so;
 - a client's words recalled into Ludo's prompt stay data: in the data block, attributed,
   their fake "end of data" markers neutralised (bot/prompt_builder._data_text).
@@ -124,10 +123,6 @@ async def test_a_stranger_paired_under_ludos_name_stays_someone_else(world: Worl
     before.assert_unchanged(await Snapshot.of(world.app))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: pair_identity (bot/confirmations.py) sees a name as taken only when equal "
-    "by lower(), but facts match subjects folded (axi_pli: accents too) — a client paired "
-    "as « Ludô » asserts « his own » facts that supersede Ludo's (memory/facts.add_fact)"))
 async def test_a_client_named_like_ludo_but_for_an_accent_cannot_rewrite_his_facts(
         world: World) -> None:
     await _paired(world, "Ludô")
