@@ -18,6 +18,7 @@ from bot.cli_legacy import import_app
 from bot.cli_mail import mail_app
 from bot.cli_memory import consignes_app, facts_app, memory_app, people_app
 from bot.cli_ops import confirm_app, inbox_app
+from bot.cli_status import status
 from bot.cli_support import check_arguments, err, opened, out, print_json, print_table, run, settings
 from bot.cli_tokens import tokens_app
 from bot.cli_veille import veille_app
@@ -54,6 +55,7 @@ app.command("run")(run_command)
 app.command("ask")(ask)
 app.command("chat")(chat)
 app.command("doctor")(doctor)
+app.command("status")(status)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
