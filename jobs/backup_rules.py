@@ -259,7 +259,8 @@ def libpq_target(url: str) -> Target:
     if host and str(host).startswith("/"):
         server = f"the server at socket {host}" + (f" port {port_text}" if port_text else "")
     else:
-        server = f"postgresql://{user}{host or 'localhost'}" + (f":{port_text}" if port_text else "")
+        server = (f"postgresql://{user}{host}" + (f":{port_text}" if port_text else "")
+                  if host else "the default local server")
     return Target(env, server, parsed.database)
 
 
