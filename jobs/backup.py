@@ -17,9 +17,8 @@ scheduled daily backup and weekly verification do, step by step, with their reco
 
 One of these at a time, across every `axi` process: they hold the advisory lock
 `sauvegardes`. Each operation per repository is a row of `operations`; its failure
-alerts Ludo and Anthony once, and its recovery once (backup_rules.transition); after a
-fully successful backup or verification, its Uptime Kuma push URL is called (a secret:
-never logged).
+alerts Ludo and Anthony once, and its recovery once; after a fully successful backup or
+verification, its Uptime Kuma push URL is called (jobs/backup_alerts.py).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +36,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from bot.config import Settings
+from bot.jobs_contract import NotifyFn
 from jobs import pg_tools
+from jobs.backup_alerts import alert_if_changed, ping
 from jobs.backup_rules import (
     DUMP_FILE,
     DUMP_IN_SNAPSHOT,
@@ -47,16 +48,12 @@ from jobs.backup_rules import (
     BackupError,
     Manifest,
     Target,
-    alert_key,
-    alert_subject,
-    alert_text,
     compare,
     libpq_target,
     password_configured,
-    transition,
 )
 from jobs.restic import Progress, Restic, repository_env
-from jobs.restic_output import Snapshot
+from jobs.restic_output import Snapshot, find_snapshot
 from memory.operations import OperationRow
 from memory.store import MemoryStore
 
@@ -64,12 +61,7 @@ log = logging.getLogger(__name__)
 
 LOCK = "sauvegardes"
 INTERRUPTED = "interrompue : le processus s'est arrêté pendant l'opération"
-ALERT_RELATIONS = ("créateur", "administrateur")
-OWNER = "@créateur"
-"""bot.notify's recipient meaning Ludo (the console when nobody is créateur yet)."""
 WORK_DIR = "sauvegardes-travail"
-PUSH_TIMEOUT_S = 10.0
-NotifyFn = Callable[..., Awaitable[Any]]
 
 
 @dataclass
@@ -453,75 +445,11 @@ class Backups:
     # ------------------------------------------------------------------ after an operation
     async def _after(self, report: Report, push_url: SecretStr | None, setting: str) -> None:
         for outcome in report.outcomes:
-            if outcome.operation is not None:
-                await self._alert(outcome.operation)
+            if outcome.operation is not None and self.notify is not None:
+                await alert_if_changed(self.db_store, self.notify, outcome.operation,
+                                       _tz(self.settings))
         if report.ok and push_url is not None and push_url.get_secret_value().strip():
             await ping(push_url, setting)
-
-    async def _alert(self, op: OperationRow) -> None:
-        """Tell Ludo and Anthony when this operation changed the state of its kind."""
-        if self.notify is None:
-            return
-        previous = await self.db_store.last_operation(op.type, op.depot, before=op.id)
-        change = transition(previous.etat if previous else None, op.etat)
-        if change is None:
-            return
-        last_good = await self.db_store.last_good_operation(op.type, op.depot)
-        text = alert_text(op.type, op.depot, change, error=op.erreur,
-                          when=(op.fin or op.debut).astimezone(_tz(self.settings)),
-                          last_good=(last_good.fin.astimezone(_tz(self.settings))
-                                     if last_good is not None and last_good.fin else None))
-        people: list[Any] = [p for p in await self.db_store.list_people()
-                             if p.relation in ALERT_RELATIONS and not p.bloque]
-        for person in people or [OWNER]:
-            to: Any = person
-            name = getattr(person, "personne", "créateur")
-            try:
-                await self.notify(to, text, key=f"{alert_key(op.type, op.depot, change, op.id)}:"
-                                                f"{getattr(person, 'id', 0)}",
-                                  subject=alert_subject(op.type, op.depot, change), kind="push")
-            except Exception as exc:  # the alert must not hide the operation's outcome
-                log.warning("backup alert for %s not queued: %s", name, exc)
-
-
-def find_snapshot(snapshots: list[Snapshot], ref: str, where: str) -> Snapshot:
-    """'latest' or a (short) snapshot id among Axi's snapshots."""
-    ref = ref.strip().lower()
-    if not snapshots:
-        raise BackupError(f"no Axi snapshot in {where}", f"aucun instantané dans {where}",
-                          kind="vide")
-    if ref == "latest":
-        return snapshots[-1]
-    found = [s for s in snapshots if s.id.startswith(ref)] if len(ref) >= 4 else []
-    if len(found) != 1:
-        why = "matches several snapshots" if found else "is not one of Axi's snapshots"
-        raise BackupError(f"{ref!r} {why} in {where} (see `axi backup list`)",
-                          kind="introuvable")
-    return found[0]
-
-
-async def ping(url: SecretStr, setting: str) -> bool:
-    """Call an Uptime Kuma push URL. Its address is a secret: it is never logged (urllib,
-    unlike httpx, logs no request line), only the setting's name and the failure's kind."""
-    import asyncio
-    import urllib.error
-    import urllib.request
-
-    def call() -> int:
-        request = urllib.request.Request(url.get_secret_value(),
-                                         headers={"User-Agent": "Axi/1.0 (sauvegardes)"})
-        with urllib.request.urlopen(request, timeout=PUSH_TIMEOUT_S) as response:
-            return int(response.status)
-
-    try:
-        await asyncio.to_thread(call)
-    except urllib.error.HTTPError as exc:
-        log.warning("push monitor %s answered HTTP %d", setting, exc.code)
-        return False
-    except (OSError, ValueError) as exc:  # URLError is an OSError; ValueError: not a URL
-        log.warning("push monitor %s not reached (%s)", setting, type(exc).__name__)
-        return False
-    return True
 
 
 def _tz(settings: Settings) -> Any:

@@ -179,3 +179,19 @@ def classify(stderr: str, *, repository: str, command: str) -> BackupError:
 def is_missing_repository(stderr: str) -> bool:
     """`restic cat config` on a location where no repository was ever created."""
     return any(marker in stderr for marker in _NO_REPOSITORY[:3]) and "wrong password" not in stderr
+
+
+def find_snapshot(snapshots: list[Snapshot], ref: str, where: str) -> Snapshot:
+    """'latest' or a (short) snapshot id among Axi's snapshots."""
+    ref = ref.strip().lower()
+    if not snapshots:
+        raise BackupError(f"no Axi snapshot in {where}", f"aucun instantané dans {where}",
+                          kind="vide")
+    if ref == "latest":
+        return snapshots[-1]
+    found = [s for s in snapshots if s.id.startswith(ref)] if len(ref) >= 4 else []
+    if len(found) != 1:
+        why = "matches several snapshots" if found else "is not one of Axi's snapshots"
+        raise BackupError(f"{ref!r} {why} in {where} (see `axi backup list`)",
+                          kind="introuvable")
+    return found[0]

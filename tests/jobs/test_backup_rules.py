@@ -26,6 +26,7 @@ from jobs.restic_output import (
     backup_summary,
     check_progress,
     classify,
+    find_snapshot,
     is_missing_repository,
     parse_forget,
     parse_snapshots,
@@ -144,3 +145,17 @@ def test_a_missing_repository_is_told_apart() -> None:
                                  "file or directory\nIs there a repository at the following "
                                  "location?")
     assert not is_missing_repository("Fatal: wrong password or no key found")
+
+
+def test_a_snapshot_is_found_by_its_id_or_as_the_latest() -> None:
+    snaps = parse_snapshots(
+        '[{"time":"2026-11-29T03:30:00Z","hostname":"axi","id":"c276de70e6aa"},'
+        '{"time":"2026-11-30T03:30:00Z","hostname":"axi","id":"c2f1000000bb"}]')
+    assert find_snapshot(snaps, "latest", "/d").id == "c2f1000000bb"
+    assert find_snapshot(snaps, "C276", "/d").id == "c276de70e6aa"
+    with pytest.raises(BackupError, match="matches several"):
+        find_snapshot(snaps * 2, "c276", "/d")
+    with pytest.raises(BackupError, match="is not one of Axi's snapshots"):
+        find_snapshot(snaps, "c2", "/d")  # too short to be an id
+    with pytest.raises(BackupError, match="no Axi snapshot"):
+        find_snapshot([], "latest", "/d")
