@@ -197,7 +197,8 @@ class Backups:
         for depot, op_id in ops.items():
             if depot not in done:
                 with contextlib.suppress(Exception):
-                    await self.db_store.finish_operation(op_id, "echec", erreur=INTERRUPTED)
+                    await self.db_store.finish_operation(op_id, "echec", erreur=INTERRUPTED,
+                                                         details={"interrompue": True})
 
     # ------------------------------------------------------------------ backup
     async def backup(self, *, progress: Progress | None = None) -> Report:
@@ -406,7 +407,10 @@ class Backups:
         if problems:
             raise BackupError("restored, but the copy differs from the backup: "
                               + "; ".join(problems[:5]), kind="different")
-        await self._record_restore(plan)
+        try:
+            await self._record_restore(plan)
+        except Exception as exc:  # the restore itself is done and checked
+            log.warning("restauration non notée / restore not recorded in operations: %s", exc)
         return {name: s.rows for name, s in restored.items()}
 
     async def _record_restore(self, plan: RestorePlan) -> None:

@@ -30,8 +30,11 @@ PUSH_TIMEOUT_S = 10.0
 
 async def alert_if_changed(store: MemoryStore, notify: NotifyFn, op: OperationRow,
                            tz: tzinfo) -> None:
-    """Tell Ludo and Anthony when this operation changed the state of its kind."""
+    """Tell Ludo and Anthony when this operation changed the state of its kind. An
+    operation interrupted by a stop (never alerted) does not count as a failure."""
     previous = await store.last_operation(op.type, op.depot, before=op.id)
+    while previous is not None and previous.details.get("interrompue"):
+        previous = await store.last_operation(op.type, op.depot, before=previous.id)
     change = transition(previous.etat if previous else None, op.etat)
     if change is None:
         return

@@ -98,12 +98,14 @@ class OperationsMixin:
 
     async def abandon_operations(self, type_: str, reason: str) -> int:
         """Close as `echec` the operations of this type still `en_cours` (their process
-        died). Only call it while holding the lock that serialises these operations."""
+        died), marked `interrompue` in their details (nobody was alerted of them). Only
+        call it while holding the lock that serialises these operations."""
         if type_ not in TYPES:
             raise InvalidInput(f"unknown operation type {type_!r}")
         async with self.db.sessions.begin() as session:
             result = await session.execute(text(
-                "UPDATE operations SET fin = now(), etat = 'echec', erreur = :r "
+                "UPDATE operations SET fin = now(), etat = 'echec', erreur = :r, "
+                "details = details || '{\"interrompue\": true}'::jsonb "
                 "WHERE type = :t AND etat = 'en_cours'"), {"t": type_, "r": reason})
         return int(getattr(result, "rowcount", 0) or 0)
 

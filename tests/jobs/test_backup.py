@@ -414,3 +414,14 @@ async def test_a_remote_repository_gets_its_own_copy_check_and_failure(kit: Kit)
     assert distant.error is not None and "/proc/axi-impossible/depot" in distant.error.en
     alerts = await kit.notifications()
     assert alerts and all(":sauvegarde:distant:echec:" in key for key, _ in alerts)
+
+
+async def test_an_operation_cut_by_a_stop_is_closed_without_a_false_recovery_alert(
+        kit: Kit) -> None:
+    backups = kit.backups()
+    assert (await backups.backup()).ok
+    dead = await kit.store.start_operation("sauvegarde", "local")  # its process was killed
+    assert (await backups.backup()).ok
+    closed = next(o for o in await kit.store.list_operations() if o.id == dead)
+    assert closed.etat == "echec" and closed.details.get("interrompue") is True
+    assert await kit.notifications() == []  # neither "failed" nor "works again"

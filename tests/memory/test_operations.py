@@ -44,7 +44,7 @@ async def test_an_operation_whose_process_died_is_closed_as_failed(store: Memory
     assert await store.abandon_operations("verification", "interrompue") == 1
     closed = await store.last_operation("verification", "local")
     assert closed is not None and closed.id == dead and closed.etat == "echec"
-    assert closed.erreur == "interrompue"
+    assert closed.erreur == "interrompue" and closed.details == {"interrompue": True}
     assert await store.last_operation("sauvegarde", "local") is None  # untouched
     await store.finish_operation(other, "ok")
 
