@@ -18,7 +18,7 @@ scheduled daily backup and weekly verification do, step by step, with their reco
 One of these at a time, across every `axi` process: they hold the advisory lock
 `sauvegardes`. Each operation per repository is a row of `operations`; its failure
 alerts Ludo and Anthony once, and its recovery once; after a fully successful backup or
-verification, its Uptime Kuma push URL is called (jobs/backup_alerts.py).
+verification, its Uptime Kuma push URL is called (jobs/backup_alerts.py, jobs/push.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from pydantic import SecretStr
 
 from bot.config import Settings
 from bot.jobs_contract import NotifyFn
-from jobs import pg_tools
-from jobs.backup_alerts import alert_if_changed, ping
+from jobs import pg_tools, push
+from jobs.backup_alerts import alert_if_changed
 from jobs.backup_rules import (
     DUMP_FILE,
     DUMP_IN_SNAPSHOT,
@@ -242,7 +242,7 @@ class Backups:
             finally:
                 shutil.rmtree(self.work_root / "sauvegarde", ignore_errors=True)
         report.seconds = time.monotonic() - began
-        await self._after(report, self.settings.push_url_backup, "AXI_PUSH_URL_BACKUP")
+        await self._after(report, self.settings.push_url_backup)
         return report
 
     async def _store_in(self, repo: Restic, op_id: int, work: Path, manifest: Manifest,
@@ -327,7 +327,7 @@ class Backups:
             finally:
                 shutil.rmtree(self.work_root / "verification", ignore_errors=True)
         report.seconds = time.monotonic() - began
-        await self._after(report, self.settings.push_url_verify, "AXI_PUSH_URL_VERIFY")
+        await self._after(report, self.settings.push_url_verify)
         return report
 
     async def _restore_and_compare(self, repo: Restic, outcome: Outcome,
@@ -447,13 +447,15 @@ class Backups:
         return {repo.depot: await repo.unlock() for repo in self.repositories}
 
     # ------------------------------------------------------------------ after an operation
-    async def _after(self, report: Report, push_url: SecretStr | None, setting: str) -> None:
+    async def _after(self, report: Report, push_url: SecretStr | None) -> None:
         for outcome in report.outcomes:
             if outcome.operation is not None and self.notify is not None:
                 await alert_if_changed(self.db_store, self.notify, outcome.operation,
                                        _tz(self.settings))
-        if report.ok and push_url is not None and push_url.get_secret_value().strip():
-            await ping(push_url, setting)
+        if report.ok:  # after a success only; jobs/push.py never logs the URL
+            snapshots = ", ".join(f"{o.depot} {o.snapshot}" for o in report.outcomes)
+            await push.ping(push_url, ok=True, message=f"{report.type} ok : {snapshots}",
+                            duration_s=report.seconds)
 
 
 def _tz(settings: Settings) -> Any:

@@ -1,19 +1,14 @@
-"""What follows a backup or a verification: its alert when it changed the state of its
-kind (Ludo and Anthony hear of a failure once and of the recovery once: the rule is
-backup_rules.transition, the previous state is the previous finished operation of the same
-kind in `operations`), and its Uptime Kuma push after a full success.
+"""The alert that follows a backup or a verification when it changed the state of its
+kind: Ludo and Anthony hear of a failure once and of the recovery once. The rule is
+backup_rules.transition; the previous state is the previous finished operation of the same
+kind in `operations` (the table is the memory of it, across restarts and processes).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import urllib.error
-import urllib.request
 from datetime import tzinfo
 from typing import Any
-
-from pydantic import SecretStr
 
 from bot.jobs_contract import NotifyFn
 from jobs.backup_rules import alert_key, alert_subject, alert_text, transition
@@ -25,7 +20,6 @@ log = logging.getLogger(__name__)
 ALERT_RELATIONS = ("créateur", "administrateur")
 OWNER = "@créateur"
 """bot.notify's recipient meaning Ludo (the console when nobody is créateur yet)."""
-PUSH_TIMEOUT_S = 10.0
 
 
 async def alert_if_changed(store: MemoryStore, notify: NotifyFn, op: OperationRow,
@@ -53,24 +47,3 @@ async def alert_if_changed(store: MemoryStore, notify: NotifyFn, op: OperationRo
         except Exception as exc:  # the alert must not hide the operation's outcome
             log.warning("backup alert for %s not queued: %s",
                         getattr(person, "personne", "créateur"), exc)
-
-
-async def ping(url: SecretStr, setting: str) -> bool:
-    """Call an Uptime Kuma push URL. Its address is a secret: it is never logged (urllib,
-    unlike httpx, logs no request line), only the setting's name and the failure's kind."""
-
-    def call() -> int:
-        request = urllib.request.Request(url.get_secret_value(),
-                                         headers={"User-Agent": "Axi/1.0 (sauvegardes)"})
-        with urllib.request.urlopen(request, timeout=PUSH_TIMEOUT_S) as response:
-            return int(response.status)
-
-    try:
-        await asyncio.to_thread(call)
-    except urllib.error.HTTPError as exc:
-        log.warning("push monitor %s answered HTTP %d", setting, exc.code)
-        return False
-    except (OSError, ValueError) as exc:  # URLError is an OSError; ValueError: not a URL
-        log.warning("push monitor %s not reached (%s)", setting, type(exc).__name__)
-        return False
-    return True

@@ -6,7 +6,6 @@ is pg_restore 16 into PostgreSQL 15), scratch and fresh databases on the same se
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import shutil
@@ -19,10 +18,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
 from bot.config import Settings
 from jobs import pg_tools
@@ -30,7 +25,7 @@ from jobs.backup import Backups
 from jobs.backup_rules import FOLDER, BackupError, Manifest, Target, libpq_target
 from jobs.restic import Restic, repository_env
 from memory.store import MemoryStore
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.kuma_server import FakeKuma
 from tests.jobs.conftest import Clock, job_services
 
 OPERATIONS = "public.operations"
@@ -149,13 +144,9 @@ async def test_backup_then_verify_then_restore_into_a_fresh_database_is_identica
 
 async def test_verify_catches_a_damaged_pack_alerts_once_and_once_on_recovery(
         kit: Kit) -> None:
-    hits: list[str] = []
-
-    async def push(request: Request) -> PlainTextResponse:
-        hits.append(request.url.path)
-        return PlainTextResponse("ok")
-
-    with LoopbackServer(Starlette(routes=[Route("/api/push/{token}", push)])) as kuma:
+    fake = FakeKuma(known={"s3cretT0ken"})
+    hits = fake.pings
+    with fake.server() as kuma:
         backups = kit.backups(AXI_PUSH_URL_VERIFY=f"{kuma.url}/api/push/s3cretT0ken?status=up")
         assert (await backups.backup()).ok
         pack = max((p for p in (kit.repository / "data").rglob("*") if p.is_file()),
@@ -179,7 +170,8 @@ async def test_verify_catches_a_damaged_pack_alerts_once_and_once_on_recovery(
         pack.write_bytes(original)
         recovered = await backups.verify()
         assert recovered.ok, recovered.outcomes
-        assert hits == ["/api/push/s3cretT0ken"]
+        assert [(h["token"], h["status"]) for h in hits] == [("s3cretT0ken", "up")]
+        assert hits[0]["msg"].startswith("verification ok : local ")
         news = (await kit.notifications())[len(first):]
         assert sorted(who for _, who in news) == ["Anthony", "Ludo"]
         assert all(":verification:local:retour:" in key for key, _ in news)
@@ -224,17 +216,13 @@ async def test_a_restored_copy_that_differs_from_its_manifest_fails_and_drops_it
 # ---------------------------------------------------------------------------- bad input
 async def test_a_wrong_password_stores_nothing_and_alerts_once_then_once_on_recovery(
         kit: Kit, caplog: pytest.LogCaptureFixture) -> None:
-    hits: list[str] = []
-
-    async def push(request: Request) -> PlainTextResponse:
-        hits.append(request.url.path)
-        return PlainTextResponse("ok")
-
-    with LoopbackServer(Starlette(routes=[Route("/api/push/{token}", push)])) as kuma:
-        secret_url = f"{kuma.url}/api/push/t0pS3cret?status=up&msg=OK"
+    fake = FakeKuma(known={"t0pS3cret"})
+    hits = fake.pings
+    with fake.server() as kuma:
+        secret_url = f"{kuma.url}/api/push/t0pS3cret?status=up&msg=OK&ping="
         good = kit.backups(AXI_PUSH_URL_BACKUP=secret_url)
         assert (await good.backup()).ok
-        assert hits == ["/api/push/t0pS3cret"]
+        assert [h["token"] for h in hits] == ["t0pS3cret"]
         wrong = kit.backups(env={**kit.env, "RESTIC_PASSWORD": "pas-le-bon"},
                             AXI_PUSH_URL_BACKUP=secret_url)
         for _ in range(2):
@@ -243,15 +231,14 @@ async def test_a_wrong_password_stores_nothing_and_alerts_once_then_once_on_reco
             assert error is not None and error.kind == "mot_de_passe"
             assert "wrong restic password" in error.en
         assert len(await kit.restic().snapshots()) == 1
-        assert hits == ["/api/push/t0pS3cret"]
+        assert len(hits) == 1  # failures never ping
         alerts = await kit.notifications()
         assert len(alerts) == 2 and all(":sauvegarde:local:echec:" in k for k, _ in alerts)
         assert (await good.backup()).ok
         assert len(await kit.notifications()) == 4 and len(hits) == 2
         kuma.stop()
-        with caplog.at_level(logging.INFO):
-            assert (await good.backup()).ok  # the monitor down: the backup is still good
-    assert "AXI_PUSH_URL_BACKUP not reached" in caplog.text
+        assert (await good.backup()).ok  # the monitor down: the backup is still good
+    assert "push monitor unreachable" in caplog.text
     assert "t0pS3cret" not in caplog.text
 
 
