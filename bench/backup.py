@@ -5,8 +5,8 @@ run (the floor).
 A benchmark script, not a test. In one run, on one database:
 
 1. The database: --database-url names a PostgreSQL SERVER and the benchmark uses its own
-   database there (--database-name, default axi_bench_backup: created if missing,
-   migrated, filled); without a URL, the embedded PostgreSQL 16 in --data-dir. It holds
+   database there (--database-name, default axi_bench_backup: created if missing by
+   bench/harness.py, migrated, filled); without a URL, the embedded PostgreSQL 16 in --data-dir. It holds
    --rows souvenirs of generated French text (bench/memory_scale.FrenchText, through
    MemoryStore.remember_many) and is refilled only when its count differs.
 2. The floor, with the same pg_dump/pg_restore 16 (pgserver's): `pg_dump -Fc` to a file
@@ -57,6 +57,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # 
 from rich.table import Table  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
+from bench.harness import ensure_database  # noqa: E402
 from bench.memory_scale import FrenchText, create_relations, load_vocabulary  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from jobs import pg_tools  # noqa: E402
@@ -87,22 +88,6 @@ def mb(n: float) -> str:
 
 
 # ------------------------------------------------------------------------------ database
-async def server_database(url: str | None, name: str) -> str | None:
-    """The benchmark's own database on the server (created if missing)."""
-    if url is None:
-        return None
-    server = libpq_target(url)
-    conn = await pg_tools.connect(server)
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
 async def fill(db: Database, store: MemoryStore, rows: int, seed: int,
                start_at: int = 0) -> float:
     """`rows` generated souvenirs through remember_many (batches of 5,000)."""
@@ -161,7 +146,8 @@ async def tool(name: str, args: Sequence[str], target: Target) -> float:
 
 # ------------------------------------------------------------------------------ phases
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    url = await server_database(args.database_url, args.database_name)
+    url = (await ensure_database(args.database_url, args.database_name)
+           if args.database_url else None)
     where = (f"database {args.database_name} on {libpq_target(args.database_url).server}"
              if url else f"embedded PostgreSQL 16 in {args.data_dir}")
     console.print(f"[bold]Backups benchmark[/] — {args.rows:,} souvenirs, {where}")
