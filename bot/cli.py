@@ -11,6 +11,7 @@ import typer
 from sqlalchemy import text
 
 from bot import cli_forget  # noqa: F401  (adds `people forget` and `people purge-visitors`)
+from bot.cli_backup import backup_app
 from bot.cli_chat import ask, chat, llm_app, missing, run_command
 from bot.cli_doctor import doctor
 from bot.cli_dvf import dvf_app
@@ -51,6 +52,7 @@ app.add_typer(veille_app, name="veille")
 app.add_typer(dvf_app, name="dvf")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(import_app, name="import")
+app.add_typer(backup_app, name="backup")
 app.command("run")(run_command)
 app.command("ask")(ask)
 app.command("chat")(chat)

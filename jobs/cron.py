@@ -69,6 +69,10 @@ def crontab_fields(horaire: str) -> dict[str, str]:
             "day_of_week": crontab_weekdays(weekday)}
 
 
+def _wall(when: datetime, tz: str) -> datetime:
+    return when.astimezone(ZoneInfo(tz)).replace(tzinfo=None)
+
+
 def check_schedule(horaire: str, *, tz: str = "Europe/Paris",
                    min_interval: timedelta = MIN_INTERVAL) -> str:
     """A valid cron line, normalised; ScheduleError (one line) otherwise: wrong fields,
@@ -93,10 +97,14 @@ def check_schedule(horaire: str, *, tz: str = "Europe/Paris",
     if previous is None:
         raise ScheduleError(f"the schedule {horaire!r} never runs; {example}")
     for _ in range(_PROBE_RUNS):
-        nxt = trigger.get_next_fire_time(previous, previous + timedelta(seconds=1))
+        # in UTC: arithmetic on an aware Europe/Paris time is wall-clock arithmetic, which
+        # the autumn night's repeated hour (02:00-02:59) turns into a zero gap
+        nxt = trigger.get_next_fire_time(previous,
+                                         previous.astimezone(UTC) + timedelta(seconds=1))
         if nxt is None:
             break
-        if nxt - previous < min_interval:
+        repeated = _wall(nxt, tz) == _wall(previous, tz)  # fired once (scheduler.DstSafeCron)
+        if not repeated and nxt.astimezone(UTC) - previous.astimezone(UTC) < min_interval:
             raise ScheduleError(
                 f"the schedule {horaire!r} runs more often than once every "
                 f"{int(min_interval.total_seconds() // 60)} minutes; {example}")

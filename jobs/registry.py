@@ -1,5 +1,6 @@
 """The jobs `axi run` starts (the composition root of `jobs/`, as channels/registry.py is
-for the channels): today the veilles' scheduler, later backups and maintenance on it.
+for the channels): the veilles' scheduler, with Axi's own tasks on it (the daily backup and
+the weekly verification when a backup repository is configured; maintenance later).
 Imported only lazily by `axi run`, so other commands load neither httpx nor APScheduler.
 """
 
@@ -7,9 +8,9 @@ from __future__ import annotations
 
 from bot.config import Settings
 from bot.jobs_contract import Job
+from jobs.backup_schedule import BackupTasks
 from jobs.scheduler import VeilleScheduler
 
 
 def for_run(settings: Settings) -> list[Job]:
-    del settings  # every job reads its settings from JobServices when it starts
-    return [VeilleScheduler()]
+    return [VeilleScheduler(tasks=BackupTasks().tasks(settings))]

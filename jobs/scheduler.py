@@ -8,6 +8,11 @@ once. A schedule missed while Axi was down runs once at start (not once per miss
 day), computed from the runs table. Cron times are wall-clock times: a time that does not
 exist on the spring DST day fires once (at the shifted instant) and a time that happens
 twice on the autumn day fires once (`DstSafeCron`).
+
+Axi's own tasks (the daily backup and the weekly verification, later maintenance) run on
+this same scheduler as `FixedTask`s: their schedule comes from the settings (checked by
+`jobs.cron.check_schedule`), they survive the veilles' rebuilds, and one missed while Axi
+was down runs once at start when the task says it is due (`missed`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,7 +30,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.jobs_contract import JobServices
-from jobs.cron import crontab_fields
+from jobs.cron import ScheduleError, check_schedule, crontab_fields
 from jobs.engine import Engine, RunResult
 from memory.veilles import VeilleRow
 
@@ -33,6 +40,18 @@ POLL_S = 60.0
 MISFIRE_GRACE_S = 1800
 """A fire delayed this long (the loop busy, the machine asleep) still runs."""
 _LOOKBACK_DAYS = (2, 9, 33, 367)
+TASK_PREFIX = "tache:"
+
+
+@dataclass(frozen=True)
+class FixedTask:
+    """A task of Axi's own on the scheduler (not a veille)."""
+
+    name: str
+    horaire: str
+    run: Callable[[JobServices], Awaitable[Any]]
+    missed: Callable[[JobServices, datetime], Awaitable[bool]] | None = None
+    """Given the schedule's latest fire time before start: should it run once now?"""
 
 
 class DstSafeCron(CronTrigger):
@@ -92,9 +111,12 @@ class VeilleScheduler:
 
     name = "veilles"
 
-    def __init__(self, *, poll_s: float = POLL_S, kind_for: Any = None):
+    def __init__(self, *, poll_s: float = POLL_S, kind_for: Any = None,
+                 tasks: Sequence[FixedTask] = ()):
         self.poll_s = poll_s
         self.kind_for = kind_for
+        self.tasks = list(tasks)
+        self.task_errors: dict[str, str] = {}
         self.services: JobServices | None = None
         self.engine: Engine | None = None
         self.scheduler: AsyncIOScheduler | None = None
@@ -115,8 +137,10 @@ class VeilleScheduler:
             timezone=self.tz, job_defaults={"coalesce": True, "max_instances": 1,
                                             "misfire_grace_time": MISFIRE_GRACE_S})
         self.scheduler.start()
+        self._add_tasks()
         await self.rebuild()
         await self.catch_up()
+        await self.catch_up_tasks()
 
     async def run(self) -> None:
         """Poll `veilles` and rebuild the jobs when a veille was added or changed."""
@@ -150,7 +174,9 @@ class VeilleScheduler:
         if self.scheduler is None:
             return False
         self._version = version
-        self.scheduler.remove_all_jobs()  # and add them again, with no await between
+        for job in self.scheduler.get_jobs():  # and add them again, with no await between
+            if job.id.startswith("veille:"):
+                job.remove()
         for veille in veilles:
             try:
                 trigger = trigger_for(veille.horaire, self.tz)
@@ -162,9 +188,62 @@ class VeilleScheduler:
                                    id=f"veille:{veille.nom}", name=veille.nom,
                                    replace_existing=True)
         log.info("veilles scheduled: %s", ", ".join(
-            f"{j.name} ({j.next_run_time:%Y-%m-%d %H:%M})" for j in self.scheduler.get_jobs())
-            or "none")
+            f"{j.name} ({j.next_run_time:%Y-%m-%d %H:%M})" for j in self.scheduler.get_jobs()
+            if j.id.startswith("veille:")) or "none")
         return True
+
+    # ------------------------------------------------------------------ Axi's own tasks
+    def _add_tasks(self) -> None:
+        assert self.scheduler is not None
+        self.task_errors = {}
+        for task in self.tasks:
+            try:
+                horaire = check_schedule(task.horaire)
+            except ScheduleError as exc:
+                self.task_errors[task.name] = str(exc)
+                log.error("tâche %s non planifiée / task not scheduled: %s", task.name, exc)
+                continue
+            self.scheduler.add_job(self._scheduled_task, trigger=trigger_for(horaire, self.tz),
+                                   args=[task], id=f"{TASK_PREFIX}{task.name}", name=task.name,
+                                   replace_existing=True)
+            log.info("task %s scheduled (%s)", task.name, horaire)
+
+    async def catch_up_tasks(self) -> list[str]:
+        """Launch once each task whose latest schedule was missed (the task decides)."""
+        assert self.services is not None
+        now = self.services.clock()
+        launched = []
+        for task in self.tasks:
+            if task.missed is None or task.name in self.task_errors:
+                continue
+            try:
+                due = last_fire_at_or_before(task.horaire, self.tz, now)
+                if due is not None and await task.missed(self.services, due):
+                    launched.append(task.name)
+                    self._launch_task(task)
+            except Exception as exc:  # the database is down…: the schedule still runs
+                log.warning("task %s: catch-up not decided: %s", task.name, exc)
+        return launched
+
+    async def _scheduled_task(self, task: FixedTask) -> None:
+        running = self._launch_task(task)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(running)
+
+    def _launch_task(self, task: FixedTask) -> asyncio.Task[Any]:
+        running = asyncio.create_task(self._run_task(task), name=f"{TASK_PREFIX}{task.name}")
+        self._running.add(running)
+        running.add_done_callback(self._running.discard)
+        return running
+
+    async def _run_task(self, task: FixedTask) -> None:
+        assert self.services is not None
+        try:
+            await task.run(self.services)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the task records and reports its own failures
+            log.warning("task %s failed: %s: %s", task.name, type(exc).__name__, exc)
 
     async def catch_up(self) -> list[str]:
         """Launch once each active veille whose latest schedule has no run at or after it
@@ -228,9 +307,16 @@ class VeilleScheduler:
                       if not t.done())
 
     def describe(self) -> dict[str, Any]:
-        """For /health: each scheduled veille's next run, the ones running now."""
+        """For /health: each scheduled veille's next run, the ones running now, and the
+        next run of Axi's own tasks (or why one is not scheduled)."""
         jobs = self.scheduler.get_jobs() if self.scheduler is not None else []
-        return {"next_runs": {j.name: j.next_run_time.isoformat() for j in jobs
-                              if j.next_run_time is not None},
-                "running": self.running,
-                "last": {n: r.state for n, r in sorted(self.last_results.items())}}
+        report: dict[str, Any] = {"next_runs": {j.name: j.next_run_time.isoformat() for j in jobs
+                                if j.next_run_time is not None and j.id.startswith("veille:")},
+                  "running": self.running,
+                  "last": {n: r.state for n, r in sorted(self.last_results.items())}}
+        if self.tasks:
+            tasks = {j.name: j.next_run_time.isoformat() for j in jobs
+                     if j.next_run_time is not None and j.id.startswith(TASK_PREFIX)}
+            tasks.update({n: f"non planifiée : {e}" for n, e in self.task_errors.items()})
+            report["tasks"] = tasks
+        return report

@@ -28,6 +28,7 @@ from memory.llm_calls import LLMCallsMixin
 from memory.locks import LocksMixin
 from memory.messages import MessagesMixin
 from memory.notifications import NotificationsMixin
+from memory.operations import OperationsMixin
 from memory.people import PeopleMixin
 from memory.recall import RecallMixin
 from memory.records import SouvenirRecord, souvenir_from_row
@@ -56,7 +57,7 @@ class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixi
                   ConsignesMixin, MessagesMixin, LLMCallsMixin, ExtractionQueueMixin,
                   EmbeddingsMixin, HybridRecallMixin, NotificationsMixin, ConfirmationsMixin, InboxAdminMixin,
                   LocksMixin, TokensMixin, ForgetMixin, AxisMailboxMixin, SiteContactsMixin,
-                  VeillesMixin, DvfMixin, HealthQueriesMixin):
+                  VeillesMixin, DvfMixin, HealthQueriesMixin, OperationsMixin):
     def __init__(self, db: Database):
         self.db = db
 

@@ -198,3 +198,16 @@ def test_a_schedule_runs_at_most_hourly_and_must_run_at_all() -> None:
         check_schedule("0 8 * *")
     with pytest.raises(ScheduleError, match="invalid schedule"):
         check_schedule("0 8 * * 9")
+
+
+def test_a_daily_schedule_in_the_night_s_repeated_hour_is_accepted() -> None:
+    """02:00-02:59 happens twice on the autumn DST night; the scheduler fires such a time
+    once (DstSafeCron), so '30 2 * * *' (a natural backup time) runs daily, not twice."""
+    import pytest
+
+    from jobs.cron import ScheduleError, check_schedule
+
+    for daily in ("30 2 * * *", "0 2 * * *", "59 2 * * 0"):
+        assert check_schedule(daily) == daily
+    with pytest.raises(ScheduleError, match="more often"):
+        check_schedule("*/30 2 * * *")
