@@ -156,17 +156,18 @@ class HealthService:
         configured = {"local": bool(self.settings.backup_repository),
                       "distant": bool(self.settings.backup_remote_repository)}
         try:
-            ops = {(o.type, o.depot): o for o in await self.store.last_operations()}
             for part, kind, max_age in (
                     ("backup", "sauvegarde", self.thresholds.backup_max_age),
                     ("verify", "verification", self.thresholds.verify_max_age)):
                 parts[part] = {}
                 for depot in ("local", "distant"):
-                    o = ops.get((kind, depot))
+                    # an attempt cut by a stop of Axi is not a failure (memory/operations.py)
+                    o = await self.store.last_operation(kind, depot, interrupted=False)
+                    good = await self.store.last_good_operation(kind, depot)
                     parts[part][depot] = rules.operation(
                         kind, depot, configured=configured[depot],
                         state=o.etat if o else None, at=o.fin if o else None,
-                        error=o.erreur if o else None, last_ok=o.dernier_ok if o else None,
+                        error=o.erreur if o else None, last_ok=good.fin if good else None,
                         now=now, max_age=max_age)
         except Exception as exc:
             parts["backup"] = parts["verify"] = rules.unknown(

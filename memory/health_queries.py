@@ -1,12 +1,10 @@
 """What `/health` and `/metrics` read from the database (issue 13 §2), in a few small
-indexed queries: the queues' depths and their oldest waiting message, each active
-veille's last run, and the last backup and verification per repository.
+indexed queries: the queues' depths and their oldest waiting message, and each active
+veille's last run (the backups' figures come from memory/operations.py).
 
 Why a module of its own: the health report is assembled often (Uptime Kuma, Prometheus,
 the component monitor), so each figure is one cheap query on an index the pipeline
-already has, and the assembly (bot/health.py) stays apart from SQL. The operations part
-reads the `operations` table (migration 0018) directly until memory/operations.py (the
-backups' own module) offers the same figures; then `last_operations` should defer to it.
+already has, and the assembly (bot/health.py) stays apart from SQL.
 """
 
 from __future__ import annotations
@@ -16,9 +14,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-
-OPERATION_KINDS = ("sauvegarde", "verification")
-REPOSITORIES = ("local", "distant")
 
 
 @dataclass(frozen=True)
@@ -36,19 +31,6 @@ class LastRun:
     nom: str
     etat: str | None
     debut: datetime | None
-    fin: datetime | None
-    erreur: str | None
-    dernier_ok: datetime | None
-
-
-@dataclass(frozen=True)
-class LastOperation:
-    """For one kind (sauvegarde, verification) and repository: the last finished attempt
-    and the end of the last good one."""
-
-    type: str
-    depot: str
-    etat: str | None
     fin: datetime | None
     erreur: str | None
     dernier_ok: datetime | None
@@ -81,20 +63,6 @@ LEFT JOIN LATERAL (
 WHERE v.active ORDER BY v.nom
 """
 
-_OPERATIONS_SQL = """
-SELECT k.type, k.depot, l.etat, l.fin, l.erreur, g.fin AS dernier_ok
-FROM unnest(CAST(:types AS text[]), CAST(:depots AS text[])) AS k(type, depot)
-LEFT JOIN LATERAL (
-  SELECT etat, fin, erreur FROM operations o
-  WHERE o.type = k.type AND o.depot = k.depot AND o.etat <> 'en_cours' AND o.fin IS NOT NULL
-  ORDER BY o.fin DESC LIMIT 1) l ON true
-LEFT JOIN LATERAL (
-  SELECT fin FROM operations o
-  WHERE o.type = k.type AND o.depot = k.depot AND o.etat = 'ok' AND o.fin IS NOT NULL
-  ORDER BY o.fin DESC LIMIT 1) g ON true
-"""
-
-
 def _seconds(value: Any) -> float | None:
     return None if value is None else max(0.0, float(value))
 
@@ -118,12 +86,3 @@ class HealthQueriesMixin:
         async with self.db.sessions() as session:
             rows = (await session.execute(text(_VEILLES_SQL))).all()
         return [LastRun(r.nom, r.etat, r.debut, r.fin, r.erreur, r.dernier_ok) for r in rows]
-
-    async def last_operations(self) -> list[LastOperation]:
-        """The last backup and verification per repository (table `operations`)."""
-        pairs = [(t, d) for t in OPERATION_KINDS for d in REPOSITORIES]
-        async with self.db.sessions() as session:
-            rows = (await session.execute(text(_OPERATIONS_SQL), {
-                "types": [t for t, _ in pairs], "depots": [d for _, d in pairs]})).all()
-        return [LastOperation(r.type, r.depot, r.etat, r.fin, r.erreur, r.dernier_ok)
-                for r in rows]

@@ -109,16 +109,18 @@ class OperationsMixin:
                 "WHERE type = :t AND etat = 'en_cours'"), {"t": type_, "r": reason})
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def last_operation(self, type_: str, depot: str, *,
-                             before: int | None = None) -> OperationRow | None:
-        """The latest finished operation of this kind (before operation `before`)."""
+    async def last_operation(self, type_: str, depot: str, *, before: int | None = None,
+                             interrupted: bool = True) -> OperationRow | None:
+        """The latest finished operation of this kind (before operation `before`; with
+        `interrupted=False`, one cut by a stop of Axi does not count as an attempt)."""
         check_kind(type_, depot)
         async with self.db.sessions() as session:
             row = (await session.execute(text(
                 f"SELECT {_COLUMNS} FROM operations WHERE type = :t AND depot = :d "
                 "AND etat <> 'en_cours' AND (CAST(:b AS bigint) IS NULL OR id < :b) "
+                "AND (:i OR NOT details ? 'interrompue') "
                 "ORDER BY fin DESC, id DESC LIMIT 1"),
-                {"t": type_, "d": depot, "b": before})).one_or_none()
+                {"t": type_, "d": depot, "b": before, "i": interrupted})).one_or_none()
         return _row(row) if row is not None else None
 
     async def last_good_operation(self, type_: str, depot: str) -> OperationRow | None:

@@ -58,3 +58,15 @@ async def test_bad_kinds_are_refused(store: MemoryStore) -> None:
         await store.finish_operation(1, "en_cours")
     with pytest.raises(NotFound):
         await store.finish_operation(999, "ok")
+
+
+async def test_an_attempt_cut_by_a_stop_is_not_the_last_attempt_for_health(
+        store: MemoryStore) -> None:
+    done = await store.start_operation("verification", "local")
+    await store.finish_operation(done, "ok")
+    await store.start_operation("verification", "local")
+    assert await store.abandon_operations("verification", "arrêt d'Axi") == 1
+    cut = await store.last_operation("verification", "local")
+    assert cut is not None and cut.etat == "echec" and cut.details.get("interrompue")
+    last = await store.last_operation("verification", "local", interrupted=False)
+    assert last is not None and last.id == done and last.etat == "ok"
