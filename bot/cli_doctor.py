@@ -219,11 +219,43 @@ def check_disk(cfg: Settings) -> list[Check]:
 
 # ------------------------------------------------------------------ backups
 async def check_backups(cfg: Settings) -> list[Check]:
-    """The repository's reachability is checked by the backup module once it exists."""
+    """Each configured restic repository opens with the password (its snapshots listed),
+    through the backups' own code (jobs/backup.py)."""
     if not cfg.backup_repository:
         return [Check("backups", WARN, "AXI_BACKUP_REPOSITORY unset: no backup is taken",
                       "set AXI_BACKUP_REPOSITORY and RESTIC_PASSWORD (docs/exploitation.md)")]
-    return []
+    from jobs.backup import Backups
+    from jobs.backup_rules import BackupError
+
+    backups = Backups(None, cfg)
+    try:
+        backups.check_configured()
+        found = await asyncio.wait_for(backups.snapshots(), PROBE_TIMEOUT_S * 2)
+    except BackupError as exc:
+        return [Check("backups", FAIL, exc.en, "see docs/exploitation.md, « Sauvegardes »")]
+    except TimeoutError:
+        return [Check("backups", FAIL, "restic did not answer in time",
+                      "check the repository's disk or network")]
+    fixes = {"mot_de_passe": "RESTIC_PASSWORD is not this repository's password",
+             "verrou": "a stale lock: `axi backup unlock` once no backup runs",
+             "pas_de_depot": "check that the disk is mounted; the first backup creates "
+                             "a new repository (`axi backup run`)",
+             "disque_plein": "free space on the backup disk"}
+    checks = []
+    for depot, snaps in found.items():
+        name = f"backups ({depot})"
+        if isinstance(snaps, BackupError):
+            state = WARN if snaps.kind == "pas_de_depot" else FAIL
+            checks.append(Check(name, state, snaps.en, fixes.get(snaps.kind, "see "
+                                "docs/exploitation.md, « Sauvegardes »")))
+        elif not snaps:
+            checks.append(Check(name, WARN, "the repository holds no backup yet",
+                                "run `axi backup run` (axi run takes one every day)"))
+        else:
+            latest = max(s.time for s in snaps)
+            checks.append(Check(name, OK, f"{len(snaps)} snapshot(s), the latest "
+                                f"{latest:%Y-%m-%d %H:%M} UTC"))
+    return checks
 
 
 # ------------------------------------------------------------------ the command

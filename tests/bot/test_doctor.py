@@ -6,6 +6,7 @@ fix, the exit code says whether anything is wrong, and no secret is ever printed
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -52,13 +53,24 @@ def full_env(cli_env: dict[str, str], ollama_server: FakeOllama,
             "AXI_SMTP_HOST": smtp.host, "AXI_SMTP_PORT": str(smtp.port), "AXI_SMTP_TLS": "none",
             "AXI_SMTP_USER": smtp.user, "AXI_SMTP_PASSWORD": smtp.password,
             "AXI_AGENCY_EMAIL": "agence@icidordogne.fr",
-            "AXI_BACKUP_REPOSITORY": str(tmp_path / "depot")}
+            "AXI_BACKUP_REPOSITORY": str(tmp_path / "depot"),
+            "RESTIC_PASSWORD": RESTIC_PASSWORD}
+
+
+RESTIC_PASSWORD = secrets.token_urlsafe(12)
+
+
+def restic_init(env: dict[str, str]) -> None:
+    subprocess.run(["restic", "init", "--repo", env["AXI_BACKUP_REPOSITORY"]], check=True,
+                   env={**env, "RESTIC_PASSWORD": RESTIC_PASSWORD}, capture_output=True,
+                   timeout=120)
 
 
 def test_a_working_set_up_passes_every_check(full_env: dict[str, str], tmp_path: Path,
                                              ollama_server: FakeOllama) -> None:
     ollama_server.models = [full_env.get("AXI_LOCAL_MODEL", "mistral:7b-instruct-q4_K_M"),
                             "nomic-embed-text:latest"]
+    restic_init(full_env)
     result = doctor(full_env, tmp_path)
     checks = by_name(result)
     assert result.returncode == 0, checks
@@ -67,17 +79,20 @@ def test_a_working_set_up_passes_every_check(full_env: dict[str, str], tmp_path:
         assert checks[name]["state"] == "ok", checks[name]
     assert "bot @" in checks["telegram"]["detail"]
     assert "IMAP" in checks["email"]["detail"] and "SMTP" in checks["email"]["detail"]
+    assert checks["backups (local)"]["state"] == "warn"  # opened; no backup taken yet
+    assert "no backup yet" in checks["backups (local)"]["detail"]
 
 
 def test_each_broken_part_is_named_with_its_fix_and_no_secret_leaks(
         full_env: dict[str, str], tmp_path: Path, ollama_server: FakeOllama,
         anthropic_server: FakeAnthropic) -> None:
     ollama_server.models = ["llama3:8b"]
-    secrets = ["sk-ant-wrong-key-123456", "wrong-imap-pass-987", "wrong-smtp-pass-654",
-               "999:WRONG-telegram-token"]
-    env = {**full_env, "ANTHROPIC_API_KEY": secrets[0], "AXI_IMAP_PASSWORD": secrets[1],
-           "AXI_SMTP_PASSWORD": secrets[2], "AXI_TELEGRAM_TOKEN": secrets[3],
-           "AXI_BACKUP_SCHEDULE": "*/5 * * * *"}
+    restic_init(full_env)
+    secrets_ = ["sk-ant-wrong-key-123456", "wrong-imap-pass-987", "wrong-smtp-pass-654",
+               "999:WRONG-telegram-token", "wrong-restic-pass-321"]
+    env = {**full_env, "ANTHROPIC_API_KEY": secrets_[0], "AXI_IMAP_PASSWORD": secrets_[1],
+           "AXI_SMTP_PASSWORD": secrets_[2], "AXI_TELEGRAM_TOKEN": secrets_[3],
+           "AXI_BACKUP_SCHEDULE": "*/5 * * * *", "RESTIC_PASSWORD": secrets_[4]}
     result = doctor(env, tmp_path)
     assert result.returncode == 1
     checks = by_name(result)
@@ -87,12 +102,13 @@ def test_each_broken_part_is_named_with_its_fix_and_no_secret_leaks(
         "Claude fallback": ("401", "ANTHROPIC_API_KEY"),
         "telegram": ("refused the token", "@BotFather"),
         "email": ("IMAP refused the login", "AXI_IMAP_PASSWORD"),
+        "backups (local)": ("", "RESTIC_PASSWORD"),
     }
     for name, (detail, fix) in expected.items():
         assert checks[name]["state"] == "fail", checks[name]
         assert detail in checks[name]["detail"] and fix in checks[name]["fix"], checks[name]
     assert checks["database"]["state"] == "ok"
-    for secret in secrets:
+    for secret in secrets_:
         assert secret not in result.stdout + result.stderr
 
     # the IMAP login right, the SMTP one wrong: the next problem shows
