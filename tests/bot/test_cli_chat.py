@@ -113,7 +113,7 @@ async def test_run_serves_health_answers_pending_and_stops(
 
             response = await until(health, 60, message="axi run never served /health")
         assert response.status_code == 200, proc.stderr
-        assert response.json()["database"] == "ok"
+        assert response.json()["components"]["database"]["status"] == "ok"
 
         async def sent() -> bool:
             replies = await store.replies_to(accepted.message.id)
