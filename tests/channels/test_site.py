@@ -163,10 +163,12 @@ async def test_the_legacy_chat_is_answered_as_a_client_without_the_sites_system(
         assert "SECRET-DU-SITE-42" not in prompt_text(ollama_server)
 
         # the replies reached the visitor in the response: the outbox holds nothing for them
-        await until(lambda: site.rows("SELECT 1 FROM messages WHERE canal = 'site' "
-                                      "AND sens = 'sortant' AND etat = 'envoye'"), 10)
-        assert not await site.rows("SELECT 1 FROM messages WHERE canal = 'site' "
-                                   "AND sens = 'sortant' AND etat <> 'envoye'")
+        async def both_sent() -> bool:  # the two replies, each marked once delivered
+            rows = await site.rows("SELECT etat FROM messages WHERE canal = 'site' "
+                                   "AND sens = 'sortant'")
+            return len(rows) == 2 and all(r.etat == "envoye" for r in rows)
+
+        await until(both_sent, 20, message="the visitor's replies were not marked sent")
 
         # another IP, same first message: another visitor
         async with site.client(ip="198.51.100.4") as other:
