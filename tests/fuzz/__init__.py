@@ -2,7 +2,8 @@
 
 One module per area, each saying in its docstring what it proves: MIME (test_mime),
 Telegram updates (test_telegram_updates), HTTP payloads and the legacy site shapes
-(test_http), the veille sources (test_veille_sources, test_dvf) and the legacy importer
+(test_http_app through the real app, test_http_rules for the pure rules), the veille
+sources (test_veille_sources, test_veille_config, test_dvf) and the legacy importer
 (test_legacy). The contract everywhere: no crash, nothing lost, each bad input refused or
 quarantined with a reason.
 
