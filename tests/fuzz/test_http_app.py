@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -84,7 +85,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-async def world(db: Database, database_url: str | None, tmp_path_factory: pytest.TempPathFactory,
+async def world(db: Database, database_url: str | None, test_data_dir: Path,
                 ollama_server_session: FakeOllama, telegram_server_session: FakeTelegram
                 ) -> AsyncIterator[World]:
     fake = telegram_server_session
@@ -92,7 +93,7 @@ async def world(db: Database, database_url: str | None, tmp_path_factory: pytest
     fake.start()
     await empty_tables(db)
     settings = make_settings(ollama_server_session, None, database_url,
-                             tmp_path_factory.mktemp("fuzz-http"), AXI_QUIET_HOURS="off")
+                             test_data_dir, AXI_QUIET_HOURS="off")
     telegram = TelegramChannel(telegram_config(fake, webhook_url=f"https://axi.test{WEBHOOK}"))
     channels: dict[str, Channel] = {"telegram": telegram, "site": SiteChannel(),
                                     "web": WebChannel("127.0.0.1", 0)}
