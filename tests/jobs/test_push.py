@@ -5,6 +5,7 @@ each veille run that worked pings AXI_PUSH_URL_VEILLES, a failed one does not.""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +18,7 @@ from tests.fakes.loopback import LoopbackServer
 from tests.jobs.conftest import Env, job_services
 from tests.jobs.test_engine import items
 
-TOKEN = "Xk3Q9pushTokenVeilles"
+TOKEN = secrets.token_urlsafe(16)  # a test-only monitor token, new each run
 
 
 @pytest.fixture
