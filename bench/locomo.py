@@ -54,20 +54,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from sqlalchemy import text
+_BENCH_DIR = Path(__file__).resolve().parent
+# Run as a script, bench/ would be first on sys.path and bench/email.py, bench/telegram.py
+# would shadow the stdlib and python-telegram-bot: only the project root is kept.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
+if str(_BENCH_DIR.parent) not in sys.path:
+    sys.path.insert(0, str(_BENCH_DIR.parent))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bm25 import BM25
-from memory_scale import create_fresh_database, drop_database
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 
-from memory import migrate
-from memory.database import Database, open_database
-from memory.hybrid_recall import RRF_K, VECTOR_WEIGHT
-from memory.neighbours import NEIGHBOUR_REACH, NEIGHBOUR_SHARE
-from memory.store import MemoryStore, NewSouvenir
+from bench.bm25 import BM25  # noqa: E402
+from bench.memory_scale import create_fresh_database, drop_database  # noqa: E402
+from memory import migrate  # noqa: E402
+from memory.database import Database, open_database  # noqa: E402
+from memory.hybrid_recall import RRF_K, VECTOR_WEIGHT  # noqa: E402
+from memory.neighbours import NEIGHBOUR_REACH, NEIGHBOUR_SHARE  # noqa: E402
+from memory.store import MemoryStore, NewSouvenir  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -289,7 +294,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     cache: CachedEmbeddings | None = None
     if args.embeddings:
         t0 = time.perf_counter()
-        from minilm import LocalMiniLMEmbedder
+        from bench.minilm import LocalMiniLMEmbedder
 
         embedder = LocalMiniLMEmbedder(threads=args.threads)
         cache_path = None if args.no_cache else args.data_root / "cache" / "minilm.json"

@@ -34,6 +34,7 @@ import re
 import shutil
 import statistics
 import string
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -42,8 +43,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
+_BENCH_DIR = Path(__file__).resolve().parent
+# Run as a script, bench/ would be first on sys.path and bench/email.py, bench/telegram.py
+# would shadow the stdlib and python-telegram-bot: only the project root is kept.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
+if str(_BENCH_DIR.parent) not in sys.path:
+    sys.path.insert(0, str(_BENCH_DIR.parent))
+
+from rich.console import Console  # noqa: E402
+from rich.progress import (  # noqa: E402
     BarColumn,
     MofNCompleteColumn,
     Progress,
@@ -52,15 +60,15 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from rich.table import Table  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
-from memory import migrate
-from memory.database import Database, async_url, open_database
-from memory.recall_query import CANDIDATE_CAP, RecallFilter, bare_fts_sql, recall_sql
-from memory.store import MemoryStore, NewSouvenir
-from memory.text import fold, tsquery_text
+from memory import migrate  # noqa: E402
+from memory.database import Database, async_url, open_database  # noqa: E402
+from memory.recall_query import CANDIDATE_CAP, RecallFilter, bare_fts_sql, recall_sql  # noqa: E402
+from memory.store import MemoryStore, NewSouvenir  # noqa: E402
+from memory.text import fold, tsquery_text  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 VOCABULARY_FILE = BENCH_DIR / "data" / "vocabulaire_fr.txt"

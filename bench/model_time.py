@@ -63,17 +63,18 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-for _p in (str(ROOT), str(BENCH_DIR)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+# bench/email.py and bench/telegram.py would shadow the stdlib and PTB: never on sys.path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import model_time_sim as world  # noqa: E402
-from memory_scale import FrenchText, Vocabulary, load_vocabulary  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
+import bench.model_time_sim as world  # noqa: E402
 import bot.embedder  # noqa: E402
 import bot.extractor  # noqa: E402
+from bench.memory_scale import FrenchText, Vocabulary, load_vocabulary  # noqa: E402
 from bot import backoff  # noqa: E402
 from bot.app import Axi  # noqa: E402
 from bot.config import DEFAULT_LOCAL_MODEL, Settings  # noqa: E402

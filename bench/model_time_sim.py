@@ -32,11 +32,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from memory_scale import FrenchText, Vocabulary
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.memory_scale import FrenchText, Vocabulary
 from bot.channel import ChannelServices, ChunkFn, Delivery
 from bot.tutoiement import guard_reply
 from memory import migrate

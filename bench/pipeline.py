@@ -50,11 +50,17 @@ from typing import Any, TypedDict
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-for _p in (str(ROOT), str(BENCH_DIR)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+# bench/email.py and bench/telegram.py would shadow the stdlib and PTB: never on sys.path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from memory_scale import (  # noqa: E402  (bench/ on sys.path first)
+from rich.table import Table  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import Response  # noqa: E402
+
+from bench.memory_scale import (  # noqa: E402
     FrenchText,
     console,
     create_relations,
@@ -64,11 +70,6 @@ from memory_scale import (  # noqa: E402  (bench/ on sys.path first)
     make_progress,
     summary,
 )
-from rich.table import Table  # noqa: E402
-from sqlalchemy import text  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import Response  # noqa: E402
-
 from bot.app import Axi  # noqa: E402
 from bot.channel import AcceptFn, Delivery  # noqa: E402
 from bot.config import DEFAULT_EMBED_MODEL, DEFAULT_LOCAL_MODEL, Settings  # noqa: E402
