@@ -22,15 +22,18 @@ from tests.fakes.ollama_server import FakeOllama
 @asynccontextmanager
 async def assistant(db: Database, database_url: str | None, data_dir: Path,
                     ollama: FakeOllama, anthropic: FakeAnthropic | None, *,
-                    reply: Any = scripted_reply, fallback_reply: str | None = None
-                    ) -> AsyncIterator[Axi]:
+                    reply: Any = scripted_reply, fallback_reply: str | None = None,
+                    embedding: Any = None, **settings: str) -> AsyncIterator[Axi]:
     """A whole Axi on empty tables with a recording Telegram stand-in, Ludo (créateur,
-    telegram 1001, tutoyé) and Mme Durand (client, telegram 2002)."""
+    telegram 1001, tutoyé) and Mme Durand (client, telegram 2002); `settings` are extra
+    AXI_* variables, `embedding` the loopback Ollama's toy embedding model."""
     await empty_tables(db)
     ollama.reply = reply
+    if embedding is not None:
+        ollama.embedding = embedding
     if anthropic is not None and fallback_reply is not None:
         anthropic.reply = fallback_reply
-    cfg = make_settings(ollama, anthropic, database_url, data_dir)
+    cfg = make_settings(ollama, anthropic, database_url, data_dir, **settings)
     async with Axi(cfg, {"telegram": RecordingChannel("telegram")}) as app:
         await app.store.add_person("Ludo", relation="créateur", comment_interagir="tutoie",
                                    identities=[("telegram", "1001")])

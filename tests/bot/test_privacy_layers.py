@@ -80,8 +80,7 @@ from memory.database import Database
 from memory.records import PersonRecord
 from tests.bot.conftest import assistant, extract_all, say
 from tests.bot.test_hybrid_recall import embed_all, meaning
-from tests.bot.test_pipeline import RecordingChannel, make_settings, run_all, telegram
-from tests.conftest import empty_tables
+from tests.bot.test_pipeline import run_all, telegram
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.ollama_server import FakeOllama
 
@@ -444,16 +443,8 @@ async def test_a_demoted_persons_history_holds_no_private_data_block(
 async def axi_vectors(db: Database, database_url: str | None, test_data_dir: Path,
                       ollama_server: FakeOllama,
                       anthropic_server: FakeAnthropic) -> AsyncIterator[Axi]:
-    await empty_tables(db)
-    ollama_server.reply = scripted
-    ollama_server.embedding = meaning
-    cfg = make_settings(ollama_server, None, database_url, test_data_dir,
-                        AXI_EMBED_MODEL="nomic-embed-text")
-    async with Axi(cfg, {"telegram": RecordingChannel("telegram")}) as app:
-        await app.store.add_person("Ludo", relation="créateur", comment_interagir="tutoie",
-                                   identities=[("telegram", "1001")])
-        await app.store.add_person("Mme Durand", relation="client",
-                                   identities=[("telegram", "2002")])
+    async with assistant(db, database_url, test_data_dir, ollama_server, None, reply=scripted,
+                         embedding=meaning, AXI_EMBED_MODEL="nomic-embed-text") as app:
         yield app
 
 
