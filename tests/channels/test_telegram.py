@@ -439,7 +439,8 @@ async def test_a_poller_that_lost_its_lock_stops_polling(tg: tuple[Axi, FakeTele
     async with axi.db.engine.begin() as conn:  # the lock's connection dies (a DB restart)
         killed = await conn.scalar(text(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
-            "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"))
+            "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))
     assert killed == 1
     second = TelegramChannel(telegram_config(fake))
     await second.start(axi.services)
