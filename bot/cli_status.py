@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from bot.cli_support import out, print_json, print_table, run, settings
+from bot.cli_support import opened, out, print_json, print_table, run, settings
+from memory.store import MemoryStore
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 _STYLE = {"ok": "green", "degraded": "yellow", "error": "bold red", "disabled": "dim",
@@ -32,12 +33,18 @@ def status(json_out: JsonOpt = False) -> None:
 
     async def main() -> dict[str, Any]:
         live = await _live_report(url)
-        from bot.app import Axi
+        if live is not None:  # the running Axi reported: the store alone is enough
+            async with opened(cfg) as db:
+                report, store = live, MemoryStore(db)
+                usage = await store.llm_usage(7)
+                alerts = await store.list_notifications(limit=5, urgent_only=True)
+        else:
+            from bot.app import Axi
 
-        async with Axi(cfg) as axi:
-            report = live if live is not None else await axi.health()
-            usage = await axi.store.llm_usage(7)
-            alerts = await axi.store.list_notifications(limit=5, urgent_only=True)
+            async with Axi(cfg) as axi:
+                report = await axi.health()
+                usage = await axi.store.llm_usage(7)
+                alerts = await axi.store.list_notifications(limit=5, urgent_only=True)
         return {"running": live is not None, "url": url, "report": report,
                 "local_share_7d": usage.get("local_share"), "replies_7d": usage.get("replies"),
                 "last_alerts": [{"at": a.cree_le.isoformat(), "text": a.texte}
