@@ -66,18 +66,6 @@ def conversation_key(inbound: Inbound) -> str:
     return key
 
 
-def _clean_json(value: Any) -> Any:
-    """A small JSON value with every text cleaned of what PostgreSQL's JSONB refuses (NUL,
-    a lone surrogate): a channel's metadata can never keep a message out of the inbox."""
-    if isinstance(value, str):
-        return clean(value)
-    if isinstance(value, Mapping):
-        return {clean(str(k)): _clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean_json(v) for v in value]
-    return value
-
-
 def _supplied(turns: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """The channel's conversation, bounded: its last turns, each cut."""
     kept = turns[-SUPPLIED_TURNS:]
@@ -104,7 +92,7 @@ def _params(inbound: Inbound) -> dict[str, Any]:
     if inbound.hold:
         meta["retenu"] = clean(inbound.hold)[:300]
     if inbound.thread_meta:
-        meta["fil"] = _clean_json(dict(inbound.thread_meta))
+        meta["fil"] = dict(inbound.thread_meta)  # cleaned with all the metadata (memory)
     if inbound.supplied_history is not None:
         meta[SUPPLIED_KEY] = _supplied(inbound.supplied_history)
     kept, budget = [], MAX_KEPT_BYTES

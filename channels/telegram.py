@@ -23,13 +23,14 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from telegram import Bot, BotCommand, BotCommandScopeChat, Message, Update
+from telegram import Bot, BotCommand, BotCommandScopeChat, CallbackQuery, Message, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
@@ -37,7 +38,7 @@ from bot.channel import ChannelServices, ChunkFn, CursorUpdate, Delivery, ProbeF
 from bot.inbound import Inbound
 from channels.telegram_files import with_files
 from channels.telegram_send import Pace, Sender, retry_seconds
-from channels.telegram_updates import CHANNEL, Skipped, to_inbound
+from channels.telegram_updates import CHANNEL, Skipped, next_offset, read_update, to_inbound
 
 log = logging.getLogger(__name__)
 
@@ -313,19 +314,31 @@ class TelegramChannel:
                 log.warning("Telegram getUpdates failed (%s); retrying", exc)
                 await asyncio.sleep(min(60.0, cfg.retry_s * 2 ** min(failures, 5)))
                 continue
-            except (TypeError, ValueError, KeyError) as exc:
-                # PTB could not read one update of the batch (a type newer than it knows):
-                # read them one by one, so that one update never blocks all the others
-                log.warning("Telegram: an update PTB cannot read (%s): reading one by one",
-                            exc)
-                updates = await self._fetch_one_by_one(offset)
+            except TelegramError:
+                raise  # any other refusal of the Bot API: as before, not a reading problem
+            except Exception as exc:
+                # PTB could not read an update of the batch (whatever it raised): read them
+                # one by one, so that one update never blocks all the others
+                log.warning("Telegram: an update PTB cannot read (%s: %s): reading one by "
+                            "one", type(exc).__name__, str(exc)[:200])
+                try:
+                    updates = await self._fetch_one_by_one(offset)
+                except TelegramError as again:  # e.g. the network, meanwhile: retry it all
+                    log.warning("Telegram getUpdates failed (%s); retrying", again)
+                    await asyncio.sleep(cfg.retry_s)
+                    continue
             failures = 0
             self.last_poll_ok = time.time()
             if not updates:
                 continue
             if os.environ.get(CRASH_ENV) == "telegram:after_get_updates":
                 os._exit(137)  # test-only: the worst moment, before anything is stored
-            offset = await self._accept(updates)
+            moved = await self._accept(updates)
+            if moved is None:  # not one update id that is a number: nothing to confirm
+                log.warning("Telegram: a batch without any update id; retrying")
+                await asyncio.sleep(cfg.retry_s)
+                continue
+            offset = moved
 
     @property
     def secret(self) -> str:
@@ -348,30 +361,28 @@ class TelegramChannel:
             return Response(status_code=413)
         try:
             data = json.loads(body)
-            if not isinstance(data, dict):
-                raise ValueError(f"a JSON {type(data).__name__}, not an object")
-            update = Update.de_json(data, self.bot)
-        except (Exception, RecursionError) as exc:  # whatever PTB makes of a bad body
-            log.warning("Telegram webhook: unreadable update dropped (%s: %s)",
-                        type(exc).__name__, str(exc)[:200])
+        except (ValueError, RecursionError) as exc:
+            log.warning("Telegram webhook: a body that is no JSON dropped (%s)", exc)
             return Response(status_code=200)  # a retry would not make it readable
-        if update is None:
-            return Response(status_code=200)
+        item = read_update(data, self.bot)
         try:
-            await self._accept((update,), cursor=False)
+            await self._accept((item,), cursor=False)
         except Exception as exc:
             log.warning("Telegram webhook: update %s not stored yet (%s): Telegram will "
-                        "retry", update.update_id, exc)
+                        "retry", item.update_id, exc)
             return Response(status_code=503)
         return Response(status_code=200)
 
-    async def _accept(self, updates: tuple[Update, ...], *, cursor: bool = True) -> int:
-        """Store a batch and its next offset together; then acknowledge the buttons."""
+    async def _accept(self, updates: Sequence[Update | Skipped], *,
+                      cursor: bool = True) -> int | None:
+        """Store a batch and its next offset together (None, and no cursor moved, when no
+        update of it has an id that is a number); then acknowledge the buttons."""
         assert self.services is not None and self.bot is not None
         inbounds = []
         for update in updates:
-            item = to_inbound(update, bot_id=self.bot_id, bot_username=self.bot_username,
-                              groups=self.config.groups)
+            item = update if isinstance(update, Skipped) else to_inbound(
+                update, bot_id=self.bot_id, bot_username=self.bot_username,
+                groups=self.config.groups)
             if isinstance(item, Skipped):
                 log.info("Telegram update %s skipped: %s", item.update_id, item.reason)
                 continue
@@ -379,39 +390,41 @@ class TelegramChannel:
         await self._placeholders(inbounds)
         inbounds = await with_files(self.bot, inbounds, max_bytes=self.config.max_file_bytes,
                                     timeout_s=self.config.file_timeout_s, wanted=self._known_person)
-        next_offset = updates[-1].update_id + 1
-        await self.services.accept_batch(
-            inbounds, CursorUpdate(CHANNEL, CURSOR_KEY, _cursor_value(next_offset, time.time()))
-            if cursor else None)
+        offset = next_offset(updates)
+        moved = CursorUpdate(CHANNEL, CURSOR_KEY, _cursor_value(offset, time.time())) \
+            if cursor and offset is not None else None
+        if inbounds or moved is not None:  # (a webhook's skipped update: nothing to store)
+            await self.services.accept_batch(inbounds, moved)
         for update in updates:
-            query = update.callback_query
+            query = update.callback_query if isinstance(update, Update) else None
             if query is not None:  # stored: acknowledge, and the question loses its buttons
-                with contextlib.suppress(TelegramError):
-                    await self.bot.answer_callback_query(query.id, text="Reçu, je m'en occupe.")
-                anchor = query.message
-                if isinstance(anchor, Message) and anchor.reply_markup is not None:
-                    with contextlib.suppress(TelegramError):
-                        await self.bot.edit_message_reply_markup(
-                            anchor.chat.id, anchor.message_id, reply_markup=None)
-        return next_offset
+                await self._acknowledge(query)
+        return offset
 
-    async def _fetch_one_by_one(self, offset: int | None) -> tuple[Update, ...]:
-        """The pending updates as raw JSON, each read on its own; an unreadable one is
-        logged and replaced by an empty update of its id (so the offset moves past it)."""
+    async def _acknowledge(self, query: CallbackQuery) -> None:
+        """A nicety once the batch is stored: whatever fails here is logged, never raised."""
+        assert self.bot is not None
+        try:
+            await self.bot.answer_callback_query(query.id, text="Reçu, je m'en occupe.")
+        except Exception as exc:
+            log.info("Telegram button %r not acknowledged: %s", query.id, exc)
+        anchor = query.message
+        if isinstance(anchor, Message) and anchor.reply_markup is not None:
+            try:
+                await self.bot.edit_message_reply_markup(anchor.chat.id, anchor.message_id,
+                                                         reply_markup=None)
+            except Exception as exc:
+                log.info("Telegram buttons of message %r not removed: %s",
+                         anchor.message_id, exc)
+
+    async def _fetch_one_by_one(self, offset: int | None) -> tuple[Update | Skipped, ...]:
+        """The pending updates as raw JSON, each read on its own: one PTB cannot read is
+        skipped with its reason (and its id, when a number, so the offset moves past it)."""
         assert self.bot is not None
         raw = await self.bot._post("getUpdates", {"offset": offset, "timeout": 0,
                                                   "allowed_updates": list(ALLOWED_UPDATES)})
-        updates = []
-        for item in raw or []:
-            try:
-                update = Update.de_json(item, self.bot)
-            except (TypeError, ValueError, KeyError) as exc:
-                log.warning("Telegram update %s unreadable, skipped: %s",
-                            item.get("update_id"), exc)
-                update = Update(update_id=int(item["update_id"]))
-            if update is not None:
-                updates.append(update)
-        return tuple(updates)
+        return tuple(read_update(item, self.bot) for item in
+                     (raw if isinstance(raw, list) else []))
 
     async def _known_person(self, sender: str) -> bool:
         """Whether a sender is a known, unblocked person, for the niceties only (the

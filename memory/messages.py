@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from memory.errors import InvalidInput, NotFound, row_id
 from memory.rows import NewSouvenir, insert_outbound, insert_souvenir
-from memory.text import MAX_CONTENT_CHARS, InvalidText, clean, clean_content
+from memory.text import MAX_CONTENT_CHARS, InvalidText, clean, clean_content, clean_json
 
 MAX_MESSAGE_ID = 2**63 - 1  # messages.id is a BIGSERIAL
 
@@ -175,7 +175,8 @@ def inbound_params(
     files: Sequence[ReceivedFile] = (),
 ) -> dict[str, Any]:
     """Validated parameters of one inbound message (InvalidInput says what is wrong);
-    `files` are the contents kept with it (stored with the message, once)."""
+    `files` are the contents kept with it (stored with the message, once). Every text,
+    in the jsonb columns too, is cleaned (memory.text): a channel's NUL never refuses it."""
     try:
         body = clean(texte).strip()
         if len(body) > MAX_CONTENT_CHARS:
@@ -190,8 +191,8 @@ def inbound_params(
         "canal": canal, "adresse": address, "verifie": verifie,
         "conversation": clean(conversation)[:400], "ext": ext,
         "fil": clean(reference_fil)[:400] if reference_fil else None, "texte": body,
-        "pj": json.dumps(list(pieces_jointes)), "recu": recu_le,
-        "meta": json.dumps(metadata or {}), FILES: tuple(files),
+        "pj": json.dumps(clean_json(list(pieces_jointes))), "recu": recu_le,
+        "meta": json.dumps(clean_json(metadata or {})), FILES: tuple(files),
     }
 
 
@@ -318,7 +319,7 @@ class MessagesMixin:
             "tentatives = tentatives + 1, metadata = metadata || CAST(:meta AS jsonb) "
             "WHERE id = :id",
             {"etat": etat, "rid": relation_id, "err": erreur, "id": msg.id,
-             "meta": json.dumps(inbound_metadata or {})})
+             "meta": json.dumps(clean_json(inbound_metadata or {}))})
         out_id = None
         if reply is not None:
             out_id = await insert_outbound(
@@ -343,7 +344,7 @@ class MessagesMixin:
             "UPDATE messages SET prochain_essai = now() + make_interval(secs => :d), "
             "erreur = :err, tentatives = tentatives + 1, maj_le = now(), "
             "metadata = metadata || CAST(:meta AS jsonb) WHERE id = :id",
-            {"d": delay_s, "err": erreur, "meta": json.dumps(metadata or {}),
+            {"d": delay_s, "err": erreur, "meta": json.dumps(clean_json(metadata or {})),
              "id": claim.message.id})
         claim.finished = True
 

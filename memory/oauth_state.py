@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import text
 
 from memory.errors import InvalidInput
-from memory.rows import clean_json
+from memory.text import clean_json
 
 _COLUMNS = "genre, cle, client_id, donnees, cree_le, expire_le"
 _LIVE = "(expire_le IS NULL OR expire_le > now())"

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import text
 
 from memory.errors import InvalidInput
-from memory.text import InvalidText, clean, clean_content
+from memory.text import InvalidText, clean, clean_content, clean_json
 
 SOUVENIR_COLUMNS = (
     "id, timestamp, type, source, contenu, resume, importance, metadata, relation_id, public"
@@ -39,16 +39,6 @@ class NewSouvenir:
     public: bool = False
     resume: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def clean_json(value: Any) -> Any:
-    if isinstance(value, str):
-        return clean(value)
-    if isinstance(value, dict):
-        return {clean(str(k)): clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
-    return value
 
 
 def prepare_souvenir(item: NewSouvenir) -> dict[str, Any]:

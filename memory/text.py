@@ -1,8 +1,9 @@
 """Pure text handling for memory: cleaning what PostgreSQL refuses, folding accents,
 and building French full-text queries. No I/O, so it is tested without a database.
 
-PostgreSQL rejects NUL (U+0000) in text and lone UTF-16 surrogates cannot be encoded
-as UTF-8; both are defined away here before anything reaches the database.
+PostgreSQL rejects NUL (U+0000) in text and in jsonb, and lone UTF-16 surrogates cannot
+be encoded as UTF-8; both are defined away here (`clean`, and `clean_json` for a JSON
+value) before anything reaches the database.
 The embedded PostgreSQL ships no `unaccent` extension, so accent folding is done by
 `axi_pli()`, an IMMUTABLE SQL function built on `translate()` whose Python twin is
 `fold()` below (the two share the character table).
@@ -11,6 +12,8 @@ The embedded PostgreSQL ships no `unaccent` extension, so accent folding is done
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 MAX_CONTENT_CHARS = 1_000_000
 """Longest souvenir accepted; longer text must be split by the caller."""
@@ -36,6 +39,18 @@ def clean(text: str) -> str:
     if _SURROGATES.search(text):
         text = _SURROGATES.sub("\ufffd", text)
     return text
+
+
+def clean_json(value: Any) -> Any:
+    """A JSON value with every string (keys too) cleaned as `clean` does: what a jsonb
+    column takes. Mappings become dicts, tuples lists; other values are kept. Never raises."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, Mapping):
+        return {clean(str(k)): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    return value
 
 
 def clean_content(text: str, *, what: str = "text", limit: int = MAX_CONTENT_CHARS) -> str:
