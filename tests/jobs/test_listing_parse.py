@@ -255,11 +255,27 @@ def test_parse_surface_in_odd_formats(text: object, expected: float | None) -> N
     assert parse_surface(text) == expected
 
 
-@pytest.mark.parametrize("charset", ["rot13", "base64", "hex", "zlib", "uu", "x-inexistant"])
+@pytest.mark.parametrize("charset", ["rot13", "base64", "hex", "zlib", "uu", "x-inexistant",
+                                     "utf-7", "unicode_escape", "raw_unicode_escape", "idna",
+                                     "punycode", "undefined", "utf-8\x00"])
 def test_a_page_naming_a_codec_that_is_not_a_text_encoding_is_read_as_utf8(charset: str) -> None:
-    body = f'<meta charset="{charset}"><a href="/bien/1">Maison à Vergt</a>'.encode()
-    assert decode_body(body, None).endswith("Maison à Vergt</a>")
-    assert decode_body(body, charset).endswith("Maison à Vergt</a>")
+    """Bytes-to-bytes codecs, and text codecs no page is written in: utf-7 and the escape
+    codecs decode to lone surrogates (a key PostgreSQL refuses), idna, punycode and
+    undefined raise whatever the error handler."""
+    body = '<meta charset="{}"><a href="/bien/1\\ud800+2AA-">Maison à Vergt</a>'.format(
+        charset.replace("\x00", "")).encode()
+    for text in (decode_body(body, None), decode_body(body, charset)):
+        assert text.endswith('<a href="/bien/1\\ud800+2AA-">Maison à Vergt</a>')
+
+
+def test_a_header_charset_no_page_is_written_in_gives_way_to_the_meta_tag() -> None:
+    body = '<meta charset="iso-8859-1"><p>Maison à Vergt</p>'.encode("latin-1")
+    assert decode_body(body, "utf-7").endswith("Maison à Vergt</p>")
+
+
+def test_undecodable_bytes_never_become_lone_surrogates() -> None:
+    assert decode_body(b"\xed\xa0\x80 \xff", "utf-8") == "\ufffd\ufffd\ufffd \ufffd"
+    decode_body(b"\xd8\x00", "utf-16-be").encode("utf-8")  # no lone surrogate
 
 
 def test_a_json_number_too_long_to_read_is_a_parse_error() -> None:
