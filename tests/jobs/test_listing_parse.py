@@ -38,6 +38,11 @@ BASE = "https://www.agence.example/annonces?page=2"
     ("#haut", "https://www.agence.example/annonces?page=2"),
     ("http://[::1", None),
     ("", None),
+    ("/annonce/1\x00", "https://www.agence.example/annonce/1"),
+    ("\x00 /a\x01b/", "https://www.agence.example/a%01b"),
+    ("/annonce/\ud800", "https://www.agence.example/annonce/\ufffd"),
+    ("/a?x=\ud800", "https://www.agence.example/a?x=%EF%BF%BD"),
+    ("http://a\x00b.example/", None),
 ])
 def test_normalize_url(href: str, expected: str | None) -> None:
     assert normalize_url(href, BASE) == expected
@@ -60,6 +65,7 @@ def test_with_query_param_replaces_the_page() -> None:
     ("Prix : 59 000 € FAI", 59000), ("98.500 €", 98500), ("1 250 000,00 €", 1250000),
     ("250000", 250000), (175000, 175000), (99000.4, 99000), ("Nous consulter", None),
     ("0 €", None), (None, None), (True, None), ("", None),
+    ("0,4 €", None), (0.4, None), ("0,6 €", 1), (999_999_999.7, None),  # checked once rounded
 ])
 def test_parse_price(text: object, expected: int | None) -> None:
     assert parse_price(text) == expected
@@ -68,6 +74,7 @@ def test_parse_price(text: object, expected: int | None) -> None:
 @pytest.mark.parametrize(("text", "expected"), [
     ("120 m²", 120), ("200 m2", 200), ("45,5 m²", 45.5), ("Surface : 95m²", 95), ("110", 110),
     (130.5, 130.5), ("3 pièces", None), ("2 ha", None), ("", None), (None, None),
+    (0.001, None), ("0,0004 m²", None), ("0,4 m²", 0.4), (999_999.999, None),  # checked once rounded
 ])
 def test_parse_surface(text: object, expected: float | None) -> None:
     assert parse_surface(text) == expected
