@@ -209,6 +209,7 @@ def test_a_good_config() -> None:
 
 @pytest.mark.parametrize(("entry", "message"), [
     (_agency(url="ftp://x.example"), "adresse http"),
+    (_agency(url="http://[::1"), "« url » n'est pas une adresse lisible"),
     (_agency(lien="a[["), "sélecteur CSS « lien » invalide"),
     (_agency(lien=None), "il faut « lien »"),
     (_agency(motif="(unclosed"), "expression régulière"),
@@ -232,6 +233,12 @@ def test_a_bad_agency_is_a_reason_not_a_crash(entry: object, message: str) -> No
 def test_duplicate_names_and_bad_globals() -> None:
     config = parse_config({"agences": [_agency(), _agency()]})
     assert len(config.agences) == 1 and "nom en double" in next(iter(config.invalid.values()))
+    config = parse_config({"agences": [_agency(nom="A"), _agency(nom="A"), {"nom": "A (n°2)"},
+                                       {}, {"nom": "agence n°4"}]})
+    assert [a.nom for a in config.agences] == ["A"]
+    assert {label: reason.split(" :")[0] for label, reason in config.invalid.items()} == {
+        "A (n°2) (2)": "nom en double", "A (n°2)": "configuration invalide",
+        "agence n°4 (2)": "configuration invalide", "agence n°4": "configuration invalide"}
     for raw, message in [([], "objet JSON"), ({"agences": {}}, "liste"),
                          ({"delai_s": -1}, "delai_s"), ({"delai_s": "2"}, "delai_s"),
                          ({"ras": "oui"}, "ras")]:
