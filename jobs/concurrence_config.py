@@ -75,7 +75,9 @@ class Agency:
 class Config:
     agences: list[Agency]
     invalid: dict[str, str]
-    """Agency name (or its position) → why its config is unusable."""
+    """Agency label → why its config is unusable. A label is the agency's name, else
+    "agence n°<position>"; a duplicate's is "<name> (n°<position>)": every label distinct
+    from every name typed, so no agency's report hides another's."""
     delai_s: float = DEFAULT_DELAY_S
     ras: bool = False
 
@@ -114,7 +116,10 @@ def _agency(entry: Any) -> Agency:
         raise ConfigError(f"clé(s) inconnue(s) : {', '.join(unknown)} (possibles : {allowed})")
     url = _text(entry, "url", required=True)
     assert nom is not None and url is not None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[::1": an unclosed IPv6 bracket, and urllib's other refusals
+        raise ConfigError(f"« url » n'est pas une adresse lisible : {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"« url » doit être une adresse http(s) complète, pas {url!r}")
 
@@ -190,16 +195,20 @@ def parse_config(raw: Any) -> Config:
     if not isinstance(ras, bool):
         raise ConfigError("« ras » doit être true ou false")
     config = Config([], {}, float(delay), ras)
-    names: set[str] = set()
+    typed = {name for name in map(_name, agences) if name is not None}
+    taken: set[str] = set()
     addresses: dict[str, str] = {}
     for position, entry in enumerate(agences, start=1):
-        label = entry.get("nom") if isinstance(entry, Mapping) else None
-        label = label.strip() if isinstance(label, str) and label.strip() else f"agence n°{position}"
-        if label in names:
-            config.invalid[f"{label} (n°{position})"] = "nom en double : chaque agence doit avoir " \
-                                                        "un nom distinct"
+        name = _name(entry)
+        if name is not None and name not in taken:
+            label = name
+        else:
+            label = _free_label(f"{name} (n°{position})" if name else f"agence n°{position}",
+                                typed | taken)
+        taken.add(label)
+        if name is not None and name != label:
+            config.invalid[label] = "nom en double : chaque agence doit avoir un nom distinct"
             continue
-        names.add(label)
         try:
             agency = _agency(entry)
         except ConfigError as exc:
@@ -212,3 +221,18 @@ def parse_config(raw: Any) -> Config:
         addresses[agency.cle] = agency.nom
         config.agences.append(agency)
     return config
+
+
+def _name(entry: Any) -> str | None:
+    """The agency's name as typed (stripped), None when it has none."""
+    nom = entry.get("nom") if isinstance(entry, Mapping) else None
+    return nom.strip() if isinstance(nom, str) and nom.strip() else None
+
+
+def _free_label(label: str, taken: set[str]) -> str:
+    """`label`, suffixed until it is no name typed and no label already given."""
+    candidate, suffix = label, 1
+    while candidate in taken:
+        suffix += 1
+        candidate = f"{label} ({suffix})"
+    return candidate

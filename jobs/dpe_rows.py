@@ -32,14 +32,17 @@ MAX_TEXT = 300
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 """C0/C1 controls (NUL: PostgreSQL's jsonb refuses it; ESC: terminal sequences in
 `--dry-run`), zero-width and bidirectional overrides: never kept from a source."""
+_SURROGATES = re.compile("[\ud800-\udfff]")
+"""Lone surrogates (a JSON "\\ud800" escape): not UTF-8, so jsonb refuses the item."""
 
 
 def clean_text(value: Any, limit: int = MAX_TEXT) -> str | None:
-    """A source's string as inert, one-line text: controls removed, whitespace folded,
-    cut to `limit`."""
+    """A source's string as inert, one-line text: controls removed, lone surrogates
+    replaced (U+FFFD), whitespace folded, cut to `limit`."""
     if value is None:
         return None
-    text = " ".join(_CONTROLS.sub(" ", str(value)).split())
+    text = _SURROGATES.sub("\ufffd", str(value))
+    text = " ".join(_CONTROLS.sub(" ", text).split())
     return text[:limit] or None
 
 

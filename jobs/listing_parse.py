@@ -31,6 +31,11 @@ TRACKING_PARAMS = frozenset({"fbclid", "gclid", "dclid", "msclkid", "mc_cid", "m
                              "_ga", "_gl", "yclid", "igshid"})
 FIELDS = ("titre", "prix", "surface", "commune")
 _BIDI_AND_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+"""Lone surrogates (a JSON "\\ud800" escape): not UTF-8, so PostgreSQL refuses them."""
+_URL_CONTROLS = re.compile("[\x00-\x1f\x7f]")
+_URL_ENDS = "".join(map(chr, range(0x21)))
+"""Stripped from both ends of a link, as browsers do (C0 controls and space)."""
 _NUMBER_RE = (r"(?P<n>\d{1,3}(?P<sep>[ \u00a0\u202f.,'’])\d{3}(?:(?P=sep)\d{3})*"
               r"(?:[.,]\d{1,2})?(?!\d)|\d{1,12}(?:[.,]\d{1,4})?)")
 """A figure as sites write it: grouped thousands (space, no-break space, dot, comma or
@@ -76,8 +81,11 @@ class Page:
 def normalize_url(href: str, base: str | None = None) -> str | None:
     """An absolute http(s) URL with a lower-case scheme and host, no default port, no
     fragment, no tracking parameters (utm_*, fbclid, gclid…), sorted query parameters and
-    no trailing slash; None for anything else (mailto:, javascript:, garbage)."""
-    href = (href or "").strip()
+    no trailing slash; None for anything else (mailto:, javascript:, garbage, a control
+    character in the host). It is a listing's key, stored: as browsers do, a lone
+    surrogate becomes U+FFFD and a control character in the path is percent-encoded (a
+    NUL never reaches PostgreSQL)."""
+    href = _SURROGATES.sub("\ufffd", href or "").strip().strip(_URL_ENDS).strip()
     if not href or len(href) > MAX_URL:
         return None
     try:
@@ -88,7 +96,7 @@ def normalize_url(href: str, base: str | None = None) -> str | None:
         return None
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower().rstrip(".")
-    if scheme not in ("http", "https") or not host:
+    if scheme not in ("http", "https") or not host or _URL_CONTROLS.search(host):
         return None
     netloc = host if ":" not in host else f"[{host}]"
     if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
@@ -97,7 +105,8 @@ def normalize_url(href: str, base: str | None = None) -> str | None:
         (key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True)
         if not key.lower().startswith("utm_") and key.lower() not in TRACKING_PARAMS
     )
-    path = re.sub(r"/{2,}", "/", parts.path).rstrip("/")
+    path = _URL_CONTROLS.sub(lambda c: f"%{ord(c[0]):02X}", re.sub(r"/{2,}", "/", parts.path))
+    path = path.rstrip("/")
     return urlunsplit((scheme, netloc, path, urlencode(query), ""))
 
 
@@ -161,9 +170,10 @@ def parse_price(value: Any) -> int | None:
         number = _to_number(match)
         if priced is not None and priced.group("mult"):
             number *= _MULTIPLIER[priced.group("mult").lower()]
-    if number is None or not 0 < number < 1_000_000_000:
+    if number is None:
         return None
-    return round(number)
+    price = round(number)  # checked once rounded: "0,4 €" is no price of 0 €
+    return price if 0 < price < 1_000_000_000 else None
 
 
 def parse_surface(value: Any) -> float | None:
@@ -179,9 +189,10 @@ def parse_surface(value: Any) -> float | None:
         if match is None:
             return None
         number = _to_number(match)
-    if number is None or not 0 < number < 1_000_000:
+    if number is None:
         return None
-    return int(number) if number == int(number) else round(number, 2)
+    surface = int(number) if number == int(number) else round(number, 2)
+    return surface if 0 < surface < 1_000_000 else None  # checked once rounded: 0.001 is no 0 m²
 
 
 def make_listing(url: str, raw: Mapping[str, Any]) -> Listing:
@@ -228,6 +239,7 @@ def parse_html(body: str, base: str, *, lien: str | None = None, motif: str | No
     container (`conteneur` + `champs` selectors) when configured, else its link text as
     title; and the next page's URL (`suivant`). Duplicate links are kept once; at most
     `limit` listings are read (a page of a hundred thousand links costs no more)."""
+    body = _SURROGATES.sub("\ufffd", body)  # bs4 raises UnicodeEncodeError on them
     try:
         return _parse_html(body, base, lien, motif, conteneur, champs, suivant, limit)
     except RecursionError:  # a hostile page nesting elements thousands deep

@@ -20,6 +20,7 @@ configured source's site and allowed by that host's robots.txt — and a refusal
 from __future__ import annotations
 
 import asyncio
+import codecs
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -88,17 +89,42 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def decode_body(body: bytes, charset: str | None) -> str:
-    """The header's charset, else an HTML <meta charset>, else UTF-8; never raises (a
-    page naming an unknown codec, or one that is not a text encoding such as "rot13" or
-    "base64", is read as UTF-8)."""
+NOT_PAGE_CHARSETS = frozenset({"idna", "punycode", "undefined", "utf-7", "unicode-escape",
+                               "raw-unicode-escape"})
+"""Text codecs (as `codecs.lookup` names them) no page is written in: the first three
+raise whatever the error handler, the others decode bytes to lone surrogates (text
+PostgreSQL refuses, bs4 chokes on)."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def page_codec(charset: str | None) -> str | None:
+    """The codec a declared charset names, when it is a real text encoding a page can be
+    written in; None for an unknown name, a bytes-to-bytes codec ("rot13", "base64") or
+    one of NOT_PAGE_CHARSETS."""
     if not charset:
-        match = _META_CHARSET.search(body[:4096])
-        charset = match.group(1).decode("ascii") if match else None
+        return None
     try:
-        return body.decode(charset or "utf-8", errors="replace")
-    except LookupError:  # unknown, or not a text encoding: bytes.decode refuses those
-        return body.decode("utf-8", errors="replace")
+        info = codecs.lookup(charset.strip())
+    except (LookupError, ValueError, TypeError):  # unknown, or a NUL in the name
+        return None
+    if not info._is_text_encoding or info.name in NOT_PAGE_CHARSETS:
+        return None
+    return info.name
+
+
+def decode_body(body: bytes, charset: str | None) -> str:
+    """The header's charset, else an HTML <meta charset>, else UTF-8; a charset that is
+    not a page's text encoding (see `page_codec`) is skipped as if absent. Never raises,
+    and never returns a lone surrogate (undecodable bytes become U+FFFD)."""
+    codec = page_codec(charset)
+    if codec is None:
+        match = _META_CHARSET.search(body[:4096])
+        codec = page_codec(match.group(1).decode("ascii")) if match else None
+    try:
+        text = body.decode(codec or "utf-8", errors="replace")
+    except (LookupError, UnicodeError, ValueError):  # belt and braces: checked above
+        text = body.decode("utf-8", errors="replace")
+    return _SURROGATE.sub("\ufffd", text)
 
 
 class PoliteFetcher:

@@ -17,6 +17,7 @@ What this proves:
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -43,7 +44,7 @@ from jobs.listing_parse import (
     parse_surface,
 )
 from jobs.polite_fetch import decode_body
-from tests.fuzz.support import EXPLICIT_ONLY, fuzz, hostile_text, json_values, storable
+from tests.fuzz.support import fuzz, hostile_text, json_values, storable
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 INERT = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
@@ -57,17 +58,6 @@ def inert(value: str, limit: int) -> None:
 
 
 # ------------------------------------------------------------------ ADEME DPE
-def no_surrogate(value: Any) -> Any:
-    """JSON without lone surrogates (a DEFECT below), whatever else it holds."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, list):
-        return [no_surrogate(v) for v in value]
-    if isinstance(value, dict):
-        return {no_surrogate(k): no_surrogate(v) for k, v in value.items()}
-    return value
-
-
 def dpe_values(draw: Draw, name: str) -> Any:
     if name == "numero_dpe":
         return draw(st.one_of(st.from_regex(r"24[0-9]{2}E[0-9]{7}[A-Z]", fullmatch=True),
@@ -91,7 +81,7 @@ def dpe_lines(draw: Draw) -> dict[str, Any]:
     line = {name: dpe_values(draw, name) for name in names}
     if draw(st.booleans()):
         line.update(draw(st.dictionaries(hostile_text(10), json_values(max_leaves=2), max_size=3)))
-    return no_surrogate(line)  # type: ignore[no-any-return]
+    return line
 
 
 def iso_day(value: str) -> bool:
@@ -127,14 +117,25 @@ def test_a_dpe_line_is_inert_bounded_item_data_or_none(line: dict[str, Any]) -> 
     assert (data["latitude"] is None) == (data["longitude"] is None)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/dpe_rows.py clean_text keeps lone "
-                   "surrogates (a JSON '\\ud800' escape from the API): PostgreSQL's jsonb "
-                   "refuses the item, the run fails, and the same line comes back every run")
-@EXPLICIT_ONLY
+@st.composite
+def dpe_lines_with_surrogates(draw: Draw) -> dict[str, Any]:
+    """A keyed DPE line whose text fields carry lone surrogates (JSON "\\ud800" escapes)."""
+    line = draw(dpe_lines())
+    line.update(numero_dpe="2424E0000001A", date_reception_dpe="2024-01-01")
+    for name in draw(st.lists(st.sampled_from(FIELDS), min_size=1, unique=True)):
+        text = line.get(name) if isinstance(line.get(name), str) else ""
+        cut = draw(st.integers(0, len(text)))
+        line[name] = text[:cut] + draw(st.sampled_from(["\ud800", "\udcff", "\ud83d"])) + text[cut:]
+    return line
+
+
+@fuzz(50)
 @example({"numero_dpe": "2424E0000001A", "date_reception_dpe": "2024-01-01",
           "adresse_ban": "12 rue de la Paix \ud83d"})
-@given(dpe_lines())
-def test_defect_a_lone_surrogate_is_kept_in_dpe_data(line: dict[str, Any]) -> None:
+@given(dpe_lines_with_surrogates())
+def test_a_lone_surrogate_in_a_dpe_line_is_replaced(line: dict[str, Any]) -> None:
+    """Formerly a DEFECT: clean_text kept them, PostgreSQL's jsonb refused the item, the
+    run failed, and the same line came back every run."""
     test_a_dpe_line_is_inert_bounded_item_data_or_none.hypothesis.inner_test(line)  # type: ignore[attr-defined]
 
 
@@ -153,11 +154,6 @@ def test_an_api_page_is_its_results_and_next_link_or_a_source_error(body: Any) -
 
 
 # ------------------------------------------------------------------ listing pages
-def valid_text(value: str) -> str:
-    """What decoding a page's bytes can give (no lone surrogate; a DEFECT below)."""
-    return value.encode("utf-8", "replace").decode("utf-8")
-
-
 BASE = "https://agence.example.fr/annonces"
 JUNK_TAGS = ["div", "article", "span", "h2", "p", "li", "ul", "table", "tr", "td", "b", "svg",
              "form", "select", "option", "iframe", "a", "section"]
@@ -176,10 +172,10 @@ def markup(draw: Draw, nasty: bool) -> str:
         elif kind == 1:
             parts.append(f"</{draw(st.sampled_from(JUNK_TAGS))}>")
         elif kind == 2:
-            parts.append(valid_text(draw(hostile_text(30))).replace("<", " ").replace("&", " "))
+            parts.append(draw(hostile_text(30)).replace("<", " ").replace("&", " "))
         elif kind == 3:
             parts.append(draw(st.sampled_from(["185 000 €", "1,5 M€", "120 m²", "Nous consulter",
-                                               "&eacute;"])))  # "0,4 €": a DEFECT below
+                                               "&eacute;", "0,4 €", "0,004 m²"])))
         else:
             parts.append(draw(st.sampled_from(NASTY)))
     return "".join(parts)
@@ -194,7 +190,7 @@ def listing_pages(draw: Draw) -> tuple[str, list[str]]:
     for link in links:
         href = draw(st.sampled_from([link, f"{link}?utm_source=x", f"{link}#photos",
                                      f"https://AGENCE.example.fr:443{link}/"]))
-        title = valid_text(draw(hostile_text(40))).replace("<", " ").replace("&", " ")
+        title = draw(hostile_text(40)).replace("<", " ").replace("&", " ")
         body += f'<div class="bien"><a href="{href}">{title}</a>{draw(markup(False))}</div>'
     return body, [normalize_url(link, BASE) or "" for link in links]
 
@@ -230,6 +226,7 @@ SELECTORS = st.sampled_from(["a", "a[href]", "div.bien", ".prix", "h2", "span", 
 
 
 @fuzz(200)
+@example("\ud800", None, None, None, {}, None, None)  # bs4 raised UnicodeEncodeError on it
 @given(st.one_of(markup(True), listing_pages().map(lambda p: p[0] + "<!--")),
        st.one_of(st.none(), SELECTORS), st.one_of(st.none(), st.sampled_from(["/annonce/", r"\d+"])),
        st.one_of(st.none(), SELECTORS), st.dictionaries(st.sampled_from(["titre", "prix", "surface",
@@ -238,7 +235,6 @@ SELECTORS = st.sampled_from(["a", "a[href]", "div.bien", ".prix", "h2", "span", 
 def test_any_markup_and_selectors_give_clean_listings_or_a_reason(
         body: str, lien: str | None, motif: str | None, conteneur: str | None,
         champs: dict[str, str], suivant: str | None, limit: int | None) -> None:
-    body = body.replace("\x00", "\ufffd")  # a NUL in an href: a DEFECT below
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
         try:
@@ -271,8 +267,6 @@ def api_answers(draw: Draw) -> tuple[str, str, dict[str, str], list[str]]:
         item = {"titre": draw(hostile_text(40)), "prix": draw(st.one_of(
             st.integers(), st.floats(), hostile_text(10), st.just("185 000 €"))),
             "surface": draw(json_values(max_leaves=1))}
-        if below_one(item["prix"]) or below_one(item["surface"]):  # a DEFECT below
-            item["prix"] = item["surface"] = None
         if kind:
             url = f"/biens/{i}"
             item[url_key.split(".")[0]] = [url] if url_key == "liens.0" else url
@@ -296,7 +290,7 @@ def test_every_item_with_a_url_of_an_api_answer_is_found(
 
 
 @fuzz(200)
-@given(st.one_of(json_values().map(no_surrogate).map(json.dumps), hostile_text(100).map(valid_text),
+@given(st.one_of(json_values().map(json.dumps), hostile_text(100),
                  st.sampled_from(["[" * 100_000, '{"a": 1' + "0" * 5000 + "}", "NaN", "[1e999]"])),
        st.one_of(st.sampled_from(["", "data", "0", "data.0.x", ".", ".."]), hostile_text(10)),
        st.one_of(st.none(), st.dictionaries(st.sampled_from(["url", "titre", "prix"]),
@@ -312,32 +306,26 @@ def test_any_api_answer_gives_clean_listings_or_a_reason(
     check_listings(page, limit)
 
 
+NOT_PAGE_CHARSETS = ("utf-7", "UTF7", "unicode_escape", "Unicode-Escape", "raw_unicode_escape",
+                     "undefined", "idna", "IDNA", "punycode")
+"""Text codecs no page is written in: the first ones decode bytes to lone surrogates
+(channels/email_text.py refuses them too), the last ones raise whatever the error handler."""
 CHARSETS = ["utf-8", "iso-8859-1", "windows-1252", "utf-16", "utf-32", "koi8-r", "shift_jis",
             "big5", "gb18030", "iso-2022-jp", "rot13", "zlib", "base64", "hex", "x-inconnu", "",
-            "charmap", "mbcs", "latin-1", "uu", "bz2"]
-REFUSED_BY_MAIL = ("utf-7", "unicode_escape", "raw_unicode_escape")
-"""Codecs that decode bytes to lone surrogates (channels/email_text.py refuses them)."""
-RAISING = ("undefined", "idna", "punycode")
-"""Codecs whose decoding raises whatever the error handler (a DEFECT below)."""
-
-
-def label(value: str) -> str:
-    """A charset label as a header or a <meta> can carry it (no NUL, no surrogate)."""
-    return valid_text(value).replace("\x00", "")
+            "charmap", "mbcs", "latin-1", "uu", "bz2", *NOT_PAGE_CHARSETS]
 
 
 @fuzz(150)
-@given(st.one_of(st.binary(max_size=300), listing_pages().map(lambda p: p[0].encode("utf-8"))),
-       st.one_of(st.none(), st.sampled_from(CHARSETS),
-                 hostile_text(12).map(label).filter(lambda c: c.strip().lower() not in RAISING)),
-       st.booleans())
+@given(st.one_of(st.binary(max_size=300),  # a page's lone surrogates: invalid UTF-8 bytes
+                 listing_pages().map(lambda p: p[0].encode("utf-8", "surrogatepass"))),
+       st.one_of(st.none(), st.sampled_from(CHARSETS), hostile_text(12)), st.booleans())
 def test_any_page_bytes_in_any_charset_become_clean_listings_or_a_reason(
         body: bytes, charset: str | None, meta: bool) -> None:
     if meta and charset:  # the charset named by the page itself
         body = f'<meta charset="{charset}">'.encode("ascii", "replace") + body
         charset = None
     text = decode_body(body, charset)
-    assert isinstance(text, str)
+    storable(text.replace("\x00", ""))  # never a lone surrogate
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
         try:
@@ -348,44 +336,58 @@ def test_any_page_bytes_in_any_charset_become_clean_listings_or_a_reason(
     check_listings(page, None)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/polite_fetch.py decode_body accepts the "
-                   "codecs that make lone surrogates (a page saying utf-7 or unicode_escape), "
-                   "and listing_parse keeps them: parse_html raises UnicodeEncodeError (bs4) on "
-                   "a short page, or a listing URL (its key) cannot be stored: the whole "
-                   "concurrence run fails")
-@EXPLICIT_ONLY
+def a_page_naming(body: bytes, charset: str, meta: bool) -> None:
+    """A page (or its header) naming a codec no page is written in: read as if it named
+    none, and its listings are clean."""
+    test_any_page_bytes_in_any_charset_become_clean_listings_or_a_reason.hypothesis.inner_test(  # type: ignore[attr-defined]
+        body, charset, meta)
+    if meta:
+        named = f'<meta charset="{charset}">'.encode("ascii") + body
+        assert decode_body(named, None) == named.decode("utf-8", "replace")
+    else:
+        assert decode_body(body, charset) == decode_body(body, None)
+
+
+@fuzz(50)
 @example(b"+2AA-", "utf-7", False)
 @example(b'<a href="/annonce/\\ud800">maison</a>', "unicode_escape", False)
 @example(b'<a href="/annonce/\\udcff">maison</a>', "unicode_escape", True)
-@given(st.binary(), st.sampled_from(REFUSED_BY_MAIL), st.booleans())
-def test_defect_a_page_decoded_to_lone_surrogates(body: bytes, charset: str, meta: bool) -> None:
-    test_any_page_bytes_in_any_charset_become_clean_listings_or_a_reason.hypothesis.inner_test(  # type: ignore[attr-defined]
-        body, charset, meta)
+@given(st.binary(max_size=300), st.sampled_from(NOT_PAGE_CHARSETS[:5]), st.booleans())
+def test_a_charset_decoding_to_lone_surrogates_is_ignored(body: bytes, charset: str,
+                                                          meta: bool) -> None:
+    """Formerly a DEFECT: decode_body accepted utf-7 and unicode_escape, and listing_parse
+    kept the lone surrogates they make: parse_html raised UnicodeEncodeError (bs4) on a
+    short page, or a listing URL (its key) could not be stored: the whole run failed."""
+    a_page_naming(body, charset, meta)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/polite_fetch.py decode_body ('never "
-                   "raises') catches only LookupError: a page or a header naming 'idna', "
-                   "'punycode' or 'undefined' raises UnicodeError out of PoliteFetcher.get, and "
-                   "the whole concurrence run fails")
-@EXPLICIT_ONLY
+@fuzz(50)
 @example(b"<a href='/annonce/1'>maison</a>", "idna", False)
 @example(b"\xe9t\xe9", "punycode", False)
 @example(b"<a href='/annonce/1'>maison</a>", "undefined", True)
-@given(st.binary(), st.sampled_from(RAISING), st.booleans())
-def test_defect_decode_body_raises_on_some_charsets(body: bytes, charset: str, meta: bool) -> None:
-    test_any_page_bytes_in_any_charset_become_clean_listings_or_a_reason.hypothesis.inner_test(  # type: ignore[attr-defined]
-        body, charset, meta)
+@given(st.binary(max_size=300), st.sampled_from(NOT_PAGE_CHARSETS[5:]), st.booleans())
+def test_a_charset_whose_decoding_raises_is_ignored(body: bytes, charset: str,
+                                                    meta: bool) -> None:
+    """Formerly a DEFECT: decode_body ('never raises') caught only LookupError: a page or
+    a header naming 'idna', 'punycode' or 'undefined' raised UnicodeError out of
+    PoliteFetcher.get, and the whole concurrence run failed."""
+    a_page_naming(body, charset, meta)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/listing_parse.py normalize_url keeps a "
-                   "NUL or a lone surrogate (from a JSON '\\ud800' escape) in a listing's "
-                   "URL, its key: PostgreSQL refuses it, storing the run's items fails")
-@EXPLICIT_ONLY
-@example("html", '<a href="/annonce/1\x00">maison</a>')
-@example("json", '[{"url": "/annonce/\\ud800"}]')
-@given(st.just("json"), st.just("[]"))
-def test_defect_a_listing_url_that_cannot_be_stored(kind: str, body: str) -> None:
-    check_listings(parse_json(body, BASE) if kind == "json" else parse_html(body, BASE), None)
+@fuzz(100)
+@example("html", "/annonce/1\x00")
+@example("json", "/annonce/\ud800")
+@given(st.sampled_from(["html", "json"]), hostile_text(30).map(lambda t: "/annonce/" + t))
+def test_a_listing_url_is_storable_whatever_its_characters(kind: str, href: str) -> None:
+    """Formerly a DEFECT: normalize_url kept a NUL or a lone surrogate (a JSON '\\ud800'
+    escape) in a listing's URL, its key: PostgreSQL refused it, storing the items failed.
+    Nothing lost either: the link is still a listing."""
+    if kind == "json":
+        page = parse_json(json.dumps([{"url": href}]), BASE)
+    else:
+        page = parse_html(f'<a href="{html.escape(href)}">maison</a>', BASE)
+    check_listings(page, None)
+    assert len(page.listings) == 1
 
 
 @fuzz(100)
@@ -404,33 +406,22 @@ figures = st.one_of(
     st.floats(), st.integers(), hostile_text(30), json_values(max_leaves=1))
 
 
-def below_one(value: Any) -> bool:
-    """A figure under one (a DEFECT below: it rounds to 0): kept out of the other tests."""
-    if isinstance(value, float):
-        return 0 < value < 1
-    if isinstance(value, str):
-        return re.search(r"(?<!\d)0", value) is not None  # any figure may start with 0
-    if isinstance(value, list):
-        return any(below_one(v) for v in value)
-    if isinstance(value, dict):
-        return any(below_one(v) for v in value.values())
-    return False
-
-
 @fuzz(300)
-@given(figures.filter(lambda v: not below_one(v)))
+@given(figures)
 def test_a_price_or_a_surface_is_plausible_or_none(value: Any) -> None:
     price, surface = parse_price(value), parse_surface(value)
     assert price is None or (isinstance(price, int) and 0 < price < 1_000_000_000)
     assert surface is None or 0 < surface < 1_000_000
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/listing_parse.py parse_price/"
-                   "parse_surface test the range before rounding: '0,4 €' is a price of 0 €, "
-                   "0.001 a surface of 0.0 m² (documented: None for zero)")
-@EXPLICIT_ONLY
+@fuzz(100)
 @example("0,4 €")
 @example(0.001)
-@given(figures)
-def test_defect_a_figure_below_one_rounds_to_a_price_of_zero(value: Any) -> None:
+@example(999_999_999.7)
+@given(st.one_of(st.floats(0, 1, exclude_min=True, exclude_max=True),
+                 st.from_regex(r"0[,.][0-9]{1,4} ?(€|m²)", fullmatch=True),
+                 st.floats(999_999_999, 1_000_000_000), st.floats(999_999, 1_000_000)))
+def test_a_figure_at_the_edges_is_checked_once_rounded(value: Any) -> None:
+    """Formerly a DEFECT: parse_price/parse_surface tested the range before rounding:
+    '0,4 €' was a price of 0 €, 0.001 a surface of 0.0 m² (documented: None for zero)."""
     test_a_price_or_a_surface_is_plausible_or_none.hypothesis.inner_test(value)  # type: ignore[attr-defined]

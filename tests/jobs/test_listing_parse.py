@@ -38,6 +38,11 @@ BASE = "https://www.agence.example/annonces?page=2"
     ("#haut", "https://www.agence.example/annonces?page=2"),
     ("http://[::1", None),
     ("", None),
+    ("/annonce/1\x00", "https://www.agence.example/annonce/1"),
+    ("\x00 /a\x01b/", "https://www.agence.example/a%01b"),
+    ("/annonce/\ud800", "https://www.agence.example/annonce/\ufffd"),
+    ("/a?x=\ud800", "https://www.agence.example/a?x=%EF%BF%BD"),
+    ("http://a\x00b.example/", None),
 ])
 def test_normalize_url(href: str, expected: str | None) -> None:
     assert normalize_url(href, BASE) == expected
@@ -60,6 +65,7 @@ def test_with_query_param_replaces_the_page() -> None:
     ("Prix : 59 000 € FAI", 59000), ("98.500 €", 98500), ("1 250 000,00 €", 1250000),
     ("250000", 250000), (175000, 175000), (99000.4, 99000), ("Nous consulter", None),
     ("0 €", None), (None, None), (True, None), ("", None),
+    ("0,4 €", None), (0.4, None), ("0,6 €", 1), (999_999_999.7, None),  # checked once rounded
 ])
 def test_parse_price(text: object, expected: int | None) -> None:
     assert parse_price(text) == expected
@@ -68,6 +74,7 @@ def test_parse_price(text: object, expected: int | None) -> None:
 @pytest.mark.parametrize(("text", "expected"), [
     ("120 m²", 120), ("200 m2", 200), ("45,5 m²", 45.5), ("Surface : 95m²", 95), ("110", 110),
     (130.5, 130.5), ("3 pièces", None), ("2 ha", None), ("", None), (None, None),
+    (0.001, None), ("0,0004 m²", None), ("0,4 m²", 0.4), (999_999.999, None),  # checked once rounded
 ])
 def test_parse_surface(text: object, expected: float | None) -> None:
     assert parse_surface(text) == expected
@@ -202,6 +209,7 @@ def test_a_good_config() -> None:
 
 @pytest.mark.parametrize(("entry", "message"), [
     (_agency(url="ftp://x.example"), "adresse http"),
+    (_agency(url="http://[::1"), "« url » n'est pas une adresse lisible"),
     (_agency(lien="a[["), "sélecteur CSS « lien » invalide"),
     (_agency(lien=None), "il faut « lien »"),
     (_agency(motif="(unclosed"), "expression régulière"),
@@ -225,6 +233,12 @@ def test_a_bad_agency_is_a_reason_not_a_crash(entry: object, message: str) -> No
 def test_duplicate_names_and_bad_globals() -> None:
     config = parse_config({"agences": [_agency(), _agency()]})
     assert len(config.agences) == 1 and "nom en double" in next(iter(config.invalid.values()))
+    config = parse_config({"agences": [_agency(nom="A"), _agency(nom="A"), {"nom": "A (n°2)"},
+                                       {}, {"nom": "agence n°4"}]})
+    assert [a.nom for a in config.agences] == ["A"]
+    assert {label: reason.split(" :")[0] for label, reason in config.invalid.items()} == {
+        "A (n°2) (2)": "nom en double", "A (n°2)": "configuration invalide",
+        "agence n°4 (2)": "configuration invalide", "agence n°4": "configuration invalide"}
     for raw, message in [([], "objet JSON"), ({"agences": {}}, "liste"),
                          ({"delai_s": -1}, "delai_s"), ({"delai_s": "2"}, "delai_s"),
                          ({"ras": "oui"}, "ras")]:
@@ -255,11 +269,27 @@ def test_parse_surface_in_odd_formats(text: object, expected: float | None) -> N
     assert parse_surface(text) == expected
 
 
-@pytest.mark.parametrize("charset", ["rot13", "base64", "hex", "zlib", "uu", "x-inexistant"])
+@pytest.mark.parametrize("charset", ["rot13", "base64", "hex", "zlib", "uu", "x-inexistant",
+                                     "utf-7", "unicode_escape", "raw_unicode_escape", "idna",
+                                     "punycode", "undefined", "utf-8\x00"])
 def test_a_page_naming_a_codec_that_is_not_a_text_encoding_is_read_as_utf8(charset: str) -> None:
-    body = f'<meta charset="{charset}"><a href="/bien/1">Maison à Vergt</a>'.encode()
-    assert decode_body(body, None).endswith("Maison à Vergt</a>")
-    assert decode_body(body, charset).endswith("Maison à Vergt</a>")
+    """Bytes-to-bytes codecs, and text codecs no page is written in: utf-7 and the escape
+    codecs decode to lone surrogates (a key PostgreSQL refuses), idna, punycode and
+    undefined raise whatever the error handler."""
+    body = '<meta charset="{}"><a href="/bien/1\\ud800+2AA-">Maison à Vergt</a>'.format(
+        charset.replace("\x00", "")).encode()
+    for text in (decode_body(body, None), decode_body(body, charset)):
+        assert text.endswith('<a href="/bien/1\\ud800+2AA-">Maison à Vergt</a>')
+
+
+def test_a_header_charset_no_page_is_written_in_gives_way_to_the_meta_tag() -> None:
+    body = '<meta charset="iso-8859-1"><p>Maison à Vergt</p>'.encode("latin-1")
+    assert decode_body(body, "utf-7").endswith("Maison à Vergt</p>")
+
+
+def test_undecodable_bytes_never_become_lone_surrogates() -> None:
+    assert decode_body(b"\xed\xa0\x80 \xff", "utf-8") == "\ufffd\ufffd\ufffd \ufffd"
+    decode_body(b"\xd8\x00", "utf-16-be").encode("utf-8")  # no lone surrogate
 
 
 def test_a_json_number_too_long_to_read_is_a_parse_error() -> None:

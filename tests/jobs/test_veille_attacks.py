@@ -307,17 +307,18 @@ async def test_fine_a_dpe_dry_run_touches_no_table(store: MemoryStore, ademe_ser
 
 
 # ---------------------------------------------------------------------- 10. poison rows
-async def test_one_nul_character_in_one_address_does_not_block_the_veille(
-        store: MemoryStore, ademe_server: Any, communes_server: Any) -> None:
-    """A JSON answer may carry "\\u0000" (valid JSON). jobs/dpe_rows._text keeps it;
-    memory/veilles.store_items casts the item to jsonb, which PostgreSQL refuses
-    ("unsupported Unicode escape sequence"): the whole store fails, the run is `echec`,
-    and since the row stays in the 60-day window every run fails the same way — no DPE
-    of any postcode is reported for two months."""
+@pytest.mark.parametrize("poison", ["\x00", "\ud800"])
+async def test_one_nul_or_lone_surrogate_in_one_address_does_not_block_the_veille(
+        store: MemoryStore, ademe_server: Any, communes_server: Any, poison: str) -> None:
+    """A JSON answer may carry "\\u0000" or a lone "\\ud800" (valid JSON).
+    jobs/dpe_rows._text kept them; memory/veilles.store_items casts the item to jsonb,
+    which PostgreSQL refuses ("unsupported Unicode escape sequence", invalid UTF-8): the
+    whole store fails, the run is `echec`, and since the row stays in the 60-day window
+    every run fails the same way — no DPE of any postcode is reported for two months."""
     engine, clock = await dpe_env(store, ademe_server, communes_server)
     ademe_server.add([dpe_row("2624E0000001", date(2026, 11, 20), "24260"),
                       dpe_row("2624E0000002", date(2026, 11, 21), "24510",
-                              address="12 rue de la Paix\u0000")])
+                              address=f"12 rue de la Paix{poison}")])
     first = await engine.run("dpe")
     clock.advance(days=1)
     second = await engine.run("dpe")
