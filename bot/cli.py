@@ -20,7 +20,17 @@ from bot.cli_mail import mail_app
 from bot.cli_memory import consignes_app, facts_app, memory_app, people_app
 from bot.cli_ops import confirm_app, inbox_app
 from bot.cli_status import status
-from bot.cli_support import check_arguments, err, opened, out, print_json, print_table, run, settings
+from bot.cli_support import (
+    check_arguments,
+    check_tls_environment,
+    err,
+    opened,
+    out,
+    print_json,
+    print_table,
+    run,
+    settings,
+)
 from bot.cli_tokens import tokens_app
 from bot.cli_veille import veille_app
 from bot.config import redacted
@@ -147,6 +157,7 @@ def config_check(json_out: JsonOpt = False) -> None:
 
 def main() -> None:
     check_arguments(sys.argv[1:])
+    check_tls_environment()
     app()
 
 

@@ -141,6 +141,18 @@ def check_arguments(args: Sequence[str]) -> None:
             raise SystemExit(1)
 
 
+def check_tls_environment() -> None:
+    """Refuse, before any command runs, an SSL_CERT_FILE that points nowhere: httpx (under
+    the Ollama client, Telegram, the veilles) loads it whenever a client is built, one of
+    them at import, and Axi would stop with a traceback."""
+    value = os.environ.get("SSL_CERT_FILE")
+    if value and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+        err.print(f"[bold red]Error:[/] SSL_CERT_FILE is set to '{escape(value)}', which is not "
+                  "a readable file; fix it, or unset it to use the bundled certificates",
+                  highlight=False)
+        raise SystemExit(2)
+
+
 def short(text: str, width: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"

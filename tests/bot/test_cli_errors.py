@@ -119,6 +119,18 @@ def test_unusable_data_dir_is_a_configuration_error(tmp_path: Path) -> None:
     one_line(r, 2, str(blocker / "axi"), "AXI_DATA_DIR")
 
 
+@pytest.mark.parametrize("args", [["run"], ["people", "list"]])
+def test_a_ca_bundle_that_is_not_there_is_a_configuration_error(tmp_path: Path,
+                                                                args: list[str]) -> None:
+    # httpx loads SSL_CERT_FILE when a client is built (the Ollama package builds one at
+    # import): `axi run` stopped with a FileNotFoundError traceback
+    missing = tmp_path / "no-such-bundle.pem"
+    env = {**_clean_env(), "AXI_DATA_DIR": str(tmp_path / "axi"), "SSL_CERT_FILE": str(missing)}
+    r = subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True,
+                       text=True, env=env, timeout=60, cwd=HERE)
+    one_line(r, 2, "SSL_CERT_FILE", str(missing))
+
+
 def _nobody() -> int | None:
     """The uid to run `axi` as `nobody` (when we are root and it can run this Python)."""
     if os.geteuid() != 0:
