@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -42,12 +43,57 @@ WINDOW = 5_000
 together; this tolerates a few interleaved ones with bounded memory)."""
 
 
+HELD_MAX = 1 << 22
+"""Characters of one record held back at most, waiting for its end (a quoted field left
+open swallows the lines after it; the csv module caps a field at 128 Ki characters)."""
+
+
 class HeaderError(ValueError):
     """The file is not geo-DVF as we know it: nothing of it can be imported."""
 
 
 class RowError(ValueError):
     """One broken row (the message is the reason, counted by the import)."""
+
+
+class Records:
+    """The CSV records of lines given in blocks (any chunking on line boundaries), each
+    the same whatever the blocks: a record whose quoted field goes on past a block's last
+    line is held back and read with the next block (or at the end, `final`). Yields the
+    rows, and csv.Error for a line the csv module cannot read."""
+
+    def __init__(self) -> None:
+        self._held: list[str] = []
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def read(self, lines: list[str], *, final: bool = False
+             ) -> Iterator[list[str] | csv.Error]:
+        if self._held:
+            lines = self._held + lines
+            self._held = []
+        ended: list[bool] = []
+
+        def end() -> Iterator[str]:
+            ended.append(True)  # the csv module asked for a line past the last one
+            yield from ()
+
+        reader = csv.reader(itertools.chain(lines, end()))
+        while True:
+            start = reader.line_num
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield exc
+                continue
+            if ended and not final and sum(map(len, lines[start:])) <= HELD_MAX:
+                self._held = lines[start:]  # the record goes on in the next block
+                return
+            yield row
 
 
 class Columns(NamedTuple):
@@ -230,9 +276,9 @@ def build_sale(rows: list[list[str]], c: Columns, source: str) -> Sale:
 
 @dataclass
 class SaleParser:
-    """Feed it a file's lines in order (any chunking that ends on line boundaries); it
-    returns the sales it could complete. Rows outside `departement` are counted, not
-    kept; `skipped` counts broken rows by reason."""
+    """Feed it a file's lines in order (any chunking that ends on line boundaries, even
+    inside a quoted field); it returns the sales it could complete. Rows outside
+    `departement` are counted, not kept; `skipped` counts broken rows by reason."""
 
     source: str
     departement: str | None = "24"
@@ -246,17 +292,35 @@ class SaleParser:
     _open: OrderedDict[str, list] = field(default_factory=OrderedDict)
     """id_mutation → [its last row's number, its rows], least recently touched first."""
     _closed: set[str] = field(default_factory=set)
+    _records: Records = field(default_factory=Records)
 
     @property
     def has_header(self) -> bool:
         return self._cols is not None
 
     def feed(self, lines: list[str]) -> list[Sale]:
-        reader = csv.reader(lines)
+        self._read(lines, final=False)
+        return self._close(self.rows_read - WINDOW)
+
+    def finish(self, *, drop_last: bool = False) -> list[Sale]:
+        """The sales still open at the end of the file. `drop_last`: the file was cut, so
+        the mutation of its last row may lack rows; it is not kept (a complete release
+        will bring it whole, under its true key)."""
+        if self._records.holding:
+            self._read([], final=True)
+        if drop_last and self._open:
+            _, (_, rows) = self._open.popitem(last=True)
+            self.skipped["rows of a sale cut by the end of the file"] += len(rows)
+        return self._close(None)
+
+    def _read(self, lines: list[str], *, final: bool) -> None:
+        records = self._records.read(lines, final=final)
         if self._cols is None:
-            header = next(reader, None)
+            header = next(records, None)
             if header is None:
-                return []
+                return
+            if isinstance(header, csv.Error):
+                raise HeaderError(f"not a geo-DVF header: unreadable CSV ({header})")
             self._cols = Columns.of(column_indexes(header))
             self._width = len(header)
         cols, width, dept = self._cols, self._width, self.departement
@@ -264,14 +328,10 @@ class SaleParser:
         groups = self._open
         n = self.rows_read
         last_key, last_group = None, None
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:  # a NUL byte…: that line only
+        for row in records:
+            if isinstance(row, csv.Error):  # a line the csv module refuses: that line only
                 n += 1
-                self.skipped[f"unreadable CSV line ({exc})"] += 1
+                self.skipped[f"unreadable CSV line ({row})"] += 1
                 continue
             if not row:
                 continue
@@ -300,16 +360,6 @@ class SaleParser:
                 groups.move_to_end(key)
             last_key, last_group = key, group
         self.rows_read = n
-        return self._close(n - WINDOW)
-
-    def finish(self, *, drop_last: bool = False) -> list[Sale]:
-        """The sales still open at the end of the file. `drop_last`: the file was cut, so
-        the mutation of its last row may lack rows; it is not kept (a complete release
-        will bring it whole, under its true key)."""
-        if drop_last and self._open:
-            _, (_, rows) = self._open.popitem(last=True)
-            self.skipped["rows of a sale cut by the end of the file"] += len(rows)
-        return self._close(None)
 
     def _close(self, before: int | None) -> list[Sale]:
         cols = self._cols
