@@ -324,5 +324,6 @@ async def _import_sql(store: Any, source: str, report: SourceReport,
     for reason, n in feed.skipped.items():
         report.skip(reason, n)
     for reason, n in (("no id_mutation", load.no_id), ("bad date_mutation", load.bad_date),
-                      ("rows of a sale cut by the end of the file", load.cut)):
+                      ("rows of a sale cut by the end of the file", load.cut),
+                      *load.skipped.items()):
         report.skip(reason, n)

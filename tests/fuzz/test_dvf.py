@@ -13,10 +13,10 @@ hostile text in the text columns, junk lines between the rows) and arbitrary byt
   département, or skipped with its reason (rows_read = outside + skipped + kept), and
   every well-formed row of the département is in a sale; the SQL path's checker accounts
   for every record the same way;
+- a number its column cannot hold (NaN, an infinity, past int32 or numeric(14, 2), a
+  sale's total surface past int32) is refused with its reason, in both paths, never a
+  crash nor a value stored;
 - the whole import never raises for a file's own faults and stores every well-formed row.
-
-The DEFECT tests keep the values the parsers let through to a crash or into the database:
-infinities and NaN read as numbers, numbers too large for their column.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from jobs.dvf_stream import Limits, LineReader, StreamStopped, Truncated
 from memory.dvf import Sale
 from memory.store import MemoryStore
 from tests.fakes.dvf_server import HEADER, synthetic_rows
-from tests.fuzz.support import EXPLICIT_ONLY, fuzz, hostile_text
+from tests.fuzz.support import fuzz, hostile_text
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 COLUMNS = HEADER.split(",")
@@ -264,34 +264,34 @@ OUT_OF_RANGE = st.sampled_from(["inf", "-Infinity", "1e400", "NaN", "nan", "1e30
                                 "1e13", "99999999999999"])
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/dvf_parse.py _int rounds float('inf') "
-                   "(a surface or a room count 'inf'/'1e400'): OverflowError out of "
-                   "SaleParser.feed/finish, the whole import stops")
-@EXPLICIT_ONLY
+@fuzz(60)
 @example(("surface_reelle_bati", "inf"))
 @example(("nombre_pieces_principales", "1e400"))
-@given(st.tuples(st.sampled_from(NUMBERS), OUT_OF_RANGE))
-def test_defect_an_infinite_surface_crashes_the_parser(bad: tuple[str, str]) -> None:
-    row = next(csv.reader([next(synthetic_rows(1))]))
-    row[COLUMNS.index(bad[0])] = bad[1]
-    every_row_accounted_for([HEADER, ",".join(row)], set(), 1)
-
-
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/dvf_parse.py check_numbers/_float take "
-                   "'NaN' and 'inf' for numbers and nothing bounds them: a sale with a NaN "
-                   "price, infinite coordinates or a surface past int32 (which ventes_dvf "
-                   "refuses) is built")
-@EXPLICIT_ONLY
 @example(("valeur_fonciere", "NaN"))
 @example(("longitude", "inf"))
 @example(("surface_reelle_bati", "3000000000"))
 @example(("valeur_fonciere", "1e13"))
 @given(st.tuples(st.sampled_from(NUMBERS), OUT_OF_RANGE))
-def test_defect_a_sale_with_numbers_its_columns_cannot_hold(bad: tuple[str, str]) -> None:
-    row = next(csv.reader([next(synthetic_rows(1))]))
+def test_a_number_its_column_cannot_hold_is_refused_with_its_reason(bad: tuple[str, str]) -> None:
+    row = next(csv.reader([next(synthetic_rows(1))]))  # a house: every number is used
     row[COLUMNS.index(bad[0])] = bad[1]
-    for sale in every_row_accounted_for([HEADER, ",".join(row)], set(), 1):
+    sales = every_row_accounted_for([HEADER, ",".join(row)], set(), 1)
+    for sale in sales:
         fits_its_columns(sale)
+    if not sales:  # refused, saying which column
+        _, parser = parse([HEADER, ",".join(row)], 1)
+        assert [bad[0] in reason for reason in parser.skipped] == [True]
+
+
+def test_a_total_its_column_cannot_hold_refuses_the_sale() -> None:
+    rows = [next(csv.reader([line])) for line in synthetic_rows(3)][1:]  # a house, 2 rows
+    assert rows[0][0] == rows[1][0]
+    for i, row in enumerate(rows):
+        row[COLUMNS.index("surface_reelle_bati")] = "2000000000"
+        row[COLUMNS.index("lot1_numero")] = str(i)  # two dwellings: surfaces summed
+    sales, parser = parse([HEADER, *(",".join(r) for r in rows)], 1)
+    assert sales == []
+    assert parser.skipped == {"unusable sale (surface_reelle_bati total out of range)": 2}
 
 
 @fuzz(150)
@@ -328,27 +328,48 @@ async def test_the_import_stores_every_well_formed_row_and_never_raises(
     assert good <= stored, (lines, source)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/dvf_import.py import_sources ('never "
-                   "raises for the file's own faults') raises NumericValueOutOfRangeError / "
-                   "OverflowError, both paths, for one row whose number does not fit its "
-                   "column, and stores NaN or infinite prices and coordinates")
-@EXPLICIT_ONLY
+@fuzz(8)
 @example(("valeur_fonciere", "1e13"), "sql")
 @example(("surface_reelle_bati", "3000000000"), "copy")
 @example(("longitude", "inf"), "sql")
 @example(("valeur_fonciere", "NaN"), "copy")
+@example(("valeur_fonciere", "NaN"), "sql")
+@example(("nombre_pieces_principales", "1e400"), "sql")
 @given(st.tuples(st.sampled_from(NUMBERS), OUT_OF_RANGE), st.sampled_from(["sql", "copy"]))
-async def test_defect_one_number_out_of_range_fails_the_whole_import(
+async def test_one_number_out_of_range_is_one_row_refused(
         store: MemoryStore, tmp_path: Path, bad: tuple[str, str], method: str) -> None:
     rows = [next(csv.reader([line])) for line in synthetic_rows(6)]
-    rows[0][COLUMNS.index(bad[0])] = bad[1]
+    rows[0][COLUMNS.index(bad[0])] = bad[1]  # a house alone in its sale: every number used
     path = tmp_path / "bad.csv"
     path.write_text("\n".join([HEADER, *(",".join(r) for r in rows)]) + "\n", encoding="utf-8")
+    from tests.conftest import empty_tables
+    await empty_tables(store.db)
     report = await import_sources(store, [str(path)], method=method)
-    assert report.sources[0].error is None
+    [source] = report.sources
+    assert source.error is None
     from sqlalchemy import text
     async with store.db.engine.connect() as conn:
         bad_rows = await conn.scalar(text(
             "SELECT count(*) FROM ventes_dvf WHERE valeur = 'NaN' OR longitude IN "
             "('Infinity', '-Infinity', 'NaN') OR latitude IN ('Infinity', '-Infinity', 'NaN')"))
+        stored = await conn.scalar(text("SELECT count(*) FROM ventes_dvf"))
     assert bad_rows == 0
+    refused = sum(n for reason, n in source.skipped.items() if bad[0] in reason)
+    assert (refused, stored) in ((0, source.sales), (1, source.sales))
+    assert source.rows_read == 6 and sum(source.skipped.values()) == refused
+
+
+@pytest.mark.parametrize("method", ["sql", "copy"])
+async def test_a_sale_whose_total_does_not_fit_is_refused(
+        store: MemoryStore, tmp_path: Path, method: str) -> None:
+    rows = [next(csv.reader([line])) for line in synthetic_rows(6)]
+    for i in (1, 2):  # the two rows of a house on two cultures: two dwellings now
+        rows[i][COLUMNS.index("surface_reelle_bati")] = "2000000000"
+        rows[i][COLUMNS.index("lot1_numero")] = str(i)
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join([HEADER, *(",".join(r) for r in rows)]) + "\n", encoding="utf-8")
+    report = await import_sources(store, [str(path)], method=method)
+    [source] = report.sources
+    assert source.error is None
+    assert source.skipped == {"unusable sale (surface_reelle_bati total out of range)": 2}
+    assert source.sales == source.sales_new == 3
