@@ -72,6 +72,9 @@ class Feed:
     def _slow(self, lines: list[str], *, final: bool) -> bytes:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
+        # the csv module quotes a field holding a character of the line terminator only
+        cr_out = io.StringIO()
+        cr_writer = csv.writer(cr_out, lineterminator="\r\n")
         width, dept, c = self.width, self.departement, self.cols
         for row in self._records.read(lines, final=final):
             if isinstance(row, csv.Error):
@@ -97,7 +100,13 @@ class Feed:
                 except RowError as exc:
                     self.skipped[str(exc)] += 1
                     continue
-            writer.writerow(row)
+            if any("\r" in value for value in row):  # quoted, or COPY ends the line there
+                cr_out.seek(0)
+                cr_out.truncate()
+                cr_writer.writerow(row)
+                out.write(cr_out.getvalue()[:-2] + "\n")
+            else:
+                writer.writerow(row)
             self.last_id = row[c.id]
         return out.getvalue().encode("utf-8")
 

@@ -294,7 +294,17 @@ def test_a_total_its_column_cannot_hold_refuses_the_sale() -> None:
     assert parser.skipped == {"unusable sale (surface_reelle_bati total out of range)": 2}
 
 
+def quoted_cr_file() -> tuple[list[str], set[str]]:
+    """One row whose street is a line break then a lone CR (quoted by the writer)."""
+    row = next(csv.reader([next(synthetic_rows(1))]))
+    row[COLUMNS.index("adresse_nom_voie")] = "\n\r"
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(row)
+    return [HEADER, *out.getvalue().removesuffix("\n").split("\n")], set()
+
+
 @fuzz(150)
+@example(quoted_cr_file(), False)  # a field holding CR must be written back quoted
 @given(dvf_files(), st.booleans())
 def test_the_sql_paths_checker_accounts_for_every_record(
         file: tuple[list[str], set[str]], checked: bool) -> None:
