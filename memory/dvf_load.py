@@ -209,7 +209,8 @@ WITH g AS (
 )
 SELECT (SELECT count(*) FROM f WHERE simple AND too_big IS NULL), (SELECT count(*) FROM ins),
        (SELECT array_agg(id) FROM f WHERE NOT simple),
-       (SELECT array_agg(too_big) FROM big), (SELECT array_agg(n) FROM big)"""
+       (SELECT array_agg(too_big) FROM big), (SELECT array_agg(n) FROM big),
+       (SELECT sum(n) FROM f)"""
     cols = (f"ctid AS r, {i_d} AS id, {dat} AS d, {disp} AS disp, {nat} AS nat, {val} AS val, "
             f"{num} AS num, {suf} AS suf, {voie} AS voie, {cp} AS cp, {cc} AS cc, {nc} AS nc, "
             f"{par} AS parcel, {l1} AS l1, {l2} AS l2, {l3} AS l3, {l4} AS l4, {l5} AS l5, "
@@ -267,8 +268,7 @@ SELECT count(*) FILTER (WHERE {outside}),
   count(*) FILTER (WHERE NOT {outside} AND {i_d} <> '' AND {dat} IS NULL),
   count(*) FILTER (WHERE NOT {outside} AND {i_d} <> '' AND {dat} IS NOT NULL
                    AND {i_d} = $2::text),
-  count(*) FILTER (WHERE NOT {outside} AND {i_d} <> '' AND {dat} IS NOT NULL
-                   AND {i_d} IS DISTINCT FROM $2::text AND NOT ({numbers_ok}))
+  count(*)
 FROM dvf_rows"""
     numbers = f"""
 SELECT {numbers_why}, count(*) FROM dvf_rows
@@ -320,19 +320,20 @@ async def load_dvf_csv(db: Any, width: int, columns: dict[str, int],
             lap("copy")
             last = cut()
             stats = await driver.fetchrow(sql["stats"], departement, last)
-            load.outside, load.no_id, load.bad_date, load.cut = (int(v) for v in stats[:4])
-            if stats[4]:  # rows with a number their column cannot hold (rare)
-                reasons = await driver.fetch(sql["numbers"], departement, last)
-                load.skip([r[0] for r in reasons], [r[1] for r in reasons])
+            load.outside, load.no_id, load.bad_date, load.cut, total = (int(v) for v in stats)
             lap("stats")
             # another import's sales are all committed or all to come (the file itself
             # was read meanwhile: a download never waits on the lock)
             await driver.execute(f"SELECT pg_advisory_xact_lock({IMPORT_LOCK})")
             lap("wait")
-            sales, new, complex_ids, big, rows = await driver.fetchrow(
+            sales, new, complex_ids, big, rows, grouped = await driver.fetchrow(
                 sql["fast"], departement, last, source)
             load.sales, load.new = int(sales), int(new)
             load.skip(big, rows)
+            if total - load.outside - load.no_id - load.bad_date - load.cut - int(grouped or 0):
+                # rows with a number their column cannot hold (rare): by reason
+                reasons = await driver.fetch(sql["numbers"], departement, last)
+                load.skip([r[0] for r in reasons], [r[1] for r in reasons])
             lap("build and insert")
             if complex_ids:
                 # no statistics on the temporary table: never nested loops over its rows
