@@ -13,7 +13,7 @@ import io
 import re
 from collections import Counter
 
-from jobs.dvf_parse import Columns, RowError, check_numbers, check_row, column_indexes
+from jobs.dvf_parse import Columns, Records, RowError, check_numbers, check_row, column_indexes
 
 NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?")
 """A number PostgreSQL reads as Python does (checked mode)."""
@@ -41,13 +41,15 @@ class Feed:
         self.last_id: str | None = None
         """The id_mutation of the last row sent (a file cut short drops its rows)."""
         self._numbers = [(self.index[n], n) for n in NUMBER_COLUMNS]
+        self._records = Records()
 
     def block(self, data: bytes) -> bytes:
         """Whole lines (each ending with a newline) → what COPY gets of them."""
         if not data:
             return b""
-        if not self.checked and not (b'"' in data or b"\r" in data or b"\x00" in data
-                                     or b"\n\n" in data or data[0] == 10):
+        if not self.checked and not self._records.holding and not (
+                b'"' in data or b"\r" in data or b"\x00" in data or b"\n\n" in data
+                or data[0] == 10):
             lines = data.split(b"\n")
             lines.pop()
             if (lines[0].count(b",") == self.width - 1
@@ -57,21 +59,27 @@ class Feed:
                 self.rows += len(lines)
                 self.last_id = lines[-1].split(b",")[self.cols.id].decode("utf-8")
                 return data
-        return self._slow(data)
+        text = data.decode("utf-8", errors="replace").split("\n")
+        if text[-1] == "":
+            text.pop()
+        return self._slow(text, final=False)
 
-    def _slow(self, data: bytes) -> bytes:
+    def finish(self) -> bytes:
+        """At the end of the data (or where it was cut): a record still held back, waiting
+        for the end of its quoted field, as the csv module reads it then."""
+        return self._slow([], final=True) if self._records.holding else b""
+
+    def _slow(self, lines: list[str], *, final: bool) -> bytes:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        reader = csv.reader(data.decode("utf-8", errors="replace").split("\n"))
+        # the csv module quotes a field holding a character of the line terminator only
+        cr_out = io.StringIO()
+        cr_writer = csv.writer(cr_out, lineterminator="\r\n")
         width, dept, c = self.width, self.departement, self.cols
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
+        for row in self._records.read(lines, final=final):
+            if isinstance(row, csv.Error):
                 self.rows += 1
-                self.skipped[f"unreadable CSV line ({exc})"] += 1
+                self.skipped[f"unreadable CSV line ({row})"] += 1
                 continue
             if not row:
                 continue
@@ -92,7 +100,13 @@ class Feed:
                 except RowError as exc:
                     self.skipped[str(exc)] += 1
                     continue
-            writer.writerow(row)
+            if any("\r" in value for value in row):  # quoted, or COPY ends the line there
+                cr_out.seek(0)
+                cr_out.truncate()
+                cr_writer.writerow(row)
+                out.write(cr_out.getvalue()[:-2] + "\n")
+            else:
+                writer.writerow(row)
             self.last_id = row[c.id]
         return out.getvalue().encode("utf-8")
 

@@ -282,10 +282,12 @@ async def _import_sql(store: Any, source: str, report: SourceReport,
             return
         busy = 0.0
 
-        def check(block: bytes) -> bytes:
+        def check(block: bytes | None) -> bytes:
+            """A block of lines for COPY; None: the end (a record held back, its quoted
+            field never closed)."""
             nonlocal busy
             started = time.perf_counter()
-            out = feed.block(block)
+            out = feed.finish() if block is None else feed.block(block)
             busy += time.perf_counter() - started
             return out
 
@@ -294,10 +296,8 @@ async def _import_sql(store: Any, source: str, report: SourceReport,
             block = check(first[end + 1:])
             if block:
                 yield block
-            if cut:
-                return
             try:
-                while True:
+                while not cut:
                     started = time.perf_counter()
                     raw = await anext(blocks, None)
                     busy += time.perf_counter() - started
@@ -309,6 +309,9 @@ async def _import_sql(store: Any, source: str, report: SourceReport,
             except (StreamStopped, SourceUnavailable) as exc:
                 _stopped(report, exc)
                 cut = True
+            block = check(None)
+            if block:
+                yield block
 
         load = await store.load_dvf_csv(
             feed.width, feed.index, data(), departement=departement,
@@ -321,5 +324,6 @@ async def _import_sql(store: Any, source: str, report: SourceReport,
     for reason, n in feed.skipped.items():
         report.skip(reason, n)
     for reason, n in (("no id_mutation", load.no_id), ("bad date_mutation", load.bad_date),
-                      ("rows of a sale cut by the end of the file", load.cut)):
+                      ("rows of a sale cut by the end of the file", load.cut),
+                      *load.skipped.items()):
         report.skip(reason, n)

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
+import math
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -42,12 +44,57 @@ WINDOW = 5_000
 together; this tolerates a few interleaved ones with bounded memory)."""
 
 
+HELD_MAX = 1 << 22
+"""Characters of one record held back at most, waiting for its end (a quoted field left
+open swallows the lines after it; the csv module caps a field at 128 Ki characters)."""
+
+
 class HeaderError(ValueError):
     """The file is not geo-DVF as we know it: nothing of it can be imported."""
 
 
 class RowError(ValueError):
     """One broken row (the message is the reason, counted by the import)."""
+
+
+class Records:
+    """The CSV records of lines given in blocks (any chunking on line boundaries), each
+    the same whatever the blocks: a record whose quoted field goes on past a block's last
+    line is held back and read with the next block (or at the end, `final`). Yields the
+    rows, and csv.Error for a line the csv module cannot read."""
+
+    def __init__(self) -> None:
+        self._held: list[str] = []
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def read(self, lines: list[str], *, final: bool = False
+             ) -> Iterator[list[str] | csv.Error]:
+        if self._held:
+            lines = self._held + lines
+            self._held = []
+        ended: list[bool] = []
+
+        def end() -> Iterator[str]:
+            ended.append(True)  # the csv module asked for a line past the last one
+            yield from ()
+
+        reader = csv.reader(itertools.chain(lines, end()))
+        while True:
+            start = reader.line_num
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield exc
+                continue
+            if ended and not final and sum(map(len, lines[start:])) <= HELD_MAX:
+                self._held = lines[start:]  # the record goes on in the next block
+                return
+            yield row
 
 
 class Columns(NamedTuple):
@@ -109,36 +156,79 @@ def sale_key(date_mutation: str, valeur: str, parcelles: Iterable[str],
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+"""ventes_dvf's integer columns (surfaces, rooms): a rounded value or a sale's total."""
+VALEUR_MAX = Decimal(10) ** 12
+"""valeur is numeric(14, 2): its absolute value, rounded to the cent, stays below this."""
+CENTS = Decimal("0.01")
+BOUNDS = {"longitude": 180.0, "latitude": 90.0}
+
+
+def _plain(value: str) -> bool:
+    """Written as PostgreSQL may read a number: ASCII, no `_` (Python's float and Decimal
+    also take other digits and 1_000)."""
+    return value.isascii() and "_" not in value
+
+
 def _int(value: str, what: str) -> int | None:
+    """A surface or a room count, rounded; RowError when it is not a finite number (NaN,
+    inf, 1e400) or does not fit ventes_dvf's integer column."""
     if not value:
         return None
-    if value.isdigit():
-        return int(value)
-    try:
-        return round(float(value))
-    except ValueError:
-        raise RowError(f"{what} is not a number") from None
+    if value.isascii() and value.isdigit():
+        digits = value.lstrip("0")
+        number = int(digits or "0") if len(digits) <= 18 else INT_MAX + 1
+    else:
+        try:
+            real = float(value) if _plain(value) else math.nan
+        except ValueError:
+            real = math.nan
+        if not math.isfinite(real):
+            raise RowError(f"{what} is not a number")
+        number = round(real)
+    if not INT_MIN <= number <= INT_MAX:
+        raise RowError(f"{what} out of range")
+    return number
 
 
 def _float(value: str, what: str) -> float | None:
+    """A longitude or a latitude (finite, within ±180 or ±90 degrees)."""
     if not value:
         return None
     try:
-        return float(value)
+        number = float(value) if _plain(value) else math.nan
     except ValueError:
-        raise RowError(f"{what} is not a number") from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise RowError(f"{what} is not a number")
+    if abs(number) > BOUNDS[what]:
+        raise RowError(f"{what} out of range")
+    return number
 
 
-def _number(value: str) -> bool:
-    return not value or value.isdigit() or _is_float(value)
-
-
-def _is_float(value: str) -> bool:
+def _valeur(value: str) -> Decimal | None:
+    """The price, rounded to the cent, finite and fitting numeric(14, 2)."""
+    if not value:
+        return None
     try:
-        float(value)
-    except ValueError:
-        return False
-    return True
+        number = Decimal(value) if _plain(value) else Decimal("NaN")
+    except InvalidOperation:
+        number = Decimal("NaN")
+    if not number.is_finite():
+        raise RowError("valeur_fonciere is not a number")
+    if abs(number) >= VALEUR_MAX or abs(number := number.quantize(CENTS)) >= VALEUR_MAX:
+        raise RowError("valeur_fonciere out of range")
+    return number
+
+
+def _total(values: list[int], what: str) -> int | None:
+    """A sale's total surface or room count (its rows', each in range: the sum may not)."""
+    if not values:
+        return None
+    total = sum(values)
+    if not INT_MIN <= total <= INT_MAX:
+        raise RowError(f"{what} total out of range")
+    return total
 
 
 def check_row(row: list[str], c: Columns, width: int) -> None:
@@ -156,20 +246,13 @@ def check_row(row: list[str], c: Columns, width: int) -> None:
 
 
 def check_numbers(row: list[str], c: Columns) -> None:
-    value = row[c.valeur]
-    if value and not value.isdigit():
-        try:
-            Decimal(value)
-        except InvalidOperation:
-            raise RowError("valeur_fonciere is not a number") from None
+    """RowError when one of the row's numbers is not one or does not fit its column."""
+    _valeur(row[c.valeur])
     for index, name in ((c.bati, "surface_reelle_bati"), (c.pieces, "nombre_pieces_principales"),
-                        (c.terrain, "surface_terrain"), (c.longitude, "longitude"),
-                        (c.latitude, "latitude")):
-        if not _number(row[index]):
-            raise RowError(f"{name} is not a number")
-
-
-CENTS = Decimal("0.01")
+                        (c.terrain, "surface_terrain")):
+        _int(row[index], name)
+    _float(row[c.longitude], "longitude")
+    _float(row[c.latitude], "latitude")
 
 
 def build_sale(rows: list[list[str]], c: Columns, source: str) -> Sale:
@@ -211,8 +294,10 @@ def build_sale(rows: list[list[str]], c: Columns, source: str) -> Sale:
     if lon is None or lat is None:
         located = next((r for r in rows if r[c.longitude] and r[c.latitude]), None)
         if located is not None:
-            lon, lat = float(located[c.longitude]), float(located[c.latitude])
+            lon = _float(located[c.longitude], "longitude")
+            lat = _float(located[c.latitude], "latitude")
     valeur, nature, day = where[c.valeur], where[c.nature], where[c.date]
+    price = _valeur(valeur)
     dispositions = {r[c.disposition] for r in rows}
     bati = [s for s, _ in dwellings.values() if s is not None]
     pieces = [p for _, p in dwellings.values() if p is not None]
@@ -220,19 +305,19 @@ def build_sale(rows: list[list[str]], c: Columns, source: str) -> Sale:
     return Sale(
         sale_key(day, valeur, parcels, dispositions, nature, lots),
         date.fromisoformat(day), nature or None,
-        Decimal(valeur).quantize(CENTS) if valeur else None,
+        price,
         where[c.code_postal] or None, where[c.code_commune] or None,
         where[c.nom_commune] or None, adresse or None, sorted(parcels),
         [name for name, _ in sorted(types.items(), key=lambda t: (t[1], t[0]))],
-        sum(bati) if bati else None, sum(surfaces) if surfaces else None,
-        sum(pieces) if pieces else None, lon, lat, source)
+        _total(bati, "surface_reelle_bati"), _total(surfaces, "surface_terrain"),
+        _total(pieces, "nombre_pieces_principales"), lon, lat, source)
 
 
 @dataclass
 class SaleParser:
-    """Feed it a file's lines in order (any chunking that ends on line boundaries); it
-    returns the sales it could complete. Rows outside `departement` are counted, not
-    kept; `skipped` counts broken rows by reason."""
+    """Feed it a file's lines in order (any chunking that ends on line boundaries, even
+    inside a quoted field); it returns the sales it could complete. Rows outside
+    `departement` are counted, not kept; `skipped` counts broken rows by reason."""
 
     source: str
     departement: str | None = "24"
@@ -246,17 +331,35 @@ class SaleParser:
     _open: OrderedDict[str, list] = field(default_factory=OrderedDict)
     """id_mutation → [its last row's number, its rows], least recently touched first."""
     _closed: set[str] = field(default_factory=set)
+    _records: Records = field(default_factory=Records)
 
     @property
     def has_header(self) -> bool:
         return self._cols is not None
 
     def feed(self, lines: list[str]) -> list[Sale]:
-        reader = csv.reader(lines)
+        self._read(lines, final=False)
+        return self._close(self.rows_read - WINDOW)
+
+    def finish(self, *, drop_last: bool = False) -> list[Sale]:
+        """The sales still open at the end of the file. `drop_last`: the file was cut, so
+        the mutation of its last row may lack rows; it is not kept (a complete release
+        will bring it whole, under its true key)."""
+        if self._records.holding:
+            self._read([], final=True)
+        if drop_last and self._open:
+            _, (_, rows) = self._open.popitem(last=True)
+            self.skipped["rows of a sale cut by the end of the file"] += len(rows)
+        return self._close(None)
+
+    def _read(self, lines: list[str], *, final: bool) -> None:
+        records = self._records.read(lines, final=final)
         if self._cols is None:
-            header = next(reader, None)
+            header = next(records, None)
             if header is None:
-                return []
+                return
+            if isinstance(header, csv.Error):
+                raise HeaderError(f"not a geo-DVF header: unreadable CSV ({header})")
             self._cols = Columns.of(column_indexes(header))
             self._width = len(header)
         cols, width, dept = self._cols, self._width, self.departement
@@ -264,14 +367,10 @@ class SaleParser:
         groups = self._open
         n = self.rows_read
         last_key, last_group = None, None
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:  # a NUL byte…: that line only
+        for row in records:
+            if isinstance(row, csv.Error):  # a line the csv module refuses: that line only
                 n += 1
-                self.skipped[f"unreadable CSV line ({exc})"] += 1
+                self.skipped[f"unreadable CSV line ({row})"] += 1
                 continue
             if not row:
                 continue
@@ -300,16 +399,6 @@ class SaleParser:
                 groups.move_to_end(key)
             last_key, last_group = key, group
         self.rows_read = n
-        return self._close(n - WINDOW)
-
-    def finish(self, *, drop_last: bool = False) -> list[Sale]:
-        """The sales still open at the end of the file. `drop_last`: the file was cut, so
-        the mutation of its last row may lack rows; it is not kept (a complete release
-        will bring it whole, under its true key)."""
-        if drop_last and self._open:
-            _, (_, rows) = self._open.popitem(last=True)
-            self.skipped["rows of a sale cut by the end of the file"] += len(rows)
-        return self._close(None)
 
     def _close(self, before: int | None) -> list[Sale]:
         cols = self._cols

@@ -154,7 +154,7 @@ class LineReader:
                 self.long_lines += len(lines) - len(kept)
                 block = b"\n".join(kept)
             self._first = False
-        if len(tail) > limits.max_line:  # a line too long, its end still to come
+        if self._measure(tail) > limits.max_line:  # a line too long, its end still to come
             self.long_lines += 1
             self.first_line_too_long |= self._first
             self._first = False
@@ -163,3 +163,12 @@ class LineReader:
         self._tail = tail
         if block.strip(b"\n"):
             yield block
+
+    def _measure(self, tail: bytes) -> int:
+        """The length of a partial line as it will be judged once whole: without the BOM
+        of the first line nor a last CR (maybe the start of its CRLF), so that the verdict
+        does not depend on where a chunk ends."""
+        n = len(tail)
+        if self._first and tail.startswith(BOM):
+            n -= len(BOM)
+        return n - 1 if tail.endswith(b"\r") else n

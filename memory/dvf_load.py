@@ -7,7 +7,10 @@ id_mutation with plain aggregates (min/max/count/sum) is exact for the usual sal
 two distinct parcels, dispositions, lots, types… — a set of two is its min and max); each
 row's grouping values are computed once (a subquery the planner does not inline), the
 address row is the one first in jobs/dvf_parse.py's order, the key the sha256 of the same
-text. The few other sales are built by an exact query with DISTINCT aggregates.
+text. The few other sales are built by an exact query with DISTINCT aggregates. A row
+with a number its column cannot hold (COPY takes NaN, Infinity, 1e300) is left out and
+counted with jobs/dvf_parse.py's reason, and so is a sale whose total surface would not
+fit: never a failed transaction for one row.
 
 Why not INSERT … ON CONFLICT: its speculative insertion costs about as much as the index
 insert itself. An import builds and stores its sales under one advisory lock (the files
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from memory.dvf import COLUMNS, IMPORT_LOCK
@@ -47,6 +50,13 @@ class DvfLoad:
     no_id: int = 0
     bad_date: int = 0
     cut: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Other rows not kept, by reason (jobs/dvf_parse.py's words): a number its column
+    cannot hold, a sale whose total surface does not fit."""
+
+    def skip(self, reasons: list[str] | None, counts: list[int] | None) -> None:
+        for reason, n in zip(reasons or [], counts or [], strict=True):
+            self.skipped[reason] = self.skipped.get(reason, 0) + int(n)
 
 
 def staging_sql(width: int, ix: dict[str, int]) -> tuple[str, list[str]]:
@@ -80,12 +90,43 @@ def _insert(source: str, *, known: str) -> str:
     nullif(cp, ''), nullif(cc, ''), nullif(nc, ''),
     nullif(CASE WHEN numero <> '' AND voie <> '' THEN numero || ' ' || voie
                 ELSE numero || voie END, ''),
-    parcels, types, bati, terrain, pieces, lon, lat, $3::text
+    parcels, types, bati::int, terrain::int, pieces::int, lon, lat, $3::text
   FROM {source} s
   {'WHERE NOT EXISTS (SELECT 1 FROM ventes_dvf k WHERE k.cle = s.cle::char(64))' if anti else ''}
   ORDER BY cle, t  -- the primary key's pages in order
   {'' if anti else 'ON CONFLICT (cle) DO NOTHING'}
   RETURNING 1"""
+
+
+INT_RANGE = "BETWEEN -2147483648 AND 2147483647"
+
+
+def _numbers(c: dict[str, str]) -> tuple[str, str]:
+    """A row's numbers fit their columns once rounded as the import rounds them (plain
+    comparisons, cheap on every row; NaN and ±Infinity compare above every number, so
+    they fail each test), and else the reason, as jobs/dvf_parse.py check_numbers."""
+    tests = [("valeur_fonciere",  # round(v, 2) below 10¹²: numeric(14, 2)
+              "{0} > -999999999999.995 AND {0} < 999999999999.995")]
+    tests += [(name, "{0} >= -2147483648.5 AND {0} < 2147483647.5") for name in (
+        "surface_reelle_bati", "nombre_pieces_principales", "surface_terrain")]
+    tests += [("longitude", "{0} BETWEEN -180 AND 180"), ("latitude", "{0} BETWEEN -90 AND 90")]
+    ok = " AND ".join(f"({c[name]} IS NULL OR ({test.format(c[name])}))"
+                      for name, test in tests)
+    why = " ".join(
+        f"WHEN NOT ({test.format(c[name])}) THEN CASE WHEN {c[name]} IN "
+        f"('NaN', 'Infinity', '-Infinity') THEN '{name} is not a number' "
+        f"ELSE '{name} out of range' END" for name, test in tests)
+    return ok, f"CASE {why} END"
+
+
+def _totals(bati: str, terrain: str, pieces: str) -> str:
+    """The reason a sale's total surface or rooms does not fit ventes_dvf (or NULL)."""
+    return (f"CASE WHEN NOT coalesce({bati} {INT_RANGE}, true) THEN "
+            "'unusable sale (surface_reelle_bati total out of range)' "
+            f"WHEN NOT coalesce({terrain} {INT_RANGE}, true) THEN "
+            "'unusable sale (surface_terrain total out of range)' "
+            f"WHEN NOT coalesce({pieces} {INT_RANGE}, true) THEN "
+            "'unusable sale (nombre_pieces_principales total out of range)' END")
 
 
 def build_sql(ix: dict[str, int]) -> dict[str, str]:
@@ -106,8 +147,9 @@ def build_sql(ix: dict[str, int]) -> dict[str, str]:
                                   c["surface_terrain"], c["longitude"], c["latitude"])
     x = _X
     outside = f"($1::text IS NOT NULL AND {dep} <> $1::text)"
+    numbers_ok, numbers_why = _numbers(c)
     valid = (f"NOT {outside} AND {i_d} <> '' AND {dat} IS NOT NULL "
-             f"AND {i_d} IS DISTINCT FROM $2::text")
+             f"AND {i_d} IS DISTINCT FROM $2::text AND {numbers_ok}")
     dwell = f"{code} IN ('1', '2')"
     zf = f"CASE WHEN length({num}) >= 8 THEN {num} ELSE lpad({num}, 8, '0') END"
     # per row, computed once: the row giving the address (a dwelling's, else a numbered
@@ -141,7 +183,7 @@ WITH g AS (
   FROM ({rows}) r GROUP BY id
 ), f AS MATERIALIZED (
   SELECT s.*, CASE WHEN simple THEN {_key('d', 'v', 'nat', 'parcels', 'disps', 'lots')}
-    END AS cle
+    END AS cle, {_totals('bati', 'terrain', 'pieces')} AS too_big
   FROM (
     SELECT id, (np <= 2 OR p1 = p2) AND (n <= 2 OR d1 = d2) AND ml IS NOT TRUE
       AND (nl <= 2 OR l1 = l2) AND (nt <= 2 OR t1 = t2) AND (ndk <= 2 OR dk1 = dk2)
@@ -156,15 +198,19 @@ WITH g AS (
       CASE WHEN nl = 0 THEN '' WHEN l1 = l2 THEN l1 ELSE l1 || ',' || l2 END AS lots,
       CASE WHEN nt = 0 THEN '{{}}'::text[] WHEN t1 = t2 THEN ARRAY[split_part(t1, {x}, 2)]
         ELSE ARRAY[split_part(t1, {x}, 2), split_part(t2, {x}, 2)] END AS types,
-      (CASE WHEN dk1 = dk2 THEN mb ELSE sb END)::int AS bati,
-      (CASE WHEN dk1 = dk2 THEN mp ELSE sp END)::int AS pieces,
-      (CASE WHEN lk1 = lk2 THEN mt ELSE st END)::int AS terrain
+      CASE WHEN dk1 = dk2 THEN mb ELSE sb END AS bati,
+      CASE WHEN dk1 = dk2 THEN mp ELSE sp END AS pieces,
+      CASE WHEN lk1 = lk2 THEN mt ELSE st END AS terrain, n
     FROM g JOIN dvf_rows r ON r.ctid = split_part(g.w, {x}, 5)::tid
     OFFSET 0) s
-), ins AS ({_insert("(SELECT * FROM f WHERE simple)", known="anti-join")}
+), ins AS ({_insert("(SELECT * FROM f WHERE simple AND too_big IS NULL)", known="anti-join")}
+), big AS (
+  SELECT too_big, sum(n) AS n FROM f WHERE simple AND too_big IS NOT NULL GROUP BY too_big
 )
-SELECT (SELECT count(*) FROM f WHERE simple), (SELECT count(*) FROM ins),
-       (SELECT array_agg(id) FROM f WHERE NOT simple)"""
+SELECT (SELECT count(*) FROM f WHERE simple AND too_big IS NULL), (SELECT count(*) FROM ins),
+       (SELECT array_agg(id) FROM f WHERE NOT simple),
+       (SELECT array_agg(too_big) FROM big), (SELECT array_agg(n) FROM big),
+       (SELECT sum(n) FROM f)"""
     cols = (f"ctid AS r, {i_d} AS id, {dat} AS d, {disp} AS disp, {nat} AS nat, {val} AS val, "
             f"{num} AS num, {suf} AS suf, {voie} AS voie, {cp} AS cp, {cc} AS cc, {nc} AS nc, "
             f"{par} AS parcel, {l1} AS l1, {l2} AS l2, {l3} AS l3, {l4} AS l4, {l5} AS l5, "
@@ -182,13 +228,13 @@ o AS (
   ORDER BY id, r
 ), a AS (
   SELECT id, coalesce(array_agg(DISTINCT parcel) FILTER (WHERE parcel <> ''), '{{}}') AS parcels,
-    string_agg(DISTINCT disp, ',') AS disps FROM v GROUP BY id
+    string_agg(DISTINCT disp, ',') AS disps, count(*) AS n FROM v GROUP BY id
 ), dw AS (
-  SELECT id, sum(round(bati))::int AS bati, sum(round(pieces))::int AS pieces FROM (
+  SELECT id, sum(round(bati)) AS bati, sum(round(pieces)) AS pieces FROM (
     SELECT DISTINCT id, parcel, l1, l2, l3, l4, l5, code, bati, pieces FROM v
     WHERE code IN ('1', '2')) x GROUP BY id
 ), la AS (
-  SELECT id, sum(round(terrain))::int AS terrain FROM (
+  SELECT id, sum(round(terrain)) AS terrain FROM (
     SELECT DISTINCT id, parcel, cult, cults, terrain FROM v WHERE terrain IS NOT NULL) x
   GROUP BY id
 ), lo AS (
@@ -202,24 +248,34 @@ o AS (
   SELECT {_key('d', 'val', 'nat', 'parcels', 'disps', 'lots')} AS cle, t, d, val AS v, nat,
     cp, cc, nc, numero, voie, parcels, types, bati, pieces, terrain,
     CASE WHEN (lon IS NULL OR lat IS NULL) AND lon2 IS NOT NULL THEN lon2 ELSE lon END AS lon,
-    CASE WHEN (lon IS NULL OR lat IS NULL) AND lon2 IS NOT NULL THEN lat2 ELSE lat END AS lat
+    CASE WHEN (lon IS NULL OR lat IS NULL) AND lon2 IS NOT NULL THEN lat2 ELSE lat END AS lat,
+    {_totals('bati', 'terrain', 'pieces')} AS too_big, n
   FROM (
-    SELECT o.*, a.parcels, a.disps, coalesce(lo.lots, '') AS lots,
+    SELECT o.*, a.parcels, a.disps, a.n, coalesce(lo.lots, '') AS lots,
       coalesce(ty.types, '{{}}') AS types, dw.bati, dw.pieces, la.terrain,
       loc.lon AS lon2, loc.lat AS lat2
     FROM o JOIN a USING (id) LEFT JOIN dw USING (id) LEFT JOIN la USING (id)
       LEFT JOIN lo USING (id) LEFT JOIN ty USING (id) LEFT JOIN loc USING (id)) j
-), ins AS ({_insert("s", known="on conflict")}
+), ins AS ({_insert("(SELECT * FROM s WHERE too_big IS NULL)", known="on conflict")}
+), big AS (
+  SELECT too_big, sum(n) AS n FROM s WHERE too_big IS NOT NULL GROUP BY too_big
 )
-SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM ins)"""
+SELECT (SELECT count(*) FROM s WHERE too_big IS NULL), (SELECT count(*) FROM ins),
+       (SELECT array_agg(too_big) FROM big), (SELECT array_agg(n) FROM big)"""
     stats = f"""
 SELECT count(*) FILTER (WHERE {outside}),
   count(*) FILTER (WHERE NOT {outside} AND {i_d} = ''),
   count(*) FILTER (WHERE NOT {outside} AND {i_d} <> '' AND {dat} IS NULL),
   count(*) FILTER (WHERE NOT {outside} AND {i_d} <> '' AND {dat} IS NOT NULL
-                   AND {i_d} = $2::text)
+                   AND {i_d} = $2::text),
+  count(*)
 FROM dvf_rows"""
-    return {"fast": fast, "exact": exact, "stats": stats}
+    numbers = f"""
+SELECT {numbers_why}, count(*) FROM dvf_rows
+WHERE NOT {outside} AND {i_d} <> '' AND {dat} IS NOT NULL AND {i_d} IS DISTINCT FROM $2::text
+  AND NOT ({numbers_ok})
+GROUP BY 1"""
+    return {"fast": fast, "exact": exact, "stats": stats, "numbers": numbers}
 
 
 async def load_dvf_csv(db: Any, width: int, columns: dict[str, int],
@@ -264,23 +320,29 @@ async def load_dvf_csv(db: Any, width: int, columns: dict[str, int],
             lap("copy")
             last = cut()
             stats = await driver.fetchrow(sql["stats"], departement, last)
-            load.outside, load.no_id, load.bad_date, load.cut = (int(v) for v in stats)
+            load.outside, load.no_id, load.bad_date, load.cut, total = (int(v) for v in stats)
             lap("stats")
             # another import's sales are all committed or all to come (the file itself
             # was read meanwhile: a download never waits on the lock)
             await driver.execute(f"SELECT pg_advisory_xact_lock({IMPORT_LOCK})")
             lap("wait")
-            sales, new, complex_ids = await driver.fetchrow(
+            sales, new, complex_ids, big, rows, grouped = await driver.fetchrow(
                 sql["fast"], departement, last, source)
             load.sales, load.new = int(sales), int(new)
+            load.skip(big, rows)
+            if total - load.outside - load.no_id - load.bad_date - load.cut - int(grouped or 0):
+                # rows with a number their column cannot hold (rare): by reason
+                reasons = await driver.fetch(sql["numbers"], departement, last)
+                load.skip([r[0] for r in reasons], [r[1] for r in reasons])
             lap("build and insert")
             if complex_ids:
                 # no statistics on the temporary table: never nested loops over its rows
                 await driver.execute("SET LOCAL enable_nestloop = off")
-                sales, new = await driver.fetchrow(
+                sales, new, big, rows = await driver.fetchrow(
                     sql["exact"], departement, last, source, complex_ids)
                 load.sales += int(sales)
                 load.new += int(new)
+                load.skip(big, rows)
                 lap("exact")
         lap("commit")
     return load

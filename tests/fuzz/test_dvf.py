@@ -13,10 +13,10 @@ hostile text in the text columns, junk lines between the rows) and arbitrary byt
   département, or skipped with its reason (rows_read = outside + skipped + kept), and
   every well-formed row of the département is in a sale; the SQL path's checker accounts
   for every record the same way;
+- a number its column cannot hold (NaN, an infinity, past int32 or numeric(14, 2), a
+  sale's total surface past int32) is refused with its reason, in both paths, never a
+  crash nor a value stored;
 - the whole import never raises for a file's own faults and stores every well-formed row.
-
-The DEFECT tests keep the values the parsers let through to a crash or into the database:
-infinities and NaN read as numbers, numbers too large for their column.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from jobs.dvf_stream import Limits, LineReader, StreamStopped, Truncated
 from memory.dvf import Sale
 from memory.store import MemoryStore
 from tests.fakes.dvf_server import HEADER, synthetic_rows
-from tests.fuzz.support import EXPLICIT_ONLY, fuzz, hostile_text
+from tests.fuzz.support import fuzz, hostile_text
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 COLUMNS = HEADER.split(",")
@@ -99,23 +99,11 @@ def same_lines(lines: list[bytes], crlf: bool, bom: bool, cuts: list[int], membe
 
 
 @fuzz(200)
+@example([b"a" * 32], True, False, [33], 0)  # a line of max_line bytes, its CRLF cut
+@example([b"a" * 32], False, True, [35], 0)  # the first line after a BOM, cut
 @given(text_lines, st.booleans(), st.booleans(), st.lists(st.integers(0, 2000), max_size=6),
        st.integers(0, 3))
 def test_the_same_lines_whatever_the_chunking_and_gzip(
-        lines: list[bytes], crlf: bool, bom: bool, cuts: list[int], members: int) -> None:
-    if crlf:  # a line of exactly max_line bytes before its CRLF: a DEFECT below
-        lines = [line[:31] if len(line) == 32 else line for line in lines]
-    same_lines(lines, crlf, bom, cuts, members)
-
-
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/dvf_stream.py LineReader measures a "
-                   "partial line with its CR (`tail`) but a whole one without: a line of "
-                   "exactly max_line bytes ending in CRLF is kept or dropped as too long "
-                   "depending on where a network chunk ends")
-@EXPLICIT_ONLY
-@example([b"a" * 32], True, False, [33], 0)
-@given(text_lines, st.booleans(), st.booleans(), st.lists(st.integers(0, 2000)), st.integers(0, 3))
-def test_defect_a_line_at_the_limit_depends_on_the_chunking(
         lines: list[bytes], crlf: bool, bom: bool, cuts: list[int], members: int) -> None:
     same_lines(lines, crlf, bom, cuts, members)
 
@@ -171,10 +159,9 @@ def dvf_files(draw: Draw, bad_numbers: st.SearchStrategy[str] | None = None
             row[COLUMNS.index("code_departement")] = draw(st.sampled_from(["33", "2A", ""]))
         elif broken == "number":
             row[COLUMNS.index(draw(st.sampled_from(NUMBERS)))] = draw(numbers)
-        elif broken == "text":  # quoted by the writer: still a good row (no line break in
-            # it: a quoted field over two lines is a DEFECT below)
+        elif broken == "text":  # quoted by the writer: still a good row
             row[COLUMNS.index(draw(st.sampled_from(TEXTS)))] = draw(hostile_text(30)).replace(
-                "\x00", "").replace("\n", " ").encode("utf-8", "replace").decode("utf-8")
+                "\x00", "").encode("utf-8", "replace").decode("utf-8")
         out = io.StringIO()
         csv.writer(out, lineterminator="\n").writerow(row)
         # as the line reader gives it (CRLF → LF); a lone CR left in a quoted field makes
@@ -247,14 +234,16 @@ def test_every_record_is_kept_outside_or_skipped_with_its_reason(
         fits_its_columns(sale)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/dvf_parse.py SaleParser.feed reads each "
-                   "block of lines with its own csv.reader: a quoted field holding a line "
-                   "break, split by a block boundary, becomes two broken rows (skipped) "
-                   "instead of one good row: the result depends on the chunking")
-@EXPLICIT_ONLY
+quoted_breaks = st.lists(st.sampled_from(["LE BOURG", "\n", "EST", ",", '"', " ", "é"]),
+                        max_size=8).map("".join)
+
+
+@fuzz(100)
 @example("LE BOURG\nEST", 1)
-@given(st.just("x"), st.integers(1, 3))
-def test_defect_a_quoted_line_break_depends_on_the_chunking(voie: str, chunk: int) -> None:
+@given(st.one_of(quoted_breaks, hostile_text(30).map(
+    lambda s: s.replace("\r", "").replace("\x00", "").encode("utf-8", "replace").decode(
+        "utf-8"))), st.integers(1, 3))
+def test_a_quoted_line_break_is_one_record_whatever_the_chunking(voie: str, chunk: int) -> None:
     row = next(csv.reader([next(synthetic_rows(1))]))
     row[COLUMNS.index("adresse_nom_voie")] = voie
     row[COLUMNS.index("id_parcelle")] = "P00000"
@@ -262,49 +251,67 @@ def test_defect_a_quoted_line_break_depends_on_the_chunking(voie: str, chunk: in
     csv.writer(out, lineterminator="\n").writerow(row)
     lines = [HEADER, *out.getvalue().removesuffix("\n").split("\n")]
     every_row_accounted_for(lines, {"P00000"}, chunk)
+    feed = Feed(COLUMNS, "24", False)  # the SQL path's checker, given the same blocks
+    sent = b"".join(feed.block("".join(f"{line}\n" for line in lines[i:i + chunk]).encode())
+                    for i in range(1, len(lines), chunk)) + feed.finish()
+    # the record as the csv module reads the lines whole (a quoted line break is lost)
+    assert list(csv.reader(io.StringIO(sent.decode("utf-8"), newline=""))) == list(
+        csv.reader(lines[1:]))
+    assert feed.rows == 1 and not feed.skipped
 
 
 OUT_OF_RANGE = st.sampled_from(["inf", "-Infinity", "1e400", "NaN", "nan", "1e308", "3000000000",
                                 "1e13", "99999999999999"])
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/dvf_parse.py _int rounds float('inf') "
-                   "(a surface or a room count 'inf'/'1e400'): OverflowError out of "
-                   "SaleParser.feed/finish, the whole import stops")
-@EXPLICIT_ONLY
+@fuzz(60)
 @example(("surface_reelle_bati", "inf"))
 @example(("nombre_pieces_principales", "1e400"))
-@given(st.tuples(st.sampled_from(NUMBERS), OUT_OF_RANGE))
-def test_defect_an_infinite_surface_crashes_the_parser(bad: tuple[str, str]) -> None:
-    row = next(csv.reader([next(synthetic_rows(1))]))
-    row[COLUMNS.index(bad[0])] = bad[1]
-    every_row_accounted_for([HEADER, ",".join(row)], set(), 1)
-
-
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/dvf_parse.py check_numbers/_float take "
-                   "'NaN' and 'inf' for numbers and nothing bounds them: a sale with a NaN "
-                   "price, infinite coordinates or a surface past int32 (which ventes_dvf "
-                   "refuses) is built")
-@EXPLICIT_ONLY
 @example(("valeur_fonciere", "NaN"))
 @example(("longitude", "inf"))
 @example(("surface_reelle_bati", "3000000000"))
 @example(("valeur_fonciere", "1e13"))
 @given(st.tuples(st.sampled_from(NUMBERS), OUT_OF_RANGE))
-def test_defect_a_sale_with_numbers_its_columns_cannot_hold(bad: tuple[str, str]) -> None:
-    row = next(csv.reader([next(synthetic_rows(1))]))
+def test_a_number_its_column_cannot_hold_is_refused_with_its_reason(bad: tuple[str, str]) -> None:
+    row = next(csv.reader([next(synthetic_rows(1))]))  # a house: every number is used
     row[COLUMNS.index(bad[0])] = bad[1]
-    for sale in every_row_accounted_for([HEADER, ",".join(row)], set(), 1):
+    sales = every_row_accounted_for([HEADER, ",".join(row)], set(), 1)
+    for sale in sales:
         fits_its_columns(sale)
+    if not sales:  # refused, saying which column
+        _, parser = parse([HEADER, ",".join(row)], 1)
+        assert [bad[0] in reason for reason in parser.skipped] == [True]
+
+
+def test_a_total_its_column_cannot_hold_refuses_the_sale() -> None:
+    rows = [next(csv.reader([line])) for line in synthetic_rows(3)][1:]  # a house, 2 rows
+    assert rows[0][0] == rows[1][0]
+    for i, row in enumerate(rows):
+        row[COLUMNS.index("surface_reelle_bati")] = "2000000000"
+        row[COLUMNS.index("lot1_numero")] = str(i)  # two dwellings: surfaces summed
+    sales, parser = parse([HEADER, *(",".join(r) for r in rows)], 1)
+    assert sales == []
+    assert parser.skipped == {"unusable sale (surface_reelle_bati total out of range)": 2}
+
+
+def quoted_cr_file() -> tuple[list[str], set[str]]:
+    """One row whose street is a line break then a lone CR (quoted by the writer)."""
+    row = next(csv.reader([next(synthetic_rows(1))]))
+    row[COLUMNS.index("adresse_nom_voie")] = "\n\r"
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(row)
+    return [HEADER, *out.getvalue().removesuffix("\n").split("\n")], set()
 
 
 @fuzz(150)
+@example(quoted_cr_file(), False)  # a field holding CR must be written back quoted
 @given(dvf_files(), st.booleans())
 def test_the_sql_paths_checker_accounts_for_every_record(
         file: tuple[list[str], set[str]], checked: bool) -> None:
     lines, good = file
     feed = Feed(COLUMNS, "24", checked)
     out = feed.block(("\n".join(lines[1:]) + "\n").encode("utf-8") if len(lines) > 1 else b"")
+    out += feed.finish()
     sent = list(csv.reader(io.StringIO(out.decode("utf-8"), newline="")))
     assert feed.rows == len(sent) + sum(feed.skipped.values()) + feed.outside
     if checked:  # the rows PostgreSQL gets are the ones the Python parser keeps
@@ -331,27 +338,49 @@ async def test_the_import_stores_every_well_formed_row_and_never_raises(
     assert good <= stored, (lines, source)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: jobs/dvf_import.py import_sources ('never "
-                   "raises for the file's own faults') raises NumericValueOutOfRangeError / "
-                   "OverflowError, both paths, for one row whose number does not fit its "
-                   "column, and stores NaN or infinite prices and coordinates")
-@EXPLICIT_ONLY
+@fuzz(8)
 @example(("valeur_fonciere", "1e13"), "sql")
 @example(("surface_reelle_bati", "3000000000"), "copy")
 @example(("longitude", "inf"), "sql")
 @example(("valeur_fonciere", "NaN"), "copy")
+@example(("valeur_fonciere", "NaN"), "sql")
+@example(("nombre_pieces_principales", "1e400"), "sql")
 @given(st.tuples(st.sampled_from(NUMBERS), OUT_OF_RANGE), st.sampled_from(["sql", "copy"]))
-async def test_defect_one_number_out_of_range_fails_the_whole_import(
+async def test_one_number_out_of_range_is_one_row_refused(
         store: MemoryStore, tmp_path: Path, bad: tuple[str, str], method: str) -> None:
     rows = [next(csv.reader([line])) for line in synthetic_rows(6)]
-    rows[0][COLUMNS.index(bad[0])] = bad[1]
+    rows[0][COLUMNS.index(bad[0])] = bad[1]  # a house alone in its sale: every number used
     path = tmp_path / "bad.csv"
     path.write_text("\n".join([HEADER, *(",".join(r) for r in rows)]) + "\n", encoding="utf-8")
+    from tests.conftest import empty_tables
+    await empty_tables(store.db)
     report = await import_sources(store, [str(path)], method=method)
-    assert report.sources[0].error is None
+    [source] = report.sources
+    assert source.error is None
     from sqlalchemy import text
     async with store.db.engine.connect() as conn:
         bad_rows = await conn.scalar(text(
             "SELECT count(*) FROM ventes_dvf WHERE valeur = 'NaN' OR longitude IN "
             "('Infinity', '-Infinity', 'NaN') OR latitude IN ('Infinity', '-Infinity', 'NaN')"))
+        stored = await conn.scalar(text("SELECT count(*) FROM ventes_dvf"))
     assert bad_rows == 0
+    refused = sum(n for reason, n in source.skipped.items() if bad[0] in reason)
+    fits = bad == ("valeur_fonciere", "3000000000")  # the one value its column holds
+    assert refused == (0 if fits else 1) and stored == source.sales == (4 if fits else 3)
+    assert source.rows_read == 6 and sum(source.skipped.values()) == refused
+
+
+@pytest.mark.parametrize("method", ["sql", "copy"])
+async def test_a_sale_whose_total_does_not_fit_is_refused(
+        store: MemoryStore, tmp_path: Path, method: str) -> None:
+    rows = [next(csv.reader([line])) for line in synthetic_rows(6)]
+    for i in (1, 2):  # the two rows of a house on two cultures: two dwellings now
+        rows[i][COLUMNS.index("surface_reelle_bati")] = "2000000000"
+        rows[i][COLUMNS.index("lot1_numero")] = str(i)
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join([HEADER, *(",".join(r) for r in rows)]) + "\n", encoding="utf-8")
+    report = await import_sources(store, [str(path)], method=method)
+    [source] = report.sources
+    assert source.error is None
+    assert source.skipped == {"unusable sale (surface_reelle_bati total out of range)": 2}
+    assert source.sales == source.sales_new == 3
