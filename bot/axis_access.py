@@ -99,10 +99,14 @@ class AxisAccessService:
         if found.reply is not None and found.reply_id is not None:
             reply = await self.store.get_message(found.reply_id)
             answer = WITHHELD if reply.metadata.get("local_only") else found.reply
-            # in the mailbox too, already read: the outbox's later delivery is then a no-op
-            box_id = await self.store.mailbox_post(
+            # One rule: Axis gets a reply in one place only. Returned here, it is in the
+            # mailbox already read (the outbox's later delivery is then a no-op); if the
+            # outbox left it there first, unread, the mailbox is where Axis reads it.
+            handed = await self.store.mailbox_handed_over(
                 answer, source=f"réponse au message n°{message_id}", cle=f"message:{reply.id}")
-            await self.store.mailbox_acknowledge([box_id])
+            if handed is None:
+                return (f"Axi a répondu (message n°{message_id}) : sa réponse est dans ta "
+                        f"boîte (outil lire_messages).")
             return answer
         said = "".join(f"\nAxi a fait savoir : {n}" for n in found.notices[-2:])
         if found.state == "en_attente" or outcome.state == "en_attente":
