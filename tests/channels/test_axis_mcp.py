@@ -199,3 +199,41 @@ async def test_ludo_leaves_axis_a_question_with_a_command(box: AxisWeb) -> None:
 async def _unread(client: Any) -> str | None:
     said = text_of(await client.call_tool("lire_messages", {}))
     return None if said == "Aucun message non lu." else said
+
+
+async def test_a_database_outage_gets_a_503_and_one_log_line(
+    db: Database, test_data_dir: Path, ollama_server: FakeOllama,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bearer check needs the database: while it is away, an MCP request is answered
+    503 in JSON (Axis tries again) with one clean log line, never a 500 and a traceback."""
+    import logging
+
+    from tests.fakes.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy.for_database(db.engine.url)
+    await proxy.start()
+    try:
+        async with axis_axi(db, proxy.url_for(db.engine.url), test_data_dir,
+                            ollama_server) as box, httpx.AsyncClient(base_url=box.url) as http:
+            headers = {**MCP_HEADERS, **box.auth("axis")}
+            assert (await http.post("/mcp", json=INIT, headers=headers)).status_code == 200
+            await proxy.cut()
+            caplog.clear()
+            with caplog.at_level(logging.INFO):
+                down = await http.post("/mcp", json=INIT, headers=headers)
+            assert down.status_code == 503 and down.json()["error"] == "indisponible"
+            assert down.headers["retry-after"]
+            assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+            assert [r.getMessage() for r in caplog.records
+                    if "token store is unavailable" in r.getMessage()] != []
+            await proxy.restore()
+            back = await until(lambda: _status(http, headers), 20)
+            assert back == 200
+    finally:
+        await proxy.close()
+
+
+async def _status(http: httpx.AsyncClient, headers: dict[str, str]) -> int | None:
+    status = (await http.post("/mcp", json=INIT, headers=headers)).status_code
+    return status if status == 200 else None
