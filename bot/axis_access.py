@@ -92,23 +92,34 @@ class AxisAccessService:
         self._awaiting.add(message_id)
         try:
             outcome = await self.pipeline.wait_reply(message_id, timeout_s)
+            if outcome.reply is not None and outcome.reply_id is not None:
+                # still awaited here: the outbox leaves this reply to the call
+                return await self._hand_over(message_id, outcome.reply_id, outcome.reply)
         finally:
             self._awaiting.discard(message_id)
         # read again once no longer awaited: a reply the outbox skipped meanwhile is here
         found = await self.store.reply_outcome(message_id)
         if found.reply is not None and found.reply_id is not None:
-            reply = await self.store.get_message(found.reply_id)
-            answer = WITHHELD if reply.metadata.get("local_only") else found.reply
-            # in the mailbox too, already read: the outbox's later delivery is then a no-op
-            box_id = await self.store.mailbox_post(
-                answer, source=f"réponse au message n°{message_id}", cle=f"message:{reply.id}")
-            await self.store.mailbox_acknowledge([box_id])
-            return answer
+            return await self._hand_over(message_id, found.reply_id, found.reply)
         said = "".join(f"\nAxi a fait savoir : {n}" for n in found.notices[-2:])
         if found.state == "en_attente" or outcome.state == "en_attente":
             return (f"Axi n'a pas encore répondu (message n°{message_id}) : sa réponse "
                     f"arrivera dans ta boîte (outil lire_messages).{said}")
         return f"Axi ne répondra pas à ce message (n°{message_id}, état {found.state}).{said}"
+
+    async def _hand_over(self, message_id: int, reply_id: int, text: str) -> str:
+        """One rule: Axis gets a reply in one place only. Returned by the call, it is in
+        the mailbox already read, in one statement (the outbox's later delivery is then a
+        no-op); if the outbox left it there first, unread — a reply committed as the call
+        stopped waiting — the mailbox is where Axis reads it, and the call says so."""
+        reply = await self.store.get_message(reply_id)
+        answer = WITHHELD if reply.metadata.get("local_only") else text
+        handed = await self.store.mailbox_handed_over(
+            answer, source=f"réponse au message n°{message_id}", cle=f"message:{reply.id}")
+        if handed is None:
+            return (f"Axi a répondu (message n°{message_id}) : sa réponse est dans ta "
+                    "boîte (outil lire_messages).")
+        return answer
 
     async def deliver(self, delivery: Delivery) -> str:
         if delivery.in_reply_to is not None and delivery.in_reply_to in self._awaiting:

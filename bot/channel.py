@@ -80,14 +80,19 @@ class SendError(Exception):
     """A channel could not send. `retryable`: should the outbox try again; `retry_after`:
     seconds the transport asked us to wait (e.g. Telegram's 429), else the outbox's
     own backoff applies. `postponed`: not a failure but a pace (a rate limit): the
-    message goes after `retry_after` and the attempt is not counted against it."""
+    message goes after `retry_after` and the attempt is not counted against it.
+    `uncertain`: the request left and its answer never came (a timeout after sending):
+    it may have been delivered, so the outbox's rule for an uncertain send applies
+    (bot/pipeline.py: recorded, never sent again)."""
 
     def __init__(self, message: str, *, retryable: bool = True,
-                 retry_after: float | None = None, postponed: bool = False):
+                 retry_after: float | None = None, postponed: bool = False,
+                 uncertain: bool = False):
         super().__init__(message)
-        self.retryable = retryable or postponed
+        self.retryable = (retryable or postponed) and not uncertain
         self.retry_after = retry_after
         self.postponed = postponed
+        self.uncertain = uncertain
 
 
 class ProbeFailed(Exception):
@@ -243,7 +248,12 @@ class Channel(Protocol):
         ...
 
 
-# Optional, duck-typed: a channel whose addresses name people directly (the console's
+# Optional, duck-typed: a channel on which sending the same delivery twice is harmless
+# (it dedupes, like the Axis mailbox's key, or shows nothing twice, like web, or its far
+# end does, like email's stable Message-ID) sets `repeatable_send = True`: the outbox
+# then skips the attempt marker it commits before any other channel's send (a crash
+# between send and commit must not send it again; see bot/pipeline.deliver_one).
+# A channel whose addresses name people directly (the console's
 # `--as`) offers `person_of(address) -> int | None`; a channel that can receive what
 # nobody else can (the console) offers `fallback_address`; a channel that shows activity
 # while a reply is prepared offers `async settle(conversation)`, called when the worker is

@@ -150,7 +150,8 @@ class HealthService:
             figures = await self.store.queue_figures()
             stuck = await self.store.stuck_count()
             parts["queues"] = rules.queues(figures.depths, figures.oldest_s, stuck,
-                                           self.thresholds)
+                                           self.thresholds,
+                                           uncertain_sends=await self.store.uncertain_sends())
         except Exception as exc:
             parts["queues"] = rules.unknown(f"files illisibles ({_why(exc)})")
         configured = {"local": bool(self.settings.backup_repository),

@@ -135,11 +135,14 @@ def loops(stopped: list[str]) -> dict[str, Any]:
 
 
 def queues(depths: Mapping[str, int], oldest_s: Mapping[str, float | None], stuck: int,
-           thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+           thresholds: Thresholds = Thresholds(), *, uncertain_sends: int = 0
+           ) -> dict[str, Any]:
+    """`uncertain_sends`: messages of the last 24 h that may have been delivered and were
+    not sent again (bot/pipeline.py): shown, not a fault in themselves."""
     figures: dict[str, Any] = {"depths": dict(depths),
                "oldest_waiting_s": {k: None if v is None else round(v, 1)
                                     for k, v in oldest_s.items()},
-               "stuck": stuck}
+               "stuck": stuck, "uncertain_sends_24h": uncertain_sends}
     if stuck:
         return leaf(ERROR, f"{stuck} message(s) bloqué(s) (plus de 15 min et 3 essais) : "
                     "voir `axi inbox list`", **figures)

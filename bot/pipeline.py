@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
@@ -35,12 +36,15 @@ from bot.responder import Responder
 from bot.waiting import wait_for_event_or_stop
 from llm.gate import ON_PARK
 from memory.errors import InvalidInput, NotFound
-from memory.messages import Accepted, ReceivedFile, StoredMessage, inbound_params
+from memory.messages import Accepted, Claim, ReceivedFile, StoredMessage, inbound_params
 from memory.rows import decode_files
 from memory.store import MemoryStore
 from memory.text import MAX_CONTENT_CHARS, clean
 
 log = logging.getLogger(__name__)
+CRASH_ENV = "AXI_TEST_CRASH_AT"
+"""Test-only: `outbox:after_send` kills the process after a channel's send returned and
+before its outcome is committed, to prove the message is not sent twice."""
 
 POLL_INTERVAL_S = 1.0
 PARKED_LANES_PER_LANE = 2
@@ -336,15 +340,38 @@ class Pipeline:
     async def deliver_one(self, *, replying_to: int | None = None,
                           conversation: str | None = None) -> bool:
         """Send the next queued message through its channel (optionally: the reply to one
-        message, or the next of one conversation). False if none."""
+        message, or the next of one conversation). False if none.
+
+        At most once where a resend would show twice (Telegram has no idempotency key):
+        unless the channel says `repeatable_send`, an attempt marker is committed before
+        the send and deleted with its outcome. Found again when the row is claimed (the
+        process died, or the database went away, between the send and its mark), or
+        reported by the channel (a timeout after the request left), the send is
+        uncertain: one rule, `_uncertain`."""
         async with self.store.claim_outbound(list(self.channels), replying_to=replying_to,
                                              conversation=conversation) as claim:
             if claim is None:
                 return False
             msg = claim.message
+            channel = self.channels[msg.canal]
+            marked = not getattr(channel, "repeatable_send", False)
+            if marked:
+                began = await self.store.send_began(claim)
+                if began is not None:
+                    await self._uncertain(claim, f"a send began at {began.isoformat()} and "
+                                                 "its outcome was never recorded")
+                    return True
+                await self.store.begin_send(msg.id)
             try:
-                external_id = await self.channels[msg.canal].send(delivery_of(msg))
+                external_id = await channel.send(delivery_of(msg))
+                if os.environ.get(CRASH_ENV) == "outbox:after_send":
+                    os._exit(137)  # test-only: sent, its outcome not committed (worst moment)
             except SendError as exc:
+                if marked:
+                    await self.store.end_send(claim)
+                if exc.uncertain:
+                    await self._uncertain(claim, str(exc))
+                    return True
                 if exc.postponed:  # a pace, not a failure: later, attempts not counted
                     pace = exc.retry_after or 1.0
                     await self.store.postpone_outbound(claim, pace)
@@ -362,9 +389,21 @@ class Pipeline:
                              else backoff.SEND.delay(attempt))
                 await self.store.mark_send_failed(claim, str(exc), retry_in_s=delay)
                 return True
+            if marked:
+                await self.store.end_send(claim)
             await self.store.mark_sent(claim, external_id)
         self.counters.message(msg.canal, "out")
         return True
+
+    async def _uncertain(self, claim: Claim, why: str) -> None:
+        """The rule for a send that may have been delivered (DESIGN: nothing is answered
+        twice): never sent again, recorded as sent with why (`messages.erreur`, counted
+        by the store's `uncertain_sends`), logged and counted."""
+        msg = claim.message
+        log.warning("sending #%s on %s is uncertain (%s): it may have been delivered, so it "
+                    "is not sent again", msg.id, msg.canal, why)
+        self.counters.error(f"send_uncertain_{msg.canal}")
+        await self.store.mark_send_uncertain(claim, why)
 
     def _progressed(self, message_id: int | None) -> None:
         """Message `message_id` was handled here (committed): wake its waiters."""

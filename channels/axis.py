@@ -63,7 +63,7 @@ def part(services: ChannelServices, config: WebConfig) -> WebPart:
               axis_oauth.waiting_page(axis.oauth, issuer), methods=["GET"]),
     ]
     throttled = axis_oauth.Throttled(mcp_app, RateLimiter(config.rate_per_minute),
-                                     config.trusted_proxies)
+                                     config.trusted_proxies, oauth=axis.oauth)
     return WebPart(routes=routes, lifespans=[server.session_manager.run()],
                    root_app=McpOnly(throttled, list(mcp_app.routes)))
 

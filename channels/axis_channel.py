@@ -17,6 +17,7 @@ from bot.channel import ChannelServices, ChunkFn, Delivery, SendError
 
 class AxisChannel:
     name = "axis"
+    repeatable_send = True  # the mailbox key makes a second post a no-op
 
     def __init__(self) -> None:
         self.services: ChannelServices | None = None

@@ -37,7 +37,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.axis_contract import AxisOAuth, AxisRefused, Grant, IssuedTokens
 from bot.web_contract import TokenGrant
-from channels.web_guard import LOOPBACK, Network, RateLimiter, client_ip, rate_key, too_many
+from channels.web_guard import (
+    LOOPBACK,
+    Network,
+    RateLimiter,
+    client_ip,
+    error,
+    rate_key,
+    too_many,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,11 @@ QUESTIONS_WINDOW_S = 15 * 60.0
 """Connection requests (each a question on Ludo's Telegram) per address, or IPv6 /64,
 within the window: a stranger cannot flood him, and his own retries still get through."""
 _CLIENT_IP: ContextVar[str | None] = ContextVar("axis_oauth_client_ip", default=None)
+_CHECKED: ContextVar[tuple[str, Any] | None] = ContextVar("axis_oauth_checked", default=None)
+"""An MCP request's bearer token and what the store said of it, read once by Throttled
+(which can still answer 503) and handed to the SDK's bearer check."""
+UNAVAILABLE = ("indisponible", "Axi est momentanément indisponible (sa base de données ne "
+               "répond pas) : réessaie dans un instant.")
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
              "X-Frame-Options": "DENY"}
 
@@ -171,7 +184,9 @@ class AxisProvider:
         return _token(issued)
 
     async def load_access_token(self, token: str) -> AxisAccessToken | None:
-        found = await self.oauth.access_token(token)
+        checked = _CHECKED.get()
+        found = (checked[1] if checked is not None and checked[0] == token
+                 else await self.oauth.access_token(token))
         if found is None:
             log.info("MCP bearer refused: unknown, revoked or expired token")
             return None
@@ -269,8 +284,12 @@ class Throttled:
     IP (the SDK does not hand it the request)."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter,
-                 trusted: tuple[Network, ...] = LOOPBACK):
+                 trusted: tuple[Network, ...] = LOOPBACK, oauth: AxisOAuth | None = None):
         self.app, self.limiter, self.trusted = app, limiter, trusted
+        self.oauth = oauth
+        """With it, an MCP request's bearer token is read here first: if the store cannot
+        answer (a database outage), the request gets a 503 in JSON and the log one line
+        — deep in the SDK's bearer middleware it was a 500 and a traceback."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -282,8 +301,33 @@ class Throttled:
             if wait is not None:
                 await too_many(wait)(scope, receive, send)
                 return
+        token = _bearer(scope) if self.oauth is not None else None
+        checked = None
+        if token is not None and self.oauth is not None:
+            try:
+                checked = _CHECKED.set((token, await self.oauth.access_token(token)))
+            except Exception as exc:  # the database is down: Axis tries again later
+                log.warning("MCP request not served: the token store is unavailable (%s: %s)",
+                            type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc)
+                            else "")
+                await error(503, *UNAVAILABLE, headers={"Retry-After": "10"})(
+                    scope, receive, send)
+                return
         reset = _CLIENT_IP.set(ip)  # for /authorize: who asks, shown to Ludo
         try:
             await self.app(scope, receive, send)
         finally:
             _CLIENT_IP.reset(reset)
+            if checked is not None:
+                _CHECKED.reset(checked)
+
+
+def _bearer(scope: Scope) -> str | None:
+    """The bearer token of a request to /mcp, if any."""
+    if scope["path"].rstrip("/") != "/mcp":
+        return None
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            kind, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() or None if kind.lower() == "bearer" else None
+    return None

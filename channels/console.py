@@ -28,6 +28,7 @@ def person_address(relation_id: int) -> str:
 
 class ConsoleChannel:
     name = "console"
+    repeatable_send = True  # a log line (or a line on the terminal) shown again
     fallback_address = OPERATOR_ADDRESS
     """Where a notification goes when its person has no usable channel."""
 

@@ -84,6 +84,11 @@ class EmailConfig:
 
 class EmailChannel:
     name = CHANNEL
+    repeatable_send = True
+    """A mail sent again after a crash between SMTP's acceptance and the outbox's commit
+    carries the same Message-ID (email_compose: derived from the outbox row), which mail
+    clients and Gmail collapse into one; a lost reply would be worse, so email keeps
+    at-least-once and takes no attempt marker."""
 
     def __init__(self, config: EmailConfig):
         self.config = config

@@ -154,6 +154,7 @@ class SiteChannel:
     response (`wait_reply`), so sending records it as delivered. Passive: no loop."""
 
     name = CHANNEL
+    repeatable_send = True  # nothing is pushed: the visitor reads it in the request
 
     async def start(self, services: ChannelServices) -> None:
         return None

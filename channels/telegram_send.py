@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import (
@@ -233,7 +234,6 @@ class Sender:
         self._closing: set[asyncio.Future[None]] = set()
         self._parts_sent: dict[int, int] = {}
         """Parts of a split message already sent (by outbound id): a retry resumes."""
-        self._timeouts: dict[int, int] = {}
         self._editing: dict[int, tuple[int, float]] = {}
         """A reply whose first part replaces the text of the message streamed by edits."""
         self._drafts = 0
@@ -313,7 +313,6 @@ class Sender:
 
     def _forget(self, message_id: int) -> None:
         self._parts_sent.pop(message_id, None)
-        self._timeouts.pop(message_id, None)
         self._editing.pop(message_id, None)
 
     async def _attempt(self, chat_id: int, delivery: Delivery) -> str | None:
@@ -328,14 +327,14 @@ class Sender:
         except InvalidToken as exc:
             raise SendError("Telegram refused the token (AXI_TELEGRAM_TOKEN)") from exc
         except TimedOut as exc:
-            # the request may have reached Telegram: retried once at most
+            if isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout):
+                raise SendError(f"timed out before sending: {exc}") from exc
+            # the request may have reached Telegram: the outbox's rule for an uncertain
+            # send applies (bot/pipeline.py: not sent again), counted here for /health
             self.uncertain_sends += 1
-            count = self._timeouts[delivery.message_id] = self._timeouts.get(
-                delivery.message_id, 0) + 1
             log.warning("sending #%s timed out after the request left (it may have been "
-                        "delivered); %s", delivery.message_id,
-                        "retrying once" if count < 2 else "not retrying again")
-            raise SendError(f"timed out: {exc}", retryable=count < 2) from exc
+                        "delivered)", delivery.message_id)
+            raise SendError(f"timed out after sending: {exc}", uncertain=True) from exc
         except BadRequest as exc:
             raise SendError(f"Telegram refused the message: {exc}", retryable=False) from exc
         except NetworkError as exc:

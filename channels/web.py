@@ -96,6 +96,7 @@ class WebChannel:
     """uvicorn inside our own event loop, started and stopped explicitly."""
 
     name = "web"
+    repeatable_send = True  # nothing is pushed: the reply is read in the request
 
     def __init__(self, config: WebConfig | str | None = None, port: int | None = None, *,
                  start_timeout_s: float | None = None):

@@ -57,20 +57,35 @@ class AxisMailboxMixin(OAuthStateMixin):
                            cle: str | None = None) -> int:
         """Leave a message for Axis; with `cle`, a second post with the same key is a
         no-op returning the first one's id."""
+        posted, _ = await self._post(texte, source, cle, read=False)
+        return posted
+
+    async def mailbox_handed_over(self, texte: str, *, source: str | None,
+                                  cle: str) -> int | None:
+        """Record in the mailbox, already read, what Axis was handed directly (a reply
+        returned by its tool call): in one statement, so a `lire_messages` at any moment
+        never shows it as unread. Returns None when `cle` was posted before (the outbox
+        left it there, unread, maybe already listed): then it is left as it is."""
+        posted, new = await self._post(texte, source, cle, read=True)
+        return posted if new else None
+
+    async def _post(self, texte: str, source: str | None, cle: str | None,
+                    *, read: bool) -> tuple[int, bool]:
         try:
             texte = clean_content(texte, what="message for Axis", limit=MAILBOX_TEXT_CHARS)
             source = clean_content(source, what="source", limit=200) if source else None
         except InvalidText as exc:
             raise InvalidInput(str(exc)) from None
+        read_at = "now()" if read else "NULL"
         async with self.db.sessions.begin() as session:
             new = (await session.execute(text(
-                "INSERT INTO boite_axis (texte, source, cle) VALUES (:t, :s, :k) "
-                "ON CONFLICT (cle) DO NOTHING RETURNING id"),
+                f"INSERT INTO boite_axis (texte, source, cle, lu_le) VALUES (:t, :s, :k, "
+                f"{read_at}) ON CONFLICT (cle) DO NOTHING RETURNING id"),
                 {"t": texte, "s": source, "k": cle})).scalar()
             if new is not None:
-                return int(new)
+                return int(new), True
             return int((await session.execute(text(
-                "SELECT id FROM boite_axis WHERE cle = :k"), {"k": cle})).scalar_one())
+                "SELECT id FROM boite_axis WHERE cle = :k"), {"k": cle})).scalar_one()), False
 
     async def mailbox_list(self, *, unread_only: bool = True,
                            limit: int = 50) -> list[MailboxItem]:

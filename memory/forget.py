@@ -185,6 +185,7 @@ async def _erase_derived(session: Any, message_ids: list[int], souvenir_ids: lis
         "SELECT count(*) FROM fichiers_recus WHERE message_id = ANY(:mids)"), p)).scalar_one())
     messages = await _count(session, "DELETE FROM messages WHERE id = ANY(:mids) RETURNING id",
                             p)  # its files go with it (ON DELETE CASCADE)
+    await session.execute(text("DELETE FROM envois_commences WHERE message_id = ANY(:mids)"), p)
     return {"faits": faits, "souvenirs": souvenirs, "fichiers": fichiers, "messages": messages}
 
 

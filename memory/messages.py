@@ -11,7 +11,8 @@ is lost and nothing is answered twice, because the reply, the souvenirs and the 
 mark are committed together.
 
 Outbound: replies wait as `a_envoyer`; the sender claims them the same way, sends, and
-marks them `envoye` with the channel's id (at-least-once; channels dedupe where they can).
+marks them `envoye` with the channel's id (at-least-once where the channel dedupes or a
+repeat is harmless; at-most-once elsewhere, see memory/send_attempts.py).
 Per conversation in order too: a message waits while an earlier one of its conversation
 is still to send (being sent by another process, or waiting for its retry).
 

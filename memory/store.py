@@ -33,6 +33,7 @@ from memory.people import PeopleMixin
 from memory.recall import RecallMixin
 from memory.records import SouvenirRecord, souvenir_from_row
 from memory.rows import SOUVENIR_COLUMNS, NewSouvenir, insert_souvenir, prepare_souvenir
+from memory.send_attempts import SendAttemptsMixin
 from memory.site_contacts import SiteContactsMixin
 from memory.tokens import TokensMixin
 from memory.veilles import VeillesMixin
@@ -57,7 +58,7 @@ class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixi
                   ConsignesMixin, MessagesMixin, LLMCallsMixin, ExtractionQueueMixin,
                   EmbeddingsMixin, HybridRecallMixin, NotificationsMixin, ConfirmationsMixin, InboxAdminMixin,
                   LocksMixin, TokensMixin, ForgetMixin, AxisMailboxMixin, SiteContactsMixin,
-                  VeillesMixin, DvfMixin, HealthQueriesMixin, OperationsMixin):
+                  VeillesMixin, DvfMixin, HealthQueriesMixin, OperationsMixin, SendAttemptsMixin):
     def __init__(self, db: Database):
         self.db = db
 

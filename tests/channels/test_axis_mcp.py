@@ -1,7 +1,8 @@
 """Axis over MCP (channels/axis_mcp.py) with the official `mcp` client over streamable HTTP
 against a whole Axi on a real uvicorn: the tools listed in French and each one called,
 401 without a token, 403 with a chat token, the Host check, a late reply reaching the
-mailbox, and `notify("Axis", …)` landing there too."""
+mailbox, `notify("Axis", …)` landing there too, and a reply returned by the call never
+unread in the mailbox at any moment."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from memory.database import Database
 from tests.channels.axis_support import AxisWeb, axis_axi, mcp_session, text_of
@@ -108,6 +110,43 @@ async def test_a_reply_not_ready_in_time_waits_in_the_mailbox(
             assert "Salut, tu peux compter sur moi." in late and "réponse au message n°" in late
 
 
+ROW_STATES = (
+    "CREATE TABLE test_boite_etats (op text, cle text, lu boolean)",
+    "CREATE FUNCTION test_boite_etat() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO test_boite_etats VALUES (TG_OP, NEW.cle, NEW.lu_le IS NOT NULL); "
+    "RETURN NEW; END $$",
+    "CREATE TRIGGER test_boite_etat AFTER INSERT OR UPDATE ON boite_axis "
+    "FOR EACH ROW EXECUTE FUNCTION test_boite_etat()")
+NO_ROW_STATES = ("DROP TRIGGER IF EXISTS test_boite_etat ON boite_axis",
+                 "DROP FUNCTION IF EXISTS test_boite_etat()",
+                 "DROP TABLE IF EXISTS test_boite_etats")
+
+
+async def test_a_reply_returned_by_the_call_is_never_unread_in_the_mailbox(box: AxisWeb) -> None:
+    """Axis must not be shown the same reply twice: a `lire_messages` at any moment of the
+    call must not list the reply the call returns. Every state the mailbox row ever had
+    (each INSERT and UPDATE, recorded by a trigger) is checked, not a lucky timing."""
+    db = box.axi.store.db
+    async with db.sessions.begin() as session:
+        for sql in ROW_STATES:
+            await session.execute(text(sql))
+    try:
+        async with mcp_session(box.url, box.tokens["axis"]) as client:
+            said = text_of(await client.call_tool("parler_a_axi", {"message": "Bonjour Axi"}))
+            assert said == "Salut, tu peux compter sur moi."
+            assert text_of(await client.call_tool("lire_messages", {})) == \
+                "Aucun message non lu."
+        async with db.sessions() as session:
+            states = (await session.execute(text(
+                "SELECT op, cle, lu FROM test_boite_etats"))).all()
+        assert states and all(cle.startswith("message:") for _, cle, _ in states)
+        assert [(op, lu) for op, _, lu in states] == [("INSERT", True)]
+    finally:
+        async with db.sessions.begin() as session:
+            for sql in NO_ROW_STATES:
+                await session.execute(text(sql))
+
+
 async def test_no_token_401_chat_token_403_foreign_host_421(box: AxisWeb) -> None:
     async with httpx.AsyncClient(base_url=box.url) as http:
         none = await http.post("/mcp", json=INIT, headers=MCP_HEADERS)
@@ -160,3 +199,41 @@ async def test_ludo_leaves_axis_a_question_with_a_command(box: AxisWeb) -> None:
 async def _unread(client: Any) -> str | None:
     said = text_of(await client.call_tool("lire_messages", {}))
     return None if said == "Aucun message non lu." else said
+
+
+async def test_a_database_outage_gets_a_503_and_one_log_line(
+    db: Database, test_data_dir: Path, ollama_server: FakeOllama,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bearer check needs the database: while it is away, an MCP request is answered
+    503 in JSON (Axis tries again) with one clean log line, never a 500 and a traceback."""
+    import logging
+
+    from tests.fakes.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy.for_database(db.engine.url)
+    await proxy.start()
+    try:
+        async with axis_axi(db, proxy.url_for(db.engine.url), test_data_dir,
+                            ollama_server) as box, httpx.AsyncClient(base_url=box.url) as http:
+            headers = {**MCP_HEADERS, **box.auth("axis")}
+            assert (await http.post("/mcp", json=INIT, headers=headers)).status_code == 200
+            await proxy.cut()
+            caplog.clear()
+            with caplog.at_level(logging.INFO):
+                down = await http.post("/mcp", json=INIT, headers=headers)
+            assert down.status_code == 503 and down.json()["error"] == "indisponible"
+            assert down.headers["retry-after"]
+            assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+            assert [r.getMessage() for r in caplog.records
+                    if "token store is unavailable" in r.getMessage()] != []
+            await proxy.restore()
+            back = await until(lambda: _status(http, headers), 20)
+            assert back == 200
+    finally:
+        await proxy.close()
+
+
+async def _status(http: httpx.AsyncClient, headers: dict[str, str]) -> int | None:
+    status = (await http.post("/mcp", json=INIT, headers=headers)).status_code
+    return status if status == 200 else None

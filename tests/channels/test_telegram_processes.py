@@ -212,6 +212,36 @@ async def test_killed_mid_reply_answers_once_after_restart(
         ("Message important", 1)]
 
 
+async def test_killed_between_send_and_commit_never_sends_twice(
+    runs: Any, store: MemoryStore, telegram_server: FakeTelegram
+) -> None:
+    """Telegram accepted the reply, then the process died before the outbox committed
+    it (the test-only crash point `outbox:after_send`): Telegram has no idempotency key,
+    so the restarted process finds the attempt marker and does not send it again — the
+    send is recorded as uncertain, logged, and counted on /health."""
+    fake = telegram_server
+    question = fake.message(LUDO, "Message important")
+    crashing = runs(**{CRASH_ENV: "outbox:after_send"})
+    await until(lambda: crashing.proc.poll() is not None, 60,
+                message="axi run never reached the crash point")
+    assert crashing.proc.returncode == 137, crashing.stderr
+    assert [m["text"] for m in fake.chat_messages(LUDO)] == ["Vu : Message important"]
+    async with store.db.engine.connect() as conn:
+        states = (await conn.execute(text(
+            "SELECT m.etat, e.message_id IS NOT NULL FROM messages m LEFT JOIN "
+            "envois_commences e ON e.message_id = m.id WHERE m.sens = 'sortant'"))).all()
+    assert [tuple(r) for r in states] == [("a_envoyer", True)]  # sent, not committed
+
+    healthy = runs()
+    await until(lambda: healthy.alive() and settled(store, fake, question["update_id"]), 60,
+                message="the restarted process never settled")
+    assert len(fake.sent) == 1 and len(fake.chat_messages(LUDO)) == 1
+    assert "is uncertain" in healthy.stderr and "not sent again" in healthy.stderr
+    assert await store.uncertain_sends() == 1
+    async with store.db.engine.connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM envois_commences")) == 0
+
+
 async def two_processes(runs: Any) -> tuple[AxiRun, AxiRun]:
     """Two `axi run` on the same database and bot: the first polls, the second says why
     it does not."""

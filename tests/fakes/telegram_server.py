@@ -13,6 +13,7 @@ Updates are scripted from the test (any thread) and served by a real long poll:
     fake.fail("sendMessage", 429, retry_after=3)
     fake.drop("getUpdates")                  # connection closed without a response
     fake.get_updates_delay_s = 2.0           # a slow, wedged poll
+    fake.send_delay_s = 2.0                  # sendMessage delivers, then answers late
     fake.rate_limit = True                   # Telegram's flood limits answer 429
 
 and everything the bot did is recorded: `calls`, `sent`, `chat_messages(chat_id)`, `drafts`,
@@ -290,6 +291,7 @@ class FakeTelegram:
             self.webhook: str | None = None
             self.webhook_secret: str | None = None
             self.get_updates_delay_s = 0.0
+            self.send_delay_s = 0.0
             self.rate_limit = False
             self.rate_limited = 0
             self.rate_violations = 0
@@ -560,6 +562,8 @@ class FakeTelegram:
                 raise self._injected_error(method, *injected)
             self._check_rate(method, params)
             result = await self._dispatch(method, params, files, file_names)
+            if self.send_delay_s and method.lower() == "sendmessage":
+                await asyncio.sleep(self.send_delay_s)  # delivered; the answer comes late
         except ApiError as exc:
             call.status = exc.status
             if exc.status == 502 and not exc.description:

@@ -61,3 +61,17 @@ async def test_oauth_rows_serve_once_and_expire(store: MemoryStore) -> None:
     assert await store.oauth_purge() == 0
     await store.oauth_put("code", "h3", client_id=None, donnees={}, expire_le=past)
     assert await store.oauth_purge() == 1
+
+
+async def test_a_reply_handed_over_is_read_at_once_unless_posted_before(
+        store: MemoryStore) -> None:
+    """What Axis was handed in its tool call is in the mailbox already read; if the outbox
+    left it there first (unread, maybe listed already), it stays as Axis will read it."""
+    handed = await store.mailbox_handed_over("Réponse", source="réponse", cle="message:7")
+    assert handed is not None and await store.mailbox_unread() == 0
+    assert await store.mailbox_post("Réponse", cle="message:7") == handed  # outbox: no-op
+    assert await store.mailbox_unread() == 0
+    posted = await store.mailbox_post("Réponse tardive", cle="message:8")
+    assert await store.mailbox_handed_over("Réponse tardive", source=None,
+                                           cle="message:8") is None
+    assert [i.id for i in await store.mailbox_list()] == [posted]

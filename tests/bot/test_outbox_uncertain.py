@@ -1,0 +1,86 @@
+"""The outbox's one rule for a send that may have been delivered (bot/pipeline.py
+`deliver_one`): reported by the channel (a timeout after the request left) or found by
+its attempt marker (the process died between the send and its commit), it is recorded as
+sent — uncertain, counted on /health — and never sent again; a channel whose send is
+repeatable takes no marker. The real crash is in
+tests/channels/test_telegram_processes.py; the real Telegram timeout in
+tests/channels/test_telegram_uncertain.py."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from bot.app import Axi
+from bot.channel import Delivery, SendError
+from tests.bot.test_pipeline import run_all, sent, telegram
+
+
+async def _outbound(axi: Axi) -> list[tuple[str, str | None]]:
+    async with axi.db.engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT etat, erreur FROM messages WHERE sens = 'sortant' ORDER BY id"))).all()
+    return [(r.etat, r.erreur) for r in rows]
+
+
+async def _markers(axi: Axi) -> int:
+    async with axi.db.engine.connect() as conn:
+        return int(await conn.scalar(text("SELECT count(*) FROM envois_commences")) or 0)
+
+
+async def test_a_send_that_timed_out_after_leaving_is_not_sent_again(axi: Axi) -> None:
+    channel = axi.channels["telegram"]
+    calls: list[Delivery] = []
+
+    async def timing_out(delivery: Delivery) -> str | None:
+        calls.append(delivery)
+        raise SendError("timed out after sending", uncertain=True)
+
+    channel.send = timing_out  # type: ignore[method-assign]
+    await axi.pipeline.accept(telegram("1001", "Bonjour"))
+    await run_all(axi)
+    async with axi.db.engine.begin() as conn:  # whatever its retry time, it is due now
+        await conn.execute(text("UPDATE messages SET prochain_essai = now() WHERE sens='sortant'"))
+    await run_all(axi)
+    assert len(calls) == 1
+    [(etat, erreur)] = await _outbound(axi)
+    assert etat == "envoye" and erreur == "envoi incertain : timed out after sending"
+    assert await axi.store.uncertain_sends() == 1 and await _markers(axi) == 0
+    assert (await axi.health())["components"]["queues"]["uncertain_sends_24h"] == 1
+
+
+async def test_a_marker_left_by_a_crash_stops_a_second_send(axi: Axi) -> None:
+    channel = axi.channels["telegram"]
+    channel.fail_next = 1  # type: ignore[attr-defined]
+    await axi.pipeline.accept(telegram("1001", "Bonjour"))
+    await run_all(axi)  # the first attempt failed cleanly: no marker left, retried later
+    assert sent(axi) == [] and await _markers(axi) == 0
+    [(etat, _)] = await _outbound(axi)
+    assert etat == "a_envoyer"
+    # as a process killed after the send and before its commit leaves it
+    async with axi.db.engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO envois_commences (message_id) SELECT id FROM messages "
+            "WHERE sens = 'sortant'"))
+        await conn.execute(text("UPDATE messages SET prochain_essai = now() WHERE sens='sortant'"))
+    await run_all(axi)
+    assert sent(axi) == []
+    [(etat, erreur)] = await _outbound(axi)
+    assert etat == "envoye" and erreur is not None and erreur.startswith("envoi incertain : ")
+    assert await _markers(axi) == 0
+
+
+async def test_a_repeatable_channel_takes_no_marker(axi: Axi) -> None:
+    channel = axi.channels["telegram"]
+    seen: list[int] = []
+
+    async def send(delivery: Delivery) -> str | None:
+        seen.append(await _markers(axi))
+        return "ok"
+
+    channel.send = send  # type: ignore[method-assign]
+    await axi.pipeline.accept(telegram("1001", "Bonjour"))
+    await run_all(axi)
+    channel.repeatable_send = True  # type: ignore[attr-defined]
+    await axi.pipeline.accept(telegram("1001", "Encore"))
+    await run_all(axi)
+    assert seen == [1, 0] and await _markers(axi) == 0

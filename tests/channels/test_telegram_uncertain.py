@@ -1,0 +1,58 @@
+"""A Telegram send that timed out after the request left (the real python-telegram-bot
+against the loopback Bot API, which delivers then answers late): the sender reports it
+uncertain, so the outbox never sends it again (bot/pipeline.py); one that timed out
+before leaving is an ordinary retryable failure."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from telegram import Bot
+from telegram.request import HTTPXRequest
+
+from bot.channel import Delivery, SendError
+from channels.telegram_send import Pace, Sender
+from tests.fakes.telegram_server import FakeTelegram
+
+FAST = Pace(per_chat_s=0.0, overall_per_s=1000, typing_every_s=0.05, typing_max_s=5.0,
+            draft_every_s=0.0, draft_refresh_s=0.2, edit_every_s=0.1)
+LUDO = 1001
+
+
+def reply(message_id: int) -> Delivery:
+    return Delivery(message_id=message_id, channel="telegram", address=str(LUDO),
+                    conversation=f"telegram:{LUDO}", text="Bien reçu.", in_reply_to=None,
+                    thread_ref=None)
+
+
+async def test_a_timeout_after_the_request_left_is_uncertain(
+        telegram_server: FakeTelegram) -> None:
+    telegram_server.send_delay_s = 1.0
+    async with Bot(FakeTelegram.TOKEN, base_url=telegram_server.base_url,
+                   request=HTTPXRequest(read_timeout=0.2)) as bot:
+        sender = Sender(bot, FAST)
+        with pytest.raises(SendError) as caught:
+            await sender.send(reply(1))
+    assert caught.value.uncertain and not caught.value.retryable
+    assert sender.uncertain_sends == 1
+    assert [m["text"] for m in telegram_server.chat_messages(LUDO)] == ["Bien reçu."]
+
+
+async def test_a_timeout_before_the_request_left_is_retried(
+        telegram_server: FakeTelegram) -> None:
+    """No connection free in time (PTB's pool timeout): nothing left, so nothing is
+    uncertain — the outbox retries as after any network failure."""
+    telegram_server.send_delay_s = 1.0
+    async with Bot(FakeTelegram.TOKEN, base_url=telegram_server.base_url,
+                   request=HTTPXRequest(connection_pool_size=1, pool_timeout=0.2,
+                                        read_timeout=5.0)) as bot:
+        sender = Sender(bot, FAST)
+        first = asyncio.create_task(sender.send(reply(2)))
+        await asyncio.sleep(0.3)  # the only connection waits for its late answer
+        with pytest.raises(SendError) as caught:
+            await sender.send(reply(3))
+        await first
+    assert not caught.value.uncertain and caught.value.retryable
+    assert sender.uncertain_sends == 0
+    assert len(telegram_server.chat_messages(LUDO)) == 1
