@@ -234,6 +234,8 @@ class Sender:
         self._closing: set[asyncio.Future[None]] = set()
         self._parts_sent: dict[int, int] = {}
         """Parts of a split message already sent (by outbound id): a retry resumes."""
+        self._timeouts: dict[int, int] = {}
+        """Timeouts after the request left, by outbound id: one retry at most."""
         self._editing: dict[int, tuple[int, float]] = {}
         """A reply whose first part replaces the text of the message streamed by edits."""
         self._drafts = 0
@@ -313,6 +315,7 @@ class Sender:
 
     def _forget(self, message_id: int) -> None:
         self._parts_sent.pop(message_id, None)
+        self._timeouts.pop(message_id, None)
         self._editing.pop(message_id, None)
 
     async def _attempt(self, chat_id: int, delivery: Delivery) -> str | None:
@@ -329,12 +332,16 @@ class Sender:
         except TimedOut as exc:
             if isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout):
                 raise SendError(f"timed out before sending: {exc}") from exc
-            # the request may have reached Telegram: the outbox's rule for an uncertain
-            # send applies (bot/pipeline.py: not sent again), counted here for /health
+            # the request may have reached Telegram (counted for /health): retried once at
+            # most, as the Telegram issue asks; a second such timeout is left to the
+            # outbox's rule for an uncertain send (bot/pipeline.py: not sent again)
             self.uncertain_sends += 1
+            count = self._timeouts[delivery.message_id] = self._timeouts.get(
+                delivery.message_id, 0) + 1
             log.warning("sending #%s timed out after the request left (it may have been "
-                        "delivered)", delivery.message_id)
-            raise SendError(f"timed out after sending: {exc}", uncertain=True) from exc
+                        "delivered); %s", delivery.message_id,
+                        "retrying once" if count < 2 else "not sending it again")
+            raise SendError(f"timed out after sending: {exc}", uncertain=count >= 2) from exc
         except BadRequest as exc:
             raise SendError(f"Telegram refused the message: {exc}", retryable=False) from exc
         except NetworkError as exc:
