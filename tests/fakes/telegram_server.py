@@ -815,8 +815,9 @@ class FakeTelegram:
         if entities:
             content["entities"] = entities
         content["raw_text"] = params.get("text")
-        record, _ = self._new_bot_message(params, chat_id, content)
-        self.sent.append(record)
+        with self._lock:  # in the chat and in `sent` at once: a test never sees one alone
+            record, _ = self._new_bot_message(params, chat_id, content)
+            self.sent.append(record)
         return _public(record)
 
     def _send_document(self, params: dict[str, Any], files: dict[str, bytes],
@@ -847,8 +848,9 @@ class FakeTelegram:
             if entities:
                 message_content["caption_entities"] = entities
         message_content["raw_caption"] = params.get("caption")
-        record, _ = self._new_bot_message(params, chat_id, message_content)
-        self.sent.append(record)
+        with self._lock:  # in the chat and in `sent` at once
+            record, _ = self._new_bot_message(params, chat_id, message_content)
+            self.sent.append(record)
         return _public(record)
 
     def _editable(self, params: dict[str, Any]) -> dict[str, Any]:
