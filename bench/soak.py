@@ -4,17 +4,19 @@ A benchmark script, not a test (its short form is: tests/bench/test_soak_quick.p
 It starts Axi for real (`axi run` as a subprocess, this worktree's code) with the loopback
 Telegram Bot API, a real Dovecot and an SMTP capture server, the HTTP API and the site's
 endpoints, Axis over MCP, the simulated CPU Ollama and the loopback Anthropic server, on a
-PostgreSQL 16 of its own (bench/soak_world.py). Thirty people (bench/soak_people.py: Ludo,
-the team, clients, strangers, site visitors, Axis) send 1,000 mixed messages over every
-channel while a DPE veille runs every minute (and once by hand beside it) and a backup is
-taken; meanwhile it SIGKILLs `axi run` at random moments (restarting it each time), stops
-the local model for a while (fallback allowed for some people, never-cloud for others),
-restarts PostgreSQL once and cuts SMTP for a minute. Then it waits for everything to
-settle and checks (bench/soak_checks.py): inbound received, answered exactly once, lost,
-duplicated, per-conversation order, never-cloud or local-only content that reached the
-cloud (the fallback's request bodies, what Axis read), digest items reported twice or
-never, the person's wait p50/p95 on the simulated CPU, the local share. The exit status is
-1 when any "must be 0" figure is not 0 (or the backup failed), 0 otherwise.
+PostgreSQL 16 of its own (bench/soak_world.py; the servers and `axi run` in
+bench/soak_servers.py, the people's clients in bench/soak_clients.py). Thirty people
+(bench/soak_people.py: Ludo, the team, clients, strangers, site visitors, Axis) send 1,000
+mixed messages over every channel while a DPE veille runs every minute (and once by hand
+beside it) and a backup is taken; meanwhile it SIGKILLs `axi run` at random moments
+(restarting it each time), stops the local model for a while (fallback allowed for some
+people, never-cloud for others), restarts PostgreSQL once and cuts SMTP for a minute. Then
+it waits for everything to settle and checks (bench/soak_checks.py): inbound received,
+answered exactly once, lost, duplicated, per-conversation order, never-cloud or local-only
+content that reached the cloud (the fallback's request bodies, what Axis read), digest
+items reported twice or never, the person's wait p50/p95 on the simulated CPU, the local
+share. The exit status is 1 when any "must be 0" figure is not 0 (or the backup failed), 0
+otherwise.
 
 The person's wait on the simulated CPU: from sending to the first visible output (a
 Telegram draft or message, a mail, an HTTP response), where the time the simulated CPU

@@ -1,5 +1,5 @@
 """The soak's people and plan (bench/soak_people.py) and what its simulated models write
-(bench/soak_world.model_reply): every kind of person is there, every message carries its
+(bench/soak_servers.model_reply): every kind of person is there, every message carries its
 own token, what must stay on the server carries a secret, and a model's reply names the
 message it answers."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from bench.soak_checks import REPLY_TOKEN, SECRET, TOKEN
 from bench.soak_people import MAX_CONTACTS_PER_VISITOR, MIN_PEOPLE, plan, roster
-from bench.soak_world import claude_reply, model_reply
+from bench.soak_servers import claude_reply, model_reply
 from bot.tutoiement import guard_reply
 
 
