@@ -23,6 +23,7 @@ from tests.fakes.cpu_model import (
     tokenize,
 )
 from tests.fakes.cpu_ollama import FAST, CpuOllama, StartCpu, keep_alive_seconds
+from tests.waiting import until
 
 MODEL = DEFAULT_LOCAL_MODEL
 SCALE = FAST  # a simulated second takes 5 ms
@@ -216,15 +217,22 @@ async def test_keep_alive_expiry_unloads_the_model(make: Make, client: Any) -> N
 
 
 # ---------------------------------------------------------------------- queueing
+REPLY = 45  # tokens: 5 simulated s of writing each, so the third request surely queues
+FIFO_SCALE = 0.04  # 40 ms a simulated second: a loaded machine's few ms stay small
+
+
 async def test_fifo_queue_waits_match_the_rates(make: Make, client: Any) -> None:
-    server = make(reply_tokens=18, system_last=False)
+    server = make(reply_tokens=REPLY, system_last=False, time_scale=FIFO_SCALE)
     ollama = client(server)
     questions = [f"Question {n} : " + "détaille la veille DPE de la semaine. " * (4 + 2 * n)
                  for n in range(3)]
     finished: dict[str, float] = {}
 
     async def ask(n: int) -> None:
-        await asyncio.sleep(n * SCALE)  # about 1 simulated second apart
+        # each right after the one before it reached the server (not after a wall-clock
+        # sleep: on a loaded machine a few ms late is a simulated second and the queue
+        # the test measures melted away)
+        await until(lambda: len(server.records) >= n, 10, interval=0.0)
         await ollama.chat(MODEL, conversation(questions[n]), options=CTX)
         finished[questions[n]] = time.monotonic()
 
@@ -236,15 +244,15 @@ async def test_fifo_queue_waits_match_the_rates(make: Make, client: Any) -> None
     for record, question in zip(server.records, arrived, strict=True):
         prompt = render(pairs(conversation(question)), system_last=False)
         cached = common_prefix(held, prompt)  # the system prompt, from the previous request
-        service = (len(prompt) - cached) / 60 + 18 / 9
-        held = prompt + reply_tokens(default_reply(18))
+        service = (len(prompt) - cached) / 60 + REPLY / 9
+        held = prompt + reply_tokens(default_reply(REPLY))
         wait = max(0.0, end - record.arrival_s)
         assert record.queue_s == pytest.approx(wait, abs=1.0)
         assert record.total_s == pytest.approx(wait + service, abs=1.0)
         end = record.arrival_s + wait + service
     assert server.records[2].queue_s > 4  # the test does measure a queue
     assert server.stats().max_queue_s == server.records[2].queue_s
-    wall = (max(finished.values()) - start) / SCALE  # the client waited that long too
+    wall = (max(finished.values()) - start) / FIFO_SCALE  # the client waited that long too
     modelled = end - server.records[0].arrival_s
     assert modelled - 1 <= wall <= modelled + 6  # a loaded machine only delays
 
