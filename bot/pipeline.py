@@ -35,6 +35,7 @@ from bot.metrics import Counters, NoCounters
 from bot.responder import Responder
 from bot.waiting import wait_for_event_or_stop
 from llm.gate import ON_PARK
+from memory.database import lost_connection
 from memory.errors import InvalidInput, NotFound
 from memory.messages import Accepted, Claim, ReceivedFile, StoredMessage, inbound_params
 from memory.rows import decode_files
@@ -251,7 +252,11 @@ class Pipeline:
         except Exception as exc:
             if handled_id is None:
                 raise
-            log.exception("message #%s failed", handled_id)
+            if lost_connection(exc):  # an outage, not a bug: one line, retried below
+                log.warning("message #%s failed: the database is out of reach (%s: %s)",
+                            handled_id, type(exc).__name__, exc)
+            else:
+                log.exception("message #%s failed", handled_id)
             self.counters.error("worker")
             failures = (await self.store.get_message(handled_id)).tentatives + 1
             gave_up = await self.store.record_inbound_failure(

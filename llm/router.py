@@ -104,8 +104,9 @@ class Router:
             return
         try:
             await self._record(record)
-        except Exception:  # the call log must never break a reply
-            log.warning("could not record an LLM call", exc_info=True)
+        except Exception as exc:  # the call log must never break a reply
+            log.warning("could not record an LLM call (%s: %s)", type(exc).__name__, exc)
+            log.debug("the LLM call log failed", exc_info=True)
 
     def _is_local(self, model: ChatModel) -> bool:
         return model is self.local

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from memory import embedded
@@ -117,6 +117,29 @@ async def _ensure_database(server_url: URL, name: str, *, tune: bool = False) ->
                 await conn.execute(text("SELECT pg_advisory_unlock(4242000)"))
     finally:
         await admin.dispose()
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is the database being out of reach — refused,
+    its socket gone, the connection closed under us, the server starting or stopping —
+    rather than a fault of the statement: an outage, to be logged in one line and retried,
+    not a bug to be shown with its traceback."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError | TimeoutError):
+            return True
+        if isinstance(current, DBAPIError) and (current.connection_invalidated or isinstance(
+                current, OperationalError | InterfaceError)):
+            return True
+        name = type(current).__name__
+        if name in {"ConnectionDoesNotExistError", "CannotConnectNowError",
+                    "AdminShutdownError", "InterfaceError"} and \
+                type(current).__module__.startswith("asyncpg"):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def describe_connect_error(exc: BaseException, display_url: str) -> str:

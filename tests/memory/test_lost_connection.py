@@ -1,0 +1,53 @@
+"""`lost_connection` tells an outage from a bug, on the errors the real drivers raise: the
+worker logs a message that failed because the database went away in one line (it is
+retried), and a statement's own fault with its traceback (found by the soak: 29
+tracebacks in the log of one PostgreSQL restart)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from memory.database import Database, lost_connection
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_server_nobody_listens_on_is_an_outage() -> None:
+    engine = create_async_engine(
+        f"postgresql+asyncpg://axi@127.0.0.1:{_closed_port()}/axi")
+    try:
+        with pytest.raises(Exception) as caught:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+    assert lost_connection(caught.value)
+
+
+async def test_a_connection_ended_by_the_server_is_an_outage(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+        async with db.engine.connect() as other:
+            pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+            await other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        with pytest.raises(Exception) as caught:
+            await conn.execute(text("SELECT 1"))
+        await conn.invalidate()
+    assert lost_connection(caught.value)
+
+
+async def test_a_statements_own_fault_is_not(db: Database) -> None:
+    for bad in ("SELEC 1", "SELECT 1/0", "SELECT * FROM no_such_table"):
+        async with db.engine.connect() as conn:
+            with pytest.raises(Exception) as caught:
+                await conn.execute(text(bad))
+        assert not lost_connection(caught.value), bad
+    assert not lost_connection(ValueError("x"))
