@@ -170,6 +170,17 @@ def _plain(value: str) -> bool:
     return value.isascii() and "_" not in value
 
 
+def _finite(value: str, what: str) -> float:
+    """`value` as a finite float, else RowError (NaN, inf, 1e400, not a number)."""
+    try:
+        number = float(value) if _plain(value) else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise RowError(f"{what} is not a number")
+    return number
+
+
 def _int(value: str, what: str) -> int | None:
     """A surface or a room count, rounded; RowError when it is not a finite number (NaN,
     inf, 1e400) or does not fit ventes_dvf's integer column."""
@@ -179,13 +190,7 @@ def _int(value: str, what: str) -> int | None:
         digits = value.lstrip("0")
         number = int(digits or "0") if len(digits) <= 18 else INT_MAX + 1
     else:
-        try:
-            real = float(value) if _plain(value) else math.nan
-        except ValueError:
-            real = math.nan
-        if not math.isfinite(real):
-            raise RowError(f"{what} is not a number")
-        number = round(real)
+        number = round(_finite(value, what))
     if not INT_MIN <= number <= INT_MAX:
         raise RowError(f"{what} out of range")
     return number
@@ -195,12 +200,7 @@ def _float(value: str, what: str) -> float | None:
     """A longitude or a latitude (finite, within ±180 or ±90 degrees)."""
     if not value:
         return None
-    try:
-        number = float(value) if _plain(value) else math.nan
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):
-        raise RowError(f"{what} is not a number")
+    number = _finite(value, what)
     if abs(number) > BOUNDS[what]:
         raise RowError(f"{what} out of range")
     return number
