@@ -283,6 +283,8 @@ class LocalGate:
         return ticket.priority is Priority.EMAIL and self.reserved_s() > 0
 
     def _admit(self) -> None:
+        if any(self._parked(t) for _, _, t in self._waiting):
+            self._wake_when_reserve_lapses()  # even with no free slot: background yields
         while self._free() > 0:
             entry = self._next()
             if entry is None:
@@ -303,7 +305,6 @@ class LocalGate:
         for entry in sorted(self._waiting, key=lambda w: (w[0], w[1])):
             ticket = entry[2]
             if self._parked(ticket):
-                self._wake_when_reserve_lapses()
                 continue
             if ticket.priority == Priority.BACKGROUND and not self._background_may_start():
                 self._wake_when_quiet()

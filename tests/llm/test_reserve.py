@@ -149,3 +149,23 @@ async def test_ludo_writing_again_keeps_the_email_waiting() -> None:
     await asyncio.wait_for(email, 5)
     assert time.monotonic() - renewed >= 0.29
     gate.release(email.result())
+
+
+async def test_an_email_parked_behind_background_work_gets_it_when_the_reserve_lapses(
+        ) -> None:
+    gate = LocalGate(slots=1, quiet_s=0.0, reserve_s=0.3)
+    await _ludo_asks(gate)
+
+    async def summary() -> str:
+        await asyncio.sleep(30)
+        return "jamais"
+
+    background = asyncio.create_task(gate.run(P.BACKGROUND, summary))
+    await asyncio.sleep(0.05)
+    assert gate.snapshot()["held"] == ["background"]
+    email = asyncio.create_task(gate.acquire(P.EMAIL))  # parked: it does not preempt yet
+    await asyncio.sleep(0.05)
+    assert not email.done() and not background.done()
+    gate.release(await asyncio.wait_for(email, 5))
+    with pytest.raises(Preempted):
+        await background
