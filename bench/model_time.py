@@ -26,7 +26,10 @@ prompt cache; `multiuser4`: four cache slots at the server (OLLAMA_NUM_PARALLEL=
 OLLAMA_MULTIUSER_CACHE=1) but one request at a time (AXI_LOCAL_SLOTS=1), so each of four
 conversations keeps its prefix in a slot of its own and the CPU is never shared;
 `llama-server4`: the same with Ollama ≥ 0.30's slot choice and RAM prompt cache; `multiuser8`:
-eight cache slots (the recommended setting, deploy/docker-compose.yml).
+eight cache slots (the recommended setting, deploy/docker-compose.yml); `multiuser8-reserve`
+(`-reserve300`): + AXI_LOCAL_RESERVE_S=120 (300): while Ludo used the model within 120 s —
+more than his 20–90 s between a reply and his next message — clients' live chats get Claude
+and emails wait.
 
 Printed per variant: Ludo's time from accepted to first token p50/p95 in simulated s (the
 lane wait and the model side simulated, Axi's own work as measured), next to the floor of
@@ -102,6 +105,7 @@ class Variant:
     embed: bool = False
     small_extract: bool = False
     policy: str | None = None  # the server's slot policy (None: --slot-policy)
+    reserve_s: float = 0.0  # AXI_LOCAL_RESERVE_S, simulated seconds
 
 
 VARIANTS = {v.name: v for v in (Variant("today", gate=False), Variant("gate"),
@@ -112,7 +116,11 @@ VARIANTS = {v.name: v for v in (Variant("today", gate=False), Variant("gate"),
                                 Variant("llama-server4", server_slots=4,
                                         policy="llama-server"),
                                 Variant("multiuser8", server_slots=8,
-                                        policy="ollama-multiuser"))}
+                                        policy="ollama-multiuser"),
+                                Variant("multiuser8-reserve", server_slots=8,
+                                        policy="ollama-multiuser", reserve_s=120.0),
+                                Variant("multiuser8-reserve300", server_slots=8,
+                                        policy="ollama-multiuser", reserve_s=300.0))}
 
 
 @dataclass(frozen=True)
@@ -261,6 +269,7 @@ def make_settings(args: argparse.Namespace, v: Variant, ollama: str, claude: str
         # Axi estimates waits from the server's own durations, simulated seconds)
         "AXI_LOCAL_TIMEOUT": 120 * ts, "AXI_FALLBACK_TIMEOUT": 60 * ts,
         "AXI_BACKGROUND_QUIET": 20 * ts, "AXI_BACKGROUND_MAX": 120 * ts,
+        "AXI_LOCAL_RESERVE_S": v.reserve_s * ts,
         "AXI_LOCAL_SLOTS": v.slots, "AXI_EMBED_MODEL": EMBED_MODEL if v.embed else "off",
     }
     if v.small_extract:
@@ -456,6 +465,11 @@ async def analyse(app: Axi, channels: dict[str, world.StandIn], v: Variant, day:
         turns_detail.append({"message": mid, "at": sim(s.accepted), "ttft": ttft[-1],
                              "lane": lane[-1], "own_ms": own[-1] * 1000, "model": model_s,
                              "record": rec.index if rec else None})
+    waits: dict[str, list[float]] = {"client": [], "email": []}  # accepted → first word
+    for mid, s in day.sent.items():
+        if s.person.kind in waits and mid in replied:
+            waits[s.person.kind].append(sim(day.first_chunk.get(mid, replied[mid]))
+                                        - sim(s.accepted))
     done = [r for r in records if r.finished_s is not None]
     cut = [r for r in records if r.finished_s is None]
     cache = sum(r.cached_tokens for r in done) / max(sum(r.prompt_tokens for r in done), 1)
@@ -490,6 +504,8 @@ async def analyse(app: Axi, channels: dict[str, world.StandIn], v: Variant, day:
                  "prompt_tokens": world.dist(prompt), "evaluated_tokens": world.dist(evaluated),
                  "cache_share": ludo_cached[0] / max(ludo_cached[1], 1),
                  "p95_over_floor": ratio, "turns": turns_detail},
+        "clients": {"live_first_word_s": world.dist(waits["client"]),
+                    "email_reply_s": world.dist(waits["email"])},
         "cache_share": cache, "local_share": local, "calls": [dict(c._mapping) for c in calls],
         "extraction": {"states": states, "turns": turns, "delay_s": world.dist(delays),
                        "queued_end_of_day": day.end_of_day_queue,

@@ -440,6 +440,10 @@ def report(results: dict[str, dict[str, Any]]) -> None:
         f"{f(r['ludo']['ttft_local_s']['p95'])}")
     row("  Axi's own work p50 (ms, unscaled)", lambda r: f(r["ludo"]["own_ms"]["p50"], 0))
     row("  waiting for a worker lane p95 (s)", lambda r: f(r["ludo"]["lane_wait_s"]["p95"]))
+    row("clients live: accepted → first word p50/p95 (s)", lambda r: " / ".join(
+        f(r["clients"]["live_first_word_s"][k]) for k in ("p50", "p95")))
+    row("emails: accepted → reply p50/max (s)", lambda r: " / ".join(
+        f(r["clients"]["email_reply_s"][k], 0) for k in ("p50", "max")))
     row("Ludo prompt tokens / turn (mean)", lambda r: f(r["ludo"]["prompt_tokens"]["mean"], 0))
     row("  evaluated / turn mean (p95)", lambda r: f"{f(r['ludo']['evaluated_tokens']['mean'], 0)}"
         f" ({f(r['ludo']['evaluated_tokens']['p95'], 0)})")

@@ -127,7 +127,8 @@ class Axi:
             remote = None if remote_cfg is None else await self._stack.enter_async_context(
                 AnthropicChat(remote_cfg))
             self.gate = LocalGate(slots=cfg.local_slots, quiet_s=cfg.background_quiet_s,
-                                  background_max_s=cfg.background_max_s)
+                                  background_max_s=cfg.background_max_s,
+                                  reserve_s=cfg.local_reserve_s)
             self.router = Router(
                 local, remote, record=call_recorder(self.store, observe=self.metrics.llm_call),
                 gate=self.gate,

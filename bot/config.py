@@ -63,6 +63,9 @@ class Settings(BaseSettings):
                                       alias="AXI_BACKGROUND_QUIET")
     background_max_s: float = Field(default=120.0, gt=0, le=3600, alias="AXI_BACKGROUND_MAX")
     local_max_wait_s: float = Field(default=120.0, gt=0, le=86400, alias="AXI_LOCAL_MAX_WAIT")
+    # off by default: while an inner-circle person used the local model within this many
+    # seconds, clients' live messages go to the fallback (if allowed) and emails wait
+    local_reserve_s: float = Field(default=0.0, ge=0, le=86400, alias="AXI_LOCAL_RESERVE_S")
     anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
     fallback_model: str = Field(default=DEFAULT_FALLBACK_MODEL, alias="AXI_FALLBACK_MODEL")

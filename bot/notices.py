@@ -8,7 +8,13 @@ operator), in the person's form of address.
 from __future__ import annotations
 
 from bot.policy import Interlocutor
-from llm.errors import BudgetExceeded, LLMError, LocalOnlyUnavailable
+from llm.errors import (
+    BudgetExceeded,
+    LLMError,
+    LocalOnlyUnavailable,
+    LocalReserved,
+    LocalTooBusy,
+)
 
 
 def _say(who: Interlocutor, tu: str, vous: str) -> str:
@@ -29,13 +35,17 @@ def waiting_notice(who: Interlocutor, exc: LLMError) -> str:
                 "Je vous réponds dès que possible, sans que vous ayez à le renvoyer.")
 
 
-def busy_notice(who: Interlocutor) -> str:
-    """Why this reply comes from the fallback model: the local one is busy."""
+def busy_notice(who: Interlocutor, reason: str = LocalTooBusy.reason) -> str:
+    """Why this reply comes from the fallback model: the local one is busy, or kept for
+    the agency's team (AXI_LOCAL_RESERVE_S)."""
+    why = ("Le modèle du serveur de l'agence est occupé par l'équipe en ce moment"
+           if reason == LocalReserved.reason
+           else "Le modèle du serveur de l'agence est très occupé en ce moment")
     return _say(who,
-                "Le modèle du serveur de l'agence est très occupé en ce moment : pour ne pas "
-                "te faire attendre, je te réponds avec mon modèle de secours.",
-                "Le modèle du serveur de l'agence est très occupé en ce moment : pour ne pas "
-                "vous faire attendre, je vous réponds avec mon modèle de secours.")
+                f"{why} : pour ne pas te faire attendre, je te réponds avec mon modèle de "
+                "secours.",
+                f"{why} : pour ne pas vous faire attendre, je vous réponds avec mon modèle de "
+                "secours.")
 
 
 def duration_text(seconds: float) -> str:

@@ -52,7 +52,7 @@ from bot.policy import (
 )
 from bot.recall_prefetch import Recaller
 from bot.stable_prefix import CUTOFF_KEY, facts_cutoff
-from llm.errors import AuthError, LLMError, LocalTooBusy
+from llm.errors import AuthError, LLMError, LocalReserved, LocalTooBusy
 from llm.gate import Priority
 from llm.router import Router
 from llm.types import ChatMessage, Reply
@@ -250,8 +250,9 @@ class Responder:
         raw_reply = reply.text
         kind, _ = intent(msg.texte)
         speaker = who.display_name
-        if reply.fallback_reason == LocalTooBusy.reason:  # told why, just before the reply
-            await self.store.queue_notice(claim, busy_notice(who), relation_id=who.relation_id)
+        if reply.fallback_reason in (LocalTooBusy.reason, LocalReserved.reason):  # told why
+            await self.store.queue_notice(claim, busy_notice(who, reply.fallback_reason),
+                                          relation_id=who.relation_id)
         await self.store.finish_inbound(
             claim, etat="traite", relation_id=who.relation_id, reply=text,
             # the turn exactly as the model read it: the next prompt repeats it verbatim,

@@ -108,3 +108,10 @@ class LocalTooBusy(LLMError):
     message goes to the fallback instead (never one that must stay on the server)."""
 
     reason = "local_busy"
+
+
+class LocalReserved(LocalTooBusy):
+    """The local model is kept for the inner circle (AXI_LOCAL_RESERVE_S): a client's live
+    message goes to the fallback instead (never one that must stay on the server)."""
+
+    reason = "local_reserved"

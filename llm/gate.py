@@ -18,6 +18,15 @@ leaves the item queued in the database: nothing is lost), and no background requ
 longer than `background_max_s`. So a person's request never waits behind more than the
 cancellation of one background request.
 
+A request in flight for a person is never preempted, so Ludo may still wait behind a
+client's live reply being generated. The inner-circle reserve (`reserve_s`,
+AXI_LOCAL_RESERVE_S; 0 = off) keeps the model for the inner circle while one of them is
+active: the gate records when an inner-circle request last asked for or gave back the model
+(`reserved_s` says how long the reserve still runs) and, meanwhile, leaves email requests
+waiting (never failed: they run when the reserve lapses, before background work). The
+router decides what a client's live request does meanwhile (llm/router.py: the fallback
+when it may use it, else its turn here as usual).
+
 Pure asyncio, no I/O: the clock is injectable.
 """
 
@@ -104,19 +113,24 @@ class GateStats:
 
 class LocalGate:
     def __init__(self, *, slots: int = 1, quiet_s: float = 30.0,
-                 background_max_s: float = 120.0,
+                 background_max_s: float = 120.0, reserve_s: float = 0.0,
                  clock: Callable[[], float] = time.monotonic):
         if slots < 1:
             raise ValueError("the local model has at least one slot")
+        if reserve_s < 0:
+            raise ValueError("the inner-circle reserve is 0 (off) or a positive duration")
         self.slots = slots
         self.quiet_s = quiet_s
         self.background_max_s = background_max_s
+        self.reserve_s = reserve_s
         self._clock = clock
         self._seq = itertools.count()
         self._waiting: list[tuple[int, int, Ticket]] = []
         self._held: set[Ticket] = set()
         self._last_person = float("-inf")
+        self._last_inner = float("-inf")  # an inner-circle request asked or gave back
         self._timer: asyncio.TimerHandle | None = None
+        self._reserve_timer: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()  # a turn was given back: maybe quiet now
         self.stats = GateStats()
 
@@ -129,7 +143,19 @@ class LocalGate:
 
     @property
     def people_waiting(self) -> int:
-        return sum(1 for _, _, t in self._waiting if t.priority.person)
+        """People waiting for a turn they may get now (an email parked by the reserve is
+        not one: background work may use the model meanwhile, and yields to it later)."""
+        return sum(1 for _, _, t in self._waiting if t.priority.person and not self._parked(t))
+
+    def reserved_s(self) -> float:
+        """Seconds the inner-circle reserve still runs (0: off, or nobody of the inner
+        circle asked for the local model within the last `reserve_s` seconds)."""
+        if self.reserve_s <= 0:
+            return 0.0
+        if self._held_by(Priority.INNER_LIVE) or any(
+                t.priority is Priority.INNER_LIVE for _, _, t in self._waiting):
+            return self.reserve_s  # asking or being answered: it runs from the end
+        return max(0.0, self._last_inner + self.reserve_s - self._clock())
 
     def snapshot(self) -> dict[str, Any]:
         """For /health and the wait estimate: who holds the model, who waits."""
@@ -167,8 +193,10 @@ class LocalGate:
                         cost_s=cost_s)
         if priority.person:
             self._last_person = ticket.asked_at
+        if priority is Priority.INNER_LIVE:
+            self._last_inner = ticket.asked_at
         heapq.heappush(self._waiting, (int(priority), ticket.seq, ticket))
-        if priority.person and self._free() == 0:
+        if priority.person and self._free() == 0 and not self._parked(ticket):
             self._preempt("a person is waiting")
         self._admit()
         on_park = ON_PARK.get() if priority.person and not ticket.granted.done() else None
@@ -193,6 +221,8 @@ class LocalGate:
             self._held.discard(ticket)
             if ticket.priority.person:
                 self._last_person = self._clock()
+            if ticket.priority is Priority.INNER_LIVE:
+                self._last_inner = self._clock()
         self._changed.set()
         self._admit()
 
@@ -245,21 +275,55 @@ class LocalGate:
     def _quiet_for(self) -> float:
         return self._clock() - self._last_person
 
+    def _held_by(self, priority: Priority) -> bool:
+        return any(t.priority is priority for t in self._held)
+
+    def _parked(self, ticket: Ticket) -> bool:
+        """An email request waits while the inner-circle reserve runs."""
+        return ticket.priority is Priority.EMAIL and self.reserved_s() > 0
+
     def _admit(self) -> None:
-        while self._waiting and self._free() > 0:
-            priority, _, ticket = self._waiting[0]
-            if ticket.granted.done():  # cancelled while waiting
-                heapq.heappop(self._waiting)
-                continue
-            if priority == Priority.BACKGROUND and not self._background_may_start():
-                self._wake_when_quiet()
+        if any(self._parked(t) for _, _, t in self._waiting):
+            self._wake_when_reserve_lapses()  # even with no free slot: background yields
+        while self._free() > 0:
+            entry = self._next()
+            if entry is None:
                 return
-            heapq.heappop(self._waiting)
+            self._waiting.remove(entry)
+            heapq.heapify(self._waiting)
+            ticket = entry[2]
             ticket.granted_at = self._clock()
             self._held.add(ticket)
             name = ticket.priority.name.lower()
             self.stats.granted[name] = self.stats.granted.get(name, 0) + 1
             ticket.granted.set_result(None)
+
+    def _next(self) -> tuple[int, int, Ticket] | None:
+        """The waiting turn to grant next, by priority then arrival (None: none may go)."""
+        self._waiting = [w for w in self._waiting if not w[2].granted.done()]  # cancelled
+        heapq.heapify(self._waiting)
+        for entry in sorted(self._waiting, key=lambda w: (w[0], w[1])):
+            ticket = entry[2]
+            if self._parked(ticket):
+                continue
+            if ticket.priority == Priority.BACKGROUND and not self._background_may_start():
+                self._wake_when_quiet()
+                return None
+            return entry
+        return None
+
+    def _wake_when_reserve_lapses(self) -> None:
+        if self._reserve_timer is not None and not self._reserve_timer.cancelled():
+            self._reserve_timer.cancel()
+        self._reserve_timer = asyncio.get_running_loop().call_later(
+            self.reserved_s() + 0.001, self._reserve_lapsed)
+
+    def _reserve_lapsed(self) -> None:
+        """An email parked by the reserve may go: background work in its way yields."""
+        if self.reserved_s() <= 0 and self._free() == 0 and any(
+                t.priority is Priority.EMAIL for _, _, t in self._waiting):
+            self._preempt("an email waits")
+        self._admit()
 
     def _background_may_start(self) -> bool:
         if any(t.priority.person for t in self._held) or self.people_waiting:

@@ -25,6 +25,7 @@ from llm.errors import (
     LLMTimeout,
     LLMUnavailable,
     LocalOnlyUnavailable,
+    LocalReserved,
     LocalTooBusy,
     ModelNotFound,
     PromptTooLarge,
@@ -90,7 +91,8 @@ class Router:
         self.rates = rates
         self.max_wait_s = max_wait_s
         """A person who may use the fallback and would wait longer than this for the local
-        model's first token gets the fallback (reason "local_busy")."""
+        model's first token gets the fallback (reason "local_busy"); a client, while the
+        gate keeps the model for the inner circle, too (reason "local_reserved")."""
         self._last_local: list[ChatMessage] = []  # what the local model read last
         self._record = record
         self.budget_ok = budget_ok
@@ -172,19 +174,29 @@ class Router:
 
     async def _too_busy(self, messages: list[ChatMessage], priority: Priority,
                         local_only: bool, task: str) -> LocalTooBusy | None:
-        """The local model is too busy for this person, and they may use the fallback."""
-        if (self.max_wait_s is None or local_only or self.remote is None
+        """The local model is too busy for this person, or kept for the inner circle
+        (llm/gate.py, the reserve) while this is a client, and they may use the fallback."""
+        if (local_only or self.remote is None
                 or priority not in (Priority.INNER_LIVE, Priority.CLIENT_LIVE)):
             return None  # an email waits: nobody watches it live
-        wait = self.expected_wait(messages, priority, task)
-        if wait is None or wait <= self.max_wait_s:
+        busy: LocalTooBusy | None = None
+        reserved = (self.gate.reserved_s() if self.gate is not None
+                    and priority is Priority.CLIENT_LIVE else 0.0)
+        if reserved > 0:
+            busy = LocalReserved(f"the local model is kept for the inner circle for ~"
+                                 f"{reserved:.0f} s more (AXI_LOCAL_RESERVE_S="
+                                 f"{self.gate.reserve_s if self.gate else 0:.0f} s)")
+        elif self.max_wait_s is not None:
+            wait = self.expected_wait(messages, priority, task)
+            if wait is not None and wait > self.max_wait_s:
+                busy = LocalTooBusy(f"~{wait:.0f} s of waiting for the local model "
+                                    f"(AXI_LOCAL_MAX_WAIT={self.max_wait_s:.0f} s)")
+        if busy is None:
             return None
         if self.budget_ok is not None and not await self.budget_ok():
             return None  # no fallback to give: the person waits for the local model
-        log.info("local model busy: ~%.0f s to the first token (> %.0f s): fallback",
-                 wait, self.max_wait_s)
-        return LocalTooBusy(f"~{wait:.0f} s of waiting for the local model "
-                            f"(AXI_LOCAL_MAX_WAIT={self.max_wait_s:.0f} s)")
+        log.info("local model %s: fallback", busy)
+        return busy
 
     # ------------------------------------------------------------------ the decision
     async def _local_first(

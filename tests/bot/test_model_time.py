@@ -103,6 +103,27 @@ async def test_too_busy_a_client_gets_claude_and_is_told_why_ludos_secret_waits(
     assert reply.kind == "reply" and reply.in_reply_to == mid
 
 
+async def test_the_reserve_sends_a_client_to_claude_while_ludo_chats_and_says_why(
+        axi: Axi, anthropic_server: FakeAnthropic, ollama_server: FakeOllama) -> None:
+    anthropic_server.reply = "Bonjour, la longère est encore disponible."
+    axi.gate.reserve_s = 300.0  # AXI_LOCAL_RESERVE_S
+    await say(axi, "1001", "Bonjour Axi, on fait le point ?")  # Ludo, on the local model
+    assert anthropic_server.requests == []
+    asked = await say(axi, "2002", "La longère de Vergt est-elle libre ?")
+    sent = [d for d in axi.channels["telegram"].sent  # type: ignore[attr-defined]
+            if d.in_reply_to == asked]
+    assert [d.kind for d in sent] == ["notice", "reply"]
+    assert "occupé par l'équipe" in sent[0].text and "vous répond" in sent[0].text
+    assert sent[1].text == "Bonjour, la longère est encore disponible."
+    assert len(anthropic_server.requests) == 1
+    # what must stay on the server is answered by the local model, reserve or not
+    mid = await axi.pipeline.accept(telegram("2002", "Mon budget maximum ?", local_only=True))
+    await run_all(axi)
+    reply = axi.channels["telegram"].sent[-1]  # type: ignore[attr-defined]
+    assert reply.kind == "reply" and reply.in_reply_to == mid
+    assert len(anthropic_server.requests) == 1
+
+
 async def test_background_work_too_long_is_a_counted_failure_not_a_loop(
         axi: Axi, ollama_server: FakeOllama) -> None:
     await say(axi, "1001", "Retiens que j'habite à Peyrebrune.")
