@@ -253,6 +253,9 @@ class Channel(Protocol):
 # end does, like email's stable Message-ID) sets `repeatable_send = True`: the outbox
 # then skips the attempt marker it commits before any other channel's send (a crash
 # between send and commit must not send it again; see bot/pipeline.deliver_one).
+# A channel that can tell whether a request for an outbound message is under way offers
+# `request_in_flight(message_id) -> bool`: a send stopped outside SendError (the process
+# stopping) with nothing in flight then drops its marker instead of counting as uncertain.
 # A channel whose addresses name people directly (the console's
 # `--as`) offers `person_of(address) -> int | None`; a channel that can receive what
 # nobody else can (the console) offers `fallback_address`; a channel that shows activity

@@ -368,7 +368,13 @@ class Pipeline:
                     return True
                 await self.store.begin_send(msg.id)
             try:
-                external_id = await channel.send(delivery_of(msg))
+                try:
+                    external_id = await channel.send(delivery_of(msg))
+                except SendError:
+                    raise
+                except BaseException:  # stopped (cancelled), or a fault outside the contract
+                    await self._unmark_if_nothing_left(channel, msg.id, marked)
+                    raise
                 if os.environ.get(CRASH_ENV) == "outbox:after_send":
                     os._exit(137)  # test-only: sent, its outcome not committed (worst moment)
             except SendError as exc:
@@ -399,6 +405,21 @@ class Pipeline:
             await self.store.mark_sent(claim, external_id)
         self.counters.message(msg.canal, "out")
         return True
+
+    async def _unmark_if_nothing_left(self, channel: Channel, message_id: int,
+                                      marked: bool) -> None:
+        """A send that stopped outside the SendError contract (the process stopping
+        during a pace, a bug) leaves its marker only when a request may have left: a
+        channel that can tell (`request_in_flight`, optional) spares a routine restart
+        from recording an unsent reply as uncertain."""
+        in_flight = getattr(channel, "request_in_flight", None)
+        if not marked or in_flight is None or in_flight(message_id):
+            return
+        try:
+            await asyncio.shield(self.store.cancel_send(message_id))
+        except (Exception, asyncio.CancelledError) as exc:  # the database gone too
+            log.warning("sending #%s stopped before leaving, but its marker stays (%s): "
+                        "it will count as uncertain", message_id, exc)
 
     async def _uncertain(self, claim: Claim, why: str) -> None:
         """The rule for a send that may have been delivered (DESIGN: nothing is answered

@@ -197,6 +197,9 @@ class TelegramChannel:
         assert self.sender is not None, "send before start"
         return await self.sender.send(delivery)
 
+    def request_in_flight(self, message_id: int) -> bool:
+        return self.sender is not None and self.sender.request_in_flight(message_id)
+
     # ------------------------------------------------------------------ receiving
     async def run(self) -> None:
         """Poll while holding the poller lock; without it, keep trying to get it."""

@@ -17,7 +17,7 @@ import collections
 import contextlib
 import html
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -25,6 +25,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
+    ChatMigrated,
     Forbidden,
     InvalidToken,
     NetworkError,
@@ -236,6 +237,8 @@ class Sender:
         """Parts of a split message already sent (by outbound id): a retry resumes."""
         self._timeouts: dict[int, int] = {}
         """Timeouts after the request left, by outbound id: one retry at most."""
+        self._in_flight: set[int] = set()
+        """Outbound ids with a request to Telegram under way (it may arrive)."""
         self._editing: dict[int, tuple[int, float]] = {}
         """A reply whose first part replaces the text of the message streamed by edits."""
         self._drafts = 0
@@ -313,6 +316,19 @@ class Sender:
                 self._forget(delivery.message_id)
             raise
 
+    def request_in_flight(self, message_id: int) -> bool:
+        """Whether a request for this outbound message is under way: one cut now (the
+        process stopping) may have reached Telegram; otherwise nothing left at all."""
+        return message_id in self._in_flight
+
+    @contextlib.contextmanager
+    def _request(self, message_id: int) -> Iterator[None]:
+        self._in_flight.add(message_id)
+        try:
+            yield
+        finally:
+            self._in_flight.discard(message_id)
+
     def _forget(self, message_id: int) -> None:
         self._parts_sent.pop(message_id, None)
         self._timeouts.pop(message_id, None)
@@ -330,7 +346,8 @@ class Sender:
         except InvalidToken as exc:
             raise SendError("Telegram refused the token (AXI_TELEGRAM_TOKEN)") from exc
         except TimedOut as exc:
-            if isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout):
+            if isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout
+                          | httpx.WriteTimeout):  # nothing, or half a request, left
                 raise SendError(f"timed out before sending: {exc}") from exc
             # the request may have reached Telegram (counted for /health): retried once at
             # most, as the Telegram issue asks; a second such timeout is left to the
@@ -346,6 +363,11 @@ class Sender:
             raise SendError(f"Telegram refused the message: {exc}", retryable=False) from exc
         except NetworkError as exc:
             raise SendError(f"network: {exc}") from exc
+        except ChatMigrated as exc:  # a group became a supergroup: its old id is gone
+            raise SendError(f"the chat moved to {exc.new_chat_id}: {exc}",
+                            retryable=False) from exc
+        except TelegramError as exc:  # anything else Telegram answered: refused, retried
+            raise SendError(f"Telegram: {exc}") from exc
 
     async def _send(self, chat_id: int, delivery: Delivery) -> str | None:
         # only the model's replies are Markdown; what Axi writes itself (digests, alerts,
@@ -362,30 +384,36 @@ class Sender:
             markup = self._buttons(delivery) if index == len(parts) - 1 else None
             thread = delivery.thread_ref if index == 0 else None
             streamed = self._editing.pop(delivery.message_id, None) if index == 0 else None
-            if streamed is not None and await self._finish_edit(chat_id, *streamed, part, markup):
+            if streamed is not None and await self._finish_edit(
+                    chat_id, *streamed, part, markup, outbound=delivery.message_id):
                 last_id = streamed[0]
             else:
                 last_id = await self._one(chat_id, part, delivery, thread, markup)
             self._parts_sent[delivery.message_id] = index + 1
-        for file in delivery.attachments:
+        for number, file in enumerate(delivery.attachments, start=len(parts)):
+            if number < done:  # sent before a pause or a failure: never twice
+                continue
             await self._paced(chat_id)
-            sent = await self.bot.send_document(
-                chat_id, document=InputFile(file.data, filename=file.filename),
-                caption=None)
+            with self._request(delivery.message_id):
+                sent = await self.bot.send_document(
+                    chat_id, document=InputFile(file.data, filename=file.filename),
+                    caption=None)
             last_id = sent.message_id
+            self._parts_sent[delivery.message_id] = number + 1
         self._forget(delivery.message_id)
         return str(last_id) if last_id is not None else None
 
     async def _finish_edit(self, chat_id: int, message_id: int, edited_at: float, html: str,
-                           markup: InlineKeyboardMarkup | None) -> bool:
+                           markup: InlineKeyboardMarkup | None, *, outbound: int) -> bool:
         """The streamed message takes the reply's final text; False: send it instead."""
         pause = edited_at + self.pace.edit_every_s - asyncio.get_running_loop().time()
         if pause > 0:
             await asyncio.sleep(pause)
         await self.limiter.wait(chat_id)
         try:
-            await self.bot.edit_message_text(html, chat_id=chat_id, message_id=message_id,
-                                             parse_mode=ParseMode.HTML, reply_markup=markup)
+            with self._request(outbound):
+                await self.bot.edit_message_text(html, chat_id=chat_id, message_id=message_id,
+                                                 parse_mode=ParseMode.HTML, reply_markup=markup)
         except BadRequest as exc:
             return "not modified" in str(exc).lower()
         return True
@@ -405,8 +433,10 @@ class Sender:
             reply = ReplyParameters(message_id=int(thread), allow_sending_without_reply=True)
         await self._paced(chat_id)
         try:
-            message = await self.bot.send_message(chat_id, html, parse_mode=ParseMode.HTML,
-                                                  reply_parameters=reply, reply_markup=markup)
+            with self._request(delivery.message_id):
+                message = await self.bot.send_message(
+                    chat_id, html, parse_mode=ParseMode.HTML, reply_parameters=reply,
+                    reply_markup=markup)
         except BadRequest as exc:
             if reply is not None and "not found" in str(exc).lower():
                 log.info("the question of #%s is gone (%s): sent without threading",
@@ -417,8 +447,9 @@ class Sender:
             log.warning("Telegram refused the HTML of #%s (%s): sending plain text",
                         delivery.message_id, exc)
             await self.limiter.wait(chat_id)
-            message = await self.bot.send_message(chat_id, plain_text_of(html),
-                                                  reply_parameters=reply, reply_markup=markup)
+            with self._request(delivery.message_id):
+                message = await self.bot.send_message(chat_id, plain_text_of(html),
+                                                      reply_parameters=reply, reply_markup=markup)
         return message.message_id
 
     @staticmethod

@@ -48,6 +48,14 @@ class SendAttemptsMixin:
         await claim.execute("DELETE FROM envois_commences WHERE message_id = :i",
                             {"i": claim.message.id})
 
+    async def cancel_send(self, message_id: int) -> None:
+        """In a transaction of its own: the send stopped before any request left (the
+        process stopping during a pace, an error before the transport): no marker, so
+        the next claim sends it as if never tried."""
+        async with self.db.sessions.begin() as session:
+            await session.execute(text("DELETE FROM envois_commences WHERE message_id = :i"),
+                                  {"i": message_id})
+
     async def mark_send_uncertain(self, claim: Claim, why: str) -> None:
         """The message may have been delivered: recorded as sent (no channel id), with
         why in `erreur`, so it is never sent again and the conversation goes on."""

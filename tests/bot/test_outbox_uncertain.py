@@ -8,6 +8,9 @@ tests/channels/test_telegram_uncertain.py."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from sqlalchemy import text
 
 from bot.app import Axi
@@ -84,3 +87,59 @@ async def test_a_repeatable_channel_takes_no_marker(axi: Axi) -> None:
     await axi.pipeline.accept(telegram("1001", "Encore"))
     await run_all(axi)
     assert seen == [1, 0] and await _markers(axi) == 0
+
+
+async def test_a_send_stopped_before_any_request_left_is_sent_normally_later(axi: Axi) -> None:
+    """`axi run` stopped (the outbox task cancelled) while the channel waited for its pace:
+    nothing left, so the marker goes and the next start sends the reply — it is not
+    recorded as uncertain (found by a review: a routine restart dropped replies)."""
+    channel = axi.channels["telegram"]
+    pacing = asyncio.Event()
+
+    async def paced(delivery: Delivery) -> str | None:
+        pacing.set()
+        await asyncio.sleep(3600)  # waiting for the chat's turn: no request yet
+        return None
+
+    channel.send = paced  # type: ignore[method-assign]
+    channel.request_in_flight = lambda message_id: False  # type: ignore[attr-defined]
+    await axi.pipeline.accept(telegram("1001", "Bonjour"))
+    await axi.pipeline.process_one()
+    outbox = asyncio.create_task(axi.pipeline.deliver_one())
+    await asyncio.wait_for(pacing.wait(), 10)
+    assert await _markers(axi) == 1
+    outbox.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await outbox
+    assert await _markers(axi) == 0
+    del channel.send  # type: ignore[attr-defined]
+    await run_all(axi)
+    assert len(sent(axi)) == 1
+    [(etat, erreur)] = await _outbound(axi)
+    assert etat == "envoye" and erreur is None
+
+
+async def test_a_send_stopped_with_a_request_in_flight_stays_uncertain(axi: Axi) -> None:
+    channel = axi.channels["telegram"]
+    leaving = asyncio.Event()
+
+    async def in_flight(delivery: Delivery) -> str | None:
+        leaving.set()
+        await asyncio.sleep(3600)  # the request is out; its answer never comes
+        return None
+
+    channel.send = in_flight  # type: ignore[method-assign]
+    channel.request_in_flight = lambda message_id: True  # type: ignore[attr-defined]
+    await axi.pipeline.accept(telegram("1001", "Bonjour"))
+    await axi.pipeline.process_one()
+    outbox = asyncio.create_task(axi.pipeline.deliver_one())
+    await asyncio.wait_for(leaving.wait(), 10)
+    outbox.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await outbox
+    assert await _markers(axi) == 1
+    del channel.send  # type: ignore[attr-defined]
+    await run_all(axi)
+    assert sent(axi) == []
+    [(etat, erreur)] = await _outbound(axi)
+    assert etat == "envoye" and erreur is not None and erreur.startswith("envoi incertain")

@@ -12,7 +12,7 @@ import pytest
 from telegram import Bot
 from telegram.request import HTTPXRequest
 
-from bot.channel import Delivery, SendError
+from bot.channel import Delivery, OutgoingFile, SendError
 from channels.telegram_send import Pace, Sender
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -61,3 +61,45 @@ async def test_a_timeout_before_the_request_left_is_retried(
     assert not caught.value.uncertain and caught.value.retryable
     assert sender.uncertain_sends == 0
     assert len(telegram_server.chat_messages(LUDO)) == 1
+
+
+async def test_attachments_paced_apart_are_each_sent_once(telegram_server: FakeTelegram) -> None:
+    """A message with two attachments at Telegram's real per-chat pace: every part after
+    the first goes back to the outbox (postponed) and comes again; the text and each
+    file are sent once (the first file was sent again at every pass, for ever)."""
+    paced = Pace(per_chat_s=0.3, overall_per_s=1000, typing_every_s=0.05, typing_max_s=5.0,
+                 draft_every_s=0.0, draft_refresh_s=0.2, edit_every_s=0.1)
+    files = (OutgoingFile("a.csv", "text/csv", b"a;b\n"),
+             OutgoingFile("b.csv", "text/csv", b"c;d\n"))
+    delivery = Delivery(message_id=7, channel="telegram", address=str(LUDO),
+                        conversation=f"telegram:{LUDO}", text="Le point du jour.",
+                        in_reply_to=None, thread_ref=None, kind="push", attachments=files)
+    async with Bot(FakeTelegram.TOKEN, base_url=telegram_server.base_url) as bot:
+        sender = Sender(bot, paced)
+        for _ in range(10):
+            try:
+                await sender.send(delivery)
+                break
+            except SendError as exc:
+                assert exc.postponed, exc
+                await asyncio.sleep(exc.retry_after or 0.1)
+        else:
+            raise AssertionError("never finished")
+    assert len(telegram_server.calls_to("sendMessage")) == 1
+    names = [m["document"]["file_name"] for m in telegram_server.chat_messages(LUDO)
+             if "document" in m]
+    assert names == ["a.csv", "b.csv"]
+
+
+async def test_a_request_under_way_is_known_to_be_in_flight(
+        telegram_server: FakeTelegram) -> None:
+    telegram_server.send_delay_s = 0.5
+    async with Bot(FakeTelegram.TOKEN, base_url=telegram_server.base_url) as bot:
+        sender = Sender(bot, FAST)
+        assert not sender.request_in_flight(4)
+        task = asyncio.create_task(sender.send(reply(4)))
+        while not telegram_server.calls_to("sendMessage"):
+            await asyncio.sleep(0.01)
+        assert sender.request_in_flight(4)  # Telegram has it; its answer is late
+        await task
+        assert not sender.request_in_flight(4)
