@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from bot.config import Settings
 from llm.config import AnthropicConfig, EmbedConfig, OllamaConfig
 from llm.router import RecordFn
 from llm.types import CallRecord
+from memory.database import lost_connection
 from memory.store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,16 @@ def call_recorder(store: MemoryStore, *,
             except Exception as exc:  # counting must never break a reply
                 log.warning("could not count an LLM call: %s", type(exc).__name__)
         timings = call.timings
+        try:
+            return await _write(call, timings)
+        except Exception as exc:
+            if not lost_connection(exc):
+                raise  # a bug: the router logs it with its traceback
+            log.warning("could not record an LLM call: the database is out of reach "
+                        "(%s: %s)", type(exc).__name__, exc)
+            return 0
+
+    async def _write(call: CallRecord, timings: Any) -> int:
         return await store.record_llm_call(
             provider=call.provider,
             model=call.model,

@@ -119,24 +119,40 @@ async def _ensure_database(server_url: URL, name: str, *, tune: bool = False) ->
         await admin.dispose()
 
 
+_DRIVER_DIRS = (f"{os.sep}asyncpg{os.sep}", f"{os.sep}sqlalchemy{os.sep}")
+_ASYNCPG_LOST = frozenset({"ConnectionDoesNotExistError", "CannotConnectNowError",
+                           "AdminShutdownError", "InterfaceError"})
+
+
+def _raised_by_driver(exc: BaseException) -> bool:
+    """Raised inside asyncpg or SQLAlchemy (a socket refused or gone while connecting or
+    talking to PostgreSQL), not by another library or our own code."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if any(d in tb.tb_frame.f_code.co_filename for d in _DRIVER_DIRS):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def lost_connection(exc: BaseException) -> bool:
     """Whether `exc` (or what caused it) is the database being out of reach — refused,
     its socket gone, the connection closed under us, the server starting or stopping —
-    rather than a fault of the statement: an outage, to be logged in one line and retried,
-    not a bug to be shown with its traceback."""
+    rather than a fault of the statement or of other code: an outage, to be logged in one
+    line and retried, not a bug to be shown with its traceback. An OSError counts only
+    when the database driver raised it (a file missing, or an HTTP call refused, is not
+    an outage)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError | TimeoutError):
-            return True
         if isinstance(current, DBAPIError) and (current.connection_invalidated or isinstance(
                 current, OperationalError | InterfaceError)):
             return True
-        name = type(current).__name__
-        if name in {"ConnectionDoesNotExistError", "CannotConnectNowError",
-                    "AdminShutdownError", "InterfaceError"} and \
+        if type(current).__name__ in _ASYNCPG_LOST and \
                 type(current).__module__.startswith("asyncpg"):
+            return True
+        if isinstance(current, OSError | TimeoutError) and _raised_by_driver(current):
             return True
         current = current.__cause__ or current.__context__
     return False

@@ -6,7 +6,9 @@ tracebacks in the log of one PostgreSQL restart)."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -51,3 +53,22 @@ async def test_a_statements_own_fault_is_not(db: Database) -> None:
                 await conn.execute(text(bad))
         assert not lost_connection(caught.value), bad
     assert not lost_connection(ValueError("x"))
+
+
+async def test_an_oserror_outside_the_database_driver_is_not(tmp_path: Path) -> None:
+    """A file missing in a handler, or an HTTP service refusing, is a fault to show with
+    its traceback, not "the database is out of reach" (a review found both hidden)."""
+    with pytest.raises(OSError) as missing:
+        (tmp_path / "absent.txt").read_text()
+    assert not lost_connection(missing.value)
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError) as refused:
+            await client.get(f"http://127.0.0.1:{_closed_port()}/")
+    assert not lost_connection(refused.value)
+    try:
+        try:
+            (tmp_path / "absent.txt").read_text()
+        except OSError:
+            raise RuntimeError("while handling a missing file") from None
+    except RuntimeError as exc:
+        assert not lost_connection(exc)
