@@ -48,7 +48,7 @@ from llm.ollama_chat import OllamaChat
 from llm.router import Router
 from llm.wait_estimate import measured
 from memory import migrate
-from memory.database import Database, open_database
+from memory.database import Database, lost_connection, open_database
 from memory.messages import StoredMessage
 from memory.store import MemoryStore
 
@@ -222,7 +222,7 @@ class Axi:
             addresses_of=self.store.addresses_on,
             notify=self.notifier.notify, lock=self.store.advisory_lock,
             wait_reply=self.pipeline.wait_reply, health=self.health, clock=self.clock,
-            metrics=self.metrics_text,
+            metrics=self.metrics_text, unreachable=lost_connection,
             commands=commands.menus(),
             recent_inbound=lambda channel, address, seconds: self.store.recent_inbound(
                 channel, address, seconds, inner_circle=INNER_CIRCLE),

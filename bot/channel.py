@@ -195,6 +195,9 @@ class ChannelServices:
     """Briefing, memory, consignes and mailbox for Axis (MCP, /briefing, /memory)."""
     site: SiteAccess | None = None
     """Contact requests and visitors' memos (the agency's website)."""
+    unreachable: Callable[[BaseException], bool] = lambda exc: False
+    """Whether an error is the database being out of reach (an outage: answer 503 and log
+    one line) rather than a fault (memory.database.lost_connection)."""
     metrics: Callable[[str], Awaitable[tuple[bytes, str]]] | None = None
     """(the request's Accept header) → the Prometheus text of /metrics and its content
     type (bot/metrics.py); None: no metrics."""

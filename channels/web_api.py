@@ -117,15 +117,25 @@ def wants_stream(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "").lower()
 
 
-def guarded(handler: Handler) -> Handler:
+OUTAGE_RETRY_S = 30  # seconds a client waits before asking again during an outage
+
+
+def guarded(handler: Handler,
+            unreachable: Callable[[BaseException], bool] = lambda exc: False) -> Handler:
     """No stack trace ever reaches a client: an unexpected error is logged and answered
-    in French."""
+    in French; the database out of reach is an outage (503, Retry-After, one log line)."""
 
     @functools.wraps(handler)
     async def run(request: Request) -> Response:
         try:
             return await handler(request)
-        except Exception:
+        except Exception as exc:
+            if unreachable(exc):
+                log.warning("%s %s not served: the database is out of reach (%s: %s)",
+                            request.method, request.url.path, type(exc).__name__, exc)
+                return error(503, "indisponible", "Le service est momentanément "
+                             "indisponible ; réessayez dans une minute.",
+                             headers={"Retry-After": str(OUTAGE_RETRY_S)})
             log.exception("%s %s failed", request.method, request.url.path)
             return error(500, "erreur_interne",
                          "Une erreur interne est survenue ; réessayez dans un moment.")
@@ -265,14 +275,18 @@ class TokenApi:
 
 def part(services: ChannelServices, config: WebConfig, streams: LiveStreams) -> WebPart:
     api = TokenApi(services, config, streams)
+
+    def safe(handler: Handler) -> Handler:
+        return guarded(handler, services.unreachable)
+
     return WebPart(routes=[
-        Route("/api/me", guarded(bounded(api.me)), methods=["GET"]),
+        Route("/api/me", safe(bounded(api.me)), methods=["GET"]),
         # waits up to reply_timeout_s by design (a stream then runs on and ends itself
         # at that timeout: this bounds what comes before it)
-        Route("/api/chat", guarded(bounded(api.chat, config.reply_timeout_s
-                                           + HANDLER_TIMEOUT_S)), methods=["POST"]),
-        Route("/api/messages/{message_id:path}", guarded(bounded(api.message)),
+        Route("/api/chat", safe(bounded(api.chat, config.reply_timeout_s
+                                        + HANDLER_TIMEOUT_S)), methods=["POST"]),
+        Route("/api/messages/{message_id:path}", safe(bounded(api.message)),
               methods=["GET"]),
-        Route("/api/history", guarded(bounded(api.history)), methods=["GET"]),
-        Route("/openapi.json", guarded(api.openapi), methods=["GET"]),
+        Route("/api/history", safe(bounded(api.history)), methods=["GET"]),
+        Route("/openapi.json", safe(api.openapi), methods=["GET"]),
     ])

@@ -441,3 +441,38 @@ async def test_notices_stream_while_the_model_is_down(
                                         headers=web.auth("durand"))
             assert waiting.status_code == 202
             assert waiting.json()["notices"] and waiting.json()["state"] == "en_attente"
+
+
+async def test_a_database_outage_is_a_503_and_one_log_line(
+        db: Database, test_data_dir: Path, ollama_server: FakeOllama,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The database cut under a running Axi (a TCP proxy, as a PostgreSQL restart does):
+    the API answers 503 with Retry-After and logs one line per request — not a 500 and
+    a traceback (the soak's restart logged one per request) — and serves again after."""
+    import logging
+
+    from tests.fakes.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy.for_database(db.engine.url)
+    await proxy.start()
+    try:
+        async with web_axi(db, proxy.url_for(db.engine.url), test_data_dir,
+                           ollama_server) as web, httpx.AsyncClient(base_url=web.url) as http:
+            assert (await http.get("/api/history", headers=web.auth("ludo"))).status_code == 200
+            await proxy.cut()
+            caplog.clear()
+            with caplog.at_level(logging.INFO):
+                down = await http.get("/api/history", headers=web.auth("ludo"))
+            assert down.status_code == 503 and down.json()["error"] == "indisponible"
+            assert down.headers["retry-after"] == "30"
+            assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+            assert any("out of reach" in r.getMessage() for r in caplog.records)
+            await proxy.restore()
+
+            async def served() -> bool:
+                r = await http.get("/api/history", headers=web.auth("ludo"))
+                return r.status_code == 200
+
+            await until(served, 20)
+    finally:
+        await proxy.close()
