@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -77,15 +77,21 @@ async def test_a_push_reaches_a_person_once_per_key(axi: Axi) -> None:
 
 
 async def test_pushes_wait_out_quiet_hours_unless_urgent(axi: Axi) -> None:
-    axi.notifier.clock = lambda: datetime(2026, 11, 30, 22, 0, tzinfo=UTC)  # 23:00 in Paris
-    held = await axi.notifier.notify(OWNER, "Résumé de la journée.", key="resume:2026-11-30")
+    # 23:00 in Paris today: a push held until 07:30 tomorrow, always after the database's
+    # own now() (a fixed date made this test fail once the real clock passed that 07:30)
+    today = datetime.now(PARIS).date()
+    late = datetime(today.year, today.month, today.day, 23, 0, tzinfo=PARIS)
+    axi.notifier.clock = lambda: late.astimezone(UTC)
+    held = await axi.notifier.notify(OWNER, "Résumé de la journée.", key=f"resume:{today}")
     urgent = await axi.notifier.notify(OWNER, "La sauvegarde a échoué.", key="backup:ko",
                                        urgent=True)
     await run_all(axi)
     assert [d.message_id for d in sent(axi)] == urgent
     msg = await axi.store.get_message(held[0])
     assert msg.etat == "a_envoyer"
-    assert msg.prochain_essai == datetime(2026, 12, 1, 7, 30, tzinfo=PARIS)
+    tomorrow = today + timedelta(days=1)
+    assert msg.prochain_essai == datetime(tomorrow.year, tomorrow.month, tomorrow.day, 7, 30,
+                                          tzinfo=PARIS)
 
 
 async def test_raw_address_and_unknown_person(axi: Axi) -> None:
