@@ -4,6 +4,7 @@ the loopback Ollama. Intervals are injected: nothing waits for real time."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from itertools import pairwise
@@ -261,7 +262,8 @@ async def test_a_revoked_token_stops_polling_and_shows_in_health(
 ) -> None:
     await empty_tables(db)
     cfg = make_settings(ollama_server, None, database_url, test_data_dir)
-    channel = TelegramChannel(telegram_config(telegram_server, token="123456:revoked"))
+    revoked = f"123456:{secrets.token_hex(4)}"
+    channel = TelegramChannel(telegram_config(telegram_server, token=revoked))
     async with Axi(cfg, ChannelSet({"telegram": channel}, frozenset({"telegram"}),
                                    None)) as axi:
         await axi.start_channels()

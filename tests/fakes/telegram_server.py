@@ -35,6 +35,7 @@ import itertools
 import json
 import random
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -251,7 +252,7 @@ class _App(Starlette):
 
 # ---------------------------------------------------------------------- the fake
 class FakeTelegram:
-    TOKEN = "123456:TEST-token"
+    TOKEN = f"123456:{secrets.token_hex(8)}"  # the loopback bot's token: made per run
     bot_id = 999
     bot_username = "axi_test_bot"
     bot_first_name = "Axi"
