@@ -34,6 +34,19 @@ DeliveryKind = Literal["reply", "notice", "push", "confirmation"]
 KINDS: tuple[DeliveryKind, ...] = ("reply", "notice", "push", "confirmation")
 
 
+class SendProgress(Protocol):
+    """How far a send in parts got, told to the outbox as it goes. Parts count from 0:
+    the texts, then the attachments. The first request of an attempt needs no `leaving`
+    (the outbox marked the attempt begun); the last part needs no `delivered` (the
+    outcome is recorded with the message)."""
+
+    async def leaving(self, part: int) -> None:
+        """Before the request of part `part`: from now on it may reach the person."""
+
+    async def delivered(self, parts: int) -> None:
+        """The first `parts` parts were delivered and no request is under way."""
+
+
 @dataclass(frozen=True)
 class OutgoingFile:
     """A file sent with a push (e.g. a veille digest as CSV); small enough to hold."""
@@ -70,6 +83,12 @@ class Delivery:
     thread_meta: Mapping[str, Any] | None = None
     """The answered message's `Inbound.thread_meta` (e.g. an email's subject and
     References), for a reply or a notice."""
+    resume_from: int = 0
+    """For a channel that sends in parts (texts, then attachments): the parts an earlier
+    attempt delivered, to skip."""
+    progress: SendProgress | None = field(default=None, compare=False, repr=False)
+    """For a channel that sends in parts: where it reports each part (the outbox records
+    it, so that an attempt cut between two parts resumes after the delivered ones)."""
 
     @property
     def notice(self) -> bool:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from bot import backoff
@@ -118,6 +118,22 @@ def _params(inbound: Inbound) -> dict[str, Any]:
         recu_le=inbound.received_at, metadata=meta or None,
         files=[ReceivedFile(i, a.filename or "fichier", a.content_type, a.data)
                for i, a in enumerate(kept) if a.data is not None])
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """A send in parts, recorded part by part (bot.channel.SendProgress)."""
+
+    store: MemoryStore
+    message_id: int
+
+    async def leaving(self, part: int) -> None:
+        await self.store.part_leaving(self.message_id, part)
+
+    async def delivered(self, parts: int) -> None:
+        await self.store.parts_delivered(self.message_id, parts)
+        if os.environ.get(CRASH_ENV) == "outbox:between_parts":
+            os._exit(137)  # test-only: killed between two parts of one message
 
 
 def delivery_of(msg: StoredMessage) -> Delivery:
@@ -360,16 +376,21 @@ class Pipeline:
             msg = claim.message
             channel = self.channels[msg.canal]
             marked = not getattr(channel, "repeatable_send", False)
+            delivery = delivery_of(msg)
             if marked:
-                began = await self.store.send_began(claim)
-                if began is not None:
-                    await self._uncertain(claim, f"a send began at {began.isoformat()} and "
-                                                 "its outcome was never recorded")
+                earlier = await self.store.send_began(claim)
+                if earlier is not None and earlier.in_flight:
+                    part = f"part {earlier.parts + 1} of " if earlier.parts else ""
+                    await self._uncertain(claim, f"a send of {part}it began at "
+                                                 f"{earlier.began.isoformat()} and its "
+                                                 "outcome was never recorded")
                     return True
                 await self.store.begin_send(msg.id)
+                delivery = replace(delivery, resume_from=earlier.parts if earlier else 0,
+                                   progress=_Progress(self.store, msg.id))
             try:
                 try:
-                    external_id = await channel.send(delivery_of(msg))
+                    external_id = await channel.send(delivery)
                 except SendError:
                     raise
                 except BaseException:  # stopped (cancelled), or a fault outside the contract
@@ -378,8 +399,8 @@ class Pipeline:
                 if os.environ.get(CRASH_ENV) == "outbox:after_send":
                     os._exit(137)  # test-only: sent, its outcome not committed (worst moment)
             except SendError as exc:
-                if marked:
-                    await self.store.end_send(claim)
+                if marked and not exc.uncertain:  # tried again later: delivered parts kept
+                    await self.store.pause_send(claim)
                 if exc.uncertain:
                     await self._uncertain(claim, str(exc))
                     return True
@@ -398,6 +419,8 @@ class Pipeline:
                 if retry:
                     delay = (exc.retry_after if exc.retry_after is not None
                              else backoff.SEND.delay(attempt))
+                if marked and delay is None:  # given up: nothing left to resume
+                    await self.store.end_send(claim)
                 await self.store.mark_send_failed(claim, str(exc), retry_in_s=delay)
                 return True
             if marked:

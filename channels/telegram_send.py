@@ -233,8 +233,6 @@ class Sender:
         """Per conversation, the messages streamed by edits whose reply is still to send,
         oldest first (replies leave in the order their messages were answered)."""
         self._closing: set[asyncio.Future[None]] = set()
-        self._parts_sent: dict[int, int] = {}
-        """Parts of a split message already sent (by outbound id): a retry resumes."""
         self._timeouts: dict[int, int] = {}
         """Timeouts after the request left, by outbound id: one retry at most."""
         self._in_flight: set[int] = set()
@@ -330,7 +328,6 @@ class Sender:
             self._in_flight.discard(message_id)
 
     def _forget(self, message_id: int) -> None:
-        self._parts_sent.pop(message_id, None)
         self._timeouts.pop(message_id, None)
         self._editing.pop(message_id, None)
 
@@ -376,40 +373,46 @@ class Sender:
         source = (to_html(delivery.text) if delivery.kind == "reply"
                   else html.escape(delivery.text, quote=False))
         parts = split_html(source)
-        done = self._parts_sent.get(delivery.message_id, 0)
+        total = len(parts) + len(delivery.attachments)
+        steps = _Steps(delivery, total)
         last_id: int | None = None
         for index, part in enumerate(parts):
-            if index < done:
+            if index < delivery.resume_from:  # delivered by an earlier attempt: never twice
                 continue
             markup = self._buttons(delivery) if index == len(parts) - 1 else None
             thread = delivery.thread_ref if index == 0 else None
             streamed = self._editing.pop(delivery.message_id, None) if index == 0 else None
             if streamed is not None and await self._finish_edit(
-                    chat_id, *streamed, part, markup, outbound=delivery.message_id):
+                    chat_id, *streamed, part, markup, outbound=delivery.message_id,
+                    steps=steps, index=index):
                 last_id = streamed[0]
             else:
-                last_id = await self._one(chat_id, part, delivery, thread, markup)
-            self._parts_sent[delivery.message_id] = index + 1
+                last_id = await self._one(chat_id, part, delivery, thread, markup,
+                                          steps=steps, index=index)
+            await steps.delivered(index)
         for number, file in enumerate(delivery.attachments, start=len(parts)):
-            if number < done:  # sent before a pause or a failure: never twice
+            if number < delivery.resume_from:
                 continue
             await self._paced(chat_id)
+            await steps.leaving(number)
             with self._request(delivery.message_id):
                 sent = await self.bot.send_document(
                     chat_id, document=InputFile(file.data, filename=file.filename),
                     caption=None)
             last_id = sent.message_id
-            self._parts_sent[delivery.message_id] = number + 1
+            await steps.delivered(number)
         self._forget(delivery.message_id)
         return str(last_id) if last_id is not None else None
 
     async def _finish_edit(self, chat_id: int, message_id: int, edited_at: float, html: str,
-                           markup: InlineKeyboardMarkup | None, *, outbound: int) -> bool:
+                           markup: InlineKeyboardMarkup | None, *, outbound: int,
+                           steps: _Steps, index: int) -> bool:
         """The streamed message takes the reply's final text; False: send it instead."""
         pause = edited_at + self.pace.edit_every_s - asyncio.get_running_loop().time()
         if pause > 0:
             await asyncio.sleep(pause)
         await self.limiter.wait(chat_id)
+        await steps.leaving(index)
         try:
             with self._request(outbound):
                 await self.bot.edit_message_text(html, chat_id=chat_id, message_id=message_id,
@@ -427,11 +430,12 @@ class Sender:
         await self.limiter.wait(chat_id)
 
     async def _one(self, chat_id: int, html: str, delivery: Delivery, thread: str | None,
-                   markup: InlineKeyboardMarkup | None) -> int:
+                   markup: InlineKeyboardMarkup | None, *, steps: _Steps, index: int) -> int:
         reply = None
         if thread is not None and thread.isdigit():
             reply = ReplyParameters(message_id=int(thread), allow_sending_without_reply=True)
         await self._paced(chat_id)
+        await steps.leaving(index)
         try:
             with self._request(delivery.message_id):
                 message = await self.bot.send_message(
@@ -441,7 +445,8 @@ class Sender:
             if reply is not None and "not found" in str(exc).lower():
                 log.info("the question of #%s is gone (%s): sent without threading",
                          delivery.message_id, exc)
-                return await self._one(chat_id, html, delivery, None, markup)
+                return await self._one(chat_id, html, delivery, None, markup,
+                                       steps=steps, index=index)
             if "parse entities" not in str(exc).lower():
                 raise
             log.warning("Telegram refused the HTML of #%s (%s): sending plain text",
@@ -460,6 +465,26 @@ class Sender:
                                     style=BUTTON_STYLES.get(data.rsplit(":", 1)[-1]))
                for label, data in delivery.choices]
         return InlineKeyboardMarkup([row])
+
+
+class _Steps:
+    """One attempt's parts told to the outbox (bot.channel.SendProgress): `leaving` before
+    each request but the attempt's first (the outbox marked the attempt begun), and
+    `delivered` after each part but the last (recorded with the message itself) — a
+    message in one part costs no extra write."""
+
+    def __init__(self, delivery: Delivery, total: int):
+        self.progress = delivery.progress
+        self.first = delivery.resume_from
+        self.total = total
+
+    async def leaving(self, part: int) -> None:
+        if self.progress is not None and part > self.first:
+            await self.progress.leaving(part)
+
+    async def delivered(self, part: int) -> None:
+        if self.progress is not None and part + 1 < self.total:
+            await self.progress.delivered(part + 1)
 
 
 def retry_seconds(exc: RetryAfter) -> float:

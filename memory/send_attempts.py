@@ -9,10 +9,17 @@ of its own before the send; the outcome's transaction (the claim's) deletes it
 (`end_send`). A claim that finds a marker (`send_began`) knows the message may have been
 delivered: bot/pipeline.py then applies the one rule for an uncertain send
 (`mark_send_uncertain`: recorded as sent, never resent blindly).
+
+A message sent in parts (Telegram: a long reply, a push and its files) also records, in
+transactions of their own, each part delivered (`parts_delivered`) and each request that
+is about to leave (`part_leaving`), so that an attempt cut between two parts resumes
+after the delivered ones (migration 0023) instead of sending them again, and only a part
+whose request may have arrived is uncertain.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,23 +32,62 @@ UNCERTAIN_PREFIX = "envoi incertain"
 `uncertain_sends`)."""
 
 
+_PAUSE = ("WITH gone AS (DELETE FROM envois_commences WHERE message_id = :i AND parties = 0) "
+          "UPDATE envois_commences SET en_vol = false WHERE message_id = :i AND parties > 0")
+"""Nothing under way: a marker with no part delivered is dropped, else kept as a count."""
+
+
+@dataclass(frozen=True)
+class SendAttempt:
+    """An earlier attempt at sending a message, whose outcome was not committed."""
+
+    began: datetime
+    parts: int
+    """Its first `parts` parts were delivered."""
+    in_flight: bool
+    """A request for the next part may have left (it may have arrived)."""
+
+
 class SendAttemptsMixin:
     db: Any
 
     async def begin_send(self, message_id: int) -> None:
-        """Commit "the send of this message begins now", before the channel is called."""
+        """Commit "the send of this message begins now", before the channel is called
+        (an earlier attempt's delivered parts stay counted)."""
         async with self.db.sessions.begin() as session:
             await session.execute(text(
                 "INSERT INTO envois_commences (message_id) VALUES (:i) "
-                "ON CONFLICT (message_id) DO NOTHING"), {"i": message_id})
+                "ON CONFLICT (message_id) DO UPDATE SET en_vol = true"), {"i": message_id})
 
-    async def send_began(self, claim: Claim) -> datetime | None:
-        """When a send of the claimed message began without its outcome committed (the
-        process died, or the database went away, between the send and its mark)."""
-        began: datetime | None = (await claim.execute(
-            "SELECT commence_le FROM envois_commences WHERE message_id = :i",
-            {"i": claim.message.id})).scalar()
-        return began
+    async def send_began(self, claim: Claim) -> SendAttempt | None:
+        """The earlier attempt at sending the claimed message whose outcome was not
+        committed (the process died, or the database went away, between a send and its
+        mark; or it was paused between two parts), if any."""
+        row = (await claim.execute(
+            "SELECT commence_le, parties, en_vol FROM envois_commences WHERE message_id = :i",
+            {"i": claim.message.id})).first()
+        return None if row is None else SendAttempt(row[0], int(row[1]), bool(row[2]))
+
+    async def part_leaving(self, message_id: int, part: int) -> None:
+        """In a transaction of its own, before the request: part `part` (0-based; the
+        parts before it delivered) may reach the person from now on."""
+        await self._progress(message_id, part, in_flight=True)
+
+    async def parts_delivered(self, message_id: int, parts: int) -> None:
+        """In a transaction of its own: the first `parts` parts were delivered, and no
+        request is under way."""
+        await self._progress(message_id, parts, in_flight=False)
+
+    async def _progress(self, message_id: int, parts: int, *, in_flight: bool) -> None:
+        async with self.db.sessions.begin() as session:
+            await session.execute(text(
+                "UPDATE envois_commences SET parties = :p, en_vol = :f WHERE message_id = :i"),
+                {"p": parts, "f": in_flight, "i": message_id})
+
+    async def pause_send(self, claim: Claim) -> None:
+        """In the outcome's transaction (the claim's), when the message will be tried
+        again: nothing is under way, and the parts delivered stay counted."""
+        await claim.execute(_PAUSE, {"i": claim.message.id})
 
     async def end_send(self, claim: Claim) -> None:
         """In the outcome's transaction (the claim's): the attempt is over."""
@@ -49,12 +95,11 @@ class SendAttemptsMixin:
                             {"i": claim.message.id})
 
     async def cancel_send(self, message_id: int) -> None:
-        """In a transaction of its own: the send stopped before any request left (the
-        process stopping during a pace, an error before the transport): no marker, so
-        the next claim sends it as if never tried."""
+        """In a transaction of its own: the send stopped with no request under way (the
+        process stopping during a pace, an error before the transport): the next claim
+        sends what was not delivered, as if never tried."""
         async with self.db.sessions.begin() as session:
-            await session.execute(text("DELETE FROM envois_commences WHERE message_id = :i"),
-                                  {"i": message_id})
+            await session.execute(text(_PAUSE), {"i": message_id})
 
     async def mark_send_uncertain(self, claim: Claim, why: str) -> None:
         """The message may have been delivered: recorded as sent (no channel id), with

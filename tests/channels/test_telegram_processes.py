@@ -1,9 +1,10 @@
 """The Telegram channel as real `axi run` processes against the loopback Bot API, the test
 database and the loopback Ollama: killed between `getUpdates` and storing the batch (the
 test-only crash point `AXI_TEST_CRASH_AT=telegram:after_get_updates`), killed mid-reply,
-and two processes on the same database and bot. Every update is answered exactly once and
-only one process polls; the stopped poller's place is taken. Replies keep a chat's order,
-across processes too (the outbox claims a conversation's messages in order)."""
+killed between the two parts of a long reply, and two processes on the same database and
+bot. Every update is answered exactly once and only one process polls; the stopped
+poller's place is taken. Replies keep a chat's order, across processes too (the outbox
+claims a conversation's messages in order)."""
 
 from __future__ import annotations
 
@@ -238,6 +239,37 @@ async def test_killed_between_send_and_commit_never_sends_twice(
     assert len(fake.sent) == 1 and len(fake.chat_messages(LUDO)) == 1
     assert "is uncertain" in healthy.stderr and "not sent again" in healthy.stderr
     assert await store.uncertain_sends() == 1
+    async with store.db.engine.connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM envois_commences")) == 0
+
+
+async def test_killed_between_two_parts_sends_each_part_once(
+    runs: Any, store: MemoryStore, telegram_server: FakeTelegram, ollama_server: FakeOllama
+) -> None:
+    """A reply in two parts, at Telegram's real pace (about a second between them), the
+    process killed once part 1 is delivered (the test-only crash point
+    `outbox:between_parts`): the restarted process sends part 2 only."""
+    fake = telegram_server
+    long = "\n\n".join(f"Paragraphe {i} : " + "la longère de Vergt a du charme. " * 30
+                        for i in range(6))
+    ollama_server.reply = lambda body: json.dumps({"faits": []}) if body.get("format") else long
+    question = fake.message(LUDO, "Raconte-moi tout")
+    crashing = runs(**{CRASH_ENV: "outbox:between_parts"})
+    await until(lambda: crashing.proc.poll() is not None, 60,
+                message="axi run never reached the crash point")
+    assert crashing.proc.returncode == 137, crashing.stderr
+    [first] = fake.chat_messages(LUDO)
+    assert first["text"].startswith("Paragraphe 0 :")
+
+    healthy = runs()
+    await until(lambda: healthy.alive() and settled(store, fake, question["update_id"]), 60,
+                message="the restarted process never settled")
+    texts = [m["text"] for m in fake.chat_messages(LUDO)]
+    assert len(texts) == 2 and len(fake.sent) == 2, texts
+    assert texts[0] == first["text"] and not texts[1].startswith("Paragraphe 0 :")
+    assert "".join(texts).replace("\n", "").replace(" ", "") == long.replace(
+        "\n", "").replace(" ", "")
+    assert "uncertain" not in healthy.stderr
     async with store.db.engine.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM envois_commences")) == 0
 

@@ -7,6 +7,7 @@ retryable failure."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from telegram import Bot
@@ -19,6 +20,22 @@ from tests.fakes.telegram_server import FakeTelegram
 FAST = Pace(per_chat_s=0.0, overall_per_s=1000, typing_every_s=0.05, typing_max_s=5.0,
             draft_every_s=0.0, draft_refresh_s=0.2, edit_every_s=0.1)
 LUDO = 1001
+
+
+class Progress:
+    """What the outbox records of a send in parts (bot/pipeline.py does it in the
+    database): the parts delivered, for the next attempt's `resume_from`."""
+
+    def __init__(self) -> None:
+        self.parts = 0
+        self.told: list[tuple[str, int]] = []
+
+    async def leaving(self, part: int) -> None:
+        self.told.append(("leaving", part))
+
+    async def delivered(self, parts: int) -> None:
+        self.told.append(("delivered", parts))
+        self.parts = parts
 
 
 def reply(message_id: int) -> Delivery:
@@ -65,8 +82,9 @@ async def test_a_timeout_before_the_request_left_is_retried(
 
 async def test_attachments_paced_apart_are_each_sent_once(telegram_server: FakeTelegram) -> None:
     """A message with two attachments at Telegram's real per-chat pace: every part after
-    the first goes back to the outbox (postponed) and comes again; the text and each
-    file are sent once (the first file was sent again at every pass, for ever)."""
+    the first goes back to the outbox (postponed) and comes again, resuming after the
+    parts the outbox recorded; the text and each file are sent once (the first file was
+    sent again at every pass, for ever)."""
     paced = Pace(per_chat_s=0.3, overall_per_s=1000, typing_every_s=0.05, typing_max_s=5.0,
                  draft_every_s=0.0, draft_refresh_s=0.2, edit_every_s=0.1)
     files = (OutgoingFile("a.csv", "text/csv", b"a;b\n"),
@@ -74,11 +92,13 @@ async def test_attachments_paced_apart_are_each_sent_once(telegram_server: FakeT
     delivery = Delivery(message_id=7, channel="telegram", address=str(LUDO),
                         conversation=f"telegram:{LUDO}", text="Le point du jour.",
                         in_reply_to=None, thread_ref=None, kind="push", attachments=files)
+    progress = Progress()
     async with Bot(FakeTelegram.TOKEN, base_url=telegram_server.base_url) as bot:
         sender = Sender(bot, paced)
         for _ in range(10):
             try:
-                await sender.send(delivery)
+                await sender.send(replace(delivery, resume_from=progress.parts,
+                                          progress=progress))
                 break
             except SendError as exc:
                 assert exc.postponed, exc
@@ -89,6 +109,9 @@ async def test_attachments_paced_apart_are_each_sent_once(telegram_server: FakeT
     names = [m["document"]["file_name"] for m in telegram_server.chat_messages(LUDO)
              if "document" in m]
     assert names == ["a.csv", "b.csv"]
+    # each part goes in an attempt of its own (the pace sends it back to the outbox): no
+    # `leaving` (the outbox marks each attempt begun), `delivered` after all but the last
+    assert progress.told == [("delivered", 1), ("delivered", 2)]
 
 
 async def test_a_request_under_way_is_known_to_be_in_flight(

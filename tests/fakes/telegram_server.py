@@ -287,7 +287,7 @@ class FakeTelegram:
             self._files: dict[str, tuple[bytes, str]] = {}
             self._callback_ids: set[str] = set()
             self._ids = itertools.count(1)
-            self._failures: dict[str, deque[tuple[int, str, int | None]]] = {}
+            self._failures: dict[str, deque[tuple[int, str, int | None] | None]] = {}
             self._drops: dict[str, int] = {}
             self.webhook: str | None = None
             self.webhook_secret: str | None = None
@@ -321,13 +321,14 @@ class FakeTelegram:
         self.server.stop()
 
     def fail(self, method: str, status: int, *, times: int = 1, description: str = "",
-             retry_after: int | None = None) -> None:
-        """The next `times` calls of `method` answer this error."""
+             retry_after: int | None = None, after: int = 0) -> None:
+        """The next `times` calls of `method` answer this error (after `after` calls
+        that go through)."""
         if status == 429 and retry_after is None:
             retry_after = 1
         with self._lock:
             queue = self._failures.setdefault(method.lower(), deque())
-            queue.extend([(status, description, retry_after)] * times)
+            queue.extend([None] * after + [(status, description, retry_after)] * times)
 
     def drop(self, method: str, *, times: int = 1) -> None:
         """The next `times` calls of `method` get their connection closed, no response."""
