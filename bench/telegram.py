@@ -468,7 +468,8 @@ async def run_axi(fake: FakeTelegram, ollama: FakeOllama, plan: Sequence[Planned
         thread.join()
         result = analyse(fake, fed, drafts_of, pace.per_chat_s)
         result["complete"] = complete
-        result["uncertain_sends"] = channel.sender.uncertain_sends if channel.sender else None
+        result["timeouts_after_sending"] = (channel.sender.timeouts_after_sending
+                                            if channel.sender else None)
         result["watchdog_restarts"] = channel.watchdog_restarts
         result["handled_twice"] = sum(1 for v in claimed.values() if len(v) > 1)
         result["to_claim_ms"] = dist_ms([min(v) - fed.available[k] for k, v in claimed.items()
@@ -578,7 +579,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
     print(f"floor: answered {floor['answered']}/{floor['sent']}, lost {floor['lost']}, "
           f"duplicated {floor['duplicated']}, order violations {floor['order_violations']}")
     extras = [f"LLM requests {axi['llm_requests']}", f"handled twice {axi['handled_twice']}",
-              f"uncertain sends {axi['uncertain_sends']}",
+              f"timeouts after sending {axi['timeouts_after_sending']}",
               f"refused sends {axi['refused_sends'] or 0}",
               f"getUpdates calls {axi['get_updates_calls']}",
               f"watchdog restarts {axi['watchdog_restarts']}",

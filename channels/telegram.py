@@ -183,11 +183,13 @@ class TelegramChannel:
 
     def describe(self) -> dict[str, Any]:
         """For /health: polling or not, the last good poll, the watchdog, sends that timed
-        out after leaving (they may have been delivered twice)."""
+        out after leaving (each retried once; a second timeout makes an uncertain send,
+        counted in queues.uncertain_sends_24h)."""
+        sender = self.sender
         return {"polling": self.polling, "webhook": bool(self.config.webhook_url),
                 "last_poll_ok": self.last_poll_ok, "watchdog_restarts": self.watchdog_restarts,
                 "lock_losses": self.lock_losses,
-                "uncertain_sends": self.sender.uncertain_sends if self.sender else 0}
+                "timeouts_after_sending": sender.timeouts_after_sending if sender else 0}
 
     async def settle(self, conversation: str) -> None:
         if self.sender is not None:

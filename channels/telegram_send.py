@@ -242,8 +242,9 @@ class Sender:
         self._drafts = 0
         self.drafts_wanted = True
         """Placeholders and drafts are shown (off for chats where Telegram refuses them)."""
-        self.uncertain_sends = 0
-        """Sends that timed out after the request left: they may have been delivered."""
+        self.timeouts_after_sending = 0
+        """Sends that timed out after the request left (they may have been delivered): the
+        first is retried, a second is an uncertain send (bot/pipeline.py)."""
 
     # ------------------------------------------------------------------ live
     def live(self, conversation: str, thread_ref: str | None = None) -> ChunkFn | None:
@@ -349,7 +350,7 @@ class Sender:
             # the request may have reached Telegram (counted for /health): retried once at
             # most, as the Telegram issue asks; a second such timeout is left to the
             # outbox's rule for an uncertain send (bot/pipeline.py: not sent again)
-            self.uncertain_sends += 1
+            self.timeouts_after_sending += 1
             count = self._timeouts[delivery.message_id] = self._timeouts.get(
                 delivery.message_id, 0) + 1
             log.warning("sending #%s timed out after the request left (it may have been "

@@ -86,7 +86,7 @@ async def test_ludo_writes_and_gets_one_threaded_reply(tg: tuple[Axi, FakeTelegr
     await until(lambda: any(c.params.get("offset") == update["update_id"] + 1
                             for c in fake.calls_to("getUpdates")), 10)
     health = (await axi.health())["components"]["channels"]["telegram"]
-    assert health["polling"] is True and health["uncertain_sends"] == 0
+    assert health["polling"] is True and health["timeouts_after_sending"] == 0
     # a redelivery of the same update is the same message: never answered twice
     fake.raw_update(dict(update))
     await until(lambda: len(fake.calls_to("getUpdates")) > 3, 10)

@@ -56,7 +56,7 @@ async def test_a_timeout_after_the_request_left_is_retried_once_then_uncertain(
             await sender.send(reply(1))
     assert first.value.retryable and not first.value.uncertain
     assert second.value.uncertain and not second.value.retryable
-    assert sender.uncertain_sends == 2
+    assert sender.timeouts_after_sending == 2
     # both requests reached Telegram: the one duplicate the issue accepts, no third
     assert [m["text"] for m in telegram_server.chat_messages(LUDO)] == ["Bien reçu."] * 2
 
@@ -76,7 +76,7 @@ async def test_a_timeout_before_the_request_left_is_retried(
             await sender.send(reply(3))
         await first
     assert not caught.value.uncertain and caught.value.retryable
-    assert sender.uncertain_sends == 0
+    assert sender.timeouts_after_sending == 0
     assert len(telegram_server.chat_messages(LUDO)) == 1
 
 
