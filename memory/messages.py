@@ -11,10 +11,9 @@ is lost and nothing is answered twice, because the reply, the souvenirs and the 
 mark are committed together.
 
 Outbound: replies wait as `a_envoyer`; the sender claims them the same way, sends, and
-marks them `envoye` with the channel's id (at-least-once where the channel dedupes or a
-repeat is harmless; at-most-once elsewhere, see memory/send_attempts.py).
-Per conversation in order too: a message waits while an earlier one of its conversation
-is still to send (being sent by another process, or waiting for its retry).
+marks them `envoye` with the channel's id (memory/outbox.py; at-least-once where the
+channel dedupes or a repeat is harmless; at-most-once elsewhere, see
+memory/send_attempts.py).
 
 States: entrant en_attente → traite | ignore | erreur; sortant a_envoyer → envoye | echec.
 """
@@ -130,25 +129,6 @@ ORDER BY m.id
 LIMIT 1
 FOR NO KEY UPDATE SKIP LOCKED
 """
-
-_CLAIM_OUTBOUND = f"""
-SELECT {_COLUMNS} FROM messages m
-WHERE m.sens = 'sortant' AND m.etat = 'a_envoyer'
-  AND (m.prochain_essai IS NULL OR m.prochain_essai <= now())
-  AND m.canal = ANY(:channels)
-  AND NOT EXISTS (
-      SELECT 1 FROM messages p
-      WHERE p.conversation = m.conversation AND p.sens = 'sortant'
-        AND p.etat = 'a_envoyer' AND p.id < m.id
-        -- held for quiet hours: it does not hold others back
-        AND NOT (coalesce((p.metadata->>'heures_calmes')::boolean, false)
-                 AND p.prochain_essai > now()))
-  {{extra}}
-ORDER BY m.id
-LIMIT 1
-FOR UPDATE SKIP LOCKED
-"""
-
 
 def _with_thread(msg: StoredMessage, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
     """An answer carries the answered message's threading data (the channel's `fil`)."""
@@ -383,37 +363,6 @@ class MessagesMixin:
             conversation=msg.conversation, relation_id=relation_id, en_reponse_a=msg.id,
             reference_fil=msg.reference_fil, genre="notice", metadata=_with_thread(msg, None))
 
-    async def queue_outbound(
-        self, *, canal: str, adresse: str, conversation: str, texte: str,
-        relation_id: int | None = None, en_reponse_a: int | None = None,
-        reference_fil: str | None = None, metadata: dict[str, Any] | None = None,
-        genre: str = "push",
-    ) -> int:
-        """Queue a message that is not a reply being committed (bot.notify uses this
-        module's notification API; this is for tests and tools)."""
-        async with self.db.sessions.begin() as session:
-            return await insert_outbound(
-                session, canal=canal, adresse=adresse, texte=texte, conversation=conversation,
-                relation_id=relation_id, en_reponse_a=en_reponse_a, reference_fil=reference_fil,
-                genre=genre, metadata=metadata)
-
-    @asynccontextmanager
-    async def claim_outbound(
-        self, channels: Sequence[str], *, replying_to: int | None = None,
-        conversation: str | None = None,
-    ) -> AsyncIterator[Claim | None]:
-        """Hold the next message to send on these channels (optionally: a reply to one
-        given inbound message, or the next of one conversation)."""
-        extra = "AND m.en_reponse_a = :rep" if replying_to is not None else ""
-        if conversation is not None:
-            extra += " AND m.conversation = :conv"
-        async with self.db.sessions() as session, session.begin():
-            row = (await session.execute(text(_CLAIM_OUTBOUND.format(extra=extra)),
-                                         {"channels": list(channels), "rep": replying_to,
-                                          "conv": conversation})
-                   ).one_or_none()
-            yield Claim(session, _row(row)) if row is not None else None
-
     async def record_inbound_failure(
         self, message_id: int, erreur: str, *, retry_in_s: float, max_attempts: int
     ) -> bool:
@@ -428,33 +377,6 @@ class MessagesMixin:
                 {"err": erreur[:2000], "d": retry_in_s, "max": max_attempts, "id": message_id}
             )).scalar_one_or_none()
         return etat == "erreur"
-
-    async def mark_sent(self, claim: Claim, external_id: str | None) -> None:
-        await claim.execute(
-            "UPDATE messages SET etat = 'envoye', identifiant_externe = :ext, erreur = NULL, "
-            "tentatives = tentatives + 1, maj_le = now() WHERE id = :id",
-            {"ext": external_id, "id": claim.message.id})
-        claim.finished = True
-
-    async def postpone_outbound(self, claim: Claim, retry_in_s: float) -> None:
-        """Send later without counting an attempt (the transport set the pace)."""
-        await claim.execute(
-            "UPDATE messages SET prochain_essai = now() + make_interval(secs => :d), "
-            "maj_le = now() WHERE id = :id", {"d": retry_in_s, "id": claim.message.id})
-        claim.finished = True
-
-    async def mark_send_failed(self, claim: Claim, erreur: str, *, retry_in_s: float | None) -> None:
-        """Retry later (backoff chosen by the caller), or give up when retry_in_s is None."""
-        if retry_in_s is None:
-            sql = ("UPDATE messages SET etat = 'echec', erreur = :err, tentatives = tentatives + 1, "
-                   "maj_le = now() WHERE id = :id")
-            params: dict[str, Any] = {"err": erreur, "id": claim.message.id}
-        else:
-            sql = ("UPDATE messages SET erreur = :err, tentatives = tentatives + 1, maj_le = now(), "
-                   "prochain_essai = now() + make_interval(secs => :d) WHERE id = :id")
-            params = {"err": erreur, "id": claim.message.id, "d": retry_in_s}
-        await claim.execute(sql, params)
-        claim.finished = True
 
     async def get_message(self, message_id: int) -> StoredMessage:
         message_id = row_id(message_id, "message", max_id=MAX_MESSAGE_ID)

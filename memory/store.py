@@ -29,6 +29,7 @@ from memory.locks import LocksMixin
 from memory.messages import MessagesMixin
 from memory.notifications import NotificationsMixin
 from memory.operations import OperationsMixin
+from memory.outbox import OutboxMixin
 from memory.people import PeopleMixin
 from memory.recall import RecallMixin
 from memory.records import SouvenirRecord, souvenir_from_row
@@ -55,7 +56,7 @@ def translate_db_error(exc: DBAPIError) -> Exception:
 
 
 class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixin,
-                  ConsignesMixin, MessagesMixin, LLMCallsMixin, ExtractionQueueMixin,
+                  ConsignesMixin, MessagesMixin, OutboxMixin, LLMCallsMixin, ExtractionQueueMixin,
                   EmbeddingsMixin, HybridRecallMixin, NotificationsMixin, ConfirmationsMixin, InboxAdminMixin,
                   LocksMixin, TokensMixin, ForgetMixin, AxisMailboxMixin, SiteContactsMixin,
                   VeillesMixin, DvfMixin, HealthQueriesMixin, OperationsMixin, SendAttemptsMixin):
