@@ -2,12 +2,13 @@
 messages, and the live feel of a conversation ("typing…", drafts while the model writes).
 
 Text is the model's Markdown turned into Telegram HTML (channels/telegram_format.py),
-split at 4,096 visible characters, the first part threaded to the question; when Telegram
-refuses the HTML the plain text goes instead. A split reply interrupted half-way is resumed
-where it stopped, never resent from the start. Telegram's limits (about one message a
-second per chat, thirty a second overall) are kept here; its `RetryAfter` becomes the
-outbox's `retry_after`. A confirmation carries one button per choice (green "Oui", red
-"Non"); the answer to a button removes the buttons from the question.
+split at 4,096 visible characters (channels/telegram_split.py), the first part threaded to
+the question; when Telegram refuses the HTML the plain text goes instead. A split reply
+interrupted half-way is resumed after the parts the outbox recorded as delivered, never
+resent from the start. Telegram's limits (about one message a second per chat, thirty a
+second overall) are kept here; its `RetryAfter` becomes the outbox's `retry_after`. A
+confirmation carries one button per choice (green "Oui", red "Non"); the answer to a
+button removes the buttons from the question.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from telegram.error import (
 )
 
 from bot.channel import ChunkFn, Delivery, SendError
-from channels.telegram_format import plain_text, split_html, split_message, to_html
+from channels.telegram_format import plain_text, to_html
+from channels.telegram_split import split_html, split_message
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
-"""The Telegram formatter (channels/telegram_format.py): the model's Markdown as Telegram
-HTML that Telegram never refuses, its plain-text fallback, and replies cut to the message
-limit. Examples from Axi's real work first, then properties over arbitrary text."""
+"""The Telegram formatter (channels/telegram_format.py) and splitter (telegram_split.py):
+the model's Markdown as Telegram HTML that Telegram never refuses, its plain-text fallback,
+and replies cut to the message limit. Examples from Axi's real work first, then
+properties over arbitrary text."""
 
 from __future__ import annotations
 
@@ -10,14 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from channels.telegram_format import (
-    MAX_MESSAGE,
-    plain_text,
-    split_html,
-    split_message,
-    to_html,
-    visible_length,
-)
+from channels.telegram_format import plain_text, to_html
+from channels.telegram_split import MAX_MESSAGE, split_html, split_message, visible_length
 
 ALLOWED = frozenset({"b", "i", "s", "code", "pre", "a", "blockquote"})
 ENTITIES = frozenset({"lt", "gt", "amp", "quot"})
