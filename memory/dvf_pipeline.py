@@ -91,19 +91,21 @@ class Chunker:
         rows = csv.reader(io.StringIO(block.decode("utf-8", errors="replace"), newline=""))
         return [row[self._column].encode() for row in rows if len(row) > self._column]
 
-    def _cut(self, block: bytes) -> int | None:
-        """Where the block's last mutation starts (None: not in this block; 0: the chunk
-        can end before it)."""
+    def _cut(self, block: bytes, want: int) -> int | None:
+        """Where in the block, at `want` bytes or after, a mutation starts (None: nowhere,
+        or the block has a quoted field: its lines may not be its records)."""
         if b'"' in block:
             return None
-        lines = block.split(b"\n")[:-1]
-        last = self._id(lines[-1])
-        i = len(lines) - 1
-        while i > 0 and self._id(lines[i - 1]) == last:
-            i -= 1
-        if i == 0:
-            return 0 if self._last is not None and self._last != last else None
-        return sum(len(line) + 1 for line in lines[:i])
+        start = 0 if want <= 0 else block.find(b"\n", want - 1) + 1
+        prev = self._last if start == 0 else self._id(
+            block[block.rfind(b"\n", 0, start - 1) + 1:start - 1])
+        while start < len(block):
+            end = block.index(b"\n", start)
+            now = self._id(block[start:end])
+            if prev is not None and now != prev:
+                return start
+            prev, start = now, end + 1
+        return None
 
     async def blocks(self) -> AsyncIterator[bytes]:
         """The next chunk's blocks (the last when `ended` is set afterwards)."""
@@ -117,10 +119,10 @@ class Chunker:
                 except StopAsyncIteration:
                     self.ended = True
                     break
-                if size and size + len(block) >= self.limit:
-                    at = self._cut(block)
-                    if at is not None:
-                        block, self._pending = block[:at], block[at:]
+            if size + len(block) >= self.limit:
+                at = self._cut(block, self.limit - size)
+                if at is not None:
+                    block, self._pending = block[:at], block[at:]
             if block:
                 ids.update(self._ids_of(block))
                 size += len(block)

@@ -34,8 +34,8 @@ TABLES = ("SELECT relname FROM pg_class WHERE relkind = 'r' "
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of ~2 KB: a few dozen rows each."""
-    monkeypatch.setattr(dvf_pipeline, "CHUNK_BYTES", 2_000)
+    """Chunks of ~6 KB: a few dozen rows each."""
+    monkeypatch.setattr(dvf_pipeline, "CHUNK_BYTES", 6_000)
 
 
 async def fetch(store: MemoryStore, sql: str) -> list[tuple]:
@@ -70,7 +70,7 @@ async def test_chunks_give_the_sales_of_the_python_parser(store: MemoryStore, tm
         lines = EXCERPT.read_text(encoding="utf-8").splitlines()
         rows = lines[1:]
         if which == "one mutation far apart":  # its rows in the first and the last chunk
-            rows.append(rows.pop(1))
+            rows.append(rows.pop(0))
         path.write_text("\n".join([lines[0], *rows]) + "\n", encoding="utf-8")
         dep = "69"
     python, sql = await both_ways(store, str(path), dep)
