@@ -140,7 +140,8 @@ def build_sql(ix: dict[str, int], stage: str, sales: str) -> dict[str, str]:
     built into the table `sales`), its columns by their index in the header: `stats`
     (rows not kept, by reason), `numbers` (rows with a number their column cannot hold, by
     reason), `build` (the usual sales; the others marked not `simple`), `summary` (what
-    `build` made), `exact` (the others, added to `sales`). Parameters: $1 département
+    `build` made: the sales, the others' ids, the sales too big, the rows grouped), `big`
+    (the rows of sales too big, by reason), `exact` (the others, added to `sales`). Parameters: $1 département
     (NULL: all), $2 the id_mutation cut by the end of the file (or NULL), $3 (exact) the
     ids."""
     c = {name: f"c{i}" for name, i in ix.items()}
@@ -215,14 +216,12 @@ WITH g AS (
     FROM g JOIN {stage} r ON r.ctid = split_part(g.w, {x}, 5)::tid
     OFFSET 0) s"""
     summary = f"""
-WITH big AS (
-  SELECT too_big, sum(n) AS n FROM {sales} WHERE simple AND too_big IS NOT NULL
-  GROUP BY too_big
-)
-SELECT (SELECT count(*) FROM {sales} WHERE simple AND too_big IS NULL),
-       (SELECT array_agg(id) FROM {sales} WHERE NOT simple),
-       (SELECT array_agg(too_big) FROM big), (SELECT array_agg(n) FROM big),
-       (SELECT sum(n) FROM {sales})"""
+SELECT count(*) FILTER (WHERE simple AND too_big IS NULL),
+  array_agg(id) FILTER (WHERE NOT simple), count(*) FILTER (WHERE simple AND too_big IS NOT NULL),
+  coalesce(sum(n), 0)
+FROM {sales}"""
+    big = f"""
+SELECT too_big, sum(n) FROM {sales} WHERE simple AND too_big IS NOT NULL GROUP BY too_big"""
     cols = (f"ctid AS r, {i_d} AS id, {dat} AS d, {disp} AS disp, {nat} AS nat, {val} AS val, "
             f"{num} AS num, {suf} AS suf, {voie} AS voie, {cp} AS cp, {cc} AS cc, {nc} AS nc, "
             f"{par} AS parcel, {l1} AS l1, {l2} AS l2, {l3} AS l3, {l4} AS l4, {l5} AS l5, "
@@ -290,5 +289,5 @@ SELECT {numbers_why}, count(*) FROM {stage}
 WHERE NOT {outside} AND {i_d} <> '' AND {dat} IS NOT NULL AND {i_d} IS DISTINCT FROM $2::text
   AND NOT ({numbers_ok})
 GROUP BY 1"""
-    return {"build": build, "summary": summary, "exact": exact, "stats": stats,
+    return {"build": build, "summary": summary, "big": big, "exact": exact, "stats": stats,
             "numbers": numbers}

@@ -64,6 +64,8 @@ class Chunk:
     stage: str
     sales: str
     final: bool
+    rows: int
+    """Rows COPYed (those the build did not group are counted by reason)."""
 
 
 class Chunker:
@@ -204,11 +206,12 @@ class Pipeline:
             await conn.execute("SET LOCAL synchronous_commit = off")
             await conn.execute(create)
             try:
-                await conn.copy_to_table(stage, source=chunker.blocks(), format="csv",
-                                         force_not_null=text_cols)
+                status = await conn.copy_to_table(stage, source=chunker.blocks(),
+                                                  format="csv", force_not_null=text_cols)
             except asyncpg.exceptions.DataError as exc:
                 raise CopyRejected(str(exc)) from None
-        return Chunk(n, stage, self.name("sales", n), chunker.ended)
+        return Chunk(n, stage, self.name("sales", n), chunker.ended,
+                     int(status.rsplit(" ", 1)[-1]))
 
     async def build(self, conn: Any, chunk: Chunk) -> DvfLoad:
         """A chunk's sales into its sales table (in a transaction of `conn`'s: committed by
@@ -220,16 +223,19 @@ class Pipeline:
         dep = self.departement
         async with conn.transaction():
             await conn.execute(SETTINGS)
-            load.outside, load.no_id, load.bad_date, load.cut, total = (
-                int(v) for v in await conn.fetchrow(sql["stats"], dep, last))
             await conn.execute(sql["build"], dep, last)
-            sales, complex_ids, big, rows, grouped = await conn.fetchrow(sql["summary"])
-            load.sales = int(sales)
-            load.skip(big, rows)
-            if total - load.outside - load.no_id - load.bad_date - load.cut - int(grouped or 0):
-                # rows with a number their column cannot hold (rare): by reason
-                reasons = await conn.fetch(sql["numbers"], dep, last)
-                load.skip([r[0] for r in reasons], [r[1] for r in reasons])
+            sales, complex_ids, too_big, grouped = await conn.fetchrow(sql["summary"])
+            load.sales, grouped = int(sales), int(grouped)
+            if too_big:  # the rows of sales whose total surface does not fit: by reason
+                big = await conn.fetch(sql["big"])
+                load.skip([r[0] for r in big], [r[1] for r in big])
+            if chunk.rows != grouped:  # rows not kept (rare but for a file cut short)
+                load.outside, load.no_id, load.bad_date, load.cut, total = (
+                    int(v) for v in await conn.fetchrow(sql["stats"], dep, last))
+                if total - load.outside - load.no_id - load.bad_date - load.cut - grouped:
+                    # rows with a number their column cannot hold: by reason
+                    reasons = await conn.fetch(sql["numbers"], dep, last)
+                    load.skip([r[0] for r in reasons], [r[1] for r in reasons])
             if complex_ids:
                 # no statistics on the staging table: never nested loops over its rows
                 await conn.execute("SET LOCAL enable_nestloop = off")
@@ -295,7 +301,7 @@ class Pipeline:
     async def write_whole(self, conn: Any) -> DvfLoad:
         """W, after Scattered: every chunk in one table, built and inserted at once."""
         whole = Chunk(len(self.chunks), self.name("stage", "all"), self.name("sales", "all"),
-                      True)
+                      True, sum(c.rows for c in self.chunks))
         union = " UNION ALL ".join(f"SELECT * FROM {c.stage}" for c in self.chunks)
         await conn.execute(f"CREATE UNLOGGED TABLE {whole.stage} AS {union}")
         load = await self.build(conn, whole)
