@@ -10,7 +10,10 @@ nothing to insert. The staging and sales tables are UNLOGGED regular tables (a t
 table is seen by its own connection only), committed by A and B; ventes_dvf is written
 by W alone, in ONE transaction: nothing is stored if anything fails, and a killed import
 (its connections dropped) leaves nothing half-stored. Its leftover tables are named after
-A's backend pid; each import first drops those whose backend is gone.
+A's backend pid; each import first drops those whose backend is gone. Only W's inserts
+hold the import lock (from the first to the commit: one import writing at a time, which
+makes its anti-join safe); the chunks are copied and built meanwhile, into tables no
+other import reads, and DPE lookups read ventes_dvf throughout.
 
 Sales are grouped per chunk, so a mutation whose rows are in two chunks (not contiguous)
 would be two sales: the ids of each chunk are kept (Python, alongside the COPY) and when
@@ -49,7 +52,7 @@ FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
 WHERE s.nspname = current_schema() AND c.relkind = 'r'
   AND c.relname ~ '^dvf_(stage|sales)_[0-9]+_[0-9a-z]+$'
   AND (split_part(c.relname, '_', 3) = $1
-       OR split_part(c.relname, '_', 3)::int NOT IN (SELECT pid FROM pg_stat_activity))"""
+       OR split_part(c.relname, '_', 3)::bigint NOT IN (SELECT pid FROM pg_stat_activity))"""
 """The staging and sales tables of imports whose connection is gone (killed midway), and
 those of a tag (an import's own: its connection A's pid)."""
 
