@@ -17,6 +17,7 @@ from sqlalchemy import text
 from jobs.dvf_import import import_sources
 from jobs.dvf_parse import column_indexes
 from memory import dvf_pipeline
+from memory.dvf import IMPORT_LOCK
 from memory.store import MemoryStore
 from tests.fakes import dvf_server
 from tests.fakes.dvf_server import HEADER, FakeDvfFiles, synthetic_rows
@@ -120,31 +121,34 @@ async def blocks(lines: list[str], hold: asyncio.Event) -> AsyncIterator[bytes]:
 @pytest.mark.usefixtures("small_chunks")
 async def test_a_killed_import_stores_nothing_and_its_tables_go(store: MemoryStore,
                                                                 tmp_path: Path) -> None:
-    """The import's connections killed midway (as when its process is): nothing stored; the
-    unlogged tables it had committed are dropped by the next import, not another live
-    import's."""
+    """The import's copying and writing connections killed midway (as when its process
+    is), the writer holding the import lock: nothing stored; the unlogged tables it had
+    committed are dropped by the next import, not another live import's."""
     header = HEADER.split(",")
     lines = list(synthetic_rows(2_000))
     hold = asyncio.Event()
     running = asyncio.create_task(store.load_dvf_csv(
         len(header), column_indexes(header), blocks(lines, hold), departement="24",
         source="24.csv", cut=lambda: None))
-    for _ in range(200):  # until some sales are built and inserted
+    writer = None
+    for _ in range(400):  # until chunks are built and the writer holds the import lock
         await asyncio.sleep(0.05)
-        if len(await fetch(store, TABLES)) >= 6:
+        writer = (await fetch(store, "SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+                                     f"AND objid = {IMPORT_LOCK} AND granted") or [(None,)])[0][0]
+        if writer is not None and len(await fetch(store, TABLES)) >= 4:
             break
-    async with store.db.engine.connect() as conn:
-        await conn.execute(text(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND (query ~ 'dvf_|advisory' OR state = 'idle in transaction')"))
+    assert writer is not None
+    tag = (await fetch(store, TABLES))[0][0].split("_")[2]
+    async with store.db.engine.connect() as conn:  # the copying and the writing connections
+        await conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                f"WHERE pid IN ({tag}, {writer})"))
     hold.set()
     with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises
         await running
     await store.db.engine.dispose()  # the pool's dead connections
     assert await fetch(store, "SELECT count(*) FROM ventes_dvf") == [(0,)]
     left = [name for (name,) in await fetch(store, TABLES)]
-    assert len(left) >= 6 and len({name.split("_")[2] for name in left}) == 1
+    assert len(left) >= 4 and {name.split("_")[2] for name in left} == {tag}
     # a live import's table (its connection open) stays
     async with store.db.engine.connect() as other:
         pid = await other.scalar(text("SELECT pg_backend_pid()"))
