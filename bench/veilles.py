@@ -15,8 +15,10 @@ A benchmark script, not a test (issue 12, "Benchmark").
      INSERT … ON CONFLICT, or by one INSERT of arrays), then a re-import (every sale
      known). The target is checked on the first method measured.
    Printed: rows/s, the ratio to the floor (target ≤ 3×), the SQL import's phases
-   (memory/dvf_load.py: COPY, stats, build and insert, exact, commit; and the Python
-   reading alongside the COPY), each with its ratio to the floor, and the process's peak
+   (memory/dvf_pipeline.py: COPY of the chunks, the build and insert left after it,
+   commit; overlapping them: the lock's wait, the seconds spent building and inserting
+   the chunks on the other connections, and the Python reading alongside the COPY),
+   each with its ratio to the floor, and the process's peak
    RSS (getrusage ru_maxrss after each phase: a high-water mark; target ≤ 300 MB).
    --repeat N: the best of N runs of each (a loaded machine only slows a run down).
    With the server on this machine, also the CPU seconds of PostgreSQL's processes (from
@@ -79,9 +81,12 @@ DEFAULT_DATA_DIR = Path("/root/axi-bench-veilles")
 FLOOR_TABLE = "banc_dvf_plancher"
 DPE_POSTCODES = ["24510", "24150", "24480", "24260", "24620", "24220",
                  "24330", "24110", "24520", "24140", "24380", "24750"]
-PHASES = ("copy", "stats", "wait", "build and insert", "exact", "commit")
-"""memory/dvf_load.py's phases, in order ("python": reading and checking the lines, while
-PostgreSQL runs the COPY)."""
+PHASES = ("copy", "build and insert", "commit", "wait", "build (all chunks)",
+          "insert (all chunks)")
+"""memory/dvf_pipeline.py's phases: copy (until the last chunk is COPYed), build and insert
+(what was left then), commit; then, overlapping those, the import lock's wait and the
+seconds spent building and inserting the chunks ("python": reading and checking the
+lines, while PostgreSQL runs the COPY)."""
 
 
 async def prepare_database(args: argparse.Namespace) -> str | None:

@@ -4,8 +4,8 @@ gzip or plain) into ventes_dvf, grouped into sales, idempotently, with a report 
 Why this shape: a file is read once, as a stream of whole lines in bounded memory
 (jobs/dvf_sources.py, jobs/dvf_stream.py), whatever it holds. By default (method "sql")
 its lines go to COPY as they are (jobs/dvf_feed.py looks at them first) and PostgreSQL
-builds and stores the sales (memory/dvf_load.py: the same key as jobs/dvf_parse.py, bit
-for bit), one transaction per file. When PostgreSQL refuses a value (a bad date or
+builds and stores the sales (memory/dvf_pipeline.py, memory/dvf_load.py: the same key as
+jobs/dvf_parse.py, bit for bit), one transaction per file. When PostgreSQL refuses a value (a bad date or
 number) the file is read again with every row checked in Python, so broken rows are still
 skipped with their reason. A file cut short (a truncated download, corrupt gzip data, a
 decompression bomb, a broken connection) keeps the sales read before the cut (the last
@@ -63,7 +63,7 @@ class SourceReport:
     """Something to know that is not a failure (a year not published yet)."""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds per phase of the SQL import (memory/dvf_load.py's, and "python": the time
+    """Seconds per phase of the SQL import (memory/dvf_pipeline.py's, and "python": the time
     spent reading and checking the lines, while PostgreSQL runs the COPY)."""
 
     @property
@@ -150,7 +150,7 @@ async def import_source(store: Any, source: str, *, departement: str | None = "2
                         method: str = "sql", limits: Limits | None = None) -> SourceReport:
     """Import one file or URL; never raises for the file's own faults (see the report).
     `method`: "sql" (the file's lines COPYed as they are, the sales built by PostgreSQL:
-    memory/dvf_load.py), or the Python parser (jobs/dvf_parse.py) with its sales written
+    memory/dvf_pipeline.py), or the Python parser (jobs/dvf_parse.py) with its sales written
     by "copy" or "unnest". `limits`: jobs.dvf_stream.Limits (line length, inflated size)."""
     started = time.monotonic()
     report = SourceReport(source)

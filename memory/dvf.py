@@ -4,9 +4,9 @@ veille and of the DPE enrichment (issue 12).
 Why here: a sale's fields are defined once, by the table that stores them — `Sale` is
 what the import builds (jobs/dvf_parse.py) and writes, `DvfSale` what the lookups read
 back. The import itself (a file's rows COPYed and turned into sales by PostgreSQL) is in
-memory/dvf_load.py; `insert_dvf_sales` stores sales built in Python (the older path, the
-reference). The veille reads the sales imported since its watermark; the DPE veille asks
-for the last sale at or near an address.
+memory/dvf_pipeline.py and memory/dvf_load.py; `insert_dvf_sales` stores sales built in
+Python (the older path, the reference). The veille reads the sales imported since its
+watermark; the DPE veille asks for the last sale at or near an address.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ _FROM_ARRAYS = (
 EARTH_M_PER_DEG = 111_320.0
 IMPORT_LOCK = 4242017
 """The pg_advisory_xact_lock key every write to ventes_dvf holds: one import at a time
-(memory/dvf_load.py inserts the keys it did not find, without ON CONFLICT)."""
+(memory/dvf_pipeline.py inserts the keys it did not find, without ON CONFLICT)."""
 
 
 def _sale(row: Any, distance: float | None = None) -> DvfSale:
@@ -139,8 +139,8 @@ class DvfMixin:
                            source: str, cut: Callable[[], str | None],
                            timings: dict[str, float] | None = None) -> DvfLoad:
         """A geo-DVF file's data lines into ventes_dvf, its sales built by PostgreSQL
-        (memory/dvf_load.py: what the arguments mean, what it raises)."""
-        from memory.dvf_load import load_dvf_csv
+        (memory/dvf_pipeline.py: what the arguments mean, what it raises)."""
+        from memory.dvf_pipeline import load_dvf_csv
 
         return await load_dvf_csv(self.db, width, columns, data, departement=departement,
                                   source=source, cut=cut, timings=timings)

@@ -1,5 +1,6 @@
-"""The geo-DVF import's database side: a file's rows COPYed into a temporary table, the
-sales built and stored by PostgreSQL (issue 12).
+"""The geo-DVF import's SQL: a chunk of a file's rows COPYed into an unlogged table, its
+sales built by PostgreSQL into another, then stored (issue 12; memory/dvf_pipeline.py
+runs these statements, several chunks at once).
 
 Why in SQL: Python spent ~11 µs a row grouping and hashing (jobs/dvf_parse.py, kept as the
 reference); PostgreSQL does the same work several times faster. One sorted GROUP BY
@@ -13,20 +14,17 @@ counted with jobs/dvf_parse.py's reason, and so is a sale whose total surface wo
 fit: never a failed transaction for one row.
 
 Why not INSERT … ON CONFLICT: its speculative insertion costs about as much as the index
-insert itself. An import builds and stores its sales under one advisory lock (the files
-themselves are read meanwhile), so the sales not yet in ventes_dvf (an anti-join on the
-key) are inserted plainly, once per key (DISTINCT ON, the first in the file kept), in
-primary-key order; a re-import inserts nothing.
+insert itself. An import stores its sales under one advisory lock (the files themselves
+are read and the sales built meanwhile), so the sales not yet in ventes_dvf (an anti-join
+on the key) are inserted plainly, once per key (DISTINCT ON, the first in the file kept),
+in primary-key order; a re-import inserts nothing.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from memory.dvf import COLUMNS, IMPORT_LOCK
+from memory.dvf import COLUMNS
 
 TYPED = {"date_mutation": "date", "valeur_fonciere": "numeric",
          "surface_reelle_bati": "float8", "nombre_pieces_principales": "float8",
@@ -58,14 +56,20 @@ class DvfLoad:
         for reason, n in zip(reasons or [], counts or [], strict=True):
             self.skipped[reason] = self.skipped.get(reason, 0) + int(n)
 
+    def add(self, other: DvfLoad) -> None:
+        """Another chunk's counts added to these."""
+        for name in ("sales", "new", "outside", "no_id", "bad_date", "cut"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.skip(list(other.skipped), list(other.skipped.values()))
 
-def staging_sql(width: int, ix: dict[str, int]) -> tuple[str, list[str]]:
-    """The temporary table of one file's rows (`c0`…, typed as TYPED) and its text columns
-    (COPY's FORCE_NOT_NULL: an empty field is '' there, as in the Python parser)."""
+
+def staging_sql(table: str, width: int, ix: dict[str, int]) -> tuple[str, list[str]]:
+    """The unlogged table of one chunk of a file's rows (`c0`…, typed as TYPED) and its text
+    columns (COPY's FORCE_NOT_NULL: an empty field is '' there, as in the Python parser)."""
     typed = {ix[name]: kind for name, kind in TYPED.items()}
     text_type = 'text COLLATE "C"'
     cols = ", ".join(f"c{i} {typed.get(i, text_type)}" for i in range(width))
-    return (f"CREATE TEMP TABLE dvf_rows ({cols}) ON COMMIT DROP",
+    return (f"CREATE UNLOGGED TABLE {table} ({cols})",
             [f"c{i}" for i in range(width) if i not in typed])
 
 
@@ -77,25 +81,27 @@ def _key(d: str, v: str, n: str, parcels: str, disps: str, lots: str) -> str:
             f"btrim({n}, {_WS}) || '|' || {lots}, 'UTF8')), 'hex')")
 
 
-def _insert(source: str, *, known: str) -> str:
-    """INSERT of the new sales of `source` (a query with cle, t (its place in the file), d,
-    v, nat, cp, cc, nc, numero, voie, parcels, types, bati, terrain, pieces, lon, lat), once
-    per key, the first in the file kept. `known`: "anti-join" (the keys not in ventes_dvf,
-    inserted plainly: the import lock makes it safe) or "on conflict" (for a few rows, whose
-    plan must not depend on the planner's settings for the temporary table)."""
-    anti = known == "anti-join"
+SALE_COLUMNS = ("id, simple, cle, t, d, v, nat, cp, cc, nc, numero, voie, lon, lat, parcels, "
+                "types, bati, pieces, terrain, n, too_big")
+"""A chunk's sales table (built by `build`, completed by `exact`, read by `insert`)."""
+
+
+def insert_sql(sales: str) -> str:
+    """INSERT of the new sales of a chunk's sales table into ventes_dvf ($1: the source's
+    name): the keys not in ventes_dvf (an anti-join: the import lock makes it safe, and
+    the chunks before are already there in this transaction), once per key (DISTINCT ON,
+    the first in the file kept), in primary-key order."""
     return f"""
-  INSERT INTO ventes_dvf ({_COLS})
-  SELECT {'DISTINCT ON (cle) ' if anti else ''}cle, d, nullif(nat, ''), round(v, 2),
-    nullif(cp, ''), nullif(cc, ''), nullif(nc, ''),
-    nullif(CASE WHEN numero <> '' AND voie <> '' THEN numero || ' ' || voie
-                ELSE numero || voie END, ''),
-    parcels, types, bati::int, terrain::int, pieces::int, lon, lat, $3::text
-  FROM {source} s
-  {'WHERE NOT EXISTS (SELECT 1 FROM ventes_dvf k WHERE k.cle = s.cle::char(64))' if anti else ''}
-  ORDER BY cle, t  -- the primary key's pages in order
-  {'' if anti else 'ON CONFLICT (cle) DO NOTHING'}
-  RETURNING 1"""
+INSERT INTO ventes_dvf ({_COLS})
+SELECT DISTINCT ON (cle) cle, d, nullif(nat, ''), round(v, 2),
+  nullif(cp, ''), nullif(cc, ''), nullif(nc, ''),
+  nullif(CASE WHEN numero <> '' AND voie <> '' THEN numero || ' ' || voie
+              ELSE numero || voie END, ''),
+  parcels, types, bati::int, terrain::int, pieces::int, lon, lat, $1::text
+FROM {sales} s
+WHERE simple AND too_big IS NULL
+  AND NOT EXISTS (SELECT 1 FROM ventes_dvf k WHERE k.cle = s.cle::char(64))
+ORDER BY cle, t  -- the primary key's pages in order"""
 
 
 INT_RANGE = "BETWEEN -2147483648 AND 2147483647"
@@ -129,11 +135,15 @@ def _totals(bati: str, terrain: str, pieces: str) -> str:
             "'unusable sale (nombre_pieces_principales total out of range)' END")
 
 
-def build_sql(ix: dict[str, int]) -> dict[str, str]:
-    """The statements of one file's import, its columns by their index in the header:
-    `stats` (rows not kept, by reason), `fast` (the usual sales; the ids of the others),
-    `exact` (those others). Parameters: $1 département (NULL: all), $2 the id_mutation cut
-    by the end of the file (or NULL), $3 the source's name, $4 (exact) the ids."""
+def build_sql(ix: dict[str, int], stage: str, sales: str) -> dict[str, str]:
+    """The statements of one chunk of a file (its rows in the table `stage`, its sales
+    built into the table `sales`), its columns by their index in the header: `stats`
+    (rows not kept, by reason), `numbers` (rows with a number their column cannot hold, by
+    reason), `build` (the usual sales; the others marked not `simple`), `summary` (what
+    `build` made: the sales, the others' ids, the sales too big, the rows grouped), `big`
+    (the rows of sales too big, by reason), `exact` (the others, added to `sales`). Parameters: $1 département
+    (NULL: all), $2 the id_mutation cut by the end of the file (or NULL), $3 (exact) the
+    ids."""
     c = {name: f"c{i}" for name, i in ix.items()}
     i_d, dat, disp, nat, val = (c["id_mutation"], c["date_mutation"], c["numero_disposition"],
                                 c["nature_mutation"], c["valeur_fonciere"])
@@ -168,9 +178,10 @@ def build_sql(ix: dict[str, int]) -> dict[str, str]:
     CASE WHEN {dwell} THEN round({pieces}) END AS rp,
     CASE WHEN {ter} IS NOT NULL THEN concat_ws({x}, {par}, {cult}, {cults}, {ter}) END AS lk,
     round({ter}) AS rt, {lon} IS NOT NULL AND {lat} IS NOT NULL AS located
-  FROM dvf_rows WHERE {valid}
+  FROM {stage} WHERE {valid}
   OFFSET 0"""
-    fast = f"""
+    build = f"""
+CREATE UNLOGGED TABLE {sales} AS
 WITH g AS (
   SELECT id, count(*) AS n, min(w) AS w,
     count(par) AS np, min(par) AS p1, max(par) AS p2, min(disp) AS d1, max(disp) AS d2,
@@ -181,9 +192,10 @@ WITH g AS (
     count(lk) AS nlk, min(lk) AS lk1, max(lk) AS lk2, sum(rt) AS st, max(rt) AS mt,
     bool_or(located) AS located
   FROM ({rows}) r GROUP BY id
-), f AS MATERIALIZED (
-  SELECT s.*, CASE WHEN simple THEN {_key('d', 'v', 'nat', 'parcels', 'disps', 'lots')}
-    END AS cle, {_totals('bati', 'terrain', 'pieces')} AS too_big
+)
+  SELECT id, simple, CASE WHEN simple THEN {_key('d', 'v', 'nat', 'parcels', 'disps', 'lots')}
+    END AS cle, t, d, v, nat, cp, cc, nc, numero, voie, lon, lat, parcels,
+    types, bati, pieces, terrain, n, {_totals('bati', 'terrain', 'pieces')} AS too_big
   FROM (
     SELECT id, (np <= 2 OR p1 = p2) AND (n <= 2 OR d1 = d2) AND ml IS NOT TRUE
       AND (nl <= 2 OR l1 = l2) AND (nt <= 2 OR t1 = t2) AND (ndk <= 2 OR dk1 = dk2)
@@ -201,23 +213,22 @@ WITH g AS (
       CASE WHEN dk1 = dk2 THEN mb ELSE sb END AS bati,
       CASE WHEN dk1 = dk2 THEN mp ELSE sp END AS pieces,
       CASE WHEN lk1 = lk2 THEN mt ELSE st END AS terrain, n
-    FROM g JOIN dvf_rows r ON r.ctid = split_part(g.w, {x}, 5)::tid
-    OFFSET 0) s
-), ins AS ({_insert("(SELECT * FROM f WHERE simple AND too_big IS NULL)", known="anti-join")}
-), big AS (
-  SELECT too_big, sum(n) AS n FROM f WHERE simple AND too_big IS NOT NULL GROUP BY too_big
-)
-SELECT (SELECT count(*) FROM f WHERE simple AND too_big IS NULL), (SELECT count(*) FROM ins),
-       (SELECT array_agg(id) FROM f WHERE NOT simple),
-       (SELECT array_agg(too_big) FROM big), (SELECT array_agg(n) FROM big),
-       (SELECT sum(n) FROM f)"""
+    FROM g JOIN {stage} r ON r.ctid = split_part(g.w, {x}, 5)::tid
+    OFFSET 0) s"""
+    summary = f"""
+SELECT count(*) FILTER (WHERE simple AND too_big IS NULL),
+  array_agg(id) FILTER (WHERE NOT simple), count(*) FILTER (WHERE simple AND too_big IS NOT NULL),
+  coalesce(sum(n), 0)
+FROM {sales}"""
+    big = f"""
+SELECT too_big, sum(n) FROM {sales} WHERE simple AND too_big IS NOT NULL GROUP BY too_big"""
     cols = (f"ctid AS r, {i_d} AS id, {dat} AS d, {disp} AS disp, {nat} AS nat, {val} AS val, "
             f"{num} AS num, {suf} AS suf, {voie} AS voie, {cp} AS cp, {cc} AS cc, {nc} AS nc, "
             f"{par} AS parcel, {l1} AS l1, {l2} AS l2, {l3} AS l3, {l4} AS l4, {l5} AS l5, "
             f"{code} AS code, {tl} AS tl, {bati} AS bati, {pieces} AS pieces, {cult} AS cult, "
             f"{cults} AS cults, {ter} AS terrain, {lon} AS lon, {lat} AS lat")
     exact = f"""
-WITH v AS MATERIALIZED (SELECT {cols} FROM dvf_rows WHERE {valid} AND {i_d} = ANY($4::text[])),
+WITH v AS MATERIALIZED (SELECT {cols} FROM {stage} WHERE {valid} AND {i_d} = ANY($3::text[])),
 o AS (
   SELECT DISTINCT ON (id) id, r AS t, d, val, nat, cp, cc, nc, num || suf AS numero,
     btrim(voie, {_WS}) AS voie, lon, lat FROM v
@@ -256,11 +267,14 @@ o AS (
       loc.lon AS lon2, loc.lat AS lat2
     FROM o JOIN a USING (id) LEFT JOIN dw USING (id) LEFT JOIN la USING (id)
       LEFT JOIN lo USING (id) LEFT JOIN ty USING (id) LEFT JOIN loc USING (id)) j
-), ins AS ({_insert("(SELECT * FROM s WHERE too_big IS NULL)", known="on conflict")}
+), ins AS (
+  INSERT INTO {sales} ({SALE_COLUMNS})
+  SELECT NULL, true, cle, t, d, v, nat, cp, cc, nc, numero, voie, lon, lat, parcels, types,
+    bati, pieces, terrain, n, too_big FROM s
 ), big AS (
   SELECT too_big, sum(n) AS n FROM s WHERE too_big IS NOT NULL GROUP BY too_big
 )
-SELECT (SELECT count(*) FROM s WHERE too_big IS NULL), (SELECT count(*) FROM ins),
+SELECT (SELECT count(*) FROM s WHERE too_big IS NULL),
        (SELECT array_agg(too_big) FROM big), (SELECT array_agg(n) FROM big)"""
     stats = f"""
 SELECT count(*) FILTER (WHERE {outside}),
@@ -269,80 +283,11 @@ SELECT count(*) FILTER (WHERE {outside}),
   count(*) FILTER (WHERE NOT {outside} AND {i_d} <> '' AND {dat} IS NOT NULL
                    AND {i_d} = $2::text),
   count(*)
-FROM dvf_rows"""
+FROM {stage}"""
     numbers = f"""
-SELECT {numbers_why}, count(*) FROM dvf_rows
+SELECT {numbers_why}, count(*) FROM {stage}
 WHERE NOT {outside} AND {i_d} <> '' AND {dat} IS NOT NULL AND {i_d} IS DISTINCT FROM $2::text
   AND NOT ({numbers_ok})
 GROUP BY 1"""
-    return {"fast": fast, "exact": exact, "stats": stats, "numbers": numbers}
-
-
-async def load_dvf_csv(db: Any, width: int, columns: dict[str, int],
-                       data: AsyncIterable[bytes], *, departement: str | None,
-                       source: str, cut: Callable[[], str | None],
-                       timings: dict[str, float] | None = None) -> DvfLoad:
-    """COPY a geo-DVF file's data lines (CSV, `width` fields, no header; `columns`:
-    name → index) into a temporary table, then build and store its sales in one
-    transaction. `cut()`, asked once the data has all been sent: the id_mutation whose
-    rows are dropped (a file cut short), or None. Raises CopyRejected when PostgreSQL
-    refuses a line (nothing is stored then). `timings`, when given, gets the seconds of
-    each phase (copy, stats, wait (for another import), build and insert, exact,
-    commit)."""
-    import asyncpg
-
-    create, text_cols = staging_sql(width, columns)
-    sql = build_sql(columns)
-    load = DvfLoad()
-    clock = time.perf_counter()
-
-    def lap(phase: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        if timings is not None:
-            timings[phase] = timings.get(phase, 0.0) + now - clock
-        clock = now
-
-    async with db.engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        async with driver.transaction():
-            # sorts, hashes and the sales' tuplestore in memory; one commit to wait for
-            await driver.execute("SET LOCAL work_mem = '256MB'; "
-                                 "SET LOCAL synchronous_commit = off")
-            await driver.execute(create)
-            try:
-                await driver.copy_to_table("dvf_rows", source=data, format="csv",
-                                           force_not_null=text_cols)
-            except asyncpg.exceptions.DataError as exc:
-                raise CopyRejected(str(exc)) from None
-            lap("copy")
-            last = cut()
-            stats = await driver.fetchrow(sql["stats"], departement, last)
-            load.outside, load.no_id, load.bad_date, load.cut, total = (int(v) for v in stats)
-            lap("stats")
-            # another import's sales are all committed or all to come (the file itself
-            # was read meanwhile: a download never waits on the lock)
-            await driver.execute(f"SELECT pg_advisory_xact_lock({IMPORT_LOCK})")
-            lap("wait")
-            sales, new, complex_ids, big, rows, grouped = await driver.fetchrow(
-                sql["fast"], departement, last, source)
-            load.sales, load.new = int(sales), int(new)
-            load.skip(big, rows)
-            if total - load.outside - load.no_id - load.bad_date - load.cut - int(grouped or 0):
-                # rows with a number their column cannot hold (rare): by reason
-                reasons = await driver.fetch(sql["numbers"], departement, last)
-                load.skip([r[0] for r in reasons], [r[1] for r in reasons])
-            lap("build and insert")
-            if complex_ids:
-                # no statistics on the temporary table: never nested loops over its rows
-                await driver.execute("SET LOCAL enable_nestloop = off")
-                sales, new, big, rows = await driver.fetchrow(
-                    sql["exact"], departement, last, source, complex_ids)
-                load.sales += int(sales)
-                load.new += int(new)
-                load.skip(big, rows)
-                lap("exact")
-        lap("commit")
-    return load
+    return {"build": build, "summary": summary, "big": big, "exact": exact, "stats": stats,
+            "numbers": numbers}
