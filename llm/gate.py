@@ -18,8 +18,14 @@ leaves the item queued in the database: nothing is lost), and no background requ
 longer than `background_max_s`. So a person's request never waits behind more than the
 cancellation of one background request.
 
-A request in flight for a person is never preempted, so Ludo may still wait behind a
-client's live reply being generated. The inner-circle reserve (`reserve_s`,
+Preemption is one rule, `yields_to`: background work yields to any person; an email reply,
+and a client's live reply whose first token nobody has seen yet (`Ticket.watched`), yield
+to the inner circle in a live chat. The yielding call is cancelled (closing its HTTP
+stream makes Ollama stop; the prompt it evaluated stays in that slot's cache) and raises
+`Preempted`: the router asks again for a person's request, at the head of its priority
+(llm/router.py), so it is still answered, once; background work stays queued. A reply
+being shown is never preempted, so Ludo may still wait behind a client's reply streaming
+or one of his own. The inner-circle reserve (`reserve_s`,
 AXI_LOCAL_RESERVE_S; 0 = off) keeps the model for the inner circle while one of them is
 active: the gate records when an inner-circle request last asked for or gave back the model
 (`reserved_s` says how long the reserve still runs) and, meanwhile, leaves email requests
@@ -73,8 +79,9 @@ model)."""
 
 
 class Preempted(LLMError):
-    """A background request gave the local model up to a person: the work is not done and
-    not failed; it stays queued and runs again later."""
+    """A request gave the local model up to someone who goes first (`yields_to`): the work
+    is not done and not failed; background work stays queued and runs again later, a
+    person's request is asked again by the router."""
 
     reason = "preempted"
 
@@ -99,10 +106,24 @@ class Ticket:
     task: asyncio.Task[Any] | None = None  # a background call, cancelled if preempted
     preempted: str | None = None
     cost_s: float | None = None  # expected model time (llm/wait_estimate.py), if known
+    watched: bool = False  # its first token was shown to a person: never preempted now
 
     @property
     def waited_s(self) -> float:
         return (self.granted_at or self.asked_at) - self.asked_at
+
+
+def yields_to(held: Ticket, asking: Priority | None) -> bool:
+    """THE preemption rule: whether `held` gives the model up to a request of `asking`
+    (None: a person just wrote, no request yet). Background work yields to any person;
+    an email reply, or a client's live reply nobody has seen a word of, to the inner
+    circle in a live chat. What a person is reading is never cut."""
+    if held.preempted or held.watched:
+        return False
+    if held.priority is Priority.BACKGROUND:
+        return True
+    return asking is Priority.INNER_LIVE and held.priority in (Priority.CLIENT_LIVE,
+                                                               Priority.EMAIL)
 
 
 @dataclass
@@ -139,7 +160,7 @@ class LocalGate:
         """A person wrote (a message was accepted) or is being answered: background work
         waits for the conversations to be quiet again, and yields the model now."""
         self._last_person = self._clock()
-        self._preempt("a person wrote")
+        self._preempt("a person wrote", None)
 
     @property
     def people_waiting(self) -> int:
@@ -179,25 +200,34 @@ class LocalGate:
                                        else poll_s)
 
     def ahead_of(self, priority: Priority) -> list[Ticket]:
-        """The turns that would go before a new request of `priority` (held ones first)."""
-        return [*self._held, *sorted((t for p, _, t in self._waiting if p <= priority),
-                                     key=lambda t: (t.priority, t.seq))]
+        """The turns that would go before a new request of `priority` (held ones first;
+        a held one that would yield to it does not)."""
+        return [*(t for t in self._held if not yields_to(t, priority)),
+                *sorted((t for p, _, t in self._waiting if p <= priority),
+                        key=lambda t: (t.priority, t.seq))]
 
     # ------------------------------------------------------------------ turns
     def now(self) -> float:
         return self._clock()
 
-    async def acquire(self, priority: Priority, *, cost_s: float | None = None) -> Ticket:
+    def place(self) -> int:
+        """A place in the queue, to ask again with after a preemption (`acquire(seq=)`)."""
+        return next(self._seq)
+
+    async def acquire(self, priority: Priority, *, cost_s: float | None = None,
+                      seq: int | None = None) -> Ticket:
+        """A turn; `seq`: the place in its priority of a request asked again after it was
+        preempted (it keeps the place it had, ahead of those who asked after it)."""
         loop = asyncio.get_running_loop()
-        ticket = Ticket(priority, next(self._seq), self._clock(), loop.create_future(),
-                        cost_s=cost_s)
+        ticket = Ticket(priority, next(self._seq) if seq is None else seq, self._clock(),
+                        loop.create_future(), cost_s=cost_s)
         if priority.person:
             self._last_person = ticket.asked_at
         if priority is Priority.INNER_LIVE:
             self._last_inner = ticket.asked_at
         heapq.heappush(self._waiting, (int(priority), ticket.seq, ticket))
         if priority.person and self._free() == 0 and not self._parked(ticket):
-            self._preempt("a person is waiting")
+            self._preempt("a person is waiting", priority)
         self._admit()
         on_park = ON_PARK.get() if priority.person and not ticket.granted.done() else None
         if on_park is not None:
@@ -237,19 +267,21 @@ class LocalGate:
             self.release(ticket)
 
     async def run(self, priority: Priority, call: Callable[[], Awaitable[T]], *,
-                  cost_s: float | None = None) -> T:
-        """`call()` during a turn. For background work, preemptible and bounded: raises
-        Preempted when a person needs the model or it ran past `background_max_s`."""
-        ticket = await self.acquire(priority, cost_s=cost_s)
+                  cost_s: float | None = None, seq: int | None = None) -> T:
+        """`call()` during a turn. Raises Preempted when the turn yields (`yields_to`)
+        before `call()` returned; background work is also bounded: BackgroundTooLong past
+        `background_max_s`. The inner circle's own requests are never preempted."""
+        ticket = await self.acquire(priority, cost_s=cost_s, seq=seq)
         try:
-            if priority.person:
+            if priority is Priority.INNER_LIVE:
                 return await call()
-            if ticket.preempted:  # a person came between the grant and now
+            if ticket.preempted:  # someone came between the grant and now
                 raise Preempted(ticket.preempted)
             task: asyncio.Task[T] = asyncio.ensure_future(call())
             ticket.task = task
+            bound = self.background_max_s if priority is Priority.BACKGROUND else None
             try:
-                return await asyncio.wait_for(asyncio.shield(task), self.background_max_s)
+                return await asyncio.wait_for(asyncio.shield(task), bound)
             except TimeoutError:
                 task.cancel()
                 raise BackgroundTooLong(
@@ -267,6 +299,30 @@ class LocalGate:
                         await task
         finally:
             self.release(ticket)
+
+    async def until_watched(self, ticket: Ticket, first: Callable[[], Awaitable[T]]) -> T:
+        """`first()` — a held stream's first chunk — during which the turn may yield
+        (Preempted: the caller closes the stream, so Ollama stops); once it came, a person
+        reads it and the turn is never preempted again."""
+        if ticket.priority is Priority.INNER_LIVE:
+            ticket.watched = True
+            return await first()
+        if ticket.preempted:
+            raise Preempted(ticket.preempted)
+        task: asyncio.Task[T] = asyncio.ensure_future(first())
+        ticket.task = task
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if ticket.preempted and not (current is not None and current.cancelling()):
+                raise Preempted(ticket.preempted) from None
+            task.cancel()
+            raise
+        finally:
+            ticket.task = None
+        ticket.watched = True
+        return result
 
     # ------------------------------------------------------------------ inside
     def _free(self) -> int:
@@ -322,7 +378,7 @@ class LocalGate:
         """An email parked by the reserve may go: background work in its way yields."""
         if self.reserved_s() <= 0 and self._free() == 0 and any(
                 t.priority is Priority.EMAIL for _, _, t in self._waiting):
-            self._preempt("an email waits")
+            self._preempt("an email waits", Priority.EMAIL)
         self._admit()
 
     def _background_may_start(self) -> bool:
@@ -338,12 +394,12 @@ class LocalGate:
             return  # a person holds or waits: their release admits again
         self._timer = asyncio.get_running_loop().call_later(delay + 0.001, self._admit)
 
-    def _preempt(self, why: str) -> None:
+    def _preempt(self, why: str, asking: Priority | None) -> None:
         for ticket in list(self._held):
-            if ticket.priority.person or ticket.preempted:
+            if not yields_to(ticket, asking):
                 continue
             ticket.preempted = why  # not started yet: run() sees it before calling
             self.stats.preempted += 1
-            log.info("background model work yields: %s", why)
+            log.info("%s model work yields: %s", ticket.priority.name.lower(), why)
             if ticket.task is not None:
                 ticket.task.cancel()

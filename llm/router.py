@@ -252,6 +252,24 @@ class Router:
             ) from cause
         return self.remote
 
+    # ------------------------------------------------------------------ preemption
+    async def _gated(self, priority: Priority, call: Callable[[], Awaitable[T]],
+                     cost_s: float | None) -> T:
+        """`call()` in a turn at the gate; a person's request preempted by someone who goes
+        first (llm/gate.py, `yields_to`) is asked again, keeping its place: nothing was
+        shown of it, so it is answered once. Background work's Preempted goes up (its
+        item stays queued)."""
+        assert self.gate is not None
+        seq = self.gate.place()
+        while True:
+            try:
+                return await self.gate.run(priority, call, cost_s=cost_s, seq=seq)
+            except Preempted as exc:
+                if priority is Priority.BACKGROUND:
+                    raise
+                self.breaker.release()
+                log.info("%s request preempted (%s): asked again", priority.name.lower(), exc)
+
     # ------------------------------------------------------------------ one attempt
     async def _attempt(
         self,
@@ -278,7 +296,7 @@ class Router:
 
         try:
             if self.gate is not None and self._is_local(model):
-                reply = await self.gate.run(priority, call, cost_s=self._cost(messages, task))
+                reply = await self._gated(priority, call, self._cost(messages, task))
             else:
                 reply = await call()
         except Preempted:
@@ -381,24 +399,40 @@ class Router:
         remote_messages: list[ChatMessage], priority: Priority,
     ) -> AsyncIterator[str]:
         async def open_local() -> _OpenStream:
-            """Local's stream up to its first chunk: a failure before it may fall back."""
-            ticket = None
-            if self.gate is not None:
-                ticket = await self.gate.acquire(priority, cost_s=self._cost(messages, task))
-            self._last_local = list(messages)
-            start = time.perf_counter()
-            inner = self.local.stream(messages, task=task)
-            try:
-                first: str | None = await inner.__anext__()
-            except StopAsyncIteration:
-                first = None
-            except BaseException as exc:
-                if ticket is not None and self.gate is not None:
-                    self.gate.release(ticket)
-                if isinstance(exc, Exception):
-                    await self._failed(self.local, task, start, exc, None)
-                raise
-            return _OpenStream(self.local, inner, first, start, None, ticket)
+            """Local's stream up to its first chunk: a failure before it may fall back;
+            preempted before it (llm/gate.py), it is asked again at its place."""
+            seq = self.gate.place() if self.gate is not None else None
+            while True:
+                ticket = None
+                if self.gate is not None:
+                    ticket = await self.gate.acquire(priority, cost_s=self._cost(messages, task),
+                                                     seq=seq)
+                self._last_local = list(messages)
+                start = time.perf_counter()
+                inner = self.local.stream(messages, task=task)
+                try:  # until it is shown, the turn may yield (llm/gate.py)
+                    first: str | None = await (
+                        inner.__anext__() if ticket is None or self.gate is None
+                        else self.gate.until_watched(ticket, inner.__anext__))
+                except StopAsyncIteration:
+                    first = None
+                except Preempted as exc:
+                    try:
+                        await inner.aclose()
+                    finally:
+                        if ticket is not None and self.gate is not None:
+                            self.gate.release(ticket)
+                    self.breaker.release()
+                    log.info("%s stream preempted (%s): asked again", priority.name.lower(),
+                             exc)
+                    continue
+                except BaseException as exc:
+                    if ticket is not None and self.gate is not None:
+                        self.gate.release(ticket)
+                    if isinstance(exc, Exception):
+                        await self._failed(self.local, task, start, exc, None)
+                    raise
+                return _OpenStream(self.local, inner, first, start, None, ticket)
 
         async def open_remote(model: ChatModel, reason: str) -> _OpenStream:
             return _OpenStream(model, model.stream(remote_messages, task=task), None,
