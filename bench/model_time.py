@@ -270,7 +270,8 @@ def make_settings(args: argparse.Namespace, v: Variant, ollama: str, claude: str
         "AXI_LOCAL_TIMEOUT": 120 * ts, "AXI_FALLBACK_TIMEOUT": 60 * ts,
         "AXI_BACKGROUND_QUIET": 20 * ts, "AXI_BACKGROUND_MAX": 120 * ts,
         "AXI_LOCAL_RESERVE_S": v.reserve_s * ts,
-        "AXI_LOCAL_SLOTS": v.slots, "AXI_EMBED_MODEL": EMBED_MODEL if v.embed else "off",
+        "AXI_LOCAL_SLOTS": v.slots, "AXI_LOCAL_CACHES": v.server_slots or v.slots,
+        "AXI_EMBED_MODEL": EMBED_MODEL if v.embed else "off",
     }
     if v.small_extract:
         values["AXI_LOCAL_EXTRACTION_MODEL"] = EXTRACTION_MODEL

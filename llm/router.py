@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
@@ -35,7 +36,7 @@ from llm.protocol import ChatModel, ChatStream, JsonSchema
 from llm.structured import correction_messages, parse_structured
 from llm.tokens import estimate_messages
 from llm.types import CallRecord, ChatMessage, Reply, StructuredReply
-from llm.wait_estimate import Rates, cached_guess, expected_wait_s, request_cost_s
+from llm.wait_estimate import Rates, cached_guess_any, expected_wait_s, request_cost_s
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Router:
         gate: LocalGate | None = None,
         rates: RatesFn | None = None,
         max_wait_s: float | None = None,
+        caches: int = 1,
     ):
         self.local = local
         self.remote = remote
@@ -93,7 +95,9 @@ class Router:
         """A person who may use the fallback and would wait longer than this for the local
         model's first token gets the fallback (reason "local_busy"); a client, while the
         gate keeps the model for the inner circle, too (reason "local_reserved")."""
-        self._last_local: list[ChatMessage] = []  # what the local model read last
+        self._recent_local: deque[list[ChatMessage]] = deque(maxlen=max(caches, 1))
+        """What the local model read last, as many prompts as the server keeps caches
+        (AXI_LOCAL_CACHES): the wait estimate's guess of what is cached."""
         self._record = record
         self.budget_ok = budget_ok
         self.breaker = CircuitBreaker(
@@ -161,7 +165,7 @@ class Router:
         return expected_wait_s(
             self.gate.ahead_of(priority), own_prompt_tokens=estimate_messages(
                 {"role": m.role, "content": m.content} for m in messages),
-            own_cached=cached_guess(messages, self._last_local), rates=rates,
+            own_cached=cached_guess_any(messages, self._recent_local), rates=rates,
             now=self.gate.now())
 
     def _cost(self, messages: list[ChatMessage], task: str) -> float | None:
@@ -170,7 +174,7 @@ class Router:
             return None
         return request_cost_s(estimate_messages({"role": m.role, "content": m.content}
                                                 for m in messages),
-                              cached_guess(messages, self._last_local), rates)
+                              cached_guess_any(messages, self._recent_local), rates)
 
     async def _too_busy(self, messages: list[ChatMessage], priority: Priority,
                         local_only: bool, task: str) -> LocalTooBusy | None:
@@ -291,7 +295,7 @@ class Router:
             nonlocal start
             start = time.perf_counter()  # the model's time, not the queue's
             if self._is_local(model):
-                self._last_local = list(messages)
+                self._recent_local.append(list(messages))
             return await model.chat(messages, task=task, json_schema=json_schema)
 
         try:
@@ -407,7 +411,7 @@ class Router:
                 if self.gate is not None:
                     ticket = await self.gate.acquire(priority, cost_s=self._cost(messages, task),
                                                      seq=seq)
-                self._last_local = list(messages)
+                self._recent_local.append(list(messages))
                 start = time.perf_counter()
                 inner = self.local.stream(messages, task=task)
                 try:  # until it is shown, the turn may yield (llm/gate.py)
