@@ -477,7 +477,7 @@ async def analyse(app: Axi, channels: dict[str, world.StandIn], v: Variant, day:
     async with app.db.engine.connect() as conn:
         calls = (await conn.execute(text(
             "SELECT fournisseur, tache, coalesce(raison_repli, '') AS r, count(*) AS n "
-            "FROM appels_llm WHERE succes GROUP BY 1, 2, 3"))).all()
+            "FROM appels_llm WHERE succes AND tache <> 'warm' GROUP BY 1, 2, 3"))).all()
         items = (await conn.execute(text(
             "SELECT id, metadata->>'extraction', (metadata->>'message_id')::bigint "
             "FROM souvenirs WHERE metadata ? 'extraction'"))).all()
@@ -510,7 +510,8 @@ async def analyse(app: Axi, channels: dict[str, world.StandIn], v: Variant, day:
         "cache_share": cache, "local_share": local, "calls": [dict(c._mapping) for c in calls],
         "extraction": {"states": states, "turns": turns, "delay_s": world.dist(delays),
                        "queued_end_of_day": day.end_of_day_queue,
-                       "continued": getattr(app.extractor, "continued", None)},
+                       "continued": getattr(app.extractor, "continued", None),
+                       "warmed": getattr(app.extractor, "warmed", None)},
         "veilles": {"delay_s": world.dist(vdelay), "asked": len(day.veilles),
                     "done": sum(1 for w in day.veilles if w["done"] is not None),
                     "preempted": sum(w["preempted"] for w in day.veilles),
