@@ -49,6 +49,8 @@ T = TypeVar("T")
 FALLBACK_ERRORS: tuple[type[LLMError], ...] = (
     LLMUnavailable, LLMTimeout, PromptTooLarge, ModelNotFound, InvalidStructuredOutput,
 )
+# ... and, in `_local_first`, a person's request preempted then found too busy (llm/gate.py)
+LOCAL_FIRST_ERRORS: tuple[type[LLMError], ...] = (*FALLBACK_ERRORS, LocalTooBusy)
 # Errors that say the local server is unhealthy (they count for the circuit breaker).
 HEALTH_ERRORS: tuple[type[LLMError], ...] = (LLMUnavailable, LLMTimeout, ModelNotFound)
 CIRCUIT_OPEN = "circuit_open"
@@ -228,7 +230,7 @@ class Router:
         if self.breaker.allow():
             try:
                 return await local()
-            except FALLBACK_ERRORS as exc:
+            except LOCAL_FIRST_ERRORS as exc:
                 cause, reason = exc, exc.reason
         fallback = await self._check_fallback(reason, cause, local_only)
         return await remote(fallback, reason)
@@ -427,6 +429,9 @@ class Router:
                         if ticket is not None and self.gate is not None:
                             self.gate.release(ticket)
                     self.breaker.release()
+                    busy = await self._too_busy(messages, priority, local_only, task)
+                    if busy is not None:  # a client who may have the fallback gets it now
+                        raise busy from exc
                     log.info("%s stream preempted (%s): asked again", priority.name.lower(),
                              exc)
                     continue

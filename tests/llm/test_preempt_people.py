@@ -12,12 +12,15 @@ import asyncio
 import pytest
 
 from bot.config import DEFAULT_LOCAL_MODEL
+from llm.anthropic_chat import AnthropicChat
 from llm.gate import LocalGate, Preempted, Priority, Ticket, yields_to
 from llm.ollama_chat import OllamaChat
 from llm.router import Router
 from llm.types import ChatMessage
+from llm.wait_estimate import Rates
+from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.cpu_ollama import StartCpu
-from tests.llm.conftest import local_config
+from tests.llm.conftest import local_config, remote_config
 
 P = Priority
 EMAIL = [ChatMessage.user("Bonjour, nous avons vu votre annonce pour la longère. " * 120)]
@@ -138,3 +141,24 @@ async def test_in_the_wait_estimate_what_would_yield_to_ludo_does_not_count() ->
     email.watched = True  # (a streamed email being shown: it would not yield)
     assert gate.ahead_of(P.INNER_LIVE) == [email]
     gate.release(email)
+
+
+async def test_a_client_preempted_who_would_now_wait_too_long_gets_the_fallback(
+        cpu_servers: StartCpu, anthropic_server: FakeAnthropic) -> None:
+    anthropic_server.reply = "Ici Claude."
+    cpu = cpu_servers(time_scale=0.03, reply_tokens=20)
+    gate = LocalGate(slots=1, quiet_s=0.0)
+    async with (OllamaChat(local_config(cpu, model=DEFAULT_LOCAL_MODEL,  # type: ignore[arg-type]
+                                        timeout_s=60.0)) as local,
+                AnthropicChat(remote_config(anthropic_server)) as remote):
+        router = Router(local, remote, gate=gate, max_wait_s=120.0,
+                        rates=lambda task: Rates(prompt_tps=60.0, generation_tps=9.0))
+        shown: list[str] = []
+        client = asyncio.create_task(_client_stream(router, shown))
+        await asyncio.sleep(0.1)  # evaluating the client's prompt: nothing shown yet
+        ludo = await gate.acquire(P.INNER_LIVE, cost_s=600.0)  # ten minutes of Ludo's work
+        text = await asyncio.wait_for(client, 30)
+        gate.release(ludo)
+    assert text == "Ici Claude." == "".join(shown)
+    [cut] = cpu.records
+    assert cut.finished_s is None and len(anthropic_server.requests) == 1
