@@ -11,7 +11,10 @@ attempt) and serves, by priority then by arrival:
 4. background work (fact extraction, summaries, embeddings).
 
 Background work starts only when no person is waiting or being answered and the
-conversations have been quiet for `quiet_s`; it is preemptible and bounded: a person
+conversations have been quiet for `quiet_s` — except work whose prompt the server holds
+right now (`HOT`: a turn's extraction as a continuation of its prompt, the next turn's
+prefix prepared): it starts as soon as nobody waits, since it costs a few seconds now and
+far more once other conversations took its cache. All of it is preemptible and bounded: a person
 writing (`note_person`, called when any message is accepted) or asking for the model
 cancels the background request in flight, which raises `Preempted` in its caller (who
 leaves the item queued in the database: nothing is lost), and no background request runs
@@ -78,6 +81,12 @@ message meanwhile (else Ludo's message waits for a lane behind clients who wait 
 model)."""
 
 
+HOT: ContextVar[bool] = ContextVar("axi_gate_hot", default=False)
+"""Set by a background worker around work whose prompt prefix the server holds now (the
+extractor, bot/extractor.py): its background turn does not wait for the quiet period,
+only for nobody to be waiting or answered."""
+
+
 class Preempted(LLMError):
     """A request gave the local model up to someone who goes first (`yields_to`): the work
     is not done and not failed; background work stays queued and runs again later, a
@@ -106,6 +115,7 @@ class Ticket:
     task: asyncio.Task[Any] | None = None  # a background call, cancelled if preempted
     preempted: str | None = None
     cost_s: float | None = None  # expected model time (llm/wait_estimate.py), if known
+    hot: bool = False  # background work that need not wait for quiet (HOT)
     watched: bool = False  # its first token was shown to a person: never preempted now
 
     @property
@@ -187,11 +197,11 @@ class LocalGate:
             "preempted": self.stats.preempted,
         }
 
-    async def until_quiet(self, poll_s: float = 1.0) -> None:
+    async def until_quiet(self, poll_s: float = 1.0, *, hot: bool = False) -> None:
         """Wait until background work may start (no person waiting or answered, quiet
-        for `quiet_s`): a background worker calls this before claiming its next item,
-        so it holds nothing while people talk."""
-        while not self._background_may_start():
+        for `quiet_s` unless `hot`): a background worker calls this before claiming its
+        next item, so it holds nothing while people talk."""
+        while not self._background_may_start(hot):
             remaining = self.quiet_s - self._quiet_for()
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
@@ -220,7 +230,8 @@ class LocalGate:
         preempted (it keeps the place it had, ahead of those who asked after it)."""
         loop = asyncio.get_running_loop()
         ticket = Ticket(priority, next(self._seq) if seq is None else seq, self._clock(),
-                        loop.create_future(), cost_s=cost_s)
+                        loop.create_future(), cost_s=cost_s,
+                        hot=priority is Priority.BACKGROUND and HOT.get())
         if priority.person:
             self._last_person = ticket.asked_at
         if priority is Priority.INNER_LIVE:
@@ -362,7 +373,8 @@ class LocalGate:
             ticket = entry[2]
             if self._parked(ticket):
                 continue
-            if ticket.priority == Priority.BACKGROUND and not self._background_may_start():
+            if (ticket.priority == Priority.BACKGROUND
+                    and not self._background_may_start(ticket.hot)):
                 self._wake_when_quiet()
                 return None
             return entry
@@ -381,10 +393,10 @@ class LocalGate:
             self._preempt("an email waits", Priority.EMAIL)
         self._admit()
 
-    def _background_may_start(self) -> bool:
+    def _background_may_start(self, hot: bool = False) -> bool:
         if any(t.priority.person for t in self._held) or self.people_waiting:
             return False
-        return self._quiet_for() >= self.quiet_s
+        return hot or self._quiet_for() >= self.quiet_s
 
     def _wake_when_quiet(self) -> None:
         if self._timer is not None and not self._timer.cancelled():
