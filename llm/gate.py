@@ -116,11 +116,18 @@ class Ticket:
     preempted: str | None = None
     cost_s: float | None = None  # expected model time (llm/wait_estimate.py), if known
     hot: bool = False  # background work that need not wait for quiet (HOT)
+    yielded: int = 0  # times this request (its `seq`) was preempted already
     watched: bool = False  # its first token was shown to a person: never preempted now
 
     @property
     def waited_s(self) -> float:
         return (self.granted_at or self.asked_at) - self.asked_at
+
+
+MAX_YIELDS = {Priority.CLIENT_LIVE: 1, Priority.EMAIL: 2}
+"""How many times a person's request gives its turn up (asked again at its place each
+time): a client who yielded once, an email twice, keep the model when their turn comes
+back, so the inner circle's load cannot push them back for ever."""
 
 
 def yields_to(held: Ticket, asking: Priority | None) -> bool:
@@ -132,6 +139,8 @@ def yields_to(held: Ticket, asking: Priority | None) -> bool:
         return False
     if held.priority is Priority.BACKGROUND:
         return True
+    if held.yielded >= MAX_YIELDS.get(held.priority, 0):
+        return False  # it gave its turn up enough: its person has waited long enough
     return asking is Priority.INNER_LIVE and held.priority in (Priority.CLIENT_LIVE,
                                                                Priority.EMAIL)
 
@@ -163,6 +172,7 @@ class LocalGate:
         self._timer: asyncio.TimerHandle | None = None
         self._reserve_timer: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()  # a turn was given back: maybe quiet now
+        self._yielded: dict[int, int] = {}  # seq → times a person's request yielded
         self.stats = GateStats()
 
     # ------------------------------------------------------------------ people
@@ -231,7 +241,8 @@ class LocalGate:
         loop = asyncio.get_running_loop()
         ticket = Ticket(priority, next(self._seq) if seq is None else seq, self._clock(),
                         loop.create_future(), cost_s=cost_s,
-                        hot=priority is Priority.BACKGROUND and HOT.get())
+                        hot=priority is Priority.BACKGROUND and HOT.get(),
+                        yielded=self._yielded.get(seq, 0) if seq is not None else 0)
         if priority.person:
             self._last_person = ticket.asked_at
         if priority is Priority.INNER_LIVE:
@@ -258,6 +269,8 @@ class LocalGate:
         return ticket
 
     def release(self, ticket: Ticket) -> None:
+        if not ticket.preempted:
+            self._yielded.pop(ticket.seq, None)  # done: it will not be asked again
         if ticket in self._held:
             self._held.discard(ticket)
             if ticket.priority.person:
@@ -412,6 +425,8 @@ class LocalGate:
                 continue
             ticket.preempted = why  # not started yet: run() sees it before calling
             self.stats.preempted += 1
+            if ticket.priority.person:
+                self._yielded[ticket.seq] = ticket.yielded + 1
             log.info("%s model work yields: %s", ticket.priority.name.lower(), why)
             if ticket.task is not None:
                 ticket.task.cancel()

@@ -162,3 +162,24 @@ async def test_a_client_preempted_who_would_now_wait_too_long_gets_the_fallback(
     assert text == "Ici Claude." == "".join(shown)
     [cut] = cpu.records
     assert cut.finished_s is None and len(anthropic_server.requests) == 1
+
+
+async def test_a_client_yields_once_then_keeps_its_turn() -> None:
+    gate = LocalGate(slots=1, quiet_s=0.0)
+    seq = gate.place()
+    first = await gate.acquire(P.CLIENT_LIVE, seq=seq)
+    ludo = asyncio.create_task(gate.acquire(P.INNER_LIVE))
+    await asyncio.sleep(0)
+    assert first.preempted  # it yields once...
+    gate.release(first)
+    gate.release(await ludo)
+    again = await gate.acquire(P.CLIENT_LIVE, seq=seq)  # ...asked again at its place
+    assert again.yielded == 1 and not yields_to(again, P.INNER_LIVE)
+    ludo = asyncio.create_task(gate.acquire(P.INNER_LIVE))
+    await asyncio.sleep(0.02)
+    assert not again.preempted and not ludo.done()  # Ludo waits for it this time
+    gate.release(again)
+    gate.release(await ludo)
+    email = await gate.acquire(P.EMAIL)
+    assert yields_to(email, P.INNER_LIVE) and email.yielded == 0
+    gate.release(email)
