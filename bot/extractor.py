@@ -143,7 +143,8 @@ class Extractor:
         self._tries: collections.Counter[object] = collections.Counter()  # hot work preempted
         self._misses: collections.Counter[int] = collections.Counter()
         self.continued = 0
-        self.warmed = 0
+        self.foreseen = 0  # next prefixes handed over (the history window moves)
+        self.warmed = 0  # ... read into the server's cache
 
     def remember_turn(self, message_id: int, prompt: list[ChatMessage], reply: str,
                       conversation: str | None = None,
@@ -161,6 +162,7 @@ class Extractor:
             self._warm.pop(conversation, None)  # the older prefix is this turn's, read
             if next_prefix is not None:
                 self._warm[conversation] = Turn(list(next_prefix), "", now)
+                self.foreseen += 1
         self.wake.set()
 
     def _hot_work(self) -> Callable[[], Awaitable[bool]] | None:

@@ -74,11 +74,9 @@ expected (it sees "typing…" meanwhile)."""
 DATA_ITEM_CHARS = 300
 HISTORY_MESSAGES = 40
 HISTORY_SHARE = 0.8
-"""Of the local context left by the system part, what the history may use (the rest: the
-turn's data and message, a few hundred tokens). Each time the window has to move, the
-model reads the whole kept history again (~2,000 tokens, half a minute on the CPU, see
-bot/next_prefix.py): 0.6 moved it around the tenth exchange of a conversation, wasting
-room the data block never used."""
+"""Of the context left by the system part, the history's (the rest: the turn's data and
+message). Each move of the window re-reads the kept history (~2,000 tokens, half a minute
+on the CPU, bot/next_prefix.py): 0.6 moved it near the tenth exchange, for unused room."""
 FALLBACK_CONTEXT_TOKENS = 150_000
 
 PersonOf = Callable[[str, str], int | None]
@@ -293,9 +291,12 @@ class Responder:
         if self.on_turn is not None and reply.local and reply.fallback_reason is None:
             # its extraction can continue this very prompt (the model's cache holds it);
             # in a live chat, the next turn's prefix is prepared if the window moves
-            following = (next_prefix(composed.inputs, composed.built, text)
-                         if live is not None and composed.inputs and composed.built else None)
-            self.on_turn(msg.id, composed.messages, raw_reply, msg.conversation, following)
+            try:  # a hint for background work: never in the way of the reply
+                following = (next_prefix(composed.inputs, composed.built, text) if live
+                             is not None and composed.inputs and composed.built else None)
+                self.on_turn(msg.id, composed.messages, raw_reply, msg.conversation, following)
+            except Exception:
+                log.warning("could not hand turn #%s to background work", msg.id, exc_info=True)
 
     def compose(self, msg: StoredMessage, g: Gathered, *, for_fallback: bool = False
                 ) -> Composed:
