@@ -202,6 +202,8 @@ class LocalGate:
         """For /health and the wait estimate: who holds the model, who waits."""
         return {
             "slots": self.slots,
+            "reserve_s": self.reserve_s,  # AXI_LOCAL_RESERVE_S (0: off)
+            "reserved_s": round(self.reserved_s(), 1),  # how long it still runs
             "held": sorted(t.priority.name.lower() for t in self._held),
             "waiting": sorted(t.priority.name.lower() for _, _, t in self._waiting),
             "preempted": self.stats.preempted,
