@@ -221,6 +221,7 @@ def scale_module_clocks(ts: float) -> None:
         base = getattr(backoff, name)
         setattr(backoff, name, replace(base, base_s=base.base_s * ts, cap_s=base.cap_s * ts))
     bot.extractor.EXTRACTION = backoff.EXTRACTION  # imported by name there
+    bot.extractor.HOT_FOR_S = 600.0 * ts  # how long a turn's prompt counts as cached
 
 
 async def run_variant(v: Variant, plan: Plan, args: argparse.Namespace,
