@@ -7,7 +7,11 @@
   models) share it: each progresses at 1/n of the full rate (processor sharing, no
   batching gain: conservative for two slots of one model, about right for two models);
   (2) a model's own speed — a small extraction model runs `speed[model]` times faster
-  than the 7B (both rates). It also keeps each request's body (`bodies[record.index]`).
+  than the 7B (both rates). It also keeps each request's body (`bodies[record.index]`),
+  and (3) what a cancelled request leaves in its slot: the prompt evaluates by batches of
+  `num_batch` (512) tokens, each joining the slot's cache once decoded (Ollama's runner:
+  processBatch appends a batch's inputs to the slot's cache after Decode), so a request
+  preempted midway leaves its evaluated prefix for the next attempt, as on the server.
   `shared=False` gives the fake's own free parallelism (an upper bound).
 - `Scripts`: what the model writes — French replies in the form of address the prompt
   asks for (so the tutoiement guard does not ask for a rewrite), JSON facts for
@@ -65,8 +69,9 @@ KINDS = ("maison", "longère", "grange", "maison de bourg", "fermette", "apparte
 
 class SharedCpuOllama(CpuOllama):
     def __init__(self, config: CpuConfig, *, speed: dict[str, float] | None = None,
-                 shared: bool = True, tick_s: float = 0.25):
+                 shared: bool = True, tick_s: float = 0.25, num_batch: int = 512):
         self.speed = dict(speed or {})
+        self.num_batch = num_batch  # Ollama's num_batch (default 512)
         self.shared = shared
         self.tick_s = tick_s
         self.computing = 0  # requests evaluating or generating right now (all models)
@@ -108,13 +113,22 @@ class SharedCpuOllama(CpuOllama):
             per_token = 1.0 / (cfg.gen_rate * factor)
             self.computing += 1
             try:
-                first = await self._compute(
-                    start, record.evaluated_tokens / (cfg.prompt_rate * factor))
+                # the prompt by batches of `num_batch`; each one decoded joins the slot's
+                # cache at once, so a request cancelled midway leaves what it evaluated
+                # (Ollama's runner, processBatch: "After calling Decode, pending inputs are
+                # now in the cache"; llama-server keeps a cancelled slot's cache too)
+                t, done = start, cached
+                while done < len(job.tokens):
+                    n = min(self.num_batch, len(job.tokens) - done)
+                    t = await self._compute(t, n / (cfg.prompt_rate * factor))
+                    done += n
+                    slot.tokens = job.tokens[:done]
+                first = t
                 record.prompt_eval_s = first - start
-                t = first
                 for i, piece in enumerate(job.pieces):
                     if i:
                         t = await self._compute(t, per_token)
+                        slot.tokens = job.tokens + job.generated[:i]
                     record.eval_tokens = i + 1
                     yield piece
                 t = await self._compute(t, per_token) if job.pieces else t
@@ -392,11 +406,13 @@ def dist(values: Sequence[float]) -> dict[str, float]:
 
 
 def kind_of(body: dict[str, Any]) -> str:
-    """What a chat request was: extraction, veille, rewrite (tutoiement guard), a turn of
-    Ludo's, or another person's conversation turn."""
+    """What a chat request was: extraction, a warm-up, veille, rewrite (tutoiement guard),
+    a turn of Ludo's, or another person's conversation turn."""
     contents = _contents(body)
     if body.get("format"):
         return "extraction"
+    if (body.get("options") or {}).get("num_predict") == 1:
+        return "warm"  # the next turn's prefix read ahead (bot/next_prefix.py)
     if contents and VEILLE_MARK in contents[0]:
         return "veille"
     if contents and "Réécris ce message" in contents[-1]:

@@ -133,7 +133,7 @@ class Axi:
                 local, remote, record=call_recorder(self.store, observe=self.metrics.llm_call),
                 gate=self.gate,
                 rates=lambda task: measured(local.measured_rates(task)),
-                max_wait_s=cfg.local_max_wait_s,
+                max_wait_s=cfg.local_max_wait_s, caches=cfg.local_caches,
                 budget_ok=budget_with_alert(
                     lambda: self.store.claude_spend_this_month(timezone=cfg.timezone),
                     cfg.claude_monthly_budget_eur, notify=self.notifier.notify,

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     local_timeout_s: float = Field(default=120.0, gt=0, alias="AXI_LOCAL_TIMEOUT")
     local_keep_alive: str = Field(default="30m", alias="AXI_LOCAL_KEEP_ALIVE")
     local_slots: int = Field(default=1, ge=1, le=16, alias="AXI_LOCAL_SLOTS")
+    # the prompt caches the server keeps (OLLAMA_NUM_PARALLEL with OLLAMA_MULTIUSER_CACHE=1):
+    # the wait estimate guesses a prompt's cached part from as many recent prompts
+    local_caches: int = Field(default=1, ge=1, le=64, alias="AXI_LOCAL_CACHES")
     background_quiet_s: float = Field(default=20.0, ge=0, le=3600,
                                       alias="AXI_BACKGROUND_QUIET")
     background_max_s: float = Field(default=120.0, gt=0, le=3600, alias="AXI_BACKGROUND_MAX")

@@ -15,10 +15,18 @@ client about someone else, an unverified stranger, a forwarded message (metadata
 
 The local model's gate (llm/gate.py) runs this as background work: only when the
 conversations are quiet, and preempted as soon as a person writes (the item is rolled
-back, untouched, and runs again later). A failed item is retried later (bot/backoff.py's
-EXTRACTION), not at once. An item goes to Claude at most once: after a failure in which
-the router fell back, or one that was the model's own (invalid JSON or schema from a model that answered), its
-retries stay on the local model, then it is given up.
+back, untouched, and runs again later). Except hot work, done as soon as nobody waits for
+the model (llm/gate.py's HOT), because the server's cache holds its prompt now and will
+not for long (other conversations take the caches): a recent turn's extraction as a
+continuation of its prompt (it evaluates only the instruction, ~200 tokens, instead of
+the turn's data, reply and instruction once the cache moved on), and the next turn's
+prefix when the history window moves (bot/responder.py: else Ludo's next message waits
+for the whole kept history to be read again, ~30 s on the CPU).
+
+A failed item is retried later (bot/backoff.py's EXTRACTION), not at once. An item goes
+to Claude at most once: after a failure in which the router fell back, or one that was
+the model's own (invalid JSON or schema from a model that answered), its retries stay on
+the local model, then it is given up.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +58,7 @@ from bot.policy import (
 from bot.policy import interlocutor as make_interlocutor
 from bot.waiting import wait_for_event_or_stop
 from llm.errors import BudgetExceeded, InvalidStructuredOutput, LLMError, LocalOnlyUnavailable
-from llm.gate import Preempted
+from llm.gate import HOT, LocalGate, Preempted, Priority
 from llm.router import Router
 from llm.types import ChatMessage
 from memory.extraction_queue import MAX_EXTRACTION_ATTEMPTS
@@ -99,6 +109,13 @@ def fell_back(exc: BaseException, *, remote: bool, local_only: bool) -> bool:
     return not isinstance(exc.__cause__, LLMError)
 
 
+HOT_FOR_S = 600.0
+"""A turn remembered this recently likely still has its prompt in one of the server's
+caches (one per recent conversation): its extraction and its warm-up are hot work."""
+HOT_ATTEMPTS = 3
+"""Hot work preempted this many times waits for quiet like the rest."""
+HOT_MISSES = 5
+"""A remembered turn not found in the queue this many times (polls) is not hot work."""
 CONTINUATIONS_KEPT = 64
 """Turns whose exact prompt is kept for their extraction (in memory: after a restart an
 item is extracted from the minimal prompt, as before)."""
@@ -110,6 +127,7 @@ class Turn:
 
     prompt: list[ChatMessage]
     reply: str
+    at: float = 0.0  # time.monotonic() when the turn was answered
 
 
 class Extractor:
@@ -121,16 +139,84 @@ class Extractor:
         """Extract a turn as a continuation of its own prompt (the local model evaluates
         only the instruction): on when extraction runs on the conversation's model."""
         self._turns: collections.OrderedDict[int, Turn] = collections.OrderedDict()
+        self._warm: collections.OrderedDict[str, Turn] = collections.OrderedDict()
+        self._tries: collections.Counter[object] = collections.Counter()  # hot work preempted
+        self._misses: collections.Counter[int] = collections.Counter()
         self.continued = 0
+        self.foreseen = 0  # next prefixes handed over (the history window moves)
+        self.warmed = 0  # ... read into the server's cache
 
-    def remember_turn(self, message_id: int, prompt: list[ChatMessage], reply: str) -> None:
+    def remember_turn(self, message_id: int, prompt: list[ChatMessage], reply: str,
+                      conversation: str | None = None,
+                      next_prefix: list[ChatMessage] | None = None) -> None:
         """The responder hands over a turn the local model answered (before any rewrite of
-        its reply: the model's cache holds what it wrote)."""
+        its reply: the model's cache holds what it wrote), and the next turn's prefix when
+        the history window moves (None: it extends this turn's prompt)."""
         if not self.continuations:
             return
-        self._turns[message_id] = Turn(list(prompt), reply)
+        now = time.monotonic()
+        self._turns[message_id] = Turn(list(prompt), reply, now)
         while len(self._turns) > CONTINUATIONS_KEPT:
             self._turns.popitem(last=False)
+        if conversation is not None:
+            self._warm.pop(conversation, None)  # the older prefix is this turn's, read
+            if next_prefix is not None:
+                self._warm[conversation] = Turn(list(next_prefix), "", now)
+                self.foreseen += 1
+        self.wake.set()
+
+    def _hot_work(self) -> Callable[[], Awaitable[bool]] | None:
+        """The next hot work (the next turn's prefix first: a person will wait for it),
+        None when there is none."""
+        now = time.monotonic()
+        if len(self._tries) > 4 * CONTINUATIONS_KEPT:
+            self._tries = collections.Counter({k: n for k, n in self._tries.items()
+                                               if k in self._turns or k in self._warm})
+            self._misses = collections.Counter({k: n for k, n in self._misses.items()
+                                                if k in self._turns})
+        for key, turn in list(self._warm.items()):
+            if now - turn.at > HOT_FOR_S or self._tries[key] >= HOT_ATTEMPTS:
+                del self._warm[key]
+                continue
+            return lambda: self._warm_up(key, turn.prompt)
+        for mid, turn in self._turns.items():
+            if now - turn.at <= HOT_FOR_S and self._tries[mid] < HOT_ATTEMPTS:
+                return lambda: self._extract_hot(mid)
+        return None
+
+    async def _warm_up(self, key: str, prefix: list[ChatMessage]) -> bool:
+        """The next turn's prefix read into the server's cache (local only: it is the
+        conversation; one token generated, dropped)."""
+        try:
+            await self.router.chat(prefix, task="warm", local_only=True,
+                                   priority=Priority.BACKGROUND)
+        except Preempted:
+            self._tries[key] += 1
+            raise
+        except LLMError as exc:
+            log.info("warming the next prefix of %s failed: %s", key, exc)
+        else:
+            self.warmed += 1
+        if self._warm.get(key) is not None and self._warm[key].prompt == prefix:
+            del self._warm[key]
+        return True
+
+    async def _extract_hot(self, message_id: int) -> bool:
+        """False (nothing done: wait a moment) while the turn is not committed yet: the
+        responder hands it over before its transaction ends."""
+        try:
+            found = await self.extract_one(message_id=message_id)
+        except Preempted:
+            self._tries[message_id] += 1
+            raise
+        if not found:
+            self._misses[message_id] += 1
+            if self._misses[message_id] >= HOT_MISSES:  # done elsewhere, or not due
+                self._tries[message_id] = HOT_ATTEMPTS
+            return False
+        if message_id in self._turns:  # extracted from the minimal prompt: not hot again
+            self._tries[message_id] = HOT_ATTEMPTS
+        return True
 
     async def _continued(self, message_id: Any, *, speaker: str, message: str,
                          kind: Any) -> Any:
@@ -260,13 +346,38 @@ class Extractor:
             claim, souvenir.id, state="echec" if give_up else "a_faire", detail=detail,
             retry_in_s=None if give_up else EXTRACTION.delay(attempts))
 
+    async def _may_start(self, gate: LocalGate, *, hot: bool) -> bool:
+        """Claim nothing while people talk: wait until background work may start (hot
+        work: until nobody waits for the model). False when a turn was handed over
+        meanwhile (`wake`): there may be hot work to do first."""
+        self.wake.clear()
+        quiet = asyncio.ensure_future(gate.until_quiet(hot=hot))
+        if hot:
+            await quiet
+            return True
+        woken = asyncio.ensure_future(self.wake.wait())
+        try:
+            done, _ = await asyncio.wait({quiet, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            quiet.cancel()
+        return quiet in done
+
     async def run(self, stop: asyncio.Event, *, idle_s: float = 2.0) -> None:
         gate = self.router.gate
         while not stop.is_set():
             try:
-                if gate is not None:  # claim nothing while people talk
-                    await gate.until_quiet()
-                busy = await self.extract_one()
+                hot = self._hot_work() if gate is not None else None
+                if gate is not None and not await self._may_start(gate, hot=hot is not None):
+                    continue  # hot work came while waiting for quiet: it goes first
+                if hot is not None:
+                    token = HOT.set(True)
+                    try:
+                        busy = await hot()
+                    finally:
+                        HOT.reset(token)
+                else:
+                    busy = await self.extract_one()
             except Preempted as exc:
                 log.debug("fact extraction yields to a person: %s", exc)
                 continue  # the item is still queued; wait for quiet again

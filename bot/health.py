@@ -130,7 +130,9 @@ class HealthService:
                 result = await asyncio.wait_for(probe(), LLM_PROBE_TIMEOUT_S)
             except Exception as exc:
                 result = {"state": "unreachable", "detail": _why(exc)}
-        return rules.llm_local(result, self.router.breaker.state, model)
+        gate = self.router.gate
+        return rules.llm_local(result, self.router.breaker.state, model,
+                               gate=None if gate is None else gate.snapshot())
 
     async def _llm_fallback(self, db_ok: bool) -> dict[str, Any]:
         cfg = self.settings

@@ -78,11 +78,16 @@ def database(error: str | None, latency_ms: float | None) -> dict[str, Any]:
     return leaf(OK, latency_ms=None if latency_ms is None else round(latency_ms, 1))
 
 
-def llm_local(probe: Mapping[str, Any] | None, breaker: str, model: str) -> dict[str, Any]:
-    """The local model: Ollama's answer to a listing (probe) and the router's breaker."""
+def llm_local(probe: Mapping[str, Any] | None, breaker: str, model: str, *,
+              gate: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The local model: Ollama's answer to a listing (probe), the router's breaker, and
+    its gate (llm/gate.py: who holds and waits, the inner-circle reserve and how long it
+    still runs), shown as figures."""
     state = (probe or {}).get("state", "unknown")
     detail = (probe or {}).get("detail")
     figures: dict[str, Any] = {"model": model, "breaker": breaker, "probe": state}
+    if gate is not None:
+        figures["gate"] = dict(gate)
     if breaker == "open":
         return leaf(ERROR, "le modèle local a échoué plusieurs fois de suite (disjoncteur "
                     "ouvert) : les messages passent par le repli ou attendent", **figures)

@@ -31,6 +31,7 @@ from bot.gathered import (
     without_local_only,
 )
 from bot.inbound import ButtonPressed, event_from_json
+from bot.next_prefix import next_prefix
 from bot.notices import (
     STRANGER_NOTICE,
     attachment_notice,
@@ -72,6 +73,10 @@ LOCAL_WAIT_NOTICE_S = 10.0
 expected (it sees "typing…" meanwhile)."""
 DATA_ITEM_CHARS = 300
 HISTORY_MESSAGES = 40
+HISTORY_SHARE = 0.8
+"""Of the context left by the system part, the history's (the rest: the turn's data and
+message). Each move of the window re-reads the kept history (~2,000 tokens, half a minute
+on the CPU, bot/next_prefix.py): 0.6 moved it near the tenth exchange, for unused room."""
 FALLBACK_CONTEXT_TOKENS = 150_000
 
 PersonOf = Callable[[str, str], int | None]
@@ -83,6 +88,8 @@ PersonOf = Callable[[str, str], int | None]
 class Composed:
     messages: list[ChatMessage]
     fits_local: bool
+    inputs: prompt_builder.ContextInputs | None = None
+    built: prompt_builder.BuiltPrompt | None = None
 
 
 class Responder:
@@ -99,9 +106,11 @@ class Responder:
         self.reply_tokens = reply_tokens
         self.tz = ZoneInfo(timezone)
         self.system_mode: prompt_builder.SystemMode = "system"
-        self.on_turn: Callable[[int, list[ChatMessage], str], None] | None = None
-        """Told each turn the local model answered (its prompt and raw reply): the
-        extractor continues that prompt (bot/extractor.py)."""
+        self.on_turn: Callable[[int, list[ChatMessage], str, str, list[ChatMessage] | None],
+                               None] | None = None
+        """Told each turn the local model answered (its prompt, raw reply, conversation
+        and the next turn's prefix when the history window moves, bot/next_prefix.py):
+        the extractor continues that prompt and prepares that prefix (bot/extractor.py)."""
 
     def use_first_user_system(self, model: str) -> None:
         """Mistral's Ollama template moves the system message into the LAST [INST] block,
@@ -280,8 +289,14 @@ class Responder:
             ],
         )
         if self.on_turn is not None and reply.local and reply.fallback_reason is None:
-            # its extraction can continue this very prompt (the model's cache holds it)
-            self.on_turn(msg.id, composed.messages, raw_reply)
+            # its extraction can continue this very prompt (the model's cache holds it);
+            # in a live chat, the next turn's prefix is prepared if the window moves
+            try:  # a hint for background work: never in the way of the reply
+                following = (next_prefix(composed.inputs, composed.built, text) if live
+                             is not None and composed.inputs and composed.built else None)
+                self.on_turn(msg.id, composed.messages, raw_reply, msg.conversation, following)
+            except Exception:
+                log.warning("could not hand turn #%s to background work", msg.id, exc_info=True)
 
     def compose(self, msg: StoredMessage, g: Gathered, *, for_fallback: bool = False
                 ) -> Composed:
@@ -302,6 +317,7 @@ class Responder:
             relevant_facts=g.related_facts, form=g.who.form,
             num_ctx=FALLBACK_CONTEXT_TOKENS if for_fallback else self.num_ctx,
             reply_tokens=self.reply_tokens, system_mode=self.system_mode,
+            history_share=HISTORY_SHARE,
             max_item_chars=DATA_ITEM_CHARS, timezone=str(self.tz), withheld=for_fallback)
         fits = True
         try:
@@ -310,7 +326,8 @@ class Responder:
             built = prompt_builder.build_prompt(replace(inputs, num_ctx=FALLBACK_CONTEXT_TOKENS))
             fits = False
         return Composed([ChatMessage(m["role"], m["content"])  # type: ignore[arg-type]
-                         for m in built.messages], fits_local=fits and not for_fallback)
+                         for m in built.messages], fits_local=fits and not for_fallback,
+                        inputs=inputs, built=built)
 
     async def _guard(self, text: str, who: Interlocutor, *, local_only: bool) -> str:
         """Tutoiement/vouvoiement: fix by rules; ask the model to rewrite when unsure."""

@@ -11,15 +11,24 @@ attempt) and serves, by priority then by arrival:
 4. background work (fact extraction, summaries, embeddings).
 
 Background work starts only when no person is waiting or being answered and the
-conversations have been quiet for `quiet_s`; it is preemptible and bounded: a person
+conversations have been quiet for `quiet_s` — except work whose prompt the server holds
+right now (`HOT`: a turn's extraction as a continuation of its prompt, the next turn's
+prefix prepared): it starts as soon as nobody waits, since it costs a few seconds now and
+far more once other conversations took its cache. All of it is preemptible and bounded: a person
 writing (`note_person`, called when any message is accepted) or asking for the model
 cancels the background request in flight, which raises `Preempted` in its caller (who
 leaves the item queued in the database: nothing is lost), and no background request runs
 longer than `background_max_s`. So a person's request never waits behind more than the
 cancellation of one background request.
 
-A request in flight for a person is never preempted, so Ludo may still wait behind a
-client's live reply being generated. The inner-circle reserve (`reserve_s`,
+Preemption is one rule, `yields_to`: background work yields to any person; an email reply,
+and a client's live reply whose first token nobody has seen yet (`Ticket.watched`), yield
+to the inner circle in a live chat. The yielding call is cancelled (closing its HTTP
+stream makes Ollama stop; the prompt it evaluated stays in that slot's cache) and raises
+`Preempted`: the router asks again for a person's request, at the head of its priority
+(llm/router.py), so it is still answered, once; background work stays queued. A reply
+being shown is never preempted, so Ludo may still wait behind a client's reply streaming
+or one of his own. The inner-circle reserve (`reserve_s`,
 AXI_LOCAL_RESERVE_S; 0 = off) keeps the model for the inner circle while one of them is
 active: the gate records when an inner-circle request last asked for or gave back the model
 (`reserved_s` says how long the reserve still runs) and, meanwhile, leaves email requests
@@ -72,9 +81,16 @@ message meanwhile (else Ludo's message waits for a lane behind clients who wait 
 model)."""
 
 
+HOT: ContextVar[bool] = ContextVar("axi_gate_hot", default=False)
+"""Set by a background worker around work whose prompt prefix the server holds now (the
+extractor, bot/extractor.py): its background turn does not wait for the quiet period,
+only for nobody to be waiting or answered."""
+
+
 class Preempted(LLMError):
-    """A background request gave the local model up to a person: the work is not done and
-    not failed; it stays queued and runs again later."""
+    """A request gave the local model up to someone who goes first (`yields_to`): the work
+    is not done and not failed; background work stays queued and runs again later, a
+    person's request is asked again by the router."""
 
     reason = "preempted"
 
@@ -99,10 +115,34 @@ class Ticket:
     task: asyncio.Task[Any] | None = None  # a background call, cancelled if preempted
     preempted: str | None = None
     cost_s: float | None = None  # expected model time (llm/wait_estimate.py), if known
+    hot: bool = False  # background work that need not wait for quiet (HOT)
+    yielded: int = 0  # times this request (its `seq`) was preempted already
+    watched: bool = False  # its first token was shown to a person: never preempted now
 
     @property
     def waited_s(self) -> float:
         return (self.granted_at or self.asked_at) - self.asked_at
+
+
+MAX_YIELDS = {Priority.CLIENT_LIVE: 1, Priority.EMAIL: 2}
+"""How many times a person's request gives its turn up (asked again at its place each
+time): a client who yielded once, an email twice, keep the model when their turn comes
+back, so the inner circle's load cannot push them back for ever."""
+
+
+def yields_to(held: Ticket, asking: Priority | None) -> bool:
+    """THE preemption rule: whether `held` gives the model up to a request of `asking`
+    (None: a person just wrote, no request yet). Background work yields to any person;
+    an email reply, or a client's live reply nobody has seen a word of, to the inner
+    circle in a live chat. What a person is reading is never cut."""
+    if held.preempted or held.watched:
+        return False
+    if held.priority is Priority.BACKGROUND:
+        return True
+    if held.yielded >= MAX_YIELDS.get(held.priority, 0):
+        return False  # it gave its turn up enough: its person has waited long enough
+    return asking is Priority.INNER_LIVE and held.priority in (Priority.CLIENT_LIVE,
+                                                               Priority.EMAIL)
 
 
 @dataclass
@@ -132,6 +172,7 @@ class LocalGate:
         self._timer: asyncio.TimerHandle | None = None
         self._reserve_timer: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()  # a turn was given back: maybe quiet now
+        self._yielded: dict[int, int] = {}  # seq → times a person's request yielded
         self.stats = GateStats()
 
     # ------------------------------------------------------------------ people
@@ -139,7 +180,7 @@ class LocalGate:
         """A person wrote (a message was accepted) or is being answered: background work
         waits for the conversations to be quiet again, and yields the model now."""
         self._last_person = self._clock()
-        self._preempt("a person wrote")
+        self._preempt("a person wrote", None)
 
     @property
     def people_waiting(self) -> int:
@@ -161,16 +202,18 @@ class LocalGate:
         """For /health and the wait estimate: who holds the model, who waits."""
         return {
             "slots": self.slots,
+            "reserve_s": self.reserve_s,  # AXI_LOCAL_RESERVE_S (0: off)
+            "reserved_s": round(self.reserved_s(), 1),  # how long it still runs
             "held": sorted(t.priority.name.lower() for t in self._held),
             "waiting": sorted(t.priority.name.lower() for _, _, t in self._waiting),
             "preempted": self.stats.preempted,
         }
 
-    async def until_quiet(self, poll_s: float = 1.0) -> None:
+    async def until_quiet(self, poll_s: float = 1.0, *, hot: bool = False) -> None:
         """Wait until background work may start (no person waiting or answered, quiet
-        for `quiet_s`): a background worker calls this before claiming its next item,
-        so it holds nothing while people talk."""
-        while not self._background_may_start():
+        for `quiet_s` unless `hot`): a background worker calls this before claiming its
+        next item, so it holds nothing while people talk."""
+        while not self._background_may_start(hot):
             remaining = self.quiet_s - self._quiet_for()
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
@@ -179,25 +222,36 @@ class LocalGate:
                                        else poll_s)
 
     def ahead_of(self, priority: Priority) -> list[Ticket]:
-        """The turns that would go before a new request of `priority` (held ones first)."""
-        return [*self._held, *sorted((t for p, _, t in self._waiting if p <= priority),
-                                     key=lambda t: (t.priority, t.seq))]
+        """The turns that would go before a new request of `priority` (held ones first;
+        a held one that would yield to it does not)."""
+        return [*(t for t in self._held if not yields_to(t, priority)),
+                *sorted((t for p, _, t in self._waiting if p <= priority),
+                        key=lambda t: (t.priority, t.seq))]
 
     # ------------------------------------------------------------------ turns
     def now(self) -> float:
         return self._clock()
 
-    async def acquire(self, priority: Priority, *, cost_s: float | None = None) -> Ticket:
+    def place(self) -> int:
+        """A place in the queue, to ask again with after a preemption (`acquire(seq=)`)."""
+        return next(self._seq)
+
+    async def acquire(self, priority: Priority, *, cost_s: float | None = None,
+                      seq: int | None = None) -> Ticket:
+        """A turn; `seq`: the place in its priority of a request asked again after it was
+        preempted (it keeps the place it had, ahead of those who asked after it)."""
         loop = asyncio.get_running_loop()
-        ticket = Ticket(priority, next(self._seq), self._clock(), loop.create_future(),
-                        cost_s=cost_s)
+        ticket = Ticket(priority, next(self._seq) if seq is None else seq, self._clock(),
+                        loop.create_future(), cost_s=cost_s,
+                        hot=priority is Priority.BACKGROUND and HOT.get(),
+                        yielded=self._yielded.get(seq, 0) if seq is not None else 0)
         if priority.person:
             self._last_person = ticket.asked_at
         if priority is Priority.INNER_LIVE:
             self._last_inner = ticket.asked_at
         heapq.heappush(self._waiting, (int(priority), ticket.seq, ticket))
         if priority.person and self._free() == 0 and not self._parked(ticket):
-            self._preempt("a person is waiting")
+            self._preempt("a person is waiting", priority)
         self._admit()
         on_park = ON_PARK.get() if priority.person and not ticket.granted.done() else None
         if on_park is not None:
@@ -217,6 +271,8 @@ class LocalGate:
         return ticket
 
     def release(self, ticket: Ticket) -> None:
+        if not ticket.preempted:
+            self._yielded.pop(ticket.seq, None)  # done: it will not be asked again
         if ticket in self._held:
             self._held.discard(ticket)
             if ticket.priority.person:
@@ -237,19 +293,21 @@ class LocalGate:
             self.release(ticket)
 
     async def run(self, priority: Priority, call: Callable[[], Awaitable[T]], *,
-                  cost_s: float | None = None) -> T:
-        """`call()` during a turn. For background work, preemptible and bounded: raises
-        Preempted when a person needs the model or it ran past `background_max_s`."""
-        ticket = await self.acquire(priority, cost_s=cost_s)
+                  cost_s: float | None = None, seq: int | None = None) -> T:
+        """`call()` during a turn. Raises Preempted when the turn yields (`yields_to`)
+        before `call()` returned; background work is also bounded: BackgroundTooLong past
+        `background_max_s`. The inner circle's own requests are never preempted."""
+        ticket = await self.acquire(priority, cost_s=cost_s, seq=seq)
         try:
-            if priority.person:
+            if priority is Priority.INNER_LIVE:
                 return await call()
-            if ticket.preempted:  # a person came between the grant and now
+            if ticket.preempted:  # someone came between the grant and now
                 raise Preempted(ticket.preempted)
             task: asyncio.Task[T] = asyncio.ensure_future(call())
             ticket.task = task
+            bound = self.background_max_s if priority is Priority.BACKGROUND else None
             try:
-                return await asyncio.wait_for(asyncio.shield(task), self.background_max_s)
+                return await asyncio.wait_for(asyncio.shield(task), bound)
             except TimeoutError:
                 task.cancel()
                 raise BackgroundTooLong(
@@ -267,6 +325,30 @@ class LocalGate:
                         await task
         finally:
             self.release(ticket)
+
+    async def until_watched(self, ticket: Ticket, first: Callable[[], Awaitable[T]]) -> T:
+        """`first()` — a held stream's first chunk — during which the turn may yield
+        (Preempted: the caller closes the stream, so Ollama stops); once it came, a person
+        reads it and the turn is never preempted again."""
+        if ticket.priority is Priority.INNER_LIVE:
+            ticket.watched = True
+            return await first()
+        if ticket.preempted:
+            raise Preempted(ticket.preempted)
+        task: asyncio.Task[T] = asyncio.ensure_future(first())
+        ticket.task = task
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if ticket.preempted and not (current is not None and current.cancelling()):
+                raise Preempted(ticket.preempted) from None
+            task.cancel()
+            raise
+        finally:
+            ticket.task = None
+        ticket.watched = True
+        return result
 
     # ------------------------------------------------------------------ inside
     def _free(self) -> int:
@@ -306,7 +388,8 @@ class LocalGate:
             ticket = entry[2]
             if self._parked(ticket):
                 continue
-            if ticket.priority == Priority.BACKGROUND and not self._background_may_start():
+            if (ticket.priority == Priority.BACKGROUND
+                    and not self._background_may_start(ticket.hot)):
                 self._wake_when_quiet()
                 return None
             return entry
@@ -322,13 +405,13 @@ class LocalGate:
         """An email parked by the reserve may go: background work in its way yields."""
         if self.reserved_s() <= 0 and self._free() == 0 and any(
                 t.priority is Priority.EMAIL for _, _, t in self._waiting):
-            self._preempt("an email waits")
+            self._preempt("an email waits", Priority.EMAIL)
         self._admit()
 
-    def _background_may_start(self) -> bool:
+    def _background_may_start(self, hot: bool = False) -> bool:
         if any(t.priority.person for t in self._held) or self.people_waiting:
             return False
-        return self._quiet_for() >= self.quiet_s
+        return hot or self._quiet_for() >= self.quiet_s
 
     def _wake_when_quiet(self) -> None:
         if self._timer is not None and not self._timer.cancelled():
@@ -338,12 +421,14 @@ class LocalGate:
             return  # a person holds or waits: their release admits again
         self._timer = asyncio.get_running_loop().call_later(delay + 0.001, self._admit)
 
-    def _preempt(self, why: str) -> None:
+    def _preempt(self, why: str, asking: Priority | None) -> None:
         for ticket in list(self._held):
-            if ticket.priority.person or ticket.preempted:
+            if not yields_to(ticket, asking):
                 continue
             ticket.preempted = why  # not started yet: run() sees it before calling
             self.stats.preempted += 1
-            log.info("background model work yields: %s", why)
+            if ticket.priority.person:
+                self._yielded[ticket.seq] = ticket.yielded + 1
+            log.info("%s model work yields: %s", ticket.priority.name.lower(), why)
             if ticket.task is not None:
                 ticket.task.cancel()

@@ -28,7 +28,8 @@ from llm.protocol import ChatStream, JsonSchema
 from llm.types import ChatMessage, Provider, Reply
 
 # Room kept for the answer, per task; also sent as num_predict so the cap is real.
-NUM_PREDICT: dict[str, int] = {"conversation": 1024, "extraction": 768, "summary": 768}
+NUM_PREDICT: dict[str, int] = {"conversation": 1024, "extraction": 768, "summary": 768,
+                                "warm": 1}  # "warm": a prefix read into the cache, no answer
 DEFAULT_NUM_PREDICT = 1024
 
 

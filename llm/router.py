@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
@@ -35,7 +36,7 @@ from llm.protocol import ChatModel, ChatStream, JsonSchema
 from llm.structured import correction_messages, parse_structured
 from llm.tokens import estimate_messages
 from llm.types import CallRecord, ChatMessage, Reply, StructuredReply
-from llm.wait_estimate import Rates, cached_guess, expected_wait_s, request_cost_s
+from llm.wait_estimate import Rates, cached_guess_any, expected_wait_s, request_cost_s
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ T = TypeVar("T")
 FALLBACK_ERRORS: tuple[type[LLMError], ...] = (
     LLMUnavailable, LLMTimeout, PromptTooLarge, ModelNotFound, InvalidStructuredOutput,
 )
+# ... and, in `_local_first`, a person's request preempted then found too busy (llm/gate.py)
+LOCAL_FIRST_ERRORS: tuple[type[LLMError], ...] = (*FALLBACK_ERRORS, LocalTooBusy)
 # Errors that say the local server is unhealthy (they count for the circuit breaker).
 HEALTH_ERRORS: tuple[type[LLMError], ...] = (LLMUnavailable, LLMTimeout, ModelNotFound)
 CIRCUIT_OPEN = "circuit_open"
@@ -83,6 +86,7 @@ class Router:
         gate: LocalGate | None = None,
         rates: RatesFn | None = None,
         max_wait_s: float | None = None,
+        caches: int = 1,
     ):
         self.local = local
         self.remote = remote
@@ -93,7 +97,9 @@ class Router:
         """A person who may use the fallback and would wait longer than this for the local
         model's first token gets the fallback (reason "local_busy"); a client, while the
         gate keeps the model for the inner circle, too (reason "local_reserved")."""
-        self._last_local: list[ChatMessage] = []  # what the local model read last
+        self._recent_local: deque[list[ChatMessage]] = deque(maxlen=max(caches, 1))
+        """What the local model read last, as many prompts as the server keeps caches
+        (AXI_LOCAL_CACHES): the wait estimate's guess of what is cached."""
         self._record = record
         self.budget_ok = budget_ok
         self.breaker = CircuitBreaker(
@@ -161,7 +167,7 @@ class Router:
         return expected_wait_s(
             self.gate.ahead_of(priority), own_prompt_tokens=estimate_messages(
                 {"role": m.role, "content": m.content} for m in messages),
-            own_cached=cached_guess(messages, self._last_local), rates=rates,
+            own_cached=cached_guess_any(messages, self._recent_local), rates=rates,
             now=self.gate.now())
 
     def _cost(self, messages: list[ChatMessage], task: str) -> float | None:
@@ -170,7 +176,7 @@ class Router:
             return None
         return request_cost_s(estimate_messages({"role": m.role, "content": m.content}
                                                 for m in messages),
-                              cached_guess(messages, self._last_local), rates)
+                              cached_guess_any(messages, self._recent_local), rates)
 
     async def _too_busy(self, messages: list[ChatMessage], priority: Priority,
                         local_only: bool, task: str) -> LocalTooBusy | None:
@@ -224,7 +230,7 @@ class Router:
         if self.breaker.allow():
             try:
                 return await local()
-            except FALLBACK_ERRORS as exc:
+            except LOCAL_FIRST_ERRORS as exc:
                 cause, reason = exc, exc.reason
         fallback = await self._check_fallback(reason, cause, local_only)
         return await remote(fallback, reason)
@@ -252,6 +258,24 @@ class Router:
             ) from cause
         return self.remote
 
+    # ------------------------------------------------------------------ preemption
+    async def _gated(self, priority: Priority, call: Callable[[], Awaitable[T]],
+                     cost_s: float | None) -> T:
+        """`call()` in a turn at the gate; a person's request preempted by someone who goes
+        first (llm/gate.py, `yields_to`) is asked again, keeping its place: nothing was
+        shown of it, so it is answered once. Background work's Preempted goes up (its
+        item stays queued)."""
+        assert self.gate is not None
+        seq = self.gate.place()
+        while True:
+            try:
+                return await self.gate.run(priority, call, cost_s=cost_s, seq=seq)
+            except Preempted as exc:
+                if priority is Priority.BACKGROUND:
+                    raise
+                self.breaker.release()
+                log.info("%s request preempted (%s): asked again", priority.name.lower(), exc)
+
     # ------------------------------------------------------------------ one attempt
     async def _attempt(
         self,
@@ -273,12 +297,12 @@ class Router:
             nonlocal start
             start = time.perf_counter()  # the model's time, not the queue's
             if self._is_local(model):
-                self._last_local = list(messages)
+                self._recent_local.append(list(messages))
             return await model.chat(messages, task=task, json_schema=json_schema)
 
         try:
             if self.gate is not None and self._is_local(model):
-                reply = await self.gate.run(priority, call, cost_s=self._cost(messages, task))
+                reply = await self._gated(priority, call, self._cost(messages, task))
             else:
                 reply = await call()
         except Preempted:
@@ -381,24 +405,43 @@ class Router:
         remote_messages: list[ChatMessage], priority: Priority,
     ) -> AsyncIterator[str]:
         async def open_local() -> _OpenStream:
-            """Local's stream up to its first chunk: a failure before it may fall back."""
-            ticket = None
-            if self.gate is not None:
-                ticket = await self.gate.acquire(priority, cost_s=self._cost(messages, task))
-            self._last_local = list(messages)
-            start = time.perf_counter()
-            inner = self.local.stream(messages, task=task)
-            try:
-                first: str | None = await inner.__anext__()
-            except StopAsyncIteration:
-                first = None
-            except BaseException as exc:
-                if ticket is not None and self.gate is not None:
-                    self.gate.release(ticket)
-                if isinstance(exc, Exception):
-                    await self._failed(self.local, task, start, exc, None)
-                raise
-            return _OpenStream(self.local, inner, first, start, None, ticket)
+            """Local's stream up to its first chunk: a failure before it may fall back;
+            preempted before it (llm/gate.py), it is asked again at its place."""
+            seq = self.gate.place() if self.gate is not None else None
+            while True:
+                ticket = None
+                if self.gate is not None:
+                    ticket = await self.gate.acquire(priority, cost_s=self._cost(messages, task),
+                                                     seq=seq)
+                self._recent_local.append(list(messages))
+                start = time.perf_counter()
+                inner = self.local.stream(messages, task=task)
+                try:  # until it is shown, the turn may yield (llm/gate.py)
+                    first: str | None = await (
+                        inner.__anext__() if ticket is None or self.gate is None
+                        else self.gate.until_watched(ticket, inner.__anext__))
+                except StopAsyncIteration:
+                    first = None
+                except Preempted as exc:
+                    try:
+                        await inner.aclose()
+                    finally:
+                        if ticket is not None and self.gate is not None:
+                            self.gate.release(ticket)
+                    self.breaker.release()
+                    busy = await self._too_busy(messages, priority, local_only, task)
+                    if busy is not None:  # a client who may have the fallback gets it now
+                        raise busy from exc
+                    log.info("%s stream preempted (%s): asked again", priority.name.lower(),
+                             exc)
+                    continue
+                except BaseException as exc:
+                    if ticket is not None and self.gate is not None:
+                        self.gate.release(ticket)
+                    if isinstance(exc, Exception):
+                        await self._failed(self.local, task, start, exc, None)
+                    raise
+                return _OpenStream(self.local, inner, first, start, None, ticket)
 
         async def open_remote(model: ChatModel, reason: str) -> _OpenStream:
             return _OpenStream(model, model.stream(remote_messages, task=task), None,

@@ -10,7 +10,7 @@ after another on one slot). The router compares the result with `AXI_LOCAL_MAX_W
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from llm.gate import Priority, Ticket
@@ -47,6 +47,12 @@ def cached_guess(prompt: Sequence[ChatMessage], last: Sequence[ChatMessage]) -> 
             break
         shared += estimate_message({"role": new.role, "content": new.content})
     return shared
+
+
+def cached_guess_any(prompt: Sequence[ChatMessage],
+                     recent: Iterable[Sequence[ChatMessage]]) -> int:
+    """`cached_guess` against the best of the prompts the server's caches likely hold."""
+    return max((cached_guess(prompt, last) for last in recent), default=0)
 
 
 def request_cost_s(prompt_tokens: int, cached: int, rates: Rates,

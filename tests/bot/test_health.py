@@ -23,6 +23,7 @@ from bot.app import Axi
 from bot.channel import ChannelServices, Delivery
 from bot.metrics import AxiMetrics
 from channels.web import WebChannel
+from llm.gate import Priority
 from memory.database import Database
 from tests.bot.conftest import say
 from tests.bot.test_pipeline import make_settings
@@ -107,7 +108,7 @@ async def test_the_report_reads_backups_verifications_and_veilles(
 ) -> None:
     await empty_tables(db)
     cfg = make_settings(ollama_server, anthropic_server, database_url, test_data_dir,
-                        AXI_BACKUP_REPOSITORY="/srv/sauvegardes/axi")
+                        AXI_BACKUP_REPOSITORY="/srv/sauvegardes/axi", AXI_LOCAL_RESERVE_S=120)
     async with Axi(cfg, {}) as axi:
         async with axi.db.engine.begin() as conn:
             await conn.execute(text(
@@ -122,8 +123,13 @@ async def test_the_report_reads_backups_verifications_and_veilles(
         await axi.store.start_run(dpe.id, declenchement="manuel", prevu_pour=None, etat="ok")
         await axi.store.start_run(dpe.id, declenchement="planifie", prevu_pour=None,
                                   etat="echec", erreur="ADEME injoignable")
+        async with axi.gate.turn(Priority.INNER_LIVE):  # Ludo used the local model
+            pass
         report = await axi.health()
     parts = report["components"]
+    gate = parts["llm_local"]["gate"]  # the reserve's state, for the operator
+    assert gate["reserve_s"] == 120 and 119 < gate["reserved_s"] <= 120
+    assert gate["held"] == [] and gate["waiting"] == []
     assert parts["backup"]["local"]["status"] == "ok"
     assert 1.9 < parts["backup"]["local"]["age_hours"] < 2.1
     assert parts["backup"]["distant"]["status"] == "disabled"  # not configured: no failure

@@ -138,10 +138,11 @@ async def test_background_work_too_long_is_a_counted_failure_not_a_loop(
 
 async def test_a_lane_waiting_for_the_model_lets_ludos_message_be_claimed(
         axi: Axi, ollama_server: FakeOllama) -> None:
-    """Two lanes, two clients' messages first: one is answered, the other waits at the
-    gate. Ludo's message, written third, is claimed by a lane standing in for the waiting
-    one, so it reaches the gate and goes before the second client (without stand-ins it
-    waited for a lane, behind that client)."""
+    """Two lanes, two clients' messages first: one is being answered, the other waits at
+    the gate. Ludo's message, written third, is claimed by a lane standing in for the
+    waiting one, so it reaches the gate (without stand-ins it waited for a lane, behind
+    that client) — and, nothing of the client's reply being shown yet, it goes first
+    (llm/gate.py, yields_to): that client is answered right after him."""
     await axi.store.add_person("M. Martin", relation="client",
                                identities=[("telegram", "2003")])
     axi.pipeline.concurrency = 2
@@ -167,8 +168,8 @@ async def test_a_lane_waiting_for_the_model_lets_ludos_message_be_claimed(
     finally:
         stop.set()
         await asyncio.wait_for(worker, 10)
-    # whichever client reached the gate first is answered first; Ludo goes next
-    assert order[1] == "1001" and sorted(order) == ["1001", "2002", "2003"]
+    # Ludo first: the client in flight yielded (once) and is answered after him
+    assert order[0] == "1001" and sorted(order) == ["1001", "2002", "2003"]
     assert 2 < most_lanes <= 4
     assert axi.pipeline.parked_lanes == 0 and not axi.pipeline._lanes
 

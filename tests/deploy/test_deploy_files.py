@@ -262,6 +262,9 @@ def test_ollama_keeps_a_cache_per_conversation_and_runs_what_axi_gives_it(
     assert Settings.model_fields["local_slots"].default == 1
     assert parallel >= 8
     assert str(ollama["OLLAMA_MULTIUSER_CACHE"]) == "1"
+    # the wait estimate knows how many prompts Ollama keeps cached (llm/wait_estimate.py)
+    caches = re.search(r"^AXI_LOCAL_CACHES=(\d+)$", example, re.MULTILINE)
+    assert caches is not None and int(caches.group(1)) == parallel
 
 
 # ------------------------------------------------------------------------ the tunnel

@@ -158,7 +158,8 @@ async def test_a_waiter_cancelled_gives_nothing_away() -> None:
     await holder
     await _hold(gate, P.CLIENT_LIVE, order, "next")
     assert order == ["holder", "next"] and gate.snapshot() == {
-        "slots": 1, "held": [], "waiting": [], "preempted": 0}
+        "slots": 1, "reserve_s": 0.0, "reserved_s": 0.0, "held": [], "waiting": [],
+        "preempted": 0}
 
 
 async def test_two_slots_serve_two_people_at_once_and_never_background_beside_them(

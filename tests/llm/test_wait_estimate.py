@@ -72,3 +72,31 @@ async def test_a_person_who_would_wait_too_long_gets_the_fallback_unless_it_must
         gate.release(busy)
         assert (await stays).provider == "ollama"
     assert len(anthropic_server.requests) == 2
+
+
+def _conversation(name: str, turns: int) -> list[ChatMessage]:
+    messages = [ChatMessage.user(f"Tu parles avec {name}. " + "Consignes de l'agence. " * 60),
+                ChatMessage.assistant("Compris.")]
+    for i in range(turns):
+        messages += [ChatMessage.user(f"Question {i} de {name} sur la longère de Vergt."),
+                     ChatMessage.assistant(f"Réponse {i}.")]
+    return messages
+
+
+async def test_with_several_server_caches_each_conversation_keeps_its_cached_prefix(
+        ollama_server: FakeOllama) -> None:
+    """OLLAMA_NUM_PARALLEL=8 with the multi-user cache keeps one prompt per recent
+    conversation: the guess looks at as many recent prompts (AXI_LOCAL_CACHES), so Ludo's
+    next turn is not estimated as a whole prompt to read because a client spoke last."""
+    ludo, client = _conversation("Ludo", 6), _conversation("M. Petit", 2)
+    ludo_next = [*ludo, ChatMessage.user("Et pour Mme Durand ?")]
+    async with OllamaChat(local_config(ollama_server)) as local:
+        waits = {}
+        for caches in (1, 8):
+            router = Router(local, None, gate=LocalGate(slots=1, quiet_s=0.0),
+                            rates=lambda task: RATES, caches=caches)
+            await router.chat(ludo, priority=Priority.INNER_LIVE)
+            await router.chat(client, priority=Priority.CLIENT_LIVE)
+            waits[caches] = router.expected_wait(ludo_next, Priority.INNER_LIVE)
+    assert waits[1] is not None and waits[1] > 10.0  # one cache: the client's evicted his
+    assert waits[8] is not None and waits[8] < 0.2 * waits[1]  # only his new message
