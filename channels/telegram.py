@@ -37,6 +37,7 @@ from telegram.request import HTTPXRequest
 from bot.channel import ChannelServices, ChunkFn, CursorUpdate, Delivery, ProbeFailed
 from bot.inbound import Inbound
 from channels.telegram_files import with_files
+from channels.telegram_known import KnownSenders
 from channels.telegram_send import Pace, Sender, retry_seconds
 from channels.telegram_updates import CHANNEL, Skipped, next_offset, read_update, to_inbound
 
@@ -48,7 +49,6 @@ ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
 STALE_OFFSET_S = 6 * 24 * 3600.0
 """After a week without updates Telegram may restart update ids lower than our stored
 offset: past this age the first poll goes without an offset (the dedupe key keeps it safe)."""
-KNOWN_TTL_S = 30.0
 CRASH_ENV = "AXI_TEST_CRASH_AT"
 """Test-only: `telegram:after_get_updates` kills the process right after a batch is
 fetched and before it is stored (the worst moment), to prove nothing is lost."""
@@ -112,11 +112,8 @@ class TelegramChannel:
         self.watchdog_restarts = 0
         self.lock_losses = 0
         self._background: set[asyncio.Task[Any]] = set()
-        self._known: dict[str, tuple[bool, float]] = {}
-        """Whether a sender is a known, unblocked person (for the placeholder only: the
-        worker identifies every message itself), for KNOWN_TTL_S."""
+        self._known = KnownSenders(self._identify, background=self._background)
         self._said_not_polling = False
-        self._looking_up: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, services: ChannelServices) -> None:
@@ -392,7 +389,7 @@ class TelegramChannel:
             inbounds.append(item)  # commands, /local included, are the core's (bot/commands.py)
         await self._placeholders(inbounds)
         inbounds = await with_files(self.bot, inbounds, max_bytes=self.config.max_file_bytes,
-                                    timeout_s=self.config.file_timeout_s, wanted=self._known_person)
+                                    timeout_s=self.config.file_timeout_s, wanted=self._known)
         offset = next_offset(updates)
         moved = CursorUpdate(CHANNEL, CURSOR_KEY, _cursor_value(offset, time.time())) \
             if cursor and offset is not None else None
@@ -429,34 +426,9 @@ class TelegramChannel:
         return tuple(read_update(item, self.bot) for item in
                      (raw if isinstance(raw, list) else []))
 
-    async def _known_person(self, sender: str) -> bool:
-        """Whether a sender is a known, unblocked person, for the niceties only (the
-        placeholder, fetching files): the worker identifies every message itself. A
-        cached answer is used at once and refreshed behind it past KNOWN_TTL_S, so only
-        a sender never seen waits for the database. False when it cannot be told."""
-        cached = self._known.get(sender)
-        if cached is None:
-            return await self._look_up(sender)
-        if time.monotonic() - cached[1] > KNOWN_TTL_S and sender not in self._looking_up:
-            self._looking_up.add(sender)
-            task = asyncio.create_task(self._look_up(sender))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        return cached[0]
-
-    async def _look_up(self, sender: str) -> bool:
+    async def _identify(self, sender: str) -> Any:
         assert self.services is not None
-        try:
-            person = await self.services.identify(CHANNEL, sender)
-        except Exception as exc:  # a nicety: never in the way of storing the batch
-            log.debug("cannot tell whether %s is known: %s", sender, exc)
-            return False
-        finally:
-            self._looking_up.discard(sender)
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[sender] = (person is not None and not person.blocked, time.monotonic())
-        return self._known[sender][0]
+        return await self.services.identify(CHANNEL, sender)
 
     async def _placeholders(self, inbounds: list[Inbound]) -> None:
         """"…" at once for the known people's messages (never for strangers, blocked
@@ -465,10 +437,10 @@ class TelegramChannel:
             return
         wanted = [item for item in inbounds if item.event is None and item.text.strip()
                   and item.room is None]  # no draft in a group
-        known = await asyncio.gather(*(self._known_person(i.sender) for i in wanted))
+        known = await self._known.of(i.sender for i in wanted)
         started = False
-        for item, is_known in zip(wanted, known, strict=True):
-            if is_known:
+        for item in wanted:
+            if known[item.sender]:
                 task = asyncio.create_task(self.sender.placeholder(f"{CHANNEL}:{item.sender}"))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
