@@ -114,6 +114,7 @@ class TelegramChannel:
         self._background: set[asyncio.Task[Any]] = set()
         self._known = KnownSenders(self._identify, background=self._background)
         self._said_not_polling = False
+        self._long_polling = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, services: ChannelServices) -> None:
@@ -252,8 +253,11 @@ class TelegramChannel:
 
     async def _poll(self, held: Any) -> None:
         """Poll until the poller lock is lost: a watcher checks it every `lock_check_s`
-        and cuts a long poll in flight, so two processes never poll for longer than that."""
+        and cuts a long poll in flight, so two processes never poll for longer than that.
+        It cancels the poller itself, only while it waits for `getUpdates` (never while
+        a batch is stored): a poll runs in the poller's own task, no task per poll."""
         lost = asyncio.Event()
+        poller = asyncio.current_task()
 
         async def watch() -> None:
             never = asyncio.Event()  # a periodic check: nothing wakes it early
@@ -261,6 +265,8 @@ class TelegramChannel:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(never.wait(), self.config.lock_check_s)
             lost.set()
+            if self._long_polling and poller is not None:
+                poller.cancel()
 
         watcher = asyncio.create_task(watch(), name="telegram-lock-watch")
         try:
@@ -283,12 +289,19 @@ class TelegramChannel:
         log.info("Telegram : relève des messages de @%s / polling", self.bot_username)
         while not lost.is_set():
             try:
-                updates = await _unless(lost, asyncio.wait_for(
-                    self.bot.get_updates(offset=offset, timeout=cfg.poll_timeout_s,
-                                         allowed_updates=list(ALLOWED_UPDATES)),
-                    timeout=cfg.watchdog_s))
-                if updates is None:  # the lock was lost while polling
-                    return
+                try:
+                    self._long_polling = True
+                    async with asyncio.timeout(cfg.watchdog_s):
+                        updates: Sequence[Update | Skipped] = await self.bot.get_updates(
+                            offset=offset, timeout=cfg.poll_timeout_s,
+                            allowed_updates=list(ALLOWED_UPDATES))
+                finally:
+                    self._long_polling = False
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if lost.is_set() and task is not None and task.uncancel() == 0:
+                    return  # the watcher cut the poll: the lock is lost
+                raise
             except TimeoutError:
                 self.watchdog_restarts += 1
                 log.warning("Telegram: getUpdates silent for %.0f s: new connection pool",
@@ -458,18 +471,3 @@ class TelegramChannel:
             with contextlib.suppress(Exception):
                 await old.shutdown()
 
-
-async def _unless(stop: asyncio.Event, work: Any) -> Any:
-    """`work`'s result, or None (work cancelled) as soon as `stop` is set. Cancelled
-    itself, it cancels `work` and waits for it: no task is left behind."""
-    task = asyncio.ensure_future(work)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-    return task.result() if not task.cancelled() else None

@@ -5,15 +5,19 @@ Real PTB against the loopback Bot API, the whole assistant on real PostgreSQL.""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from pathlib import Path
+
+from sqlalchemy import text
 
 from bot.app import Axi
 from bot.channel import ChannelSet, KnownPerson
 from channels.telegram import TelegramChannel
 from memory.database import Database
 from tests.bot.test_pipeline import make_settings, scripted_reply
-from tests.channels.test_telegram import telegram_config, texts_to
+from tests.channels.test_telegram import telegram_axi, telegram_config, texts_to
 from tests.conftest import empty_tables
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.telegram_server import FakeTelegram
@@ -53,3 +57,27 @@ async def test_a_new_sender_is_looked_up_once_per_batch_and_each_message_shows_i
     placeholders = [c for c in fake.drafts if c.params.get("text") == "…"]
     assert len(placeholders) == 3
     assert len({c.params["draft_id"] for c in placeholders}) == 3
+
+
+async def test_a_lost_lock_cuts_the_long_poll_in_flight_and_polling_resumes(
+        db: Database, database_url: str | None, test_data_dir: Path,
+        ollama_server: FakeOllama, telegram_server: FakeTelegram) -> None:
+    """The poll runs in the poller's own task (no task per poll): the lock's watcher cuts a
+    long poll by cancelling it, which ends that poll, not the channel."""
+    fake = telegram_server
+    async with telegram_axi(db, database_url, test_data_dir, ollama_server, fake,
+                            poll_timeout_s=20, watchdog_s=40.0) as axi:
+        channel = axi.channels["telegram"]
+        await until(lambda: channel.polling and fake.calls_to("getUpdates"), 10)  # type: ignore[attr-defined]
+        await asyncio.sleep(0.3)  # a 20 s poll is in flight
+        async with axi.db.engine.begin() as conn:  # the lock's connection dies
+            await conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND granted AND pid <> pg_backend_pid() AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"))
+        cut = time.monotonic()
+        await until(lambda: channel.lock_losses == 1, 5)  # type: ignore[attr-defined]
+        assert time.monotonic() - cut < 3.0  # not the 20 s of the poll
+        fake.message(1001, "Toujours là ?")  # the lock is taken again, polling goes on
+        await until(lambda: texts_to(fake, 1001), 30, message="polling did not resume")
+        assert len(texts_to(fake, 1001)) == 1
