@@ -184,6 +184,7 @@ class Axi:
             with contextlib.suppress(Exception):
                 await channel.stop()
         if hasattr(self, "pipeline"):
+            await self.pipeline.close()
             await self.pipeline.responder.close()
         await self._stack.aclose()
 

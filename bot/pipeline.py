@@ -164,8 +164,11 @@ class Pipeline:
         self.counters: Counters = counters or NoCounters()
         """Messages in and out by channel, and failures (bot/metrics.py)."""
         self.on_accept = on_accept
-        """Awaited with the new messages stored, after the lanes are woken: someone wrote
-        (the local model's gate lets background work yield at once, llm/gate.py)."""
+        """Called with the new messages stored, after the lanes are woken: someone wrote
+        (the local model's gate lets background work yield at once, llm/gate.py). Run
+        beside the caller, never awaited by it: a hint (it reads who wrote) must not hold
+        back the channel that accepted, whose next fetch waits for `accept` to return."""
+        self._hints: set[asyncio.Task[None]] = set()
         self.responder = responder
         self.channels = channels
         """The channels of this process (the live dict of `Axi`): the outbox sends only
@@ -237,7 +240,24 @@ class Pipeline:
         for message in new:
             self.counters.message(message.canal, "in")
         if self.on_accept is not None and new:
-            await self.on_accept(new)
+            hint = asyncio.ensure_future(self._hint(self.on_accept, new))
+            self._hints.add(hint)
+            hint.add_done_callback(self._hints.discard)
+
+    @staticmethod
+    async def _hint(on_accept: Callable[[Sequence[StoredMessage]], Awaitable[None]],
+                    new: Sequence[StoredMessage]) -> None:
+        try:
+            await on_accept(new)
+        except Exception:  # the messages are stored: a hint lost is not their failure
+            log.exception("on_accept failed")
+
+    async def close(self) -> None:
+        """Stop the hints still running (the process is stopping)."""
+        for hint in list(self._hints):
+            hint.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*self._hints, return_exceptions=True)
 
     # ---------------------------------------------------------------- 3. worker
     async def process_one(self, *, message_id: int | None = None,

@@ -37,6 +37,7 @@ from telegram.request import HTTPXRequest
 from bot.channel import ChannelServices, ChunkFn, CursorUpdate, Delivery, ProbeFailed
 from bot.inbound import Inbound
 from channels.telegram_files import with_files
+from channels.telegram_known import KnownSenders
 from channels.telegram_send import Pace, Sender, retry_seconds
 from channels.telegram_updates import CHANNEL, Skipped, next_offset, read_update, to_inbound
 
@@ -48,7 +49,6 @@ ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
 STALE_OFFSET_S = 6 * 24 * 3600.0
 """After a week without updates Telegram may restart update ids lower than our stored
 offset: past this age the first poll goes without an offset (the dedupe key keeps it safe)."""
-KNOWN_TTL_S = 30.0
 CRASH_ENV = "AXI_TEST_CRASH_AT"
 """Test-only: `telegram:after_get_updates` kills the process right after a batch is
 fetched and before it is stored (the worst moment), to prove nothing is lost."""
@@ -112,11 +112,9 @@ class TelegramChannel:
         self.watchdog_restarts = 0
         self.lock_losses = 0
         self._background: set[asyncio.Task[Any]] = set()
-        self._known: dict[str, tuple[bool, float]] = {}
-        """Whether a sender is a known, unblocked person (for the placeholder only: the
-        worker identifies every message itself), for KNOWN_TTL_S."""
+        self._known = KnownSenders(self._identify, background=self._background)
         self._said_not_polling = False
-        self._looking_up: set[str] = set()
+        self._long_polling = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, services: ChannelServices) -> None:
@@ -257,8 +255,11 @@ class TelegramChannel:
 
     async def _poll(self, held: Any) -> None:
         """Poll until the poller lock is lost: a watcher checks it every `lock_check_s`
-        and cuts a long poll in flight, so two processes never poll for longer than that."""
+        and cuts a long poll in flight, so two processes never poll for longer than that.
+        It cancels the poller itself, only while it waits for `getUpdates` (never while
+        a batch is stored): a poll runs in the poller's own task, no task per poll."""
         lost = asyncio.Event()
+        poller = asyncio.current_task()
 
         async def watch() -> None:
             never = asyncio.Event()  # a periodic check: nothing wakes it early
@@ -266,6 +267,8 @@ class TelegramChannel:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(never.wait(), self.config.lock_check_s)
             lost.set()
+            if self._long_polling and poller is not None:
+                poller.cancel()
 
         watcher = asyncio.create_task(watch(), name="telegram-lock-watch")
         try:
@@ -288,12 +291,19 @@ class TelegramChannel:
         log.info("Telegram : relève des messages de @%s / polling", self.bot_username)
         while not lost.is_set():
             try:
-                updates = await _unless(lost, asyncio.wait_for(
-                    self.bot.get_updates(offset=offset, timeout=cfg.poll_timeout_s,
-                                         allowed_updates=list(ALLOWED_UPDATES)),
-                    timeout=cfg.watchdog_s))
-                if updates is None:  # the lock was lost while polling
-                    return
+                try:
+                    self._long_polling = True
+                    async with asyncio.timeout(cfg.watchdog_s):
+                        updates: Sequence[Update | Skipped] = await self.bot.get_updates(
+                            offset=offset, timeout=cfg.poll_timeout_s,
+                            allowed_updates=list(ALLOWED_UPDATES))
+                finally:
+                    self._long_polling = False
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if lost.is_set() and task is not None and task.uncancel() == 0:
+                    return  # the watcher cut the poll: the lock is lost
+                raise
             except TimeoutError:
                 self.watchdog_restarts += 1
                 log.warning("Telegram: getUpdates silent for %.0f s: new connection pool",
@@ -394,7 +404,7 @@ class TelegramChannel:
             inbounds.append(item)  # commands, /local included, are the core's (bot/commands.py)
         await self._placeholders(inbounds)
         inbounds = await with_files(self.bot, inbounds, max_bytes=self.config.max_file_bytes,
-                                    timeout_s=self.config.file_timeout_s, wanted=self._known_person)
+                                    timeout_s=self.config.file_timeout_s, wanted=self._known)
         offset = next_offset(updates)
         moved = CursorUpdate(CHANNEL, CURSOR_KEY, _cursor_value(offset, time.time())) \
             if cursor and offset is not None else None
@@ -431,34 +441,9 @@ class TelegramChannel:
         return tuple(read_update(item, self.bot) for item in
                      (raw if isinstance(raw, list) else []))
 
-    async def _known_person(self, sender: str) -> bool:
-        """Whether a sender is a known, unblocked person, for the niceties only (the
-        placeholder, fetching files): the worker identifies every message itself. A
-        cached answer is used at once and refreshed behind it past KNOWN_TTL_S, so only
-        a sender never seen waits for the database. False when it cannot be told."""
-        cached = self._known.get(sender)
-        if cached is None:
-            return await self._look_up(sender)
-        if time.monotonic() - cached[1] > KNOWN_TTL_S and sender not in self._looking_up:
-            self._looking_up.add(sender)
-            task = asyncio.create_task(self._look_up(sender))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        return cached[0]
-
-    async def _look_up(self, sender: str) -> bool:
+    async def _identify(self, sender: str) -> Any:
         assert self.services is not None
-        try:
-            person = await self.services.identify(CHANNEL, sender)
-        except Exception as exc:  # a nicety: never in the way of storing the batch
-            log.debug("cannot tell whether %s is known: %s", sender, exc)
-            return False
-        finally:
-            self._looking_up.discard(sender)
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[sender] = (person is not None and not person.blocked, time.monotonic())
-        return self._known[sender][0]
+        return await self.services.identify(CHANNEL, sender)
 
     async def _placeholders(self, inbounds: list[Inbound]) -> None:
         """"…" at once for the known people's messages (never for strangers, blocked
@@ -467,10 +452,10 @@ class TelegramChannel:
             return
         wanted = [item for item in inbounds if item.event is None and item.text.strip()
                   and item.room is None]  # no draft in a group
-        known = await asyncio.gather(*(self._known_person(i.sender) for i in wanted))
+        known = await self._known.of(i.sender for i in wanted)
         started = False
-        for item, is_known in zip(wanted, known, strict=True):
-            if is_known:
+        for item in wanted:
+            if known[item.sender]:
                 task = asyncio.create_task(self.sender.placeholder(f"{CHANNEL}:{item.sender}"))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
@@ -488,18 +473,3 @@ class TelegramChannel:
             with contextlib.suppress(Exception):
                 await old.shutdown()
 
-
-async def _unless(stop: asyncio.Event, work: Any) -> Any:
-    """`work`'s result, or None (work cancelled) as soon as `stop` is set. Cancelled
-    itself, it cancels `work` and waits for it: no task is left behind."""
-    task = asyncio.ensure_future(work)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-    return task.result() if not task.cancelled() else None

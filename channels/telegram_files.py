@@ -53,7 +53,10 @@ async def with_files(bot: Bot, inbounds: list[Inbound], *, max_bytes: int, timeo
                      wanted: Callable[[str], Awaitable[bool]],
                      at_once: int = AT_ONCE) -> list[Inbound]:
     """The batch, its known senders' files fetched (`at_once` at a time: the bot's
-    connection pool also carries the replies)."""
+    connection pool also carries the replies). A batch without files is returned as it
+    is, at once: nothing to gather, so storing it waits for nothing."""
+    if not any(item.attachments for item in inbounds):
+        return inbounds
     gate = asyncio.Semaphore(at_once)
 
     async def fetch(a: Attachment) -> Attachment:

@@ -6,15 +6,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    InvalidatePoolError,
+    OperationalError,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_
 
 from memory import embedded
 from memory.errors import DatabaseUnavailable
@@ -30,6 +38,35 @@ MAIN_SETTINGS = {"hnsw.ef_search": str(ANN_EF_SEARCH)}
 RECALL_SETTINGS = {"enable_seqscan": "off", "plan_cache_mode": "force_custom_plan",
                    "application_name": "axi-recall"}
 """Connection settings of recall's pool (why: memory/recall_query.py, BITMAP_ONLY_SQL)."""
+PING_AFTER_IDLE_S = 1.0
+"""A pooled connection of a server we do not run is checked (one empty query) before use
+when it sat idle this long: a restart or an idle timeout may have ended it meanwhile."""
+_IDLE_SINCE = "axi_idle_since"
+
+
+def ping_after_idle(engine: AsyncEngine, idle_s: float = PING_AFTER_IDLE_S) -> None:
+    """Replaces SQLAlchemy's `pool_pre_ping`, which checked EVERY checkout with three round
+    trips (BEGIN, an empty query, ROLLBACK, for pgbouncer) — on a message's path a dozen
+    checkouts, each paying them, on the event loop every channel shares. A connection back
+    in the pool for less than `idle_s` is not checked (it just worked; a server going away
+    meanwhile fails the statement, an outage like any other: `lost_connection`); an older
+    one is checked by one empty query, and a dead one makes SQLAlchemy replace the pool's
+    connections, as its pre-ping did."""
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "checkin")
+    def _idle(dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is None or time.monotonic() - since < idle_s:  # new, or just used
+            return
+        try:
+            await_(dbapi_connection.driver_connection.fetchrow(";"))
+        except Exception as exc:  # gone: a new connection, and the pool's older ones too
+            raise InvalidatePoolError(f"pooled connection lost: {exc}") from exc
 
 
 def async_url(url: str) -> URL:
@@ -190,8 +227,6 @@ async def open_database(
         url,
         pool_size=pool_size,
         max_overflow=5,
-        # a local socket to our own embedded server needs no liveness ping per checkout
-        pool_pre_ping=server is None,
         connect_args={"timeout": CONNECT_TIMEOUT_S, "server_settings": MAIN_SETTINGS},
     )
     # Recall's own pool: its planner settings (memory/recall_query.py) are set per connection
@@ -201,10 +236,12 @@ async def open_database(
         url,
         pool_size=max(2, pool_size // 4),
         max_overflow=5,
-        pool_pre_ping=server is None,
         isolation_level="AUTOCOMMIT",
         connect_args={"timeout": CONNECT_TIMEOUT_S, "server_settings": RECALL_SETTINGS},
     )
+    if server is None:  # a local socket to our own embedded server needs no liveness check
+        ping_after_idle(engine)
+        ping_after_idle(recall_engine)
     try:
         try:
             async with engine.connect() as conn:

@@ -231,22 +231,6 @@ class MessagesMixin:
         async with self.db.sessions.begin() as session:
             return await _accept_in(session, params)
 
-    async def accept_many(
-        self, items: Sequence[dict[str, Any]], *, cursor: tuple[str, str, str] | None = None
-    ) -> list[Accepted]:
-        """Store several inbound messages (each as `inbound_params` makes it) and move a
-        channel's cursor (canal, cle, valeur) in ONE transaction: the channel acknowledges
-        its source up to the cursor only after this returns, so a crash in between
-        redelivers messages that are then recognised (no loss, no duplicate)."""
-        async with self.db.sessions.begin() as session:
-            done = [await _accept_in(session, params) for params in items]
-            if cursor is not None:
-                await session.execute(text(
-                    "INSERT INTO curseurs_canal (canal, cle, valeur) VALUES (:c, :k, :v) "
-                    "ON CONFLICT (canal, cle) DO UPDATE SET valeur = excluded.valeur, "
-                    "maj_le = now()"), {"c": cursor[0], "k": cursor[1], "v": cursor[2]})
-        return done
-
     async def received_files(self, message_id: int) -> list[ReceivedFile]:
         """The contents kept with an inbound message, in their order."""
         async with self.db.sessions() as session:

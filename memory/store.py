@@ -22,6 +22,7 @@ from memory.facts import FactsMixin
 from memory.forget import ForgetMixin
 from memory.health_queries import HealthQueriesMixin
 from memory.hybrid_recall import HybridRecallMixin
+from memory.inbox_accept import InboxAcceptMixin
 from memory.inbox_admin import InboxAdminMixin
 from memory.lexicon import LexiconMixin
 from memory.llm_calls import LLMCallsMixin
@@ -56,7 +57,8 @@ def translate_db_error(exc: DBAPIError) -> Exception:
 
 
 class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixin,
-                  ConsignesMixin, MessagesMixin, OutboxMixin, LLMCallsMixin, ExtractionQueueMixin,
+                  ConsignesMixin, InboxAcceptMixin, MessagesMixin, OutboxMixin, LLMCallsMixin,
+                  ExtractionQueueMixin,
                   EmbeddingsMixin, HybridRecallMixin, NotificationsMixin, ConfirmationsMixin, InboxAdminMixin,
                   LocksMixin, TokensMixin, ForgetMixin, AxisMailboxMixin, SiteContactsMixin,
                   VeillesMixin, DvfMixin, HealthQueriesMixin, OperationsMixin, SendAttemptsMixin):

@@ -195,4 +195,23 @@ async def test_strangers_and_blocked_senders_do_not_hold_background_work_back(
     assert axi.gate._quiet_for() >= quiet_before
     ollama_server.delay_s = 0.0
     await axi.pipeline.accept(telegram("2002", "Bonjour !"))  # a client: a person
-    assert axi.gate._quiet_for() < 1.0
+    await until(lambda: axi.gate._quiet_for() < 1.0, 5)  # the hint runs beside accept
+
+
+async def test_accepting_never_waits_for_the_hint_to_the_gate(axi: Axi) -> None:
+    """A channel fetches its next batch (Telegram's next getUpdates) only once its batch is
+    accepted: the hint that someone wrote (a database read: who is it?) runs beside it,
+    never in its way, and still comes."""
+    release = asyncio.Event()
+    hinted: list[int] = []
+
+    async def slow_hint(messages: Any) -> None:
+        await release.wait()
+        hinted.extend(m.id for m in messages)
+
+    axi.pipeline.on_accept = slow_hint
+    ids = await asyncio.wait_for(
+        axi.pipeline.accept_batch([telegram("2002", "Bonjour !")], None), 5)
+    assert hinted == []
+    release.set()
+    await until(lambda: hinted == ids, 5)

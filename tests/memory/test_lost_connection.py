@@ -5,6 +5,7 @@ tracebacks in the log of one PostgreSQL restart)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from memory.database import Database, lost_connection
+from memory.database import PING_AFTER_IDLE_S, Database, lost_connection, open_database
 
 
 def _closed_port() -> int:
@@ -72,3 +73,35 @@ async def test_an_oserror_outside_the_database_driver_is_not(tmp_path: Path) -> 
             raise RuntimeError("while handling a missing file") from None
     except RuntimeError as exc:
         assert not lost_connection(exc)
+
+
+async def test_a_pooled_connection_is_checked_only_after_sitting_idle(
+        db: Database, database_url: str | None, test_data_dir: Path) -> None:
+    """A server we do not run: a connection just given back to the pool is used as it is
+    (SQLAlchemy's pre-ping cost three round trips, BEGIN, an empty query and ROLLBACK, at
+    every checkout: a dozen times on a message's path), so one the server ends right then
+    fails its next statement, an outage like any other, and the pool opens a new one; a
+    connection idle for PING_AFTER_IDLE_S is checked first, and replaced unseen."""
+    if database_url is None:
+        pytest.skip("the embedded server is ours: its connections are never checked")
+
+    async def pid(mine: Database) -> int:
+        async with mine.reads() as session:  # type: ignore[misc]
+            return int(await session.scalar(text("SELECT pg_backend_pid()")))
+
+    async def end(backend: int) -> None:
+        async with db.engine.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": backend})
+        await asyncio.sleep(0.1)  # the driver reads the server's goodbye
+
+    async with open_database(database_url, test_data_dir, pool_size=1) as mine:
+        first = await pid(mine)
+        await end(first)  # just given back: not checked, so the statement meets the end
+        with pytest.raises(Exception) as caught:
+            await pid(mine)
+        assert lost_connection(caught.value)
+        second = await pid(mine)  # the pool opened a new connection
+        assert second != first
+        await asyncio.sleep(PING_AFTER_IDLE_S + 0.1)
+        await end(second)  # idle a while: checked before use, replaced, nothing seen
+        assert await pid(mine) not in (first, second)

@@ -3,9 +3,13 @@ dies with its transaction leaves the message pending, replies and souvenirs comm
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from sqlalchemy import event
 
 from memory.errors import InvalidInput
+from memory.messages import inbound_params
 from memory.store import MemoryStore
 from tests.waiting import until
 
@@ -102,3 +106,43 @@ async def test_outbox_claim_send_and_retry(store: MemoryStore) -> None:
     assert (sent.etat, sent.identifiant_externe, sent.tentatives) == ("envoye", "ext-42", 2)
     async with store.claim_outbound(["console"]) as claim:
         assert claim is None
+
+
+def _params(ext: str, text: str = "Bonjour", conv: str = "telegram:1") -> dict:  # type: ignore[type-arg]
+    return inbound_params(canal="telegram", adresse="1", texte=text, identifiant_externe=ext,
+                          conversation=conv, verifie=True)
+
+
+async def test_a_batch_and_its_cursor_are_one_statement_in_order_and_redelivery_is_a_noop(
+        store: MemoryStore) -> None:
+    """A poller waits for its batch to be stored before it fetches again: a batch without
+    files and its cursor go in ONE statement (it took one per message, plus the cursor,
+    in a transaction). Its ids keep the batch's order; a redelivered message, in the batch
+    twice or stored before, is the stored one, marked duplicate; the cursor moves anyway."""
+    before = await _accept(store, "t0")
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = store.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        accepted = await store.accept_many(
+            [_params("t1", "un"), _params("t2", "deux"), _params("t1", "un encore"),
+             _params("t3", "trois", conv="telegram:2")],
+            cursor=("telegram", "offset", "42 1700000000"))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len(statements) == 1
+    assert [(a.message.texte, a.duplicate) for a in accepted] == [
+        ("un", False), ("deux", False), ("un", True), ("trois", False)]
+    ids = [a.message.id for a in accepted]
+    assert before.message.id < ids[0] < ids[1] < ids[3] and ids[2] == ids[0]
+    assert await store.read_cursor("telegram", "offset") == "42 1700000000"
+    again = await store.accept_many([_params("t0"), _params("t3")],
+                                    cursor=("telegram", "offset", "43 1700000001"))
+    assert [(a.message.id, a.duplicate) for a in again] == [(before.message.id, True),
+                                                           (ids[3], True)]
+    assert await store.read_cursor("telegram", "offset") == "43 1700000001"
+    assert (await store.pending_counts()) == {"entrant:en_attente": 4}
