@@ -13,40 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, cast
+from dataclasses import replace
+from typing import Any
 
 from bot import backoff
 from bot.channel import (
-    KINDS,
     Channel,
     CursorUpdate,
-    Delivery,
-    DeliveryKind,
-    OutgoingFile,
     ReplyOutcome,
-    SendError,
 )
 from bot.gathered import SUPPLIED_KEY, SUPPLIED_TURN_CHARS, SUPPLIED_TURNS
 from bot.inbound import ButtonPressed, Inbound
 from bot.metrics import Counters, NoCounters
+from bot.outbox import OutboxStep
 from bot.responder import Responder
-from bot.waiting import wait_for_event_or_stop
 from llm.gate import ON_PARK
 from memory.database import lost_connection
 from memory.errors import InvalidInput, NotFound
-from memory.messages import Accepted, Claim, ReceivedFile, StoredMessage, inbound_params
-from memory.rows import decode_files
+from memory.messages import Accepted, ReceivedFile, StoredMessage, inbound_params
 from memory.store import MemoryStore
 from memory.text import MAX_CONTENT_CHARS, clean
 
 log = logging.getLogger(__name__)
-CRASH_ENV = "AXI_TEST_CRASH_AT"
-"""Test-only: `outbox:after_send` kills the process after a channel's send returned and
-before its outcome is committed, to prove the message is not sent twice."""
-
 POLL_INTERVAL_S = 1.0
 PARKED_LANES_PER_LANE = 2
 """Extra lanes, per configured lane, that may stand in for lanes whose message waits for
@@ -120,41 +109,7 @@ def _params(inbound: Inbound) -> dict[str, Any]:
                for i, a in enumerate(kept) if a.data is not None])
 
 
-@dataclass(frozen=True)
-class _Progress:
-    """A send in parts, recorded part by part (bot.channel.SendProgress)."""
-
-    store: MemoryStore
-    message_id: int
-
-    async def leaving(self, part: int) -> None:
-        await self.store.part_leaving(self.message_id, part)
-
-    async def delivered(self, parts: int) -> None:
-        await self.store.parts_delivered(self.message_id, parts)
-        if os.environ.get(CRASH_ENV) == "outbox:between_parts":
-            os._exit(137)  # test-only: killed between two parts of one message
-
-
-def delivery_of(msg: StoredMessage) -> Delivery:
-    """The Delivery a channel gets for a stored outbound row."""
-    meta = msg.metadata
-    kind = meta.get("genre") or ("notice" if meta.get("avis") else "reply")
-    if kind not in KINDS:
-        kind = "notice"  # never shown as a reply: it is not one
-    return Delivery(
-        message_id=msg.id, channel=msg.canal, address=msg.adresse,
-        conversation=msg.conversation, text=msg.texte, in_reply_to=msg.en_reponse_a,
-        thread_ref=msg.reference_fil, kind=cast(DeliveryKind, kind), subject=meta.get("sujet"),
-        html=meta.get("html"),
-        attachments=tuple(OutgoingFile(f.filename, f.content_type, f.data)
-                          for f in decode_files(msg.pieces_jointes)),
-        cc=tuple(meta.get("cc") or ()), reply_to=meta.get("reply_to"),
-        choices=tuple((str(label), str(data)) for label, data in meta.get("choix") or ()),
-        thread_meta=meta.get("fil") if isinstance(meta.get("fil"), dict) else None)
-
-
-class Pipeline:
+class Pipeline(OutboxStep):
     def __init__(self, store: MemoryStore, responder: Responder,
                  channels: Mapping[str, Channel], *, concurrency: int = 4,
                  poll_interval_s: float = POLL_INTERVAL_S,
@@ -377,119 +332,10 @@ class Pipeline:
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*self._lanes, return_exceptions=True)
 
-    # ---------------------------------------------------------------- 4. outbox
-    async def deliver_one(self, *, replying_to: int | None = None,
-                          conversation: str | None = None) -> bool:
-        """Send the next queued message through its channel (optionally: the reply to one
-        message, or the next of one conversation). False if none.
-
-        At most once where a resend would show twice (Telegram has no idempotency key):
-        unless the channel says `repeatable_send`, an attempt marker is committed before
-        the send and deleted with its outcome. Found again when the row is claimed (the
-        process died, or the database went away, between the send and its mark), or
-        reported by the channel (a timeout after the request left), the send is
-        uncertain: one rule, `_uncertain`."""
-        async with self.store.claim_outbound(list(self.channels), replying_to=replying_to,
-                                             conversation=conversation) as claim:
-            if claim is None:
-                return False
-            msg = claim.message
-            channel = self.channels[msg.canal]
-            marked = not getattr(channel, "repeatable_send", False)
-            delivery = delivery_of(msg)
-            if marked:
-                earlier = await self.store.send_began(claim)
-                if earlier is not None and earlier.in_flight:
-                    part = f"part {earlier.parts + 1} of " if earlier.parts else ""
-                    await self._uncertain(claim, f"a send of {part}it began at "
-                                                 f"{earlier.began.isoformat()} and its "
-                                                 "outcome was never recorded")
-                    return True
-                await self.store.begin_send(msg.id)
-                delivery = replace(delivery, resume_from=earlier.parts if earlier else 0,
-                                   progress=_Progress(self.store, msg.id))
-            try:
-                try:
-                    external_id = await channel.send(delivery)
-                except SendError:
-                    raise
-                except BaseException:  # stopped (cancelled), or a fault outside the contract
-                    await self._unmark_if_nothing_left(channel, msg.id, marked)
-                    raise
-                if os.environ.get(CRASH_ENV) == "outbox:after_send":
-                    os._exit(137)  # test-only: sent, its outcome not committed (worst moment)
-            except SendError as exc:
-                if marked and not exc.uncertain:  # tried again later: delivered parts kept
-                    await self.store.pause_send(claim)
-                if exc.uncertain:
-                    await self._uncertain(claim, str(exc))
-                    return True
-                if exc.postponed:  # a pace, not a failure: later, attempts not counted
-                    pace = exc.retry_after or 1.0
-                    await self.store.postpone_outbound(claim, pace)
-                    # come back exactly then, not at the next poll
-                    asyncio.get_running_loop().call_later(pace + 0.02, self._wake_outbox.set)
-                    return True
-                attempt = msg.tentatives + 1
-                retry = exc.retryable and attempt < backoff.MAX_SEND_ATTEMPTS
-                log.warning("sending #%s on %s failed (%s)%s", msg.id, msg.canal, exc,
-                            "" if retry else ": giving up")
-                self.counters.error(f"send_{msg.canal}")
-                delay = None
-                if retry:
-                    delay = (exc.retry_after if exc.retry_after is not None
-                             else backoff.SEND.delay(attempt))
-                if marked and delay is None:  # given up: nothing left to resume
-                    await self.store.end_send(claim)
-                await self.store.mark_send_failed(claim, str(exc), retry_in_s=delay)
-                return True
-            if marked:
-                await self.store.end_send(claim)
-            await self.store.mark_sent(claim, external_id)
-        self.counters.message(msg.canal, "out")
-        return True
-
-    async def _unmark_if_nothing_left(self, channel: Channel, message_id: int,
-                                      marked: bool) -> None:
-        """A send that stopped outside the SendError contract (the process stopping
-        during a pace, a bug) leaves its marker only when a request may have left: a
-        channel that can tell (`request_in_flight`, optional) spares a routine restart
-        from recording an unsent reply as uncertain."""
-        in_flight = getattr(channel, "request_in_flight", None)
-        if not marked or in_flight is None or in_flight(message_id):
-            return
-        try:
-            await asyncio.shield(self.store.cancel_send(message_id))
-        except (Exception, asyncio.CancelledError) as exc:  # the database gone too
-            log.warning("sending #%s stopped before leaving, but its marker stays (%s): "
-                        "it will count as uncertain", message_id, exc)
-
-    async def _uncertain(self, claim: Claim, why: str) -> None:
-        """The rule for a send that may have been delivered (DESIGN: nothing is answered
-        twice): never sent again, recorded as sent with why (`messages.erreur`, counted
-        by the store's `uncertain_sends`), logged and counted."""
-        msg = claim.message
-        log.warning("sending #%s on %s is uncertain (%s): it may have been delivered, so it "
-                    "is not sent again", msg.id, msg.canal, why)
-        self.counters.error(f"send_uncertain_{msg.canal}")
-        await self.store.mark_send_uncertain(claim, why)
-
     def _progressed(self, message_id: int | None) -> None:
         """Message `message_id` was handled here (committed): wake its waiters."""
         for event in self._waiters.get(message_id, ()) if message_id is not None else ():
             event.set()
-
-    async def run_outbox(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                busy = await self.deliver_one()
-            except Exception as exc:
-                self.last_loop_error = f"outbox: {type(exc).__name__}: {exc}"
-                self.counters.error("outbox")
-                log.warning("outbox loop error: %s", exc)
-                busy = False
-            if not busy:
-                await wait_for_event_or_stop(self._wake_outbox, stop, self.poll_interval_s)
 
     # ---------------------------------------------------------------- awaiting a reply
     async def wait_reply(self, message_id: int, timeout_s: float) -> ReplyOutcome:

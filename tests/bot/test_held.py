@@ -12,7 +12,7 @@ from sqlalchemy import text
 from bot.app import Axi
 from bot.confirmations import RELEASE_CHOICES, RELEASE_HELD
 from bot.inbound import Inbound
-from bot.pipeline import delivery_of
+from bot.outbox import delivery_of
 from bot.policy import INNER_CIRCLE
 from memory.confirmations import button_data
 from tests.bot.test_confirmations import press

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from bot.app import Axi
 from bot.channel import OutgoingFile
 from bot.notify import OWNER, choose_routes, raw_route
-from bot.pipeline import delivery_of
+from bot.outbox import delivery_of
 from bot.quiet_hours import QuietHours
 from tests.bot.test_pipeline import run_all, sent
 
