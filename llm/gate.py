@@ -313,8 +313,7 @@ class LocalGate:
                 raise BackgroundTooLong(
                     f"over {self.background_max_s:g} s of background model work") from None
             except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if ticket.preempted and not (current is not None and current.cancelling()):
+                if _taken_back(ticket):
                     raise Preempted(ticket.preempted) from None
                 task.cancel()
                 raise
@@ -340,8 +339,7 @@ class LocalGate:
         try:
             result = await asyncio.shield(task)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if ticket.preempted and not (current is not None and current.cancelling()):
+            if _taken_back(ticket):
                 raise Preempted(ticket.preempted) from None
             task.cancel()
             raise
@@ -432,3 +430,10 @@ class LocalGate:
             log.info("%s model work yields: %s", ticket.priority.name.lower(), why)
             if ticket.task is not None:
                 ticket.task.cancel()
+
+
+def _taken_back(ticket: Ticket) -> bool:
+    """A held turn's call was cancelled by the gate taking the turn back (preempted), not
+    by whoever awaits it (then the cancellation goes on)."""
+    current = asyncio.current_task()
+    return bool(ticket.preempted) and not (current is not None and current.cancelling())
