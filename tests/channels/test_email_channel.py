@@ -211,7 +211,17 @@ async def test_caps_hold_a_storm_but_never_the_inner_circle(
         assert "AXI_EMAIL_MAX_PER_HOUR" in rows[5].metadata["retenu"]
         await smtp_capture.wait_for(6, 30)
         await asyncio.sleep(0.5)
-        assert len(smtp_capture.messages) == 6
+        # the six replies; a short notice of the expected wait may come first when the
+        # model's measured rates are slow (a loaded machine): never one to a held sender
+        async with db.engine.connect() as conn:
+            sent = (await conn.execute(text(
+                "SELECT adresse, coalesce(metadata->>'genre', 'reply') FROM messages "
+                "WHERE sens = 'sortant' AND etat = 'envoye' ORDER BY id"))).all()
+        replies = sorted(a for a, genre in sent if genre == "reply")
+        assert replies == ["autre@example.org"] + ["ludo@icidordogne.fr"] * 3 + [
+            "martin@example.fr"] * 2
+        assert len(smtp_capture.messages) == len(sent), [
+            (m.rcpt_tos, m.message["Subject"]) for m in smtp_capture.messages]
 
 
 async def test_mail_while_stopped_is_read_at_start_and_old_mail_is_left_alone(
