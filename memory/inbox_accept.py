@@ -20,6 +20,9 @@ from memory.messages import _COLUMNS, FILES, Accepted, _accept_in, _row
 
 _CURSOR = ("INSERT INTO curseurs_canal (canal, cle, valeur) VALUES (:c, :k, :v) "
            "ON CONFLICT (canal, cle) DO UPDATE SET valeur = excluded.valeur, maj_le = now()")
+ONE_STATEMENT_MAX = 1000
+"""Messages one statement stores at most (10 parameters each: PostgreSQL takes 32,767);
+a larger batch takes the transaction's path."""
 _FIELDS = ("canal", "adresse", "verifie", "conversation", "ext", "fil", "texte", "pj", "recu",
            "meta")
 
@@ -42,7 +45,7 @@ class InboxAcceptMixin:
         acknowledges its source up to the cursor only after this returns, so a crash in
         between redelivers messages that are then recognised (no loss, no duplicate).
         The result is in the order of `items`; their ids too (a conversation's order)."""
-        if items and not any(params.get(FILES) for params in items):
+        if 0 < len(items) <= ONE_STATEMENT_MAX and not any(p.get(FILES) for p in items):
             return await self._accept_in_one_statement(items, cursor)
         async with self.db.sessions.begin() as session:
             done = [await _accept_in(session, params) for params in items]

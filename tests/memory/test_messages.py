@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import event
 
 from memory.errors import InvalidInput
+from memory.inbox_accept import ONE_STATEMENT_MAX
 from memory.messages import inbound_params
 from memory.store import MemoryStore
 from tests.waiting import until
@@ -146,3 +147,15 @@ async def test_a_batch_and_its_cursor_are_one_statement_in_order_and_redelivery_
                                                            (ids[3], True)]
     assert await store.read_cursor("telegram", "offset") == "43 1700000001"
     assert (await store.pending_counts()) == {"entrant:en_attente": 4}
+
+
+async def test_a_batch_larger_than_one_statement_can_hold_is_stored_whole(
+        store: MemoryStore) -> None:
+    """PostgreSQL takes at most 32,767 parameters in a statement: a batch over
+    ONE_STATEMENT_MAX (10 each) goes through the transaction, in order, with its cursor."""
+    count = ONE_STATEMENT_MAX * 4
+    accepted = await store.accept_many([_params(f"big{i}", f"m{i}") for i in range(count)],
+                                       cursor=("telegram", "offset", "99 1700000000"))
+    ids = [a.message.id for a in accepted]
+    assert len(ids) == count and ids == sorted(ids) and not any(a.duplicate for a in accepted)
+    assert await store.read_cursor("telegram", "offset") == "99 1700000000"
