@@ -24,6 +24,7 @@ from tests.fakes import anthropic_server as _fake_anthropic
 from tests.fakes import cpu_ollama as _fake_cpu
 from tests.fakes import ollama_server as _fake_ollama
 from tests.fakes import telegram_server as _fake_telegram
+from tests.leftover_databases import drop_leftovers
 
 # The loopback Ollama and Anthropic servers, for every test package.
 ollama_server_session = _fake_ollama.ollama_server_session
@@ -70,6 +71,7 @@ async def database_url(test_data_dir: Path) -> AsyncIterator[str | None]:
     name = f"axi_test_{os.getpid()}_{secrets.token_hex(3)}"
     admin = create_async_engine(async_url(base), isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
+        await drop_leftovers(conn, async_url(base))
         await conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = async_url(base).set(database=name)
     try:
