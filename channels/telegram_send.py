@@ -307,6 +307,7 @@ class Sender:
         except ValueError:
             raise SendError(f"not a Telegram chat id: {delivery.address!r}",
                             retryable=False) from None
+        self._in_flight.discard(delivery.message_id)  # a new attempt: nothing under way yet
         streamed = self._streamed.get(delivery.conversation)
         if streamed and delivery.kind == "reply" and delivery.message_id not in self._editing:
             self._editing[delivery.message_id] = streamed.popleft()
@@ -318,17 +319,28 @@ class Sender:
             raise
 
     def request_in_flight(self, message_id: int) -> bool:
-        """Whether a request for this outbound message is under way: one cut now (the
-        process stopping) may have reached Telegram; otherwise nothing left at all."""
+        """Whether a request for this outbound message is under way, or delivered a part
+        not yet recorded (`_landed`): one cut now (the process stopping) may have reached
+        Telegram; otherwise nothing left at all."""
         return message_id in self._in_flight
 
     @contextlib.contextmanager
     def _request(self, message_id: int) -> Iterator[None]:
+        """A request for this outbound message. It stays in flight when it is cut (the
+        stop's cancellation goes through here before the outbox asks `request_in_flight`)
+        and when it succeeds, until its part is recorded (`_landed`); only an answer or a
+        transport failure from Telegram (a SendError says which) ends it here."""
         self._in_flight.add(message_id)
         try:
             yield
-        finally:
+        except TelegramError:
             self._in_flight.discard(message_id)
+            raise
+
+    async def _landed(self, steps: _Steps, message_id: int, index: int) -> None:
+        """Part `index` was delivered: recorded, then no request is under way."""
+        await steps.delivered(index)
+        self._in_flight.discard(message_id)
 
     def _forget(self, message_id: int) -> None:
         self._timeouts.pop(message_id, None)
@@ -392,7 +404,7 @@ class Sender:
             else:
                 last_id = await self._one(chat_id, part, delivery, thread, markup,
                                           steps=steps, index=index)
-            await steps.delivered(index)
+            await self._landed(steps, delivery.message_id, index)
         for number, file in enumerate(delivery.attachments, start=len(parts)):
             if number < delivery.resume_from:
                 continue
@@ -403,7 +415,7 @@ class Sender:
                     chat_id, document=InputFile(file.data, filename=file.filename),
                     caption=None)
             last_id = sent.message_id
-            await steps.delivered(number)
+            await self._landed(steps, delivery.message_id, number)
         self._forget(delivery.message_id)
         return str(last_id) if last_id is not None else None
 
