@@ -309,7 +309,10 @@ class Sender:
                             retryable=False) from None
         self._in_flight.discard(delivery.message_id)  # a new attempt: nothing under way yet
         streamed = self._streamed.get(delivery.conversation)
-        if streamed and delivery.kind == "reply" and delivery.message_id not in self._editing:
+        if (streamed and delivery.kind == "reply" and delivery.resume_from == 0
+                and delivery.message_id not in self._editing):
+            # (an attempt resumed after its first part has no use for a streamed message:
+            # the one streamed meanwhile is the next reply's)
             self._editing[delivery.message_id] = streamed.popleft()
         try:
             return await self._attempt(chat_id, delivery)
@@ -396,10 +399,14 @@ class Sender:
                 continue
             markup = self._buttons(delivery) if index == len(parts) - 1 else None
             thread = delivery.thread_ref if index == 0 else None
-            streamed = self._editing.pop(delivery.message_id, None) if index == 0 else None
-            if streamed is not None and await self._finish_edit(
-                    chat_id, *streamed, part, markup, outbound=delivery.message_id,
-                    steps=steps, index=index):
+            streamed = self._editing.get(delivery.message_id) if index == 0 else None
+            edited = streamed is not None and await self._finish_edit(
+                chat_id, *streamed, part, markup, outbound=delivery.message_id,
+                steps=steps, index=index)
+            if streamed is not None:  # completed, or not editable: used either way (an
+                self._editing.pop(delivery.message_id, None)  # error keeps it for a retry)
+            if edited:
+                assert streamed is not None
                 last_id = streamed[0]
             else:
                 last_id = await self._one(chat_id, part, delivery, thread, markup,
