@@ -452,11 +452,18 @@ class Sender:
         await self.limiter.wait(chat_id)
 
     async def _one(self, chat_id: int, html: str, delivery: Delivery, thread: str | None,
-                   markup: InlineKeyboardMarkup | None, *, steps: _Steps, index: int) -> int:
+                   markup: InlineKeyboardMarkup | None, *, steps: _Steps, index: int,
+                   again: bool = False) -> int:
+        """`again`: sent once more after a refusal, which took the chat's turn: waited
+        for, never postponed (the outbox's next pass would be refused and postponed in
+        turn, for ever)."""
         reply = None
         if thread is not None and thread.isdigit():
             reply = ReplyParameters(message_id=int(thread), allow_sending_without_reply=True)
-        await self._paced(chat_id)
+        if again:
+            await self.limiter.wait(chat_id)
+        else:
+            await self._paced(chat_id)
         await steps.leaving(index)
         try:
             with self._request(delivery.message_id):
@@ -468,7 +475,7 @@ class Sender:
                 log.info("the question of #%s is gone (%s): sent without threading",
                          delivery.message_id, exc)
                 return await self._one(chat_id, html, delivery, None, markup,
-                                       steps=steps, index=index)
+                                       steps=steps, index=index, again=True)
             if "parse entities" not in str(exc).lower():
                 raise
             log.warning("Telegram refused the HTML of #%s (%s): sending plain text",
