@@ -4,7 +4,8 @@
 Asked on the poller's path, between a `getUpdates` and the next: while it waits, updates
 that arrive wait too. So a cached answer is given at once, without a turn of the event
 loop (`now`), and refreshed behind it past `ttl_s`; only a sender never seen waits for
-the database, once per batch however many of their messages it holds.
+the database, once per batch however many of their messages it holds. Files are the
+exception (`__call__`): past `ttl_s` their sender is looked up again before the download.
 """
 
 from __future__ import annotations
@@ -45,9 +46,14 @@ class KnownSenders:
         return cached[0]
 
     async def __call__(self, sender: str) -> bool:
-        """Known and unblocked? False when it cannot be told."""
-        known = self.now(sender)
-        return await self.look_up(sender) if known is None else known
+        """Known and unblocked? False when it cannot be told. Asked before fetching a
+        sender's files (a download follows: one query more is nothing to it), so a stale
+        answer is looked up again first, not served: a stranger paired since gets their
+        files kept, a person blocked since does not fill the disk."""
+        cached = self._cache.get(sender)
+        if cached is not None and time.monotonic() - cached[1] <= self.ttl_s:
+            return cached[0]
+        return await self.look_up(sender)
 
     async def of(self, senders: Iterable[str]) -> dict[str, bool]:
         """Several senders at once: the database is asked (concurrently) only about those

@@ -307,8 +307,12 @@ class Sender:
         except ValueError:
             raise SendError(f"not a Telegram chat id: {delivery.address!r}",
                             retryable=False) from None
+        self._in_flight.discard(delivery.message_id)  # a new attempt: nothing under way yet
         streamed = self._streamed.get(delivery.conversation)
-        if streamed and delivery.kind == "reply" and delivery.message_id not in self._editing:
+        if (streamed and delivery.kind == "reply" and delivery.resume_from == 0
+                and delivery.message_id not in self._editing):
+            # (an attempt resumed after its first part has no use for a streamed message:
+            # the one streamed meanwhile is the next reply's)
             self._editing[delivery.message_id] = streamed.popleft()
         try:
             return await self._attempt(chat_id, delivery)
@@ -318,17 +322,28 @@ class Sender:
             raise
 
     def request_in_flight(self, message_id: int) -> bool:
-        """Whether a request for this outbound message is under way: one cut now (the
-        process stopping) may have reached Telegram; otherwise nothing left at all."""
+        """Whether a request for this outbound message is under way, or delivered a part
+        not yet recorded (`_landed`): one cut now (the process stopping) may have reached
+        Telegram; otherwise nothing left at all."""
         return message_id in self._in_flight
 
     @contextlib.contextmanager
     def _request(self, message_id: int) -> Iterator[None]:
+        """A request for this outbound message. It stays in flight when it is cut (the
+        stop's cancellation goes through here before the outbox asks `request_in_flight`)
+        and when it succeeds, until its part is recorded (`_landed`); only an answer or a
+        transport failure from Telegram (a SendError says which) ends it here."""
         self._in_flight.add(message_id)
         try:
             yield
-        finally:
+        except TelegramError:
             self._in_flight.discard(message_id)
+            raise
+
+    async def _landed(self, steps: _Steps, message_id: int, index: int) -> None:
+        """Part `index` was delivered: recorded, then no request is under way."""
+        await steps.delivered(index)
+        self._in_flight.discard(message_id)
 
     def _forget(self, message_id: int) -> None:
         self._timeouts.pop(message_id, None)
@@ -384,15 +399,19 @@ class Sender:
                 continue
             markup = self._buttons(delivery) if index == len(parts) - 1 else None
             thread = delivery.thread_ref if index == 0 else None
-            streamed = self._editing.pop(delivery.message_id, None) if index == 0 else None
-            if streamed is not None and await self._finish_edit(
-                    chat_id, *streamed, part, markup, outbound=delivery.message_id,
-                    steps=steps, index=index):
+            streamed = self._editing.get(delivery.message_id) if index == 0 else None
+            edited = streamed is not None and await self._finish_edit(
+                chat_id, *streamed, part, markup, outbound=delivery.message_id,
+                steps=steps, index=index)
+            if streamed is not None:  # completed, or not editable: used either way (an
+                self._editing.pop(delivery.message_id, None)  # error keeps it for a retry)
+            if edited:
+                assert streamed is not None
                 last_id = streamed[0]
             else:
                 last_id = await self._one(chat_id, part, delivery, thread, markup,
                                           steps=steps, index=index)
-            await steps.delivered(index)
+            await self._landed(steps, delivery.message_id, index)
         for number, file in enumerate(delivery.attachments, start=len(parts)):
             if number < delivery.resume_from:
                 continue
@@ -403,7 +422,7 @@ class Sender:
                     chat_id, document=InputFile(file.data, filename=file.filename),
                     caption=None)
             last_id = sent.message_id
-            await steps.delivered(number)
+            await self._landed(steps, delivery.message_id, number)
         self._forget(delivery.message_id)
         return str(last_id) if last_id is not None else None
 
@@ -433,11 +452,18 @@ class Sender:
         await self.limiter.wait(chat_id)
 
     async def _one(self, chat_id: int, html: str, delivery: Delivery, thread: str | None,
-                   markup: InlineKeyboardMarkup | None, *, steps: _Steps, index: int) -> int:
+                   markup: InlineKeyboardMarkup | None, *, steps: _Steps, index: int,
+                   again: bool = False) -> int:
+        """`again`: sent once more after a refusal, which took the chat's turn: waited
+        for, never postponed (the outbox's next pass would be refused and postponed in
+        turn, for ever)."""
         reply = None
         if thread is not None and thread.isdigit():
             reply = ReplyParameters(message_id=int(thread), allow_sending_without_reply=True)
-        await self._paced(chat_id)
+        if again:
+            await self.limiter.wait(chat_id)
+        else:
+            await self._paced(chat_id)
         await steps.leaving(index)
         try:
             with self._request(delivery.message_id):
@@ -449,7 +475,7 @@ class Sender:
                 log.info("the question of #%s is gone (%s): sent without threading",
                          delivery.message_id, exc)
                 return await self._one(chat_id, html, delivery, None, markup,
-                                       steps=steps, index=index)
+                                       steps=steps, index=index, again=True)
             if "parse entities" not in str(exc).lower():
                 raise
             log.warning("Telegram refused the HTML of #%s (%s): sending plain text",

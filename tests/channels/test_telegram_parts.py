@@ -7,6 +7,7 @@ whole Axi on the test database; the outbox is driven one delivery at a time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,61 @@ async def test_while_part_two_is_under_way_the_marker_says_it_may_arrive(
     assert (await state(outbox_axi, outbound))[2] == (1, True)
     assert await delivering
     assert await state(outbox_axi, outbound) == ("envoye", None, None)
+
+
+async def test_a_stop_while_a_part_is_under_way_keeps_it_uncertain(
+        outbox_axi: Axi, telegram_server: FakeTelegram) -> None:
+    """`axi run` stopped (the outbox task cancelled) while Telegram holds part 1's request
+    (delivered, its answer late): the request may have arrived, so the marker must stay
+    and the next start must not send part 1 again. Found by a review: the sender forgot
+    the request as the cancellation went through it, before the outbox asked whether one
+    was in flight, so the marker was dropped and the whole push went out twice."""
+    outbound = await queue_push(outbox_axi)
+    telegram_server.send_delay_s = 1.5
+    delivering = asyncio.create_task(outbox_axi.pipeline.deliver_one())
+    await until(lambda: telegram_server.calls_to("sendMessage"), 10,
+                message="part 1 never left")
+    delivering.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await delivering
+    telegram_server.send_delay_s = 0.0
+    assert await state(outbox_axi, outbound) == ("a_envoyer", None, (0, True))
+    assert await outbox_axi.pipeline.deliver_one()  # the next start
+    parts = texts_to(telegram_server, LUDO)
+    assert len(parts) == 1 and parts[0].startswith("Paragraphe 0 :")  # never twice
+    etat, erreur, marker = await state(outbox_axi, outbound)
+    assert (etat, marker) == ("envoye", None)
+    assert erreur is not None and erreur.startswith("envoi incertain")
+
+
+async def test_a_stop_before_a_delivered_part_is_recorded_keeps_it_uncertain(
+        outbox_axi: Axi, telegram_server: FakeTelegram) -> None:
+    """Part 1 came back delivered, and the stop came while its delivery was being recorded
+    (the marker's row held by another transaction meanwhile): part 1 is not recorded, so
+    the marker must keep saying a request may have arrived — else it is sent again."""
+    outbound = await queue_push(outbox_axi)
+    telegram_server.send_delay_s = 0.5
+    delivering = asyncio.create_task(outbox_axi.pipeline.deliver_one())
+    await until(lambda: telegram_server.calls_to("sendMessage"), 10,
+                message="part 1 never left")
+    async with outbox_axi.store.db.engine.connect() as holder:
+        await holder.execute(text("BEGIN"))
+        await holder.execute(text(
+            "SELECT 1 FROM envois_commences WHERE message_id = :i FOR UPDATE"), {"i": outbound})
+
+        async def recording() -> bool:  # the delivery's UPDATE waits for our row lock
+            async with outbox_axi.store.db.engine.connect() as conn:
+                return bool(await conn.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'UPDATE envois_commences%'")))
+
+        await until(recording, 10, message="part 1's delivery never recorded")
+        delivering.cancel()
+        await asyncio.sleep(0.2)
+        await holder.execute(text("ROLLBACK"))
+    with contextlib.suppress(asyncio.CancelledError):
+        await delivering
+    telegram_server.send_delay_s = 0.0
+    assert await outbox_axi.pipeline.deliver_one()  # the next start
+    parts = texts_to(telegram_server, LUDO)
+    assert [p[:14] for p in parts].count("Paragraphe 0 :") == 1  # never twice

@@ -126,3 +126,20 @@ async def test_a_request_under_way_is_known_to_be_in_flight(
         assert sender.request_in_flight(4)  # Telegram has it; its answer is late
         await task
         assert not sender.request_in_flight(4)
+
+
+async def test_a_threaded_reply_refused_as_not_found_is_not_postponed_for_ever(
+        telegram_server: FakeTelegram) -> None:
+    """Telegram answers "not found" to a reply threaded to its question: it is sent once
+    more unthreaded, at once — the chat's turn was taken by the refused request, so going
+    through the pace again postponed it, and the outbox's next pass did the same, for ever
+    (a postponement counts no attempt). A refusal of the unthreaded send too is final."""
+    paced = Pace(per_chat_s=0.5, overall_per_s=1000, typing_every_s=0.05, typing_max_s=5.0,
+                 draft_every_s=0.0, draft_refresh_s=0.2, edit_every_s=0.1)
+    telegram_server.fail("sendMessage", 400, times=2, description="Bad Request: chat not found")
+    async with Bot(FakeTelegram.TOKEN, base_url=telegram_server.base_url) as bot:
+        sender = Sender(bot, paced)
+        with pytest.raises(SendError) as refused:
+            await sender.send(replace(reply(8), thread_ref="5"))
+    assert not refused.value.postponed and not refused.value.retryable, refused.value
+    assert len(telegram_server.calls_to("sendMessage")) == 2
