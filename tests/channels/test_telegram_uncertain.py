@@ -109,9 +109,18 @@ async def test_attachments_paced_apart_are_each_sent_once(telegram_server: FakeT
     names = [m["document"]["file_name"] for m in telegram_server.chat_messages(LUDO)
              if "document" in m]
     assert names == ["a.csv", "b.csv"]
-    # each part goes in an attempt of its own (the pace sends it back to the outbox): no
-    # `leaving` (the outbox marks each attempt begun), `delivered` after all but the last
-    assert progress.told == [("delivered", 1), ("delivered", 2)]
+    # `delivered` after all but the last part; each part goes in an attempt of its own
+    # when the pace sends it back to the outbox (no `leaving`: the outbox marks each
+    # attempt begun), but on a loaded machine a request may take most of the chat's
+    # 0.3 s, the next turn is then near enough to wait for (POSTPONE_ABOVE_S), and that
+    # part goes in the same attempt, told `leaving`
+    assert [t for t in progress.told if t[0] == "delivered"] == [("delivered", 1),
+                                                                ("delivered", 2)]
+    assert set(progress.told) <= {("delivered", 1), ("delivered", 2), ("leaving", 1),
+                                  ("leaving", 2)}
+    for step in (("leaving", 1), ("leaving", 2)):  # part k leaves once k parts are in
+        if step in progress.told:
+            assert progress.told.index(("delivered", step[1])) < progress.told.index(step)
 
 
 async def test_a_request_under_way_is_known_to_be_in_flight(
