@@ -26,10 +26,20 @@ prompt cache; `multiuser4`: four cache slots at the server (OLLAMA_NUM_PARALLEL=
 OLLAMA_MULTIUSER_CACHE=1) but one request at a time (AXI_LOCAL_SLOTS=1), so each of four
 conversations keeps its prefix in a slot of its own and the CPU is never shared;
 `llama-server4`: the same with Ollama ≥ 0.30's slot choice and RAM prompt cache; `multiuser8`:
-eight cache slots (the recommended setting, deploy/docker-compose.yml); `multiuser8-reserve`
+eight cache slots (recommended until 1 December 2026); `multiuser8-reserve`
 (`-reserve300`): + AXI_LOCAL_RESERVE_S=120 (300): while Ludo used the model within 120 s —
 more than his 20–90 s between a reply and his next message — clients' live chats get Claude
-and emails wait. Every variant sets AXI_LOCAL_CACHES to the server's cache slots.
+and emails wait; `multiuser{8,16}-slots{1,2,3,4}`: 8 or 16 cache slots at the server
+(OLLAMA_NUM_PARALLEL, OLLAMA_MULTIUSER_CACHE=1) and AXI_LOCAL_SLOTS requests at once.
+Every variant sets AXI_LOCAL_CACHES to the server's cache slots.
+
+--sharing says how requests computing at once on the simulated CPU share it
+(bench/model_time_sim.py, tests/fakes/cpu_model.step_rates): `roofline` (default), the
+slots of one model decoded in one batch a step as llama.cpp and Ollama's runner do (two
+generations each at full speed, a prompt beside a generation at full speed, two prompts
+share the compute) — an assumption read from their code, not measured on the agency's
+server; `processor`, each of n requests at 1/n (no batching gain, the model before 1
+December 2026); `roofline,processor` runs every variant under both, side by side.
 
 The server (bench/model_time_sim.py) evaluates a prompt by batches of 512 tokens that stay
 in the slot's cache when a request is cancelled (as Ollama's runner does): a preempted
@@ -53,6 +63,11 @@ table): neither configuration reaches the p95 target. What remains at Ludo's p95
 where a conversation's history window moves (~2,000 tokens re-read, ~30 s; its warm-up
 rarely finds the model idle), and one of his three conversations waiting for another's
 reply being written (requests are served one at a time and a reply shown is never cut).
+With the roofline model (1 December, afternoon), `multiuser16-slots2` — the recommended
+setting, deploy/docker-compose.yml — gives Ludo p95 32.5 / 35.4 s (4.0× the floor), clients'
+first word p50 52 / 32 s, emails p50 97 / 172 s, cache 0.79, all local, nothing lost
+(processor sharing: 38.7 / 41.5 s, 49 / 45 s, 99 / 276 s, 0.79 / 0.78); the targets of
+p95 and cache are still not met.
 
     .venv/bin/python bench/model_time.py --quick                 # smoke run, < 1 min
     .venv/bin/python bench/model_time.py                         # every variant
@@ -133,7 +148,14 @@ VARIANTS = {v.name: v for v in (Variant("today", gate=False), Variant("gate"),
                                 Variant("multiuser8-reserve", server_slots=8,
                                         policy="ollama-multiuser", reserve_s=120.0),
                                 Variant("multiuser8-reserve300", server_slots=8,
-                                        policy="ollama-multiuser", reserve_s=300.0))}
+                                        policy="ollama-multiuser", reserve_s=300.0),
+                                *(Variant(f"multiuser{c}-slots{n}", slots=n, server_slots=c,
+                                          policy="ollama-multiuser")
+                                  for c in (8, 16) for n in (1, 2, 3, 4) if (c, n) != (8, 1)))}
+
+
+SHARING_TEXT = {"roofline": "roofline: one batched decode per step for a model's slots",
+                "processor": "processor sharing: n requests each at 1/n, no batching gain"}
 
 
 @dataclass(frozen=True)
@@ -225,7 +247,7 @@ def scale_module_clocks(ts: float) -> None:
 
 
 async def run_variant(v: Variant, plan: Plan, args: argparse.Namespace,
-                      vocab: Vocabulary) -> dict[str, Any]:
+                      vocab: Vocabulary, sharing: str) -> dict[str, Any]:
     ts = args.time_scale
     await world.prepare_database(args.database_url, DATA_DIR, [
         (p.name, p.relation, p.channel, p.address) for p in plan.people], vocab, args.seed,
@@ -234,7 +256,7 @@ async def run_variant(v: Variant, plan: Plan, args: argparse.Namespace,
                     num_parallel=v.server_slots or v.slots,
                     slot_policy=v.policy or args.slot_policy, time_scale=ts)
     server = world.SharedCpuOllama(cpu, speed={EXTRACTION_MODEL: EXTRACTION_SPEED},
-                                   shared=not args.free_cpu)
+                                   shared=not args.free_cpu, sharing=sharing)
     scripts = world.Scripts(args.seed)
 
     def configure() -> None:
@@ -371,11 +393,13 @@ async def run(args: argparse.Namespace) -> int:
     vocab = load_vocabulary(args.seed)
     plan = make_plan(args, vocab)
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    sharings = [x.strip() for x in args.sharing.split(",") if x.strip()]
     scale_module_clocks(args.time_scale)
     n_ludo = sum(len(t.texts) for t in plan.threads if t.person.kind == "ludo")
     print(f"Axi local model time — a day at the agency on one simulated CPU: "
           f"{args.prompt_rate:g} prompt tok/s, {args.gen_rate:g} generated tok/s, "
           f"{'free parallelism' if args.free_cpu else 'one CPU shared by concurrent requests'}"
+          f" ({' and '.join(SHARING_TEXT[x] for x in sharings)})"
           f", slot policy {args.slot_policy}; time scale {args.time_scale:g} wall s per "
           f"simulated s; load average {os.getloadavg()[0]:.2f}\n"
           f"the day: Ludo {n_ludo} messages in {args.conversations} conversations, clients "
@@ -387,12 +411,15 @@ async def run(args: argparse.Namespace) -> int:
           f"embedder.gate = None), extractor.continuations = False, extractor polling every "
           f"2 s: extraction right after each reply, FIFO at the server", flush=True)
     results: dict[str, dict[str, Any]] = {}
-    for k, name in enumerate(names, 1):
-        print(f"[{k}/{len(names)}] {name}…", flush=True)
+    runs = [(name, sharing) for name in names for sharing in sharings]
+    for k, (name, sharing) in enumerate(runs, 1):
+        key = name if len(sharings) == 1 else f"{name}@{sharing[:4]}"
+        print(f"[{k}/{len(runs)}] {name}, {sharing} sharing…", flush=True)
         t0 = time.monotonic()
-        results[name] = await run_variant(VARIANTS[name], plan, args, vocab)
-        results[name]["wall_seconds"] = time.monotonic() - t0
-        print(f"  done in {results[name]['wall_seconds']:.0f} s wall", flush=True)
+        results[key] = await run_variant(VARIANTS[name], plan, args, vocab, sharing)
+        results[key]["sharing"] = sharing
+        results[key]["wall_seconds"] = time.monotonic() - t0
+        print(f"  done in {results[key]['wall_seconds']:.0f} s wall", flush=True)
     world.report(results)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"model_time-{run_id}.json"
@@ -424,6 +451,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gen-rate", type=float, default=9.0)
     p.add_argument("--slot-policy", default="ollama",
                    choices=["ollama", "ollama-multiuser", "llama-server"])
+    p.add_argument("--sharing", default="roofline",
+                   help="how concurrent requests of one model share the CPU: roofline "
+                        "(batched decode, as llama.cpp), processor (no batching gain), or "
+                        "both, comma-separated, each variant run under each")
     p.add_argument("--free-cpu", action="store_true",
                    help="concurrent requests do not share the CPU (the fake's own model)")
     p.add_argument("--progress", type=float, default=300.0, help="simulated s between lines")
@@ -433,6 +464,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.veille_every, args.drain, args.progress = 200.0, 600.0, 150.0
         if args.variants == ",".join(VARIANTS):
             args.variants = "today,gate"
+    bad = [x for x in args.sharing.split(",") if x.strip() not in world.SHARING]
+    if bad:
+        p.error(f"unknown sharing {bad}: choose among {', '.join(world.SHARING)}")
     unknown = [n for n in args.variants.split(",") if n.strip() and n.strip() not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}: choose among {', '.join(VARIANTS)}")

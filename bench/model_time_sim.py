@@ -4,8 +4,14 @@
   scaled clock) with two things a deployment comparison needs and the fake leaves out
   (its docstring: "Not modelled: CPU contention between slots or models (each runs at
   full rate)"): (1) ONE CPU — requests computing at the same time (two slots, or two
-  models) share it: each progresses at 1/n of the full rate (processor sharing, no
-  batching gain: conservative for two slots of one model, about right for two models);
+  models) share it, as `sharing` says (tests/fakes/cpu_model.step_rates, which cites
+  its sources): "roofline" (default) — the slots of one model run in one batched
+  decode per step, a step of k tokens taking max(1/gen_rate, k/prompt_rate), so two
+  generations each keep their speed, a prompt beside a generation costs what it costs
+  alone, two prompts share the compute; read from Ollama's runner and llama-server's
+  code, NOT measured on the agency's server (docs/exploitation.md says how to check) —
+  or "processor" — each of n requests at 1/n of its rate, no batching gain
+  (conservative); models loaded separately share the CPU as "processor" in both;
   (2) a model's own speed — a small extraction model runs `speed[model]` times faster
   than the 7B (both rates). It also keeps each request's body (`bodies[record.index]`),
   and (3) what a cancelled request leaves in its slot: the prompt evaluates by batches of
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 import zlib
@@ -47,11 +54,14 @@ from memory import migrate
 from memory.database import async_url, open_database
 from memory.store import MemoryStore
 from tests.fakes.cpu_model import (
+    SHARING,
+    Computing,
     CpuConfig,
     RequestRecord,
     cached_prefix,
     common_prefix,
     render,
+    step_rates,
     tokenize,
 )
 from tests.fakes.cpu_ollama import CpuOllama
@@ -69,19 +79,23 @@ KINDS = ("maison", "longère", "grange", "maison de bourg", "fermette", "apparte
 
 class SharedCpuOllama(CpuOllama):
     def __init__(self, config: CpuConfig, *, speed: dict[str, float] | None = None,
-                 shared: bool = True, tick_s: float = 0.25, num_batch: int = 512):
+                 shared: bool = True, sharing: str = "roofline", tick_s: float = 0.25,
+                 num_batch: int = 512):
+        if sharing not in SHARING:
+            raise ValueError(f"unknown sharing {sharing!r}: one of {SHARING}")
         self.speed = dict(speed or {})
         self.num_batch = num_batch  # Ollama's num_batch (default 512)
         self.shared = shared
+        self.sharing = sharing
         self.tick_s = tick_s
-        self.computing = 0  # requests evaluating or generating right now (all models)
+        self.computing: dict[int, Computing] = {}  # evaluating or generating now, all models
         self.bodies: dict[int, dict[str, Any]] = {}
         super().__init__(config)
 
     def reset(self) -> None:
         super().reset()
         self.bodies = {}
-        self.computing = 0
+        self.computing = {}
 
     def _new_record(self, kind: str, body: dict[str, Any], num_ctx: int) -> RequestRecord:
         record = super()._new_record(kind, body, num_ctx)
@@ -91,27 +105,40 @@ class SharedCpuOllama(CpuOllama):
     def _factor(self, model: str) -> float:
         return self.speed.get(model, self.speed.get(model.removesuffix(":latest"), 1.0))
 
-    async def _compute(self, t: float, work: float) -> float:
-        """From model time t, until `work` seconds of the whole CPU are done, sharing it
-        with whatever computes meanwhile; returns the model time it ends."""
-        while work > 1e-9:
-            n = max(self.computing, 1) if self.shared else 1
-            step = min(self.tick_s, work * n)
+    def _rate(self, index: int) -> float:
+        """Tokens/s request `index` advances at now (tests/fakes/cpu_model.step_rates)."""
+        me = self.computing[index]
+        if not self.shared:
+            return step_rates([me], self.config, self.sharing)[0]
+        ids = list(self.computing)
+        return step_rates([self.computing[i] for i in ids], self.config,
+                          self.sharing)[ids.index(index)]
+
+    async def _compute(self, t: float, index: int, tokens: int, *, prompt: bool) -> float:
+        """From model time t, until request `index` has evaluated `tokens` prompt tokens
+        (one batch) or generated `tokens` tokens, at the rate the requests computing
+        meanwhile leave it (re-read every tick); returns the model time it ends."""
+        me, left = self.computing[index], float(tokens)
+        while left > 1e-9:
+            me.chunk = math.ceil(left - 1e-9) if prompt else 0
+            rate = self._rate(index)
+            step = min(self.tick_s, left / rate)
             t += step
-            work -= step / n
+            left -= step * rate
             await self._sleep_until(t)
+        me.chunk = 0
         return t
 
     async def _run(self, job: Any) -> AsyncIterator[str]:  # CpuOllama._run, on one CPU
-        cfg, record = self.config, job.record
+        record = job.record
         factor = self._factor(record.model)
         async with self._occupy(record, job.tokens, job.keep_alive_s) as (slot, start):
             cached = cached_prefix(slot, job.tokens)
             slot.tokens = job.tokens[:cached]
             record.cached_tokens = cached
             record.evaluated_tokens = len(job.tokens) - cached
-            per_token = 1.0 / (cfg.gen_rate * factor)
-            self.computing += 1
+            index = record.index
+            self.computing[index] = Computing(record.model, 0, factor)
             try:
                 # the prompt by batches of `num_batch`; each one decoded joins the slot's
                 # cache at once, so a request cancelled midway leaves what it evaluated
@@ -120,20 +147,20 @@ class SharedCpuOllama(CpuOllama):
                 t, done = start, cached
                 while done < len(job.tokens):
                     n = min(self.num_batch, len(job.tokens) - done)
-                    t = await self._compute(t, n / (cfg.prompt_rate * factor))
+                    t = await self._compute(t, index, n, prompt=True)
                     done += n
                     slot.tokens = job.tokens[:done]
                 first = t
                 record.prompt_eval_s = first - start
                 for i, piece in enumerate(job.pieces):
                     if i:
-                        t = await self._compute(t, per_token)
+                        t = await self._compute(t, index, 1, prompt=False)
                         slot.tokens = job.tokens + job.generated[:i]
                     record.eval_tokens = i + 1
                     yield piece
-                t = await self._compute(t, per_token) if job.pieces else t
+                t = await self._compute(t, index, 1, prompt=False) if job.pieces else t
             finally:
-                self.computing -= 1
+                self.computing.pop(index, None)
                 if record.finished_s is None:  # cancelled: the slot is free from now
                     slot.free_at = max(slot.free_at, self.now())
             record.eval_s = t - first
@@ -445,6 +472,7 @@ def report(results: dict[str, dict[str, Any]]) -> None:
     def row(label: str, get: Any) -> None:
         rows.append((label, [get(results[n]) for n in names]))
 
+    row("CPU sharing (slots of one model)", lambda r: str(r.get("sharing", "-")))
     row("Ludo: accepted → first token p50 (s)", lambda r: f(r["ludo"]["ttft_s"]["p50"]))
     row("Ludo: accepted → first token p95 (s)", lambda r: f(r["ludo"]["ttft_s"]["p95"]))
     row("  floor p50 / p95 (s)", lambda r: f"{f(r['ludo']['floor_s']['p50'])} / "

@@ -14,12 +14,21 @@ Background work starts only when no person is waiting or being answered and the
 conversations have been quiet for `quiet_s` — except work whose prompt the server holds
 right now (`HOT`: a turn's extraction as a continuation of its prompt, the next turn's
 prefix prepared): it starts as soon as nobody waits, since it costs a few seconds now and
-far more once other conversations took its cache. All of it is preemptible and bounded: a person
-writing (`note_person`, called when any message is accepted) or asking for the model
-cancels the background request in flight, which raises `Preempted` in its caller (who
-leaves the item queued in the database: nothing is lost), and no background request runs
-longer than `background_max_s`. So a person's request never waits behind more than the
-cancellation of one background request.
+far more once other conversations took its cache. With more than one slot (AXI_LOCAL_SLOTS
+≥ 2), hot work may also take a free slot while replies are being written (every person
+held has had the first token of their reply, `Ticket.writing`): the server decodes the
+slots of one model in one batch a step (tests/fakes/cpu_model.step_rates), so a short
+continuation beside a reply costs that reply a pause of the continuation's own prompt
+evaluation (a few seconds), not a turn of the model. All of it is preemptible and bounded: a
+person writing (`note_person`, called when any message is accepted) or asking for the model
+(even with a slot free: its prompt would share the CPU) cancels the background request in
+flight, which raises `Preempted` in its caller (who leaves the item queued in the database:
+nothing is lost), and no background request runs longer than `background_max_s`. So a
+person's request never waits behind more than the cancellation of one background request.
+With more than one slot, the inner circle's prompt is also read alone: while it is being
+evaluated (a held stream before its first token, `Ticket.reading`) only the inner circle is
+granted a slot, and asking with a slot free, it takes the model back from a client's or an
+email's reply not shown yet (`yields_to`) as it would with none free.
 
 Preemption is one rule, `yields_to`: background work yields to any person; an email reply,
 and a client's live reply whose first token nobody has seen yet (`Ticket.watched`), yield
@@ -118,6 +127,8 @@ class Ticket:
     hot: bool = False  # background work that need not wait for quiet (HOT)
     yielded: int = 0  # times this request (its `seq`) was preempted already
     watched: bool = False  # its first token was shown to a person: never preempted now
+    reading: bool = False  # a stream asked: the model evaluates its prompt (until_watched)
+    writing: bool = False  # its first token came: the model is writing its reply
 
     @property
     def waited_s(self) -> float:
@@ -250,8 +261,12 @@ class LocalGate:
         if priority is Priority.INNER_LIVE:
             self._last_inner = ticket.asked_at
         heapq.heappush(self._waiting, (int(priority), ticket.seq, ticket))
-        if priority.person and self._free() == 0 and not self._parked(ticket):
-            self._preempt("a person is waiting", priority)
+        if priority.person and not self._parked(ticket):
+            # with no slot free, whoever `yields_to` this person; with one free, those
+            # whose prompt would share the CPU with this person's: background work, and
+            # for the inner circle a client's or an email's reply not shown yet
+            free = self._free() and priority is not Priority.INNER_LIVE
+            self._preempt("a person is waiting", Priority.EMAIL if free else priority)
         self._admit()
         on_park = ON_PARK.get() if priority.person and not ticket.granted.done() else None
         if on_park is not None:
@@ -329,9 +344,12 @@ class LocalGate:
         """`first()` — a held stream's first chunk — during which the turn may yield
         (Preempted: the caller closes the stream, so Ollama stops); once it came, a person
         reads it and the turn is never preempted again."""
+        ticket.reading = True
         if ticket.priority is Priority.INNER_LIVE:
             ticket.watched = True
-            return await first()
+            result = await first()
+            self._writing(ticket)
+            return result
         if ticket.preempted:
             raise Preempted(ticket.preempted)
         task: asyncio.Task[T] = asyncio.ensure_future(first())
@@ -346,7 +364,16 @@ class LocalGate:
         finally:
             ticket.task = None
         ticket.watched = True
+        self._writing(ticket)
         return result
+
+    def _writing(self, ticket: Ticket) -> None:
+        """A held stream's first token came: others may now start beside it (hot background
+        work; after an inner-circle prompt, anyone)."""
+        ticket.writing = True
+        if self.slots > 1 and ticket in self._held:
+            self._changed.set()
+            self._admit()
 
     # ------------------------------------------------------------------ inside
     def _free(self) -> int:
@@ -382,10 +409,14 @@ class LocalGate:
         """The waiting turn to grant next, by priority then arrival (None: none may go)."""
         self._waiting = [w for w in self._waiting if not w[2].granted.done()]  # cancelled
         heapq.heapify(self._waiting)
+        inner_reading = any(t.priority is Priority.INNER_LIVE and t.reading and not t.writing
+                            for t in self._held)
         for entry in sorted(self._waiting, key=lambda w: (w[0], w[1])):
             ticket = entry[2]
             if self._parked(ticket):
                 continue
+            if inner_reading and ticket.priority is not Priority.INNER_LIVE:
+                return None  # the inner circle's prompt first, alone (_writing admits)
             if (ticket.priority == Priority.BACKGROUND
                     and not self._background_may_start(ticket.hot)):
                 self._wake_when_quiet()
@@ -407,8 +438,11 @@ class LocalGate:
         self._admit()
 
     def _background_may_start(self, hot: bool = False) -> bool:
-        if any(t.priority.person for t in self._held) or self.people_waiting:
+        if self.people_waiting:
             return False
+        persons = [t for t in self._held if t.priority.person]
+        if persons:  # hot work may take a free slot beside replies being written
+            return hot and self._free() > 0 and all(t.writing for t in persons)
         return hot or self._quiet_for() >= self.quiet_s
 
     def _wake_when_quiet(self) -> None:

@@ -168,7 +168,7 @@ class Router:
             self.gate.ahead_of(priority), own_prompt_tokens=estimate_messages(
                 {"role": m.role, "content": m.content} for m in messages),
             own_cached=cached_guess_any(messages, self._recent_local), rates=rates,
-            now=self.gate.now())
+            now=self.gate.now(), slots=self.gate.slots)
 
     def _cost(self, messages: list[ChatMessage], task: str) -> float | None:
         rates = self.rates(task) if self.rates is not None else None

@@ -10,6 +10,7 @@ after another on one slot). The router compares the result with `AXI_LOCAL_MAX_W
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -63,14 +64,20 @@ def request_cost_s(prompt_tokens: int, cached: int, rates: Rates,
 
 
 def expected_wait_s(ahead: Sequence[Ticket], *, own_prompt_tokens: int, own_cached: int,
-                    rates: Rates, now: float) -> float:
-    """Seconds until this request's first token: what goes before it, then its prompt."""
-    queued = 0.0
-    for ticket in ahead:
+                    rates: Rates, now: float, slots: int = 1) -> float:
+    """Seconds until this request's first token: what goes before it, then its prompt.
+
+    With `slots` requests at once (AXI_LOCAL_SLOTS), those ahead are served `slots` at a
+    time, each by the first slot that frees (held ones first, with what they still
+    cost); this request starts when a slot frees for it."""
+    free_at = [0.0] * max(slots, 1)  # when each slot is free, from now
+    held = [t for t in ahead if t.granted_at is not None]
+    waiting = [t for t in ahead if t.granted_at is None]
+    for ticket in [*held, *waiting]:
         if ticket.priority is Priority.BACKGROUND:
             continue  # preempted as soon as a person asks
         cost = ticket.cost_s if ticket.cost_s is not None else request_cost_s(0, 0, rates)
         if ticket.granted_at is not None:
             cost -= now - ticket.granted_at
-        queued += max(0.0, cost)
-    return queued + max(0, own_prompt_tokens - own_cached) / rates.prompt_tps
+        heapq.heappush(free_at, heapq.heappop(free_at) + max(0.0, cost))  # the first free
+    return min(free_at) + max(0, own_prompt_tokens - own_cached) / rates.prompt_tps

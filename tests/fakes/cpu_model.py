@@ -208,6 +208,58 @@ def choose_slot(cfg: CpuConfig, slots: Sequence[Slot], free: Sequence[Slot],
     return chosen
 
 
+@dataclass
+class Computing:
+    """A request evaluating its prompt or generating right now, as the CPU sees it."""
+
+    model: str
+    chunk: int = 0  # prompt tokens left in its current batch; 0: generating, a token a step
+    speed: float = 1.0  # the model's speed relative to CpuConfig's rates (a small model: > 1)
+
+
+SHARING = ("roofline", "processor")
+
+
+def step_rates(computing: Sequence[Computing], cfg: CpuConfig,
+               sharing: str = "roofline") -> list[float]:
+    """How many tokens per second each computing request advances (prompt tokens while
+    it evaluates its prompt, generated tokens after), everything else computing too.
+
+    "processor": the CPU shared equally, no batching gain: n requests each go at 1/n of
+    their rate alone (conservative for slots of one model, about right for two models).
+    "roofline": how llama.cpp runs the slots of ONE loaded model — each step is one
+    decode of a batch holding every active slot's tokens (a generating slot's one token,
+    an evaluating slot's next prompt batch of up to num_batch): Ollama's runner fills
+    one batch "as much as possible across all sequences" and calls Decode once
+    (runner/llamarunner/runner.go, processBatch), llama-server adds "sampled tokens from
+    any ongoing sequences" then "any pending prompts without exceeding n_batch" to the
+    same batch (tools/server, update_slots, continuous batching on by default). On a
+    CPU a decode step reads all the weights once whatever the batch (generation is
+    memory-bandwidth bound: 1/gen_rate per step) and computes every token in it (prompt
+    evaluation is compute bound: tokens/prompt_rate), so a step of k tokens takes
+    max(1/gen_rate, k/prompt_rate): two generating slots each keep ~gen_rate (llama.cpp#4064:
+    on an x86 CPU, 4/8/16 t/s in all at batch 1/2/4), a prompt evaluated beside a
+    generation costs what it costs alone (the generated token rides along, one a step,
+    so that generation stalls meanwhile), two prompts share the compute. Models loaded
+    separately run their own decodes: they share the CPU as "processor" does.
+    """
+    if sharing == "processor":
+        n = max(len(computing), 1)
+        return [(cfg.prompt_rate if c.chunk else cfg.gen_rate) * c.speed / n
+                for c in computing]
+    if sharing != "roofline":
+        raise ValueError(f"unknown sharing {sharing!r}: one of {SHARING}")
+    models = {c.model for c in computing}
+    step: dict[str, float] = {}
+    for model in models:
+        mine = [c for c in computing if c.model == model]
+        speed = mine[0].speed
+        k = sum(c.chunk if c.chunk else 1 for c in mine)
+        step[model] = max(1.0 / (cfg.gen_rate * speed),
+                          k / (cfg.prompt_rate * speed)) * len(models)
+    return [(c.chunk or 1) / step[c.model] for c in computing]
+
+
 def cached_prefix(slot: Slot, tokens: Sequence[str]) -> int:
     """How much of the prompt the slot's cache serves: at least one token is always
     evaluated (the model needs the logits of the last one), as in Ollama."""

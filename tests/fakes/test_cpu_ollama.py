@@ -15,11 +15,14 @@ from ollama import AsyncClient, ResponseError
 
 from bot.config import DEFAULT_LOCAL_MODEL
 from tests.fakes.cpu_model import (
+    Computing,
+    CpuConfig,
     Msg,
     common_prefix,
     default_reply,
     fit_messages,
     render,
+    step_rates,
     tokenize,
 )
 from tests.fakes.cpu_ollama import FAST, CpuOllama, StartCpu, keep_alive_seconds
@@ -83,6 +86,53 @@ def test_tokens_template_and_default_reply() -> None:
         assert len(reply_tokens(default_reply(n))) == n
     assert keep_alive_seconds("1h30m", 0) == 5400 and keep_alive_seconds(-1, 0) == float("inf")
     assert keep_alive_seconds("0", 300) == 0 and keep_alive_seconds(None, 300) == 300
+
+
+CPU = CpuConfig(prompt_rate=60.0, gen_rate=9.0)
+
+
+def seconds(rates: list[float], tokens: list[int]) -> list[float]:
+    return [n / r for n, r in zip(tokens, rates, strict=True)]
+
+
+def test_roofline_two_generations_together_each_as_fast_as_alone() -> None:
+    alone = step_rates([Computing("m")], CPU)[0]
+    assert alone == pytest.approx(9.0)
+    both = step_rates([Computing("m"), Computing("m")], CPU)
+    assert both == pytest.approx([9.0, 9.0])  # one step reads the weights for both
+    # beyond prompt_rate/gen_rate (6.7) generations at once, the compute is the bound
+    assert step_rates([Computing("m")] * 10, CPU)[0] == pytest.approx(6.0)
+    # processor sharing, the conservative model, halves each
+    assert step_rates([Computing("m"), Computing("m")], CPU, "processor") == \
+        pytest.approx([4.5, 4.5])
+
+
+def test_roofline_a_prompt_beside_a_generation_costs_what_it_costs_alone() -> None:
+    alone = step_rates([Computing("m", chunk=512)], CPU)[0]
+    assert alone == pytest.approx(60.0)
+    prompt, gen = step_rates([Computing("m", chunk=512), Computing("m")], CPU)
+    assert prompt == pytest.approx(60.0 * 512 / 513)  # the generated token rides along
+    assert gen == pytest.approx(60.0 / 513)  # one token a step: the generation stalls
+    assert step_rates([Computing("m", chunk=512), Computing("m")], CPU, "processor") == \
+        pytest.approx([30.0, 4.5])
+
+
+def test_roofline_prompt_tokens_of_two_slots_cost_k_over_the_prompt_rate() -> None:
+    rates = step_rates([Computing("m", chunk=512), Computing("m", chunk=256)], CPU)
+    # one step of 768 tokens: both chunks done together, at 768 / 60 s
+    assert seconds(rates, [512, 256]) == pytest.approx([768 / 60.0] * 2)
+    # a last chunk of 3 tokens alone is one step: it reads the weights once (1/9 s)
+    assert seconds(step_rates([Computing("m", chunk=3)], CPU), [3]) == pytest.approx([1 / 9.0])
+
+
+def test_models_loaded_separately_share_the_cpu() -> None:
+    small = Computing("small", chunk=512, speed=2.0)
+    rates = step_rates([Computing("big", chunk=512), small], CPU)
+    assert rates == pytest.approx([30.0, 60.0])  # each model's own decode, at half the CPU
+    assert step_rates([Computing("big"), Computing("small", speed=2.0)], CPU) == \
+        pytest.approx([4.5, 9.0])
+    with pytest.raises(ValueError, match="sharing"):
+        step_rates([small], CPU, "magic")
 
 
 # ---------------------------------------------------------------------- caching

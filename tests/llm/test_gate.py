@@ -11,7 +11,7 @@ import time
 import pytest
 
 from bot.config import DEFAULT_LOCAL_MODEL
-from llm.gate import BackgroundTooLong, LocalGate, Preempted, Priority
+from llm.gate import HOT, BackgroundTooLong, LocalGate, Preempted, Priority
 from llm.ollama_chat import OllamaChat
 from llm.router import Router
 from llm.types import ChatMessage
@@ -175,6 +175,69 @@ async def test_two_slots_serve_two_people_at_once_and_never_background_beside_th
     release.set()
     await asyncio.gather(one, two, background)
     assert order[-1] == "fond"
+
+
+async def test_with_two_slots_hot_work_runs_beside_a_reply_being_written_only() -> None:
+    """The server decodes a model's slots in one batch: a hot continuation may take the
+    free slot once every person held has their first token (never before: it would share
+    the CPU with their prompt), never with one slot; a person asking takes it back."""
+    for slots, beside in ((2, True), (1, False)):
+        gate = LocalGate(slots=slots, quiet_s=60.0)
+        gate.note_person()
+        ludo = await gate.acquire(P.INNER_LIVE)
+        token = HOT.set(True)
+        try:
+            hot = asyncio.create_task(gate.acquire(P.BACKGROUND))
+        finally:
+            HOT.reset(token)
+        cold = asyncio.create_task(gate.acquire(P.BACKGROUND))
+        await asyncio.sleep(0.01)
+        assert not hot.done()  # Ludo's prompt is being evaluated
+        assert await gate.until_watched(ludo, _first_token) == "Bon"
+        await asyncio.sleep(0.01)
+        assert hot.done() is beside and not cold.done()  # cold work waits for quiet
+        if beside:
+            extraction = hot.result()
+            waiting = asyncio.create_task(gate.acquire(P.CLIENT_LIVE))
+            await asyncio.sleep(0)
+            assert extraction.preempted and not ludo.preempted
+            gate.release(extraction)
+            gate.release(await waiting)
+        gate.release(ludo)
+        for task in (hot, cold):
+            task.cancel()
+        await asyncio.gather(hot, cold, return_exceptions=True)
+
+
+async def test_with_two_slots_the_inner_circle_reads_its_prompt_alone() -> None:
+    """Two prompts at once share the CPU's compute: while Ludo's prompt is evaluated
+    nobody but the inner circle starts beside it, and a client's reply not shown yet
+    that would be read beside his yields (once) even with a slot free."""
+    gate = LocalGate(slots=2, quiet_s=60.0)
+    client = await gate.acquire(P.CLIENT_LIVE)
+    ludo = await gate.acquire(P.INNER_LIVE)  # the second slot, free
+    assert client.preempted and not ludo.preempted
+    gate.release(client)
+    first = asyncio.get_running_loop().create_future()
+    stream = asyncio.create_task(gate.until_watched(ludo, lambda: first))
+    await asyncio.sleep(0)
+    again = asyncio.create_task(gate.acquire(P.CLIENT_LIVE))  # the client, asked again
+    other = asyncio.create_task(gate.acquire(P.INNER_LIVE))  # Julie: the inner circle
+    await asyncio.sleep(0.01)
+    assert other.done() and not again.done()
+    gate.release(other.result())
+    await asyncio.sleep(0.01)
+    assert not again.done()  # a slot is free, but Ludo's prompt is being read
+    first.set_result("Bon")
+    assert await stream == "Bon"
+    await asyncio.sleep(0.01)
+    assert again.done() and not again.result().preempted  # his first token came
+    gate.release(again.result())
+    gate.release(ludo)
+
+
+async def _first_token() -> str:
+    return "Bon"
 
 
 # ------------------------------------------------------------------ on the simulated CPU

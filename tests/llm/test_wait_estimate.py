@@ -40,6 +40,25 @@ async def test_the_wait_is_what_goes_before_then_the_uncached_prompt() -> None:
     await asyncio.gather(*waiting, return_exceptions=True)
 
 
+async def test_with_two_slots_the_wait_is_until_the_first_slot_frees() -> None:
+    gate = LocalGate(slots=2, quiet_s=0.0, clock=lambda: 100.0)
+    client = await gate.acquire(Priority.CLIENT_LIVE, cost_s=30.0)
+    client.granted_at = 90.0  # 20 s still to go
+    mail = await gate.acquire(Priority.EMAIL, cost_s=50.0)
+    mail.granted_at = 95.0  # 45 s still to go
+    ludo = asyncio.create_task(gate.acquire(Priority.INNER_LIVE, cost_s=12.0))
+    await asyncio.sleep(0)
+    ahead = gate.ahead_of(Priority.CLIENT_LIVE)  # both held, then Ludo's on the first free
+    assert expected_wait_s(ahead, own_prompt_tokens=660, own_cached=60, rates=RATES,
+                           now=100.0, slots=2) == pytest.approx(32 + 10)
+    assert expected_wait_s(ahead, own_prompt_tokens=660, own_cached=60, rates=RATES,
+                           now=100.0) == pytest.approx(20 + 45 + 12 + 10)  # one at a time
+    assert expected_wait_s([], own_prompt_tokens=660, own_cached=60, rates=RATES,
+                           now=100.0, slots=2) == pytest.approx(10)
+    ludo.cancel()
+    await asyncio.gather(ludo, return_exceptions=True)
+
+
 def test_the_cache_likely_holds_the_shared_messages() -> None:
     turn1 = [*HELLO, ChatMessage.assistant("Salut"), ChatMessage.user("Et la longère ?")]
     assert cached_guess(turn1, HELLO) == cached_guess(HELLO, HELLO) > 0
