@@ -31,6 +31,36 @@ _REPLY_PREFIX = re.compile(r"^\s*((re|ré|réf|ref|aw|sv|antw|tr|fwd?|wg)\s*(\[\
                            re.IGNORECASE)
 
 
+_MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,900}>")
+"""A message id as channels/email_headers.message_ids reads it: printable ASCII, no space."""
+
+
+class IdsHeader(str):
+    """An `In-Reply-To` or `References` value the `email` package sends as it is: message
+    ids folded between ids, never turned into RFC 2047 encoded words. (Left to the package,
+    an id longer than a line — Outlook's are about 85 characters — went out as
+    `=?utf-8?q?=3C…?=`, which no mail client matches: the reply lost its thread.) Only
+    well-formed ids are kept (at most 900 characters each, so a line stays within SMTP's
+    998)."""
+
+    name: str
+    defects: tuple[Any, ...] = ()
+
+    def __new__(cls, name: str, ids: Sequence[str]) -> IdsHeader:
+        header = super().__new__(cls, " ".join(i for i in ids if _MSG_ID.fullmatch(i)))
+        header.name = name
+        return header
+
+    def fold(self, *, policy: Any) -> str:
+        first = f"{self.name}:"
+        lines = [first]
+        for ident in self.split():
+            if lines[-1] != first and len(lines[-1]) + 1 + len(ident) > policy.max_line_length:
+                lines.append("")
+            lines[-1] += f" {ident}"
+        return policy.linesep.join(lines) + policy.linesep
+
+
 def reply_subject(subject: str | None) -> str:
     """One "Re: " in front of the original subject, whatever prefixes it had."""
     base = _REPLY_PREFIX.sub("", " ".join((subject or "").split()))
@@ -92,10 +122,10 @@ def compose(delivery: Delivery, *, sender: str, now: datetime | None = None) -> 
     msg["Date"] = format_datetime(now or datetime.now(UTC))
     msg["Message-ID"] = message_id_for(delivery, domain)
     if answering:
-        msg["In-Reply-To"] = str(delivery.thread_ref)
-        refs = references_for(thread, delivery.thread_ref)
-        if refs:
-            msg["References"] = " ".join(refs)
+        if in_reply_to := IdsHeader("In-Reply-To", [str(delivery.thread_ref)]):
+            msg["In-Reply-To"] = in_reply_to
+        if refs := IdsHeader("References", references_for(thread, delivery.thread_ref)):
+            msg["References"] = refs
     msg["Auto-Submitted"] = "auto-replied" if delivery.kind in ("reply", "notice") \
         else "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"  # Exchange: no out-of-office back to a robot

@@ -83,3 +83,40 @@ def test_subjects_and_references_edge_cases() -> None:
     assert references_for(None, None) == []
     long_subject = sent(delivery(subject="x" * 1000))["Subject"]
     assert len(long_subject) <= 250
+
+
+OUTLOOK_ID = ("<PAXPR07MB8795A1B2C3D4E5F6A7B8C9D0E1F2A3B4C5D6@PAXPR07MB8795.eurprd07.prod"
+              ".outlook.com>")
+
+
+def raw_header(raw: bytes, name: str) -> str | None:
+    """A header's value as it travels (unfolded, undecoded): what a mail client matches."""
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    for field in head.replace("\r\n ", " ").replace("\r\n\t", " ").split("\r\n"):
+        key, _, value = field.partition(":")
+        if key.lower() == name.lower():
+            return value.strip()
+    return None
+
+
+def test_long_message_ids_travel_as_ids_not_encoded_words() -> None:
+    # Outlook's ids are longer than a header line: the email package used to send them as
+    # RFC 2047 encoded words (=?utf-8?q?=3CPAX…?=), which no client matches: thread lost
+    d = delivery(thread_ref=OUTLOOK_ID,
+                 thread_meta={"sujet": "Visite", "references": ["<q0@example.fr>",
+                                                                OUTLOOK_ID.replace("P", "Q")]})
+    raw = compose(d, sender=OURS).as_bytes()
+    assert raw_header(raw, "In-Reply-To") == OUTLOOK_ID
+    assert raw_header(raw, "References") == " ".join(
+        ["<q0@example.fr>", OUTLOOK_ID.replace("P", "Q"), OUTLOOK_ID])
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    parsed = message_from_bytes(raw, policy=policy.default)
+    assert parsed["In-Reply-To"] == OUTLOOK_ID
+
+
+def test_a_thread_id_that_is_no_message_id_is_left_out_never_sent_raw() -> None:
+    raw = compose(delivery(thread_ref="<a@b>\r\nBcc: x@evil.example",
+                           thread_meta={"sujet": "Visite", "references": ["bad id", "<q0@x>"]}),
+                  sender=OURS).as_bytes()
+    assert raw_header(raw, "In-Reply-To") is None and b"Bcc" not in raw
+    assert raw_header(raw, "References") == "<q0@x>"
