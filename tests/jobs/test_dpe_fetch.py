@@ -207,3 +207,21 @@ async def test_a_dpe_dated_in_the_future_never_blinds_the_veille(
     assert window_start(fetched.watermarks, "24260", TODAY, 60) <= date(2026, 12, 2)
     poisoned = {"reception:24260": "2099-01-01", "reception": "2099-01-01"}
     assert window_start(poisoned, "24260", TODAY, 60) == date(2026, 10, 2)
+
+
+async def test_an_unreadable_line_in_one_postcode_does_not_cut_the_next_ones(
+        ademe_server: Any, http: Any) -> None:
+    """A line without a number in 24260 makes the run partial; 24510, read after it, must
+    still be read to its end: it stopped after its first page (the cap's stop took any
+    partial run for its own), and its watermark went back to that page's last date, so a
+    postcode with more DPEs in the overlap than a page never reached its new ones."""
+    ademe_server.add([*rows("24260", 2), dpe_row("", date(2026, 11, 21), "24260")])
+    ademe_server.add(rows("24510", 4, day=date(2026, 11, 1))
+                     + rows("24510", 3, start=4, day=date(2026, 11, 27)))
+    ctx = context(ademe_server, http, watermarks={"reception:24510": "2026-11-25"})
+    fetched = await DpeVeille().fetch(ctx)
+    assert fetched.partial is not None and "24260 : 1 ligne(s) illisible(s)" in fetched.partial
+    assert sorted(i.key for i in fetched.items if i.source == "24510") == [
+        f"2624E24510{i:04d}" for i in range(7)]
+    assert "24510" in fetched.healthy and not fetched.broken
+    assert fetched.watermarks["reception:24510"] == "2026-11-27"
