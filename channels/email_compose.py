@@ -14,6 +14,7 @@ import html
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -61,6 +62,42 @@ class IdsHeader(str):
         return policy.linesep.join(lines) + policy.linesep
 
 
+class TextHeader(str):
+    """A `Subject` sent as the text it is. Given a value, the email package decodes the
+    RFC 2047 words in it (`=?utf-8?q?…=0D=0A…?=`) and wrote their CR/LF out raw: a visitor's
+    « bien » (the contact relay's subject) or a mail's subject (the reply's) added headers,
+    or a body, to Axi's mail. Plain ASCII with no `=?` is folded as is; anything else is
+    written as encoded words by `email.header.Header`, which never emits a raw CR/LF."""
+
+    name: str
+    defects: tuple[Any, ...] = ()
+
+    def __new__(cls, name: str, value: str) -> TextHeader:
+        header = super().__new__(cls, " ".join(value.split()))
+        header.name = name
+        return header
+
+    def fold(self, *, policy: Any) -> str:
+        value = str(self)
+        if value.isascii() and "=?" not in value:
+            return policy.header_factory(self.name, value).fold(policy=policy)  # type: ignore[no-any-return]
+        encoded = Header(value, "utf-8", header_name=self.name,
+                         maxlinelen=policy.max_line_length).encode(linesep=policy.linesep)
+        return f"{self.name}: {encoded}{policy.linesep}"
+
+
+class UnsendableMail(ValueError):
+    """A delivery no mail can carry (its recipient's address is not one a header can
+    hold): a permanent failure for the outbox, never a crash at every pass."""
+
+
+def carried(address: str) -> bool:
+    """Whether an address goes into a header as it is: printable, no space, and nothing
+    the email package would decode as an RFC 2047 word (`=?`) into CR/LF."""
+    return bool(address) and "=?" not in address and address.isprintable() \
+        and not any(c.isspace() for c in address)
+
+
 def reply_subject(subject: str | None) -> str:
     """One "Re: " in front of the original subject, whatever prefixes it had."""
     base = _REPLY_PREFIX.sub("", " ".join((subject or "").split()))
@@ -105,10 +142,13 @@ def compose(delivery: Delivery, *, sender: str, now: datetime | None = None) -> 
     domain = sender.rpartition("@")[2] or "localhost"
     msg = EmailMessage(policy=SMTP)
     msg["From"] = Address(DISPLAY_NAME, addr_spec=sender)
+    if not carried(delivery.address):
+        raise UnsendableMail(f"the address {delivery.address[:100]!r} cannot be written in a "
+                             "mail header")
     msg["To"] = delivery.address
-    if delivery.cc:
-        msg["Cc"] = ", ".join(delivery.cc)
-    if delivery.reply_to:
+    if cc := [a for a in delivery.cc if carried(a)]:
+        msg["Cc"] = ", ".join(cc)
+    if delivery.reply_to and carried(delivery.reply_to):  # else left out: the text says it
         msg["Reply-To"] = delivery.reply_to
     answering = delivery.kind in ("reply", "notice") and delivery.thread_ref is not None
     thread = delivery.thread_meta or {}
@@ -118,7 +158,7 @@ def compose(delivery: Delivery, *, sender: str, now: datetime | None = None) -> 
         subject = reply_subject(str(thread.get("sujet") or ""))
     else:
         subject = DEFAULT_SUBJECT
-    msg["Subject"] = " ".join(subject.split())[:250]
+    msg["Subject"] = TextHeader("Subject", " ".join(subject.split())[:250])
     msg["Date"] = format_datetime(now or datetime.now(UTC))
     msg["Message-ID"] = message_id_for(delivery, domain)
     if answering:
