@@ -35,7 +35,7 @@ import aiosmtplib
 
 from bot.channel import ChannelServices, CursorUpdate, Delivery, SendError
 from bot.inbound import Attachment, Inbound
-from channels.email_compose import compose
+from channels.email_compose import carried, compose
 from channels.email_imap import Cursor, Fetched, ImapConfig, ImapError, ImapSession, new_mail
 from channels.email_parse import ParsedMail, parse_mail
 
@@ -240,8 +240,12 @@ class EmailChannel:
         smtp = self.config.smtp
         if smtp is None:
             raise SendError("no SMTP server configured (AXI_SMTP_HOST)", retryable=False)
-        message = compose(delivery, sender=self.config.address)
-        recipients = [delivery.address, *delivery.cc]
+        try:
+            message = compose(delivery, sender=self.config.address)
+        except (ValueError, TypeError) as exc:  # never a crash at every outbox pass
+            raise SendError(f"mail not composed: {type(exc).__name__}: {exc}"[:300],
+                            retryable=False) from exc
+        recipients = [delivery.address, *(a for a in delivery.cc if carried(a))]
         try:
             await aiosmtplib.send(
                 message, sender=self.config.address, recipients=recipients,

@@ -14,6 +14,7 @@ import html
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -29,6 +30,72 @@ DISPLAY_NAME = "Axi — ICI Dordogne"
 
 _REPLY_PREFIX = re.compile(r"^\s*((re|ré|réf|ref|aw|sv|antw|tr|fwd?|wg)\s*(\[\d+\])?\s*:\s*)+",
                            re.IGNORECASE)
+
+
+_MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,900}>")
+"""A message id as channels/email_headers.message_ids reads it: printable ASCII, no space."""
+
+
+class IdsHeader(str):
+    """An `In-Reply-To` or `References` value the `email` package sends as it is: message
+    ids folded between ids, never turned into RFC 2047 encoded words. (Left to the package,
+    an id longer than a line — Outlook's are about 85 characters — went out as
+    `=?utf-8?q?=3C…?=`, which no mail client matches: the reply lost its thread.) Only
+    well-formed ids are kept (at most 900 characters each, so a line stays within SMTP's
+    998)."""
+
+    name: str
+    defects: tuple[Any, ...] = ()
+
+    def __new__(cls, name: str, ids: Sequence[str]) -> IdsHeader:
+        header = super().__new__(cls, " ".join(i for i in ids if _MSG_ID.fullmatch(i)))
+        header.name = name
+        return header
+
+    def fold(self, *, policy: Any) -> str:
+        first = f"{self.name}:"
+        lines = [first]
+        for ident in self.split():
+            if lines[-1] != first and len(lines[-1]) + 1 + len(ident) > policy.max_line_length:
+                lines.append("")
+            lines[-1] += f" {ident}"
+        return policy.linesep.join(lines) + policy.linesep
+
+
+class TextHeader(str):
+    """A `Subject` sent as the text it is. Given a value, the email package decodes the
+    RFC 2047 words in it (`=?utf-8?q?…=0D=0A…?=`) and wrote their CR/LF out raw: a visitor's
+    « bien » (the contact relay's subject) or a mail's subject (the reply's) added headers,
+    or a body, to Axi's mail. Plain ASCII with no `=?` is folded as is; anything else is
+    written as encoded words by `email.header.Header`, which never emits a raw CR/LF."""
+
+    name: str
+    defects: tuple[Any, ...] = ()
+
+    def __new__(cls, name: str, value: str) -> TextHeader:
+        header = super().__new__(cls, " ".join(value.split()))
+        header.name = name
+        return header
+
+    def fold(self, *, policy: Any) -> str:
+        value = str(self)
+        if value.isascii() and "=?" not in value:
+            return policy.header_factory(self.name, value).fold(policy=policy)  # type: ignore[no-any-return]
+        encoded = Header(value, "utf-8", header_name=self.name,
+                         maxlinelen=policy.max_line_length).encode(linesep=policy.linesep)
+        return f"{self.name}: {encoded}{policy.linesep}"
+
+
+class UnsendableMail(ValueError):
+    """A delivery no mail can carry (its recipient's address is not one a header can
+    hold): a permanent failure for the outbox, never a crash at every pass."""
+
+
+def carried(address: str) -> bool:
+    """Whether an address goes into a header as it is: printable, no space, and nothing
+    the email package would decode as an RFC 2047 word (`=?`) into CR/LF."""
+    return bool(address) and "=?" not in address and address.isprintable() \
+        and not any(c.isspace() for c in address)
 
 
 def reply_subject(subject: str | None) -> str:
@@ -75,10 +142,13 @@ def compose(delivery: Delivery, *, sender: str, now: datetime | None = None) -> 
     domain = sender.rpartition("@")[2] or "localhost"
     msg = EmailMessage(policy=SMTP)
     msg["From"] = Address(DISPLAY_NAME, addr_spec=sender)
+    if not carried(delivery.address):
+        raise UnsendableMail(f"the address {delivery.address[:100]!r} cannot be written in a "
+                             "mail header")
     msg["To"] = delivery.address
-    if delivery.cc:
-        msg["Cc"] = ", ".join(delivery.cc)
-    if delivery.reply_to:
+    if cc := [a for a in delivery.cc if carried(a)]:
+        msg["Cc"] = ", ".join(cc)
+    if delivery.reply_to and carried(delivery.reply_to):  # else left out: the text says it
         msg["Reply-To"] = delivery.reply_to
     answering = delivery.kind in ("reply", "notice") and delivery.thread_ref is not None
     thread = delivery.thread_meta or {}
@@ -88,14 +158,14 @@ def compose(delivery: Delivery, *, sender: str, now: datetime | None = None) -> 
         subject = reply_subject(str(thread.get("sujet") or ""))
     else:
         subject = DEFAULT_SUBJECT
-    msg["Subject"] = " ".join(subject.split())[:250]
+    msg["Subject"] = TextHeader("Subject", " ".join(subject.split())[:250])
     msg["Date"] = format_datetime(now or datetime.now(UTC))
     msg["Message-ID"] = message_id_for(delivery, domain)
     if answering:
-        msg["In-Reply-To"] = str(delivery.thread_ref)
-        refs = references_for(thread, delivery.thread_ref)
-        if refs:
-            msg["References"] = " ".join(refs)
+        if in_reply_to := IdsHeader("In-Reply-To", [str(delivery.thread_ref)]):
+            msg["In-Reply-To"] = in_reply_to
+        if refs := IdsHeader("References", references_for(thread, delivery.thread_ref)):
+            msg["References"] = refs
     msg["Auto-Submitted"] = "auto-replied" if delivery.kind in ("reply", "notice") \
         else "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"  # Exchange: no out-of-office back to a robot

@@ -156,13 +156,16 @@ class ImapSession:
 
     def _watch_news(self) -> None:
         """aioimaplib drops an EXISTS that comes with another command's response ("ignored
-        untagged response"): note it (its only hook is the protocol's own method)."""
+        untagged response"), or files it under the response of a command it runs alone
+        (MOVE to the done folder, SELECT), where nobody reads it: note it whatever command
+        is pending (its only hook is the protocol's own method). A note taken before a
+        search is that search's (`uids_after` clears it), so noting too much costs
+        nothing; missing one left the mail for the next IDLE renewal (29 minutes)."""
         protocol = self.client.protocol
         untagged = protocol._untagged_response
 
         def seen(line: bytes) -> Any:
-            if protocol.pending_sync_command is None and (b"EXISTS" in line
-                                                         or b"RECENT" in line):
+            if b"EXISTS" in line or b"RECENT" in line:
                 self.news = True
             return untagged(line)
 

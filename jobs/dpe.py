@@ -131,6 +131,7 @@ class DpeVeille:
             page_url: str | None = url
             visited: set[str] = set()
             readable = unreadable = pages = 0
+            capped = False  # this postcode stopped at the cap (not: the run is partial)
             try:
                 while page_url is not None:
                     pages += 1
@@ -154,6 +155,7 @@ class DpeVeille:
                             if new_count >= cap:
                                 fetched.partial = (f"plafond de {cap} DPE atteint (code "
                                                    f"postal {code} non terminé)")
+                                capped = True
                                 break
                             new_count += 1
                         fetched.items.append(item)
@@ -162,7 +164,7 @@ class DpeVeille:
                         day = item.data["date_reception"]
                         if day > latest.get(code, "") and day <= horizon:
                             latest[code] = day
-                    if fetched.partial is not None:
+                    if capped:  # an earlier postcode's unreadable lines cut nothing here
                         break
                     if not results or nxt is None:
                         break
@@ -183,7 +185,7 @@ class DpeVeille:
                 if unreadable:
                     note = f"{code} : {unreadable} ligne(s) illisible(s) ignorée(s)"
                     fetched.partial = f"{fetched.partial} ; {note}" if fetched.partial else note
-                if fetched.partial is None:
+                if not capped and not unreadable:  # read whole, whatever the others did
                     fetched.healthy.add(code)
         ctx.progress(len(codes), len(codes), "DPE")
         for code, day in latest.items():

@@ -16,8 +16,44 @@ from typing import Any
 import httpx
 
 RETRIED = frozenset({429, 500, 502, 503, 504})
+MAX_BYTES = 32 * 1024 * 1024
+"""An answer larger than this is refused, unread past it: an ADEME page of 10,000 DPEs is
+a few megabytes, and a source streaming without end (a broken proxy) must not fill the
+memory of the whole assistant."""
+TOTAL_S = 120.0
+"""One request's whole time, its body included: a source trickling its answer (each read
+within the client's timeout) must not hold the run — and the veille's lock, which makes
+every later run skip — for ever."""
 _sleep = asyncio.sleep
 """Waits between attempts (tests replace it)."""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _get(client: httpx.AsyncClient, url: str,
+               params: Mapping[str, str | int] | None,
+               headers: Mapping[str, str] | None) -> tuple[httpx.Response, bytes]:
+    """The answer and, for a 200, its body (at most MAX_BYTES, within TOTAL_S)."""
+    async with asyncio.timeout(TOTAL_S):
+        # never redirected: a same-origin `next` answered by a redirect to another host
+        # would make its rows pass for the source's (a 3xx is refused by the caller)
+        async with client.stream("GET", url, params=params, headers=headers,
+                                 follow_redirects=False) as response:
+            if response.status_code != 200:
+                return response, b""
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_BYTES:
+                raise _TooLarge
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_BYTES:
+                    raise _TooLarge
+                chunks.append(chunk)
+            return response, b"".join(chunks)
 
 
 class SourceError(Exception):
@@ -50,11 +86,11 @@ async def get_json(client: httpx.AsyncClient, url: str,
             await _sleep(wait)
         wait = backoff_s * (2 ** attempt)
         try:
-            # never redirected: a same-origin `next` answered by a redirect to another host
-            # would make its rows pass for the source's (a 3xx is refused below)
-            response = await client.get(url, params=params, headers=headers,
-                                        follow_redirects=False)
-        except httpx.TimeoutException:
+            response, body = await _get(client, url, params, headers)
+        except _TooLarge:
+            raise SourceError(f"réponse trop volumineuse (plus de {MAX_BYTES // 1024 // 1024} "
+                              "Mo) : lecture arrêtée") from None
+        except (httpx.TimeoutException, TimeoutError):
             last = "délai dépassé"
             continue
         except httpx.HTTPError as exc:
@@ -68,7 +104,7 @@ async def get_json(client: httpx.AsyncClient, url: str,
         if response.status_code != 200:
             raise SourceError(f"réponse inattendue (HTTP {response.status_code})")
         try:
-            return response.json()
+            return json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise SourceError("réponse illisible (JSON invalide)") from None
     raise SourceError(f"{last}, après {max(1, attempts)} essais")

@@ -23,11 +23,13 @@ import asyncio
 import codecs
 import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
+from typing import Any
 from urllib.robotparser import RobotFileParser
 
 import httpx
@@ -127,6 +129,42 @@ def decode_body(body: bytes, charset: str | None) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
+_BARE_QUERY = re.compile(r"^(\s*(?:dis)?allow\s*:\s*[^#\s]*\?)(?=\s*(?:#|$))", re.IGNORECASE)
+
+
+def robots_allows(robots: RobotFileParser, user_agent: str, url: str) -> bool:
+    """Whether `robots` lets `user_agent` fetch `url`, as RFC 9309 (and search engines)
+    read it: the group for our product token, else `*`; the rule with the longest
+    matching path decides, `Allow` on a tie; `*` matches any characters and a final `$`
+    the end. (Python's `RobotFileParser.can_fetch` takes the first matching rule in file
+    order and reads `*` literally: an `Allow: /` line first, or a wildcard rule, let Axi
+    read pages a site forbids — and an `Allow` after `Disallow: /` was ignored.) Its
+    parsing is kept: the groups, and each rule's path quoted as `can_fetch` quotes it."""
+    groups: Any = robots  # its groups have no public API (nor stubs)
+    if getattr(groups, "disallow_all", False):
+        return False
+    if getattr(groups, "allow_all", False):
+        return True
+    entry = next((e for e in groups.entries if e.applies_to(user_agent)), groups.default_entry)
+    if entry is None:
+        return True
+    parsed = urllib.parse.urlparse(urllib.parse.unquote(url))
+    path = urllib.parse.quote(urllib.parse.urlunparse(
+        ("", "", parsed.path, parsed.params, parsed.query, parsed.fragment))) or "/"
+    best: tuple[int, bool] | None = None
+    for rule in entry.rulelines:
+        pattern = str(rule.path)
+        anchored = pattern.endswith("%24")  # "$", quoted
+        body = pattern[:-3] if anchored else pattern
+        regex = ".*".join(re.escape(part) for part in body.split("%2A"))  # "*", quoted
+        if re.match(regex + (r"\Z" if anchored else ""), path) is None:
+            continue
+        if best is None or len(pattern) > best[0] or (len(pattern) == best[0]
+                                                       and rule.allowance):
+            best = (len(pattern), bool(rule.allowance))
+    return True if best is None else best[1]
+
+
 class PoliteFetcher:
     """One run's fetcher (`async with PoliteFetcher(…) as fetcher`): remembers each
     host's robots.txt and when it may be asked again. `allowed_networks` are non-public
@@ -187,7 +225,7 @@ class PoliteFetcher:
             self._robots[origin] = await self._load_robots(origin)
         robots = self._robots[origin]
         target = origin + parsed.raw_path.decode("ascii")
-        if robots is not None and not robots.can_fetch(self.user_agent, target):
+        if robots is not None and not robots_allows(robots, self.user_agent, target):
             raise RobotsDisallowed(f"robots.txt interdit la lecture de {shown(url)}")
 
     async def _follow(self, url: str, site: str, max_bytes: int, *, robots: bool) -> WebPage:
@@ -231,7 +269,9 @@ class PoliteFetcher:
         if result.status >= 400:
             return None
         parser = RobotFileParser(url)
-        parser.parse(result.text.splitlines())
+        # its rule parser drops a path's final "?" ("Disallow: /*?" would forbid every
+        # page): "?*" means the same (RFC 9309) and survives
+        parser.parse([_BARE_QUERY.sub(r"\1*", line) for line in result.text.splitlines()])
         crawl_delay = parser.crawl_delay(self.user_agent)
         if crawl_delay is not None:
             host = httpx.URL(origin).netloc.decode("ascii")

@@ -365,3 +365,37 @@ async def test_mail_announced_during_a_read_is_read_at_once_not_after_the_idle_r
 async def _two(axi: Axi) -> list[Any] | None:
     rows = await inbound(axi)
     return rows if len(rows) == 2 else None
+
+
+async def test_mail_announced_during_the_move_to_the_done_folder_is_read_at_once(
+        db: Database, database_url: str | None, test_data_dir: Path,
+        ollama_server: FakeOllama, dovecot: Dovecot, smtp_capture: SmtpCapture) -> None:
+    """With a done folder, Dovecot announces mail delivered before a MOVE at the end of
+    that MOVE, once. aioimaplib files an EXISTS that comes with a MOVE (a command it runs
+    alone) under the MOVE's response, where the reader never looked: the mail waited for
+    the next IDLE renewal (60 s here, 29 minutes in production) or the next mail."""
+    await empty_tables(db)
+    dovecot.create_folder("Traités")
+    channel = EmailChannel(email_config(dovecot, smtp_capture, done_folder="Traités"))
+    async with email_axi(db, database_url, test_data_dir, ollama_server, channel) as axi:
+        assert channel.config.imap is not None
+        key = channel.config.imap.cursor_key
+        await until(lambda: axi.store.read_cursor("email", key), 20)
+        session = channel.session
+        assert session is not None
+        move = session.move
+        injected: list[int] = []
+
+        async def deliver_then_move(uids: list[int], folder: str) -> None:
+            if not injected:  # delivered between this pass's SEARCH and its MOVE
+                injected.append(await asyncio.to_thread(
+                    dovecot.append, mail("martin@example.fr", "Entre-temps", "Arrivé pendant.")))
+            await move(uids, folder)
+
+        session.move = deliver_then_move  # type: ignore[method-assign]
+        dovecot.append(mail("martin@example.fr", "Premier", "Le premier."))
+        rows = await until(lambda: _two(axi), 15,
+                           message="the mail announced during the MOVE waited")
+        assert [r.texte.split("\n")[0] for r in rows] == ["Objet : Premier",
+                                                          "Objet : Entre-temps"]
+        await smtp_capture.wait_for(2, 30)

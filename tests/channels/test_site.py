@@ -429,3 +429,23 @@ async def test_an_agency_address_without_email_sending_falls_back_to_ludo(
         assert f"Je n'ai pas pu la transmettre à l'agence ({AGENCY})" in pushed[0].text
         [row] = await site.rows("SELECT relaye_le FROM demandes_contact")
         assert row.relaye_le is not None
+
+
+async def test_a_contact_address_a_mail_cannot_carry_never_blocks_the_outbox(
+    db: Database, database_url: str | None, test_data_dir: Path, ollama_server: FakeOllama,
+    smtp_capture: SmtpCapture
+) -> None:
+    """A visitor's address that is valid to the form but that the email package decodes
+    into CR/LF ('=', '?', '_' are atext) made composing the relay raise, which is no
+    SendError: the outbox tried that oldest message at every pass, and nothing queued
+    after it left — Ludo's Telegram included."""
+    async with site_axi(db, database_url, test_data_dir, ollama_server,
+                        smtp=smtp_capture) as site, site.client(ip="203.0.113.9") as client:
+        form = {**LEGACY_CONTACT, "email": "=?utf-8?q?j=0D=0ABcc=3A_x?=@example.fr"}
+        assert (await client.post("/contact", json=form)).status_code == 200
+        await site.app.notifier.notify("@créateur", "Point du jour.", key="test:apres",
+                                       kind="notice")
+        await until(lambda: [d for d in site.telegram.sent if d.text == "Point du jour."], 15,
+                    message="the outbox stalled behind the contact")
+        [mail] = await smtp_capture.wait_for(1, timeout=15)
+        assert mail.message["Reply-To"] is None and mail.message["Bcc"] is None

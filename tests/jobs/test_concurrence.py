@@ -274,3 +274,31 @@ async def test_an_oversized_page_is_refused_not_read(listing_server: FakeListing
     flood = {"nom": "Inondation", "type": "html", "url": f"{base}/flood", "lien": "a.x"}
     fetched = await kind(max_bytes=20_000).fetch(context(http, [flood]))
     assert fetched.broken == {"Inondation": f"réponse trop grande (plus de 20 ko) sur {base}/flood"}
+
+
+@pytest.mark.parametrize("robots", [
+    "User-agent: *\nAllow: /\nDisallow: /perigord-immo/biens/page-\n",
+    "User-agent: *\nDisallow: /*/page-\n",
+    "User-agent: Axi\nAllow: /\nDisallow: /perigord-immo/biens/page-*$\n",
+], ids=["allow-all-first", "wildcard", "wildcard-and-anchor"])
+async def test_robots_txt_is_read_as_rfc_9309_says(listing_server: FakeListings,
+                                                   http: httpx.AsyncClient, robots: str) -> None:
+    """The longest matching rule decides and `*` / `$` are patterns (RFC 9309, as search
+    engines read them). Python's robotparser takes the first rule in file order and reads
+    `*` literally: an 'Allow: /' line first, or a wildcard, let Axi read pages the site
+    forbids."""
+    listing_server.robots = robots
+    fetched = await kind().fetch(context(http, [perigord(listing_server.url)]))
+    assert "robots.txt interdit" in fetched.broken.get("Périgord Immo", ""), fetched.broken
+    assert [h.path for h in listing_server.hits("/perigord-immo")] == ["/perigord-immo/biens"]
+
+
+@pytest.mark.parametrize("robots", [
+    "User-agent: *\nDisallow: /\nAllow: /perigord-immo/\n",
+    "User-agent: *\nDisallow: /*?  # no query strings\n",  # these pages have none
+], ids=["longer-allow", "no-query-strings"])
+async def test_robots_txt_allows_what_it_allows(listing_server: FakeListings,
+                                                http: httpx.AsyncClient, robots: str) -> None:
+    listing_server.robots = robots
+    fetched = await kind().fetch(context(http, [perigord(listing_server.url)]))
+    assert fetched.broken == {} and fetched.healthy == {"Périgord Immo"}

@@ -4,19 +4,25 @@ while the others are read, 429 with Retry-After, 500, malformed JSON, and the ca
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 from bot.config import Settings
 from jobs.dpe import DpeVeille
 from jobs.types import RunContext, VeilleRecord
 from tests.fakes import ademe_server as _fake
 from tests.fakes.ademe_server import dpe_row, synthetic_rows
+from tests.fakes.loopback import LoopbackServer
 
 ademe_server_session = _fake.ademe_server_session
 ademe_server = _fake.ademe_server
@@ -207,3 +213,72 @@ async def test_a_dpe_dated_in_the_future_never_blinds_the_veille(
     assert window_start(fetched.watermarks, "24260", TODAY, 60) <= date(2026, 12, 2)
     poisoned = {"reception:24260": "2099-01-01", "reception": "2099-01-01"}
     assert window_start(poisoned, "24260", TODAY, 60) == date(2026, 10, 2)
+
+
+async def test_an_unreadable_line_in_one_postcode_does_not_cut_the_next_ones(
+        ademe_server: Any, http: Any) -> None:
+    """A line without a number in 24260 makes the run partial; 24510, read after it, must
+    still be read to its end: it stopped after its first page (the cap's stop took any
+    partial run for its own), and its watermark went back to that page's last date, so a
+    postcode with more DPEs in the overlap than a page never reached its new ones."""
+    ademe_server.add([*rows("24260", 2), dpe_row("", date(2026, 11, 21), "24260")])
+    ademe_server.add(rows("24510", 4, day=date(2026, 11, 1))
+                     + rows("24510", 3, start=4, day=date(2026, 11, 27)))
+    ctx = context(ademe_server, http, watermarks={"reception:24510": "2026-11-25"})
+    fetched = await DpeVeille().fetch(ctx)
+    assert fetched.partial is not None and "24260 : 1 ligne(s) illisible(s)" in fetched.partial
+    assert sorted(i.key for i in fetched.items if i.source == "24510") == [
+        f"2624E24510{i:04d}" for i in range(7)]
+    assert "24510" in fetched.healthy and not fetched.broken
+    assert fetched.watermarks["reception:24510"] == "2026-11-27"
+
+
+def _streaming_source(chunks: Callable[[], AsyncIterator[bytes]]) -> LoopbackServer:
+    async def lines(request: Request) -> StreamingResponse:
+        return StreamingResponse(chunks(), media_type="application/json")
+
+    return LoopbackServer(Starlette(routes=[Route("/{dataset}/lines", lines)]))
+
+
+async def test_an_oversized_answer_breaks_the_postcode_unread_past_the_cap() -> None:
+    """A JSON answer was read whole into memory, whatever its size (a broken proxy, an
+    endless stream): the run grew until the machine ran out of memory. An ADEME page of
+    10,000 DPEs is a few megabytes; past MAX_BYTES the postcode is broken."""
+    async def huge() -> AsyncIterator[bytes]:
+        yield b'{"results": [], "x": "'
+        for _ in range(40):  # 40 MB of padding in one valid JSON document
+            yield b" " * 1_000_000
+        yield b'"}'
+
+    server = _streaming_source(huge)
+    server.start()
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            fetched = await DpeVeille().fetch(
+                context(server, client, veille(codes_postaux=["24260"])))
+    finally:
+        server.stop()
+    assert "trop volumineuse" in fetched.broken.get("24260", ""), fetched.broken
+
+
+async def test_an_answer_trickling_for_ever_breaks_the_postcode(monkeypatch: Any) -> None:
+    """Each byte arriving within the client's read timeout, an answer that never ends held
+    the run — and the veille's lock, so every later run was skipped — for ever."""
+    monkeypatch.setattr("jobs.dpe_http._sleep", _no_sleep)
+    monkeypatch.setattr("jobs.dpe_http.TOTAL_S", 1.0, raising=False)
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b'{"results": [], "x": "'
+        while True:
+            await asyncio.sleep(0.05)
+            yield b" "
+
+    server = _streaming_source(trickle)
+    server.start()
+    try:
+        async with httpx.AsyncClient(timeout=0.5) as client:
+            fetched = await asyncio.wait_for(DpeVeille().fetch(
+                context(server, client, veille(codes_postaux=["24260"]))), 15)
+    finally:
+        server.stop()
+    assert fetched.broken == {"24260": "délai dépassé, après 3 essais"}

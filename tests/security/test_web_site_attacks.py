@@ -155,11 +155,16 @@ INJECTIONS = [
     ({"email": f"jeanne@example.fr, {PIRATE}"}, "email"),
     ({"name": f"Jeanne\r\nBcc: {PIRATE}", "bien": f"Longère\r\nBcc: {PIRATE}\r\n\r\nFaux"},
      None),
+    # RFC 2047 words the email package decoded into CR/LF when it built the subject
+    ({"bien": f"Longere =?utf-8?q?=0D=0ABcc=3A_{PIRATE}=0D=0A=0D=0AFaux?="}, None),
+    # a valid address ('=', '?', '_' are atext) it decoded, and raised on, at every pass
+    ({"email": "=?utf-8?q?j=0D=0ABcc=3A_x?=@example.fr"}, None),
 ]
 
 
 @pytest.mark.parametrize(("fields", "refused"), INJECTIONS,
-                         ids=["crlf-in-email", "list-in-email", "crlf-in-name-and-bien"])
+                         ids=["crlf-in-email", "list-in-email", "crlf-in-name-and-bien",
+                              "encoded-word-in-bien", "encoded-word-in-email"])
 async def test_the_contact_form_cannot_inject_a_recipient(
         world: World, fields: dict[str, str], refused: str | None) -> None:
     form = {"name": "Jeanne Martin", "email": "jeanne@example.fr",
