@@ -115,7 +115,16 @@ class OutboxStep:
                     external_id = await channel.send(delivery)
                 except SendError:
                     raise
-                except BaseException:  # stopped (cancelled), or a fault outside the contract
+                except Exception as exc:  # a fault outside the contract (a bug, a mail
+                    # that cannot be built): a failure like any other, retried later and
+                    # given up in the end, never the head of the queue for ever (the
+                    # oldest due message is claimed first: it held up every channel)
+                    left = self._may_have_left(channel, msg.id, marked)
+                    await self._unmark_if_nothing_left(channel, msg.id, marked)
+                    log.error("sending #%s on %s raised %s", msg.id, msg.canal,
+                              type(exc).__name__, exc_info=exc)
+                    raise SendError(f"{type(exc).__name__}: {exc}", uncertain=left) from exc
+                except BaseException:  # stopped (cancelled)
                     await self._unmark_if_nothing_left(channel, msg.id, marked)
                     raise
                 if os.environ.get(CRASH_ENV) == "outbox:after_send":
@@ -151,14 +160,20 @@ class OutboxStep:
         self.counters.message(msg.canal, "out")
         return True
 
+    @staticmethod
+    def _may_have_left(channel: Channel, message_id: int, marked: bool) -> bool:
+        """Whether a send that stopped outside the SendError contract may have reached
+        the other end: unknown (no `request_in_flight`) counts as yes."""
+        in_flight = getattr(channel, "request_in_flight", None)
+        return marked and (in_flight is None or bool(in_flight(message_id)))
+
     async def _unmark_if_nothing_left(self, channel: Channel, message_id: int,
                                       marked: bool) -> None:
         """A send that stopped outside the SendError contract (the process stopping
         during a pace, a bug) leaves its marker only when a request may have left: a
         channel that can tell (`request_in_flight`, optional) spares a routine restart
         from recording an unsent reply as uncertain."""
-        in_flight = getattr(channel, "request_in_flight", None)
-        if not marked or in_flight is None or in_flight(message_id):
+        if not marked or self._may_have_left(channel, message_id, marked):
             return
         try:
             await asyncio.shield(self.store.cancel_send(message_id))

@@ -143,3 +143,49 @@ async def test_a_send_stopped_with_a_request_in_flight_stays_uncertain(axi: Axi)
     assert sent(axi) == []
     [(etat, erreur)] = await _outbound(axi)
     assert etat == "envoye" and erreur is not None and erreur.startswith("envoi incertain")
+
+
+async def test_a_send_failing_outside_the_contract_never_holds_the_queue(axi: Axi) -> None:
+    """A channel's send raising something else than SendError (a bug; a mail that could
+    not be built): a failure like any other, retried later, and the messages queued
+    after it go (found by a review: the oldest due message is claimed first, so it was
+    claimed, raised and claimed again at every pass, and nothing else left)."""
+    channel = axi.channels["telegram"]
+    recording = channel.send
+
+    async def broken_for_one(delivery: Delivery) -> str | None:
+        if delivery.address == "1001":
+            raise RuntimeError("boom")
+        return await recording(delivery)
+
+    channel.send = broken_for_one  # type: ignore[method-assign]
+    channel.request_in_flight = lambda message_id: False  # type: ignore[attr-defined]
+    await axi.pipeline.accept(telegram("1001", "Bonjour"))
+    await axi.pipeline.accept(telegram("1002", "Bonjour"))
+    await run_all(axi)
+    assert [d.address for d in sent(axi)] == ["1002"]
+    async with axi.db.engine.connect() as conn:  # the reply, and the question who 1002 is
+        rows = (await conn.execute(text(
+            "SELECT etat, erreur, tentatives, prochain_essai > now() AS later FROM messages "
+            "WHERE sens = 'sortant' AND adresse = '1001'"))).all()
+    assert rows and {(r.etat, r.erreur, r.tentatives, r.later) for r in rows} == {
+        ("a_envoyer", "RuntimeError: boom", 1, True)}
+    assert await _markers(axi) == 0  # nothing left: tried again as if never tried
+
+
+async def test_a_send_failing_outside_the_contract_with_a_request_out_is_uncertain(
+        axi: Axi) -> None:
+    """The same fault while a request may have left (or the channel cannot tell): the
+    rule for an uncertain send, never a second send."""
+    channel = axi.channels["telegram"]
+
+    async def broken(delivery: Delivery) -> str | None:
+        raise RuntimeError("boom")
+
+    channel.send = broken  # type: ignore[method-assign]
+    channel.request_in_flight = lambda message_id: True  # type: ignore[attr-defined]
+    await axi.pipeline.accept(telegram("1001", "Bonjour"))
+    await run_all(axi)
+    [(etat, erreur)] = await _outbound(axi)
+    assert etat == "envoye" and erreur == "envoi incertain : RuntimeError: boom"
+    assert await _markers(axi) == 0
