@@ -58,16 +58,6 @@ ASKED = "demande"  # the person asked for the remote model (e.g. Telegram's /cla
 ERROR_TEXT_LIMIT = 500
 
 
-def monthly_budget(spend_this_month: Callable[[], Awaitable[float]], limit_eur: float) -> BudgetFn:
-    """A budget_ok callable: True while this month's Claude spend is under the cap
-    (e.g. `monthly_budget(store.claude_spend_this_month, settings.claude_monthly_budget_eur)`)."""
-
-    async def budget_ok() -> bool:
-        return await spend_this_month() < limit_eur
-
-    return budget_ok
-
-
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_LIMIT]
 
