@@ -514,8 +514,10 @@ async def run_floor(world: World, plan: Sequence[Planned], uids: Sequence[int],
     task = asyncio.create_task(echo_bot(world), name="echo-bot")
     try:
         await wait_for_poll(world)
+        cpu = time.process_time()
         await world.call("feed", list(plan), list(uids))
         complete = await until_answered(world, args.timeout)
+        cpu = time.process_time() - cpu
         await asyncio.sleep(args.grace)
         records: Records = await world.call("records")
     finally:
@@ -524,6 +526,7 @@ async def run_floor(world: World, plan: Sequence[Planned], uids: Sequence[int],
             await task
     result = analyse(records, None)
     result["complete"] = complete
+    result["cpu_ms_per_message"] = cpu * 1000.0 / max(len(plan), 1)
     return result
 
 
@@ -593,13 +596,16 @@ async def run_axi(world: World, plan: Sequence[Planned], uids: Sequence[int],
         await app.start_channels()
         app.start_loops(extractor=False, maintenance=False, embeddings=False)
         await wait_for_poll(world)
+        cpu = time.process_time()
         await world.call("feed", list(plan), list(uids))
         complete = await until_answered(world, args.timeout)
+        cpu = time.process_time() - cpu
         await asyncio.sleep(args.grace)  # a late duplicate would show up here
         records: Records = await world.call("records")
         fed = records.fed
         result = analyse(records, drafts_of, pace.per_chat_s)
         result["complete"] = complete
+        result["cpu_ms_per_message"] = cpu * 1000.0 / max(len(plan), 1)
         result["timeouts_after_sending"] = (channel.sender.timeouts_after_sending
                                             if channel.sender else None)
         result["watchdog_restarts"] = channel.watchdog_restarts
@@ -684,6 +690,10 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
           f"{axi['span_s']:.1f} s after the first question), floor "
           f"{floor['messages_per_s']:.2f} ({floor['span_s']:.1f} s); arrivals "
           f"{arr['rate']:.2f}/s")
+    print(f"the bot's process CPU (user + system, every thread) per message, from the first "
+          f"question to the last reply: Axi {axi['cpu_ms_per_message']:.1f} ms, floor "
+          f"{floor['cpu_ms_per_message']:.1f} ms (the fakes and the people are not in it; "
+          "Axi's PostgreSQL is not either)")
     a, b = axi["first_visible_ms"], floor["first_visible_ms"]
     ratio = a["p95"] / b["p95"] if b["p95"] and b["p95"] == b["p95"] else float("nan")
     ratio50 = a["p50"] / b["p50"] if b["p50"] and b["p50"] == b["p50"] else float("nan")
