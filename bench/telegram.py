@@ -468,6 +468,25 @@ def analyse(fake: Records, drafts_of: dict[int, tuple[int, int]] | None,
     }
 
 
+def first_outputs(fake: Records, drafts_of: dict[int, tuple[int, int]]
+                  ) -> dict[tuple[int, int], float]:
+    """Per question, when its first draft or reply reached the fake."""
+    first: dict[tuple[int, int], float] = {}
+    for call in fake.calls:
+        if call.status != 200:
+            continue
+        key = None
+        if call.method.lower() == "sendmessagedraft":
+            draft_id = call.params.get("draft_id")
+            key = drafts_of.get(draft_id) if isinstance(draft_id, int) else None
+        elif call.method.lower() == "sendmessage":
+            chat, target = call.params.get("chat_id"), _reply_to(call.params)
+            key = (chat, target) if isinstance(chat, int) and target is not None else None
+        if key is not None:
+            first[key] = min(first.get(key, call.at), call.at)
+    return first
+
+
 async def until_answered(world: World, timeout_s: float) -> bool:
     """Wait for the feed to end and every question to be answered, or for the timeout
     (counted from the end of the feed)."""
@@ -545,6 +564,24 @@ def make_settings(world: World, args: argparse.Namespace) -> Settings:
     return cfg
 
 
+def fetch_times(channel: TelegramChannel) -> dict[tuple[int, int], float]:
+    """When the poller had each message in hand (PTB's getUpdates returned it): an
+    instance wrapper around the channel's `_accept`, no Axi code changed."""
+    fetched: dict[tuple[int, int], float] = {}
+    original = channel._accept
+
+    async def accept(updates: Sequence[Any], *, cursor: bool = True) -> int | None:
+        now = time.monotonic()
+        for update in updates:
+            message = getattr(update, "message", None)
+            if message is not None:
+                fetched.setdefault((message.chat.id, message.message_id), now)
+        return await original(updates, cursor=cursor)
+
+    channel._accept = accept  # type: ignore[method-assign]
+    return fetched
+
+
 def instrument(app: Axi, drafts_of: dict[int, tuple[int, int]],
                claimed: dict[tuple[int, int], list[float]]) -> None:
     """Which message each live view (hence each draft id) belongs to, and when the worker
@@ -593,6 +630,7 @@ async def run_axi(world: World, plan: Sequence[Planned], uids: Sequence[int],
             with contextlib.suppress(ValueError, IndexError):
                 await world.call("next_update_id", int(stored.split()[0]) + 1)
         instrument(app, drafts_of, claimed)
+        fetched = fetch_times(channel)
         await app.start_channels()
         app.start_loops(extractor=False, maintenance=False, embeddings=False)
         await wait_for_poll(world)
@@ -610,6 +648,11 @@ async def run_axi(world: World, plan: Sequence[Planned], uids: Sequence[int],
                                             if channel.sender else None)
         result["watchdog_restarts"] = channel.watchdog_restarts
         result["handled_twice"] = sum(1 for v in claimed.values() if len(v) > 1)
+        result["to_fetched_ms"] = dist_ms([v - fed.available[k] for k, v in fetched.items()
+                                           if k in fed.available])
+        first_out = first_outputs(records, drafts_of)
+        result["fetched_to_output_ms"] = dist_ms([first_out[k] - v for k, v in fetched.items()
+                                                  if k in first_out])
         result["to_claim_ms"] = dist_ms([min(v) - fed.available[k] for k, v in claimed.items()
                                          if k in fed.available])
         result["llm_requests"] = records.llm_requests
@@ -705,6 +748,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
           f"{TARGET_RATIO_P95:g}×  {'PASS' if ok else 'FAIL'}")
     print(f"  Axi: first output was a draft for {axi['draft_first']} of {axi['answered']} "
           f"messages ({axi['drafts_total']} drafts, {axi['typing_actions']} typing…)")
+    print(f"  Axi update → poller had it   {line('', axi['to_fetched_ms'])}")
+    print(f"  Axi poller had it → output   {line('', axi['fetched_to_output_ms'])}")
     print(f"  Axi update → worker took it  {line('', axi['to_claim_ms'])}")
     print(f"  Axi update → first draft     {line('', axi['to_draft_ms'])}")
     print(f"  Axi update → its reply       {line('', axi['to_reply_ms'])}")
