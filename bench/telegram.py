@@ -4,10 +4,10 @@ Nothing lost, nothing doubled, in order, within Telegram's flood limits, and how
 first visible output comes, next to a bare python-telegram-bot echo bot (the floor).
 
 A benchmark script, not a test. N messages (--messages) from U known people (--users) are
-fed to the loopback Bot API (tests/fakes/telegram_server.FakeTelegram, a real HTTP server
-in a thread) at a realistic pace: bursts of 1..--burst lines per person, a new burst every
-so often, --rate messages a second overall on average. The real python-telegram-bot talks
-to it through `base_url`, twice in the same run with the same arrival plan:
+fed to the loopback Bot API (tests/fakes/telegram_server.FakeTelegram) at a realistic pace:
+bursts of 1..--burst lines per person, a new burst every so often, --rate messages a second
+overall on average. The real python-telegram-bot talks to it through `base_url`, twice in
+the same run with the same arrival plan:
 
 1. the floor: a bare echo bot — `bot.get_updates(offset, timeout)` → `bot.send_message`
    (threaded to the question), no database, no pacing;
@@ -18,13 +18,27 @@ to it through `base_url`, twice in the same run with the same arrival plan:
    message is answered by the model. The fake answers 429 to any send beyond Telegram's
    flood limits (1 message/s per chat, 30/s overall), as Telegram would.
 
+The world is in another process. Real Telegram (and a real Ollama, and the people typing)
+is never inside Axi's process: the fake Bot API, the fake Ollama and the feeder (the
+people) run in a child process of their own (`World`, multiprocessing "spawn"), for both
+the floor and Axi, so that neither bot competes with them for its GIL or its event loop.
+The bots run in this process, one after the other. At the end of each run the child
+sends back what it recorded (every call with its arrival time, the messages sent, the
+drafts, the flood-limit counts, when each question became available) over a pipe. Times
+are `time.monotonic()`, CLOCK_MONOTONIC on Linux: one clock for every process of the
+machine, so the child's "update made available" and "request received" and this
+process's "worker took it" are comparable.
+
 Printed: messages sent, answered, lost, duplicated replies, per-chat order violations
 (order of the replies' `reply_to_message_id` against the questions'), rate-limit
 violations (all must be 0: the exit status is 1 otherwise), messages/s, and the time from
 an update being made available by the fake to the first visible output for THAT message
 (Axi: its first `sendMessageDraft` — drafts are attributed to their message through the
-draft id of the live view the worker got — or its reply, whichever comes first; the echo
-bot: its reply), p50/p95, with the ratio Axi/floor at p95 (target ≤ 1.5).
+draft id of the live view the worker got, the same id as the "…" placeholder the poller
+shows before it even stores the batch — or its reply, whichever comes first; the echo
+bot: its reply), p50/p95, with the ratio Axi/floor at p95 (target ≤ 1.5). Both ends of
+that time are stamped in the fake's process: the update made available, and the request
+received.
 
     .venv/bin/python bench/telegram.py --data-dir /tmp/bench-tg
     .venv/bin/python bench/telegram.py --messages 40 --users 4 --data-dir /tmp/bench-tg
@@ -49,6 +63,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +88,7 @@ from memory import migrate  # noqa: E402
 from memory.database import open_database  # noqa: E402
 from memory.messages import Claim  # noqa: E402
 from tests.fakes.ollama_server import FakeOllama  # noqa: E402
-from tests.fakes.telegram_server import FakeTelegram  # noqa: E402
+from tests.fakes.telegram_server import Call, FakeTelegram  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
 DEFAULT_DATA_DIR = Path("/root/axi-bench-telegram")
@@ -138,11 +154,11 @@ class Fed:
     order: list[tuple[int, int]] = field(default_factory=list)
     max_lag_s: float = 0.0
     started: float = 0.0
-    done: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
 
 
 def feed(fake: FakeTelegram, plan: Sequence[Planned], uids: Sequence[int], fed: Fed) -> None:
-    """Runs in its own thread: the people are outside Axi's event loop."""
+    """Runs in its own thread of the world's process: the people are outside the bot's."""
     try:
         fed.started = t0 = time.monotonic()
         for p in plan:
@@ -157,7 +173,125 @@ def feed(fake: FakeTelegram, plan: Sequence[Planned], uids: Sequence[int], fed: 
             fed.available[key] = before
             fed.order.append(key)
     finally:
-        fed.done.set()
+        fed.done = True
+
+
+# ----------------------------------------------------------------------------- the world
+@dataclass
+class Records:
+    """What the fake recorded during one run, sent back from the world's process: the
+    calls (uploaded files left out), the messages sent, the drafts, the flood-limit
+    counts, the feed, and how many requests the model got."""
+
+    calls: list[Call]
+    sent: list[dict[str, Any]]
+    drafts: list[Call]
+    rate_violations: int
+    rate_limited: int
+    fed: Fed
+    llm_requests: int
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method.lower() == method.lower()]
+
+
+def world_main(conn: Connection) -> None:
+    """The child process: the fake Bot API and the fake Ollama (each a uvicorn server in
+    a thread), and the people (the feeder, a thread), answering the bench's commands."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.error").addFilter(_NotClientDisconnect())
+    fake = FakeTelegram()
+    ollama = FakeOllama()
+    # an instant model reports instant timings (Axi estimates waits from them)
+    ollama.durations_ns = {"total_duration": 2_000_000, "load_duration": 100_000,
+                           "prompt_eval_duration": 1_000_000, "eval_duration": 900_000}
+    ollama.reply = REPLY
+    fake.start()
+    ollama.start()
+    fed = Fed()
+    feeder: threading.Thread | None = None
+    conn.send({"token": FakeTelegram.TOKEN, "base_url": fake.base_url,
+               "base_file_url": fake.base_file_url, "ollama_url": ollama.url})
+    try:
+        while True:
+            command, args = conn.recv()
+            answer: Any = None
+            if command == "reset":  # a new run: nothing recorded, nothing pending
+                fake.reset()
+                fake.rate_limit = bool(args[0])
+                ollama.requests.clear()
+                fed = Fed()
+            elif command == "next_update_id":
+                fake.next_update_id = max(fake.next_update_id, int(args[0]))
+            elif command == "polls":
+                answer = len(fake.calls_to("getUpdates"))
+            elif command == "feed":
+                fed = Fed()
+                feeder = threading.Thread(target=feed, args=(fake, args[0], args[1], fed),
+                                          daemon=True, name="feed")
+                feeder.start()
+            elif command == "progress":  # the feed is over, every question is answered
+                answer = (fed.done, set(fed.available) <= answered_keys(fake))
+            elif command == "records":
+                if feeder is not None:
+                    feeder.join()
+                calls = [Call(c.method, c.params, c.at, {}, c.status) for c in list(fake.calls)]
+                answer = Records(calls, list(fake.sent), [c for c in calls
+                                                          if c.method.lower() == "sendmessagedraft"],
+                                 fake.rate_violations, fake.rate_limited, fed,
+                                 len(ollama.chat_bodies))
+            elif command == "stop":
+                break
+            conn.send(answer)
+    except EOFError:  # the bench is gone
+        pass
+    finally:
+        fake.reset()  # ends the long poll a stopped bot left pending (a 409), so the
+        time.sleep(0.2)  # server stops without cancelling it mid-request
+        fake.stop()
+        ollama.stop()
+
+
+class World:
+    """The bench's side of the world's process (multiprocessing "spawn": a fresh
+    interpreter, nothing of this process's threads or loop)."""
+
+    def __init__(self) -> None:
+        ctx = get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=world_main, args=(child,), name="telegram-world",
+                                daemon=True)
+        self.proc.start()
+        child.close()
+        info = self.conn.recv()
+        self.token: str = info["token"]
+        self.base_url: str = info["base_url"]
+        self.base_file_url: str = info["base_file_url"]
+        self.ollama_url: str = info["ollama_url"]
+        self._lock = asyncio.Lock()
+
+    async def call(self, command: str, *args: Any) -> Any:
+        """One command, its answer awaited without blocking the loop (nor a thread)."""
+        async with self._lock:
+            self.conn.send((command, args))
+            loop = asyncio.get_running_loop()
+            ready: asyncio.Future[None] = loop.create_future()
+            fd = self.conn.fileno()
+            loop.add_reader(fd, lambda: None if ready.done() else ready.set_result(None))
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+            return self.conn.recv()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, BrokenPipeError):
+            self.conn.send(("stop", ()))
+        self.proc.join(timeout=15)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout=5)
+        self.conn.close()
 
 
 # ----------------------------------------------------------------------------- measures
@@ -179,7 +313,7 @@ def dist_ms(values: Sequence[float]) -> dict[str, float]:
             "mean": sum(ms) / len(ms) if ms else float("nan")}
 
 
-def answered_keys(fake: FakeTelegram) -> set[tuple[int, int]]:
+def answered_keys(fake: FakeTelegram | Records) -> set[tuple[int, int]]:
     return {(int(m["chat"]["id"]), int(m["reply_to_message_id"])) for m in list(fake.sent)
             if m.get("reply_to_message_id") is not None}
 
@@ -231,9 +365,10 @@ def paced_ideal(questions: dict[tuple[int, int], float], per_chat_s: float) -> l
     return waits
 
 
-def analyse(fake: FakeTelegram, fed: Fed, drafts_of: dict[int, tuple[int, int]] | None,
+def analyse(fake: Records, drafts_of: dict[int, tuple[int, int]] | None,
             per_chat_s: float = 0.0) -> dict[str, Any]:
     """Everything the fake recorded, against what was fed."""
+    fed = fake.fed
     questions = fed.available
     refused_keys: set[tuple[int, int]] = set()
     replies: dict[tuple[int, int], list[float]] = defaultdict(list)
@@ -333,21 +468,42 @@ def analyse(fake: FakeTelegram, fed: Fed, drafts_of: dict[int, tuple[int, int]] 
     }
 
 
-async def until_answered(fake: FakeTelegram, fed: Fed, timeout_s: float) -> bool:
+def first_outputs(fake: Records, drafts_of: dict[int, tuple[int, int]]
+                  ) -> dict[tuple[int, int], float]:
+    """Per question, when its first draft or reply reached the fake."""
+    first: dict[tuple[int, int], float] = {}
+    for call in fake.calls:
+        if call.status != 200:
+            continue
+        key = None
+        if call.method.lower() == "sendmessagedraft":
+            draft_id = call.params.get("draft_id")
+            key = drafts_of.get(draft_id) if isinstance(draft_id, int) else None
+        elif call.method.lower() == "sendmessage":
+            chat, target = call.params.get("chat_id"), _reply_to(call.params)
+            key = (chat, target) if isinstance(chat, int) and target is not None else None
+        if key is not None:
+            first[key] = min(first.get(key, call.at), call.at)
+    return first
+
+
+async def until_answered(world: World, timeout_s: float) -> bool:
     """Wait for the feed to end and every question to be answered, or for the timeout
     (counted from the end of the feed)."""
-    await asyncio.to_thread(fed.done.wait)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if set(fed.available) <= answered_keys(fake):
+    deadline = None
+    while deadline is None or time.monotonic() < deadline:
+        done, answered = await world.call("progress")
+        if done and answered:
             return True
+        if done and deadline is None:
+            deadline = time.monotonic() + timeout_s
         await asyncio.sleep(0.2)
     return False
 
 
-async def wait_for_poll(fake: FakeTelegram, timeout_s: float = 30.0) -> None:
+async def wait_for_poll(world: World, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while not fake.calls_to("getUpdates"):
+    while not await world.call("polls"):
         if time.monotonic() > deadline:
             raise SystemExit("the bot never called getUpdates")
         await asyncio.sleep(0.05)
@@ -355,9 +511,9 @@ async def wait_for_poll(fake: FakeTelegram, timeout_s: float = 30.0) -> None:
 
 
 # ----------------------------------------------------------------------------- 1. the floor
-async def echo_bot(fake: FakeTelegram) -> None:
+async def echo_bot(world: World) -> None:
     """The bare PTB bot: long poll, answer each text at once, threaded to it."""
-    bot = Bot(FakeTelegram.TOKEN, base_url=fake.base_url, base_file_url=fake.base_file_url)
+    bot = Bot(world.token, base_url=world.base_url, base_file_url=world.base_file_url)
     async with bot:
         offset: int | None = None
         while True:
@@ -370,33 +526,33 @@ async def echo_bot(fake: FakeTelegram) -> None:
                 offset = update.update_id + 1
 
 
-async def run_floor(fake: FakeTelegram, plan: Sequence[Planned], uids: Sequence[int],
+async def run_floor(world: World, plan: Sequence[Planned], uids: Sequence[int],
                     args: argparse.Namespace) -> dict[str, Any]:
-    fake.reset()
-    fake.rate_limit = False  # a bare bot does not pace itself: a 429 would just fail it
-    task = asyncio.create_task(echo_bot(fake), name="echo-bot")
+    # a bare bot does not pace itself: a 429 would just fail it
+    await world.call("reset", False)
+    task = asyncio.create_task(echo_bot(world), name="echo-bot")
     try:
-        await wait_for_poll(fake)
-        fed = Fed()
-        thread = threading.Thread(target=feed, args=(fake, plan, uids, fed), daemon=True,
-                                  name="feed-floor")
-        thread.start()
-        complete = await until_answered(fake, fed, args.timeout)
+        await wait_for_poll(world)
+        cpu = time.process_time()
+        await world.call("feed", list(plan), list(uids))
+        complete = await until_answered(world, args.timeout)
+        cpu = time.process_time() - cpu
         await asyncio.sleep(args.grace)
-        thread.join()
+        records: Records = await world.call("records")
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    result = analyse(fake, fed, None)
+    result = analyse(records, None)
     result["complete"] = complete
+    result["cpu_ms_per_message"] = cpu * 1000.0 / max(len(plan), 1)
     return result
 
 
 # ----------------------------------------------------------------------------- 2. Axi
-def make_settings(ollama: FakeOllama, args: argparse.Namespace) -> Settings:
+def make_settings(world: World, args: argparse.Namespace) -> Settings:
     values: dict[str, Any] = {
-        "OLLAMA_HOST": ollama.url, "AXI_LOCAL_MODEL": DEFAULT_LOCAL_MODEL,
+        "OLLAMA_HOST": world.ollama_url, "AXI_LOCAL_MODEL": DEFAULT_LOCAL_MODEL,
         "AXI_LOCAL_TIMEOUT": 30.0, "AXI_DATA_DIR": str(args.data_dir),
         "AXI_WORKER_CONCURRENCY": args.workers, "ANTHROPIC_API_KEY": None,
         "AXI_LOG_LEVEL": "WARNING", "AXI_EMBED_MODEL": "off", "AXI_QUIET_HOURS": "off",
@@ -406,6 +562,24 @@ def make_settings(ollama: FakeOllama, args: argparse.Namespace) -> Settings:
     cfg = Settings(_env_file=None, **values)  # type: ignore[call-arg]
     assert cfg.anthropic_api_key is None, "the benchmark must not reach Anthropic"
     return cfg
+
+
+def fetch_times(channel: TelegramChannel) -> dict[tuple[int, int], float]:
+    """When the poller had each message in hand (PTB's getUpdates returned it): an
+    instance wrapper around the channel's `_accept`, no Axi code changed."""
+    fetched: dict[tuple[int, int], float] = {}
+    original = channel._accept
+
+    async def accept(updates: Sequence[Any], *, cursor: bool = True) -> int | None:
+        now = time.monotonic()
+        for update in updates:
+            message = getattr(update, "message", None)
+            if message is not None:
+                fetched.setdefault((message.chat.id, message.message_id), now)
+        return await original(updates, cursor=cursor)
+
+    channel._accept = accept  # type: ignore[method-assign]
+    return fetched
 
 
 def instrument(app: Axi, drafts_of: dict[int, tuple[int, int]],
@@ -430,16 +604,16 @@ def instrument(app: Axi, drafts_of: dict[int, tuple[int, int]],
     responder.handle = handle  # type: ignore[method-assign]
 
 
-async def run_axi(fake: FakeTelegram, ollama: FakeOllama, plan: Sequence[Planned],
-                  uids: Sequence[int], args: argparse.Namespace, run_id: str) -> dict[str, Any]:
+async def run_axi(world: World, plan: Sequence[Planned], uids: Sequence[int],
+                  args: argparse.Namespace, run_id: str) -> dict[str, Any]:
     async with open_database(args.database_url, args.data_dir) as db:
         await migrate.upgrade(db.engine)
-    cfg = make_settings(ollama, args)
+    cfg = make_settings(world, args)
     pace = FAST if args.fast_pace else Pace()
-    fake.reset()
-    fake.rate_limit = not args.fast_pace  # Telegram answers 429 beyond its flood limits
+    # Telegram answers 429 beyond its flood limits
+    await world.call("reset", not args.fast_pace)
     channel = TelegramChannel(TelegramConfig(
-        token=FakeTelegram.TOKEN, api_url=fake.base_url, file_url=fake.base_file_url,
+        token=world.token, api_url=world.base_url, file_url=world.base_file_url,
         pace=pace))
     drafts_of: dict[int, tuple[int, int]] = {}
     claimed: dict[tuple[int, int], list[float]] = defaultdict(list)
@@ -454,27 +628,34 @@ async def run_axi(fake: FakeTelegram, ollama: FakeOllama, plan: Sequence[Planned
         stored = await app.store.read_cursor(CHANNEL, CURSOR_KEY)
         if stored:
             with contextlib.suppress(ValueError, IndexError):
-                fake.next_update_id = max(fake.next_update_id, int(stored.split()[0]) + 1)
+                await world.call("next_update_id", int(stored.split()[0]) + 1)
         instrument(app, drafts_of, claimed)
+        fetched = fetch_times(channel)
         await app.start_channels()
         app.start_loops(extractor=False, maintenance=False, embeddings=False)
-        await wait_for_poll(fake)
-        fed = Fed()
-        thread = threading.Thread(target=feed, args=(fake, plan, uids, fed), daemon=True,
-                                  name="feed-axi")
-        thread.start()
-        complete = await until_answered(fake, fed, args.timeout)
+        await wait_for_poll(world)
+        cpu = time.process_time()
+        await world.call("feed", list(plan), list(uids))
+        complete = await until_answered(world, args.timeout)
+        cpu = time.process_time() - cpu
         await asyncio.sleep(args.grace)  # a late duplicate would show up here
-        thread.join()
-        result = analyse(fake, fed, drafts_of, pace.per_chat_s)
+        records: Records = await world.call("records")
+        fed = records.fed
+        result = analyse(records, drafts_of, pace.per_chat_s)
         result["complete"] = complete
+        result["cpu_ms_per_message"] = cpu * 1000.0 / max(len(plan), 1)
         result["timeouts_after_sending"] = (channel.sender.timeouts_after_sending
                                             if channel.sender else None)
         result["watchdog_restarts"] = channel.watchdog_restarts
         result["handled_twice"] = sum(1 for v in claimed.values() if len(v) > 1)
+        result["to_fetched_ms"] = dist_ms([v - fed.available[k] for k, v in fetched.items()
+                                           if k in fed.available])
+        first_out = first_outputs(records, drafts_of)
+        result["fetched_to_output_ms"] = dist_ms([first_out[k] - v for k, v in fetched.items()
+                                                  if k in first_out])
         result["to_claim_ms"] = dist_ms([min(v) - fed.available[k] for k, v in claimed.items()
                                          if k in fed.available])
-        result["llm_requests"] = len(ollama.chat_bodies)
+        result["llm_requests"] = records.llm_requests
         result["pending"] = await app.store.pending_counts()
     result["pace"] = {k: getattr(pace, k) for k in ("per_chat_s", "overall_per_s",
                                                     "draft_every_s", "typing_every_s")}
@@ -552,6 +733,10 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
           f"{axi['span_s']:.1f} s after the first question), floor "
           f"{floor['messages_per_s']:.2f} ({floor['span_s']:.1f} s); arrivals "
           f"{arr['rate']:.2f}/s")
+    print(f"the bot's process CPU (user + system, every thread) per message, from the first "
+          f"question to the last reply: Axi {axi['cpu_ms_per_message']:.1f} ms, floor "
+          f"{floor['cpu_ms_per_message']:.1f} ms (the fakes and the people are not in it; "
+          "Axi's PostgreSQL is not either)")
     a, b = axi["first_visible_ms"], floor["first_visible_ms"]
     ratio = a["p95"] / b["p95"] if b["p95"] and b["p95"] == b["p95"] else float("nan")
     ratio50 = a["p50"] / b["p50"] if b["p50"] and b["p50"] == b["p50"] else float("nan")
@@ -563,6 +748,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
           f"{TARGET_RATIO_P95:g}×  {'PASS' if ok else 'FAIL'}")
     print(f"  Axi: first output was a draft for {axi['draft_first']} of {axi['answered']} "
           f"messages ({axi['drafts_total']} drafts, {axi['typing_actions']} typing…)")
+    print(f"  Axi update → poller had it   {line('', axi['to_fetched_ms'])}")
+    print(f"  Axi poller had it → output   {line('', axi['fetched_to_output_ms'])}")
     print(f"  Axi update → worker took it  {line('', axi['to_claim_ms'])}")
     print(f"  Axi update → first draft     {line('', axi['to_draft_ms'])}")
     print(f"  Axi update → its reply       {line('', axi['to_reply_ms'])}")
@@ -615,25 +802,15 @@ async def run(args: argparse.Namespace) -> int:
                     "loadavg_start": os.getloadavg()},
         "sent": len(plan), "arrivals": arrivals(plan), "note": args.note,
     }
-    fake = FakeTelegram()
-    ollama = FakeOllama()
-    # an instant model reports instant timings (Axi estimates waits from them)
-    ollama.durations_ns = {"total_duration": 2_000_000, "load_duration": 100_000,
-                           "prompt_eval_duration": 1_000_000, "eval_duration": 900_000}
-    ollama.reply = REPLY
-    fake.start()
-    ollama.start()
+    world = World()  # the fake Bot API, the fake Ollama and the people: another process
     try:
         print(f"1/2 floor: bare PTB echo bot ({result['arrivals']['duration_s']:.0f} s of "
               "arrivals)…", flush=True)
-        result["floor"] = await run_floor(fake, plan, uids, args)
+        result["floor"] = await run_floor(world, plan, uids, args)
         print("2/2 Axi…", flush=True)
-        result["axi"] = await run_axi(fake, ollama, plan, uids, args, run_id)
+        result["axi"] = await run_axi(world, plan, uids, args, run_id)
     finally:
-        fake.reset()  # ends the long poll a stopped bot left pending (a 409), so the
-        await asyncio.sleep(0.2)  # server stops without cancelling it mid-request
-        fake.stop()
-        ollama.stop()
+        await asyncio.to_thread(world.stop)
     result["machine"]["loadavg_end"] = os.getloadavg()
     failures = report(result, args)
     result["finished"] = datetime.now(UTC).isoformat()

@@ -100,14 +100,15 @@ class OutboxStep:
             marked = not getattr(channel, "repeatable_send", False)
             delivery = delivery_of(msg)
             if marked:
-                earlier = await self.store.send_began(claim)
+                # the earlier attempt, if any, read and this one's marker committed, in
+                # one statement (the claim holds the row: nothing else touches it)
+                earlier = await self.store.begin_send_after(msg.id)
                 if earlier is not None and earlier.in_flight:
                     part = f"part {earlier.parts + 1} of " if earlier.parts else ""
                     await self._uncertain(claim, f"a send of {part}it began at "
                                                  f"{earlier.began.isoformat()} and its "
                                                  "outcome was never recorded")
                     return True
-                await self.store.begin_send(msg.id)
                 delivery = replace(delivery, resume_from=earlier.parts if earlier else 0,
                                    progress=_Progress(self.store, msg.id))
             try:
@@ -154,9 +155,10 @@ class OutboxStep:
                     await self.store.end_send(claim)
                 await self.store.mark_send_failed(claim, str(exc), retry_in_s=delay)
                 return True
-            if marked:
-                await self.store.end_send(claim)
-            await self.store.mark_sent(claim, external_id)
+            if marked:  # the marker goes with the "sent" mark, in one statement
+                await self.store.end_send_sent(claim, external_id)
+            else:
+                await self.store.mark_sent(claim, external_id)
         self.counters.message(msg.canal, "out")
         return True
 

@@ -110,6 +110,14 @@ class RateLimiter:
             self._last[chat_id] = now
             self._recent.append(now)
 
+    def done(self, chat_id: int) -> None:
+        """The request let go by `wait` has its answer (or failed): the chat's next one
+        waits its gap from now. Telegram counts arrivals, and a request held up on its
+        way (a loaded machine, the outbox's write just before it) arrived less than the
+        gap before the next one, let go on time: a 429. From the answer, never: it came
+        after the request arrived."""
+        self._last[chat_id] = max(self._last.get(chat_id, float("-inf")), self._clock())
+
 
 class LiveView:
     """One conversation's live feel while a reply is prepared: "typing…" renewed until
@@ -194,17 +202,19 @@ class LiveView:
             await asyncio.sleep(pause)
             shown = split_message(self.text.strip())[0]
         try:
-            if self.message_id is None:
-                await self.limiter.wait(self.chat_id)
-                sent = await self.bot.send_message(self.chat_id, to_html(shown),
-                                                   parse_mode=ParseMode.HTML,
-                                                   reply_parameters=self.reply_to)
-                self.message_id = sent.message_id
-            else:
-                await self.limiter.wait(self.chat_id)
-                await self.bot.edit_message_text(to_html(shown), chat_id=self.chat_id,
-                                                 message_id=self.message_id,
-                                                 parse_mode=ParseMode.HTML)
+            await self.limiter.wait(self.chat_id)
+            try:
+                if self.message_id is None:
+                    sent = await self.bot.send_message(self.chat_id, to_html(shown),
+                                                       parse_mode=ParseMode.HTML,
+                                                       reply_parameters=self.reply_to)
+                    self.message_id = sent.message_id
+                else:
+                    await self.bot.edit_message_text(to_html(shown), chat_id=self.chat_id,
+                                                     message_id=self.message_id,
+                                                     parse_mode=ParseMode.HTML)
+            finally:
+                self.limiter.done(self.chat_id)
             self._shown = shown
             self.edited_at = loop.time()
         except BadRequest as exc:
@@ -328,10 +338,11 @@ class Sender:
         return message_id in self._in_flight
 
     @contextlib.contextmanager
-    def _request(self, message_id: int) -> Iterator[None]:
-        """A request for this outbound message. It stays in flight when it is cut (the
-        stop's cancellation goes through here before the outbox asks `request_in_flight`)
-        and when it succeeds, until its part is recorded (`_landed`); only an answer or a
+    def _request(self, message_id: int, chat_id: int) -> Iterator[None]:
+        """One paced request for an outbound message (let go by the limiter; its end
+        starts the chat's next gap). It stays in flight when it is cut (the stop's
+        cancellation goes through here before the outbox asks `request_in_flight`) and
+        when it succeeds, until its part is recorded (`_landed`); only an answer or a
         transport failure from Telegram (a SendError says which) ends it here."""
         self._in_flight.add(message_id)
         try:
@@ -339,6 +350,8 @@ class Sender:
         except TelegramError:
             self._in_flight.discard(message_id)
             raise
+        finally:
+            self.limiter.done(chat_id)
 
     async def _landed(self, steps: _Steps, message_id: int, index: int) -> None:
         """Part `index` was delivered: recorded, then no request is under way."""
@@ -417,7 +430,7 @@ class Sender:
                 continue
             await self._paced(chat_id)
             await steps.leaving(number)
-            with self._request(delivery.message_id):
+            with self._request(delivery.message_id, chat_id):
                 sent = await self.bot.send_document(
                     chat_id, document=InputFile(file.data, filename=file.filename),
                     caption=None)
@@ -436,7 +449,7 @@ class Sender:
         await self.limiter.wait(chat_id)
         await steps.leaving(index)
         try:
-            with self._request(outbound):
+            with self._request(outbound, chat_id):
                 await self.bot.edit_message_text(html, chat_id=chat_id, message_id=message_id,
                                                  parse_mode=ParseMode.HTML, reply_markup=markup)
         except BadRequest as exc:
@@ -466,7 +479,7 @@ class Sender:
             await self._paced(chat_id)
         await steps.leaving(index)
         try:
-            with self._request(delivery.message_id):
+            with self._request(delivery.message_id, chat_id):
                 message = await self.bot.send_message(
                     chat_id, html, parse_mode=ParseMode.HTML, reply_parameters=reply,
                     reply_markup=markup)
@@ -481,7 +494,7 @@ class Sender:
             log.warning("Telegram refused the HTML of #%s (%s): sending plain text",
                         delivery.message_id, exc)
             await self.limiter.wait(chat_id)
-            with self._request(delivery.message_id):
+            with self._request(delivery.message_id, chat_id):
                 message = await self.bot.send_message(chat_id, plain_text_of(html),
                                                       reply_parameters=reply, reply_markup=markup)
         return message.message_id

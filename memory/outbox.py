@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from memory.messages import _COLUMNS, Claim, _row
 from memory.rows import insert_outbound
+from memory.send_attempts import SENT
 
 _CLAIM_OUTBOUND = f"""
 SELECT {_COLUMNS} FROM messages m
@@ -74,10 +75,7 @@ class OutboxMixin:
             yield Claim(session, _row(row)) if row is not None else None
 
     async def mark_sent(self, claim: Claim, external_id: str | None) -> None:
-        await claim.execute(
-            "UPDATE messages SET etat = 'envoye', identifiant_externe = :ext, erreur = NULL, "
-            "tentatives = tentatives + 1, maj_le = now() WHERE id = :id",
-            {"ext": external_id, "id": claim.message.id})
+        await claim.execute(SENT, {"ext": external_id, "i": claim.message.id})
         claim.finished = True
 
     async def postpone_outbound(self, claim: Claim, retry_in_s: float) -> None:

@@ -8,7 +8,9 @@ that cannot take the same delivery twice, `begin_send` commits a marker in a tra
 of its own before the send; the outcome's transaction (the claim's) deletes it
 (`end_send`). A claim that finds a marker (`send_began`) knows the message may have been
 delivered: bot/pipeline.py then applies the one rule for an uncertain send
-(`mark_send_uncertain`: recorded as sent, never resent blindly).
+(`mark_send_uncertain`: recorded as sent, never resent blindly). The outbox reads the
+earlier marker and commits its own in one statement (`begin_send_after`), and deletes it
+with the "sent" mark in one (`end_send_sent`).
 
 A message sent in parts (Telegram: a long reply, a push and its files) also records, in
 transactions of their own, each part delivered (`parts_delivered`) and each request that
@@ -26,6 +28,11 @@ from typing import Any
 from sqlalchemy import text
 
 from memory.messages import Claim
+
+_END = "DELETE FROM envois_commences WHERE message_id = :i"
+SENT = ("UPDATE messages SET etat = 'envoye', identifiant_externe = :ext, erreur = NULL, "
+        "tentatives = tentatives + 1, maj_le = now() WHERE id = :i")
+"""A message sent: what `mark_sent` (memory/outbox.py) and `end_send_sent` record."""
 
 UNCERTAIN_PREFIX = "envoi incertain"
 """How `messages.erreur` starts for a message sent without certainty (counted by
@@ -59,6 +66,21 @@ class SendAttemptsMixin:
                 "INSERT INTO envois_commences (message_id) VALUES (:i) "
                 "ON CONFLICT (message_id) DO UPDATE SET en_vol = true"), {"i": message_id})
 
+    async def begin_send_after(self, message_id: int) -> SendAttempt | None:
+        """`send_began` then `begin_send`, as one statement committed on its own: the
+        earlier attempt (as `send_began` reads it), and this one's marker. Called with the
+        message's claim held, so nothing else touches its marker meanwhile. An earlier
+        attempt in flight keeps its marker as it was (in flight already): the caller
+        then applies the uncertain-send rule and sends nothing."""
+        async with self.db.sessions.begin() as session:
+            row = (await session.execute(text(
+                "WITH earlier AS (SELECT commence_le, parties, en_vol FROM envois_commences "
+                "WHERE message_id = :i), "
+                "begun AS (INSERT INTO envois_commences (message_id) VALUES (:i) "
+                "ON CONFLICT (message_id) DO UPDATE SET en_vol = true) "
+                "SELECT commence_le, parties, en_vol FROM earlier"), {"i": message_id})).first()
+        return None if row is None else SendAttempt(row[0], int(row[1]), bool(row[2]))
+
     async def send_began(self, claim: Claim) -> SendAttempt | None:
         """The earlier attempt at sending the claimed message whose outcome was not
         committed (the process died, or the database went away, between a send and its
@@ -91,8 +113,14 @@ class SendAttemptsMixin:
 
     async def end_send(self, claim: Claim) -> None:
         """In the outcome's transaction (the claim's): the attempt is over."""
-        await claim.execute("DELETE FROM envois_commences WHERE message_id = :i",
-                            {"i": claim.message.id})
+        await claim.execute(_END, {"i": claim.message.id})
+
+    async def end_send_sent(self, claim: Claim, external_id: str | None) -> None:
+        """`end_send` then `mark_sent` (memory/outbox.py), as one statement in the
+        claim's transaction: a sent message's one round trip instead of two."""
+        await claim.execute(f"WITH ended AS ({_END}) {SENT}",
+                            {"i": claim.message.id, "ext": external_id})
+        claim.finished = True
 
     async def cancel_send(self, message_id: int) -> None:
         """In a transaction of its own: the send stopped with no request under way (the

@@ -118,6 +118,26 @@ async def test_the_rate_limiter_spaces_a_chat_and_caps_the_bot() -> None:
     assert waited == [1.0, 1.0]
 
 
+async def test_a_chat_waits_its_gap_from_the_answer_not_from_the_let_go() -> None:
+    """Telegram counts arrivals: a request held up 0.4 s on its way (a loaded machine, the
+    outbox's write before it) and the next let go a gap after the first was, arrived
+    0.6 s apart (a 429 under load in bench/telegram.py). The gap counts from the answer."""
+    now = [0.0]
+    waited: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waited.append(round(seconds, 3))
+        now[0] += seconds
+
+    limiter = RateLimiter(Pace(per_chat_s=1.0, overall_per_s=30), clock=lambda: now[0],
+                          sleep=fake_sleep)
+    await limiter.wait(1)
+    now[0] += 0.4  # on its way, arrived, answered
+    limiter.done(1)
+    await limiter.wait(1)
+    assert waited == [1.0] and now[0] == 1.4
+
+
 @pytest.mark.parametrize("address", ["abc", ""])
 def test_chat_of_refuses_non_numbers(address: str) -> None:
     assert chat_of(f"telegram:{address}") is None
