@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
+from bot.alerts import budget_with_alert
 from bot.llm_wiring import call_recorder
 from llm.anthropic_chat import AnthropicChat
 from llm.errors import BudgetExceeded
 from llm.ollama_chat import OllamaChat
-from llm.router import Router, monthly_budget
+from llm.router import Router
 from llm.types import ChatMessage
 from memory.store import MemoryStore
 from tests.fakes.anthropic_server import FakeAnthropic
@@ -90,7 +91,8 @@ async def test_budget_from_the_log_stops_fallbacks(
     ollama_server: FakeOllama, anthropic_server: FakeAnthropic,
 ):
     router = Router(local, remote, record=call_recorder(store),
-                    budget_ok=monthly_budget(store.claude_spend_this_month, 5.0))
+                    budget_ok=budget_with_alert(store.claude_spend_this_month, 5.0,
+                                                notify=None))
     ollama_server.stop()
     assert (await router.chat(HELLO)).provider == "anthropic"
     await store.record_llm_call(provider="anthropic", model="claude-sonnet-4-5",
