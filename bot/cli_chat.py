@@ -156,6 +156,13 @@ def run_command() -> None:
 
     async def main() -> int:
         async with Axi(cfg, wiring, alerting=True) as axi:
+            # first: a stop asked while the channels start or the local model is probed
+            # (up to 5 s) is a clean stop once they are done, not the signal's default
+            # (killed: `docker stop` or systemd at the wrong moment)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.add_signal_handler(sig, axi.stop_event.set)
             try:
                 await axi.start_channels()
             except OSError as exc:  # the HTTP port in use, a socket not allowed…
@@ -172,10 +179,6 @@ def run_command() -> None:
                 log.warning("Modèle local indisponible / local model unavailable (%s): %s — "
                             "les messages attendront / messages will wait", local["state"],
                             local["detail"])
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError):
-                    loop.add_signal_handler(sig, axi.stop_event.set)
             await axi.stop_event.wait()
             log.info("Arrêt demandé : Axi s'arrête proprement.")
         return 0

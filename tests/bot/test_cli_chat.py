@@ -206,3 +206,34 @@ async def test_llm_status_reports_providers_and_local_share(cli_env, store: Memo
     missing = json.loads(axi(cli_env, "llm", "status", "--json").stdout)
     assert missing["local"]["state"] == "model missing"
     assert "ollama pull mistral:7b-instruct-q4_K_M" in missing["local"]["detail"]
+
+
+async def test_run_stopped_while_it_probes_the_local_model_stops_cleanly(
+    cli_env, store: MemoryStore, tmp_path
+):
+    """SIGTERM right after "Axi est en marche", while the local model's probe waits for a
+    server that never answers (up to 5 s): a clean stop, exit code 0 (the handlers were
+    installed after the probe, so the signal's default killed the process: -15)."""
+    mute = socket.socket()  # accepts connections (the backlog) and never answers
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(8)
+    env = {**cli_env, "AXI_HTTP_PORT": str(_free_port()),
+           "OLLAMA_HOST": f"http://127.0.0.1:{mute.getsockname()[1]}"}
+    log = tmp_path / "run.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, cwd=HERE,
+                                stdout=subprocess.DEVNULL, stderr=err, text=True)
+    try:
+        def started() -> bool:
+            assert proc.poll() is None, log.read_text()
+            return "Axi est en marche" in log.read_text()
+
+        await until(started, 60, message="axi run never started")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert proc.returncode == 0, log.read_text()
+        assert "Arrêt demandé" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        mute.close()
