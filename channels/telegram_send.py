@@ -18,8 +18,7 @@ import collections
 import contextlib
 import html
 import logging
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, ReplyParameters
@@ -37,6 +36,8 @@ from telegram.error import (
 
 from bot.channel import ChunkFn, Delivery, SendError
 from channels.telegram_format import plain_text, to_html
+from channels.telegram_live import LiveView
+from channels.telegram_pace import Pace, RateLimiter, chat_of
 from channels.telegram_split import split_html, split_message
 
 log = logging.getLogger(__name__)
@@ -44,192 +45,6 @@ log = logging.getLogger(__name__)
 BUTTON_STYLES = {"oui": "success", "non": "danger"}
 POSTPONE_ABOVE_S = 0.25
 """A chat's turn further away than this: the message returns to the outbox for later."""
-
-
-@dataclass(frozen=True)
-class Pace:
-    """Every interval the channel waits on, injectable so tests never wait for real."""
-
-    per_chat_s: float = 1.1        # ≈ 1 message a second per chat, with a margin (Telegram
-                                   # counts arrivals; requests do not all take as long)
-    per_group_s: float = 3.1       # a group: at most 20 messages a minute
-    overall_per_s: int = 30        # ≈ 30 messages a second overall
-    typing_every_s: float = 4.0    # "typing…" lasts ~5 s: renew it before
-    typing_max_s: float = 180.0    # never type for ever (a message that got no reply)
-    draft_every_s: float = 1.0     # at most one draft update a second
-    draft_refresh_s: float = 20.0  # a draft is a ~30 s preview: refresh it while slow
-    edit_every_s: float = 1.5      # where drafts fail: edit one message, at this pace
-
-
-def chat_of(conversation: str) -> int | None:
-    """'telegram:1001' → 1001 (a private chat is the user's id)."""
-    _, _, rest = conversation.partition(":")
-    rest = rest.split(":", 1)[0]
-    try:
-        return int(rest)
-    except ValueError:
-        return None
-
-
-class RateLimiter:
-    """Waits so that a chat gets at most one message per `per_chat_s` (`per_group_s` for a
-    group: its id is negative) and the bot at most `overall_per_s` a second."""
-
-    def __init__(self, pace: Pace, clock: Callable[[], float] | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
-        self.pace = pace
-        self._clock = clock or (lambda: asyncio.get_running_loop().time())
-        self._sleep = sleep
-        self._last: dict[int, float] = {}
-        self._recent: collections.deque[float] = collections.deque()
-        self._lock = asyncio.Lock()
-
-    def chat_pause(self, chat_id: int) -> float:
-        """How long this chat must still wait before its next message (0: now)."""
-        if chat_id not in self._last:
-            return 0.0
-        return max(0.0, self._last[chat_id] + self._gap(chat_id) - self._clock())
-
-    def _gap(self, chat_id: int) -> float:
-        return self.pace.per_group_s if chat_id < 0 else self.pace.per_chat_s
-
-    async def wait(self, chat_id: int) -> None:
-        async with self._lock:
-            while True:
-                now = self._clock()
-                while self._recent and now - self._recent[0] >= 1.0:
-                    self._recent.popleft()
-                pause = 0.0
-                if chat_id in self._last:
-                    pause = max(pause, self._last[chat_id] + self._gap(chat_id) - now)
-                if len(self._recent) >= self.pace.overall_per_s:
-                    pause = max(pause, self._recent[0] + 1.0 - now)
-                if pause <= 0:
-                    break
-                await self._sleep(pause)
-            self._last[chat_id] = now
-            self._recent.append(now)
-
-    def done(self, chat_id: int) -> None:
-        """The request let go by `wait` has its answer (or failed): the chat's next one
-        waits its gap from now. Telegram counts arrivals, and a request held up on its
-        way (a loaded machine, the outbox's write just before it) arrived less than the
-        gap before the next one, let go on time: a 429. From the answer, never: it came
-        after the request arrived."""
-        self._last[chat_id] = max(self._last.get(chat_id, float("-inf")), self._clock())
-
-
-class LiveView:
-    """One conversation's live feel while a reply is prepared: "typing…" renewed until
-    the reply (or a notice) is sent, and, when the reply is streamed, a native draft
-    showing the text so far. Always torn down by `close()` (in a finally)."""
-
-    def __init__(self, bot: Bot, chat_id: int, pace: Pace, draft_id: int,
-                 limiter: RateLimiter | None = None, thread_ref: str | None = None):
-        self.bot, self.chat_id, self.pace, self.draft_id = bot, chat_id, pace, draft_id
-        self.reply_to = (ReplyParameters(message_id=int(thread_ref),
-                                         allow_sending_without_reply=True)
-                         if thread_ref is not None and thread_ref.isdigit() else None)
-        """The edited message threads to the question, as the final reply would."""
-        self.limiter = limiter or RateLimiter(pace)
-        self.text = ""
-        self._shown = ""
-        self._changed = asyncio.Event()
-        self.drafts_ok = chat_id > 0
-        """Native drafts exist in private chats only (a group's id is negative): a group
-        sees its reply grow by edits of one message."""
-        self.message_id: int | None = None
-        self.edited_at = 0.0
-        """Where drafts fail: the message being edited as the reply grows (the final
-        reply replaces its text instead of arriving as a second message)."""
-        self._tasks = [asyncio.create_task(self._typing(), name=f"typing-{chat_id}")]
-        self._draft_task: asyncio.Task[None] | None = None
-
-    def chunk(self, piece: str) -> None:
-        self.text += piece
-        self._changed.set()
-        if self._draft_task is None:  # streams by drafts, or by edits where there are none
-            self._draft_task = asyncio.create_task(self._drafts(), name=f"draft-{self.chat_id}")
-            self._tasks.append(self._draft_task)
-
-    async def _typing(self) -> None:
-        loop = asyncio.get_running_loop()
-        until = loop.time() + self.pace.typing_max_s
-        while loop.time() < until:
-            with contextlib.suppress(TelegramError):
-                await self.bot.send_chat_action(self.chat_id, "typing")
-            await asyncio.sleep(self.pace.typing_every_s)
-
-    async def _drafts(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = 0.0
-        while True:
-            refresh = False
-            try:
-                await asyncio.wait_for(self._changed.wait(), self.pace.draft_refresh_s)
-            except TimeoutError:
-                refresh = True  # a draft lasts ~30 s: show it again while the model is slow
-            self._changed.clear()
-            pause = last + self.pace.draft_every_s - loop.time()
-            if pause > 0:
-                await asyncio.sleep(pause)
-            text = self.text.strip()
-            if not text:
-                continue
-            shown = split_message(text)[0]
-            if shown == self._shown and not (refresh and self.drafts_ok):
-                continue
-            if not self.drafts_ok:
-                last = await self._edit(shown, last)
-                continue
-            try:
-                await self.bot.send_message_draft(self.chat_id, self.draft_id,
-                                                  text=to_html(shown), parse_mode=ParseMode.HTML)
-                self._shown, last = shown, loop.time()
-            except BadRequest as exc:
-                log.info("drafts unavailable in chat %s (%s): editing one message instead",
-                         self.chat_id, exc)
-                self.drafts_ok = False
-                self._changed.set()
-            except TelegramError:
-                last = loop.time()
-
-    async def _edit(self, shown: str, last: float) -> float:
-        """The edit fallback: one message, edited no more often than `edit_every_s`."""
-        loop = asyncio.get_running_loop()
-        pause = last + self.pace.edit_every_s - loop.time()
-        if pause > 0:
-            await asyncio.sleep(pause)
-            shown = split_message(self.text.strip())[0]
-        try:
-            await self.limiter.wait(self.chat_id)
-            try:
-                if self.message_id is None:
-                    sent = await self.bot.send_message(self.chat_id, to_html(shown),
-                                                       parse_mode=ParseMode.HTML,
-                                                       reply_parameters=self.reply_to)
-                    self.message_id = sent.message_id
-                else:
-                    await self.bot.edit_message_text(to_html(shown), chat_id=self.chat_id,
-                                                     message_id=self.message_id,
-                                                     parse_mode=ParseMode.HTML)
-            finally:
-                self.limiter.done(self.chat_id)
-            self._shown = shown
-            self.edited_at = loop.time()
-        except BadRequest as exc:
-            if "not modified" not in str(exc).lower():
-                log.info("live edit refused in chat %s (%s)", self.chat_id, exc)
-        except TelegramError:
-            pass
-        return loop.time()
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
 
 class Sender:
