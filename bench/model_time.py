@@ -106,7 +106,7 @@ import bench.model_time_sim as world  # noqa: E402
 import bot.embedder  # noqa: E402
 import bot.extractor  # noqa: E402
 from bench.memory_scale import FrenchText, Vocabulary, load_vocabulary  # noqa: E402
-from bench.model_time_measure import Day, Sent, analyse, instrument  # noqa: E402
+from bench.model_time_measure import Day, Sent, analyse, instrument, report  # noqa: E402
 from bot import backoff  # noqa: E402
 from bot.app import Axi  # noqa: E402
 from bot.config import DEFAULT_LOCAL_MODEL, Settings  # noqa: E402
@@ -420,7 +420,7 @@ async def run(args: argparse.Namespace) -> int:
         results[key]["sharing"] = sharing
         results[key]["wall_seconds"] = time.monotonic() - t0
         print(f"  done in {results[key]['wall_seconds']:.0f} s wall", flush=True)
-    world.report(results)
+    report(results)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"model_time-{run_id}.json"
     path.write_text(json.dumps({"started": run_id, "args": vars(args), "results": results,

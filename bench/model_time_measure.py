@@ -5,8 +5,8 @@ answered; `instrument` wraps a running Axi's instances (no Axi code changed) to 
 `analyse` turns the day, the simulated server's records and request bodies, and the
 database's call log into the results the report prints against `TARGETS`: Ludo's time to
 first token next to the floor of the same run, the cache and local shares, background
-delays, and that nothing was lost. Split from bench/model_time.py to keep each module
-readable.
+delays, and that nothing was lost; `report` prints the variants side by side. Split
+from bench/model_time.py to keep each module readable.
 """
 
 from __future__ import annotations
@@ -203,3 +203,81 @@ async def analyse(app: Axi, channels: dict[str, world.StandIn], v: Any, day: Day
                     "local_share": local >= TARGETS["local_share"],
                     "none_lost": lost == 0 and unanswered == 0},
     }
+
+
+# ----------------------------------------------------------------------------- report
+def f(x: float, digits: int = 1) -> str:
+    return "-" if x != x else f"{x:,.{digits}f}"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report(results: dict[str, dict[str, Any]]) -> None:
+    """The variants side by side, targets with PASS/FAIL."""
+    names = list(results)
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, get: Any) -> None:
+        rows.append((label, [get(results[n]) for n in names]))
+
+    row("CPU sharing (slots of one model)", lambda r: str(r.get("sharing", "-")))
+    row("Ludo: accepted → first token p50 (s)", lambda r: f(r["ludo"]["ttft_s"]["p50"]))
+    row("Ludo: accepted → first token p95 (s)", lambda r: f(r["ludo"]["ttft_s"]["p95"]))
+    row("  floor p50 / p95 (s)", lambda r: f"{f(r['ludo']['floor_s']['p50'])} / "
+        f"{f(r['ludo']['floor_s']['p95'])}")
+    row("  p95 / floor p95 (≤ 1.5)", lambda r: f"{f(r['ludo']['p95_over_floor'], 2)} "
+        f"{verdict(r['targets']['p95_over_floor'])}")
+    row("  max (s)", lambda r: f(r["ludo"]["ttft_s"]["max"]))
+    row("  answered by the fallback / p95 local only", lambda r: f"{r['ludo']['by_fallback']} / "
+        f"{f(r['ludo']['ttft_local_s']['p95'])}")
+    row("  Axi's own work p50 (ms, unscaled)", lambda r: f(r["ludo"]["own_ms"]["p50"], 0))
+    row("  waiting for a worker lane p95 (s)", lambda r: f(r["ludo"]["lane_wait_s"]["p95"]))
+    row("clients live: accepted → first word p50/p95 (s)", lambda r: " / ".join(
+        f(r["clients"]["live_first_word_s"][k]) for k in ("p50", "p95")))
+    row("emails: accepted → reply p50/max (s)", lambda r: " / ".join(
+        f(r["clients"]["email_reply_s"][k], 0) for k in ("p50", "max")))
+    row("Ludo prompt tokens / turn (mean)", lambda r: f(r["ludo"]["prompt_tokens"]["mean"], 0))
+    row("  evaluated / turn mean (p95)", lambda r: f"{f(r['ludo']['evaluated_tokens']['mean'], 0)}"
+        f" ({f(r['ludo']['evaluated_tokens']['p95'], 0)})")
+    row("  Ludo's cache share", lambda r: f(r["ludo"]["cache_share"], 2))
+    row("cache share, all chat (≥ 0.85)", lambda r: f"{f(r['cache_share'], 2)} "
+        f"{verdict(r['targets']['cache_share'])}")
+    row("local share of calls (≥ 80 %)", lambda r: f"{r['local_share']:.0%} "
+        f"{verdict(r['targets']['local_share'])}")
+    row("extraction delay p50/p95 (s)", lambda r: f"{f(r['extraction']['delay_s']['p50'], 0)} / "
+        f"{f(r['extraction']['delay_s']['p95'], 0)}")
+    row("  queued at end of day → at end", lambda r: f"{r['extraction']['queued_end_of_day']} → "
+        f"{r['extraction']['states'].get('a_faire', 0)}")
+    row("  done / turns / continuations", lambda r: f"{r['extraction']['states'].get('faite', 0)}"
+        f" / {r['extraction']['turns']} / {r['extraction']['continued']}")
+    row("veille delay p50/max (s)", lambda r: f"{f(r['veilles']['delay_s']['p50'], 0)} / "
+        f"{f(r['veilles']['delay_s']['max'], 0)} ({r['veilles']['done']}/"
+        f"{r['veilles']['asked']} done)")
+    row("preemptions / cancelled tokens", lambda r: f"{r['preempted']} / "
+        f"{r['cancelled_requests']['evaluated_tokens']}")
+    row("lost background items (= 0)", lambda r: f"{r['lost']} {verdict(r['targets']['none_lost'])}")
+    row("unanswered messages", lambda r: str(r["unanswered"]))
+    row("server requests", lambda r: " ".join(f"{k[:6]}={n}"
+                                              for k, n in sorted(r["requests"].items())))
+    row("simulated day + drain (s)", lambda r: f(r["sim_seconds"], 0))
+    width = max(len(label) for label, _ in rows) + 2
+    cols = [max(len(n), *(len(vals[i]) for _, vals in rows)) + 2 for i, n in enumerate(names)]
+    print("\n" + " " * width + "".join(n.rjust(c) for n, c in zip(names, cols, strict=True)))
+    for label, vals in rows:
+        print(label.ljust(width) + "".join(x.rjust(c) for x, c in zip(vals, cols, strict=True)))
+    for n in names:
+        if results[n]["embeddings"]:
+            print(f"{n}: embeddings {results[n]['embeddings']}")
+        calls = [(c["fournisseur"], c["tache"], c["r"], c["n"]) for c in results[n]["calls"]]
+        print(f"{n}: successful calls (provider, task, fallback reason, n) {calls}")
+    def key(n: str, *path: str) -> float:
+        value: Any = results[n]
+        for step in path:
+            value = value[step]
+        return float(value) if value == value else float("inf")
+
+    print(f"lowest Ludo p95: {min(names, key=lambda n: key(n, 'ludo', 'ttft_s', 'p95'))}; "
+          f"highest cache share: {max(names, key=lambda n: key(n, 'cache_share'))}; "
+          f"most local: {max(names, key=lambda n: key(n, 'local_share'))}")
