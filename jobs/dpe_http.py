@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from jobs.http_body import BodyTooLarge, read_capped
+
 RETRIED = frozenset({429, 500, 502, 503, 504})
 MAX_BYTES = 32 * 1024 * 1024
 """An answer larger than this is refused, unread past it: an ADEME page of 10,000 DPEs is
@@ -28,10 +30,6 @@ _sleep = asyncio.sleep
 """Waits between attempts (tests replace it)."""
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _get(client: httpx.AsyncClient, url: str,
                params: Mapping[str, str | int] | None,
                headers: Mapping[str, str] | None) -> tuple[httpx.Response, bytes]:
@@ -43,17 +41,7 @@ async def _get(client: httpx.AsyncClient, url: str,
                                  follow_redirects=False) as response:
             if response.status_code != 200:
                 return response, b""
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_BYTES:
-                raise _TooLarge
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_BYTES:
-                    raise _TooLarge
-                chunks.append(chunk)
-            return response, b"".join(chunks)
+            return response, await read_capped(response, MAX_BYTES)
 
 
 class SourceError(Exception):
@@ -87,7 +75,7 @@ async def get_json(client: httpx.AsyncClient, url: str,
         wait = backoff_s * (2 ** attempt)
         try:
             response, body = await _get(client, url, params, headers)
-        except _TooLarge:
+        except BodyTooLarge:
             raise SourceError(f"réponse trop volumineuse (plus de {MAX_BYTES // 1024 // 1024} "
                               "Mo) : lecture arrêtée") from None
         except (httpx.TimeoutException, TimeoutError):

@@ -36,6 +36,7 @@ import httpx
 
 from jobs.fetch_guard import IPNetwork, follow, shown, site_refusal
 from jobs.guarded_http import AddressRefused, Resolve, guarded_client
+from jobs.http_body import BodyTooLarge, read_capped
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -69,10 +70,6 @@ class WebPage:
     content_type: str
     location: str | None = None
     """A redirect's Location header (followed by `PoliteFetcher.get`, hop by hop)."""
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -292,7 +289,7 @@ class PoliteFetcher:
                 await self._wait_turn(host)
                 try:
                     result, retry_after = await self._request(url, max_bytes)
-                except _TooLarge:
+                except BodyTooLarge:
                     raise FetchError(f"réponse trop grande (plus de {max_bytes // 1000} ko) sur "
                                      f"{shown(url)}") from None
                 except AddressRefused as exc:
@@ -335,18 +332,9 @@ class PoliteFetcher:
                 "GET", url, headers={"User-Agent": self.user_agent, "Accept-Encoding": "gzip"},
                 timeout=httpx.Timeout(self.timeout_s), follow_redirects=False,
             ) as response:
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > max_bytes:
-                    raise _TooLarge
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise _TooLarge
-                    chunks.append(chunk)
+                body = await read_capped(response, max_bytes)
         retry_after = retry_after_seconds(response.headers.get("retry-after"))
-        text = decode_body(b"".join(chunks), response.charset_encoding)
+        text = decode_body(body, response.charset_encoding)
         return (WebPage(str(response.url), response.status_code, text,
                         response.headers.get("content-type", ""),
                         response.headers.get("location")), retry_after)
