@@ -285,6 +285,11 @@ class LocalGate:
                 on_park(False)
         return ticket
 
+    def forget(self, seq: int) -> None:
+        """The request of this place will not be asked again (answered, sent to the
+        fallback, or given up): its count of yields goes."""
+        self._yielded.pop(seq, None)
+
     def release(self, ticket: Ticket) -> None:
         if not ticket.preempted:
             self._yielded.pop(ticket.seq, None)  # done: it will not be asked again

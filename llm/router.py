@@ -257,14 +257,18 @@ class Router:
         item stays queued)."""
         assert self.gate is not None
         seq = self.gate.place()
-        while True:
-            try:
-                return await self.gate.run(priority, call, cost_s=cost_s, seq=seq)
-            except Preempted as exc:
-                if priority is Priority.BACKGROUND:
-                    raise
-                self.breaker.release()
-                log.info("%s request preempted (%s): asked again", priority.name.lower(), exc)
+        try:
+            while True:
+                try:
+                    return await self.gate.run(priority, call, cost_s=cost_s, seq=seq)
+                except Preempted as exc:
+                    if priority is Priority.BACKGROUND:
+                        raise
+                    self.breaker.release()
+                    log.info("%s request preempted (%s): asked again",
+                             priority.name.lower(), exc)
+        finally:
+            self.gate.forget(seq)
 
     # ------------------------------------------------------------------ one attempt
     async def _attempt(
@@ -398,40 +402,44 @@ class Router:
             """Local's stream up to its first chunk: a failure before it may fall back;
             preempted before it (llm/gate.py), it is asked again at its place."""
             seq = self.gate.place() if self.gate is not None else None
-            while True:
-                ticket = None
-                if self.gate is not None:
-                    ticket = await self.gate.acquire(priority, cost_s=self._cost(messages, task),
-                                                     seq=seq)
-                self._recent_local.append(list(messages))
-                start = time.perf_counter()
-                inner = self.local.stream(messages, task=task)
-                try:  # until it is shown, the turn may yield (llm/gate.py)
-                    first: str | None = await (
-                        inner.__anext__() if ticket is None or self.gate is None
-                        else self.gate.until_watched(ticket, inner.__anext__))
-                except StopAsyncIteration:
-                    first = None
-                except Preempted as exc:
-                    try:
-                        await inner.aclose()
-                    finally:
+            try:
+                while True:
+                    ticket = None
+                    if self.gate is not None:
+                        ticket = await self.gate.acquire(priority, cost_s=self._cost(messages, task),
+                                                         seq=seq)
+                    self._recent_local.append(list(messages))
+                    start = time.perf_counter()
+                    inner = self.local.stream(messages, task=task)
+                    try:  # until it is shown, the turn may yield (llm/gate.py)
+                        first: str | None = await (
+                            inner.__anext__() if ticket is None or self.gate is None
+                            else self.gate.until_watched(ticket, inner.__anext__))
+                    except StopAsyncIteration:
+                        first = None
+                    except Preempted as exc:
+                        try:
+                            await inner.aclose()
+                        finally:
+                            if ticket is not None and self.gate is not None:
+                                self.gate.release(ticket)
+                        self.breaker.release()
+                        busy = await self._too_busy(messages, priority, local_only, task)
+                        if busy is not None:  # a client who may have the fallback gets it now
+                            raise busy from exc
+                        log.info("%s stream preempted (%s): asked again", priority.name.lower(),
+                                 exc)
+                        continue
+                    except BaseException as exc:
                         if ticket is not None and self.gate is not None:
                             self.gate.release(ticket)
-                    self.breaker.release()
-                    busy = await self._too_busy(messages, priority, local_only, task)
-                    if busy is not None:  # a client who may have the fallback gets it now
-                        raise busy from exc
-                    log.info("%s stream preempted (%s): asked again", priority.name.lower(),
-                             exc)
-                    continue
-                except BaseException as exc:
-                    if ticket is not None and self.gate is not None:
-                        self.gate.release(ticket)
-                    if isinstance(exc, Exception):
-                        await self._failed(self.local, task, start, exc, None)
-                    raise
-                return _OpenStream(self.local, inner, first, start, None, ticket)
+                        if isinstance(exc, Exception):
+                            await self._failed(self.local, task, start, exc, None)
+                        raise
+                    return _OpenStream(self.local, inner, first, start, None, ticket)
+            finally:  # answered, sent to the fallback or given up: not asked again
+                if seq is not None and self.gate is not None:
+                    self.gate.forget(seq)
 
         async def open_remote(model: ChatModel, reason: str) -> _OpenStream:
             return _OpenStream(model, model.stream(remote_messages, task=task), None,

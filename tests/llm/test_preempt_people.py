@@ -162,6 +162,7 @@ async def test_a_client_preempted_who_would_now_wait_too_long_gets_the_fallback(
     assert text == "Ici Claude." == "".join(shown)
     [cut] = cpu.records
     assert cut.finished_s is None and len(anthropic_server.requests) == 1
+    assert gate._yielded == {}  # never asked again: its count of yields is not kept
 
 
 async def test_a_client_yields_once_then_keeps_its_turn() -> None:
