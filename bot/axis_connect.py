@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from bot.axis_contract import Approval, AxisRefused, AxisToken, Grant, IssuedTokens
 from bot.confirmations import ActionContext, Confirmations
-from bot.policy import sees_private
+from bot.policy import may_use_axis, sees_private
 from bot.web_contract import TokenGrant
 from memory.errors import InvalidInput, NotFound
 from memory.oauth_state import OAuthState
@@ -284,7 +284,7 @@ class AxisOAuthService:
             person = await self.store.get_person(token.relation_id)
         except NotFound:
             return None
-        if person.bloque:
+        if person.bloque or (token.portee == "axis" and not may_use_axis(person)):
             return None
         grant = TokenGrant(token_id=token.id, person_id=person.id, person_name=person.personne,
                            relation=person.relation or "", scope=token.portee,

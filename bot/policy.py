@@ -206,3 +206,10 @@ ADMINISTRATORS = frozenset({OWNER_RELATION, "administrateur"})
 
 def may_administer(relation: str | None) -> bool:
     return relation in ADMINISTRATORS
+
+
+def may_use_axis(person: PersonRecord) -> bool:
+    """Whether an `axis` token of this person works: Axis reads Ludo's private memory, so
+    only Axis itself and the inner circle; a token made for anyone else (a client) is
+    refused, and one whose holder left the inner circle stops with it."""
+    return person.relation == "axis" or sees_private(person)

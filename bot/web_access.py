@@ -6,7 +6,7 @@ may use an `admin` token, is decided here by bot/policy, as for every channel.
 
 from __future__ import annotations
 
-from bot.policy import may_administer, sees_private
+from bot.policy import may_administer, may_use_axis, sees_private
 from bot.web_contract import HistoryItem, TokenGrant
 from memory.store import MemoryStore
 
@@ -24,6 +24,8 @@ class WebAccessService:
             return None
         if token.portee == "admin" and not may_administer(person.relation):
             return None  # an admin token outlives its holder's role: it stops with it
+        if token.portee == "axis" and not may_use_axis(person):
+            return None  # Ludo's private memory: never a client's, whatever the token
         return TokenGrant(token_id=token.id, person_id=person.id, person_name=person.personne,
                           relation=person.relation or "", scope=token.portee,
                           channel=token.channel, address=token.address,

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.axis_access import WITHHELD
@@ -126,3 +127,22 @@ async def test_a_reply_resting_on_local_only_content_is_withheld(
             late = text_of(await axis.call_tool("lire_messages", {}))
         assert WITHHELD in late and "4821" not in late and "4821" not in said
 
+
+
+async def test_an_axis_token_held_by_a_client_reads_nothing_of_ludo(box: AxisWeb) -> None:
+    # an `axis` token made by mistake for a client (`axi tokens create "Mme Durand" --scope
+    # axis`) must not open Ludo's private memory to her: the token only works for Axis
+    # and the inner circle, like an admin token only for an administrator
+    await box.axi.store.remember(SECRET, type="note")
+    durand = (await box.axi.store.create_token(box.ids["durand"], scope="axis")).secret
+    headers = {"Authorization": f"Bearer {durand}"}
+    async with httpx.AsyncClient(base_url=box.url, timeout=30) as http:
+        briefing = await http.get("/briefing", headers=headers)
+        mcp = await http.post("/mcp", headers={**headers, "Accept": "application/json, "
+                                               "text/event-stream"}, json={
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "chercher_memoire", "arguments": {"requete": "portail"}}})
+        ok = await http.get("/briefing", headers=box.auth("ludo_axis"))
+    assert briefing.status_code == 401 and "4821" not in briefing.text
+    assert mcp.status_code == 401 and "4821" not in mcp.text
+    assert ok.status_code == 200
