@@ -159,6 +159,11 @@ class TokensMixin:
                      "RETURNING id"), {"i": row_id(token_id, "token")})).scalar()
             if found is None:
                 raise NotFound(f"no token #{token_id}")
+            # an OAuth access token's refresh tokens (bot/axis_connect.py) end with it:
+            # else the connector would mint a new access token by its next refresh
+            await session.execute(text(
+                "DELETE FROM oauth_etats WHERE genre = 'rafraichissement' "
+                "AND donnees->>'jeton' = :i"), {"i": str(found)})
             row = (await session.execute(
                 text(f"SELECT {_COLUMNS} FROM jetons j JOIN relations r ON r.id = j.relation_id "
                      "WHERE j.id = :i"), {"i": found})).one()
