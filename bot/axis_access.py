@@ -198,7 +198,9 @@ class AxisAccessService:
         held = await self.store.held_messages(limit=10)
         lines.append(f"- Messages retenus, sans réponse automatique : {len(held)}")
         for m in held:
-            person = await self.store.find_by_identity(m.canal, m.adresse) if m.verifie else None
+            # verified or not: an unverified message from a never-cloud person's address
+            # (a failed DMARC, a forward) is most likely theirs, and stays on the server
+            person = await self.store.find_by_identity(m.canal, m.adresse)
             secret = m.metadata.get("local_only") or (person is not None and person.id in local)
             shown = "(contenu gardé sur le serveur)" if secret else short(m.texte, 160)
             lines.append(f"  - n°{m.id} de {m.canal}:{short(m.adresse, 80)} (reçu le "

@@ -146,3 +146,22 @@ async def test_an_axis_token_held_by_a_client_reads_nothing_of_ludo(box: AxisWeb
     assert briefing.status_code == 401 and "4821" not in briefing.text
     assert mcp.status_code == 401 and "4821" not in mcp.text
     assert ok.status_code == 200
+
+
+async def test_an_unverified_held_message_from_a_never_cloud_address_stays(
+        box: AxisWeb) -> None:
+    # an email from Maître Sol's own address whose DMARC failed (a forward, a list) is
+    # unverified, yet most likely his: the briefing must not hand its text to Axis
+    store = box.axi.store
+    await store.add_person("Maître Sol", relation="partenaire",
+                           identities=[("email", "sol@notaires.example")],
+                           jamais_hors_serveur=True)
+    await box.axi.pipeline.accept(Inbound(
+        channel="email", sender="sol@notaires.example", verified=False,
+        external_id="held-unverified", text="Succession Rivière : l'héritier conteste",
+        received_at=datetime.now(UTC), hold="réponse automatique suspendue"))
+    await until(lambda: store.held_messages(), 20)
+    async with mcp_session(box.url, box.tokens["axis"]) as axis:
+        brief = text_of(await axis.call_tool("briefing", {}))
+    assert "conteste" not in brief
+    assert "(contenu gardé sur le serveur)" in brief
