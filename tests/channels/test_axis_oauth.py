@@ -427,3 +427,36 @@ async def test_a_token_revoked_by_ludo_does_not_come_back_by_refresh(box: AxisWe
                             refresh_token=tokens["refresh_token"])
         assert again.status_code == 400, again.text
         assert await box.axi.store.list_tokens(oauth=True) == []
+
+
+@pytest.mark.xfail(strict=True, reason="no refresh-token reuse detection yet: a replayed, "
+                   "already rotated refresh token is refused but the connection it was "
+                   "rotated into stays alive (RFC 9700 §4.14.2 revokes it)")
+async def test_a_replayed_refresh_token_ends_the_connection(box: AxisWeb) -> None:
+    # a stolen refresh token used by the thief first, then by Axis (or the other way
+    # round): the server sees one token presented twice and cannot tell who is who, so
+    # the whole connection ends, and Ludo approves again
+    async with httpx.AsyncClient(base_url=box.url) as http:
+        client = await register(http)
+        verifier, challenge = pkce()
+        waiting_url = (await authorize(http, client, challenge)).headers["location"]
+        await box.press(await box.question("axis.connecter"), "Oui")
+
+        async def redirected() -> httpx.Response | None:
+            r = await http.get(waiting_url)
+            return r if r.status_code == 302 else None
+        done: httpx.Response = await until(redirected, 20, message="never redirected")
+        first = (await token(http, client, grant_type="authorization_code",
+                             code=query(done.headers["location"])["code"],
+                             redirect_uri=CALLBACK, code_verifier=verifier)).json()
+        thief = await token(http, client, grant_type="refresh_token",
+                            refresh_token=first["refresh_token"])
+        assert thief.status_code == 200
+        replayed = await token(http, client, grant_type="refresh_token",
+                               refresh_token=first["refresh_token"])
+        assert replayed.status_code == 400
+        stolen = thief.json()
+        assert (await http.post("/mcp", json={}, headers={
+            "Authorization": f"Bearer {stolen['access_token']}"})).status_code == 401
+        assert (await token(http, client, grant_type="refresh_token",
+                            refresh_token=stolen["refresh_token"])).status_code == 400
