@@ -62,6 +62,10 @@ class Interlocutor:
     shared: bool = False
     """Said in a room several people read (a group): Axi answers as to the public there,
     whoever asks, since everyone reads the answer."""
+    claimed_local_only: bool = False
+    """From the address of a person whose messages never leave the server, not proved
+    (a failed DMARC, a forward): not them as far as memory goes, but most likely their
+    words, which stay here."""
 
     @property
     def known(self) -> bool:
@@ -96,7 +100,8 @@ class Interlocutor:
 
     @property
     def local_only(self) -> bool:
-        return bool(self.person is not None and self.person.jamais_hors_serveur)
+        return bool((self.person is not None and self.person.jamais_hors_serveur)
+                    or self.claimed_local_only)
 
     @property
     def display_name(self) -> str:
@@ -105,13 +110,15 @@ class Interlocutor:
 
 def interlocutor(
     person: PersonRecord | None, *, channel: str, address: str, verified: bool,
-    shared: bool = False,
+    shared: bool = False, claimed_local_only: bool = False,
 ) -> Interlocutor:
-    """Apply the identity rule: an unverified address never maps to a known person."""
+    """Apply the identity rule: an unverified address never maps to a known person.
+    `claimed_local_only`: it is the address of someone whose messages never leave the
+    server (their words, most likely, stay here)."""
     if not verified and channel not in TRUSTED_CHANNELS:
         person = None
     return Interlocutor(person=person, channel=channel, address=address, verified=verified,
-                        shared=shared)
+                        shared=shared, claimed_local_only=claimed_local_only)
 
 
 def sees_private(person: PersonRecord | None) -> bool:

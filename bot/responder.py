@@ -127,8 +127,12 @@ class Responder(CommandSteps):
                 person = await self.store.find_by_identity(msg.canal, msg.adresse) or OPERATOR
         elif msg.verifie:
             person = await self.store.find_by_identity(msg.canal, msg.adresse)
+        claimed = False
+        if not msg.verifie and msg.canal not in TRUSTED_CHANNELS:  # never that person, but
+            owner = await self.store.find_by_identity(msg.canal, msg.adresse)  # their words
+            claimed = owner is not None and owner.jamais_hors_serveur  # may stay here
         who = interlocutor(person, channel=msg.canal, address=msg.adresse, verified=msg.verifie,
-                           shared=msg.room is not None)
+                           shared=msg.room is not None, claimed_local_only=claimed)
         self.recaller.identified(msg, who)
         return who
 

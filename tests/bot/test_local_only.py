@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from sqlalchemy import text
+
 from bot.app import Axi
 from bot.inbound import Inbound
 from tests.bot.test_pipeline import run_all, telegram
@@ -80,3 +82,22 @@ async def test_extraction_quoting_a_local_only_reply_never_falls_back(
     for _ in range(6):
         await axi.extractor.extract_one()
     assert SECRET not in claude_saw(anthropic_server)
+
+
+async def test_an_unproved_message_from_a_never_cloud_address_stays_on_the_server(
+        axi: Axi, ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> None:
+    """A message from the address of someone whose messages never leave the server, not
+    proved (a forward that failed DMARC, released by Ludo): answered as a stranger's, but
+    his words never go to Claude (found by a review: with the local model down, the
+    fallback got them)."""
+    await axi.store.add_person("Maître Sol", relation="client", comment_interagir="vouvoie",
+                               identities=[("telegram", "3003")])
+    await axi.store.update_person("Maître Sol", jamais_hors_serveur=True)
+    ollama_server.stop()
+    await axi.pipeline.accept(telegram("3003", "Mon dossier confidentiel", verified=False))
+    await run_all(axi)
+    assert anthropic_server.requests == []
+    async with axi.db.engine.connect() as conn:
+        row = (await conn.execute(text(
+            "SELECT etat, relation_id FROM messages WHERE sens = 'entrant'"))).one()
+    assert row.etat == "en_attente" and row.relation_id is None  # waits; still no identity
