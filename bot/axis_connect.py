@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -39,7 +40,13 @@ from memory.tokens import token_hash
 CONNECT = "axis.connecter"
 """The confirmation Ludo answers to let Axis (a Claude.ai connector) in."""
 
+log = logging.getLogger(__name__)
+
 CLIENT, APPROVAL, CODE, REFRESH = "client", "approbation", "code", "rafraichissement"
+USED_REFRESH = "rafraichi"
+"""A refresh token already exchanged (rotated), kept until it would have expired: shown
+again, it was copied — by a thief, or by Axis after a thief — and the server cannot tell
+who is who, so the whole connection (its family) ends (RFC 9700 §4.14.2)."""
 APPROVAL_TTL = timedelta(minutes=15)
 CODE_TTL = timedelta(minutes=5)
 ACCESS_TTL = timedelta(hours=1)
@@ -244,7 +251,22 @@ class AxisOAuthService:
 
     async def load_refresh(self, client_id: str, refresh_token: str) -> Grant | None:
         row = await self.store.oauth_get(REFRESH, token_hash(refresh_token))
+        if row is None:
+            await self._end_if_replayed(client_id, refresh_token)
         return self._grant(row) if row is not None and row.client_id == client_id else None
+
+    async def _end_if_replayed(self, client_id: str, refresh_token: str) -> None:
+        """A refresh token rotated already, shown again: its connection ends (the live
+        refresh token of its family and that token's access token); Ludo approves again."""
+        used = await self.store.oauth_get(USED_REFRESH, token_hash(refresh_token))
+        family = str(used.donnees.get("famille") or "") if used is not None else ""
+        if used is None or used.client_id != client_id or not family:
+            return
+        for row in await self.store.oauth_take_where(REFRESH, "famille", family):
+            with contextlib.suppress(NotFound, InvalidInput, ValueError):
+                await self.store.revoke_token(int(row.donnees.get("jeton", 0)))
+        log.warning("Axis connector: a refresh token used already was shown again (copied?): "
+                    "the connection of client %s ends", client_id)
 
     async def exchange_refresh(self, client_id: str, refresh_token: str,
                                scopes: Sequence[str]) -> IssuedTokens | None:
@@ -256,10 +278,17 @@ class AxisOAuthService:
             return None
         with contextlib.suppress(NotFound, InvalidInput, ValueError):
             await self.store.revoke_token(int(row.donnees.get("jeton", 0)))
+        family = str(row.donnees.get("famille") or secrets.token_hex(8))
+        await self.store.oauth_put(USED_REFRESH, token_hash(refresh_token), client_id=client_id,
+                                   donnees={"famille": family},
+                                   expire_le=row.expire_le or self.clock() + REFRESH_TTL)
         grant = self._grant(row)
-        return await self._issue(grant, tuple(scopes) or grant.scopes)
+        return await self._issue(grant, tuple(scopes) or grant.scopes, family=family)
 
-    async def _issue(self, grant: Grant, scopes: Sequence[str]) -> IssuedTokens | None:
+    async def _issue(self, grant: Grant, scopes: Sequence[str], *,
+                     family: str | None = None) -> IssuedTokens | None:
+        """A new access token and refresh token; `family`: the connection's (a code's
+        exchange starts one, each refresh carries it on)."""
         person_id = grant.person_id or await self.store.ensure_axis_person()
         try:
             new = await self.store.create_token(
@@ -271,7 +300,8 @@ class AxisOAuthService:
         await self.store.oauth_put(
             REFRESH, token_hash(refresh), client_id=grant.client_id,
             donnees={"scopes": list(scopes), "personne": person_id,
-                     "jeton": str(new.record.id), "params": grant.params},
+                     "jeton": str(new.record.id), "params": grant.params,
+                     "famille": family or secrets.token_hex(8)},
             expire_le=self.clock() + REFRESH_TTL)
         return IssuedTokens(access_token=new.secret, expires_in=int(ACCESS_TTL.total_seconds()),
                             refresh_token=refresh, scopes=tuple(scopes))

@@ -167,6 +167,17 @@ class OAuthStateMixin:
                 "AND (CAST(:f AS text) IS NULL OR donnees->>:f = :v)"),
                 {"g": genre, "f": field, "v": value}) or 0)
 
+    async def oauth_take_where(self, genre: str, field: str, value: str) -> list[OAuthState]:
+        """Delete and return the rows of a genre whose `donnees[field]` is `value` (e.g.
+        the live refresh tokens of a connection that ends)."""
+        if _has_nul(field, value):
+            return []
+        async with self.db.sessions.begin() as session:
+            rows = (await session.execute(text(
+                f"DELETE FROM oauth_etats WHERE genre = :g AND donnees->>:f = :v "
+                f"RETURNING {_COLUMNS}"), {"g": genre, "f": field, "v": value})).all()
+        return [_state(r) for r in rows]
+
     async def oauth_delete_where(self, genre: str, field: str, value: str) -> int:
         """Delete the rows of a genre whose `donnees[field]` is `value` (e.g. the refresh
         tokens of a revoked access token)."""
