@@ -402,24 +402,29 @@ async def test_unapproved_clients_are_capped_and_forgotten(box: AxisWeb) -> None
         assert "vieux-1" not in kept and "vieux-150" in kept  # the oldest go first
 
 
+async def connected(http: httpx.AsyncClient, box: AxisWeb) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A client registered, approved by Ludo, its code exchanged: (client, tokens)."""
+    client = await register(http)
+    verifier, challenge = pkce()
+    waiting_url = (await authorize(http, client, challenge)).headers["location"]
+    await box.press(await box.question("axis.connecter"), "Oui")
+
+    async def redirected() -> httpx.Response | None:
+        r = await http.get(waiting_url)
+        return r if r.status_code == 302 else None
+    done: httpx.Response = await until(redirected, 20, message="never redirected")
+    issued = await token(http, client, grant_type="authorization_code",
+                         code=query(done.headers["location"])["code"],
+                         redirect_uri=CALLBACK, code_verifier=verifier)
+    assert issued.status_code == 200, issued.text
+    return client, issued.json()
+
+
 async def test_a_token_revoked_by_ludo_does_not_come_back_by_refresh(box: AxisWeb) -> None:
     # `axi tokens revoke N` on the connector's access token ("it stops working at once")
     # must end the connection: its refresh token may not mint a new access token
     async with httpx.AsyncClient(base_url=box.url) as http:
-        client = await register(http)
-        verifier, challenge = pkce()
-        waiting_url = (await authorize(http, client, challenge)).headers["location"]
-        await box.press(await box.question("axis.connecter"), "Oui")
-
-        async def redirected() -> httpx.Response | None:
-            r = await http.get(waiting_url)
-            return r if r.status_code == 302 else None
-        done: httpx.Response = await until(redirected, 20, message="never redirected")
-        issued = await token(http, client, grant_type="authorization_code",
-                             code=query(done.headers["location"])["code"],
-                             redirect_uri=CALLBACK, code_verifier=verifier)
-        assert issued.status_code == 200, issued.text
-        tokens = issued.json()
+        client, tokens = await connected(http, box)
         [record] = await box.axi.store.list_tokens(oauth=True)
         await box.axi.store.revoke_token(record.id)  # what `axi tokens revoke` does
         assert (await http.post("/mcp", json={}, headers={
@@ -435,18 +440,7 @@ async def test_a_replayed_refresh_token_ends_the_connection(box: AxisWeb) -> Non
     # round): the server sees one token presented twice and cannot tell who is who, so
     # the whole connection ends, and Ludo approves again
     async with httpx.AsyncClient(base_url=box.url) as http:
-        client = await register(http)
-        verifier, challenge = pkce()
-        waiting_url = (await authorize(http, client, challenge)).headers["location"]
-        await box.press(await box.question("axis.connecter"), "Oui")
-
-        async def redirected() -> httpx.Response | None:
-            r = await http.get(waiting_url)
-            return r if r.status_code == 302 else None
-        done: httpx.Response = await until(redirected, 20, message="never redirected")
-        first = (await token(http, client, grant_type="authorization_code",
-                             code=query(done.headers["location"])["code"],
-                             redirect_uri=CALLBACK, code_verifier=verifier)).json()
+        client, first = await connected(http, box)
         thief = await token(http, client, grant_type="refresh_token",
                             refresh_token=first["refresh_token"])
         assert thief.status_code == 200
