@@ -4,13 +4,12 @@ began and whose outcome is not committed.
 Why: the outbox holds a row's lock in one transaction across the channel's send and the
 "sent" mark, so a process killed between Telegram accepting a message and that commit
 left the row `a_envoyer`, and the reply went out again after the restart. For a channel
-that cannot take the same delivery twice, `begin_send` commits a marker in a transaction
-of its own before the send; the outcome's transaction (the claim's) deletes it
-(`end_send`). A claim that finds a marker (`send_began`) knows the message may have been
-delivered: bot/pipeline.py then applies the one rule for an uncertain send
-(`mark_send_uncertain`: recorded as sent, never resent blindly). The outbox reads the
-earlier marker and commits its own in one statement (`begin_send_after`), and deletes it
-with the "sent" mark in one (`end_send_sent`).
+that cannot take the same delivery twice, `begin_send_after` reads an earlier marker and
+commits this attempt's in one statement of its own, before the send; the outcome's
+transaction (the claim's) deletes it (`end_send`, or with the "sent" mark in one
+statement, `end_send_sent`). A claim that finds a marker in flight knows the message may
+have been delivered: bot/outbox.py then applies the one rule for an uncertain send
+(`mark_send_uncertain`: recorded as sent, never resent blindly).
 
 A message sent in parts (Telegram: a long reply, a push and its files) also records, in
 transactions of their own, each part delivered (`parts_delivered`) and each request that
@@ -58,17 +57,11 @@ class SendAttempt:
 class SendAttemptsMixin:
     db: Any
 
-    async def begin_send(self, message_id: int) -> None:
-        """Commit "the send of this message begins now", before the channel is called
-        (an earlier attempt's delivered parts stay counted)."""
-        async with self.db.sessions.begin() as session:
-            await session.execute(text(
-                "INSERT INTO envois_commences (message_id) VALUES (:i) "
-                "ON CONFLICT (message_id) DO UPDATE SET en_vol = true"), {"i": message_id})
-
     async def begin_send_after(self, message_id: int) -> SendAttempt | None:
-        """`send_began` then `begin_send`, as one statement committed on its own: the
-        earlier attempt (as `send_began` reads it), and this one's marker. Called with the
+        """The earlier attempt at sending this message whose outcome was not committed
+        (the process died, or the database went away, between a send and its mark; or it
+        was paused between two parts), if any, and this one's marker: one statement,
+        committed on its own. Called with the
         message's claim held, so nothing else touches its marker meanwhile. An earlier
         attempt in flight keeps its marker as it was (in flight already): the caller
         then applies the uncertain-send rule and sends nothing."""
@@ -79,15 +72,6 @@ class SendAttemptsMixin:
                 "begun AS (INSERT INTO envois_commences (message_id) VALUES (:i) "
                 "ON CONFLICT (message_id) DO UPDATE SET en_vol = true) "
                 "SELECT commence_le, parties, en_vol FROM earlier"), {"i": message_id})).first()
-        return None if row is None else SendAttempt(row[0], int(row[1]), bool(row[2]))
-
-    async def send_began(self, claim: Claim) -> SendAttempt | None:
-        """The earlier attempt at sending the claimed message whose outcome was not
-        committed (the process died, or the database went away, between a send and its
-        mark; or it was paused between two parts), if any."""
-        row = (await claim.execute(
-            "SELECT commence_le, parties, en_vol FROM envois_commences WHERE message_id = :i",
-            {"i": claim.message.id})).first()
         return None if row is None else SendAttempt(row[0], int(row[1]), bool(row[2]))
 
     async def part_leaving(self, message_id: int, part: int) -> None:
