@@ -14,7 +14,7 @@ import pytest
 from jobs import registry
 from jobs.backup_rules import BackupError
 from jobs.backup_schedule import BackupTasks
-from jobs.restic import Restic, repository_env
+from jobs.restic import Restic, Snapshot, repository_env
 from jobs.scheduler import VeilleScheduler
 from memory.store import MemoryStore
 from tests.jobs.conftest import Clock, job_services
@@ -64,7 +64,13 @@ async def test_backup_and_verify_run_on_the_schedules_of_the_settings(
         await until(lambda: store.last_good_operation("verification", "local"), within=120,
                     message="the fired verification")
         aps.modify_job("tache:sauvegarde", next_run_time=datetime.now(PARIS))
-        await until(lambda: _count(restic, 2), within=120, message="the fired backup")
+        await until(lambda: _backups_ok(store, 2), within=120, message="the fired backup")
+        second, first = [o.instantane for o in await store.list_operations()
+                         if o.type == "sauvegarde"]
+        assert second and second != first
+        # the retention keeps one snapshot a day: the second backup's replaces the first's
+        snapshots = await until(lambda: _snapshots(restic), within=60)
+        assert second in [s.short_id for s in snapshots] + [s.id for s in snapshots]
         await until(lambda: not scheduler.running, within=60)
         assert await scheduler.catch_up_tasks() == []  # nothing missed any more
         assert aps.get_job("tache:sauvegarde") is not None  # still there after a rebuild
@@ -74,15 +80,20 @@ async def test_backup_and_verify_run_on_the_schedules_of_the_settings(
         await scheduler.stop()
 
 
-async def _count(restic: Restic, wanted: int) -> bool:
-    """`wanted` snapshots; False while a job holds the repository's exclusive lock (the
-    backup's retention, the verification's check): asked again, as the polling does."""
+async def _backups_ok(store: MemoryStore, wanted: int) -> bool:
+    ops = await store.list_operations()
+    return len([o for o in ops if o.type == "sauvegarde" and o.etat == "ok"]) >= wanted
+
+
+async def _snapshots(restic: Restic) -> list[Snapshot] | None:
+    """The repository's snapshots; None while a job holds its exclusive lock (the backup's
+    retention): asked again, as the polling does."""
     try:
-        return len(await restic.snapshots()) == wanted
+        return await restic.snapshots()
     except BackupError as exc:
         if exc.kind != "verrou":
             raise
-        return False
+        return None
 
 
 async def test_no_backup_task_without_a_repository(store: MemoryStore, tmp_path: Path) -> None:
