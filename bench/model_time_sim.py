@@ -16,8 +16,10 @@
   than the 7B (both rates). It also keeps each request's body (`bodies[record.index]`),
   and (3) what a cancelled request leaves in its slot: the prompt evaluates by batches of
   `num_batch` (512) tokens, each joining the slot's cache once decoded (Ollama's runner:
-  processBatch appends a batch's inputs to the slot's cache after Decode), so a request
-  preempted midway leaves its evaluated prefix for the next attempt, as on the server.
+  processBatch appends a batch's inputs to the slot's cache after Decode), and a client
+  that leaves while its prompt is read does not stop the read (the runner only closes
+  `seq.quit`; the sequence goes when its first token finds nobody): the prompt is read
+  to its end, sharing the CPU and holding its slot, and stays cached for the next attempt.
   `shared=False` gives the fake's own free parallelism (an upper bound).
 - `Scripts`: what the model writes — French replies in the form of address the prompt
   asks for (so the tutoiement guard does not ask for a rewrite), JSON facts for
@@ -130,20 +132,52 @@ class SharedCpuOllama(CpuOllama):
         return t
 
     async def _run(self, job: Any) -> AsyncIterator[str]:  # CpuOllama._run, on one CPU
+        """The reply's pieces, computed by a task of their own, as Ollama's runner does:
+        a client that goes away while its prompt is evaluated does not stop the
+        evaluation (the runner's HTTP handler only closes `seq.quit`; processBatch keeps
+        the sequence until its first token finds nobody to take it —
+        runner/ollamarunner/runner.go, `completion` and `flushPending`), so the prompt
+        is read to its end, sharing the CPU, holding its slot, and stays cached; one
+        still queued for a slot is dropped at once (`seqsSem.Acquire(r.Context())`)."""
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        quit_ = asyncio.Event()
+        started = asyncio.Event()
+        work = asyncio.create_task(self._runner(job, pieces, quit_, started))
+        try:
+            while (piece := await pieces.get()) is not None:
+                yield piece
+            await work
+        finally:
+            if not work.done():
+                quit_.set()
+                if not started.is_set():  # still waiting for a slot: dropped
+                    work.cancel()
+
+    async def _runner(self, job: Any, pieces: asyncio.Queue[str | None],
+                      quit_: asyncio.Event, started: asyncio.Event) -> None:
+        try:
+            await self._compute_job(job, pieces, quit_, started)
+        finally:
+            pieces.put_nowait(None)
+
+    async def _compute_job(self, job: Any, pieces: asyncio.Queue[str | None],
+                           quit_: asyncio.Event, started: asyncio.Event) -> None:
         record = job.record
         factor = self._factor(record.model)
         async with self._occupy(record, job.tokens, job.keep_alive_s) as (slot, start):
+            started.set()
             cached = cached_prefix(slot, job.tokens)
             slot.tokens = job.tokens[:cached]
             record.cached_tokens = cached
             record.evaluated_tokens = len(job.tokens) - cached
             index = record.index
             self.computing[index] = Computing(record.model, 0, factor)
+            completed = False
             try:
                 # the prompt by batches of `num_batch`; each one decoded joins the slot's
-                # cache at once, so a request cancelled midway leaves what it evaluated
-                # (Ollama's runner, processBatch: "After calling Decode, pending inputs are
-                # now in the cache"; llama-server keeps a cancelled slot's cache too)
+                # cache at once (Ollama's runner, processBatch: "After calling Decode,
+                # pending inputs are now in the cache"; llama-server keeps a cancelled
+                # slot's cache too)
                 t, done = start, cached
                 while done < len(job.tokens):
                     n = min(self.num_batch, len(job.tokens) - done)
@@ -153,16 +187,21 @@ class SharedCpuOllama(CpuOllama):
                 first = t
                 record.prompt_eval_s = first - start
                 for i, piece in enumerate(job.pieces):
+                    if quit_.is_set():
+                        return  # its token found nobody to take it: removed
                     if i:
                         t = await self._compute(t, index, 1, prompt=False)
                         slot.tokens = job.tokens + job.generated[:i]
                     record.eval_tokens = i + 1
-                    yield piece
+                    pieces.put_nowait(piece)
                 t = await self._compute(t, index, 1, prompt=False) if job.pieces else t
+                completed = not quit_.is_set()
             finally:
                 self.computing.pop(index, None)
-                if record.finished_s is None:  # cancelled: the slot is free from now
+                if not completed:  # cut: the slot is free from now
                     slot.free_at = max(slot.free_at, self.now())
+            if not completed:
+                return
             record.eval_s = t - first
             held = job.tokens + job.generated
             if len(held) > record.num_ctx:
