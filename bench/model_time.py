@@ -223,9 +223,10 @@ def make_settings(args: argparse.Namespace, v: Variant, ollama: str, claude: str
         "AXI_DATABASE_URL": args.database_url, "AXI_DATA_DIR": str(DATA_DIR),
         "ANTHROPIC_API_KEY": TEST_API_KEY, "ANTHROPIC_BASE_URL": claude,
         "AXI_LOG_LEVEL": "WARNING", "AXI_QUIET_HOURS": "off", "AXI_WORKER_CONCURRENCY": 4,
-        # wall-clock settings, scaled with the simulated clock (AXI_LOCAL_MAX_WAIT is not:
-        # Axi estimates waits from the server's own durations, simulated seconds)
+        # wall-clock settings, scaled with the simulated clock (so is AXI_LOCAL_MAX_WAIT:
+        # the server reports its durations in wall time, report_wall)
         "AXI_LOCAL_TIMEOUT": 120 * ts, "AXI_FALLBACK_TIMEOUT": 60 * ts,
+        "AXI_LOCAL_MAX_WAIT": 120 * ts,
         "AXI_BACKGROUND_QUIET": 20 * ts, "AXI_BACKGROUND_MAX": 120 * ts,
         "AXI_LOCAL_RESERVE_S": v.reserve_s * ts,
         "AXI_LOCAL_SLOTS": v.slots, "AXI_LOCAL_CACHES": v.server_slots or v.slots,
@@ -256,7 +257,8 @@ async def run_variant(v: Variant, plan: Plan, args: argparse.Namespace,
                     num_parallel=v.server_slots or v.slots,
                     slot_policy=v.policy or args.slot_policy, time_scale=ts)
     server = world.SharedCpuOllama(cpu, speed={EXTRACTION_MODEL: EXTRACTION_SPEED},
-                                   shared=not args.free_cpu, sharing=sharing)
+                                   shared=not args.free_cpu, sharing=sharing,
+                                   report_wall=True)
     scripts = world.Scripts(args.seed)
 
     def configure() -> None:

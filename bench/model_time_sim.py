@@ -82,7 +82,7 @@ KINDS = ("maison", "longère", "grange", "maison de bourg", "fermette", "apparte
 class SharedCpuOllama(CpuOllama):
     def __init__(self, config: CpuConfig, *, speed: dict[str, float] | None = None,
                  shared: bool = True, sharing: str = "roofline", tick_s: float = 0.25,
-                 num_batch: int = 512):
+                 num_batch: int = 512, report_wall: bool = False):
         if sharing not in SHARING:
             raise ValueError(f"unknown sharing {sharing!r}: one of {SHARING}")
         self.speed = dict(speed or {})
@@ -90,6 +90,7 @@ class SharedCpuOllama(CpuOllama):
         self.shared = shared
         self.sharing = sharing
         self.tick_s = tick_s
+        self.report_wall = report_wall
         self.computing: dict[int, Computing] = {}  # evaluating or generating now, all models
         self.bodies: dict[int, dict[str, Any]] = {}
         super().__init__(config)
@@ -103,6 +104,16 @@ class SharedCpuOllama(CpuOllama):
         record = super()._new_record(kind, body, num_ctx)
         self.bodies[record.index] = body
         return record
+
+    def _final_chunk(self, job: Any, key: str) -> dict[str, Any]:
+        """The durations as the wall clock saw them (`report_wall`): Axi's estimates built
+        on them (the wait, a cut prompt's read) then run on the clock its gate reads."""
+        final = super()._final_chunk(job, key)
+        if self.report_wall:
+            for name in ("total_duration", "load_duration", "prompt_eval_duration",
+                         "eval_duration"):
+                final[name] = round(final[name] * self.config.time_scale)
+        return final
 
     def _factor(self, model: str) -> float:
         return self.speed.get(model, self.speed.get(model.removesuffix(":latest"), 1.0))

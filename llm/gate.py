@@ -32,10 +32,14 @@ email's reply not shown yet (`yields_to`) as it would with none free.
 
 Preemption is one rule, `yields_to`: background work yields to any person; an email reply,
 and a client's live reply whose first token nobody has seen yet (`Ticket.watched`), yield
-to the inner circle in a live chat. The yielding call is cancelled (closing its HTTP
-stream makes Ollama stop; the prompt it evaluated stays in that slot's cache) and raises
-`Preempted`: the router asks again for a person's request, at the head of its priority
-(llm/router.py), so it is still answered, once; background work stays queued. A reply
+to the inner circle in a live chat. The yielding call is cancelled and raises `Preempted`:
+the router asks again for a person's request, at the head of its priority (llm/router.py),
+so it is still answered, once; background work stays queued. Closing the HTTP request
+stops Ollama's generation, not the read of a prompt: its runner reads a prompt to its end
+even when the client has gone (the prompt stays cached), so after cutting one during its
+read no background work starts until that read would end (`_drain`, from `read_s`), and
+background work runs one request at a time (two prompts read at once share the compute,
+the second slot is for people). A reply
 being shown is never preempted, so Ludo may still wait behind a client's reply streaming
 or one of his own. The inner-circle reserve (`reserve_s`,
 AXI_LOCAL_RESERVE_S; 0 = off) keeps the model for the inner circle while one of them is
@@ -58,102 +62,21 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any, TypeVar
 
-from llm.errors import LLMError
+from llm.gate_rules import (
+    HOT,
+    ON_PARK,
+    BackgroundTooLong,
+    Preempted,
+    Priority,
+    Ticket,
+    yields_to,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class Priority(IntEnum):
-    INNER_LIVE = 0
-    CLIENT_LIVE = 1
-    EMAIL = 2
-    BACKGROUND = 3
-
-    @property
-    def person(self) -> bool:
-        """A person is waiting for this request."""
-        return self is not Priority.BACKGROUND
-
-
-ON_PARK: ContextVar[Callable[[bool], None] | None] = ContextVar("axi_gate_on_park",
-                                                                default=None)
-"""Set by whoever runs a person's request (the worker lane, bot/pipeline.py): called with
-True when that request starts waiting for its turn and False when it stops. A lane parked
-here holds nothing but its message, so the pipeline lets another lane claim the next
-message meanwhile (else Ludo's message waits for a lane behind clients who wait for the
-model)."""
-
-
-HOT: ContextVar[bool] = ContextVar("axi_gate_hot", default=False)
-"""Set by a background worker around work whose prompt prefix the server holds now (the
-extractor, bot/extractor.py): its background turn does not wait for the quiet period,
-only for nobody to be waiting or answered."""
-
-
-class Preempted(LLMError):
-    """A request gave the local model up to someone who goes first (`yields_to`): the work
-    is not done and not failed; background work stays queued and runs again later, a
-    person's request is asked again by the router."""
-
-    reason = "preempted"
-
-
-class BackgroundTooLong(LLMError):
-    """A background request ran past `background_max_s`: a failure of that item (counted,
-    retried later with a backoff), not a preemption — else it would come back at once,
-    for ever, ahead of everything queued behind it."""
-
-    reason = "background_too_long"
-
-
-@dataclass(eq=False)
-class Ticket:
-    """One turn at the local model, waiting or held."""
-
-    priority: Priority
-    seq: int
-    asked_at: float
-    granted: asyncio.Future[None]
-    granted_at: float | None = None
-    task: asyncio.Task[Any] | None = None  # a background call, cancelled if preempted
-    preempted: str | None = None
-    cost_s: float | None = None  # expected model time (llm/wait_estimate.py), if known
-    hot: bool = False  # background work that need not wait for quiet (HOT)
-    yielded: int = 0  # times this request (its `seq`) was preempted already
-    watched: bool = False  # its first token was shown to a person: never preempted now
-    reading: bool = False  # a stream asked: the model evaluates its prompt (until_watched)
-    writing: bool = False  # its first token came: the model is writing its reply
-
-    @property
-    def waited_s(self) -> float:
-        return (self.granted_at or self.asked_at) - self.asked_at
-
-
-MAX_YIELDS = {Priority.CLIENT_LIVE: 1, Priority.EMAIL: 2}
-"""How many times a person's request gives its turn up (asked again at its place each
-time): a client who yielded once, an email twice, keep the model when their turn comes
-back, so the inner circle's load cannot push them back for ever."""
-
-
-def yields_to(held: Ticket, asking: Priority | None) -> bool:
-    """THE preemption rule: whether `held` gives the model up to a request of `asking`
-    (None: a person just wrote, no request yet). Background work yields to any person;
-    an email reply, or a client's live reply nobody has seen a word of, to the inner
-    circle in a live chat. What a person is reading is never cut."""
-    if held.preempted or held.watched:
-        return False
-    if held.priority is Priority.BACKGROUND:
-        return True
-    if held.yielded >= MAX_YIELDS.get(held.priority, 0):
-        return False  # it gave its turn up enough: its person has waited long enough
-    return asking is Priority.INNER_LIVE and held.priority in (Priority.CLIENT_LIVE,
-                                                               Priority.EMAIL)
 
 
 @dataclass
@@ -184,6 +107,7 @@ class LocalGate:
         self._reserve_timer: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()  # a turn was given back: maybe quiet now
         self._yielded: dict[int, int] = {}  # seq → times a person's request yielded
+        self._draining: list[float] = []  # when prompts cut while read end (`_drain`)
         self.stats = GateStats()
 
     # ------------------------------------------------------------------ people
@@ -248,12 +172,12 @@ class LocalGate:
         return next(self._seq)
 
     async def acquire(self, priority: Priority, *, cost_s: float | None = None,
-                      seq: int | None = None) -> Ticket:
+                      read_s: float | None = None, seq: int | None = None) -> Ticket:
         """A turn; `seq`: the place in its priority of a request asked again after it was
         preempted (it keeps the place it had, ahead of those who asked after it)."""
         loop = asyncio.get_running_loop()
         ticket = Ticket(priority, next(self._seq) if seq is None else seq, self._clock(),
-                        loop.create_future(), cost_s=cost_s,
+                        loop.create_future(), cost_s=cost_s, read_s=read_s,
                         hot=priority is Priority.BACKGROUND and HOT.get(),
                         yielded=self._yielded.get(seq, 0) if seq is not None else 0)
         if priority.person:
@@ -313,11 +237,12 @@ class LocalGate:
             self.release(ticket)
 
     async def run(self, priority: Priority, call: Callable[[], Awaitable[T]], *,
-                  cost_s: float | None = None, seq: int | None = None) -> T:
+                  cost_s: float | None = None, read_s: float | None = None,
+                  seq: int | None = None) -> T:
         """`call()` during a turn. Raises Preempted when the turn yields (`yields_to`)
         before `call()` returned; background work is also bounded: BackgroundTooLong past
         `background_max_s`. The inner circle's own requests are never preempted."""
-        ticket = await self.acquire(priority, cost_s=cost_s, seq=seq)
+        ticket = await self.acquire(priority, cost_s=cost_s, read_s=read_s, seq=seq)
         try:
             if priority is Priority.INNER_LIVE:
                 return await call()
@@ -443,8 +368,10 @@ class LocalGate:
         self._admit()
 
     def _background_may_start(self, hot: bool = False) -> bool:
-        if self.people_waiting:
+        if self.people_waiting or self._drains():
             return False
+        if any(t.priority is Priority.BACKGROUND for t in self._held):
+            return False  # one at a time: two prompts read at once share the compute
         persons = [t for t in self._held if t.priority.person]
         if persons:  # hot work may take a free slot beside replies being written
             return hot and self._free() > 0 and all(t.writing for t in persons)
@@ -468,7 +395,27 @@ class LocalGate:
                 self._yielded[ticket.seq] = ticket.yielded + 1
             log.info("%s model work yields: %s", ticket.priority.name.lower(), why)
             if ticket.task is not None:
+                if not ticket.task.done() and not ticket.writing:
+                    self._drain(ticket)
                 ticket.task.cancel()
+
+    def _drain(self, ticket: Ticket) -> None:
+        """A call cut while the server may still read its prompt (Ollama's runner drops
+        a sequence only when its first token finds nobody: runner/ollamarunner/runner.go,
+        `completion`): no background work until the read would end (a retry would read
+        it again beside it, on another slot of the server). People do not wait for it."""
+        if ticket.read_s is None or ticket.granted_at is None:
+            return
+        now = self._clock()
+        end = ticket.granted_at + ticket.read_s
+        if end > now:
+            self._draining.append(end)
+            asyncio.get_running_loop().call_later(end - now + 0.001, self._admit)
+
+    def _drains(self) -> int:
+        now = self._clock()
+        self._draining = [end for end in self._draining if end > now]
+        return len(self._draining)
 
 
 def _taken_back(ticket: Ticket) -> bool:

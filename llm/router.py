@@ -36,7 +36,7 @@ from llm.protocol import ChatModel, ChatStream, JsonSchema
 from llm.structured import correction_messages, parse_structured
 from llm.tokens import estimate_messages
 from llm.types import CallRecord, ChatMessage, Reply, StructuredReply
-from llm.wait_estimate import Rates, cached_guess_any, expected_wait_s, request_cost_s
+from llm.wait_estimate import Rates, cached_guess_any, expected_wait_s, request_costs
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +160,14 @@ class Router:
             own_cached=cached_guess_any(messages, self._recent_local), rates=rates,
             now=self.gate.now(), slots=self.gate.slots)
 
-    def _cost(self, messages: list[ChatMessage], task: str) -> float | None:
+    def _costs(self, messages: list[ChatMessage], task: str) -> dict[str, float | None]:
+        """The gate's estimates of a local request: its whole time, its prompt's read."""
         rates = self.rates(task) if self.rates is not None else None
         if rates is None:
-            return None
-        return request_cost_s(estimate_messages({"role": m.role, "content": m.content}
-                                                for m in messages),
-                              cached_guess_any(messages, self._recent_local), rates)
+            return {"cost_s": None, "read_s": None}
+        return request_costs(estimate_messages({"role": m.role, "content": m.content}
+                                               for m in messages),
+                             cached_guess_any(messages, self._recent_local), rates)
 
     async def _too_busy(self, messages: list[ChatMessage], priority: Priority,
                         local_only: bool, task: str) -> LocalTooBusy | None:
@@ -250,7 +251,7 @@ class Router:
 
     # ------------------------------------------------------------------ preemption
     async def _gated(self, priority: Priority, call: Callable[[], Awaitable[T]],
-                     cost_s: float | None) -> T:
+                     costs: dict[str, float | None]) -> T:
         """`call()` in a turn at the gate; a person's request preempted by someone who goes
         first (llm/gate.py, `yields_to`) is asked again, keeping its place: nothing was
         shown of it, so it is answered once. Background work's Preempted goes up (its
@@ -260,7 +261,7 @@ class Router:
         try:
             while True:
                 try:
-                    return await self.gate.run(priority, call, cost_s=cost_s, seq=seq)
+                    return await self.gate.run(priority, call, seq=seq, **costs)
                 except Preempted as exc:
                     if priority is Priority.BACKGROUND:
                         raise
@@ -296,7 +297,7 @@ class Router:
 
         try:
             if self.gate is not None and self._is_local(model):
-                reply = await self._gated(priority, call, self._cost(messages, task))
+                reply = await self._gated(priority, call, self._costs(messages, task))
             else:
                 reply = await call()
         except Preempted:
@@ -406,8 +407,8 @@ class Router:
                 while True:
                     ticket = None
                     if self.gate is not None:
-                        ticket = await self.gate.acquire(priority, cost_s=self._cost(messages, task),
-                                                         seq=seq)
+                        ticket = await self.gate.acquire(
+                            priority, seq=seq, **self._costs(messages, task))
                     self._recent_local.append(list(messages))
                     start = time.perf_counter()
                     inner = self.local.stream(messages, task=task)

@@ -56,11 +56,22 @@ def cached_guess_any(prompt: Sequence[ChatMessage],
     return max((cached_guess(prompt, last) for last in recent), default=0)
 
 
+def read_cost_s(prompt_tokens: int, cached: int, rates: Rates) -> float:
+    """Reading a request's prompt: its uncached part."""
+    return max(0, prompt_tokens - cached) / rates.prompt_tps
+
+
 def request_cost_s(prompt_tokens: int, cached: int, rates: Rates,
                    reply_tokens: int = TYPICAL_REPLY_TOKENS) -> float:
     """A whole request: its uncached prompt, then its reply."""
-    return (max(0, prompt_tokens - cached) / rates.prompt_tps
-            + reply_tokens / rates.generation_tps)
+    return read_cost_s(prompt_tokens, cached, rates) + reply_tokens / rates.generation_tps
+
+
+def request_costs(prompt_tokens: int, cached: int, rates: Rates
+                  ) -> dict[str, float | None]:
+    """The gate's estimates of a request (llm/gate.py): its whole time, its prompt's read."""
+    return {"cost_s": request_cost_s(prompt_tokens, cached, rates),
+            "read_s": read_cost_s(prompt_tokens, cached, rates)}
 
 
 def expected_wait_s(ahead: Sequence[Ticket], *, own_prompt_tokens: int, own_cached: int,

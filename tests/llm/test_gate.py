@@ -209,6 +209,56 @@ async def test_with_two_slots_hot_work_runs_beside_a_reply_being_written_only() 
         await asyncio.gather(hot, cold, return_exceptions=True)
 
 
+async def test_a_prompt_cut_while_read_holds_background_work_until_its_read_ends() -> None:
+    """Ollama reads a prompt to its end even when its client has gone: background work
+    cut during its read keeps the others waiting for the rest of that read (its retry
+    would read the same prompt again beside it); a person does not wait for it."""
+    gate = LocalGate(slots=2, quiet_s=0.0)
+    running = asyncio.Event()
+
+    async def warm_up() -> str:
+        running.set()
+        await asyncio.sleep(30)  # reading ~1,300 tokens at 60 tokens/s
+        return "jamais"
+
+    cut = asyncio.create_task(gate.run(P.BACKGROUND, warm_up, read_s=0.3))
+    await running.wait()
+    started = time.monotonic()
+    async with gate.turn(P.CLIENT_LIVE):
+        assert time.monotonic() - started < 0.1  # the person went at once
+    with pytest.raises(Preempted):
+        await cut
+    started = time.monotonic()
+    assert await gate.run(P.BACKGROUND, _quick) == "fait"  # the retry waited for the read
+    assert 0.2 <= time.monotonic() - started < 2
+    # cut after its read (or with no estimate): nothing to wait for
+    for read_s in (0.0, None):
+        running.clear()
+        cut = asyncio.create_task(gate.run(P.BACKGROUND, warm_up, read_s=read_s))
+        await running.wait()
+        gate.note_person()
+        with pytest.raises(Preempted):
+            await cut
+        started = time.monotonic()
+        assert await gate.run(P.BACKGROUND, _quick) == "fait"
+        assert time.monotonic() - started < 0.15
+
+
+async def test_with_two_slots_background_work_runs_one_at_a_time() -> None:
+    """Two prompts read at once share the compute: the second slot is left to people."""
+    gate = LocalGate(slots=2, quiet_s=0.0)
+    first = await gate.acquire(P.BACKGROUND)
+    second = asyncio.create_task(gate.acquire(P.BACKGROUND))
+    client = asyncio.create_task(gate.acquire(P.CLIENT_LIVE))
+    await asyncio.sleep(0.01)
+    assert client.done() and not second.done()
+    gate.release(client.result())
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    gate.release(first)
+    gate.release(await asyncio.wait_for(second, 1))
+
+
 async def test_with_two_slots_the_inner_circle_reads_its_prompt_alone() -> None:
     """Two prompts at once share the CPU's compute: while Ludo's prompt is evaluated
     nobody but the inner circle starts beside it, and a client's reply not shown yet
