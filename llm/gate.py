@@ -107,7 +107,7 @@ class LocalGate:
         self._reserve_timer: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()  # a turn was given back: maybe quiet now
         self._yielded: dict[int, int] = {}  # seq → times a person's request yielded
-        self._draining: list[float] = []  # when prompts cut while read end (`_drain`)
+        self._draining: dict[int, float] = {}  # seq → when its prompt cut while read ends
         self.stats = GateStats()
 
     # ------------------------------------------------------------------ people
@@ -343,8 +343,8 @@ class LocalGate:
                             for t in self._held)
         for entry in sorted(self._waiting, key=lambda w: (w[0], w[1])):
             ticket = entry[2]
-            if self._parked(ticket):
-                continue
+            if self._parked(ticket) or self._draining.get(ticket.seq, 0.0) > self._clock():
+                continue  # parked by the reserve, or asked again while its cut read goes on
             if inner_reading and ticket.priority is not Priority.INNER_LIVE:
                 return None  # the inner circle's prompt first, alone (_writing admits)
             if (ticket.priority == Priority.BACKGROUND
@@ -402,19 +402,20 @@ class LocalGate:
     def _drain(self, ticket: Ticket) -> None:
         """A call cut while the server may still read its prompt (Ollama's runner drops
         a sequence only when its first token finds nobody: runner/ollamarunner/runner.go,
-        `completion`): no background work until the read would end (a retry would read
-        it again beside it, on another slot of the server). People do not wait for it."""
+        `completion`): neither its own retry nor background work starts until the read
+        would end (they would read again beside it, on another slot of the server); the
+        retry then finds it cached. Other people do not wait for it."""
         if ticket.read_s is None or ticket.granted_at is None:
             return
         now = self._clock()
         end = ticket.granted_at + ticket.read_s
         if end > now:
-            self._draining.append(end)
+            self._draining[ticket.seq] = end
             asyncio.get_running_loop().call_later(end - now + 0.001, self._admit)
 
     def _drains(self) -> int:
         now = self._clock()
-        self._draining = [end for end in self._draining if end > now]
+        self._draining = {seq: end for seq, end in self._draining.items() if end > now}
         return len(self._draining)
 
 

@@ -184,3 +184,25 @@ async def test_a_client_yields_once_then_keeps_its_turn() -> None:
     email = await gate.acquire(P.EMAIL)
     assert yields_to(email, P.INNER_LIVE) and email.yielded == 0
     gate.release(email)
+
+
+async def test_a_client_cut_while_its_prompt_is_read_is_asked_again_once_that_read_ends() -> None:
+    """Ollama reads a cut prompt to its end: the client's request asked again waits for
+    that read (then finds it cached) instead of reading it a second time beside it."""
+    gate = LocalGate(slots=1, quiet_s=0.0)
+    seq = gate.place()
+    client = await gate.acquire(P.CLIENT_LIVE, read_s=0.3, seq=seq)
+    reading = asyncio.create_task(gate.until_watched(client, lambda: asyncio.sleep(30)))
+    await asyncio.sleep(0.01)
+    ludo = asyncio.create_task(gate.acquire(P.INNER_LIVE))
+    with pytest.raises(Preempted):
+        await reading
+    gate.release(client)  # as the router does, before asking again
+    gate.release(await asyncio.wait_for(ludo, 1))  # Ludo went at once
+    started = asyncio.get_running_loop().time()
+    again = await asyncio.wait_for(gate.acquire(P.CLIENT_LIVE, read_s=0.01, seq=seq), 2)
+    assert asyncio.get_running_loop().time() - started >= 0.2
+    gate.release(again)
+    # another client is not held back by it
+    other = await asyncio.wait_for(gate.acquire(P.CLIENT_LIVE), 0.1)
+    gate.release(other)
