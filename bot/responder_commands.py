@@ -80,11 +80,14 @@ class CommandSteps:
     async def _ask_to_forget(self, who: Interlocutor, words: str) -> str:
         """List what `/oublie words` would end, and ask before doing it."""
         assert who.person is not None and self.confirmations is not None
-        found = await self.store.facts_mentioning(words, limit=20)
+        # claims too: a lie a client told reaches Ludo's prompts (attributed) and must be
+        # his to end, or forgetting it would end the true fact and keep the lie
+        found = await self.store.facts_mentioning(words, limit=20, include_claims=True)
         if not found:
             return (f"Je n'ai aucun fait qui parle de « {words} » (mots entiers, au moins "
                     "trois lettres) : rien à oublier.")
-        listed = "\n".join(f"- {f.sujet} {f.predicat} {f.objet}" for f in found[:10])
+        listed = "\n".join(f"- {f.sujet} {f.predicat} {f.objet}"
+                           + (f" (selon {f.selon})" if f.selon else "") for f in found[:10])
         more = f"\n… et {len(found) - 10} autre(s)" if len(found) > 10 else ""
         await self.confirmations.ask(
             FORGET, f"Tu m'as demandé d'oublier « {words} ». Je mettrais fin à ces faits "
