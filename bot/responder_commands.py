@@ -23,6 +23,9 @@ from memory.store import MemoryStore
 
 log = logging.getLogger(__name__)
 
+FORGET_BATCH = 20
+"""Facts one /oublie question ends at most (its payload lists their ids)."""
+
 
 class CommandSteps:
     """The answers without a model, for bot.responder.Responder."""
@@ -82,7 +85,13 @@ class CommandSteps:
         assert who.person is not None and self.confirmations is not None
         # claims too: a lie a client told reaches Ludo's prompts (attributed) and must be
         # his to end, or forgetting it would end the true fact and keep the lie
-        found = await self.store.facts_mentioning(words, limit=20, include_claims=True)
+        found = await self.store.facts_mentioning(words, limit=FORGET_BATCH + 1,
+                                                  include_claims=True)
+        left = ""
+        if len(found) > FORGET_BATCH:  # said, or Ludo believes it all forgotten
+            found = found[:FORGET_BATCH]
+            left = (f"\nD'autres faits parlent encore de « {words} » : je n'en oublie que "
+                    f"{FORGET_BATCH} à la fois, relance /oublie ensuite.")
         if not found:
             return (f"Je n'ai aucun fait qui parle de « {words} » (mots entiers, au moins "
                     "trois lettres) : rien à oublier.")
@@ -91,7 +100,7 @@ class CommandSteps:
         more = f"\n… et {len(found) - 10} autre(s)" if len(found) > 10 else ""
         await self.confirmations.ask(
             FORGET, f"Tu m'as demandé d'oublier « {words} ». Je mettrais fin à ces faits "
-            f"(ils restent dans l'historique) :\n{listed}{more}\nD'accord ?",
+            f"(ils restent dans l'historique) :\n{listed}{more}{left}\nD'accord ?",
             {"texte": words, "ids": [f.id for f in found]}, ask=who.person.id,
             requested_by=who.relation_id)
         return "Je te demande confirmation avant d'oublier quoi que ce soit."
