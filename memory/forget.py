@@ -32,7 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from memory.errors import InvalidInput, MemoryStoreError, NotFound
-from memory.lexicon import LEXICON_LOCK
+from memory.lexicon import uncount_lexemes
 from memory.people import CHANNELS, normalise_address
 from memory.records import PersonRecord
 from memory.site_contacts import MEMO_ACTION, contact_key
@@ -172,34 +172,6 @@ def _texts(ids: list[int]) -> list[str]:
     return [str(i) for i in ids]
 
 
-async def _uncount_lexemes(session: Any, souvenir_ids: list[int]) -> None:
-    """Take the erased souvenirs out of the lexicon (memory/lexicon.py), which is only
-    rebuilt by hand: else their words — an email address, a phone number, a rare name —
-    stay in it, counted, after the person is gone. Only souvenirs the lexicon counted
-    (up to its `jusqu_a`); a word nobody else used leaves it."""
-    if not souvenir_ids:
-        return
-    # a refresh counting these souvenirs right now would add them back: one at a time
-    await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEXICON_LOCK})
-    gone = (await session.execute(text(
-        "WITH counted AS (SELECT s.id, s.recherche FROM souvenirs s, lexique_etat e "
-        " WHERE e.id = 1 AND s.id <= e.jusqu_a AND s.id = ANY(:souv)), "
-        "words AS (SELECT u.lexeme, count(*) AS n FROM counted c, "
-        " unnest(c.recherche) AS u(lexeme, positions, weights) GROUP BY u.lexeme), "
-        "fewer AS (UPDATE lexique l SET nb = greatest(l.nb - w.n, 0) FROM words w "
-        " WHERE l.lexeme = w.lexeme RETURNING l.lexeme, l.nb) "
-        "SELECT (SELECT count(*) FROM counted) AS souvenirs, "
-        " ARRAY(SELECT lexeme FROM fewer WHERE nb = 0) AS unused"),
-        {"souv": souvenir_ids})).one()
-    if gone.unused:
-        await session.execute(text("DELETE FROM lexique WHERE lexeme = ANY(:w)"),
-                              {"w": list(gone.unused)})
-    if gone.souvenirs:
-        await session.execute(text(
-            "UPDATE lexique_etat SET souvenirs = greatest(souvenirs - :n, 0), maj_le = now() "
-            "WHERE id = 1"), {"n": int(gone.souvenirs)})
-
-
 async def _erase_derived(session: Any, message_ids: list[int], souvenir_ids: list[int],
                          *, fact_extra: str = "FALSE", params: dict[str, Any] | None = None
                          ) -> dict[str, int]:
@@ -208,7 +180,7 @@ async def _erase_derived(session: Any, message_ids: list[int], souvenir_ids: lis
     p = {**(params or {}), "souv": souvenir_ids, "mids": message_ids}
     faits = await _count(session, "DELETE FROM faits WHERE source_souvenir_id = ANY(:souv) "
                                   f"OR {fact_extra} RETURNING id", p)
-    await _uncount_lexemes(session, souvenir_ids)
+    await uncount_lexemes(session, souvenir_ids)
     souvenirs = await _count(session, "DELETE FROM souvenirs WHERE id = ANY(:souv) RETURNING id",
                              p)
     fichiers = int((await session.execute(text(

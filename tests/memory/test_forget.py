@@ -461,3 +461,15 @@ async def test_forgetting_leaves_no_word_of_theirs_in_the_lexicon(store: MemoryS
     assert after is not None and after.souvenirs == state.souvenirs - 2
     again = await store.refresh_lexicon(full=True)  # what a rebuild would count: the same
     assert again.lexemes == after.lexemes
+
+
+async def test_a_souvenir_forgotten_by_hand_leaves_the_lexicon_too(store: MemoryStore) -> None:
+    """`axi memory forget ID` deletes a souvenir for good: its words go with it."""
+    kept = await store.remember("Une maison Zorglubienne à Vergt")
+    gone = await store.remember("Appelez Mme Secrète au 0699887766, maison Zorglubienne")
+    await store.refresh_lexicon()
+    assert await lexemes(store, "0699887766", "zorglubien") == {"0699887766": 1,
+                                                                 "zorglubien": 2}
+    await store.forget_souvenir(gone.id)
+    assert await lexemes(store, "0699887766", "zorglubien") == {"zorglubien": 1}
+    assert kept.id != gone.id
