@@ -54,6 +54,8 @@ from bot.policy import (
     attribution,
     may_change_memory,
     same_person,
+    sees_private,
+    speaks_for_others,
 )
 from bot.policy import interlocutor as make_interlocutor
 from bot.waiting import wait_for_event_or_stop
@@ -302,9 +304,15 @@ class Extractor:
                                     channel=souvenir.source or "", address="", verified=True)
             added = claimed = forgotten = 0
             selon = speaker.attribution
+            names: list[str] | None = None  # the people Axi knows, read when needed
             for f in facts:
                 person = speaker.person
-                if asserts_fact(person, f.sujet, verified=speaker.verified):
+                asserted = asserts_fact(person, f.sujet, verified=speaker.verified)
+                if asserted and person is not None and not sees_private(person):
+                    if names is None:
+                        names = [p.personne for p in await self.store.list_people()]
+                    asserted = not speaks_for_others(person, f"{f.predicat} {f.objet}", names)
+                if asserted:
                     assert person is not None
                     own = same_person(f.sujet, person)
                     await self.store.add_fact(

@@ -15,14 +15,17 @@ reaches them when it is public, or when it is their own statement about themselv
 only the inner circle, always attributed.
 
 Who may assert what: a verified person's statements about themselves, and the inner
-circle's about anyone, are facts. Anything else — a client about someone else, an
-unverified stranger, text from emails, web pages or forwarded messages — is at most a
-claim: attributed ("selon Mme Durand (client)"), low confidence, never superseding a
-fact, never shown as truth.
+circle's about anyone, are facts (from outside the inner circle, one that also names
+someone else Axi knows — "Ludo m'a promis…" — is a claim: `speaks_for_others`).
+Anything else — a client about someone else, an unverified stranger, text from emails,
+web pages or forwarded messages — is at most a claim: attributed ("selon Mme Durand
+(client)"), low confidence, never superseding a fact, never shown as truth.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -151,6 +154,20 @@ def same_person(subject: str, person: PersonRecord) -> bool:
     """Whether a fact's subject names `person` (accent/case-insensitive, or "je")."""
     folded = " ".join(fold(subject).split())
     return folded in SELF_WORDS or folded == " ".join(fold(person.personne).split())
+
+
+def _words(text: str) -> str:
+    return " " + " ".join(re.sub(r"[^0-9a-z]+", " ", fold(text)).split()) + " "
+
+
+def speaks_for_others(speaker: PersonRecord, statement: str, names: Iterable[str]) -> bool:
+    """Whether a statement about oneself also says something of someone else Axi knows
+    ("Ludo m'a promis une remise"): from outside the inner circle, that is a claim about
+    them too — else a client's « je » would make her word about Ludo a fact, shown to
+    Ludo as truth. `names`: the people Axi knows."""
+    said = _words(statement)
+    own = _words(speaker.personne)
+    return any(w != " " and w != own and w in said for w in map(_words, names))
 
 
 def asserts_fact(speaker: PersonRecord | None, subject: str, *, verified: bool) -> bool:

@@ -23,6 +23,9 @@ from memory.store import MemoryStore
 
 log = logging.getLogger(__name__)
 
+FORGET_BATCH = 20
+"""Facts one /oublie question ends at most (its payload lists their ids)."""
+
 
 class CommandSteps:
     """The answers without a model, for bot.responder.Responder."""
@@ -80,15 +83,24 @@ class CommandSteps:
     async def _ask_to_forget(self, who: Interlocutor, words: str) -> str:
         """List what `/oublie words` would end, and ask before doing it."""
         assert who.person is not None and self.confirmations is not None
-        found = await self.store.facts_mentioning(words, limit=20)
+        # claims too: a lie a client told reaches Ludo's prompts (attributed) and must be
+        # his to end, or forgetting it would end the true fact and keep the lie
+        found = await self.store.facts_mentioning(words, limit=FORGET_BATCH + 1,
+                                                  include_claims=True)
+        left = ""
+        if len(found) > FORGET_BATCH:  # said, or Ludo believes it all forgotten
+            found = found[:FORGET_BATCH]
+            left = (f"\nD'autres faits parlent encore de « {words} » : je n'en oublie que "
+                    f"{FORGET_BATCH} à la fois, relance /oublie ensuite.")
         if not found:
             return (f"Je n'ai aucun fait qui parle de « {words} » (mots entiers, au moins "
                     "trois lettres) : rien à oublier.")
-        listed = "\n".join(f"- {f.sujet} {f.predicat} {f.objet}" for f in found[:10])
+        listed = "\n".join(f"- {f.sujet} {f.predicat} {f.objet}"
+                           + (f" (selon {f.selon})" if f.selon else "") for f in found[:10])
         more = f"\n… et {len(found) - 10} autre(s)" if len(found) > 10 else ""
         await self.confirmations.ask(
             FORGET, f"Tu m'as demandé d'oublier « {words} ». Je mettrais fin à ces faits "
-            f"(ils restent dans l'historique) :\n{listed}{more}\nD'accord ?",
+            f"(ils restent dans l'historique) :\n{listed}{more}{left}\nD'accord ?",
             {"texte": words, "ids": [f.id for f in found]}, ask=who.person.id,
             requested_by=who.relation_id)
         return "Je te demande confirmation avant d'oublier quoi que ce soit."

@@ -21,7 +21,7 @@ from bot.confirmations import ActionContext, Confirmations
 from bot.notify import OWNER, Notifier, valid_email
 from bot.site_contract import ContactRequest, MemoOutcome, RecentContacts
 from memory.errors import InvalidInput, NotFound
-from memory.site_contacts import MEMO_ACTION, ContactRecord
+from memory.site_contacts import MEMO_ACTION, ContactRecord, contact_key
 from memory.store import MemoryStore
 from memory.text import clean
 
@@ -110,7 +110,7 @@ class SiteAccessService:
     async def relay(self, record: ContactRecord) -> None:
         """Queue the request for the agency (else Ludo), once (key `contact:<id>`), then
         mark it relayed."""
-        key = f"contact:{record.id}"
+        key = contact_key(record.id)
         agency = self.settings.agency_email
         note = None
         if agency:

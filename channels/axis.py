@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.transport_security import TransportSecuritySettings
@@ -27,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bot.axis_contract import AxisAccess, AxisRefused
 from bot.channel import ChannelServices
 from channels import axis_mcp, axis_oauth
-from channels.web_guard import RateLimiter, WebConfig, WebPart, authorize, error
+from channels.web_guard import Network, RateLimiter, WebConfig, WebPart, authorize, error
 
 NOT_FOUND = ("introuvable", "Cette adresse n'existe pas.")
 
@@ -56,14 +57,18 @@ def part(services: ChannelServices, config: WebConfig) -> WebPart:
                                    resource_url=resource_url)
     mcp_app = server.streamable_http_app(transport_security=transport_security(config))
     limiter = RateLimiter(config.rate_per_minute)
+    # per IP, refused tokens: past the rate, 429 without a lookup (also for /mcp)
+    guesses = RateLimiter(config.rate_per_minute)
+    guard = Guard(guesses, config.trusted_proxies)
     routes = [
-        Route("/briefing", _briefing(services, axis, limiter), methods=["GET"]),
-        Route("/memory", _memory(services, axis, limiter), methods=["GET", "POST"]),
+        Route("/briefing", _briefing(services, axis, limiter, guard), methods=["GET"]),
+        Route("/memory", _memory(services, axis, limiter, guard), methods=["GET", "POST"]),
         Route(f"{axis_oauth.PAGE_PATH}/{{approval_id}}",
               axis_oauth.waiting_page(axis.oauth, issuer), methods=["GET"]),
     ]
     throttled = axis_oauth.Throttled(mcp_app, RateLimiter(config.rate_per_minute),
-                                     config.trusted_proxies, oauth=axis.oauth)
+                                     config.trusted_proxies, oauth=axis.oauth,
+                                     guesses=guesses)
     return WebPart(routes=routes, lifespans=[server.session_manager.run()],
                    root_app=McpOnly(throttled, list(mcp_app.routes)))
 
@@ -116,9 +121,19 @@ class McpOnly:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _briefing(services: ChannelServices, axis: AxisAccess, limiter: RateLimiter) -> Endpoint:
+@dataclass(frozen=True)
+class Guard:
+    """Refused tokens per client IP (web_guard.authorize's `guesses`)."""
+
+    guesses: RateLimiter
+    trusted: tuple[Network, ...]
+
+
+def _briefing(services: ChannelServices, axis: AxisAccess, limiter: RateLimiter,
+              guard: Guard) -> Endpoint:
     async def endpoint(request: Request) -> Response:
-        grant = await authorize(request, services, SCOPES, limiter)
+        grant = await authorize(request, services, SCOPES, limiter, guesses=guard.guesses,
+                                trusted=guard.trusted)
         if isinstance(grant, Response):
             return grant
         return PlainTextResponse(await axis.briefing(), headers=_NO_STORE)
@@ -126,9 +141,11 @@ def _briefing(services: ChannelServices, axis: AxisAccess, limiter: RateLimiter)
     return endpoint
 
 
-def _memory(services: ChannelServices, axis: AxisAccess, limiter: RateLimiter) -> Endpoint:
+def _memory(services: ChannelServices, axis: AxisAccess, limiter: RateLimiter,
+            guard: Guard) -> Endpoint:
     async def endpoint(request: Request) -> Response:
-        grant = await authorize(request, services, SCOPES, limiter)
+        grant = await authorize(request, services, SCOPES, limiter, guesses=guard.guesses,
+                                trusted=guard.trusted)
         if isinstance(grant, Response):
             return grant
         if request.method == "GET":

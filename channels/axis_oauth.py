@@ -43,6 +43,7 @@ from channels.web_guard import (
     RateLimiter,
     client_ip,
     error,
+    guess_key,
     rate_key,
     too_many,
 )
@@ -284,8 +285,11 @@ class Throttled:
     IP (the SDK does not hand it the request)."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter,
-                 trusted: tuple[Network, ...] = LOOPBACK, oauth: AxisOAuth | None = None):
+                 trusted: tuple[Network, ...] = LOOPBACK, oauth: AxisOAuth | None = None,
+                 guesses: RateLimiter | None = None):
         self.app, self.limiter, self.trusted = app, limiter, trusted
+        self.guesses = guesses
+        """Per IP, MCP bearer tokens refused: past its rate, 429 without a lookup."""
         self.oauth = oauth
         """With it, an MCP request's bearer token is read here first: if the store cannot
         answer (a database outage), the request gets a 503 in JSON and the log one line
@@ -304,8 +308,15 @@ class Throttled:
         token = _bearer(scope) if self.oauth is not None else None
         checked = None
         if token is not None and self.oauth is not None:
+            key = guess_key(scope, self.trusted)
+            if self.guesses is not None and (wait := self.guesses.waiting(key)) is not None:
+                await too_many(wait)(scope, receive, send)
+                return
             try:
-                checked = _CHECKED.set((token, await self.oauth.access_token(token)))
+                found = await self.oauth.access_token(token)
+                if found is None and self.guesses is not None:
+                    self.guesses.check(key)
+                checked = _CHECKED.set((token, found))
             except Exception as exc:  # the database is down: Axis tries again later
                 log.warning("MCP request not served: the token store is unavailable (%s: %s)",
                             type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc)

@@ -50,7 +50,7 @@ def build_app(services: ChannelServices, config: WebConfig | None = None,
     streams = streams or LiveStreams()
     built = built if built is not None else parts(services, config, streams)
 
-    routes: list[BaseRoute] = list(web_health.part(services).routes)
+    routes: list[BaseRoute] = list(web_health.part(services, config).routes)
     exempt = []
     for path, app in services.routes:  # other channels' (Telegram's webhook: own limit)
         routes.append(app if isinstance(app, BaseRoute) else Mount(path, app=app))

@@ -176,11 +176,20 @@ def _refused(request: Request, status: int, why: str) -> None:
              request.url.path[:100], why, peer, f" (CF-Connecting-IP {seen[:60]})" if seen else "")
 
 
+def guess_key(scope: Scope | Request, trusted: tuple[Network, ...] = LOOPBACK) -> str:
+    """What counts a client's refused tokens: its IP (an IPv6 address's /64)."""
+    return f"jeton-refuse:{rate_key(client_ip(scope, trusted))}"
+
+
 async def authorize(request: Request, services: ChannelServices, scopes: frozenset[str],
-                    limiter: RateLimiter | None = None) -> TokenGrant | JSONResponse:
+                    limiter: RateLimiter | None = None, *,
+                    guesses: RateLimiter | None = None,
+                    trusted: tuple[Network, ...] = LOOPBACK) -> TokenGrant | JSONResponse:
     """The token's grant, or the error to answer: 401 without a valid token, 403 for a
-    token of another scope, 429 over the token's rate. The secret is compared by its
-    hash in the database (bot/web_access.py), never character by character here."""
+    token of another scope, 429 over the token's rate — or, with `guesses`, once the
+    client's IP showed too many refused tokens (then without a lookup: guessing tokens
+    is bounded). The secret is compared by its hash in the database
+    (bot/web_access.py), never character by character here."""
     secret = bearer(request)
     unauthorized = {"WWW-Authenticate": 'Bearer realm="axi"'}
     if secret is None:
@@ -188,7 +197,13 @@ async def authorize(request: Request, services: ChannelServices, scopes: frozens
         return error(401, "jeton_manquant",
                      "Un jeton est nécessaire (en-tête Authorization: Bearer …).",
                      headers=unauthorized)
+    key = guess_key(request, trusted) if guesses is not None else ""
+    if guesses is not None and (wait := guesses.waiting(key)) is not None:
+        return too_many(wait)
     grant = await services.web.authenticate(secret) if services.web is not None else None
+    if grant is None or grant.scope not in scopes:
+        if guesses is not None:
+            guesses.check(key)
     if grant is None:
         _refused(request, 401, "unknown, revoked or expired token")
         return error(401, "jeton_invalide", "Ce jeton n'est pas valable (inconnu, révoqué ou "

@@ -7,7 +7,8 @@
   reasons — goes to a local client (the server itself: a loopback peer with no proxy
   header, see web_guard.local_client) or to a bearer token of scope `admin`. A request
   with a token that is invalid (401) or of another scope (403) is refused, so a monitor
-  whose token was revoked says so instead of silently losing the details.
+  whose token was revoked says so instead of silently losing the details. An IP that
+  showed more wrong tokens than `rate_per_minute` in a minute gets 429 without a lookup.
 - `/metrics` (Prometheus text) only for a local client or an `admin` token: 401 without
   a token (or with an invalid one), 403 for a token of another scope.
 """
@@ -24,7 +25,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.channel import ChannelServices
-from channels.web_guard import WebPart, authorize, bearer, error, local_client
+from channels.web_guard import (
+    RateLimiter,
+    WebConfig,
+    WebPart,
+    authorize,
+    bearer,
+    client_ip,
+    error,
+    local_client,
+    rate_key,
+    too_many,
+)
 
 HEALTH_TIMEOUT_S = 5.0
 METRICS_TIMEOUT_S = 10.0
@@ -46,15 +58,29 @@ async def report_of(services: ChannelServices) -> dict[str, Any]:
                 "reasons": [f"rapport de santé impossible ({type(exc).__name__})"]}
 
 
-async def privileged(request: Request, services: ChannelServices) -> bool | JSONResponse:
+async def privileged(request: Request, services: ChannelServices,
+                     wrong: RateLimiter | None = None,
+                     config: WebConfig | None = None) -> bool | JSONResponse:
     """True for a local client or an admin token; False for the public without a token;
-    the 401/403 to answer for a token that does not grant `admin`."""
+    the 401/403 to answer for a token that does not grant `admin` — or 429, without a
+    lookup, once the client's IP showed `wrong` too many such tokens (guessing tokens is
+    bounded here as on every endpoint; a right token is never counted)."""
     if local_client(request):
         return True
     if bearer(request) is None:
         return False
+    key = ""
+    if wrong is not None:
+        trusted = config.trusted_proxies if config is not None else WebConfig().trusted_proxies
+        key = f"ip:{rate_key(client_ip(request, trusted))}"
+        if (wait := wrong.waiting(key)) is not None:
+            return too_many(wait)
     grant = await authorize(request, services, ADMIN)
-    return grant if isinstance(grant, JSONResponse) else True
+    if isinstance(grant, JSONResponse):
+        if wrong is not None:
+            wrong.check(key)
+        return grant
+    return True
 
 
 class PublicStatus:
@@ -77,11 +103,13 @@ class PublicStatus:
             return self.status
 
 
-def part(services: ChannelServices) -> WebPart:
+def part(services: ChannelServices, config: WebConfig | None = None) -> WebPart:
+    config = config or WebConfig()
     public = PublicStatus()
+    wrong = RateLimiter(config.rate_per_minute)  # per IP, tokens refused: then 429
 
     async def health(request: Request) -> Response:
-        allowed = await privileged(request, services)
+        allowed = await privileged(request, services, wrong, config)
         if isinstance(allowed, JSONResponse):
             return allowed
         if allowed:
@@ -96,7 +124,7 @@ def part(services: ChannelServices) -> WebPart:
     async def metrics(request: Request) -> Response:
         if services.metrics is None:
             return error(404, "introuvable", "Cette adresse n'existe pas.")
-        allowed = await privileged(request, services)
+        allowed = await privileged(request, services, wrong, config)
         if isinstance(allowed, JSONResponse):
             return allowed
         if not allowed:

@@ -267,9 +267,11 @@ class FactsMixin:
             raise NotFound(f"no fact #{fact_id}")
         return _row_to_fact(row)
 
-    async def facts_mentioning(self, words: str, *, limit: int = 50) -> list[FactRecord]:
-        """Current facts (not claims) whose subject, predicate or object holds these
-        words as whole words, accents and case ignored ("le" never matches "Ludovic")."""
+    async def facts_mentioning(self, words: str, *, limit: int = 50,
+                               include_claims: bool = False) -> list[FactRecord]:
+        """Current facts (and claims, with include_claims: what /oublie may end) whose
+        subject, predicate or object holds these words as whole words, accents and case
+        ignored ("le" never matches "Ludovic")."""
         folded = " ".join(fold(words).split())
         if len(folded.replace(" ", "")) < 3:
             return []
@@ -277,8 +279,10 @@ class FactsMixin:
         async with self.db.sessions() as session:
             rows = (await session.execute(text(
                 f"SELECT {_FACT_COLUMNS} FROM faits WHERE valide_jusqu_a IS NULL "
-                "AND selon IS NULL AND lower(axi_pli(sujet || ' ' || predicat || ' ' || objet)) "
-                "~ :p ORDER BY id LIMIT :n"), {"p": pattern, "n": limit})).all()
+                "AND (selon IS NULL OR CAST(:claims AS boolean)) "
+                "AND lower(axi_pli(sujet || ' ' || predicat || ' ' || objet)) "
+                "~ :p ORDER BY id LIMIT :n"),
+                {"p": pattern, "n": limit, "claims": include_claims})).all()
         return [_row_to_fact(r) for r in rows]
 
     async def forget_facts_matching(

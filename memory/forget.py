@@ -32,9 +32,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from memory.errors import InvalidInput, MemoryStoreError, NotFound
+from memory.lexicon import uncount_lexemes
 from memory.people import CHANNELS, normalise_address
 from memory.records import PersonRecord
-from memory.site_contacts import MEMO_ACTION
+from memory.site_contacts import MEMO_ACTION, contact_key
 from memory.text import clean
 
 VISITOR_CHANNEL = "site"
@@ -179,6 +180,7 @@ async def _erase_derived(session: Any, message_ids: list[int], souvenir_ids: lis
     p = {**(params or {}), "souv": souvenir_ids, "mids": message_ids}
     faits = await _count(session, "DELETE FROM faits WHERE source_souvenir_id = ANY(:souv) "
                                   f"OR {fact_extra} RETURNING id", p)
+    await uncount_lexemes(session, souvenir_ids)
     souvenirs = await _count(session, "DELETE FROM souvenirs WHERE id = ANY(:souv) RETURNING id",
                              p)
     fichiers = int((await session.execute(text(
@@ -296,10 +298,15 @@ async def _forget_in(session: Any, target: ForgetTarget) -> Erased:
     # contact requests with their email, and the emails relaying them to the agency
     demandes = await _ids(session, "SELECT id FROM demandes_contact "
                                    "WHERE lower(email) = ANY(:emails) FOR UPDATE", p)
+    # (the relay is a notification keyed `contact:<id>`: its messages, to the agency or
+    # to Ludo, quote the whole request, with or without a Reply-To)
+    relays = [contact_key(d) for d in demandes]
+    p["relays"] = relays
     mids += await _ids(session, (
         "SELECT id FROM messages WHERE sens = 'sortant' AND NOT id = ANY(:m) AND "
-        "(metadata->>'demande_contact' = ANY(:d) OR lower(metadata->>'reply_to') = ANY(:emails)) "
-        "FOR UPDATE"), {"m": mids, "d": _texts(demandes), "emails": emails})
+        "(metadata->>'demande_contact' = ANY(:d) OR metadata->>'notification' = ANY(:r) "
+        "OR lower(metadata->>'reply_to') = ANY(:emails)) "
+        "FOR UPDATE"), {"m": mids, "d": _texts(demandes), "r": relays, "emails": emails})
     # confirmations asked by them, of them, or about their messages or addresses (a site
     # visitor's memo names its visitor); and the questions that showed them (they quote
     # what the person said)
@@ -330,7 +337,8 @@ async def _forget_in(session: Any, target: ForgetTarget) -> Erased:
     counts["confirmations"] = await _count(
         session, "DELETE FROM confirmations WHERE id = ANY(:c) RETURNING id", {"c": confs})
     counts["notifications"] = await _count(session, (
-        "DELETE FROM notifications WHERE destinataire = :name OR EXISTS (SELECT 1 FROM "
+        "DELETE FROM notifications WHERE destinataire = :name OR cle = ANY(:relays) "
+        "OR EXISTS (SELECT 1 FROM "
         "unnest(CAST(:canaux AS text[]), CAST(:adresses AS text[])) AS a(c, ad) "
         "WHERE destinataire IN (a.ad, a.c || ':' || a.ad)) RETURNING id"), p)
     counts["demandes_contact"] = await _count(
@@ -360,12 +368,14 @@ async def _purge_in(session: Any, days: int) -> Erased:
     demandes = (await session.execute(text(
         f"DELETE FROM demandes_contact WHERE cree_le < {old} RETURNING id, lower(email)"),
         p)).all()
+    relays = [contact_key(r[0]) for r in demandes]
     mids += await _ids(session, (
-        "SELECT id FROM messages WHERE sens = 'sortant' AND relation_id IS NULL "
-        "AND NOT id = ANY(:m) AND (metadata->>'demande_contact' = ANY(:d) "
-        f"OR (lower(metadata->>'reply_to') = ANY(:emails) AND cree_le < {old})) "
+        "SELECT id FROM messages WHERE sens = 'sortant' "
+        "AND NOT id = ANY(:m) AND (metadata->>'notification' = ANY(:r) "
+        "OR (relation_id IS NULL AND (metadata->>'demande_contact' = ANY(:d) "
+        f"OR (lower(metadata->>'reply_to') = ANY(:emails) AND cree_le < {old})))) "
         "ORDER BY id FOR UPDATE SKIP LOCKED"),
-        {**p, "m": mids, "d": _texts([r[0] for r in demandes]),
+        {**p, "m": mids, "d": _texts([r[0] for r in demandes]), "r": relays,
          "emails": sorted({r[1] for r in demandes})})
     linked = (await session.execute(text(
         "SELECT id, coalesce(metadata->>'message_id', metadata->>'en_reponse_a') AS mid "
@@ -403,5 +413,7 @@ async def _purge_in(session: Any, days: int) -> Erased:
     counts["confirmations"] = await _count(session, (
         "DELETE FROM confirmations WHERE payload->>'message_id' = ANY(:mt) "
         "OR id = ANY(:memos) RETURNING id"), {"mt": _texts(mids), "memos": memos})
+    counts["notifications"] = await _count(
+        session, "DELETE FROM notifications WHERE cle = ANY(:r) RETURNING id", {"r": relays})
     counts["demandes_contact"] = len(demandes)
     return Erased(**counts)

@@ -10,9 +10,10 @@ So the counts live in a table, `lexique`, built once with ts_stat() (about 5 s f
 million souvenirs) and then brought up to date incrementally: only the souvenirs added
 since the last refresh are counted. `axi run` refreshes it in the background and
 `axi db analyze` rebuilds it. Counts are estimates, which is all idf needs: a souvenir
-deleted or edited is not subtracted until the next rebuild, and a souvenir committed late
-with an id below the last refresh's is missed. A word absent from the lexicon is new or
-absent, so recall probes it (cheap: it is rare).
+edited is not recounted until the next rebuild, and a souvenir committed late with an id
+below the last refresh's is missed; a souvenir deleted for good (forgotten, erased) is
+subtracted at once (`uncount_lexemes`): its words must not outlive it. A word absent
+from the lexicon is new or absent, so recall probes it (cheap: it is rare).
 """
 
 from __future__ import annotations
@@ -90,6 +91,35 @@ def scaled_counts(counts: dict[str, int], base: int | None, total: int,
         return None
     factor = max(total / base, 1.0)
     return {lex: int(nb * factor) for lex, nb in counts.items()}
+
+
+async def uncount_lexemes(session: Any, souvenir_ids: list[int]) -> None:
+    """Take souvenirs about to be deleted out of the lexicon (in the deleting
+    transaction), which is only rebuilt by hand: else their words — an email address,
+    a phone number, a rare name — stay in it, counted, after they are gone. Only
+    souvenirs the lexicon counted (up to its `jusqu_a`); a word nobody else used
+    leaves it."""
+    if not souvenir_ids:
+        return
+    # a refresh counting these souvenirs right now would add them back: one at a time
+    await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEXICON_LOCK})
+    gone = (await session.execute(text(
+        "WITH counted AS (SELECT s.id, s.recherche FROM souvenirs s, lexique_etat e "
+        " WHERE e.id = 1 AND s.id <= e.jusqu_a AND s.id = ANY(:souv)), "
+        "words AS (SELECT u.lexeme, count(*) AS n FROM counted c, "
+        " unnest(c.recherche) AS u(lexeme, positions, weights) GROUP BY u.lexeme), "
+        "fewer AS (UPDATE lexique l SET nb = greatest(l.nb - w.n, 0) FROM words w "
+        " WHERE l.lexeme = w.lexeme RETURNING l.lexeme, l.nb) "
+        "SELECT (SELECT count(*) FROM counted) AS souvenirs, "
+        " ARRAY(SELECT lexeme FROM fewer WHERE nb = 0) AS unused"),
+        {"souv": souvenir_ids})).one()
+    if gone.unused:
+        await session.execute(text("DELETE FROM lexique WHERE lexeme = ANY(:w)"),
+                              {"w": list(gone.unused)})
+    if gone.souvenirs:
+        await session.execute(text(
+            "UPDATE lexique_etat SET souvenirs = greatest(souvenirs - :n, 0), maj_le = now() "
+            "WHERE id = 1"), {"n": int(gone.souvenirs)})
 
 
 class LexiconMixin:

@@ -20,6 +20,12 @@ MEMO_ACTION = "site.memo"
 """The confirmation a visitor's `#memo` becomes (bot/site_access.py registers it)."""
 
 
+def contact_key(contact_id: int) -> str:
+    """The key of the notification relaying contact request `contact_id` (to the agency,
+    else Ludo): relayed once, and erased with the request (memory/forget.py)."""
+    return f"contact:{int(contact_id)}"
+
+
 @dataclass(frozen=True)
 class ContactRecord:
     id: int

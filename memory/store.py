@@ -24,7 +24,7 @@ from memory.health_queries import HealthQueriesMixin
 from memory.hybrid_recall import HybridRecallMixin
 from memory.inbox_accept import InboxAcceptMixin
 from memory.inbox_admin import InboxAdminMixin
-from memory.lexicon import LexiconMixin
+from memory.lexicon import LexiconMixin, uncount_lexemes
 from memory.llm_calls import LLMCallsMixin
 from memory.locks import LocksMixin
 from memory.messages import MessagesMixin
@@ -181,6 +181,7 @@ class MemoryStore(RecallMixin, LexiconMixin, WarmupMixin, FactsMixin, PeopleMixi
                 text("UPDATE faits SET source_souvenir_id = NULL WHERE source_souvenir_id = :id"),
                 {"id": souvenir_id},
             )
+            await uncount_lexemes(session, [souvenir_id])  # its words leave the lexicon too
             await session.execute(text("DELETE FROM souvenirs WHERE id = :id"), {"id": souvenir_id})
         return souvenir_from_row(row)
 

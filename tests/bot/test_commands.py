@@ -81,3 +81,16 @@ async def test_forgetting_matches_whole_words_and_lists_them_first(axi: Axi) -> 
     await axi.pipeline.accept(telegram("1001", "/oublie le"))
     await run_all(axi)
     assert "rien à oublier" in sent(axi)[-1].text
+
+
+async def test_forgetting_more_facts_than_one_question_holds_says_some_remain(axi: Axi) -> None:
+    """/oublie ends at most 20 facts per question: when more match, Ludo must be told
+    that some will remain (he would believe « Vergt » forgotten, and 5 facts stay)."""
+    for i in range(25):
+        await axi.store.add_fact("Ludo", "a visité", f"la maison {i} à Vergt", relation_id=1,
+                                 multi_valued=True)
+    await axi.pipeline.accept(telegram("1001", "/oublie Vergt"))
+    await run_all(axi)
+    question = next(d for d in sent(axi) if d.kind == "confirmation")
+    assert "… et 10 autre(s)" in question.text
+    assert "D'autres faits parlent encore de « Vergt »" in question.text

@@ -133,3 +133,26 @@ async def test_a_client_elsewhere_on_the_network_is_not_local(
             details = await client.get("/health", headers=bearer(site.admin))
             assert details.json()["components"]["database"]["status"] == "ok"
             assert (await client.get("/metrics", headers=bearer(site.admin))).status_code == 200
+
+
+async def test_tokens_guessed_on_health_and_metrics_are_rate_limited_per_ip(
+        site: Site) -> None:
+    """Every other endpoint counts a client's IP before its token is looked up; /health
+    and /metrics looked up any number of wrong tokens (a database round trip and a log
+    line each). Past the rate, wrong tokens from that IP get 429 without a lookup; the
+    right token from another IP, and the public status, are not affected."""
+    async with httpx.AsyncClient(base_url=site.base, timeout=15) as client:
+        ok = {**TUNNEL, **bearer(site.admin), "CF-Connecting-IP": "203.0.113.8"}
+        for _ in range(35):  # a monitor's right token is never limited by this
+            assert (await client.get("/health", headers=ok)).status_code in (200, 503)
+        codes = []
+        for i in range(40):
+            path = "/metrics" if i % 2 else "/health"
+            codes.append((await client.get(path, headers={
+                **TUNNEL, **bearer(f"axi_devine-{i}")})).status_code)
+        assert codes[:30] == [401] * 30 and set(codes[30:]) == {429}
+        refused = await client.get("/health", headers={**TUNNEL, **bearer("axi_encore")})
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert (await client.get("/health", headers=ok)).status_code in (200, 503)
+        public = await client.get("/health", headers=TUNNEL)  # no token: the status
+        assert public.status_code in (200, 503) and set(public.json()) == {"status"}

@@ -425,3 +425,51 @@ async def test_the_purge_deletes_old_visitors_memos_and_their_questions(
     assert after["confirmations"] == {young, other[0].id}
     assert set(young_asked) <= after["messages"] and not set(old_asked) & after["messages"]
     assert await store.purge_visitor_data(365) == Erased()
+
+
+async def lexemes(store: MemoryStore, *words: str) -> dict[str, int]:
+    async with store.db.sessions() as s:
+        rows = (await s.execute(text("SELECT lexeme, nb FROM lexique WHERE lexeme = ANY(:w)"),
+                                {"w": list(words)})).all()
+    return {r.lexeme: int(r.nb) for r in rows}
+
+
+async def test_forgetting_leaves_no_word_of_theirs_in_the_lexicon(store: MemoryStore) -> None:
+    """The lexicon (word → count, for recall) is brought up to date incrementally and only
+    rebuilt by hand: what a person erased said (their email, their phone number, a rare
+    name) must not stay in it, counted, until someone thinks of `axi db analyze`."""
+    durand = await store.add_person("Mme Durand", relation="client",
+                                    identities=[("telegram", "2002")])
+    petit = await store.add_person("M. Petit", relation="client",
+                                   identities=[("telegram", "2003")])
+    await turn(store, "telegram", "2002", "Écrivez-moi à durand.secret@example.fr ou au "
+               "0611223344, je vends la maison Zorglubienne", relation_id=durand.id)
+    await turn(store, "telegram", "2003", "Je cherche une maison Zorglubienne aussi",
+               relation_id=petit.id)
+    await store.refresh_lexicon()
+    before = await lexemes(store, "durand.secret@example.fr", "0611223344", "zorglubien")
+    # (each turn is two souvenirs: the message, and the reply that quotes it)
+    assert before == {"durand.secret@example.fr": 2, "0611223344": 2, "zorglubien": 4}
+    state = await store.lexicon_state()
+    assert state is not None
+    erased = await store.forget_person(durand.id)
+    assert erased.souvenirs == 2
+    # hers are gone; a word M. Petit used too keeps his count
+    assert await lexemes(store, "durand.secret@example.fr", "0611223344", "zorglubien") == {
+        "zorglubien": 2}
+    after = await store.lexicon_state()
+    assert after is not None and after.souvenirs == state.souvenirs - 2
+    again = await store.refresh_lexicon(full=True)  # what a rebuild would count: the same
+    assert again.lexemes == after.lexemes
+
+
+async def test_a_souvenir_forgotten_by_hand_leaves_the_lexicon_too(store: MemoryStore) -> None:
+    """`axi memory forget ID` deletes a souvenir for good: its words go with it."""
+    kept = await store.remember("Une maison Zorglubienne à Vergt")
+    gone = await store.remember("Appelez Mme Secrète au 0699887766, maison Zorglubienne")
+    await store.refresh_lexicon()
+    assert await lexemes(store, "0699887766", "zorglubien") == {"0699887766": 1,
+                                                                 "zorglubien": 2}
+    await store.forget_souvenir(gone.id)
+    assert await lexemes(store, "0699887766", "zorglubien") == {"zorglubien": 1}
+    assert kept.id != gone.id
