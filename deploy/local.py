@@ -11,7 +11,9 @@ under CI=true a failure to install them is a failure, otherwise a warning and th
 needing them skip). It then runs the whole suite against
 the embedded PostgreSQL 16, and the database tests again against the PostgreSQL server
 named by AXI_TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test) when
-that server answers: tests that use no database fixture are marked `nodb` by
+that server answers, both passes at once (the suite mostly waits for processes, servers
+and clocks; the second pass's output follows the first's): tests that use no database
+fixture are marked `nodb` by
 tests/conftest.py and run in the first pass only. pytest's exit code 5 (no tests collected)
 counts as a failure, except on the second pass after a first pass that ran tests: there it
 means the selected tests (e.g. `test tests/llm`) are all `nodb`, so the server has nothing
@@ -26,6 +28,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 from urllib.parse import urlparse
@@ -158,6 +161,23 @@ def pytest_run(label: str, env: dict[str, str], args: list[str]) -> int:
     return subprocess.call([str(PY), "-m", "pytest", *args], cwd=ROOT, env=env)
 
 
+def with_basetemp(args: list[str], where: Path) -> list[str]:
+    """pytest args with a temporary directory of this pass's own (two passes at once must
+    not share pytest's numbered directories), unless the user gave one."""
+    if any(a == "--basetemp" or a.startswith("--basetemp=") for a in args):
+        return args
+    return [*args, f"--basetemp={where}"]
+
+
+def pytest_start(label: str, env: dict[str, str], args: list[str], log: Path
+                 ) -> subprocess.Popen[bytes]:
+    """A pytest pass running beside the caller, its output into `log`."""
+    say(f"running {label}, at the same time (its output follows the first pass's)")
+    with log.open("wb") as out:
+        return subprocess.Popen([str(PY), "-m", "pytest", *args], cwd=ROOT, env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+
 def scan_secrets(root: Path = ROOT, python: Path = PY) -> int:
     """The secret scan of `root` (deploy/secret_scan.py, with the venv's detect-secrets):
     0 when no new secret; it prints one line per finding (file:line and type)."""
@@ -174,23 +194,44 @@ def cmd_test(args: list[str]) -> int:
         return 1
     base = {k: v for k, v in os.environ.items() if k != "AXI_DATABASE_URL"}
     embedded_env = {k: v for k, v in base.items() if k != "AXI_TEST_DATABASE_URL"}
-    code = pytest_run("the whole test suite on the embedded PostgreSQL 16", embedded_env, args)
+    server = os.environ.get("AXI_TEST_DATABASE_URL") or DEFAULT_TEST_SERVER
+    answers = server_answers(server)
+    where = f"{urlparse(server).hostname}:{urlparse(server).port or 5432}"
+    scratch = Path(tempfile.mkdtemp(prefix="axi-test-"))
+    second: subprocess.Popen[bytes] | None = None
+    log = scratch / "second-pass.log"
+    try:
+        if answers:  # the suite mostly waits (processes, servers, clocks): both at once
+            second = pytest_start(
+                f"the database tests (not {NODB}) on the PostgreSQL server {where}",
+                {**base, "AXI_TEST_DATABASE_URL": server},
+                with_basetemp(with_marker_excluded(args, NODB), scratch / "second"), log)
+        code = pytest_run("the whole test suite on the embedded PostgreSQL 16", embedded_env,
+                          with_basetemp(args, scratch / "first"))
+        if second is None:
+            say(f"no PostgreSQL server answers at {server}: embedded run only")
+        else:
+            second_code = second.wait()
+            say(f"the database tests on the PostgreSQL server {where}:")
+            sys.stdout.flush()
+            with log.open("rb") as out:
+                shutil.copyfileobj(out, sys.stdout.buffer)
+            sys.stdout.flush()
+    finally:
+        if second is not None and second.poll() is None:
+            second.kill()
+            second.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
     if code == 5:
         say("pytest collected no tests: that is a failure")
         return 1
-    server = os.environ.get("AXI_TEST_DATABASE_URL") or DEFAULT_TEST_SERVER
-    if not server_answers(server):
-        say(f"no PostgreSQL server answers at {server}: embedded run only")
+    if second is None:
         return code
-    where = f"{urlparse(server).hostname}:{urlparse(server).port or 5432}"
-    second = pytest_run(f"the database tests (not {NODB}) on the PostgreSQL server {where}",
-                        {**base, "AXI_TEST_DATABASE_URL": server},
-                        with_marker_excluded(args, NODB))
-    if second == 5:
+    if second_code == 5:
         # The first pass ran tests from the same selection, so every one of them is nodb.
         say(f"the selected tests are all {NODB}: nothing to run on {where}")
-        second = 0
-    return code or second
+        second_code = 0
+    return code or second_code
 
 
 def cmd_run(args: list[str]) -> int:
