@@ -172,14 +172,18 @@ class LocalGate:
         return next(self._seq)
 
     async def acquire(self, priority: Priority, *, cost_s: float | None = None,
-                      read_s: float | None = None, seq: int | None = None) -> Ticket:
+                      read_s: float | None = None, seq: int | None = None,
+                      stream: bool = False) -> Ticket:
         """A turn; `seq`: the place in its priority of a request asked again after it was
-        preempted (it keeps the place it had, ahead of those who asked after it)."""
+        preempted (it keeps the place it had, ahead of those who asked after it);
+        `stream`: its prompt is read from the grant until its first token (`until_watched`),
+        so nobody is granted beside the inner circle's in between."""
         loop = asyncio.get_running_loop()
         ticket = Ticket(priority, next(self._seq) if seq is None else seq, self._clock(),
                         loop.create_future(), cost_s=cost_s, read_s=read_s,
                         hot=priority is Priority.BACKGROUND and HOT.get(),
-                        yielded=self._yielded.get(seq, 0) if seq is not None else 0)
+                        yielded=self._yielded.get(seq, 0) if seq is not None else 0,
+                        reading=stream)
         if priority.person:
             self._last_person = ticket.asked_at
         if priority is Priority.INNER_LIVE:

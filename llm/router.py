@@ -408,7 +408,7 @@ class Router:
                     ticket = None
                     if self.gate is not None:
                         ticket = await self.gate.acquire(
-                            priority, seq=seq, **self._costs(messages, task))
+                            priority, seq=seq, stream=True, **self._costs(messages, task))
                     self._recent_local.append(list(messages))
                     start = time.perf_counter()
                     inner = self.local.stream(messages, task=task)

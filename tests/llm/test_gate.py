@@ -286,6 +286,28 @@ async def test_with_two_slots_the_inner_circle_reads_its_prompt_alone() -> None:
     gate.release(ludo)
 
 
+async def test_nobody_is_granted_beside_ludo_between_his_grant_and_his_stream() -> None:
+    """Cuts give two slots back at once: Ludo's stream is granted one, and the client
+    waiting must not take the other before Ludo's prompt is even asked for."""
+    gate = LocalGate(slots=2, quiet_s=60.0)
+    first = await gate.acquire(P.CLIENT_LIVE)
+    second = await gate.acquire(P.CLIENT_LIVE)
+    waiting = asyncio.create_task(gate.acquire(P.CLIENT_LIVE))
+    ludo = asyncio.create_task(gate.acquire(P.INNER_LIVE, stream=True))
+    await asyncio.sleep(0.01)
+    assert first.preempted and second.preempted
+    gate.release(first)
+    gate.release(second)  # the router gives both back, one after the other
+    granted = await asyncio.wait_for(ludo, 1)
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # his prompt is about to be read: nobody beside it
+    assert await gate.until_watched(granted, _first_token) == "Bon"
+    await asyncio.sleep(0.01)
+    assert waiting.done()
+    gate.release(waiting.result())
+    gate.release(granted)
+
+
 async def _first_token() -> str:
     return "Bon"
 
