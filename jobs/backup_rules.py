@@ -243,7 +243,12 @@ def libpq_target(url: str) -> Target:
     env = {"PGDATABASE": parsed.database, "PGCONNECT_TIMEOUT": "10",
            "PGAPPNAME": "axi-sauvegarde"}
     host = parsed.host or query.get("host")
-    port_text = str(port or query.get("port") or "")
+    port_text = str(port if port is not None else query.get("port") or "")
+    if port_text and not (port_text.isascii() and port_text.isdigit()
+                          and 1 <= int(port_text) <= 65535):
+        raise BackupError(f"the database URL's port must be a number from 1 to 65535, not "
+                          f"{port_text!r}", "le port de l'URL de la base n'est pas valide",
+                          kind="config")
     if host:
         env["PGHOST"] = str(host)
     if port_text:
