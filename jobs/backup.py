@@ -169,9 +169,12 @@ class Backups:
 
     def _fresh_work_dir(self, type_: str) -> Path:
         """An empty work directory of its own for this kind of operation (a restore
-        into another database may run while Axi takes its backup)."""
+        into another database may run while Axi takes its backup), under a root only
+        Axi's user can enter: what it holds is the whole database."""
         work = self.work_root / type_
         try:
+            self.work_root.mkdir(parents=True, exist_ok=True)
+            self.work_root.chmod(0o700)  # the dump is the whole database, in clear
             shutil.rmtree(work, ignore_errors=True)
             (work / FOLDER).mkdir(parents=True)
         except OSError as exc:

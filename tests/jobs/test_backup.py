@@ -412,3 +412,23 @@ async def test_an_operation_cut_by_a_stop_is_closed_without_a_false_recovery_ale
     closed = next(o for o in await kit.store.list_operations() if o.id == dead)
     assert closed.etat == "echec" and closed.details.get("interrompue") is True
     assert await kit.notifications() == []  # neither "failed" nor "works again"
+
+
+async def test_the_dump_waits_in_a_directory_only_axis_user_can_enter(kit: Kit) -> None:
+    """The dump (the whole database, in clear) was world-readable while restic stored it,
+    and stayed so after a crash: the work root was created with the umask's 0755."""
+    root = kit.tmp / "data" / "sauvegardes-travail"
+    root.mkdir(parents=True)
+    root.chmod(0o755)  # as an earlier Axi left it
+    seen: list[int] = []
+
+    def progress(done: int, total: int | None, what: str) -> None:
+        if what == "pg_dump" and (root / "sauvegarde" / FOLDER).exists():
+            seen.append(root.stat().st_mode & 0o777)
+
+    old = os.umask(0o022)
+    try:
+        assert (await kit.backups().backup(progress=progress)).ok
+    finally:
+        os.umask(old)
+    assert seen and set(seen) == {0o700}
