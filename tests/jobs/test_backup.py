@@ -432,3 +432,27 @@ async def test_the_dump_waits_in_a_directory_only_axis_user_can_enter(kit: Kit) 
     finally:
         os.umask(old)
     assert seen and set(seen) == {0o700}
+
+
+async def test_a_failed_dump_is_told_in_french_to_the_people_alerted(kit: Kit) -> None:
+    """The French text (operations, alerts) held the English 'of the database'."""
+    import asyncio
+
+    async def cut_the_waiting_dump() -> None:
+        for _ in range(200):
+            async with kit.store.db.engine.connect() as conn:
+                cut = (await conn.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                    "application_name = 'axi-sauvegarde' AND wait_event_type = 'Lock'"))).all()
+            if cut:
+                return
+            await asyncio.sleep(0.05)
+
+    async with kit.store.db.engine.connect() as conn, conn.begin():
+        await conn.execute(text("LOCK TABLE souvenirs IN ACCESS EXCLUSIVE MODE"))
+        report, _ = await asyncio.gather(kit.backups().backup(),
+                                         cut_the_waiting_dump())
+    op = report.outcomes[0].operation
+    assert op is not None and op.etat == "echec" and op.erreur is not None
+    assert op.erreur.startswith("pg_dump a échoué (code 1) en sauvegardant la base :"), op.erreur
+    assert "of the database" not in op.erreur
