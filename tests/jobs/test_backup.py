@@ -456,3 +456,30 @@ async def test_a_failed_dump_is_told_in_french_to_the_people_alerted(kit: Kit) -
     assert op is not None and op.etat == "echec" and op.erreur is not None
     assert op.erreur.startswith("pg_dump a échoué (code 1) en sauvegardant la base :"), op.erreur
     assert "of the database" not in op.erreur
+
+
+async def test_two_restores_at_once_one_waits_its_turn(
+        kit: Kit, fresh: tuple[str, Target]) -> None:
+    """Two restores shared one work directory: the second emptied it under the first,
+    which said the backup's checksum was wrong, or stopped with FileNotFoundError."""
+    import asyncio
+
+    backups = kit.backups()
+    assert (await backups.backup()).ok
+    url, target = fresh
+    other = url.rsplit("/", 1)[0] + f"/{target.database}_bis"
+    conn = await pg_tools.connect(target)
+    await conn.execute(f'CREATE DATABASE "{target.database}_bis"')
+    await conn.close()
+    try:
+        plans = [await backups.plan_restore("latest", u) for u in (url, other)]
+        results = await asyncio.gather(*(backups.restore(p) for p in plans),
+                                       return_exceptions=True)
+    finally:
+        conn = await pg_tools.connect(target)
+        await conn.execute(f'DROP DATABASE "{target.database}_bis" WITH (FORCE)')
+        await conn.close()
+    done = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if isinstance(r, BackupError) and r.kind == "occupe"]
+    assert len(done) == 1 and len(refused) == 1, results
+    assert done[0]["public.souvenirs"] == 40
