@@ -48,6 +48,7 @@ from jobs.backup_rules import (
     BackupError,
     Manifest,
     Target,
+    absolute_location,
     compare,
     libpq_target,
     password_configured,
@@ -118,8 +119,8 @@ class Backups:
         for location, depot in ((settings.backup_repository, "local"),
                                 (settings.backup_remote_repository, "distant")):
             if location and location.strip():
-                self.repositories.append(Restic(location.strip(), depot, env=repository_env(
-                    location.strip(), env)))
+                where = absolute_location(location, Path.cwd())
+                self.repositories.append(Restic(where, depot, env=repository_env(where, env)))
         self.work_root = Path(settings.data_dir).expanduser() / WORK_DIR
 
     # ------------------------------------------------------------------ shared steps
