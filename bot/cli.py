@@ -8,6 +8,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from sqlalchemy import text
 
 from bot import cli_forget  # noqa: F401  (adds `people forget` and `people purge-visitors`)
@@ -158,7 +159,19 @@ def config_check(json_out: JsonOpt = False) -> None:
 def main() -> None:
     check_arguments(sys.argv[1:])
     check_tls_environment()
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # usage: one line, not click's boxed page
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one printed the help already
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            err.print(f"[bold red]Error:[/] {escape(exc.format_message())}{where}",
+                      highlight=False)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    except typer.Abort:  # Ctrl-C or end of input at a prompt
+        err.print("[bold red]Error:[/] cancelled", highlight=False)
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

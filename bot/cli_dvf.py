@@ -7,6 +7,7 @@ is 1 when a file could not be read (entirely or past some point), the others imp
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -45,7 +46,8 @@ def dvf_import(
     for source in chosen:
         if "://" in source and (problem := _bad_url(source)):
             fail(f"{source!r} is not a usable URL: {problem}", code=2)
-    dep = None if departement.lower() in {"all", "*", "tous"} else departement
+    dep = None if departement.strip().lower() in {"all", "*", "tous"} else _departement(
+        departement)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn(), console=err,
                    transient=True, disable=json_out)
@@ -88,6 +90,19 @@ def dvf_import(
                   highlight=False)
     if report.failed:
         raise typer.Exit(1)
+
+
+_DEPARTEMENT = re.compile(r"0[1-9]|1\d|2[1-9AB]|[3-8]\d|9[0-5]|97[1-6]")
+
+
+def _departement(value: str) -> str:
+    """A French département code as geo-DVF writes it (24, 2A, 971); anything else keeps
+    no row at all, and the import said 'ok' having imported nothing."""
+    code = value.strip().upper()
+    if not _DEPARTEMENT.fullmatch(code):
+        fail(f"--departement is a French département code (e.g. 24, 2A, 971) or 'all', "
+             f"not {value!r}", code=2)
+    return code
 
 
 def _bad_url(value: str) -> str | None:

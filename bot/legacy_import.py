@@ -156,8 +156,15 @@ def gather(paths: Sequence[Path]) -> tuple[list[tuple[Path, str, bool]], list[Fi
         files.append((path, shown(path), explicit))
 
     for path in paths:
-        if path.is_dir():
-            for child in sorted(path.iterdir()):
+        try:
+            children = sorted(path.iterdir()) if path.is_dir() else None
+            is_file = children is None and path.is_file()
+        except OSError as exc:  # a name too long, a directory we may not read…
+            reports.append(FileReport(shown(path), status="unreadable",
+                                      reason=f"cannot read it: {exc.strerror or exc}"))
+            continue
+        if children is not None:
+            for child in children:
                 if child.is_dir():
                     reports.append(FileReport(shown(child), status="skipped", reason=(
                         "a directory (not searched: give it as PATH to import it)")))
@@ -167,7 +174,7 @@ def gather(paths: Sequence[Path]) -> tuple[list[tuple[Path, str, bool]], list[Fi
                         "PATH: its content is then recognised)")))
                 else:
                     take(child, False)
-        elif path.is_file():
+        elif is_file:
             take(path, True)
         else:
             reports.append(FileReport(shown(path), status="unreadable", reason=(

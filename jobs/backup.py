@@ -27,7 +27,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +48,7 @@ from jobs.backup_rules import (
     BackupError,
     Manifest,
     Target,
+    absolute_location,
     compare,
     libpq_target,
     password_configured,
@@ -118,8 +119,8 @@ class Backups:
         for location, depot in ((settings.backup_repository, "local"),
                                 (settings.backup_remote_repository, "distant")):
             if location and location.strip():
-                self.repositories.append(Restic(location.strip(), depot, env=repository_env(
-                    location.strip(), env)))
+                where = absolute_location(location, Path.cwd())
+                self.repositories.append(Restic(where, depot, env=repository_env(where, env)))
         self.work_root = Path(settings.data_dir).expanduser() / WORK_DIR
 
     # ------------------------------------------------------------------ shared steps
@@ -169,9 +170,12 @@ class Backups:
 
     def _fresh_work_dir(self, type_: str) -> Path:
         """An empty work directory of its own for this kind of operation (a restore
-        into another database may run while Axi takes its backup)."""
+        into another database may run while Axi takes its backup), under a root only
+        Axi's user can enter: what it holds is the whole database."""
         work = self.work_root / type_
         try:
+            self.work_root.mkdir(parents=True, exist_ok=True)
+            self.work_root.chmod(0o700)  # the dump is the whole database, in clear
             shutil.rmtree(work, ignore_errors=True)
             (work / FOLDER).mkdir(parents=True)
         except OSError as exc:
@@ -395,13 +399,14 @@ class Backups:
         """Restore the planned snapshot (replacing the target's content if it had any);
         the restored tables' row counts, checked against the snapshot's manifest."""
         repo = self.repository(plan.depot)
-        try:
-            dump_path, manifest = await self._fetch(repo, plan.snapshot, "restauration",
-                                                    progress)
-            await pg_tools.restore(dump_path, plan.target, replace=bool(plan.existing),
-                                   progress=progress)
-        finally:
-            shutil.rmtree(self.work_root / "restauration", ignore_errors=True)
+        with self._restore_lock():
+            try:
+                dump_path, manifest = await self._fetch(repo, plan.snapshot, "restauration",
+                                                        progress)
+                await pg_tools.restore(dump_path, plan.target, replace=bool(plan.existing),
+                                       progress=progress)
+            finally:
+                shutil.rmtree(self.work_root / "restauration", ignore_errors=True)
         restored = await pg_tools.stats_of(plan.target)
         problems = compare(manifest.tables, restored)
         if problems:
@@ -412,6 +417,26 @@ class Backups:
         except Exception as exc:  # the restore itself is done and checked
             log.warning("restauration non notée / restore not recorded in operations: %s", exc)
         return {name: s.rows for name, s in restored.items()}
+
+    @contextlib.contextmanager
+    def _restore_lock(self) -> Iterator[None]:
+        """One restore at a time here: they share their work directory (a second one
+        emptied it under the first); a lock file, freed when its process dies."""
+        import fcntl
+
+        try:
+            self.work_root.mkdir(parents=True, exist_ok=True)
+            handle = (self.work_root / "restauration.verrou").open("a")
+        except OSError as exc:
+            raise _os_error(self.work_root, exc) from None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BackupError("another restore is running on this machine; retry when "
+                                  "it is done", "une autre restauration est en cours",
+                                  kind="occupe") from None
+            yield
 
     async def _record_restore(self, plan: RestorePlan) -> None:
         """The restore, in the restored database's own `operations` (when its schema has

@@ -25,6 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -88,6 +89,19 @@ def read_data_args(depot: str, today: date) -> list[str]:
 
 def password_configured(env: Mapping[str, str]) -> bool:
     return any(env.get(name, "").strip() for name in PASSWORD_VARIABLES)
+
+
+_BACKENDS = re.compile(r"(local|sftp|rest|s3|b2|azure|gs|swift|rclone):", re.IGNORECASE)
+
+
+def absolute_location(location: str, cwd: Path) -> str:
+    """A repository given as a plain path, made absolute: restic does not expand `~`, and
+    it runs some commands in the work directory, where a relative path points elsewhere
+    (the repository was created in one directory and looked for in another)."""
+    location = location.strip()
+    if _BACKENDS.match(location):
+        return location
+    return str(cwd / Path(location).expanduser())
 
 
 def redact_location(location: str) -> str:
@@ -243,7 +257,12 @@ def libpq_target(url: str) -> Target:
     env = {"PGDATABASE": parsed.database, "PGCONNECT_TIMEOUT": "10",
            "PGAPPNAME": "axi-sauvegarde"}
     host = parsed.host or query.get("host")
-    port_text = str(port or query.get("port") or "")
+    port_text = str(port if port is not None else query.get("port") or "")
+    if port_text and not (port_text.isascii() and port_text.isdigit()
+                          and 1 <= int(port_text) <= 65535):
+        raise BackupError(f"the database URL's port must be a number from 1 to 65535, not "
+                          f"{port_text!r}", "le port de l'URL de la base n'est pas valide",
+                          kind="config")
     if host:
         env["PGHOST"] = str(host)
     if port_text:

@@ -101,11 +101,14 @@ def _tail(stderr: bytes, lines: int = 3) -> str:
     return " — ".join(line.strip() for line in text[-lines:])[:600] or "no message"
 
 
-def _tool_error(tool: str, code: int | None, stderr: bytes, *, what: str) -> BackupError:
+def _tool_error(tool: str, code: int | None, stderr: bytes, *, what: str, quoi: str
+                ) -> BackupError:
+    """`what` in English for the command line, `quoi` in French for the alerts and
+    `operations`."""
     detail = _tail(stderr)
     if "No space left on device" in detail:
         return BackupError(f"disk full during {tool} ({what}): free some space, then retry",
-                           f"disque plein pendant {tool} ({what}) : libérer de la place, "
+                           f"disque plein pendant {tool} ({quoi}) : libérer de la place, "
                            "puis relancer", kind="disque_plein")
     if "could not obtain lock" in detail or ("statement timeout" in detail
                                              and "LOCK TABLE" in detail):
@@ -114,7 +117,7 @@ def _tool_error(tool: str, code: int | None, stderr: bytes, *, what: str) -> Bac
                            f"{tool} a attendu trop longtemps une table verrouillée par une "
                            "autre session (une migration ?)", kind="verrou_base")
     return BackupError(f"{tool} failed (exit {code}) {what}: {detail}",
-                       f"{tool} a échoué (code {code}) {what} : {detail}")
+                       f"{tool} a échoué (code {code}) {quoi} : {detail}")
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
@@ -258,7 +261,8 @@ async def _run_dump(target: Target, dest: Path, snapshot: str, lock_wait_s: floa
         raise
     if proc.returncode != 0:
         _remove(dest)
-        raise _tool_error("pg_dump", proc.returncode, stderr, what="of the database")
+        raise _tool_error("pg_dump", proc.returncode, stderr, what="of the database",
+                          quoi="en sauvegardant la base")
 
 
 async def _check_archive(path: Path) -> None:
@@ -269,7 +273,8 @@ async def _check_archive(path: Path) -> None:
     _, stderr = await proc.communicate()
     if proc.returncode != 0:
         raise _tool_error("pg_restore --list", proc.returncode, stderr,
-                          what="reading the dump back")
+                          what="reading the dump back",
+                          quoi="en relisant le dump")
 
 
 def file_size(path: Path) -> int:
@@ -364,14 +369,17 @@ async def restore(dump_path: Path, target: Target, *, replace: bool,
         elif producer.returncode != 0:
             await _stop(consumer)  # no COMMIT was sent: the server rolls back
             raise _tool_error("pg_restore", producer.returncode, await producer_err,
-                              what="reading the dump (nothing was changed)")
+                              what="reading the dump (nothing was changed)",
+                              quoi="en lisant le dump (rien n'a été modifié)")
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sink.close()
         await consumer.wait()
         if consumer.returncode != 0 or broken:
             raise _tool_error("psql", consumer.returncode, await consumer_err,
                               what=f"restoring into the {target.display} (nothing was "
-                                   "changed)")
+                                   "changed)",
+                              quoi=f"en restaurant dans la base {target.database!r} (rien "
+                                   "n'a été modifié)")
     except BaseException:
         await _stop(producer)
         await _stop(consumer)

@@ -164,3 +164,24 @@ def test_help_loads_none_of_the_backup_machinery() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, cwd=ROOT)
     assert "LOADED []" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_restore_target_with_an_impossible_port_is_one_line(axi: Run, db: Database) -> None:
+    """`--into …:99999/…` stopped with asyncio's OverflowError traceback."""
+    ok(axi("backup", "run"))
+    for port in ("99999", "0"):
+        bad = _url(db).replace(f":{db.engine.url.port}/", f":{port}/") if db.engine.url.port \
+            else _url(db) + f"&port={port}"
+        one_line(axi("backup", "restore", "latest", "--into", bad, "--yes"), 2,
+                 "port must be a number from 1 to 65535")
+
+
+def test_a_repository_given_as_a_relative_path_works(axi: Run, tmp_path: Path) -> None:
+    """AXI_BACKUP_REPOSITORY=./sauvegardes: restic created the repository in the current
+    directory, then looked for it from the work directory: every backup failed with 'no
+    restic repository (is the disk mounted?)'."""
+    relative = {"AXI_BACKUP_REPOSITORY": "./sauvegardes"}
+    done = ok(axi("backup", "run", extra_env=relative))
+    assert f"initialised at {tmp_path / 'sauvegardes'}" in done
+    assert "Backup local: ok" in done
+    assert "identical to the backup" in ok(axi("backup", "verify", extra_env=relative))

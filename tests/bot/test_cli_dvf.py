@@ -148,3 +148,15 @@ def test_a_truncated_download_says_what_it_kept(axi, tmp_path: Path) -> None:
     cut.write_bytes(whole)
     again = json.loads(axi(str(cut), "--json").stdout)
     assert again["sales_known"] == report["sales_new"] and not again["failed"]
+
+
+def test_a_departement_that_is_not_one_is_refused(axi) -> None:
+    """`--departement x` (or '', -1, 999999) kept no row and said 'ok', exit 0."""
+    for bad in ("", "x", "-1", "999999", "20", "Ludo"):
+        result = axi(str(EXCERPT), "--departement", bad)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip() == (
+            f"Error: --departement is a French département code (e.g. 24, 2A, 971) or "
+            f"'all', not {bad!r}")
+    corse = json.loads(axi(str(EXCERPT), "--departement", "2a", "--json").stdout)
+    assert corse["departement"] == "2A"

@@ -216,3 +216,20 @@ def test_unreadable_dotenv_is_a_configuration_error(tmp_path: Path) -> None:
                        text=True, env=_clean_env(), timeout=60, cwd=tmp_path)
     one_line(r, 2, ".env", "not UTF-8")
 
+
+
+def test_a_usage_error_is_one_line_too(axi: Run) -> None:
+    """An unknown command or option, a value out of range, a missing argument: click's
+    page (usage, hint, a boxed message) on stderr, six lines, not one."""
+    for args, what in [
+        (("nosuch",), "No such command 'nosuch'"),
+        (("memory", "search", "x", "--since", "2026-13-45"), "--since must be a date"),
+        (("facts", "add", "Ludo", "aime", "x", "--confidence", "nan"), "'--confidence'"),
+        (("memory", "add", "x", "--importance", "9" * 30), "'--importance'"),
+        (("backup", "run", "--bogus"), "No such option: --bogus"),
+        (("people", "show"), "Missing argument"),
+    ]:
+        line = one_line(axi(*args), 2, what)
+        assert line.startswith("Error: ") and "--help`)" in line
+    helped = axi("backup")  # no command: the help, as before
+    assert helped.returncode == 2 and "restore" in helped.stdout + helped.stderr

@@ -344,3 +344,16 @@ async def test_a_file_name_that_is_not_utf8(axi: Any, store: MemoryStore,
         ("souvenirs-\\xe9t\\xe9.json[0]", "imported")]
     human = axi(str(folder))
     assert human.returncode == 0 and "souvenirs-\\xe9t\\xe9.json" in human.stdout
+
+
+async def test_a_path_the_system_refuses_is_said_not_a_traceback(
+        axi: Any, store: MemoryStore, tmp_path: Path) -> None:
+    """A name longer than the system allows (ENAMETOOLONG) stopped with an OSError
+    traceback from Path.is_dir()."""
+    folder = write_legacy(tmp_path / "ancien-axi")
+    too_long = str(tmp_path / ("é" * 300))
+    before = await counts(store)
+    result = axi(str(folder / "MEMORY.md"), too_long)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1] == f"Error: {too_long}: cannot read it: File name too long"
+    assert await counts(store) == before  # nothing half-done

@@ -412,3 +412,74 @@ async def test_an_operation_cut_by_a_stop_is_closed_without_a_false_recovery_ale
     closed = next(o for o in await kit.store.list_operations() if o.id == dead)
     assert closed.etat == "echec" and closed.details.get("interrompue") is True
     assert await kit.notifications() == []  # neither "failed" nor "works again"
+
+
+async def test_the_dump_waits_in_a_directory_only_axis_user_can_enter(kit: Kit) -> None:
+    """The dump (the whole database, in clear) was world-readable while restic stored it,
+    and stayed so after a crash: the work root was created with the umask's 0755."""
+    root = kit.tmp / "data" / "sauvegardes-travail"
+    root.mkdir(parents=True)
+    root.chmod(0o755)  # as an earlier Axi left it
+    seen: list[int] = []
+
+    def progress(done: int, total: int | None, what: str) -> None:
+        if what == "pg_dump" and (root / "sauvegarde" / FOLDER).exists():
+            seen.append(root.stat().st_mode & 0o777)
+
+    old = os.umask(0o022)
+    try:
+        assert (await kit.backups().backup(progress=progress)).ok
+    finally:
+        os.umask(old)
+    assert seen and set(seen) == {0o700}
+
+
+async def test_a_failed_dump_is_told_in_french_to_the_people_alerted(kit: Kit) -> None:
+    """The French text (operations, alerts) held the English 'of the database'."""
+    import asyncio
+
+    async def cut_the_waiting_dump() -> None:
+        for _ in range(200):
+            async with kit.store.db.engine.connect() as conn:
+                cut = (await conn.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                    "application_name = 'axi-sauvegarde' AND wait_event_type = 'Lock'"))).all()
+            if cut:
+                return
+            await asyncio.sleep(0.05)
+
+    async with kit.store.db.engine.connect() as conn, conn.begin():
+        await conn.execute(text("LOCK TABLE souvenirs IN ACCESS EXCLUSIVE MODE"))
+        report, _ = await asyncio.gather(kit.backups().backup(),
+                                         cut_the_waiting_dump())
+    op = report.outcomes[0].operation
+    assert op is not None and op.etat == "echec" and op.erreur is not None
+    assert op.erreur.startswith("pg_dump a échoué (code 1) en sauvegardant la base :"), op.erreur
+    assert "of the database" not in op.erreur
+
+
+async def test_two_restores_at_once_one_waits_its_turn(
+        kit: Kit, fresh: tuple[str, Target]) -> None:
+    """Two restores shared one work directory: the second emptied it under the first,
+    which said the backup's checksum was wrong, or stopped with FileNotFoundError."""
+    import asyncio
+
+    backups = kit.backups()
+    assert (await backups.backup()).ok
+    url, target = fresh
+    other = url.rsplit("/", 1)[0] + f"/{target.database}_bis"
+    conn = await pg_tools.connect(target)
+    await conn.execute(f'CREATE DATABASE "{target.database}_bis"')
+    await conn.close()
+    try:
+        plans = [await backups.plan_restore("latest", u) for u in (url, other)]
+        results = await asyncio.gather(*(backups.restore(p) for p in plans),
+                                       return_exceptions=True)
+    finally:
+        conn = await pg_tools.connect(target)
+        await conn.execute(f'DROP DATABASE "{target.database}_bis" WITH (FORCE)')
+        await conn.close()
+    done = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if isinstance(r, BackupError) and r.kind == "occupe"]
+    assert len(done) == 1 and len(refused) == 1, results
+    assert done[0]["public.souvenirs"] == 40
