@@ -27,7 +27,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from bot.config import Settings
 from bot.jobs_contract import NotifyFn
 from jobs import pg_tools, push
 from jobs.backup_alerts import alert_if_changed
+from jobs.backup_files import fresh_work_dir, restore_lock, sha256, write_text
 from jobs.backup_rules import (
     DUMP_FILE,
     DUMP_IN_SNAPSHOT,
@@ -168,20 +169,6 @@ class Backups:
             await self.db_store.abandon_operations(type_, INTERRUPTED)
             yield
 
-    def _fresh_work_dir(self, type_: str) -> Path:
-        """An empty work directory of its own for this kind of operation (a restore
-        into another database may run while Axi takes its backup), under a root only
-        Axi's user can enter: what it holds is the whole database."""
-        work = self.work_root / type_
-        try:
-            self.work_root.mkdir(parents=True, exist_ok=True)
-            self.work_root.chmod(0o700)  # the dump is the whole database, in clear
-            shutil.rmtree(work, ignore_errors=True)
-            (work / FOLDER).mkdir(parents=True)
-        except OSError as exc:
-            raise _os_error(work, exc) from None
-        return work
-
     async def _start(self, type_: str, depots: list[str]) -> dict[str, int]:
         where = {r.depot: r.where for r in self.repositories}
         return {d: await self.db_store.start_operation(type_, d,
@@ -221,12 +208,12 @@ class Backups:
             try:
                 try:
                     self.check_configured()
-                    work = self._fresh_work_dir("sauvegarde")
+                    work = fresh_work_dir(self.work_root, "sauvegarde")
                     manifest = await pg_tools.dump(self.live, work / FOLDER / DUMP_FILE,
                                                    lock_wait_s=self.lock_wait_s,
                                                    progress=progress, exported=start)
                     manifest.taken_at = self.clock().isoformat()
-                    _write(work / FOLDER / MANIFEST_FILE, manifest.to_json())
+                    write_text(work / FOLDER / MANIFEST_FILE, manifest.to_json())
                     report.manifest = manifest
                 except BackupError as exc:
                     if not ops:
@@ -373,10 +360,10 @@ class Backups:
         """A snapshot's dump in the work directory, its checksum checked against its
         manifest."""
         manifest = Manifest.from_json(await repo.read_file(snapshot.id, MANIFEST_IN_SNAPSHOT))
-        dest = self._fresh_work_dir(type_) / FOLDER / DUMP_FILE
+        dest = fresh_work_dir(self.work_root, type_) / FOLDER / DUMP_FILE
         await repo.dump(snapshot.id, DUMP_IN_SNAPSHOT, dest, total=manifest.dump_bytes,
                         progress=progress)
-        if manifest.dump_sha256 and await _sha256(dest) != manifest.dump_sha256:
+        if manifest.dump_sha256 and await sha256(dest) != manifest.dump_sha256:
             raise BackupError(f"the dump of snapshot {snapshot.short_id} does not match its "
                               "checksum", f"le dump de l'instantané {snapshot.short_id} ne "
                               "correspond pas à son empreinte", kind="corrompu")
@@ -399,7 +386,7 @@ class Backups:
         """Restore the planned snapshot (replacing the target's content if it had any);
         the restored tables' row counts, checked against the snapshot's manifest."""
         repo = self.repository(plan.depot)
-        with self._restore_lock():
+        with restore_lock(self.work_root):
             try:
                 dump_path, manifest = await self._fetch(repo, plan.snapshot, "restauration",
                                                         progress)
@@ -417,26 +404,6 @@ class Backups:
         except Exception as exc:  # the restore itself is done and checked
             log.warning("restauration non notée / restore not recorded in operations: %s", exc)
         return {name: s.rows for name, s in restored.items()}
-
-    @contextlib.contextmanager
-    def _restore_lock(self) -> Iterator[None]:
-        """One restore at a time here: they share their work directory (a second one
-        emptied it under the first); a lock file, freed when its process dies."""
-        import fcntl
-
-        try:
-            self.work_root.mkdir(parents=True, exist_ok=True)
-            handle = (self.work_root / "restauration.verrou").open("a")
-        except OSError as exc:
-            raise _os_error(self.work_root, exc) from None
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise BackupError("another restore is running on this machine; retry when "
-                                  "it is done", "une autre restauration est en cours",
-                                  kind="occupe") from None
-            yield
 
     async def _record_restore(self, plan: RestorePlan) -> None:
         """The restore, in the restored database's own `operations` (when its schema has
@@ -487,24 +454,3 @@ def _tz(settings: Settings) -> Any:
     from zoneinfo import ZoneInfo
 
     return ZoneInfo(settings.timezone)
-
-
-def _write(path: Path, content: str) -> None:
-    try:
-        path.write_text(content, encoding="utf-8")
-    except OSError as exc:
-        raise _os_error(path, exc) from None
-
-
-def _os_error(path: Path, exc: OSError) -> BackupError:
-    if exc.errno == 28:
-        return BackupError(f"disk full writing {path}: free some space, then retry",
-                           f"disque plein en écrivant {path}", kind="disque_plein")
-    return BackupError(f"cannot write {path}: {exc.strerror or exc}",
-                       f"impossible d'écrire {path} : {exc.strerror or exc}", kind="disque")
-
-
-async def _sha256(path: Path) -> str:
-    import asyncio
-
-    return await asyncio.to_thread(pg_tools.sha256_of, path)
