@@ -300,7 +300,14 @@ def stale_lock(kit: Kit) -> int:
     try:
         from tests.waiting import until_sync
 
-        until_sync(lambda: any((kit.repository / "locks").iterdir()))
+        def written() -> bool:
+            """A lock file restic can read back: killed while it is being written, a
+            half lock is not one (the next restic ignores it, and the test saw no lock)."""
+            return any(subprocess.run(["restic", "cat", "lock", lock.name, "--no-lock"],
+                                      env=env, capture_output=True).returncode == 0
+                       for lock in (kit.repository / "locks").iterdir())
+
+        until_sync(written)
     finally:
         proc.kill()
         proc.wait()
