@@ -63,21 +63,12 @@ def _error_text(exc: BaseException) -> str:
 
 
 class Router:
-    def __init__(
-        self,
-        local: ChatModel,
-        remote: ChatModel | None,
-        *,
-        record: RecordFn | None = None,
-        budget_ok: BudgetFn | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        breaker_threshold: int = 3,
-        breaker_cooldown_s: float = 60.0,
-        gate: LocalGate | None = None,
-        rates: RatesFn | None = None,
-        max_wait_s: float | None = None,
-        caches: int = 1,
-    ):
+    def __init__(self, local: ChatModel, remote: ChatModel | None, *,
+                 record: RecordFn | None = None, budget_ok: BudgetFn | None = None,
+                 clock: Callable[[], float] = time.monotonic, breaker_threshold: int = 3,
+                 breaker_cooldown_s: float = 60.0, gate: LocalGate | None = None,
+                 rates: RatesFn | None = None, max_wait_s: float | None = None,
+                 caches: int = 1):
         self.local = local
         self.remote = remote
         self.gate = gate
@@ -92,9 +83,8 @@ class Router:
         (AXI_LOCAL_CACHES): the wait estimate's guess of what is cached."""
         self._record = record
         self.budget_ok = budget_ok
-        self.breaker = CircuitBreaker(
-            threshold=breaker_threshold, cooldown_s=breaker_cooldown_s, clock=clock
-        )
+        self.breaker = CircuitBreaker(threshold=breaker_threshold,
+                                      cooldown_s=breaker_cooldown_s, clock=clock)
 
     # ------------------------------------------------------------------ bookkeeping
     async def _log(self, record: CallRecord) -> None:
