@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -170,8 +171,9 @@ def test_a_restore_target_with_an_impossible_port_is_one_line(axi: Run, db: Data
     """`--into …:99999/…` stopped with asyncio's OverflowError traceback."""
     ok(axi("backup", "run"))
     for port in ("99999", "0"):
-        bad = _url(db).replace(f":{db.engine.url.port}/", f":{port}/") if db.engine.url.port \
-            else _url(db) + f"&port={port}"
+        bad = (_url(db).replace(f":{db.engine.url.port}/", f":{port}/") if db.engine.url.port
+               else re.sub(r"([?&])port=\d+", rf"\g<1>port={port}", _url(db)))  # embedded
+        assert bad != _url(db)
         one_line(axi("backup", "restore", "latest", "--into", bad, "--yes"), 2,
                  "port must be a number from 1 to 65535")
 
