@@ -474,7 +474,10 @@ async def test_two_restores_at_once_one_waits_its_turn(
     backups = kit.backups()
     assert (await backups.backup()).ok
     url, target = fresh
-    other = url.rsplit("/", 1)[0] + f"/{target.database}_bis"
+    from sqlalchemy.engine import make_url
+
+    other = make_url(url).set(database=f"{target.database}_bis").render_as_string(
+        hide_password=False)  # the embedded server's URL keeps its ?host=…&port=…
     conn = await pg_tools.connect(target)
     await conn.execute(f'CREATE DATABASE "{target.database}_bis"')
     await conn.close()
