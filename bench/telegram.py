@@ -78,7 +78,7 @@ if str(ROOT) not in sys.path:
 
 from telegram import Bot, ReplyParameters  # noqa: E402
 
-from bot.app import Axi  # noqa: E402
+from bot.app import Axi, freeze_heap  # noqa: E402
 from bot.channel import ChannelSet, ChunkFn  # noqa: E402
 from bot.config import DEFAULT_LOCAL_MODEL, Settings  # noqa: E402
 from channels.telegram import CURSOR_KEY, TelegramChannel, TelegramConfig  # noqa: E402
@@ -565,20 +565,22 @@ def make_settings(world: World, args: argparse.Namespace) -> Settings:
 
 
 def fetch_times(channel: TelegramChannel) -> dict[tuple[int, int], float]:
-    """When the poller had each message in hand (PTB's getUpdates returned it): an
-    instance wrapper around the channel's `_accept`, no Axi code changed."""
+    """When the poller had each message in hand (its long poll returned it, on the poller's
+    own loop, placeholders started): an instance wrapper around the channel's `_fetch`,
+    no Axi code changed."""
     fetched: dict[tuple[int, int], float] = {}
-    original = channel._accept
+    original = channel._fetch
 
-    async def accept(updates: Sequence[Any], *, cursor: bool = True) -> int | None:
+    async def fetch(offset: int | None) -> Any:
+        updates, shown = await original(offset)
         now = time.monotonic()
         for update in updates:
             message = getattr(update, "message", None)
             if message is not None:
                 fetched.setdefault((message.chat.id, message.message_id), now)
-        return await original(updates, cursor=cursor)
+        return updates, shown
 
-    channel._accept = accept  # type: ignore[method-assign]
+    channel._fetch = fetch  # type: ignore[method-assign]
     return fetched
 
 
@@ -633,6 +635,7 @@ async def run_axi(world: World, plan: Sequence[Planned], uids: Sequence[int],
         fetched = fetch_times(channel)
         await app.start_channels()
         app.start_loops(extractor=False, maintenance=False, embeddings=False)
+        freeze_heap()  # as `axi run` does once started
         await wait_for_poll(world)
         cpu = time.process_time()
         await world.call("feed", list(plan), list(uids))

@@ -143,7 +143,7 @@ def _read_line(tty: bool) -> str | None:
 
 def run_command() -> None:
     """Run the whole assistant: channels, worker, outbox, extractor, HTTP server."""
-    from bot.app import Axi
+    from bot.app import Axi, freeze_heap
     from channels.registry import for_run
 
     cfg = settings()
@@ -169,6 +169,7 @@ def run_command() -> None:
                 fail(str(exc), code=EXIT_CONFIG)
             axi.start_loops()
             await axi.start_jobs()
+            freeze_heap()
             web = axi.channels.get("web")
             log.info("Axi est en marche — http://%s:%s/health", cfg.http_host,
                      getattr(web, "port", cfg.http_port))

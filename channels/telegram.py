@@ -37,6 +37,7 @@ from telegram.request import HTTPXRequest
 from bot.channel import ChannelServices, ChunkFn, CursorUpdate, Delivery, ProbeFailed
 from bot.inbound import Inbound
 from channels.telegram_files import with_files
+from channels.telegram_intake import IntakeLoop
 from channels.telegram_known import KnownSenders
 from channels.telegram_send import Pace, Sender, retry_seconds
 from channels.telegram_updates import CHANNEL, Skipped, next_offset, read_update, to_inbound
@@ -49,6 +50,9 @@ ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
 STALE_OFFSET_S = 6 * 24 * 3600.0
 """After a week without updates Telegram may restart update ids lower than our stored
 offset: past this age the first poll goes without an offset (the dedupe key keeps it safe)."""
+PLACEHOLDER_WAIT_S = 0.25
+"""The poller's thread waits this long at most for its placeholders to be shown before it
+hands the batch over: Axi's loop, woken by it, would compete for the interpreter."""
 CRASH_ENV = "AXI_TEST_CRASH_AT"
 """Test-only: `telegram:after_get_updates` kills the process right after a batch is
 fetched and before it is stored (the worst moment), to prove nothing is lost."""
@@ -115,6 +119,10 @@ class TelegramChannel:
         self._known = KnownSenders(self._identify, background=self._background)
         self._said_not_polling = False
         self._long_polling = False
+        self._intake = IntakeLoop("telegram-intake")
+        """getUpdates and the first placeholders run on a loop of their own (a thread)."""
+        self._poll_bot: Bot | None = None
+        """The intake loop's bot: long polls and placeholders, on pools of its own."""
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, services: ChannelServices) -> None:
@@ -170,6 +178,10 @@ class TelegramChannel:
         self.polling = False
         for task in list(self._background):
             task.cancel()
+        if self._intake.running:
+            with contextlib.suppress(Exception):
+                await self._intake.call(self._close_poll_bot())
+            await asyncio.to_thread(self._intake.stop)
         if self.sender is not None:
             await self.sender.close()
         if self.bot is not None:
@@ -286,6 +298,10 @@ class TelegramChannel:
         with contextlib.suppress(TelegramError):
             await self.bot.delete_webhook(drop_pending_updates=False)
         offset = parse_cursor(await self.services.read_cursor(CHANNEL, CURSOR_KEY), time.time())
+        if not self._intake.running:
+            self._intake.start()
+        if self._poll_bot is None:
+            await self._intake.call(self._open_poll_bot())
         self.polling = True
         failures = 0
         log.info("Telegram : relève des messages de @%s / polling", self.bot_username)
@@ -293,10 +309,7 @@ class TelegramChannel:
             try:
                 try:
                     self._long_polling = True
-                    async with asyncio.timeout(cfg.watchdog_s):
-                        updates: Sequence[Update | Skipped] = await self.bot.get_updates(
-                            offset=offset, timeout=cfg.poll_timeout_s,
-                            allowed_updates=list(ALLOWED_UPDATES))
+                    updates, shown = await self._intake.call(self._fetch(offset))
                 finally:
                     self._long_polling = False
             except asyncio.CancelledError:
@@ -308,7 +321,7 @@ class TelegramChannel:
                 self.watchdog_restarts += 1
                 log.warning("Telegram: getUpdates silent for %.0f s: new connection pool",
                             cfg.watchdog_s)
-                await self._renew_bot()
+                await self._intake.call(self._renew_poll_bot())
                 continue
             except InvalidToken as exc:
                 self.polling = False
@@ -337,7 +350,8 @@ class TelegramChannel:
                 log.warning("Telegram: an update PTB cannot read (%s: %s): reading one by "
                             "one", type(exc).__name__, str(exc)[:200])
                 try:
-                    updates = await self._fetch_one_by_one(offset)
+                    updates = await self._intake.call(self._fetch_one_by_one(offset))
+                    shown = frozenset()
                 except TelegramError as again:  # e.g. the network, meanwhile: retry it all
                     log.warning("Telegram getUpdates failed (%s); retrying", again)
                     await asyncio.sleep(cfg.retry_s)
@@ -348,7 +362,7 @@ class TelegramChannel:
                 continue
             if os.environ.get(CRASH_ENV) == "telegram:after_get_updates":
                 os._exit(137)  # test-only: the worst moment, before anything is stored
-            moved = await self._accept(updates)
+            moved = await self._accept(updates, shown=shown)
             if moved is None:  # not one update id that is a number: nothing to confirm
                 log.warning("Telegram: a batch without any update id; retrying")
                 await asyncio.sleep(cfg.retry_s)
@@ -388,8 +402,8 @@ class TelegramChannel:
             return Response(status_code=503)
         return Response(status_code=200)
 
-    async def _accept(self, updates: Sequence[Update | Skipped], *,
-                      cursor: bool = True) -> int | None:
+    async def _accept(self, updates: Sequence[Update | Skipped], *, cursor: bool = True,
+                      shown: frozenset[str] = frozenset()) -> int | None:
         """Store a batch and its next offset together (None, and no cursor moved, when no
         update of it has an id that is a number); then acknowledge the buttons."""
         assert self.services is not None and self.bot is not None
@@ -402,7 +416,7 @@ class TelegramChannel:
                 log.info("Telegram update %s skipped: %s", item.update_id, item.reason)
                 continue
             inbounds.append(item)  # commands, /local included, are the core's (bot/commands.py)
-        await self._placeholders(inbounds)
+        await self._placeholders(inbounds, shown)
         inbounds = await with_files(self.bot, inbounds, max_bytes=self.config.max_file_bytes,
                                     timeout_s=self.config.file_timeout_s, wanted=self._known)
         offset = next_offset(updates)
@@ -435,41 +449,94 @@ class TelegramChannel:
     async def _fetch_one_by_one(self, offset: int | None) -> tuple[Update | Skipped, ...]:
         """The pending updates as raw JSON, each read on its own: one PTB cannot read is
         skipped with its reason (and its id, when a number, so the offset moves past it)."""
-        assert self.bot is not None
-        raw = await self.bot._post("getUpdates", {"offset": offset, "timeout": 0,
+        assert self._poll_bot is not None
+        raw = await self._poll_bot._post("getUpdates", {"offset": offset, "timeout": 0,
                                                   "allowed_updates": list(ALLOWED_UPDATES)})
-        return tuple(read_update(item, self.bot) for item in
+        return tuple(read_update(item, self._poll_bot) for item in
                      (raw if isinstance(raw, list) else []))
 
     async def _identify(self, sender: str) -> Any:
         assert self.services is not None
         return await self.services.identify(CHANNEL, sender)
 
-    async def _placeholders(self, inbounds: list[Inbound]) -> None:
+    async def _placeholders(self, inbounds: list[Inbound],
+                            shown: frozenset[str] = frozenset()) -> None:
         """"…" at once for the known people's messages (never for strangers, blocked
-        people or buttons: nothing will stream for them)."""
+        people or buttons: nothing will stream for them), but those the poller's thread
+        already showed (`shown`, external ids)."""
         if self.sender is None or self.services is None or not self.sender.drafts_wanted:
             return
-        wanted = [item for item in inbounds if item.event is None and item.text.strip()
-                  and item.room is None]  # no draft in a group
+        wanted = [item for item in self._wanting_placeholders(inbounds)
+                  if item.external_id not in shown]
+        if not wanted:
+            return
         known = await self._known.of(i.sender for i in wanted)
         started = False
         for item in wanted:
-            if known[item.sender]:
-                task = asyncio.create_task(self.sender.placeholder(f"{CHANNEL}:{item.sender}"))
+            reserved = self.sender.reserve_draft(f"{CHANNEL}:{item.sender}") \
+                if known[item.sender] else None
+            if reserved is not None:
+                assert self.bot is not None
+                task = asyncio.create_task(self.sender.show_placeholder(self.bot, *reserved))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
                 started = True
         if started:  # let them go out now, before the batch's transaction takes the loop
             await asyncio.sleep(0)
 
-    async def _renew_bot(self) -> None:
-        old = self.bot
-        self.bot = self._new_bot()
-        await self.bot.initialize()
-        if self.sender is not None:
-            self.sender.bot = self.bot
+    @staticmethod
+    def _wanting_placeholders(inbounds: Sequence[Inbound]) -> list[Inbound]:
+        return [item for item in inbounds if item.event is None and item.text.strip()
+                and item.room is None]  # no draft in a group
+
+    # ------------------------------------------------------------------ poller's thread
+    async def _fetch(self, offset: int | None) -> tuple[Sequence[Update | Skipped],
+                                                         frozenset[str]]:
+        """On the intake loop: one long poll, then "…" at once for the messages of people
+        known from the cache (the others get theirs on Axi's loop, which may ask the
+        database). Returns the batch and the external ids whose placeholder is shown."""
+        assert self._poll_bot is not None
+        async with asyncio.timeout(self.config.watchdog_s):
+            updates: Sequence[Update | Skipped] = await self._poll_bot.get_updates(
+                offset=offset, timeout=self.config.poll_timeout_s,
+                allowed_updates=list(ALLOWED_UPDATES))
+        sender = self.sender
+        if sender is None or not sender.drafts_wanted or not updates:
+            return updates, frozenset()
+        inbounds = [item for item in (to_inbound(u, bot_id=self.bot_id,
+                                                 bot_username=self.bot_username,
+                                                 groups=self.config.groups)
+                                      for u in updates if isinstance(u, Update))
+                    if isinstance(item, Inbound)]
+        shown, showing = [], []
+        for item in self._wanting_placeholders(inbounds):
+            if self._known.cached(item.sender):
+                reserved = sender.reserve_draft(f"{CHANNEL}:{item.sender}")
+                if reserved is not None:
+                    showing.append(self._intake.spawn(
+                        sender.show_placeholder(self._poll_bot, *reserved)))
+                    shown.append(item.external_id)
+        if showing:  # shown before the batch is handed over (and Axi's loop wakes up)
+            await asyncio.wait(showing, timeout=PLACEHOLDER_WAIT_S)
+        return updates, frozenset(shown)
+
+    async def _open_poll_bot(self) -> None:
+        """On the intake loop: the bot that polls and shows placeholders (its own pools)."""
+        bot = self._new_bot()
+        with contextlib.suppress(TelegramError):  # getMe: a refusal shows at the poll
+            await bot.initialize()
+        self._poll_bot = bot
+
+    async def _close_poll_bot(self) -> None:
+        bot, self._poll_bot = self._poll_bot, None
+        if bot is not None:
+            with contextlib.suppress(Exception):
+                await bot.shutdown()
+
+    async def _renew_poll_bot(self) -> None:
+        """The watchdog: a poll silent for `watchdog_s` gets a fresh connection pool."""
+        old = self._poll_bot
+        await self._open_poll_bot()
         if old is not None:
             with contextlib.suppress(Exception):
                 await old.shutdown()
-

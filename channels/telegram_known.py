@@ -45,6 +45,12 @@ class KnownSenders:
             task.add_done_callback(self._background.discard)
         return cached[0]
 
+    def cached(self, sender: str) -> bool | None:
+        """The cached answer, stale or not, None if never seen; starts nothing (safe from
+        the poller's thread, whose loop cannot reach the database)."""
+        cached = self._cache.get(sender)
+        return None if cached is None else cached[0]
+
     async def __call__(self, sender: str) -> bool:
         """Known and unblocked? False when it cannot be told. Asked before fetching a
         sender's files (a download follows: one query more is nothing to it), so a stale

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import html
+import itertools
 import logging
 from collections.abc import Iterator
 
@@ -66,7 +67,8 @@ class Sender:
         """Outbound ids with a request to Telegram under way (it may arrive)."""
         self._editing: dict[int, tuple[int, float]] = {}
         """A reply whose first part replaces the text of the message streamed by edits."""
-        self._drafts = 0
+        self._draft_ids = itertools.count(1)
+        """Draft ids: `next` on a count is atomic, and the poller's thread takes some."""
         self.drafts_wanted = True
         """Placeholders and drafts are shown (off for chats where Telegram refuses them)."""
         self.timeouts_after_sending = 0
@@ -91,19 +93,25 @@ class Sender:
         return view.chunk
 
     def _next_draft_id(self) -> int:
-        self._drafts += 1
-        return self._drafts
+        return next(self._draft_ids)
 
-    async def placeholder(self, conversation: str) -> None:
-        """Show "…" in the chat as soon as a message is fetched, before it is even stored:
-        the draft the reply will stream into (same draft id, so Telegram animates it)."""
+    def reserve_draft(self, conversation: str) -> tuple[int, int] | None:
+        """(chat id, draft id) of a placeholder for a fetched message: the draft its reply
+        will stream into (same draft id, so Telegram animates it). Safe from the poller's
+        thread: the live view (Axi's loop) only pops what was appended before the batch
+        was stored."""
         chat_id = chat_of(conversation)
         if chat_id is None:
-            return
+            return None
         draft_id = self._next_draft_id()
         self._reserved.setdefault(conversation, collections.deque(maxlen=32)).append(draft_id)
+        return chat_id, draft_id
+
+    @staticmethod
+    async def show_placeholder(bot: Bot, chat_id: int, draft_id: int) -> None:
+        """Show "…" in the chat as soon as a message is fetched, before it is stored."""
         with contextlib.suppress(TelegramError):
-            await self.bot.send_message_draft(chat_id, draft_id, text="…")
+            await bot.send_message_draft(chat_id, draft_id, text="…")
 
     async def end_live(self, conversation: str) -> None:
         view = self._live.pop(conversation, None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tests.bot.test_pipeline import make_settings, scripted_reply
 from tests.channels.test_telegram import telegram_axi, telegram_config, texts_to
 from tests.conftest import empty_tables
 from tests.fakes.ollama_server import FakeOllama
-from tests.fakes.telegram_server import FakeTelegram
+from tests.fakes.telegram_server import Call, FakeTelegram
 from tests.waiting import until
 
 
@@ -81,3 +82,48 @@ async def test_a_lost_lock_cuts_the_long_poll_in_flight_and_polling_resumes(
         fake.message(1001, "Toujours là ?")  # the lock is taken again, polling goes on
         await until(lambda: texts_to(fake, 1001), 30, message="polling did not resume")
         assert len(texts_to(fake, 1001)) == 1
+
+
+async def test_the_placeholder_shows_while_axis_own_loop_is_busy(
+        db: Database, database_url: str | None, test_data_dir: Path,
+        ollama_server: FakeOllama, telegram_server: FakeTelegram) -> None:
+    """The long poll and the "…" run on the poller's own loop (a thread): a message that
+    arrives while Axi's loop is busy elsewhere (here: blocked for 1.5 s) shows its
+    placeholder at once, not once Axi's loop is free again; the message is then stored
+    and answered as usual."""
+    fake = telegram_server
+    async with telegram_axi(db, database_url, test_data_dir, ollama_server, fake):
+        await _placeholder_while_blocked(fake)
+
+
+async def _placeholder_while_blocked(fake: FakeTelegram) -> None:
+    fake.message(1001, "Bonjour")
+    await until(lambda: texts_to(fake, 1001), 30, message="no first reply")  # Ludo is known
+    before = len(placeholders_to(fake, 1001))
+    blocking = threading.Event()
+    pushed: list[float] = []
+
+    def push() -> None:  # Ludo writes while Axi's loop is blocked
+        blocking.wait(10)
+        time.sleep(0.1)
+        pushed.append(time.monotonic())
+        fake.message(1001, "Tu as eu le notaire ?")
+
+    def block() -> None:
+        blocking.set()
+        time.sleep(1.5)  # Axi's loop runs nothing else meanwhile
+
+    writer = threading.Thread(target=push)
+    writer.start()
+    asyncio.get_running_loop().call_soon(block)
+    await asyncio.sleep(0)  # the loop runs `block` now
+    await asyncio.to_thread(writer.join)
+    await until(lambda: len(placeholders_to(fake, 1001)) > before, 10, message="no placeholder")
+    shown = placeholders_to(fake, 1001)[before]
+    assert shown.at - pushed[0] < 1.0  # Axi's loop was blocked until pushed + 1.4 s
+    await until(lambda: len(texts_to(fake, 1001)) == 2, 30, message="no second reply")
+
+
+def placeholders_to(fake: FakeTelegram, chat_id: int) -> list[Call]:
+    return [c for c in fake.drafts if c.params.get("text") == "…"
+            and c.params.get("chat_id") == chat_id]
