@@ -1,10 +1,12 @@
 """The Telegram channel: Ludo talks to Axi from his phone.
 
-Long polling inside Axi's own event loop (never PTB's `run_polling`, never its `Updater`,
+Long polling under Axi's own control (never PTB's `run_polling`, never its `Updater`,
 which confirms updates to Telegram before they are stored): `Bot.get_updates` fetches a
 batch, every update of it is accepted into the inbox and the next offset is stored in
 `curseurs_canal` in the SAME transaction (`services.accept_batch`), and only then does the
-next `getUpdates` confirm them to Telegram. A crash anywhere re-fetches what was not
+next `getUpdates` confirm them to Telegram. The long poll and the first "…" run on a loop
+of their own in a thread (channels/telegram_intake.py), so they never wait behind Axi's
+other work; storing runs on Axi's loop, the poller waiting for it. A crash anywhere re-fetches what was not
 stored, and the (chat id, message id) external id makes a redelivery a no-op.
 
 One poller per bot: a PostgreSQL advisory lock; a second `axi run` on the same database
@@ -30,16 +32,17 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from telegram import Bot, BotCommand, BotCommandScopeChat, CallbackQuery, Message, Update
+from telegram import Bot, CallbackQuery, Message, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
-from bot.channel import ChannelServices, ChunkFn, CursorUpdate, Delivery, ProbeFailed
+from bot.channel import ChannelServices, ChunkFn, CursorUpdate, Delivery
 from bot.inbound import Inbound
 from channels.telegram_files import with_files
 from channels.telegram_intake import IntakeLoop
 from channels.telegram_known import KnownSenders
 from channels.telegram_send import Pace, Sender, retry_seconds
+from channels.telegram_setup import probe_token, register_commands
 from channels.telegram_updates import CHANNEL, Skipped, next_offset, read_update, to_inbound
 
 log = logging.getLogger(__name__)
@@ -56,11 +59,6 @@ hands the batch over: Axi's loop, woken by it, would compete for the interpreter
 CRASH_ENV = "AXI_TEST_CRASH_AT"
 """Test-only: `telegram:after_get_updates` kills the process right after a batch is
 fetched and before it is stored (the worst moment), to prove nothing is lost."""
-
-COMMANDS = (("start", "Commencer"), ("aide", "Ce que je sais faire"),
-            ("local", "Ce message ne quitte jamais le serveur"))
-"""Everyone's commands; the inner circle's chats also list the core's (bot/commands.py)."""
-
 
 class TelegramStartError(RuntimeError):
     """The Telegram channel cannot work with this configuration."""
@@ -141,30 +139,7 @@ class TelegramChannel:
 
     async def probe(self) -> str:
         """For `axi doctor`: the token works (getMe), without polling or sending."""
-        cfg = self.config
-        if ":" not in cfg.token:
-            raise ProbeFailed("AXI_TELEGRAM_TOKEN does not look like a bot token",
-                              "copy the token @BotFather gave (123456:ABC…) into "
-                              "AXI_TELEGRAM_TOKEN")
-        bot = Bot(cfg.token, base_url=cfg.api_url, base_file_url=cfg.file_url,
-                  request=HTTPXRequest(connect_timeout=10.0, read_timeout=15.0))
-        try:
-            await bot.initialize()  # getMe
-            return f"bot @{bot.username}"
-        except InvalidToken:
-            raise ProbeFailed("Telegram refused the token (401 Unauthorized)",
-                              "ask @BotFather for the bot's token (/mybots → API Token), set "
-                              "AXI_TELEGRAM_TOKEN, restart Axi") from None
-        except NetworkError as exc:
-            raise ProbeFailed(f"cannot reach the Telegram Bot API ({exc})",
-                              "check the server's internet access (and AXI_TELEGRAM_API_URL "
-                              "if set)") from None
-        except TelegramError as exc:
-            raise ProbeFailed(f"Telegram answered: {exc}",
-                              "check AXI_TELEGRAM_TOKEN and AXI_TELEGRAM_API_URL") from None
-        finally:
-            with contextlib.suppress(Exception):
-                await bot.shutdown()
+        return await probe_token(self.config.token, self.config.api_url, self.config.file_url)
 
     def _new_bot(self) -> Bot:
         cfg = self.config
@@ -223,7 +198,8 @@ class TelegramChannel:
                 "Telegram refuse le jeton (AXI_TELEGRAM_TOKEN) / Telegram refused the token "
                 "(401): polling stopped; fix the token and restart") from exc
         self.bot_id, self.bot_username = self.bot.id, self.bot.username or ""
-        await self._register_commands()
+        assert self.services is not None
+        await register_commands(self.bot, self.services)
         if self.config.webhook_url:
             await self.bot.set_webhook(self.config.webhook_url, secret_token=self.secret,
                                        allowed_updates=list(ALLOWED_UPDATES))
@@ -244,26 +220,6 @@ class TelegramChannel:
                             "updates): this one only sends")
                 self._said_not_polling = True
             await asyncio.sleep(self.config.lock_retry_s)
-
-    async def _register_commands(self) -> None:
-        """Everyone sees /start, /aide, /local; each inner-circle chat also sees the
-        commands its person may use. Failing to register is logged, never fatal."""
-        assert self.bot is not None and self.services is not None
-        base = [BotCommand(c, d) for c, d in COMMANDS]
-        try:
-            await self.bot.set_my_commands(base)
-            for relation, menu in sorted(self.services.commands.items()):
-                extra = [BotCommand(name, description) for name, description in menu
-                         if name not in dict(COMMANDS)]
-                if not extra:
-                    continue
-                for address in await self.services.addresses_of(CHANNEL,
-                                                                frozenset({relation})):
-                    if address.lstrip("-").isdigit():
-                        await self.bot.set_my_commands(
-                            base + extra, scope=BotCommandScopeChat(int(address)))
-        except TelegramError as exc:
-            log.warning("Telegram commands not registered: %s", exc)
 
     async def _poll(self, held: Any) -> None:
         """Poll until the poller lock is lost: a watcher checks it every `lock_check_s`
