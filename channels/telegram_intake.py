@@ -35,8 +35,9 @@ class IntakeLoop:
         at stop."""
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self.running:
             return
+        self._ready.clear()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
         self._ready.wait()
