@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import itertools
 import json
@@ -468,6 +469,34 @@ def analyse(fake: Records, drafts_of: dict[int, tuple[int, int]] | None,
     }
 
 
+def gaps(records: Records, fetched: dict[tuple[int, int], float],
+         first_out: dict[tuple[int, int], float]) -> dict[str, Any]:
+    """Where the poller was not in a long poll: from a batch in hand (`fetched`) to the
+    next `getUpdates` reaching the fake (the batch stored meanwhile). A message made
+    available inside such a gap waits for the next poll: its first output, apart."""
+    polls = sorted(c.at for c in records.calls_to("getUpdates"))
+    spans = []
+    for f in sorted(set(fetched.values())):
+        i = bisect.bisect_right(polls, f)
+        if i < len(polls):
+            spans.append((f, polls[i]))
+    in_gap: list[float] = []
+    outside: list[float] = []
+    starts = [a for a, _ in spans]
+    times = list(records.fed.available.values())
+    span = max(times) - min(times) if times else 0.0
+    for key, avail in records.fed.available.items():
+        if key not in first_out:
+            continue
+        i = bisect.bisect_right(starts, avail) - 1
+        inside = i >= 0 and spans[i][0] <= avail < spans[i][1]
+        (in_gap if inside else outside).append(first_out[key] - avail)
+    return {"gap_ms": dist_ms([b - a for a, b in spans]),
+            "gap_share": sum(b - a for a, b in spans) / max(span, 1e-9),
+            "first_output_in_gap_ms": dist_ms(in_gap),
+            "first_output_polling_ms": dist_ms(outside)}
+
+
 def first_outputs(fake: Records, drafts_of: dict[int, tuple[int, int]]
                   ) -> dict[tuple[int, int], float]:
     """Per question, when its first draft or reply reached the fake."""
@@ -656,6 +685,7 @@ async def run_axi(world: World, plan: Sequence[Planned], uids: Sequence[int],
         first_out = first_outputs(records, drafts_of)
         result["fetched_to_output_ms"] = dist_ms([first_out[k] - v for k, v in fetched.items()
                                                   if k in first_out])
+        result.update(gaps(records, fetched, first_out))
         result["to_claim_ms"] = dist_ms([min(v) - fed.available[k] for k, v in claimed.items()
                                          if k in fed.available])
         result["llm_requests"] = records.llm_requests
@@ -753,6 +783,12 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
           f"messages ({axi['drafts_total']} drafts, {axi['typing_actions']} typing…)")
     print(f"  Axi update → poller had it   {line('', axi['to_fetched_ms'])}")
     print(f"  Axi poller had it → output   {line('', axi['fetched_to_output_ms'])}")
+    print(f"  Axi poller away from a long poll, per batch {line('', axi['gap_ms'])}; "
+          f"{axi['gap_share']:.1%} of the run")
+    print(f"  Axi first output, update made available while polling "
+          f"{line('', axi['first_output_polling_ms'])}")
+    print(f"  Axi first output, update made available between two polls "
+          f"{line('', axi['first_output_in_gap_ms'])}")
     print(f"  Axi update → worker took it  {line('', axi['to_claim_ms'])}")
     print(f"  Axi update → first draft     {line('', axi['to_draft_ms'])}")
     print(f"  Axi update → its reply       {line('', axi['to_reply_ms'])}")
