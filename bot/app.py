@@ -128,7 +128,8 @@ class Axi:
                 AnthropicChat(remote_cfg))
             self.gate = LocalGate(slots=cfg.local_slots, quiet_s=cfg.background_quiet_s,
                                   background_max_s=cfg.background_max_s,
-                                  reserve_s=cfg.local_reserve_s)
+                                  reserve_s=cfg.local_reserve_s,
+                                  spare=cfg.local_caches - cfg.local_slots)
             self.router = Router(
                 local, remote, record=call_recorder(self.store, observe=self.metrics.llm_call),
                 gate=self.gate,
