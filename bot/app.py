@@ -158,6 +158,7 @@ class Axi:
                 self.store, self.router,
                 continuations=local.model_for("extraction") == local.model_for("conversation"))
             responder.on_turn = self.extractor.remember_turn
+            responder.prepared = self.extractor.prepared
             pipeline = self.pipeline
             self.embedder = None if embedder is None else SouvenirEmbedder(
                 self.store, embedder,

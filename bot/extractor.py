@@ -142,6 +142,7 @@ class Extractor:
         only the instruction): on when extraction runs on the conversation's model."""
         self._turns: collections.OrderedDict[int, Turn] = collections.OrderedDict()
         self._warm: collections.OrderedDict[str, Turn] = collections.OrderedDict()
+        self._ahead: dict[str, asyncio.Future[None]] = {}  # inner circle's, read now
         self._tries: collections.Counter[object] = collections.Counter()  # hot work preempted
         self._misses: collections.Counter[int] = collections.Counter()
         self.continued = 0
@@ -150,10 +151,12 @@ class Extractor:
 
     def remember_turn(self, message_id: int, prompt: list[ChatMessage], reply: str,
                       conversation: str | None = None,
-                      next_prefix: list[ChatMessage] | None = None) -> None:
+                      next_prefix: list[ChatMessage] | None = None,
+                      priority: Priority | None = None) -> None:
         """The responder hands over a turn the local model answered (before any rewrite of
         its reply: the model's cache holds what it wrote), and the next turn's prefix when
-        the history window moves (None: it extends this turn's prompt)."""
+        the history window moves (None: it extends this turn's prompt). The inner circle's
+        (`priority` INNER_LIVE) is read at once, at their priority (`prepared`)."""
         if not self.continuations:
             return
         now = time.monotonic()
@@ -163,9 +166,43 @@ class Extractor:
         if conversation is not None:
             self._warm.pop(conversation, None)  # the older prefix is this turn's, read
             if next_prefix is not None:
-                self._warm[conversation] = Turn(list(next_prefix), "", now)
                 self.foreseen += 1
+                if priority is Priority.INNER_LIVE:
+                    self._read_ahead(conversation, list(next_prefix))
+                else:
+                    self._warm[conversation] = Turn(list(next_prefix), "", now)
         self.wake.set()
+
+    def _read_ahead(self, conversation: str, prefix: list[ChatMessage]) -> None:
+        """The inner circle's next prefix, read now as the inner circle's own request: the
+        person is reading the reply and typing (20–90 s), and as background work it rarely
+        found the model free before the next message (clients' replies and their other
+        conversations hold it) — then the next turn re-read ~2,000 tokens, half a minute.
+        A stream, so nothing but the inner circle's is read beside it (llm/gate.py); it
+        goes before clients' replies waiting, as a turn of theirs would."""
+        self._ahead = {k: t for k, t in self._ahead.items() if not t.done()}
+        self._ahead[conversation] = asyncio.ensure_future(self._warm_ahead(conversation,
+                                                                           prefix))
+
+    async def _warm_ahead(self, key: str, prefix: list[ChatMessage]) -> None:
+        try:
+            async for _ in self.router.stream(prefix, task="warm", local_only=True,
+                                              priority=Priority.INNER_LIVE):
+                pass
+        except LLMError as exc:
+            log.info("reading the next prefix of %s ahead failed: %s", key, exc)
+        else:
+            self.warmed += 1
+
+    async def prepared(self, conversation: str) -> None:
+        """Wait for this conversation's next prefix being read ahead (`_read_ahead`), if
+        it is: its turn then finds it in the server's cache. Asked at once instead, the
+        turn would land on another of the server's slots and read the same ~2,000 tokens
+        beside it, both at half speed (Ollama reads a prompt to its end)."""
+        task = self._ahead.pop(conversation, None)
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
 
     def _hot_work(self) -> Callable[[], Awaitable[bool]] | None:
         """The next hot work (the next turn's prefix first: a person will wait for it),
