@@ -28,7 +28,10 @@ person's request never waits behind more than the cancellation of one background
 With more than one slot, the inner circle's prompt is also read alone: while it is being
 evaluated (a held stream before its first token, `Ticket.reading`) only the inner circle is
 granted a slot, and asking with a slot free, it takes the model back from a client's or an
-email's reply not shown yet (`yields_to`) as it would with none free.
+email's reply not shown yet (`yields_to`) as it would with none free. When the server has
+slots beyond `slots` (`spare`: AXI_LOCAL_CACHES − AXI_LOCAL_SLOTS) and every request held
+is writing its reply, the inner circle takes one more rather than wait for a reply shown
+(its own other conversation's, or a client's) to end; nobody else does.
 
 Preemption is one rule, `yields_to`: background work yields to any person; an email reply,
 and a client's live reply whose first token nobody has seen yet (`Ticket.watched`), yield
