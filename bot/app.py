@@ -188,6 +188,8 @@ class Axi:
         if hasattr(self, "pipeline"):
             await self.pipeline.close()
             await self.pipeline.responder.close()
+        if hasattr(self, "extractor"):
+            await self.extractor.close()
         await self._stack.aclose()
 
     # ------------------------------------------------------------------ wiring

@@ -211,6 +211,16 @@ class Extractor:
         else:
             self.warmed += 1
 
+    async def close(self) -> None:
+        """Stop the prefixes being read ahead (Axi stops: nobody will write next)."""
+        tasks = [t for t in self._ahead.values() if not t.done()]
+        self._ahead.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
     async def prepared(self, conversation: str) -> None:
         """Wait for this conversation's next prefix being read ahead (`_read_ahead`), if
         it is: its turn then finds it in the server's cache. Asked at once instead, the

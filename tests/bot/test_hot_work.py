@@ -179,6 +179,22 @@ async def test_the_inner_circles_next_prefix_is_read_at_once_ahead_of_clients(
     await slow_quiet.extractor.prepared("telegram:1001")  # nothing in flight: at once
 
 
+async def test_a_prefix_read_ahead_is_dropped_when_axi_stops(
+        slow_quiet: Axi, ollama_server: FakeOllama) -> None:
+    prefix = [ChatMessage.user("Tu es Axi. Tu parles avec Ludo."),
+              ChatMessage.assistant("Compris.")]
+    held = await slow_quiet.gate.acquire(Priority.INNER_LIVE)  # the model is busy
+    slow_quiet.extractor.remember_turn(98, [*prefix, ChatMessage.user("Question")],
+                                       "Réponse", "telegram:1001", prefix,
+                                       Priority.INNER_LIVE)
+    await asyncio.sleep(0.05)
+    assert slow_quiet.gate.snapshot()["waiting"] == ["inner_live"]
+    await slow_quiet.extractor.close()
+    assert slow_quiet.gate.snapshot()["waiting"] == []  # not left pending
+    slow_quiet.gate.release(held)
+    assert slow_quiet.extractor.warmed == 0
+
+
 def test_a_dozen_exchanges_with_their_data_keep_their_whole_history_in_8k() -> None:
     """The window moving costs a re-read of the whole kept history: with the responder's
     share (HISTORY_SHARE), a working session of a dozen exchanges — each sent turn with
