@@ -67,7 +67,11 @@ With the roofline model (1 December, afternoon), `multiuser16-slots2` — the re
 setting, deploy/docker-compose.yml — gives Ludo p95 32.5 / 35.4 s (4.0× the floor), clients'
 first word p50 52 / 32 s, emails p50 97 / 172 s, cache 0.79, all local, nothing lost
 (processor sharing: 38.7 / 41.5 s, 49 / 45 s, 99 / 276 s, 0.79 / 0.78); the targets of
-p95 and cache are still not met.
+p95 and cache are still not met. With the faithful server (a cut prompt is read to its
+end) and, since the night of 1 December, the inner circle's spare slot, its next prefix
+read at once and late extractions continuing the conversation's latest prompt: Ludo p95
+15.7-21.9 s (2.1-2.6x the floor) over seeds 42 / 7 / 3, cache 0.85-0.87 (target met on
+all three but once at 0.849), all local, nothing lost (docs/exploitation.md).
 
     .venv/bin/python bench/model_time.py --quick                 # smoke run, < 1 min
     .venv/bin/python bench/model_time.py                         # every variant

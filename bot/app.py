@@ -129,7 +129,8 @@ class Axi:
                 AnthropicChat(remote_cfg))
             self.gate = LocalGate(slots=cfg.local_slots, quiet_s=cfg.background_quiet_s,
                                   background_max_s=cfg.background_max_s,
-                                  reserve_s=cfg.local_reserve_s)
+                                  reserve_s=cfg.local_reserve_s,
+                                  spare=cfg.local_caches - cfg.local_slots)
             self.router = Router(
                 local, remote, record=call_recorder(self.store, observe=self.metrics.llm_call),
                 gate=self.gate,
@@ -158,6 +159,7 @@ class Axi:
                 self.store, self.router,
                 continuations=local.model_for("extraction") == local.model_for("conversation"))
             responder.on_turn = self.extractor.remember_turn
+            responder.prepared = self.extractor.prepared
             pipeline = self.pipeline
             self.embedder = None if embedder is None else SouvenirEmbedder(
                 self.store, embedder,
@@ -187,6 +189,8 @@ class Axi:
         if hasattr(self, "pipeline"):
             await self.pipeline.close()
             await self.pipeline.responder.close()
+        if hasattr(self, "extractor"):
+            await self.extractor.close()
         await self._stack.aclose()
 
     # ------------------------------------------------------------------ wiring

@@ -130,6 +130,8 @@ class Turn:
     prompt: list[ChatMessage]
     reply: str
     at: float = 0.0  # time.monotonic() when the turn was answered
+    conversation: str | None = None
+    earlier_reply: str | None = None  # re-based on a later turn (`prompt`): its own reply
 
 
 class Extractor:
@@ -142,6 +144,7 @@ class Extractor:
         only the instruction): on when extraction runs on the conversation's model."""
         self._turns: collections.OrderedDict[int, Turn] = collections.OrderedDict()
         self._warm: collections.OrderedDict[str, Turn] = collections.OrderedDict()
+        self._ahead: dict[str, asyncio.Future[None]] = {}  # inner circle's, read now
         self._tries: collections.Counter[object] = collections.Counter()  # hot work preempted
         self._misses: collections.Counter[int] = collections.Counter()
         self.continued = 0
@@ -150,22 +153,83 @@ class Extractor:
 
     def remember_turn(self, message_id: int, prompt: list[ChatMessage], reply: str,
                       conversation: str | None = None,
-                      next_prefix: list[ChatMessage] | None = None) -> None:
+                      next_prefix: list[ChatMessage] | None = None,
+                      priority: Priority | None = None) -> None:
         """The responder hands over a turn the local model answered (before any rewrite of
         its reply: the model's cache holds what it wrote), and the next turn's prefix when
-        the history window moves (None: it extends this turn's prompt)."""
+        the history window moves (None: it extends this turn's prompt). The inner circle's
+        (`priority` INNER_LIVE) is read at once, at their priority (`prepared`)."""
         if not self.continuations:
             return
         now = time.monotonic()
-        self._turns[message_id] = Turn(list(prompt), reply, now)
+        if conversation is not None:
+            self._rebase(conversation, prompt, reply, now)
+        self._turns[message_id] = Turn(list(prompt), reply, now, conversation)
         while len(self._turns) > CONTINUATIONS_KEPT:
             self._turns.popitem(last=False)
         if conversation is not None:
             self._warm.pop(conversation, None)  # the older prefix is this turn's, read
             if next_prefix is not None:
-                self._warm[conversation] = Turn(list(next_prefix), "", now)
                 self.foreseen += 1
+                if priority is Priority.INNER_LIVE:
+                    self._read_ahead(conversation, list(next_prefix))
+                else:
+                    self._warm[conversation] = Turn(list(next_prefix), "", now)
         self.wake.set()
+
+    def _rebase(self, conversation: str, prompt: list[ChatMessage], reply: str,
+                now: float) -> None:
+        """Earlier turns of this conversation not extracted yet continue this newer turn's
+        prompt and reply from now on — the prefix the server holds for the conversation —
+        quoting their message and reply: their own prompt has often left the cache (the
+        history window moved, or other prompts took its slot), and then the continuation
+        read it all again (700 to 3,000 tokens, half the extractions of a busy day)."""
+        for mid, turn in list(self._turns.items()):
+            if turn.conversation == conversation:
+                self._turns[mid] = Turn(list(prompt), reply, now, conversation,
+                                        turn.reply if turn.earlier_reply is None
+                                        else turn.earlier_reply)
+
+    def _read_ahead(self, conversation: str, prefix: list[ChatMessage]) -> None:
+        """The inner circle's next prefix, read now as the inner circle's own request: the
+        person is reading the reply and typing (20–90 s), and as background work it rarely
+        found the model free before the next message (clients' replies and their other
+        conversations hold it) — then the next turn re-read ~2,000 tokens, half a minute.
+        A stream, so nothing but the inner circle's is read beside it (llm/gate.py); it
+        goes before clients' replies waiting, as a turn of theirs would."""
+        self._ahead = {k: t for k, t in self._ahead.items() if not t.done()}
+        self._ahead[conversation] = asyncio.ensure_future(self._warm_ahead(conversation,
+                                                                           prefix))
+
+    async def _warm_ahead(self, key: str, prefix: list[ChatMessage]) -> None:
+        try:
+            async for _ in self.router.stream(prefix, task="warm", local_only=True,
+                                              priority=Priority.INNER_LIVE):
+                pass
+        except LLMError as exc:
+            log.info("reading the next prefix of %s ahead failed: %s", key, exc)
+        else:
+            self.warmed += 1
+
+    async def close(self) -> None:
+        """Stop the prefixes being read ahead (Axi stops: nobody will write next)."""
+        tasks = [t for t in self._ahead.values() if not t.done()]
+        self._ahead.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def prepared(self, conversation: str) -> None:
+        """Wait for this conversation's next prefix being read ahead (`_read_ahead`), if
+        it is: its turn then finds it in the server's cache. Asked at once instead, the
+        turn would land on another of the server's slots and read the same ~2,000 tokens
+        beside it, both at half speed (Ollama reads a prompt to its end)."""
+        task = self._ahead.pop(conversation, None)
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
 
     def _hot_work(self) -> Callable[[], Awaitable[bool]] | None:
         """The next hot work (the next turn's prefix first: a person will wait for it),
@@ -231,7 +295,7 @@ class Extractor:
         try:
             result = await self.router.chat_json(
                 continuation_prompt(turn.prompt, turn.reply, speaker=speaker, message=message,
-                                    kind=kind),
+                                    kind=kind, earlier_reply=turn.earlier_reply),
                 EXTRACTION_SCHEMA, task="extraction", local_only=True, retries=0)
         except Preempted:
             raise

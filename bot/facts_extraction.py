@@ -125,23 +125,44 @@ CONTINUATION = (
 )
 
 
+CONTINUATION_EARLIER = (
+    "[Consigne interne, pas un message de {speaker}] Ne réponds pas à la conversation. "
+    "{ask} Extrais uniquement de ce message plus ancien de {speaker} et de ta réponse "
+    "(rappelés ci-dessous), jamais des données, souvenirs ou autres échanges. Un fait = "
+    "sujet, prédicat, objet : des informations stables sur des personnes, des biens, des "
+    "lieux, l'agence ; pas d'opinions passagères, rien sur Axi. Écris le sujet par son nom "
+    "propre (« je » = {speaker}). Réponds uniquement en JSON : {{\"faits\": [{{\"sujet\", "
+    "\"predicat\", \"objet\", \"confiance\" (0 à 1), \"multiple\"}}], \"oublis\": "
+    "[{{\"sujet\", \"predicat\", \"objet\"}}]}}. Listes vides si rien de durable."
+)
+
+
 def continuation_prompt(conversation: list[ChatMessage], reply: str, *, speaker: str,
-                        message: str, kind: Intent) -> list[ChatMessage]:
+                        message: str, kind: Intent,
+                        earlier_reply: str | None = None) -> list[ChatMessage]:
     """The extraction of a turn asked as a continuation of that turn's exact prompt (the
     same messages, the reply as the model wrote it, then the instruction), so the local
     model evaluates only the instruction: the conversation's cached prefix serves it, and
-    still serves the conversation's next turn. It carries the conversation's private
-    data: it is never sent anywhere but the local model."""
+    still serves the conversation's next turn. With `earlier_reply`, the turn is an
+    earlier one and `conversation`/`reply` a later turn's of the same conversation (the
+    prefix the server holds now): the message and that earlier reply are quoted. It
+    carries the conversation's private data: it is never sent anywhere but the local
+    model."""
     ask = {
         "remember": "La personne demande explicitement de retenir ceci : extrais-en les faits "
                     "(confiance 0.95).",
         "forget": "La personne demande d'oublier ceci : mets dans \"oublis\" les faits à "
                   "oublier, et rien dans \"faits\".",
-        "none": "Extrais les faits durables appris dans ce dernier échange (souvent aucun).",
+        "none": "Extrais les faits durables appris dans "
+                f"{'cet' if earlier_reply is not None else 'ce dernier'} échange (souvent aucun).",
     }[kind]
     recalled = f"[données — message de {speaker}]\n{message}\n[fin des données]"
+    template = CONTINUATION
+    if earlier_reply is not None:
+        template = CONTINUATION_EARLIER
+        recalled += f"\n[données — ta réponse]\n{earlier_reply}\n[fin des données]"
     return [*conversation, ChatMessage.assistant(reply),
-            ChatMessage.user(CONTINUATION.format(speaker=speaker, ask=ask) + "\n\n" + recalled)]
+            ChatMessage.user(template.format(speaker=speaker, ask=ask) + "\n\n" + recalled)]
 
 
 def parse(data: dict[str, Any], *, kind: Intent) -> tuple[list[ExtractedFact], list[Forget]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -104,11 +104,14 @@ class Responder(CommandSteps):
         self.reply_tokens = reply_tokens
         self.tz = ZoneInfo(timezone)
         self.system_mode: prompt_builder.SystemMode = "system"
-        self.on_turn: Callable[[int, list[ChatMessage], str, str, list[ChatMessage] | None],
-                               None] | None = None
+        self.on_turn: Callable[[int, list[ChatMessage], str, str, list[ChatMessage] | None,
+                                Priority], None] | None = None
         """Told each turn the local model answered (its prompt, raw reply, conversation
         and the next turn's prefix when the history window moves, bot/next_prefix.py):
         the extractor continues that prompt and prepares that prefix (bot/extractor.py)."""
+        self.prepared: Callable[[str], Awaitable[None]] | None = None
+        """Awaited before a conversation's turn asks for the model: its prefix being read
+        ahead, if it is (bot/extractor.py, `prepared`)."""
 
     def use_first_user_system(self, model: str) -> None:
         """Mistral's Ollama template moves the system message into the LAST [INST] block,
@@ -243,6 +246,8 @@ class Responder(CommandSteps):
         priority = model_priority(who)
         if stays or self.router.remote is None:
             await self._say_the_wait(msg, who, composed.messages, priority)
+        if self.prepared is not None:
+            await self.prepared(msg.conversation)
         try:
             reply = await self._ask(composed.messages, local_only=stays, fallback=fallback,
                                     live=live, priority=priority,
@@ -296,7 +301,8 @@ class Responder(CommandSteps):
             try:  # a hint for background work: never in the way of the reply
                 following = (next_prefix(composed.inputs, composed.built, text) if live
                              is not None and composed.inputs and composed.built else None)
-                self.on_turn(msg.id, composed.messages, raw_reply, msg.conversation, following)
+                self.on_turn(msg.id, composed.messages, raw_reply, msg.conversation, following,
+                             priority)
             except Exception:
                 log.warning("could not hand turn #%s to background work", msg.id, exc_info=True)
 

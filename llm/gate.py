@@ -28,7 +28,10 @@ person's request never waits behind more than the cancellation of one background
 With more than one slot, the inner circle's prompt is also read alone: while it is being
 evaluated (a held stream before its first token, `Ticket.reading`) only the inner circle is
 granted a slot, and asking with a slot free, it takes the model back from a client's or an
-email's reply not shown yet (`yields_to`) as it would with none free.
+email's reply not shown yet (`yields_to`) as it would with none free. When the server has
+slots beyond `slots` (`spare`: AXI_LOCAL_CACHES − AXI_LOCAL_SLOTS) and every request held
+is writing its reply, the inner circle takes one more rather than wait for a reply shown
+(its own other conversation's, or a client's) to end; nobody else does.
 
 Preemption is one rule, `yields_to`: background work yields to any person; an email reply,
 and a client's live reply whose first token nobody has seen yet (`Ticket.watched`), yield
@@ -88,12 +91,15 @@ class GateStats:
 class LocalGate:
     def __init__(self, *, slots: int = 1, quiet_s: float = 30.0,
                  background_max_s: float = 120.0, reserve_s: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 spare: int = 0, clock: Callable[[], float] = time.monotonic):
         if slots < 1:
             raise ValueError("the local model has at least one slot")
         if reserve_s < 0:
             raise ValueError("the inner-circle reserve is 0 (off) or a positive duration")
         self.slots = slots
+        self.spare = max(0, min(spare, 1))
+        """Server slots beyond `slots` (AXI_LOCAL_CACHES − AXI_LOCAL_SLOTS, one used): the
+        inner circle may take one when every held request is writing its reply."""
         self.quiet_s = quiet_s
         self.background_max_s = background_max_s
         self.reserve_s = reserve_s
@@ -305,13 +311,22 @@ class LocalGate:
         """A held stream's first token came: others may now start beside it (hot background
         work; after an inner-circle prompt, anyone)."""
         ticket.writing = True
-        if self.slots > 1 and ticket in self._held:
+        if (self.slots > 1 or self.spare) and ticket in self._held:
             self._changed.set()
             self._admit()
 
     # ------------------------------------------------------------------ inside
     def _free(self) -> int:
-        return self.slots - len(self._held)
+        return max(0, self.slots - len(self._held))
+
+    def _spare_for_inner(self) -> bool:
+        """A slot beyond `slots` for the inner circle, when every request held is writing
+        its reply: the server decodes its slots in one batch a step, so a third stream
+        costs the others a pause of his prompt's read, not a turn of the model — rather
+        than Ludo waiting for a reply of his own other conversation or a client's to end
+        (tests/fakes/cpu_model.step_rates)."""
+        return (self.spare > 0 and 0 < len(self._held) < self.slots + self.spare
+                and all(t.writing for t in self._held))
 
     def _quiet_for(self) -> float:
         return self._clock() - self._last_person
@@ -326,10 +341,12 @@ class LocalGate:
     def _admit(self) -> None:
         if any(self._parked(t) for _, _, t in self._waiting):
             self._wake_when_reserve_lapses()  # even with no free slot: background yields
-        while self._free() > 0:
+        while self._free() > 0 or self._spare_for_inner():
             entry = self._next()
             if entry is None:
                 return
+            if self._free() <= 0 and entry[2].priority is not Priority.INNER_LIVE:
+                return  # the spare slot is the inner circle's only
             self._waiting.remove(entry)
             heapq.heapify(self._waiting)
             ticket = entry[2]

@@ -66,6 +66,27 @@ async def test_the_extraction_is_a_strict_extension_of_the_turns_prompt(
     assert axi.extractor.continued == 1
 
 
+async def test_an_earlier_turn_not_extracted_yet_continues_the_latest_turn(
+        axi: Axi, ollama_server: FakeOllama) -> None:
+    """Two turns before any extraction: the first one's prompt may have left the server's
+    cache (the history window moved, other prompts took its slot), the latest one's is
+    there — so both continue the latest prompt and reply, the first quoting its message
+    and its own reply."""
+    await say(axi, "1001", "J'habite à Peyrebrune depuis dix ans.")
+    await say(axi, "1001", "Et je joue au golf le samedi.")
+    _, latest = _bodies(ollama_server, json_format=False)
+    await extract_all(axi)
+    extractions = _bodies(ollama_server, json_format=True)
+    assert len(extractions) == 2 and axi.extractor.continued == 2
+    for asked in (e["messages"] for e in extractions):
+        assert asked[:len(latest["messages"])] == latest["messages"]
+        assert len(asked) == len(latest["messages"]) + 2
+    earlier = next(e["messages"][-1]["content"] for e in extractions
+                   if "Peyrebrune depuis" in e["messages"][-1]["content"])
+    assert "message plus ancien" in earlier and "[données — ta réponse]\nNoté, Peyrebrune." \
+        in earlier
+
+
 async def test_the_continuation_never_reaches_the_fallback(
         axi: Axi, ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> None:
     """The local model fails the continuation: the minimal prompt goes instead (it may

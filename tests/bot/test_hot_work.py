@@ -150,6 +150,51 @@ async def test_the_next_prefix_is_read_into_the_cache_as_hot_work(
     assert warm["messages"] == [{"role": m.role, "content": m.content} for m in prefix]
 
 
+async def test_the_inner_circles_next_prefix_is_read_at_once_ahead_of_clients(
+        slow_quiet: Axi, ollama_server: FakeOllama) -> None:
+    """Ludo's next prefix does not wait for the extractor's loop, quiet or a free model
+    with nobody waiting: it is read as his own request, before a client waiting, and his
+    next turn of that conversation waits for it (`prepared`) rather than read it again."""
+    prefix = [ChatMessage.user("Tu es Axi. Tu parles avec Ludo."),
+              ChatMessage.assistant("Compris."), ChatMessage.user("Question 3"),
+              ChatMessage.assistant("Réponse 3")]
+    gate = slow_quiet.gate
+    gate.note_person()
+    held = await gate.acquire(Priority.CLIENT_LIVE)  # the model is answering a client
+    client = asyncio.create_task(gate.acquire(Priority.CLIENT_LIVE))  # another one waits
+    slow_quiet.extractor.remember_turn(99, [*prefix, ChatMessage.user("Question 4")],
+                                       "Réponse 4", "telegram:1001", prefix,
+                                       Priority.INNER_LIVE)
+    ready = asyncio.create_task(slow_quiet.extractor.prepared("telegram:1001"))
+    await asyncio.sleep(0.05)
+    assert not ready.done()
+    gate.release(held)
+    await asyncio.sleep(0)
+    assert not client.done()  # the prefix first
+    await asyncio.wait_for(ready, 5)
+    assert slow_quiet.extractor.warmed == 1
+    [warm] = [b for b in ollama_server.chat_bodies if b["options"].get("num_predict") == 1]
+    assert warm["messages"] == [{"role": m.role, "content": m.content} for m in prefix]
+    gate.release(await asyncio.wait_for(client, 5))
+    await slow_quiet.extractor.prepared("telegram:1001")  # nothing in flight: at once
+
+
+async def test_a_prefix_read_ahead_is_dropped_when_axi_stops(
+        slow_quiet: Axi, ollama_server: FakeOllama) -> None:
+    prefix = [ChatMessage.user("Tu es Axi. Tu parles avec Ludo."),
+              ChatMessage.assistant("Compris.")]
+    held = await slow_quiet.gate.acquire(Priority.INNER_LIVE)  # the model is busy
+    slow_quiet.extractor.remember_turn(98, [*prefix, ChatMessage.user("Question")],
+                                       "Réponse", "telegram:1001", prefix,
+                                       Priority.INNER_LIVE)
+    await asyncio.sleep(0.05)
+    assert slow_quiet.gate.snapshot()["waiting"] == ["inner_live"]
+    await slow_quiet.extractor.close()
+    assert slow_quiet.gate.snapshot()["waiting"] == []  # not left pending
+    slow_quiet.gate.release(held)
+    assert slow_quiet.extractor.warmed == 0
+
+
 def test_a_dozen_exchanges_with_their_data_keep_their_whole_history_in_8k() -> None:
     """The window moving costs a re-read of the whole kept history: with the responder's
     share (HISTORY_SHARE), a working session of a dozen exchanges — each sent turn with

@@ -312,6 +312,46 @@ async def _first_token() -> str:
     return "Bon"
 
 
+async def test_a_spare_server_slot_lets_the_inner_circle_in_beside_replies_being_written(
+        ) -> None:
+    """With a server slot beyond AXI_LOCAL_SLOTS (`spare`), Ludo does not wait for replies
+    already shown to end: he takes it when every held request is writing, never while one
+    is still read, and nobody else does."""
+    gate = LocalGate(slots=2, quiet_s=60.0, spare=1)
+    client = await gate.acquire(P.CLIENT_LIVE)
+    mine = await gate.acquire(P.INNER_LIVE)  # the client's reply is not shown yet: it yields
+    gate.release(client)
+    client = await gate.acquire(P.CLIENT_LIVE, seq=client.seq)  # asked again: yielded once
+    assert await gate.until_watched(mine, _first_token) == "Bon"
+    reading = asyncio.get_running_loop().create_future()
+    shown = asyncio.create_task(gate.until_watched(client, lambda: reading))
+    await asyncio.sleep(0)
+    ludo = asyncio.create_task(gate.acquire(P.INNER_LIVE))
+    await asyncio.sleep(0.01)
+    assert not ludo.done()  # the client's prompt is being read: not beside it
+    reading.set_result("Bonjour")
+    assert await shown == "Bonjour"
+    other = asyncio.create_task(gate.acquire(P.CLIENT_LIVE))
+    await asyncio.sleep(0.01)
+    assert ludo.done() and not other.done()  # the spare slot is the inner circle's
+    assert gate.snapshot()["held"] == ["client_live", "inner_live", "inner_live"]
+    for ticket in (ludo.result(), mine):
+        gate.release(ticket)
+    gate.release(await asyncio.wait_for(other, 1))
+    gate.release(client)
+    # without a spare slot he waits for a reply to end
+    gate = LocalGate(slots=2, quiet_s=60.0)
+    held = [await gate.acquire(P.INNER_LIVE) for _ in range(2)]
+    for ticket in held:
+        await gate.until_watched(ticket, _first_token)
+    ludo = asyncio.create_task(gate.acquire(P.INNER_LIVE))
+    await asyncio.sleep(0.01)
+    assert not ludo.done()
+    gate.release(held[0])
+    gate.release(await asyncio.wait_for(ludo, 1))
+    gate.release(held[1])
+
+
 # ------------------------------------------------------------------ on the simulated CPU
 @pytest.fixture
 def cpu(cpu_servers: StartCpu) -> CpuOllama:
