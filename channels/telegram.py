@@ -155,7 +155,8 @@ class TelegramChannel:
             task.cancel()
         if self._intake.running:
             with contextlib.suppress(Exception):
-                await self._intake.call(self._close_poll_bot())
+                async with asyncio.timeout(5.0):
+                    await self._intake.call(self._close_poll_bot())
             await asyncio.to_thread(self._intake.stop)
         if self.sender is not None:
             await self.sender.close()
