@@ -478,13 +478,13 @@ def instrument(channel: EmailChannel, app: Axi, trace: AxiTrace) -> None:
         session.fetch = timed_fetch  # type: ignore[method-assign]
         session._bench_wrapped = True  # type: ignore[attr-defined]
 
-    async def timed_read_new(session: ImapSession) -> int:
+    async def timed_read_new(session: ImapSession, lost: asyncio.Event | None = None) -> int:
         wrap_fetch(session)
         current[0] = began = time.time()
         news[0] = False
         stored = 0
         try:
-            stored = await read_new(session)
+            stored = await read_new(session, lost)
             return stored
         finally:
             trace.passes.append((began, time.time(), stored))

@@ -23,6 +23,7 @@ Ludo is told once per address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -74,6 +75,8 @@ class EmailConfig:
     max_attachment_bytes: int = 10 * 1024 * 1024
     done_folder: str | None = None
     lock_retry_s: float = 30.0
+    lock_check_s: float = 5.0
+    """How often the reader asks whether it still holds its lock (see `_read_while_held`)."""
     own_addresses: frozenset[str] = field(default_factory=frozenset)
     """Other addresses of ours (aliases): never answered either."""
 
@@ -98,6 +101,8 @@ class EmailChannel:
         self.held: dict[str, int] = {}
         self.last_error: str | None = None
         self.reconnects = 0
+        self.lock_losses = 0
+        self._storing = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, services: ChannelServices) -> None:
@@ -124,7 +129,8 @@ class EmailChannel:
 
     def status(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "held": dict(self.held),
-                "reconnects": self.reconnects, "last_error": self.last_error}
+                "reconnects": self.reconnects, "lock_losses": self.lock_losses,
+                "last_error": self.last_error}
 
     # ------------------------------------------------------------------ receiving
     async def run(self) -> None:
@@ -138,7 +144,12 @@ class EmailChannel:
             async with self.services.lock(f"email:reader:{imap.cursor_key}") as mine:
                 if mine:
                     said = False
-                    await self._read_for_ever(imap)
+                    await self._read_while_held(imap, mine)
+                    log.warning("Courriel : verrou de lecture perdu (base redémarrée ?) ; la "
+                                "lecture s'arrête jusqu'à ce qu'il soit repris / mailbox reader "
+                                "lock lost: reading stops until it is held again (%s)",
+                                imap.cursor_key)
+                    continue
             if not said:
                 log.warning("Courriel : un autre processus Axi lit déjà %s ; celui-ci envoie "
                             "seulement / another axi process reads this mailbox: this one only "
@@ -146,16 +157,41 @@ class EmailChannel:
                 said = True
             await asyncio.sleep(self.config.lock_retry_s)
 
-    async def _read_for_ever(self, imap: ImapConfig) -> None:
+    async def _read_while_held(self, imap: ImapConfig, held: Any) -> None:
+        """Read until the reader lock is lost (its connection died: the database restarted,
+        an idle connection was killed), so two processes never read the same mailbox for
+        longer than `lock_check_s`. The reader is cancelled at once while it waits (IDLE,
+        a fetch, a reconnection's pause); a batch being stored is finished first, and the
+        reader stops right after it."""
+        lost = asyncio.Event()
+        reader = asyncio.create_task(self._read_for_ever(imap, lost), name="email-reader")
+        try:
+            while await held.still_held():
+                done, _ = await asyncio.wait({reader}, timeout=self.config.lock_check_s)
+                if done:
+                    reader.result()  # the reader never ends on its own: re-raise its crash
+                    return
+            lost.set()
+            if self._storing:
+                await asyncio.wait({reader}, timeout=60.0)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        self.lock_losses += 1
+
+    async def _read_for_ever(self, imap: ImapConfig, lost: asyncio.Event | None = None) -> None:
         delay = 1.0
-        while True:
+        while lost is None or not lost.is_set():
             session = ImapSession(imap)
             try:
                 await session.open()
                 self.session = session
                 delay = 1.0
-                while True:
-                    await self.read_new(session)
+                while lost is None or not lost.is_set():
+                    await self.read_new(session, lost)
+                    if lost is not None and lost.is_set():
+                        return
                     if not session.news:  # mail announced during the pass: read again first
                         await session.wait_for_news()
             except ImapError as exc:
@@ -169,7 +205,7 @@ class EmailChannel:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
-    async def read_new(self, session: ImapSession) -> int:
+    async def read_new(self, session: ImapSession, lost: asyncio.Event | None = None) -> int:
         """Accept the mail not accepted yet; returns how many messages were stored."""
         assert self.services is not None and self.config.imap is not None
         key = self.config.imap.cursor_key
@@ -179,14 +215,21 @@ class EmailChannel:
             if batch and os.environ.get(CRASH_ENV) == "email:before_accept":
                 os._exit(137)  # test-only: the worst moment, before anything is stored
             inbounds = await self.inbounds(batch)
-            await self.services.accept_batch(inbounds, CursorUpdate(CHANNEL, key, moved.dumps()))
-            stored += len(inbounds)
-            self.accepted += len(inbounds)
-            if self.config.done_folder and batch:
-                try:
-                    await session.move([f.uid for f in batch], self.config.done_folder)
-                except ImapError as exc:  # stored already: moving is a nicety
-                    log.warning("mail not moved to %s: %s", self.config.done_folder, exc)
+            self._storing = True  # the lock's watcher lets this batch end (see _read_while_held)
+            try:
+                await self.services.accept_batch(
+                    inbounds, CursorUpdate(CHANNEL, key, moved.dumps()))
+                stored += len(inbounds)
+                self.accepted += len(inbounds)
+                if self.config.done_folder and batch:
+                    try:
+                        await session.move([f.uid for f in batch], self.config.done_folder)
+                    except ImapError as exc:  # stored already: moving is a nicety
+                        log.warning("mail not moved to %s: %s", self.config.done_folder, exc)
+            finally:
+                self._storing = False
+            if lost is not None and lost.is_set():
+                break  # the lock is lost: the next batch is for whoever holds it now
         return stored
 
     async def inbounds(self, batch: list[Fetched]) -> list[Inbound]:

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Mount
 from bot.channel import ChannelServices, ChunkFn, Delivery
 from channels import axis, site, web_api, web_chat, web_health
 from channels.web_guard import BodyLimit, CorsFallback, WebConfig, WebPart, error
+from channels.web_slow import head_deadline_protocol
 from channels.web_stream import LiveStreams
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,8 @@ class WebChannel:
         # secrets redacted: bot/logs.py), not to a handler of its own
         config = uvicorn.Config(app, host=self.host, port=self.port, log_config=None,
                                 log_level="warning", lifespan="off", access_log=False,
-                                proxy_headers=False)
+                                proxy_headers=False,
+                                http=head_deadline_protocol(self.config.head_timeout_s))
         # uvicorn captures SIGINT/SIGTERM while serving and hands them back when it
         # stops; `axi run` installs its own loop handlers after start() to stop everything.
         self.server = server = uvicorn.Server(config)

@@ -48,6 +48,9 @@ class WebConfig:
     agency_email: str | None = None
     agency_cc: tuple[str, ...] = ()
     start_timeout_s: float = 10.0
+    head_timeout_s: float = 10.0
+    """A request's head (its headers) must arrive within this, or the connection is closed
+    (channels/web_slow.py: slow clients holding connections)."""
     trusted_proxies: tuple[Network, ...] = LOOPBACK
     """Peers whose `CF-Connecting-IP` is believed (AXI_TRUSTED_PROXIES): the tunnel's
     cloudflared, seen from Axi (loopback; in Docker, the bridge's gateway)."""

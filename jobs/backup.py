@@ -304,6 +304,10 @@ class Backups:
                         await repo.check(self.clock(), progress)
                         if repo.depot == "local":
                             details = await self._restore_and_compare(repo, outcome, progress)
+                        else:  # sound but perhaps not Axi's (wrong path, emptied, another)
+                            latest = await _latest(repo)
+                            outcome.snapshot = latest.short_id
+                            details = {"instantane_date": latest.time.isoformat()}
                         outcome.ok = True
                     except BackupError as exc:
                         outcome.error = exc
@@ -323,12 +327,7 @@ class Backups:
 
     async def _restore_and_compare(self, repo: Restic, outcome: Outcome,
                                    progress: Progress | None) -> dict[str, Any]:
-        snapshots = await repo.snapshots()
-        if not snapshots:
-            raise BackupError(f"no Axi snapshot in {repo.where} to verify (run `axi backup "
-                              "run` first)", f"aucun instantané d'Axi à vérifier dans "
-                              f"{repo.where}", kind="vide")
-        latest = snapshots[-1]
+        latest = await _latest(repo)
         outcome.snapshot = latest.short_id
         dump_path, manifest = await self._fetch(repo, latest, "verification", progress)
         live = self.live
@@ -448,6 +447,18 @@ class Backups:
             snapshots = ", ".join(f"{o.depot} {o.snapshot}" for o in report.outcomes)
             await push.ping(push_url, ok=True, message=f"{report.type} ok : {snapshots}",
                             duration_s=report.seconds)
+
+
+async def _latest(repo: Restic) -> Snapshot:
+    """The repository's latest Axi snapshot; none is a failed verification: a repository
+    restic opens and finds sound may still hold nothing of Axi's."""
+    snapshots = await repo.snapshots()
+    if not snapshots:
+        raise BackupError(f"no Axi snapshot in {repo.where} to verify (run `axi backup "
+                          "run` first, or check the repository's location)",
+                          f"aucun instantané d'Axi à vérifier dans {repo.where} (le dépôt "
+                          "est-il le bon ? a-t-il été vidé ?)", kind="vide")
+    return snapshots[-1]
 
 
 def _tz(settings: Settings) -> Any:

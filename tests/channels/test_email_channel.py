@@ -5,6 +5,7 @@ Mail is put in the mailbox with IMAP APPEND, as a mail server delivers it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.utils import make_msgid
@@ -399,3 +400,42 @@ async def test_mail_announced_during_the_move_to_the_done_folder_is_read_at_once
         assert [r.texte.split("\n")[0] for r in rows] == ["Objet : Premier",
                                                           "Objet : Entre-temps"]
         await smtp_capture.wait_for(2, 30)
+
+
+async def test_a_lost_reader_lock_stops_reading_until_it_is_held_again(
+        db: Database, database_url: str | None, test_data_dir: Path,
+        ollama_server: FakeOllama, dovecot: Dovecot, smtp_capture: SmtpCapture) -> None:
+    """The reader lock's connection dies (the database restarted): the reader stops within
+    `lock_check_s` and leaves the mailbox to whoever holds the lock now (here the test),
+    then reads again once it holds the lock itself — never two readers of one mailbox."""
+    await empty_tables(db)
+    channel = EmailChannel(email_config(dovecot, smtp_capture, lock_check_s=0.5))
+    async with email_axi(db, database_url, test_data_dir, ollama_server, channel) as axi:
+        assert channel.config.imap is not None
+        key = channel.config.imap.cursor_key
+        await until(lambda: axi.store.read_cursor("email", key), 20)
+        assert channel.session is not None  # reading (IDLE)
+        async with axi.db.engine.begin() as conn:  # the lock's connection dies
+            await conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND granted AND pid <> pg_backend_pid() AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"))
+        async with contextlib.AsyncExitStack() as stack:  # another process takes the lock
+            async def taken() -> bool:
+                attempt = contextlib.AsyncExitStack()
+                if await attempt.enter_async_context(axi.store.advisory_lock(
+                        f"email:reader:{key}")):
+                    stack.push_async_exit(attempt)
+                    return True
+                await attempt.aclose()
+                return False
+            await until(taken, 10, message="the lock was never released")
+            await until(lambda: channel.session is None and channel.lock_losses == 1, 5,
+                        message="the reader went on reading without its lock")
+            dovecot.append(mail("martin@example.fr", "Pendant", "Écrit sans lecteur."))
+            await asyncio.sleep(1.0)  # IDLE would have shown it at once (poll_s = 0.5)
+            assert await inbound(axi) == []  # the mailbox is the other process's
+        rows = await settled(axi, 1)  # the lock is free again: this reader takes it back
+        assert "Pendant" in rows[0].texte
+        assert channel.lock_losses == 1
+        await smtp_capture.wait_for(1, 30)

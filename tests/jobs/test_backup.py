@@ -391,25 +391,6 @@ def test_restic_variables_are_also_read_from_the_env_file(tmp_path: Path) -> Non
     assert mine["RESTIC_PASSWORD"] == "de-l-environnement"  # the environment wins
 
 
-async def test_a_remote_repository_gets_its_own_copy_check_and_failure(kit: Kit) -> None:
-    remote = kit.tmp / "depot-distant"
-    both = kit.backups(AXI_BACKUP_REMOTE_REPOSITORY=str(remote))
-    report = await both.backup()
-    assert report.ok and [o.depot for o in report.outcomes] == ["local", "distant"]
-    assert len(await kit.restic("distant", remote).snapshots()) == 1
-    checked = await both.verify()
-    assert checked.ok and [o.depot for o in checked.outcomes] == ["local", "distant"]
-    assert checked.outcomes[1].notes == []  # the remote is read (a share), not restored
-
-    broken = kit.backups(AXI_BACKUP_REMOTE_REPOSITORY="/proc/axi-impossible/depot")
-    report = await broken.backup()
-    local, distant = report.outcomes
-    assert local.ok and not distant.ok and not report.ok
-    assert distant.error is not None and "/proc/axi-impossible/depot" in distant.error.en
-    alerts = await kit.notifications()
-    assert alerts and all(":sauvegarde:distant:echec:" in key for key, _ in alerts)
-
-
 async def test_an_operation_cut_by_a_stop_is_closed_without_a_false_recovery_alert(
         kit: Kit) -> None:
     backups = kit.backups()
