@@ -423,8 +423,11 @@ class TelegramChannel:
         already showed (`shown`, external ids)."""
         if self.sender is None or self.services is None or not self.sender.drafts_wanted:
             return
-        wanted = [item for item in self._wanting_placeholders(inbounds)
-                  if item.external_id not in shown]
+        wanting = self._wanting_placeholders(inbounds)
+        for item in wanting:
+            if item.external_id in shown:  # shown from the cache, maybe stale: refresh it
+                self._known.now(item.sender)  # behind (the thread's loop cannot ask)
+        wanted = [item for item in wanting if item.external_id not in shown]
         if not wanted:
             return
         known = await self._known.of(i.sender for i in wanted)

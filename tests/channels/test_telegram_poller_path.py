@@ -127,3 +127,29 @@ async def _placeholder_while_blocked(fake: FakeTelegram) -> None:
 def placeholders_to(fake: FakeTelegram, chat_id: int) -> list[Call]:
     return [c for c in fake.drafts if c.params.get("text") == "…"
             and c.params.get("chat_id") == chat_id]
+
+
+async def test_a_person_blocked_since_stops_getting_the_placeholder(
+        db: Database, database_url: str | None, test_data_dir: Path,
+        ollama_server: FakeOllama, telegram_server: FakeTelegram) -> None:
+    """The poller's thread shows "…" from the known-senders cache, which it cannot refresh
+    (the database is on Axi's loop): Axi's loop refreshes a stale entry behind it, so a
+    person Ludo blocked stops seeing "…" once the cache's time is up."""
+    fake = telegram_server
+    async with telegram_axi(db, database_url, test_data_dir, ollama_server, fake) as axi:
+        channel = axi.channels["telegram"]
+        fake.message(2002, "Bonjour")
+        await until(lambda: texts_to(fake, 2002), 30, message="no first reply")
+        assert len(placeholders_to(fake, 2002)) == 1
+        await axi.store.update_person("Mme Durand", bloque=True)
+        channel._known.ttl_s = 0.0  # type: ignore[attr-defined]  # stale from now on
+        fake.message(2002, "Vous êtes là ?")  # "…" from the stale cache, refreshed behind
+        await until(lambda: channel._known.cached("2002") is False, 10,  # type: ignore[attr-defined]
+                    message="the stale entry was never refreshed")
+        fake.message(2002, "Allô ?")
+
+        async def settled() -> bool:
+            return await axi.store.pending_counts() == {}
+        await until(settled, 20, message="messages still pending")
+        assert len(placeholders_to(fake, 2002)) == 2  # none for "Allô ?"
+        assert texts_to(fake, 2002) == [texts_to(fake, 2002)[0]]  # nothing answered since
