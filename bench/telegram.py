@@ -601,13 +601,13 @@ def fetch_times(channel: TelegramChannel) -> dict[tuple[int, int], float]:
     original = channel._fetch
 
     async def fetch(offset: int | None) -> Any:
-        updates, shown = await original(offset)
+        updates, read, shown = await original(offset)
         now = time.monotonic()
         for update in updates:
             message = getattr(update, "message", None)
             if message is not None:
                 fetched.setdefault((message.chat.id, message.message_id), now)
-        return updates, shown
+        return updates, read, shown
 
     channel._fetch = fetch  # type: ignore[method-assign]
     return fetched

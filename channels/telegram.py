@@ -43,22 +43,28 @@ from channels.telegram_intake import IntakeLoop
 from channels.telegram_known import KnownSenders
 from channels.telegram_send import Pace, Sender, retry_seconds
 from channels.telegram_setup import probe_token, register_commands
-from channels.telegram_updates import CHANNEL, Skipped, next_offset, read_update, to_inbound
+from channels.telegram_updates import (
+    CHANNEL,
+    Skipped,
+    cursor_value,
+    next_offset,
+    parse_cursor,
+    read_update,
+    to_inbound,
+)
 
 log = logging.getLogger(__name__)
 
 CURSOR_KEY = "offset"
 WEBHOOK_PATH = "/telegram/webhook"
 ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
-STALE_OFFSET_S = 6 * 24 * 3600.0
-"""After a week without updates Telegram may restart update ids lower than our stored
-offset: past this age the first poll goes without an offset (the dedupe key keeps it safe)."""
 PLACEHOLDER_WAIT_S = 0.25
 """The poller's thread waits this long at most for its placeholders to be shown before it
 hands the batch over: Axi's loop, woken by it, would compete for the interpreter."""
 CRASH_ENV = "AXI_TEST_CRASH_AT"
 """Test-only: `telegram:after_get_updates` kills the process right after a batch is
 fetched and before it is stored (the worst moment), to prove nothing is lost."""
+
 
 class TelegramStartError(RuntimeError):
     """The Telegram channel cannot work with this configuration."""
@@ -80,23 +86,6 @@ class TelegramConfig:
     webhook_url: str | None = None
     max_webhook_bytes: int = 1_000_000
     pace: Pace = field(default_factory=Pace)
-
-
-def _cursor_value(offset: int, now: float) -> str:
-    return f"{offset} {int(now)}"
-
-
-def parse_cursor(value: str | None, now: float) -> int | None:
-    """The stored offset, or None when there is none or it is too old to trust."""
-    if not value:
-        return None
-    parts = value.split()
-    try:
-        offset = int(parts[0])
-        stamp = float(parts[1]) if len(parts) > 1 else now
-    except ValueError:
-        return None
-    return None if now - stamp > STALE_OFFSET_S else offset
 
 
 class TelegramChannel:
@@ -266,7 +255,7 @@ class TelegramChannel:
             try:
                 try:
                     self._long_polling = True
-                    updates, shown = await self._intake.call(self._fetch(offset))
+                    updates, read, shown = await self._intake.call(self._fetch(offset))
                 finally:
                     self._long_polling = False
             except asyncio.CancelledError:
@@ -308,7 +297,7 @@ class TelegramChannel:
                             "one", type(exc).__name__, str(exc)[:200])
                 try:
                     updates = await self._intake.call(self._fetch_one_by_one(offset))
-                    shown = frozenset()
+                    read, shown = self._read(updates), frozenset()
                 except TelegramError as again:  # e.g. the network, meanwhile: retry it all
                     log.warning("Telegram getUpdates failed (%s); retrying", again)
                     await asyncio.sleep(cfg.retry_s)
@@ -319,7 +308,7 @@ class TelegramChannel:
                 continue
             if os.environ.get(CRASH_ENV) == "telegram:after_get_updates":
                 os._exit(137)  # test-only: the worst moment, before anything is stored
-            moved = await self._accept(updates, shown=shown)
+            moved = await self._accept(updates, shown=shown, read=read)
             if moved is None:  # not one update id that is a number: nothing to confirm
                 log.warning("Telegram: a batch without any update id; retrying")
                 await asyncio.sleep(cfg.retry_s)
@@ -360,15 +349,14 @@ class TelegramChannel:
         return Response(status_code=200)
 
     async def _accept(self, updates: Sequence[Update | Skipped], *, cursor: bool = True,
-                      shown: frozenset[str] = frozenset()) -> int | None:
+                      shown: frozenset[str] = frozenset(),
+                      read: Sequence[Inbound | Skipped] | None = None) -> int | None:
         """Store a batch and its next offset together (None, and no cursor moved, when no
-        update of it has an id that is a number); then acknowledge the buttons."""
+        update of it has an id that is a number); then acknowledge the buttons. `read`:
+        the batch already read by the poller's thread (`_read`), not read twice."""
         assert self.services is not None and self.bot is not None
         inbounds = []
-        for update in updates:
-            item = update if isinstance(update, Skipped) else to_inbound(
-                update, bot_id=self.bot_id, bot_username=self.bot_username,
-                groups=self.config.groups)
+        for item in self._read(updates) if read is None else read:
             if isinstance(item, Skipped):
                 log.info("Telegram update %s skipped: %s", item.update_id, item.reason)
                 continue
@@ -377,7 +365,7 @@ class TelegramChannel:
         inbounds = await with_files(self.bot, inbounds, max_bytes=self.config.max_file_bytes,
                                     timeout_s=self.config.file_timeout_s, wanted=self._known)
         offset = next_offset(updates)
-        moved = CursorUpdate(CHANNEL, CURSOR_KEY, _cursor_value(offset, time.time())) \
+        moved = CursorUpdate(CHANNEL, CURSOR_KEY, cursor_value(offset, time.time())) \
             if cursor and offset is not None else None
         if inbounds or moved is not None:  # (a webhook's skipped update: nothing to store)
             await self.services.accept_batch(inbounds, moved)
@@ -450,24 +438,22 @@ class TelegramChannel:
                 and item.room is None]  # no draft in a group
 
     # ------------------------------------------------------------------ poller's thread
-    async def _fetch(self, offset: int | None) -> tuple[Sequence[Update | Skipped],
-                                                         frozenset[str]]:
+    async def _fetch(self, offset: int | None) -> tuple[
+            Sequence[Update | Skipped], list[Inbound | Skipped], frozenset[str]]:
         """On the intake loop: one long poll, then "…" at once for the messages of people
         known from the cache (the others get theirs on Axi's loop, which may ask the
-        database). Returns the batch and the external ids whose placeholder is shown."""
+        database). Returns the batch, as fetched and as read, and the external ids whose
+        placeholder is shown."""
         assert self._poll_bot is not None
         async with asyncio.timeout(self.config.watchdog_s):
             updates: Sequence[Update | Skipped] = await self._poll_bot.get_updates(
                 offset=offset, timeout=self.config.poll_timeout_s,
                 allowed_updates=list(ALLOWED_UPDATES))
+        read = self._read(updates)
         sender = self.sender
         if sender is None or not sender.drafts_wanted or not updates:
-            return updates, frozenset()
-        inbounds = [item for item in (to_inbound(u, bot_id=self.bot_id,
-                                                 bot_username=self.bot_username,
-                                                 groups=self.config.groups)
-                                      for u in updates if isinstance(u, Update))
-                    if isinstance(item, Inbound)]
+            return updates, read, frozenset()
+        inbounds = [item for item in read if isinstance(item, Inbound)]
         shown, showing = [], []
         for item in self._wanting_placeholders(inbounds):
             if self._known.cached(item.sender):
@@ -478,7 +464,13 @@ class TelegramChannel:
                     shown.append(item.external_id)
         if showing:  # shown before the batch is handed over (and Axi's loop wakes up)
             await asyncio.wait(showing, timeout=PLACEHOLDER_WAIT_S)
-        return updates, frozenset(shown)
+        return updates, read, frozenset(shown)
+
+    def _read(self, updates: Sequence[Update | Skipped]) -> list[Inbound | Skipped]:
+        """Each update as an Inbound, or why it is skipped (pure: either loop may call it)."""
+        return [u if isinstance(u, Skipped) else to_inbound(
+            u, bot_id=self.bot_id, bot_username=self.bot_username, groups=self.config.groups)
+            for u in updates]
 
     async def _open_poll_bot(self) -> None:
         """On the intake loop: the bot that polls and shows placeholders (its own pools)."""

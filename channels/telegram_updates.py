@@ -50,6 +50,29 @@ def update_id_of(value: object) -> int | None:
     return None
 
 
+STALE_OFFSET_S = 6 * 24 * 3600.0
+"""After a week without updates Telegram may restart update ids lower than our stored
+offset: past this age the first poll goes without an offset (the dedupe key keeps it safe)."""
+
+
+def cursor_value(offset: int, now: float) -> str:
+    """The stored offset, with when it was stored (`parse_cursor` reads both)."""
+    return f"{offset} {int(now)}"
+
+
+def parse_cursor(value: str | None, now: float) -> int | None:
+    """The stored offset, or None when there is none or it is too old to trust."""
+    if not value:
+        return None
+    parts = value.split()
+    try:
+        offset = int(parts[0])
+        stamp = float(parts[1]) if len(parts) > 1 else now
+    except ValueError:
+        return None
+    return None if now - stamp > STALE_OFFSET_S else offset
+
+
 def next_offset(items: Sequence[Update | Skipped]) -> int | None:
     """The offset that confirms a batch: past its highest id that is a number (None when
     no update of it has one)."""

@@ -9,9 +9,14 @@ import pytest
 from telegram import Bot, Update
 
 from bot.inbound import ButtonPressed, Edited
-from channels.telegram import STALE_OFFSET_S, parse_cursor
 from channels.telegram_send import Pace, RateLimiter, chat_of
-from channels.telegram_updates import Skipped, to_inbound, without_mention
+from channels.telegram_updates import (
+    STALE_OFFSET_S,
+    Skipped,
+    parse_cursor,
+    to_inbound,
+    without_mention,
+)
 
 BOT = Bot("123:x")
 NOW = 1_790_000_000
