@@ -407,4 +407,3 @@ def freeze_heap() -> None:
     Telegram poller's that shows the "…". Objects created later are collected as usual."""
     gc.collect()
     gc.freeze()
-
