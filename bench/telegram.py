@@ -20,8 +20,10 @@ the same run with the same arrival plan:
 
 The world is in another process. Real Telegram (and a real Ollama, and the people typing)
 is never inside Axi's process: the fake Bot API, the fake Ollama and the feeder (the
-people) run in a child process of their own (`World`, multiprocessing "spawn"), for both
-the floor and Axi, so that neither bot competes with them for its GIL or its event loop.
+people) run in child processes (`World`, multiprocessing "spawn"), for both the floor
+and Axi, so that neither bot competes with them for its GIL or its event loop: the fake
+Bot API and the people in one, the fake Ollama in another (a real Telegram does not
+share an interpreter lock with the model).
 The bots run in this process, one after the other. At the end of each run the child
 sends back what it recorded (every call with its arrival time, the messages sent, the
 drafts, the flood-limit counts, when each question became available) over a pipe. Times
@@ -182,7 +184,8 @@ def feed(fake: FakeTelegram, plan: Sequence[Planned], uids: Sequence[int], fed: 
 class Records:
     """What the fake recorded during one run, sent back from the world's process: the
     calls (uploaded files left out), the messages sent, the drafts, the flood-limit
-    counts, the feed, and how many requests the model got."""
+    counts, the feed, when a long poll first returned each message, and how many
+    requests the model got."""
 
     calls: list[Call]
     sent: list[dict[str, Any]]
@@ -190,29 +193,55 @@ class Records:
     rate_violations: int
     rate_limited: int
     fed: Fed
+    handed: dict[tuple[int, int], float]
     llm_requests: int
 
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method.lower() == method.lower()]
 
 
-def world_main(conn: Connection) -> None:
-    """The child process: the fake Bot API and the fake Ollama (each a uvicorn server in
-    a thread), and the people (the feeder, a thread), answering the bench's commands."""
+def model_main(conn: Connection) -> None:
+    """A child process of its own: the fake Ollama, apart from the fake Bot API. A real
+    Telegram does not share a process (nor an interpreter lock) with the model: in one
+    process, the 500 replies Axi streams from the model, word by word, delayed the fake
+    Bot API's answers to Axi's long polls, which the echo bot (no model) never saw."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.error").addFilter(_NotClientDisconnect())
-    fake = FakeTelegram()
     ollama = FakeOllama()
     # an instant model reports instant timings (Axi estimates waits from them)
     ollama.durations_ns = {"total_duration": 2_000_000, "load_duration": 100_000,
                            "prompt_eval_duration": 1_000_000, "eval_duration": 900_000}
     ollama.reply = REPLY
-    fake.start()
     ollama.start()
+    conn.send({"ollama_url": ollama.url})
+    try:
+        while True:
+            command, _args = conn.recv()
+            answer: Any = None
+            if command == "reset":
+                ollama.requests.clear()
+            elif command == "requests":
+                answer = len(ollama.chat_bodies)
+            elif command == "stop":
+                break
+            conn.send(answer)
+    except EOFError:  # the bench is gone
+        pass
+    finally:
+        ollama.stop()
+
+
+def world_main(conn: Connection) -> None:
+    """The child process: the fake Bot API (a uvicorn server in a thread) and the people
+    (the feeder, a thread), answering the bench's commands."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.error").addFilter(_NotClientDisconnect())
+    fake = FakeTelegram()
+    fake.start()
     fed = Fed()
     feeder: threading.Thread | None = None
     conn.send({"token": FakeTelegram.TOKEN, "base_url": fake.base_url,
-               "base_file_url": fake.base_file_url, "ollama_url": ollama.url})
+               "base_file_url": fake.base_file_url})
     try:
         while True:
             command, args = conn.recv()
@@ -220,7 +249,6 @@ def world_main(conn: Connection) -> None:
             if command == "reset":  # a new run: nothing recorded, nothing pending
                 fake.reset()
                 fake.rate_limit = bool(args[0])
-                ollama.requests.clear()
                 fed = Fed()
             elif command == "next_update_id":
                 fake.next_update_id = max(fake.next_update_id, int(args[0]))
@@ -240,7 +268,7 @@ def world_main(conn: Connection) -> None:
                 answer = Records(calls, list(fake.sent), [c for c in calls
                                                           if c.method.lower() == "sendmessagedraft"],
                                  fake.rate_violations, fake.rate_limited, fed,
-                                 len(ollama.chat_bodies))
+                                 dict(fake.handed), 0)
             elif command == "stop":
                 break
             conn.send(answer)
@@ -250,25 +278,19 @@ def world_main(conn: Connection) -> None:
         fake.reset()  # ends the long poll a stopped bot left pending (a 409), so the
         time.sleep(0.2)  # server stops without cancelling it mid-request
         fake.stop()
-        ollama.stop()
 
 
-class World:
-    """The bench's side of the world's process (multiprocessing "spawn": a fresh
-    interpreter, nothing of this process's threads or loop)."""
+class _Child:
+    """One child process (multiprocessing "spawn": a fresh interpreter, nothing of this
+    process's threads or loop) answering commands over a pipe."""
 
-    def __init__(self) -> None:
+    def __init__(self, target: Any, name: str) -> None:
         ctx = get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=world_main, args=(child,), name="telegram-world",
-                                daemon=True)
+        self.proc = ctx.Process(target=target, args=(child,), name=name, daemon=True)
         self.proc.start()
         child.close()
-        info = self.conn.recv()
-        self.token: str = info["token"]
-        self.base_url: str = info["base_url"]
-        self.base_file_url: str = info["base_file_url"]
-        self.ollama_url: str = info["ollama_url"]
+        self.info: dict[str, Any] = self.conn.recv()
         self._lock = asyncio.Lock()
 
     async def call(self, command: str, *args: Any) -> Any:
@@ -293,6 +315,33 @@ class World:
             self.proc.terminate()
             self.proc.join(timeout=5)
         self.conn.close()
+
+
+class World:
+    """The bench's side of the world: the fake Bot API and the people in one child
+    process, the fake Ollama in another."""
+
+    def __init__(self) -> None:
+        self.telegram = _Child(world_main, "telegram-world")
+        self.model = _Child(model_main, "telegram-model")
+        self.token: str = self.telegram.info["token"]
+        self.base_url: str = self.telegram.info["base_url"]
+        self.base_file_url: str = self.telegram.info["base_file_url"]
+        self.ollama_url: str = self.model.info["ollama_url"]
+
+    async def call(self, command: str, *args: Any) -> Any:
+        """A command to the fake Bot API's process (a reset also to the model's; the
+        records get the model's request count)."""
+        if command == "reset":
+            await self.model.call("reset")
+        answer = await self.telegram.call(command, *args)
+        if command == "records":
+            answer.llm_requests = await self.model.call("requests")
+        return answer
+
+    def stop(self) -> None:
+        self.telegram.stop()
+        self.model.stop()
 
 
 # ----------------------------------------------------------------------------- measures
@@ -466,6 +515,8 @@ def analyse(fake: Records, drafts_of: dict[int, tuple[int, int]] | None,
         "typing_actions": len(fake.calls_to("sendChatAction")),
         "get_updates_calls": len(fake.calls_to("getUpdates")),
         "feed_max_lag_ms": fed.max_lag_s * 1000.0,
+        "to_handed_ms": dist_ms([fake.handed[k] - v for k, v in questions.items()
+                                 if k in fake.handed]),
     }
 
 
@@ -779,6 +830,9 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
     print(f"  floor (echo reply)    {line('', b)}")
     print(f"  ratio Axi/floor: p50 {ratio50:.2f}×, p95 {ratio:.2f}×  target p95 ≤ "
           f"{TARGET_RATIO_P95:g}×  {'PASS' if ok else 'FAIL'}")
+    print(f"  the fake Bot API's side, update available → returned by a long poll "
+          f"(its own delay, and the bot's time away from a long poll): Axi "
+          f"{line('', axi['to_handed_ms'])}; floor {line('', floor['to_handed_ms'])}")
     print(f"  Axi: first output was a draft for {axi['draft_first']} of {axi['answered']} "
           f"messages ({axi['drafts_total']} drafts, {axi['typing_actions']} typing…)")
     print(f"  Axi update → poller had it   {line('', axi['to_fetched_ms'])}")
@@ -841,7 +895,7 @@ async def run(args: argparse.Namespace) -> int:
                     "loadavg_start": os.getloadavg()},
         "sent": len(plan), "arrivals": arrivals(plan), "note": args.note,
     }
-    world = World()  # the fake Bot API, the fake Ollama and the people: another process
+    world = World()  # the fake Bot API and the people, the fake Ollama: other processes
     try:
         print(f"1/2 floor: bare PTB echo bot ({result['arrivals']['duration_s']:.0f} s of "
               "arrivals)…", flush=True)

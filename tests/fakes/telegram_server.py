@@ -274,6 +274,9 @@ class FakeTelegram:
     # ------------------------------------------------------------------ control
     def reset(self) -> None:
         with self._lock:
+            self.handed: dict[tuple[int, int], float] = {}
+            """When a getUpdates first returned each message ((chat id, message id) →
+            time.monotonic()): bench/telegram.py tells the fake's own delay from it."""
             self.calls.clear()
             self.sent.clear()
             self.drafts.clear()
@@ -707,6 +710,7 @@ class FakeTelegram:
                     self._waiters.append((loop, event))
             remaining = deadline - time.monotonic()
             if batch or remaining <= 0:
+                self._hand(batch)
                 return batch
             try:
                 await asyncio.wait_for(event.wait(), remaining)
@@ -716,6 +720,14 @@ class FakeTelegram:
                 with self._lock:
                     if (loop, event) in self._waiters:
                         self._waiters.remove((loop, event))
+
+    def _hand(self, batch: list[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        for update in batch:
+            message = update.get("message")
+            if isinstance(message, dict) and isinstance(message.get("chat"), dict):
+                key = (_int(message["chat"].get("id"), 0), _int(message.get("message_id"), 0))
+                self.handed.setdefault(key, now)
 
     def _deliverable(self, offset: int) -> list[dict[str, Any]]:
         allowed = self.allowed_updates
