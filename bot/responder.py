@@ -246,12 +246,13 @@ class Responder(CommandSteps):
         priority = model_priority(who)
         if stays or self.router.remote is None:
             await self._say_the_wait(msg, who, composed.messages, priority)
-        if self.prepared is not None:
+        remote_first = command is not None and command.name == "claude"
+        asks_remote = remote_first and not stays and self.router.remote is not None
+        if self.prepared is not None and not asks_remote:  # (the fallback needs no prefix)
             await self.prepared(msg.conversation)
         try:
             reply = await self._ask(composed.messages, local_only=stays, fallback=fallback,
-                                    live=live, priority=priority,
-                                    remote_first=command is not None and command.name == "claude")
+                                    live=live, priority=priority, remote_first=remote_first)
         except AuthError as exc:
             log.error("LLM configuration error for message #%s: %s", msg.id, exc)
             await self._wait(claim, who, exc)

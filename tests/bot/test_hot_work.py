@@ -179,6 +179,31 @@ async def test_the_inner_circles_next_prefix_is_read_at_once_ahead_of_clients(
     await slow_quiet.extractor.prepared("telegram:1001")  # nothing in flight: at once
 
 
+async def test_a_claude_question_does_not_wait_for_the_next_prefix_read_ahead(
+        slow_quiet: Axi, ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> None:
+    """/claude goes to the fallback at once: the conversation's next prefix being read
+    ahead on the local model (`prepared`) is of no use to it, so it does not wait for
+    it (here the read-ahead waits for a busy model, for as long as the test holds it)."""
+    from tests.bot.test_pipeline import sent
+
+    prefix = [ChatMessage.user("Tu es Axi. Tu parles avec Ludo."),
+              ChatMessage.assistant("Compris.")]
+    gate = slow_quiet.gate
+    held = await gate.acquire(Priority.INNER_LIVE)  # the model is busy
+    try:
+        slow_quiet.extractor.remember_turn(97, [*prefix, ChatMessage.user("Question")],
+                                           "Réponse", "telegram:1001", prefix,
+                                           Priority.INNER_LIVE)
+        await asyncio.sleep(0.05)
+        assert gate.snapshot()["waiting"] == ["inner_live"]  # the read-ahead, pending
+        anthropic_server.reply = "Voici une annonce."
+        await asyncio.wait_for(say(slow_quiet, "1001", "/claude rédige une annonce"), 5)
+        assert [d.text for d in sent(slow_quiet)] == ["Voici une annonce."]
+        assert gate.snapshot()["waiting"] == ["inner_live"]  # still pending: not needed
+    finally:
+        gate.release(held)
+
+
 async def test_a_prefix_read_ahead_is_dropped_when_axi_stops(
         slow_quiet: Axi, ollama_server: FakeOllama) -> None:
     prefix = [ChatMessage.user("Tu es Axi. Tu parles avec Ludo."),
