@@ -63,7 +63,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing import get_context
@@ -200,11 +200,23 @@ class Records:
         return [c for c in self.calls if c.method.lower() == method.lower()]
 
 
+def answer_commands(conn: Connection, handle: Callable[[str, tuple[Any, ...]], Any]) -> None:
+    """A child process's loop: each command from the bench answered with `handle`'s
+    result, until "stop" or the bench is gone."""
+    try:
+        while True:
+            command, args = conn.recv()
+            if command == "stop":
+                return
+            conn.send(handle(command, args))
+    except EOFError:  # the bench is gone
+        pass
+
+
 def model_main(conn: Connection) -> None:
     """A child process of its own: the fake Ollama, apart from the fake Bot API. A real
-    Telegram does not share a process (nor an interpreter lock) with the model: in one
-    process, the 500 replies Axi streams from the model, word by word, delayed the fake
-    Bot API's answers to Axi's long polls, which the echo bot (no model) never saw."""
+    Telegram shares no process (nor interpreter lock) with the model: here Axi's 500
+    replies, streamed word by word, never make the fake Bot API wait for that lock."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.error").addFilter(_NotClientDisconnect())
     ollama = FakeOllama()
@@ -214,19 +226,14 @@ def model_main(conn: Connection) -> None:
     ollama.reply = REPLY
     ollama.start()
     conn.send({"ollama_url": ollama.url})
+
+    def handle(command: str, _args: tuple[Any, ...]) -> Any:
+        if command == "reset":
+            ollama.requests.clear()
+        return len(ollama.chat_bodies) if command == "requests" else None
+
     try:
-        while True:
-            command, _args = conn.recv()
-            answer: Any = None
-            if command == "reset":
-                ollama.requests.clear()
-            elif command == "requests":
-                answer = len(ollama.chat_bodies)
-            elif command == "stop":
-                break
-            conn.send(answer)
-    except EOFError:  # the bench is gone
-        pass
+        answer_commands(conn, handle)
     finally:
         ollama.stop()
 
@@ -242,38 +249,35 @@ def world_main(conn: Connection) -> None:
     feeder: threading.Thread | None = None
     conn.send({"token": FakeTelegram.TOKEN, "base_url": fake.base_url,
                "base_file_url": fake.base_file_url})
+
+    def handle(command: str, args: tuple[Any, ...]) -> Any:
+        nonlocal fed, feeder
+        if command == "reset":  # a new run: nothing recorded, nothing pending
+            fake.reset()
+            fake.rate_limit = bool(args[0])
+            fed = Fed()
+        elif command == "next_update_id":
+            fake.next_update_id = max(fake.next_update_id, int(args[0]))
+        elif command == "polls":
+            return len(fake.calls_to("getUpdates"))
+        elif command == "feed":
+            fed = Fed()
+            feeder = threading.Thread(target=feed, args=(fake, args[0], args[1], fed),
+                                      daemon=True, name="feed")
+            feeder.start()
+        elif command == "progress":  # the feed is over, every question is answered
+            return (fed.done, set(fed.available) <= answered_keys(fake))
+        elif command == "records":
+            if feeder is not None:
+                feeder.join()
+            calls = [Call(c.method, c.params, c.at, {}, c.status) for c in list(fake.calls)]
+            return Records(calls, list(fake.sent),
+                           [c for c in calls if c.method.lower() == "sendmessagedraft"],
+                           fake.rate_violations, fake.rate_limited, fed, dict(fake.handed), 0)
+        return None
+
     try:
-        while True:
-            command, args = conn.recv()
-            answer: Any = None
-            if command == "reset":  # a new run: nothing recorded, nothing pending
-                fake.reset()
-                fake.rate_limit = bool(args[0])
-                fed = Fed()
-            elif command == "next_update_id":
-                fake.next_update_id = max(fake.next_update_id, int(args[0]))
-            elif command == "polls":
-                answer = len(fake.calls_to("getUpdates"))
-            elif command == "feed":
-                fed = Fed()
-                feeder = threading.Thread(target=feed, args=(fake, args[0], args[1], fed),
-                                          daemon=True, name="feed")
-                feeder.start()
-            elif command == "progress":  # the feed is over, every question is answered
-                answer = (fed.done, set(fed.available) <= answered_keys(fake))
-            elif command == "records":
-                if feeder is not None:
-                    feeder.join()
-                calls = [Call(c.method, c.params, c.at, {}, c.status) for c in list(fake.calls)]
-                answer = Records(calls, list(fake.sent), [c for c in calls
-                                                          if c.method.lower() == "sendmessagedraft"],
-                                 fake.rate_violations, fake.rate_limited, fed,
-                                 dict(fake.handed), 0)
-            elif command == "stop":
-                break
-            conn.send(answer)
-    except EOFError:  # the bench is gone
-        pass
+        answer_commands(conn, handle)
     finally:
         fake.reset()  # ends the long poll a stopped bot left pending (a 409), so the
         time.sleep(0.2)  # server stops without cancelling it mid-request
@@ -567,6 +571,14 @@ def first_outputs(fake: Records, drafts_of: dict[int, tuple[int, int]]
     return first
 
 
+def dump_tasks() -> None:
+    """Every task of this loop with the line it waits at (stderr): a run that leaves a
+    message unanswered says where."""
+    for task in asyncio.all_tasks():
+        print(f"--- task {task.get_name()}", file=sys.stderr)
+        task.print_stack(limit=12, file=sys.stderr)
+
+
 async def until_answered(world: World, timeout_s: float) -> bool:
     """Wait for the feed to end and every question to be answered, or for the timeout
     (counted from the end of the feed)."""
@@ -721,6 +733,8 @@ async def run_axi(world: World, plan: Sequence[Planned], uids: Sequence[int],
         await world.call("feed", list(plan), list(uids))
         complete = await until_answered(world, args.timeout)
         cpu = time.process_time() - cpu
+        if not complete:  # where Axi's tasks wait, to tell why (on stderr)
+            dump_tasks()
         await asyncio.sleep(args.grace)  # a late duplicate would show up here
         records: Records = await world.call("records")
         fed = records.fed
