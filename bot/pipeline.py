@@ -276,9 +276,16 @@ class Pipeline(OutboxStep):
         self._lanes.add(task)
         task.add_done_callback(self._lanes.discard)
 
-    def _surplus_lane(self) -> bool:
-        """More lanes work than configured (a parked one came back): this one ends."""
-        return len(self._lanes) - self.parked_lanes > self.concurrency
+    def _leave_if_surplus(self, lane: asyncio.Task[None] | None) -> bool:
+        """More lanes work than configured (a parked one came back): this one ends, and
+        leaves the count at once. A task leaves `_lanes` only once finished: lanes that
+        decided in the same turn of the loop each counted the others still there, and
+        all of them could end."""
+        if len(self._lanes) - self.parked_lanes <= self.concurrency:
+            return False
+        if lane is not None:
+            self._lanes.discard(lane)
+        return True
 
     async def run_worker(self, stop: asyncio.Event) -> None:
         """`concurrency` lanes, plus stand-ins for lanes parked at the local model's gate
@@ -301,7 +308,7 @@ class Pipeline(OutboxStep):
                     self.counters.error("worker")
                     log.warning("worker loop error: %s", exc)
                     busy = False
-                if self._surplus_lane():
+                if self._leave_if_surplus(asyncio.current_task()):
                     return
                 if not busy and not stop.is_set():
                     self.idle_lanes += 1

@@ -215,3 +215,21 @@ async def test_accepting_never_waits_for_the_hint_to_the_gate(axi: Axi) -> None:
     assert hinted == []
     release.set()
     await until(lambda: hinted == ids, 5)
+
+
+async def test_surplus_lanes_deciding_together_leave_the_configured_lanes(axi: Axi) -> None:
+    """A stand-in lane ends once the lane it stood in for came back. Lanes deciding in the
+    same turn of the event loop, none finished yet, each leave the count as they decide:
+    counted as still there, they could all end, leaving no lane to answer anything
+    accepted afterwards."""
+    pipeline = axi.pipeline
+    pipeline.concurrency = 1
+    lanes = [asyncio.create_task(asyncio.sleep(30)) for _ in range(3)]
+    pipeline._lanes.update(lanes)
+    try:
+        assert [pipeline._leave_if_surplus(lane) for lane in lanes] == [True, True, False]
+        assert pipeline._lanes == {lanes[2]}
+    finally:
+        for lane in lanes:
+            lane.cancel()
+        pipeline._lanes.clear()
