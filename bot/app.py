@@ -157,7 +157,8 @@ class Axi:
                                      on_accept=self._someone_wrote, counters=self.metrics)
             self.extractor = Extractor(
                 self.store, self.router,
-                continuations=local.model_for("extraction") == local.model_for("conversation"))
+                continuations=local.model_for("extraction") == local.model_for("conversation"),
+                prepared_wait_s=cfg.local_max_wait_s)
             responder.on_turn = self.extractor.remember_turn
             responder.prepared = self.extractor.prepared
             pipeline = self.pipeline

@@ -135,9 +135,13 @@ class Turn:
 
 
 class Extractor:
-    def __init__(self, store: MemoryStore, router: Router, *, continuations: bool = True):
+    def __init__(self, store: MemoryStore, router: Router, *, continuations: bool = True,
+                 prepared_wait_s: float = 120.0):
         self.store = store
         self.router = router
+        self.prepared_wait_s = prepared_wait_s
+        """The longest a turn waits for its prefix being read ahead (`prepared`): the app
+        sets AXI_LOCAL_MAX_WAIT."""
         self.wake = asyncio.Event()
         self.continuations = continuations
         """Extract a turn as a continuation of its own prompt (the local model evaluates
@@ -225,11 +229,19 @@ class Extractor:
         """Wait for this conversation's next prefix being read ahead (`_read_ahead`), if
         it is: its turn then finds it in the server's cache. Asked at once instead, the
         turn would land on another of the server's slots and read the same ~2,000 tokens
-        beside it, both at half speed (Ollama reads a prompt to its end)."""
+        beside it, both at half speed (Ollama reads a prompt to its end). At most
+        `prepared_wait_s`: a read-ahead not done by then is dropped."""
         task = self._ahead.pop(conversation, None)
-        if task is not None and not task.done():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
+        if task is None or task.done():
+            return
+        try:  # a quicker start is never worth a wait without end: bounded, then dropped
+            await asyncio.wait_for(asyncio.shield(task), self.prepared_wait_s)
+        except TimeoutError:
+            task.cancel()
+            log.warning("the next prefix of %s was not read ahead within %.0f s: its turn "
+                        "goes on without it", conversation, self.prepared_wait_s)
+        except Exception:  # (the read-ahead logs its own failure)
+            pass
 
     def _hot_work(self) -> Callable[[], Awaitable[bool]] | None:
         """The next hot work (the next turn's prefix first: a person will wait for it),

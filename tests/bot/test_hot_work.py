@@ -204,6 +204,32 @@ async def test_a_claude_question_does_not_wait_for_the_next_prefix_read_ahead(
         gate.release(held)
 
 
+async def test_a_turn_waits_for_its_read_ahead_no_longer_than_the_local_max_wait(
+        slow_quiet: Axi, ollama_server: FakeOllama) -> None:
+    """The next turn waits for its prefix being read ahead (`prepared`), but not without
+    end: past `prepared_wait_s` (AXI_LOCAL_MAX_WAIT) the read-ahead is dropped, out of the
+    model's queue, and the turn goes on (here the model stays busy throughout)."""
+    prefix = [ChatMessage.user("Tu es Axi. Tu parles avec Ludo."),
+              ChatMessage.assistant("Compris.")]
+    gate = slow_quiet.gate
+    assert slow_quiet.extractor.prepared_wait_s == slow_quiet.settings.local_max_wait_s
+    slow_quiet.extractor.prepared_wait_s = 0.2
+    held = await gate.acquire(Priority.INNER_LIVE)  # the model is busy
+    try:
+        slow_quiet.extractor.remember_turn(96, [*prefix, ChatMessage.user("Question")],
+                                           "Réponse", "telegram:1001", prefix,
+                                           Priority.INNER_LIVE)
+        await asyncio.sleep(0.05)
+        assert gate.snapshot()["waiting"] == ["inner_live"]  # the read-ahead, pending
+        await asyncio.wait_for(slow_quiet.extractor.prepared("telegram:1001"), 2)
+        await asyncio.sleep(0.05)
+        assert gate.snapshot()["waiting"] == []  # dropped, not left in the queue
+    finally:
+        gate.release(held)
+    assert slow_quiet.extractor.warmed == 0
+    assert not [b for b in ollama_server.chat_bodies if b["options"].get("num_predict") == 1]
+
+
 async def test_a_prefix_read_ahead_is_dropped_when_axi_stops(
         slow_quiet: Axi, ollama_server: FakeOllama) -> None:
     prefix = [ChatMessage.user("Tu es Axi. Tu parles avec Ludo."),
