@@ -179,6 +179,23 @@ async def test_the_inner_circles_next_prefix_is_read_at_once_ahead_of_clients(
     await slow_quiet.extractor.prepared("telegram:1001")  # nothing in flight: at once
 
 
+@contextlib.asynccontextmanager
+async def read_ahead_pending(app: Axi, message_id: int) -> AsyncIterator[None]:
+    """Ludo's conversation (telegram:1001) has its next prefix being read ahead, queued
+    behind a busy model for as long as the block runs."""
+    prefix = [ChatMessage.user("Tu es Axi. Tu parles avec Ludo."),
+              ChatMessage.assistant("Compris.")]
+    held = await app.gate.acquire(Priority.INNER_LIVE)  # the model is busy
+    try:
+        app.extractor.remember_turn(message_id, [*prefix, ChatMessage.user("Question")],
+                                    "Réponse", "telegram:1001", prefix, Priority.INNER_LIVE)
+        await asyncio.sleep(0.05)
+        assert app.gate.snapshot()["waiting"] == ["inner_live"]  # the read-ahead, pending
+        yield
+    finally:
+        app.gate.release(held)
+
+
 async def test_a_claude_question_does_not_wait_for_the_next_prefix_read_ahead(
         slow_quiet: Axi, ollama_server: FakeOllama, anthropic_server: FakeAnthropic) -> None:
     """/claude goes to the fallback at once: the conversation's next prefix being read
@@ -186,22 +203,11 @@ async def test_a_claude_question_does_not_wait_for_the_next_prefix_read_ahead(
     it (here the read-ahead waits for a busy model, for as long as the test holds it)."""
     from tests.bot.test_pipeline import sent
 
-    prefix = [ChatMessage.user("Tu es Axi. Tu parles avec Ludo."),
-              ChatMessage.assistant("Compris.")]
-    gate = slow_quiet.gate
-    held = await gate.acquire(Priority.INNER_LIVE)  # the model is busy
-    try:
-        slow_quiet.extractor.remember_turn(97, [*prefix, ChatMessage.user("Question")],
-                                           "Réponse", "telegram:1001", prefix,
-                                           Priority.INNER_LIVE)
-        await asyncio.sleep(0.05)
-        assert gate.snapshot()["waiting"] == ["inner_live"]  # the read-ahead, pending
+    async with read_ahead_pending(slow_quiet, 97):
         anthropic_server.reply = "Voici une annonce."
         await asyncio.wait_for(say(slow_quiet, "1001", "/claude rédige une annonce"), 5)
         assert [d.text for d in sent(slow_quiet)] == ["Voici une annonce."]
-        assert gate.snapshot()["waiting"] == ["inner_live"]  # still pending: not needed
-    finally:
-        gate.release(held)
+        assert slow_quiet.gate.snapshot()["waiting"] == ["inner_live"]  # not needed
 
 
 async def test_a_turn_waits_for_its_read_ahead_no_longer_than_the_local_max_wait(
@@ -209,23 +215,12 @@ async def test_a_turn_waits_for_its_read_ahead_no_longer_than_the_local_max_wait
     """The next turn waits for its prefix being read ahead (`prepared`), but not without
     end: past `prepared_wait_s` (AXI_LOCAL_MAX_WAIT) the read-ahead is dropped, out of the
     model's queue, and the turn goes on (here the model stays busy throughout)."""
-    prefix = [ChatMessage.user("Tu es Axi. Tu parles avec Ludo."),
-              ChatMessage.assistant("Compris.")]
-    gate = slow_quiet.gate
     assert slow_quiet.extractor.prepared_wait_s == slow_quiet.settings.local_max_wait_s
     slow_quiet.extractor.prepared_wait_s = 0.2
-    held = await gate.acquire(Priority.INNER_LIVE)  # the model is busy
-    try:
-        slow_quiet.extractor.remember_turn(96, [*prefix, ChatMessage.user("Question")],
-                                           "Réponse", "telegram:1001", prefix,
-                                           Priority.INNER_LIVE)
-        await asyncio.sleep(0.05)
-        assert gate.snapshot()["waiting"] == ["inner_live"]  # the read-ahead, pending
+    async with read_ahead_pending(slow_quiet, 96):
         await asyncio.wait_for(slow_quiet.extractor.prepared("telegram:1001"), 2)
         await asyncio.sleep(0.05)
-        assert gate.snapshot()["waiting"] == []  # dropped, not left in the queue
-    finally:
-        gate.release(held)
+        assert slow_quiet.gate.snapshot()["waiting"] == []  # dropped, not left queued
     assert slow_quiet.extractor.warmed == 0
     assert not [b for b in ollama_server.chat_bodies if b["options"].get("num_predict") == 1]
 
