@@ -326,7 +326,9 @@ async def test_streaming_paces_tokens_at_the_generation_rate(make: Make, client:
     assert "".join(p.message.content or "" for p in parts) == default_reply(12)
     assert final.eval_duration == round(12 / 5 * 1e9)
     spread = (arrivals[-2] - arrivals[0]) / 0.02  # first to last token, simulated
-    assert spread == pytest.approx(11 / 5, abs=1.0)
+    # paced, not all at once; a loaded machine only delays (a stall of 0.6 s, 29
+    # simulated seconds, was seen with the suite's two passes and more running)
+    assert 11 / 5 - 1.0 <= spread <= 11 / 5 + 50
     assert server.records[0].stream and server.records[0].finished_s is not None
 
 
